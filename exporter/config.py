@@ -1,0 +1,82 @@
+"""The configuration file: one section per source plus ``watch``.
+
+Every problem is reported with its key path and line, all at once, so
+``--check-config`` can list them for the administrator to fix in one go.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping
+
+from exporter.schema import Duration, Errors, Field, OneOf, Problem, Struct, load_document
+from exporter.sources import registered_sources
+
+WATCH_MODES = ("auto", "events", "poll")
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """How changes to the statistics files are noticed."""
+
+    mode: str = "auto"
+    poll_interval: float = 2.0
+    rescan_interval: float = 60.0
+    debounce: float = 0.02
+    debounce_max_wait: float = 0.1
+
+
+WATCH_SCHEMA = Struct(
+    {
+        "mode": Field(OneOf(*WATCH_MODES), default="auto",
+                      doc="auto: inotify on local file systems, polling on network ones"),
+        "poll_interval": Field(Duration(), default=2.0, doc="how often polled folders are checked"),
+        "rescan_interval": Field(Duration(), default=60.0, doc="full rescan that catches anything events missed"),
+        "debounce": Field(Duration(), default=0.02, doc="quiet time after a change before a file is read"),
+        "debounce_max_wait": Field(Duration(), default=0.1, doc="longest a busy file waits to be read"),
+    },
+    build=WatchConfig,
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    sources: Mapping[str, Any]
+    watch: WatchConfig
+
+
+class ConfigError(Exception):
+    """An invalid configuration, with every problem found."""
+
+    def __init__(self, source: str, problems: List[Problem]):
+        self.source = source
+        self.problems = problems
+        super().__init__("%s is invalid:\n%s" % (source, "\n".join("  " + str(p) for p in problems)))
+
+
+def _root_schema() -> Struct:
+    sections: Dict[str, Field] = {source.name: Field(source.schema, default=source.schema.defaults(), doc=source.doc)
+                                  for source in registered_sources()}
+    sections["watch"] = Field(WATCH_SCHEMA, default=WatchConfig())
+
+    def build(watch, **sources):
+        return Config(sources=sources, watch=watch)
+
+    return Struct(sections, build=build)
+
+
+def parse(text: str, source: str = "<config>") -> Config:
+    errors = Errors()
+    config = load_document(text, _root_schema(), errors)
+    if errors.problems:
+        raise ConfigError(source, errors.problems)
+    return config
+
+
+def load(path: str) -> Config:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, [Problem("", None, "cannot read: %s" % exc)]) from None
+    return parse(text, path)

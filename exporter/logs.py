@@ -1,0 +1,95 @@
+"""Structured logging to stderr in logfmt or JSON, as Prometheus exporters do.
+
+Callers pass key/value context with ``extra=fields(path=..., error=...)`` so
+that both formats carry the same fields and log processors can parse them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from typing import Dict, Tuple
+
+LEVELS = ("debug", "info", "warn", "error")
+FORMATS = ("logfmt", "json")
+
+
+def fields(**kv) -> dict:
+    """Context for one log call: ``log.info("msg", extra=fields(path=p))``."""
+    return {"fields": kv}
+
+
+def _iso_time(record: logging.LogRecord) -> str:
+    ms = int(record.msecs)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + ".%03dZ" % ms
+
+
+def _level_name(record: logging.LogRecord) -> str:
+    return "warn" if record.levelno == logging.WARNING else record.levelname.lower()
+
+
+def _record_items(record: logging.LogRecord):
+    yield "ts", _iso_time(record)
+    yield "level", _level_name(record)
+    yield "logger", record.name
+    yield "msg", record.getMessage()
+    for key, value in getattr(record, "fields", {}).items():
+        yield key, value
+    if record.exc_info:
+        yield "exception", logging.Formatter().formatException(record.exc_info)
+
+
+def _logfmt_value(value) -> str:
+    text = str(value)
+    if text and not any(c in text for c in ' "=\n\t\\'):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+class LogfmtFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return " ".join("%s=%s" % (k, _logfmt_value(v)) for k, v in _record_items(record))
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({k: v for k, v in _record_items(record)}, default=str)
+
+
+def setup(level: str = "info", fmt: str = "logfmt") -> None:
+    """Route the ``exporter`` loggers to stderr in the chosen format."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
+    root = logging.getLogger("exporter")
+    root.handlers[:] = [handler]
+    root.setLevel({"warn": logging.WARNING}.get(level, level.upper()))
+    root.propagate = False
+
+
+class RateLimitedLog:
+    """Logs a recurring problem at most once per interval per key.
+
+    A file with a million malformed lines must not produce a million log
+    lines; the count of suppressed repeats goes into the next one.
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float = 60.0):
+        self._logger = logger
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._state: Dict[str, Tuple[float, int]] = {}
+
+    def warning(self, key: str, msg: str, **kv) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last, suppressed = self._state.get(key, (float("-inf"), 0))
+            if now - last < self._interval:
+                self._state[key] = (last, suppressed + 1)
+                return
+            self._state[key] = (now, 0)
+        if suppressed:
+            kv["suppressed_since_last"] = suppressed
+        self._logger.warning(msg, extra=fields(**kv))

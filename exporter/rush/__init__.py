@@ -1,0 +1,95 @@
+"""The Rush render queue: its config section ``rush`` and its file kinds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Pattern, Tuple
+
+from exporter.schema import Boolean, Either, Field, HostRegex, Integer, ListOf, Scalar, String, Struct
+from exporter.sources import Source
+
+#: Series one admitted user or job title can create: frames in 4 statuses plus wall seconds.
+SERIES_PER_BREAKDOWN_VALUE = 5
+
+
+@dataclass(frozen=True)
+class CpuAcctEntry:
+    """One configured file or glob; every file it matches is one source file."""
+
+    path: str
+    host: Optional[str] = None
+    host_from_path: Optional[Pattern] = None
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """An opt-in per-user or per-title breakdown and its series budget."""
+
+    enabled: bool = False
+    series_budget: int = 2000
+
+
+@dataclass(frozen=True)
+class RushConfig:
+    cpu_acct: Tuple[CpuAcctEntry, ...] = ()
+    host_from_path: Optional[Pattern] = None
+    users: Breakdown = Breakdown()
+    titles: Breakdown = Breakdown()
+
+
+def _entry_from_string(value) -> CpuAcctEntry:
+    if not isinstance(value, str) or not value:
+        raise ValueError()
+    return CpuAcctEntry(path=value)
+
+
+def _breakdown_schema() -> Struct:
+    return Struct(
+        {
+            "enabled": Field(Boolean(), default=False, doc="export this breakdown"),
+            "series_budget": Field(
+                Integer(minimum=SERIES_PER_BREAKDOWN_VALUE * 2),
+                default=2000,
+                doc="most series the breakdown may create; later values go to __other__",
+            ),
+        },
+        build=Breakdown,
+    )
+
+
+_ENTRY = Either(
+    Scalar("a path or glob", _entry_from_string),
+    Struct(
+        {
+            "path": Field(String(), required=True, doc="file or glob (** allowed)"),
+            "host": Field(String(), doc="host label for this file's gauges"),
+            "host_from_path": Field(HostRegex(), doc="regex with (?P<host>...) searched in the path"),
+        },
+        build=CpuAcctEntry,
+    ),
+)
+
+_BREAKDOWNS = Struct({"users": Field(_breakdown_schema(), Breakdown()), "titles": Field(_breakdown_schema(), Breakdown())})
+
+
+def _rush_config(cpu_acct, host_from_path, breakdowns) -> RushConfig:
+    return RushConfig(cpu_acct, host_from_path, breakdowns["users"], breakdowns["titles"])
+
+
+SCHEMA = Struct(
+    {
+        "cpu_acct": Field(ListOf(_ENTRY), default=(), doc="cpu.acct files or globs; each matched file is read"),
+        "host_from_path": Field(HostRegex(), doc="default host regex for every entry"),
+        "breakdowns": Field(_BREAKDOWNS, default=_BREAKDOWNS.defaults()),
+    },
+    build=_rush_config,
+)
+
+
+def _readers(config: RushConfig):
+    from exporter.rush.cpu_acct import CpuAcctReader
+
+    return [CpuAcctReader(config)] if config.cpu_acct else []
+
+
+SOURCE = Source(name="rush", schema=SCHEMA, readers=_readers, doc="Rush cpu.acct accounting logs")

@@ -1,0 +1,352 @@
+"""Reader of Rush ``cpu.acct`` files: tail, parse, count, snapshot, families.
+
+Counters are totals of every line read while the daemon runs: lines of a
+rotated or deleted file stay counted, a file's lines are counted once (see
+``exporter.tailer``). Gauges (utilization, daemon state) are the latest
+record by time among the files of a host that still exist.
+
+The *host* of a file's gauges (``u``, ``r``, ``s``, ``d`` and ``m`` records
+carry no host) is, in order: the entry's ``host``; the ``(?P<host>...)``
+group of ``host_from_path`` (the entry's, else the section's) searched in the
+path; the host of the file's first ``p`` record; the file's path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Collection, Dict, Iterable, Mapping, Optional, Tuple
+
+from prometheus_client.metrics_core import Metric
+
+from exporter.budget import LabelBudget
+from exporter.families import counter, gauge
+from exporter.logs import RateLimitedLog, fields
+from exporter.paths import PathPattern
+from exporter.rush import SERIES_PER_BREAKDOWN_VALUE, CpuAcctEntry, RushConfig
+from exporter.rush.records import (
+    DaemonEvent,
+    MalformedLine,
+    Midnight,
+    Process,
+    Rotation,
+    StateChange,
+    Utilization,
+    frame_status,
+    parse_line,
+)
+from exporter.sources import FileStatus
+from exporter.tailer import Tailer
+
+log = logging.getLogger(__name__)
+
+KIND = "rush_cpu_acct"
+STATUSES = ("done", "fail", "requeue", "killed")
+RECORD_NAMES = {
+    Process: "process",
+    Utilization: "utilization",
+    Rotation: "rotation",
+    StateChange: "state_change",
+    Midnight: "midnight",
+    DaemonEvent: "daemon",
+}
+
+_CACHE_NOTE = " (read from cpu.acct; cached between changes of the file)"
+
+
+class _FileState:
+    """Everything learnt from one file (by the path it was first opened under)."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.last_success_time: Optional[float] = None
+        self.errors = 0
+        self.malformed = 0
+        self.bytes = 0
+        self.lines = 0
+        self.seen_host: Optional[str] = None
+        self.records: Counter = Counter()
+        self.daemon_starts = 0
+        self.utilization: Optional[Tuple[int, float]] = None
+        self.online: Optional[Tuple[int, int]] = None
+        self.last_record_time: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class CpuAcctSnapshot:
+    files: Tuple[FileStatus, ...]
+    frames: Mapping[Tuple[str, str], int]
+    wall_seconds: Mapping[str, float]
+    system_seconds: Mapping[str, float]
+    user_seconds: Mapping[str, float]
+    records: Mapping[Tuple[str, str], int]
+    daemon_starts: Mapping[str, int]
+    utilization: Mapping[str, float]
+    online: Mapping[str, int]
+    last_record_time: Mapping[str, int]
+    user_frames: Optional[Mapping[Tuple[str, str], int]]
+    user_wall_seconds: Optional[Mapping[str, float]]
+    title_frames: Optional[Mapping[Tuple[str, str], int]]
+    title_wall_seconds: Optional[Mapping[str, float]]
+
+
+def _frozen(mapping) -> Mapping:
+    return MappingProxyType(dict(mapping))
+
+
+def _with_all_statuses(frames: Mapping[Tuple[str, str], int]) -> Mapping[Tuple[str, str], int]:
+    """Every status of every host, zeros included, so alerts see a series before the first failure."""
+    full = {(name, status): 0 for name, _ in frames for status in STATUSES}
+    full.update(frames)
+    return _frozen(full)
+
+
+def _latest_by_host(values: Iterable[Tuple[str, Optional[Tuple[int, float]]]]) -> Dict[str, float]:
+    latest: Dict[str, Tuple[int, float]] = {}
+    for host, timed in values:
+        if timed is not None and (host not in latest or timed[0] >= latest[host][0]):
+            latest[host] = timed
+    return {host: value for host, (_, value) in latest.items()}
+
+
+def _timed(when: Optional[int]) -> Optional[Tuple[int, float]]:
+    return None if when is None else (when, when)
+
+
+class _Breakdown:
+    """Frames and wall seconds per user or per job title, within a series budget."""
+
+    def __init__(self, series_budget: int):
+        self.budget = LabelBudget(series_budget, SERIES_PER_BREAKDOWN_VALUE)
+        self.frames: Counter = Counter()
+        self.wall: Dict[str, float] = defaultdict(float)
+
+    def add(self, value: str, status: str, wall_seconds: float) -> None:
+        label = self.budget.label(value)
+        self.frames[(label, status)] += 1
+        self.wall[label] += wall_seconds
+
+
+class CpuAcctReader:
+    kind = KIND
+
+    def __init__(self, config: RushConfig):
+        self._config = config
+        self._entries = [(PathPattern(entry.path), entry) for entry in config.cpu_acct]
+        self.patterns = [pattern for pattern, _ in self._entries]
+        self._tailer = Tailer(self._consume)
+        self._files: Dict[str, _FileState] = {}
+        self._present: set = set()
+        self._configured_host: Dict[str, Optional[str]] = {}
+        self._frames: Counter = Counter()
+        self._wall: Dict[str, float] = defaultdict(float)
+        self._system: Dict[str, float] = defaultdict(float)
+        self._user: Dict[str, float] = defaultdict(float)
+        self._users = _Breakdown(config.users.series_budget) if config.users.enabled else None
+        self._titles = _Breakdown(config.titles.series_budget) if config.titles.enabled else None
+        self._malformed_log = RateLimitedLog(log)
+
+    # -- reading -------------------------------------------------------------
+
+    def sync(self, paths: Optional[Collection[str]] = None) -> CpuAcctSnapshot:
+        """Reads the changed ``paths`` (or every matching file) and returns a snapshot."""
+        if paths is None:
+            matched = {path for pattern in self.patterns for path in pattern.scan()}
+            candidates = matched | self._present | self._tailer.paths
+        else:
+            candidates = {path for path in paths if self._entry_for(path) is not None}
+        for path in sorted(candidates):
+            self._visit(path)
+        self._tailer.drain_retired()
+        return self._snapshot()
+
+    def close(self) -> None:
+        self._tailer.close()
+
+    def _visit(self, path: str) -> None:
+        if not os.path.isfile(path) or self._entry_for(path) is None:
+            self._tailer.forget(path)
+            self._present.discard(path)
+            return
+        self._present.add(path)
+        try:
+            self._tailer.follow(path)
+        except FileNotFoundError:
+            self._tailer.forget(path)
+            self._present.discard(path)
+            return
+        except OSError as exc:
+            state = self._state(path)
+            state.up = False
+            state.errors += 1
+            log.warning("cannot read cpu.acct; keeping what was read before", extra=fields(path=path, error=exc))
+            return
+        state = self._state(self._tailer.label_of(path) or path)
+        state.up = True
+        state.last_success_time = time.time()
+
+    def _state(self, label: str) -> _FileState:
+        state = self._files.get(label)
+        if state is None:
+            state = self._files[label] = _FileState()
+        return state
+
+    def _consume(self, label: str, block: bytes) -> None:
+        """Counts the complete lines of ``block``; malformed lines are counted and skipped."""
+        state = self._state(label)
+        state.bytes += len(block)
+        lines = block.decode("utf-8", "replace").split("\n")
+        lines.pop()
+        state.lines += len(lines)
+        apply_record = self._apply
+        for line in lines:
+            try:
+                record = parse_line(line)
+            except MalformedLine as exc:
+                state.malformed += 1
+                self._malformed_log.warning(
+                    label, "malformed cpu.acct line skipped", path=label, reason=exc, line=line[:200]
+                )
+                continue
+            if record is not None:
+                apply_record(state, record)
+
+    def _apply(self, state: _FileState, record) -> None:
+        kind = type(record)
+        state.records[RECORD_NAMES[kind]] += 1
+        if state.last_record_time is None or record.time > state.last_record_time:
+            state.last_record_time = record.time
+        if kind is Process:
+            self._count_frame(state, record)
+        elif kind is Utilization:
+            if state.utilization is None or record.time >= state.utilization[0]:
+                state.utilization = (record.time, record.ratio)
+        elif kind is not Midnight:
+            if state.online is None or record.time >= state.online[0]:
+                state.online = (record.time, int(record.online))
+            if kind is DaemonEvent and record.action == "start":
+                state.daemon_starts += 1
+
+    def _count_frame(self, state: _FileState, frame: Process) -> None:
+        host = frame.host
+        status = frame_status(frame.exit_code)
+        if state.seen_host is None:
+            state.seen_host = host
+        self._frames[(host, status)] += 1
+        self._wall[host] += frame.wall_seconds
+        self._system[host] += frame.system_seconds
+        self._user[host] += frame.user_seconds
+        if self._users is not None:
+            self._users.add(frame.owner, status, frame.wall_seconds)
+        if self._titles is not None:
+            self._titles.add(frame.title, status, frame.wall_seconds)
+
+    # -- host labels ---------------------------------------------------------
+
+    def _entry_for(self, path: str) -> Optional[CpuAcctEntry]:
+        for pattern, entry in self._entries:
+            if pattern.matches(path):
+                return entry
+        return None
+
+    def _host_of(self, label: str, state: _FileState) -> str:
+        if label not in self._configured_host:
+            self._configured_host[label] = self._configured_host_of(label)
+        return self._configured_host[label] or state.seen_host or label
+
+    def _configured_host_of(self, path: str) -> Optional[str]:
+        entry = self._entry_for(path)
+        if entry is None:
+            return None
+        if entry.host:
+            return entry.host
+        regex = entry.host_from_path or self._config.host_from_path
+        match = regex.search(path) if regex else None
+        return match.group("host") if match and match.group("host") else None
+
+    # -- snapshot ------------------------------------------------------------
+
+    def _file_statuses(self) -> Tuple[FileStatus, ...]:
+        statuses = []
+        for path in sorted(self._present):
+            state = self._files.get(path) or _FileState()
+            statuses.append(
+                FileStatus(
+                    kind=KIND,
+                    path=path,
+                    up=state.up,
+                    last_success_time=state.last_success_time,
+                    errors_total=state.errors,
+                    malformed_lines_total=state.malformed,
+                    bytes_read_total=state.bytes,
+                    lines_read_total=state.lines,
+                )
+            )
+        return tuple(statuses)
+
+    def _snapshot(self) -> CpuAcctSnapshot:
+        hosts = {label: self._host_of(label, state) for label, state in self._files.items()}
+        live = self._tailer.live_labels() | self._present
+        live_hosts = {hosts[label] for label in live if label in hosts}
+        current = [(hosts[label], state) for label, state in self._files.items() if hosts[label] in live_hosts]
+        records: Counter = Counter()
+        starts: Counter = Counter()
+        for label, state in self._files.items():
+            for name, count in state.records.items():
+                records[(hosts[label], name)] += count
+            if state.daemon_starts:
+                starts[hosts[label]] += state.daemon_starts
+        users, titles = self._users, self._titles
+        return CpuAcctSnapshot(
+            files=self._file_statuses(),
+            frames=_with_all_statuses(self._frames),
+            wall_seconds=_frozen(self._wall),
+            system_seconds=_frozen(self._system),
+            user_seconds=_frozen(self._user),
+            records=_frozen(records),
+            daemon_starts=_frozen(starts),
+            utilization=_frozen(_latest_by_host((host, s.utilization) for host, s in current)),
+            online=_frozen(_latest_by_host((host, s.online) for host, s in current)),
+            last_record_time=_frozen(_latest_by_host((host, _timed(s.last_record_time)) for host, s in current)),
+            user_frames=_with_all_statuses(users.frames) if users else None,
+            user_wall_seconds=_frozen(users.wall) if users else None,
+            title_frames=_with_all_statuses(titles.frames) if titles else None,
+            title_wall_seconds=_frozen(titles.wall) if titles else None,
+        )
+
+    # -- metric families -------------------------------------------------------
+
+    def families(self, snap: CpuAcctSnapshot) -> Iterable[Metric]:
+        note = _CACHE_NOTE
+        yield counter("rush_frames", "Frames finished, by the host that ran them and Rush's exit status" + note,
+                      ["host", "status"], snap.frames)
+        yield counter("rush_frame_wall_seconds", "Wall clock seconds of finished frames" + note,
+                      ["host"], snap.wall_seconds)
+        yield counter("rush_frame_system_seconds", "System CPU seconds of finished frames' render scripts" + note,
+                      ["host"], snap.system_seconds)
+        yield counter("rush_frame_user_seconds", "User CPU seconds of finished frames' render scripts" + note,
+                      ["host"], snap.user_seconds)
+        yield counter("rush_records", "cpu.acct records read, by record type" + note,
+                      ["host", "record"], snap.records)
+        yield counter("rush_daemon_starts", "Render daemon starts (d start records)" + note,
+                      ["host"], snap.daemon_starts)
+        yield gauge("rush_utilization_ratio", "Share of time the processors were busy rendering, latest u record"
+                    + note, ["host"], snap.utilization)
+        yield gauge("rush_daemon_online", "1 if the latest r, s or d record says the daemon is online" + note,
+                    ["host"], snap.online)
+        yield gauge("rush_last_record_timestamp_seconds", "Time of the newest record of the host's log" + note,
+                    ["host"], snap.last_record_time)
+        if snap.user_frames is not None:
+            yield counter("rush_user_frames", "Frames finished, by job owner (opt-in, capped)" + note,
+                          ["user", "status"], snap.user_frames)
+            yield counter("rush_user_frame_wall_seconds", "Wall clock seconds of frames, by job owner (opt-in, capped)"
+                          + note, ["user"], snap.user_wall_seconds)
+        if snap.title_frames is not None:
+            yield counter("rush_job_title_frames", "Frames finished, by job title (opt-in, capped)" + note,
+                          ["title", "status"], snap.title_frames)
+            yield counter("rush_job_title_frame_wall_seconds", "Wall clock seconds of frames, by job title "
+                          "(opt-in, capped)" + note, ["title"], snap.title_wall_seconds)

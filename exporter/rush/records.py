@@ -1,0 +1,227 @@
+"""Parses one line of Rush's ``cpu.acct`` accounting log into a record.
+
+Pure functions, no I/O: the tailer hands over complete lines, the reader
+accumulates the records. Formats: ``rush-files-cpu-acct.txt`` (102.21) and
+``rush-cpu-acct-newer.md`` (102.42 .. 103.07): space-aligned or TAB-delimited
+fields (sometimes mixed in one line), CRLF endings, job ids ``tahoe-798`` or
+``tahoe.798``, priorities with a letter flag (``100k``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import NamedTuple, Optional, Union
+
+
+class MalformedLine(ValueError):
+    """The line is not a valid record; the message says why."""
+
+
+class Process(NamedTuple):
+    """``p``: one finished frame."""
+
+    time: int
+    jobid: str
+    title: str
+    owner: str
+    frame: str
+    host: str
+    priority: str
+    wall_seconds: float
+    system_seconds: float
+    user_seconds: float
+    exit_code: int
+    pid: int
+
+
+class Utilization(NamedTuple):
+    """``u``: share of time the processors were busy rendering, 0..1."""
+
+    time: int
+    ratio: float
+
+
+class Rotation(NamedTuple):
+    """``r start|end``: top of a new log, or end of a rotated-out one."""
+
+    time: int
+    edge: str
+    online: bool
+
+
+class StateChange(NamedTuple):
+    """``s``: the daemon was put online or offline by someone."""
+
+    time: int
+    online: bool
+    who: str
+    reason: str
+
+
+class Midnight(NamedTuple):
+    """``m``: midnight marker."""
+
+    time: int
+
+
+class DaemonEvent(NamedTuple):
+    """``d start|stop``: the render daemon started or stopped."""
+
+    time: int
+    action: str
+    online: bool
+
+
+Record = Union[Process, Utilization, Rotation, StateChange, Midnight, DaemonEvent]
+
+PROCESS_FIELDS = 13
+_JOBID = re.compile(r"^\S+[-.][0-9]+$")
+_PRIORITY = re.compile(r"^[0-9]+[A-Za-z]?$")
+_ONLINE = {"online": True, "offline": False}
+
+
+def frame_status(exit_code: int) -> str:
+    """Rush's meaning of a frame's exit code: 0 done, 2 requeue, <0 killed, else fail."""
+    if exit_code == 0:
+        return "done"
+    if exit_code == 2:
+        return "requeue"
+    if exit_code < 0:
+        return "killed"
+    return "fail"
+
+
+def parse_line(line: str) -> Optional[Record]:
+    """Returns the record of ``line``, None for a blank line, or raises MalformedLine."""
+    tokens = line.split()
+    if not tokens:
+        return None
+    parse = _PARSERS.get(tokens[0])
+    if parse is None:
+        raise MalformedLine("unknown record type %r" % tokens[0][:20])
+    return parse(line, tokens)
+
+
+def _time(token: str) -> int:
+    try:
+        value = int(token)
+    except ValueError:
+        raise MalformedLine("time %r is not an integer" % token[:20]) from None
+    if value < 0:
+        raise MalformedLine("time %d is negative" % value)
+    return value
+
+
+def _seconds(token: str, what: str) -> float:
+    try:
+        value = float(token)
+    except ValueError:
+        raise MalformedLine("%s %r is not a number" % (what, token[:20])) from None
+    if value < 0 or not math.isfinite(value):
+        raise MalformedLine("%s %r out of range" % (what, token[:20]))
+    return value
+
+
+def _integer(token: str, what: str) -> int:
+    try:
+        return int(token)
+    except ValueError:
+        raise MalformedLine("%s %r is not an integer" % (what, token[:20])) from None
+
+
+def _state(token: str) -> bool:
+    try:
+        return _ONLINE[token]
+    except KeyError:
+        raise MalformedLine("state %r is neither online nor offline" % token[:20]) from None
+
+
+def _process_fields(line: str, tokens: list) -> list:
+    """The 13 fields of a ``p`` line; only the title may contain blanks.
+
+    A TAB-delimited line keeps its title exactly; a space-aligned title with
+    blanks is rebuilt from the tokens between the job id and the 9 fixed
+    trailing fields.
+    """
+    if len(tokens) == PROCESS_FIELDS:
+        return tokens
+    if len(tokens) < PROCESS_FIELDS:
+        raise MalformedLine("process entry has %d fields, needs %d" % (len(tokens), PROCESS_FIELDS))
+    if "\t" in line:
+        by_tab = [field.strip() for field in line.split("\t")]
+        by_tab = [field for field in by_tab if field]
+        if len(by_tab) == PROCESS_FIELDS and by_tab[0] == "p":
+            return by_tab
+    title = " ".join(tokens[3 : len(tokens) - 9])
+    return tokens[:3] + [title] + tokens[len(tokens) - 9 :]
+
+
+def _parse_process(line: str, tokens: list) -> Process:
+    f = _process_fields(line, tokens)
+    if not _JOBID.match(f[2]):
+        raise MalformedLine("job id %r is not host-number or host.number" % f[2][:40])
+    if not _PRIORITY.match(f[7]):
+        raise MalformedLine("priority %r is not a number with an optional flag letter" % f[7][:20])
+    return Process(
+        time=_time(f[1]),
+        jobid=f[2],
+        title=f[3],
+        owner=f[4],
+        frame=f[5],
+        host=f[6],
+        priority=f[7],
+        wall_seconds=_seconds(f[8], "wall seconds"),
+        system_seconds=_seconds(f[9], "system seconds"),
+        user_seconds=_seconds(f[10], "user seconds"),
+        exit_code=_integer(f[11], "exit code"),
+        pid=_integer(f[12], "pid"),
+    )
+
+
+def _expect_fields(tokens: list, count: int, what: str) -> None:
+    if len(tokens) != count:
+        raise MalformedLine("%s has %d fields, needs %d" % (what, len(tokens), count))
+
+
+def _parse_utilization(line: str, tokens: list) -> Utilization:
+    _expect_fields(tokens, 3, "utilization entry")
+    percent = _seconds(tokens[2], "percent busy")
+    if percent > 100:
+        raise MalformedLine("percent busy %s is over 100" % tokens[2][:20])
+    return Utilization(_time(tokens[1]), percent / 100.0)
+
+
+def _parse_rotation(line: str, tokens: list) -> Rotation:
+    _expect_fields(tokens, 4, "rotation entry")
+    if tokens[1] not in ("start", "end"):
+        raise MalformedLine("rotation edge %r is neither start nor end" % tokens[1][:20])
+    return Rotation(_time(tokens[2]), tokens[1], _state(tokens[3]))
+
+
+def _parse_state_change(line: str, tokens: list) -> StateChange:
+    if len(tokens) < 4:
+        raise MalformedLine("state change has %d fields, needs at least 4" % len(tokens))
+    return StateChange(_time(tokens[1]), _state(tokens[2]), tokens[3], " ".join(tokens[4:]) or "-")
+
+
+def _parse_midnight(line: str, tokens: list) -> Midnight:
+    _expect_fields(tokens, 2, "midnight marker")
+    return Midnight(_time(tokens[1]))
+
+
+def _parse_daemon(line: str, tokens: list) -> DaemonEvent:
+    _expect_fields(tokens, 4, "daemon entry")
+    if tokens[1] not in ("start", "stop"):
+        raise MalformedLine("daemon action %r is neither start nor stop" % tokens[1][:20])
+    return DaemonEvent(_time(tokens[2]), tokens[1], _state(tokens[3]))
+
+
+_PARSERS = {
+    "p": _parse_process,
+    "u": _parse_utilization,
+    "r": _parse_rotation,
+    "s": _parse_state_change,
+    "m": _parse_midnight,
+    "d": _parse_daemon,
+}

@@ -1,0 +1,264 @@
+"""A small declarative schema for YAML configuration, checked on the node tree.
+
+Validating PyYAML's node tree (not the loaded dicts) keeps the line of every
+key, so each problem is reported as ``key.path (line N): what is wrong`` and
+all problems are reported at once, not just the first.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import yaml
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    line: Optional[int]
+    message: str
+
+    def __str__(self) -> str:
+        where = self.path or "(top level)"
+        if self.line is not None:
+            where += " (line %d)" % self.line
+        return "%s: %s" % (where, self.message)
+
+
+class Errors:
+    """Collects problems while a whole document is checked."""
+
+    def __init__(self) -> None:
+        self.problems: List[Problem] = []
+
+    def add(self, path: str, node: Optional[yaml.Node], message: str) -> None:
+        line = node.start_mark.line + 1 if node is not None else None
+        self.problems.append(Problem(path, line, message))
+
+
+def _join(path: str, key) -> str:
+    if isinstance(key, int):
+        return "%s[%d]" % (path, key)
+    return "%s.%s" % (path, key) if path else str(key)
+
+
+class Schema:
+    """Base: ``load`` returns the checked Python value, or None after an error."""
+
+    expected = "a value"
+
+    def load(self, node: yaml.Node, path: str, errors: Errors) -> Any:
+        raise NotImplementedError
+
+    def accepts(self, node: yaml.Node) -> bool:
+        """Whether this schema is the right alternative for ``node`` in ``Either``."""
+        return isinstance(node, yaml.ScalarNode)
+
+
+class Scalar(Schema):
+    """A scalar checked and converted by ``convert``, which raises ValueError."""
+
+    def __init__(self, expected: str, convert: Callable[[Any], Any]):
+        self.expected = expected
+        self._convert = convert
+
+    def load(self, node, path, errors):
+        if not isinstance(node, yaml.ScalarNode):
+            errors.add(path, node, "expected %s" % self.expected)
+            return None
+        value = yaml.constructor.SafeConstructor().construct_object(node)
+        try:
+            return self._convert(value)
+        except (ValueError, TypeError) as exc:
+            message = "expected %s, got %r" % (self.expected, value)
+            errors.add(path, node, message + (" (%s)" % exc if str(exc) else ""))
+            return None
+
+
+def _string(value):
+    if not isinstance(value, str) or not value:
+        raise ValueError()
+    return value
+
+
+def _boolean(value):
+    if not isinstance(value, bool):
+        raise ValueError()
+    return value
+
+
+def _integer(minimum: int) -> Callable[[Any], int]:
+    def convert(value):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError()
+        if value < minimum:
+            raise ValueError("must be at least %d" % minimum)
+        return value
+
+    return convert
+
+
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value) -> float:
+    """Seconds from ``250ms``, ``2s``, ``1m``, ``1h`` or a plain number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("not a duration")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError("use e.g. 250ms, 2s, 1m")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("must be positive")
+    return seconds
+
+
+def _regex(value):
+    if not isinstance(value, str):
+        raise ValueError("not a string")
+    try:
+        compiled = re.compile(value)
+    except re.error as exc:
+        raise ValueError("invalid regular expression: %s" % exc)
+    if "host" not in compiled.groupindex:
+        raise ValueError("needs a named group (?P<host>...)")
+    return compiled
+
+
+def _one_of(choices: Sequence[str]) -> Callable[[Any], str]:
+    def convert(value):
+        if value not in choices:
+            raise ValueError()
+        return value
+
+    return convert
+
+
+def String() -> Scalar:
+    return Scalar("a non-empty string", _string)
+
+
+def Boolean() -> Scalar:
+    return Scalar("true or false", _boolean)
+
+
+def Integer(minimum: int = 0) -> Scalar:
+    return Scalar("an integer >= %d" % minimum, _integer(minimum))
+
+
+def Duration() -> Scalar:
+    return Scalar("a duration", parse_duration)
+
+
+def HostRegex() -> Scalar:
+    return Scalar("a regular expression with a (?P<host>...) group", _regex)
+
+
+def OneOf(*choices: str) -> Scalar:
+    return Scalar("one of %s" % ", ".join(choices), _one_of(choices))
+
+
+@dataclass(frozen=True)
+class Field:
+    schema: Schema
+    default: Any = None
+    required: bool = False
+    doc: str = ""
+
+
+class Struct(Schema):
+    """A mapping with known keys; unknown keys are errors. ``build`` gets the values."""
+
+    expected = "a mapping"
+
+    def __init__(self, fields: Dict[str, Field], build: Callable[..., Any] = dict):
+        self.fields = fields
+        self._build = build
+
+    def accepts(self, node):
+        return isinstance(node, yaml.MappingNode)
+
+    def load(self, node, path, errors):
+        if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"):
+            return self.defaults()
+        if not isinstance(node, yaml.MappingNode):
+            errors.add(path, node, "expected a mapping")
+            return None
+        values: Dict[str, Any] = {}
+        failed = False
+        for key_node, value_node in node.value:
+            key = key_node.value
+            key_path = _join(path, key)
+            if key not in self.fields:
+                errors.add(key_path, key_node, "unknown key (known: %s)" % ", ".join(sorted(self.fields)))
+                failed = True
+                continue
+            if key in values:
+                errors.add(key_path, key_node, "duplicate key")
+                failed = True
+                continue
+            before = len(errors.problems)
+            values[key] = self.fields[key].schema.load(value_node, key_path, errors)
+            failed = failed or len(errors.problems) > before
+        for key, spec in self.fields.items():
+            if key not in values:
+                if spec.required:
+                    errors.add(_join(path, key), node, "required key is missing")
+                    failed = True
+                values[key] = spec.default
+        return None if failed else self._build(**values)
+
+    def defaults(self):
+        return self._build(**{key: spec.default for key, spec in self.fields.items()})
+
+
+class ListOf(Schema):
+    expected = "a list"
+
+    def __init__(self, item: Schema):
+        self.item = item
+
+    def accepts(self, node):
+        return isinstance(node, yaml.SequenceNode)
+
+    def load(self, node, path, errors):
+        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+            return ()
+        if not isinstance(node, yaml.SequenceNode):
+            errors.add(path, node, "expected a list")
+            return None
+        return tuple(self.item.load(child, _join(path, i), errors) for i, child in enumerate(node.value))
+
+
+class Either(Schema):
+    """The first alternative whose node kind fits (scalar, mapping or list)."""
+
+    def __init__(self, *alternatives: Schema):
+        self.alternatives = alternatives
+        self.expected = " or ".join(alt.expected for alt in alternatives)
+
+    def load(self, node, path, errors):
+        for alternative in self.alternatives:
+            if alternative.accepts(node):
+                return alternative.load(node, path, errors)
+        errors.add(path, node, "expected %s" % self.expected)
+        return None
+
+
+def load_document(text: str, schema: Schema, errors: Errors) -> Any:
+    """Checks a YAML document against ``schema``; YAML syntax errors are problems too."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        errors.problems.append(Problem("", line, "invalid YAML: %s" % getattr(exc, "problem", exc)))
+        return None
+    return schema.load(node, "", errors)

@@ -1,0 +1,72 @@
+"""What every source has in common, and the registry of sources.
+
+A *source* (Rush, later Royal Render) owns one top-level config section and
+creates *readers*, one per stats file kind. A reader owns the files its
+patterns match; ``sync`` reads what changed and returns an immutable
+snapshot, and ``families`` turns a snapshot into metric families. Readers
+never touch metrics objects shared with the HTTP side.
+
+Adding a source is one module with a ``SOURCE`` and one line in ``SOURCES``;
+adding a file kind is one reader module and one line in its source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Collection, Iterable, Optional, Protocol, Sequence, Tuple
+
+from prometheus_client.metrics_core import Metric
+
+from exporter.paths import PathPattern
+from exporter.schema import Schema
+
+
+@dataclass(frozen=True)
+class FileStatus:
+    """How reading one file went; the exporter's own per-file metrics."""
+
+    kind: str
+    path: str
+    up: bool
+    last_success_time: Optional[float]
+    errors_total: int
+    malformed_lines_total: int
+    bytes_read_total: int
+    lines_read_total: int
+
+
+class Snapshot(Protocol):
+    """Immutable result of a reader's ``sync``; kind-specific data beside ``files``."""
+
+    files: Tuple[FileStatus, ...]
+
+
+class Reader(Protocol):
+    kind: str
+    patterns: Sequence[PathPattern]
+
+    def sync(self, paths: Optional[Collection[str]]) -> Snapshot:
+        """Reads the given changed paths, or rescans everything when ``paths`` is None."""
+
+    def families(self, snapshot: Snapshot) -> Iterable[Metric]:
+        """The metric families of a snapshot; called off the ingest thread."""
+
+    def close(self) -> None:
+        ...
+
+
+@dataclass(frozen=True)
+class Source:
+    """A render queue manager: its config section and how to build its readers."""
+
+    name: str
+    schema: Schema
+    readers: Callable[[Any], Sequence[Reader]]
+    doc: str
+
+
+def registered_sources() -> Sequence[Source]:
+    """Every source the exporter knows, in exposition order."""
+    from exporter.rush import SOURCE as rush
+
+    return (rush,)
