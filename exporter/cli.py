@@ -1,0 +1,100 @@
+"""Command line, in the style of Prometheus exporters (``--web.listen-address`` ...).
+
+Exit codes: 0 success, 1 runtime failure (e.g. port in use), 2 invalid
+configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import sys
+from typing import List, Optional
+
+from exporter import __version__, logs
+from exporter.config import ConfigError, load
+from exporter.httpserver import DEFAULT_LISTEN_ADDRESS, parse_listen_address
+
+log = logging.getLogger("exporter.cli")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_INVALID = 2
+
+
+def _listen_address(value: str) -> str:
+    try:
+        parse_listen_address(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+    return value
+
+
+def _telemetry_path(value: str) -> str:
+    if not value.startswith("/") or value in ("/", "/-/healthy", "/-/ready"):
+        raise argparse.ArgumentTypeError("must start with / and not be /, /-/healthy or /-/ready")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="renderfarm-exporter",
+        description="Prometheus exporter for render farm statistics files (Rush cpu.acct, Royal Render).",
+    )
+    parser.add_argument("--config", metavar="PATH", help="YAML configuration file")
+    parser.add_argument("--web.listen-address", dest="listen_address", type=_listen_address,
+                        default=DEFAULT_LISTEN_ADDRESS, metavar="HOST:PORT",
+                        help="address to serve metrics on (default %(default)s: every address, port 19100)")
+    parser.add_argument("--web.telemetry-path", dest="telemetry_path", type=_telemetry_path, default="/metrics",
+                        metavar="PATH", help="path of the metrics (default %(default)s)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true",
+                      help="read every configured file once, print the exposition to stdout and exit")
+    mode.add_argument("--check-config", action="store_true",
+                      help="validate the configuration and exit: 0 valid, 2 invalid (every problem listed)")
+    parser.add_argument("--demo", action="store_true",
+                        help="run on a built-in demo farm that writes live statistics to a temporary folder")
+    parser.add_argument("--log.level", dest="log_level", choices=logs.LEVELS, default="info",
+                        help="least severe level logged (default %(default)s)")
+    parser.add_argument("--log.format", dest="log_format", choices=logs.FORMATS, default="logfmt",
+                        help="log line format on stderr (default %(default)s)")
+    parser.add_argument("--version", action="version",
+                        version="renderfarm-exporter %s (Python %s)" % (__version__, platform.python_version()))
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.setup(args.log_level, args.log_format)
+    if args.demo:
+        from exporter.demo import run_demo
+
+        return run_demo(args)
+    if not args.config:
+        print("renderfarm-exporter: --config PATH is required (or --demo)", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_INVALID
+    if args.check_config:
+        print("%s is valid" % args.config)
+        return EXIT_OK
+    return run(config, args)
+
+
+def run(config, args) -> int:
+    """``--once`` or the daemon, for a loaded configuration."""
+    from exporter import daemon
+
+    if args.once:
+        sys.stdout.buffer.write(daemon.render_once(config))
+        sys.stdout.flush()
+        return EXIT_OK
+    try:
+        return daemon.serve(config, args.listen_address, args.telemetry_path)
+    except OSError as exc:
+        log.error("cannot serve", extra=logs.fields(address=args.listen_address, error=exc))
+        return EXIT_FAILURE

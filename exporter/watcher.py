@@ -1,0 +1,205 @@
+"""Notices changes to the configured files with watchdog, and keeps watching.
+
+One watch per root folder of the configured patterns: inotify on local file
+systems, polling on network ones (or as configured). watchdog's weak spots
+are covered here (see shared/notes/conventions.md):
+
+- an exception in a handler kills the observer thread silently, so the
+  handler catches everything, and a supervisor thread checks every second
+  that each watch's emitter is alive and re-schedules dead watches (a polled
+  folder that vanishes for a moment stops its watch for good);
+- a folder that does not exist yet is scheduled as soon as it appears;
+- inotify watch limits raise OSError: that folder is polled instead;
+- every (re)schedule asks for a full rescan, and the runtime rescans
+  periodically anyway, because inotify queue overflows are lost silently.
+
+The watcher only reports paths; it never reads files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver, ObservedWatch
+from watchdog.observers.polling import PollingObserver
+
+from exporter.config import WatchConfig
+from exporter.logs import fields
+from exporter.mounts import fstype_of, is_network, read_mounts
+from exporter.paths import PathPattern
+from exporter.selfmetrics import WatchStatus
+
+log = logging.getLogger(__name__)
+
+SUPERVISE_INTERVAL = 1.0
+_FILE_EVENTS = frozenset({"created", "modified", "moved", "deleted", "closed"})
+_DIR_EVENTS = frozenset({"created", "moved", "deleted"})
+
+
+class _Root:
+    """A watched folder: how it is watched and its watchdog handle."""
+
+    def __init__(self, directory: str, recursive: bool):
+        self.directory = directory
+        self.recursive = recursive
+        self.mode = "events"
+        self.fstype = "unknown"
+        self.watch: Optional[ObservedWatch] = None
+        self.observer: Optional[BaseObserver] = None
+
+
+class _Handler(FileSystemEventHandler):
+    """Turns watchdog events into paths; never raises (that would kill the observer)."""
+
+    def __init__(self, on_path: Callable[[str], None], on_rescan: Callable[[], None]):
+        self._on_path = on_path
+        self._on_rescan = on_rescan
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        try:
+            if event.is_directory:
+                if event.event_type in _DIR_EVENTS:
+                    self._on_rescan()
+                return
+            if event.event_type not in _FILE_EVENTS:
+                return
+            self._on_path(os.fsdecode(event.src_path))
+            if event.event_type == "moved":
+                self._on_path(os.fsdecode(event.dest_path))
+        except Exception:  # noqa: BLE001 - must not escape into watchdog's thread
+            log.exception("error handling a file event")
+
+
+def watch_roots(patterns: Iterable[PathPattern]) -> Dict[str, bool]:
+    """Folder -> recursive, one per distinct pattern root."""
+    roots: Dict[str, bool] = {}
+    for pattern in patterns:
+        roots[pattern.root] = roots.get(pattern.root, False) or pattern.recursive
+    return roots
+
+
+class Watcher:
+    def __init__(
+        self,
+        patterns: Iterable[PathPattern],
+        config: WatchConfig,
+        on_path: Callable[[str], None],
+        on_rescan: Callable[[], None],
+    ):
+        self._config = config
+        self._on_rescan = on_rescan
+        self._handler = _Handler(on_path, on_rescan)
+        self._roots = [_Root(d, r) for d, r in sorted(watch_roots(patterns).items())]
+        self._events: BaseObserver = Observer()
+        self._polls: BaseObserver = PollingObserver(timeout=config.poll_interval)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._supervise_loop, name="watch-supervisor", daemon=True)
+        self.restarts = 0
+
+    def start(self) -> None:
+        self._events.start()
+        self._polls.start()
+        self.supervise()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for observer in (self._events, self._polls):
+            observer.stop()
+        for observer in (self._events, self._polls):
+            observer.join(timeout=1.0)
+
+    def alive(self) -> bool:
+        return self._thread.is_alive() and self._events.is_alive() and self._polls.is_alive()
+
+    def statuses(self) -> Tuple[WatchStatus, ...]:
+        return tuple(
+            WatchStatus(r.directory, r.mode, r.fstype, r.watch is not None and self._emitter_alive(r))
+            for r in self._roots
+        )
+
+    def _supervise_loop(self) -> None:
+        while not self._stop.wait(SUPERVISE_INTERVAL):
+            try:
+                self.supervise()
+            except Exception:  # noqa: BLE001 - the supervisor must outlive any one failure
+                log.exception("watch supervision failed; retrying")
+
+    def supervise(self) -> None:
+        """Re-creates dead observers and (re)schedules every folder that is not watched."""
+        self._revive_observers()
+        rescan = False
+        for root in self._roots:
+            if root.watch is not None and self._emitter_alive(root):
+                continue
+            if root.watch is not None:
+                self._unschedule(root)
+                self.restarts += 1
+                log.warning("watch stopped; re-establishing it", extra=fields(directory=root.directory))
+            if os.path.isdir(root.directory):
+                self._schedule(root)
+                rescan = True
+        if rescan:
+            self._on_rescan()
+
+    def _revive_observers(self) -> None:
+        if self._stop.is_set():
+            return
+        if not self._events.is_alive():
+            self._events = self._restart_observer(self._events, Observer())
+        if not self._polls.is_alive():
+            self._polls = self._restart_observer(self._polls, PollingObserver(timeout=self._config.poll_interval))
+
+    def _restart_observer(self, dead: BaseObserver, fresh: BaseObserver) -> BaseObserver:
+        log.warning("watcher thread died; restarting it")
+        for root in self._roots:
+            if root.observer is dead:
+                root.watch = root.observer = None
+        fresh.start()
+        return fresh
+
+    def _choose_mode(self, root: _Root) -> str:
+        root.fstype = fstype_of(root.directory, read_mounts())
+        if self._config.mode != "auto":
+            return self._config.mode
+        return "poll" if is_network(root.fstype) else "events"
+
+    def _schedule(self, root: _Root) -> None:
+        root.mode = self._choose_mode(root)
+        if root.mode == "events":
+            try:
+                root.watch = self._events.schedule(self._handler, root.directory, recursive=root.recursive)
+                root.observer = self._events
+                log.info("watching folder", extra=fields(directory=root.directory, mode="events", fstype=root.fstype))
+                return
+            except OSError as exc:
+                log.warning("inotify unavailable (watch limit?); polling this folder instead",
+                            extra=fields(directory=root.directory, error=exc))
+                root.mode = "poll"
+        try:
+            root.watch = self._polls.schedule(self._handler, root.directory, recursive=root.recursive)
+            root.observer = self._polls
+            log.info("watching folder", extra=fields(directory=root.directory, mode="poll", fstype=root.fstype,
+                                                     interval=self._config.poll_interval))
+        except OSError as exc:
+            log.warning("cannot watch folder; relying on rescans", extra=fields(directory=root.directory, error=exc))
+
+    def _unschedule(self, root: _Root) -> None:
+        try:
+            root.observer.unschedule(root.watch)
+        except (KeyError, OSError, AttributeError):
+            pass
+        root.watch = root.observer = None
+
+    @staticmethod
+    def _emitter_alive(root: _Root) -> bool:
+        observer = root.observer
+        if observer is None or not observer.is_alive():
+            return False
+        emitters: List = [e for e in list(observer.emitters) if e.watch == root.watch]
+        return any(e.is_alive() for e in emitters)
