@@ -54,7 +54,7 @@ def _landing_page(app: App) -> bytes:
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>renderfarm-exporter</title></head><body>"
         "<h1>renderfarm-exporter</h1><p>Version %s</p><ul>"
         "<li><a href='%s'>Metrics</a></li><li><a href='/-/healthy'>Health</a></li>"
-        "<li><a href='/-/ready'>Readiness</a></li></ul></body></html>\n" % (html.escape(__version__), path, path)
+        "<li><a href='/-/ready'>Readiness</a></li></ul></body></html>\n" % (html.escape(__version__), path)
     ).encode()
 
 

@@ -118,6 +118,9 @@ class Watcher:
         return self._thread.is_alive() and self._events.is_alive() and self._polls.is_alive()
 
     def statuses(self) -> Tuple[WatchStatus, ...]:
+        """One per folder once watching started (``--once`` never watches)."""
+        if not self._thread.is_alive():
+            return ()
         return tuple(
             WatchStatus(r.directory, r.mode, r.fstype, r.watch is not None and self._emitter_alive(r))
             for r in self._roots

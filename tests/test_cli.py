@@ -1,0 +1,102 @@
+"""Command-line contract: --once, --check-config, --version, exit codes, config errors."""
+
+import subprocess
+import sys
+
+from conftest import REPO, parse_samples, value
+
+
+def run(*args, timeout=30):
+    return subprocess.run([sys.executable, "-m", "exporter", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_once_prints_the_exposition_and_exits_zero(tmp_path, write_config):
+    path = tmp_path / "cpu.acct"
+    path.write_text("p 948300000 tahoe-1 T anna 1 render01 100 30 1 2 0 77\nu 948300000 80\n")
+    result = run("--config", write_config("rush:\n  cpu_acct: ['%s']\n" % path), "--once")
+    assert result.returncode == 0, result.stderr
+    samples = parse_samples(result.stdout)
+    assert value(samples, "rush_frames_total", host="render01", status="done") == 1
+    assert value(samples, "rush_frame_wall_seconds_total", host="render01") == 30
+    assert value(samples, "rush_utilization_ratio", host="render01") == 0.8
+    assert not any(name.startswith("renderfarm_exporter_watch") and name.endswith("info") for name, _ in samples)
+
+
+def test_once_with_invalid_config_fails_with_message(write_config):
+    result = run("--config", write_config("rush:\n  cpu_acct: 5\n"), "--once")
+    assert result.returncode == 2
+    assert "rush.cpu_acct (line 2): expected a list" in result.stderr
+    assert result.stdout == ""
+
+
+def test_check_config_lists_every_problem_by_key_path_and_line(write_config):
+    config = write_config(
+        "rush:\n"
+        "  cpu_acct:\n"
+        "    - path: /x\n"
+        "      hots: a\n"
+        "  breakdowns:\n"
+        "    users: {enabled: maybe}\n"
+        "watch:\n"
+        "  mode: fast\n"
+        "  poll_interval: 0s\n"
+        "rr: {}\n"
+    )
+    result = run("--config", config, "--check-config")
+    assert result.returncode == 2
+    expected = [
+        "rush.cpu_acct[0].hots (line 4): unknown key",
+        "rush.breakdowns.users.enabled (line 6): expected true or false, got 'maybe'",
+        "watch.mode (line 8): expected one of auto, events, poll, got 'fast'",
+        "watch.poll_interval (line 9): expected a duration, got '0s' (must be positive)",
+        "rr (line 10): unknown key",
+    ]
+    for line in expected:
+        assert line in result.stderr, result.stderr
+
+
+def test_check_config_accepts_a_valid_file(write_config):
+    config = write_config(
+        "rush:\n"
+        "  cpu_acct:\n"
+        "    - /var/rush/var/cpu.acct\n"
+        "    - path: '/srv/rush/**/cpu.acct'\n"
+        "      host_from_path: '/srv/rush/(?P<host>[^/]+)/'\n"
+        "watch: {mode: poll, poll_interval: 5s, rescan_interval: 2m}\n"
+    )
+    result = run("--config", config, "--check-config")
+    assert (result.returncode, result.stdout.strip()) == (0, "%s is valid" % config)
+
+
+def test_example_config_in_the_repository_is_valid():
+    result = run("--config", "config/renderfarm-exporter.yml", "--check-config")
+    assert result.returncode == 0, result.stderr
+
+
+def test_invalid_yaml_and_missing_file(write_config, tmp_path):
+    result = run("--config", write_config("rush: [\n"), "--check-config")
+    assert result.returncode == 2 and "invalid YAML" in result.stderr
+    result = run("--config", str(tmp_path / "nope.yml"), "--check-config")
+    assert result.returncode == 2 and "cannot read" in result.stderr
+
+
+def test_regex_without_host_group_is_rejected(write_config):
+    result = run("--config", write_config("rush:\n  host_from_path: '/srv/(.*)/'\n"), "--check-config")
+    assert result.returncode == 2 and "rush.host_from_path (line 2)" in result.stderr
+    assert "(?P<host>" in result.stderr
+
+
+def test_version_and_usage_errors():
+    result = run("--version")
+    assert result.returncode == 0 and result.stdout.startswith("renderfarm-exporter 0.")
+    assert run().returncode == 2
+    result = run("--config", "x.yml", "--web.listen-address", "nonsense")
+    assert result.returncode == 2 and "HOST:PORT" in result.stderr
+
+
+def test_help_documents_every_flag():
+    result = run("--help")
+    for flag in ("--config", "--web.listen-address", "--web.telemetry-path", "--once", "--check-config", "--demo",
+                 "--log.level", "--log.format", "--version"):
+        assert flag in result.stdout

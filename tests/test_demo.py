@@ -1,0 +1,44 @@
+"""The built-in demo farm: growing counters over HTTP, and promtool finds nothing to lint."""
+
+import shutil
+import subprocess
+
+from conftest import value, wait_until
+
+
+def total_frames(samples):
+    return sum(v for (name, _), v in samples.items() if name == "rush_frames_total")
+
+
+def test_demo_serves_growing_counters_and_passes_promtool(start_daemon):
+    daemon = start_daemon("--demo")
+    first = daemon.samples()
+    hosts = {dict(labels)["host"] for name, labels in first if name == "rush_utilization_ratio"}
+    assert hosts == {"render%02d" % i for i in range(1, 37)}
+    assert total_frames(first) > 0
+    wait_until(lambda: total_frames(daemon.samples()) > total_frames(first), 10, "frames to grow")
+    samples = daemon.samples()
+    assert value(samples, "renderfarm_exporter_build_info", version=_version(samples),
+                 python_version=_python(samples)) == 1
+    assert all(v == 1 for (name, _), v in samples.items() if name == "renderfarm_exporter_source_up")
+    assert any(name == "rush_utilization_ratio" for name, _ in samples)
+    assert any(name == "rush_user_frames_total" for name, _ in samples)
+
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: scripts/test installs Debian's prometheus package"
+    _, _, body = daemon.get("/metrics")
+    lint = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=60)
+    assert lint.returncode == 0, lint.stdout.decode() + lint.stderr.decode()
+    assert lint.stdout.strip() == b"" and lint.stderr.strip() == b""
+
+
+def _label(samples, name, label):
+    return next(dict(labels)[label] for n, labels in samples if n == name)
+
+
+def _version(samples):
+    return _label(samples, "renderfarm_exporter_build_info", "version")
+
+
+def _python(samples):
+    return _label(samples, "renderfarm_exporter_build_info", "python_version")

@@ -1,0 +1,172 @@
+"""The tailer on real files: every complete line exactly once, whatever happens to the file."""
+
+import os
+
+from exporter.tailer import Tailer
+
+
+class Collector:
+    def __init__(self):
+        self.lines = []
+
+    def __call__(self, label, block):
+        self.lines.extend(block.decode().splitlines())
+
+
+def make(grace=0.0):
+    sink = Collector()
+    return Tailer(sink, grace_seconds=grace), sink
+
+
+def append(path, text):
+    with open(path, "a") as handle:
+        handle.write(text)
+
+
+def test_reads_only_appended_complete_lines(tmp_path):
+    path = str(tmp_path / "cpu.acct")
+    tailer, sink = make()
+    append(path, "a\nb\npart")
+    tailer.follow(path)
+    assert sink.lines == ["a", "b"]
+    tailer.follow(path)
+    assert sink.lines == ["a", "b"]
+    append(path, "ial\nc\n")
+    tailer.follow(path)
+    assert sink.lines == ["a", "b", "partial", "c"]
+
+
+def test_crlf_and_large_files_in_chunks(tmp_path):
+    path = str(tmp_path / "cpu.acct")
+    lines = ["line %07d" % i for i in range(300_000)]  # ~4 MB: several read chunks
+    with open(path, "w", newline="") as handle:
+        handle.write("".join(line + "\r\n" for line in lines))
+    tailer, sink = make()
+    tailer.follow(path)
+    assert [line.rstrip("\r") for line in sink.lines] == lines
+
+
+def test_rename_rotation_drains_old_file_then_reads_new(tmp_path):
+    path, rotated = str(tmp_path / "cpu.acct"), str(tmp_path / "Ocpu.acct")
+    tailer, sink = make()
+    append(path, "1\n")
+    tailer.follow(path)
+    append(path, "2\n")  # written right before the rename, not yet read
+    os.rename(path, rotated)
+    append(path, "3\n")
+    tailer.follow(path)
+    tailer.drain_retired()
+    assert sink.lines == ["1", "2", "3"]
+
+
+def test_rotated_file_still_written_during_grace_period(tmp_path):
+    path, rotated = str(tmp_path / "cpu.acct"), str(tmp_path / "Ocpu.acct")
+    tailer, sink = make(grace=60.0)
+    append(path, "1\n")
+    tailer.follow(path)
+    os.rename(path, rotated)
+    append(path, "new\n")
+    tailer.follow(path)
+    append(rotated, "late\n")  # the writer still had the old file open
+    tailer.drain_retired()
+    assert sorted(sink.lines) == ["1", "late", "new"]
+
+
+def test_rotation_when_both_names_are_matched_counts_once(tmp_path):
+    path, rotated = str(tmp_path / "cpu.acct"), str(tmp_path / "Ocpu.acct")
+    tailer, sink = make()
+    append(path, "1\n2\n")
+    tailer.follow(path)
+    os.rename(path, rotated)
+    append(path, "3\n")
+    for order in ([rotated, path], [path, rotated]):
+        for p in order:
+            tailer.follow(p)
+    tailer.drain_retired()
+    assert sink.lines == ["1", "2", "3"]
+
+
+def test_truncation_reads_new_content_once(tmp_path):
+    path = str(tmp_path / "cpu.acct")
+    tailer, sink = make()
+    append(path, "old 1\nold 2\n")
+    tailer.follow(path)
+    with open(path, "w") as handle:
+        handle.write("new 1\n")
+    tailer.follow(path)
+    tailer.follow(path)
+    assert sink.lines == ["old 1", "old 2", "new 1"]
+
+
+def test_copytruncate_that_regrew_past_the_offset_is_detected(tmp_path):
+    path = str(tmp_path / "cpu.acct")
+    tailer, sink = make()
+    append(path, "old 1\n")
+    tailer.follow(path)
+    with open(path, "w") as handle:  # truncated, then grew beyond the old size before the next read
+        handle.write("new 1 is longer\nnew 2\n")
+    tailer.follow(path)
+    assert sink.lines == ["old 1", "new 1 is longer", "new 2"]
+
+
+def test_delete_and_recreate(tmp_path):
+    path = str(tmp_path / "cpu.acct")
+    tailer, sink = make()
+    append(path, "1\n")
+    tailer.follow(path)
+    os.unlink(path)
+    tailer.forget(path)
+    append(path, "2\n")
+    tailer.follow(path)
+    tailer.drain_retired()
+    assert sink.lines == ["1", "2"]
+
+
+def test_rsync_style_replacement_continues_at_old_offset(tmp_path):
+    path, temp = str(tmp_path / "cpu.acct"), str(tmp_path / ".cpu.acct.XyZ12")
+    tailer, sink = make()
+    append(path, "r start 1 online\n1\n")
+    tailer.follow(path)
+    with open(path) as old, open(temp, "w") as new:
+        new.write(old.read() + "2\n3\n")
+    os.replace(temp, path)
+    tailer.follow(path)
+    tailer.drain_retired()
+    assert sink.lines == ["r start 1 online", "1", "2", "3"]
+
+
+def test_replacement_with_different_content_is_read_whole(tmp_path):
+    path, temp = str(tmp_path / "cpu.acct"), str(tmp_path / "tmp")
+    tailer, sink = make()
+    append(path, "r start 1 online\n1\n")
+    tailer.follow(path)
+    append(temp, "r start 2 online\nx\n")
+    os.replace(temp, path)
+    tailer.follow(path)
+    assert sink.lines == ["r start 1 online", "1", "r start 2 online", "x"]
+
+
+def test_same_file_through_symlink_and_hard_link_is_read_once(tmp_path):
+    path = str(tmp_path / "cpu.acct")
+    link, hard = str(tmp_path / "link.acct"), str(tmp_path / "hard.acct")
+    append(path, "1\n")
+    os.symlink(path, link)
+    os.link(path, hard)
+    tailer, sink = make()
+    for p in (path, link, hard):
+        tailer.follow(p)
+    append(path, "2\n")
+    for p in (hard, link, path):
+        tailer.follow(p)
+    assert sink.lines == ["1", "2"]
+
+
+def test_final_line_without_newline_counts_when_file_is_gone(tmp_path):
+    path = str(tmp_path / "cpu.acct")
+    tailer, sink = make()
+    append(path, "1\nlast")
+    tailer.follow(path)
+    os.unlink(path)
+    tailer.forget(path)
+    tailer.drain_retired()
+    assert sink.lines == ["1", "last"]
