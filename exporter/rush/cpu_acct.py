@@ -19,7 +19,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Collection, Dict, Iterable, Mapping, Optional, Tuple
+from typing import Collection, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from prometheus_client.metrics_core import Metric
 
@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 KIND = "rush_cpu_acct"
 STATUSES = ("done", "fail", "requeue", "killed")
+# Per-host totals are one list: a frame costs one dict lookup on the hot path.
+_DONE, _FAIL, _REQUEUE, _KILLED, _WALL, _SYSTEM, _USER = range(7)
+_STATUS_SLOT = {0: _DONE, 1: _FAIL, 2: _REQUEUE}
 RECORD_NAMES = {
     Process: "process",
     Utilization: "utilization",
@@ -142,10 +145,7 @@ class CpuAcctReader:
         self._files: Dict[str, _FileState] = {}
         self._present: set = set()
         self._configured_host: Dict[str, Optional[str]] = {}
-        self._frames: Counter = Counter()
-        self._wall: Dict[str, float] = defaultdict(float)
-        self._system: Dict[str, float] = defaultdict(float)
-        self._user: Dict[str, float] = defaultdict(float)
+        self._hosts: Dict[str, List[float]] = {}
         self._users = _Breakdown(config.users.series_budget) if config.users.enabled else None
         self._titles = _Breakdown(config.titles.series_budget) if config.titles.enabled else None
         self._malformed_log = RateLimitedLog(log)
@@ -202,7 +202,9 @@ class CpuAcctReader:
         lines = block.decode("utf-8", "replace").split("\n")
         lines.pop()
         state.lines += len(lines)
-        apply_record = self._apply
+        count_frame, apply_other = self._count_frame, self._apply_other
+        records = state.records
+        newest = state.last_record_time or 0
         for line in lines:
             try:
                 record = parse_line(line)
@@ -212,17 +214,23 @@ class CpuAcctReader:
                     label, "malformed cpu.acct line skipped", path=label, reason=exc, line=line[:200]
                 )
                 continue
-            if record is not None:
-                apply_record(state, record)
+            if record is None:
+                continue
+            kind = type(record)
+            records[kind] += 1
+            if record.time > newest:
+                newest = record.time
+            if kind is Process:
+                count_frame(state, record)
+            else:
+                apply_other(state, kind, record)
+        if records:
+            state.last_record_time = newest
 
-    def _apply(self, state: _FileState, record) -> None:
-        kind = type(record)
-        state.records[RECORD_NAMES[kind]] += 1
-        if state.last_record_time is None or record.time > state.last_record_time:
-            state.last_record_time = record.time
-        if kind is Process:
-            self._count_frame(state, record)
-        elif kind is Utilization:
+    @staticmethod
+    def _apply_other(state: _FileState, kind: type, record) -> None:
+        """Utilization and daemon state: the latest record by time wins."""
+        if kind is Utilization:
             if state.utilization is None or record.time >= state.utilization[0]:
                 state.utilization = (record.time, record.ratio)
         elif kind is not Midnight:
@@ -233,17 +241,22 @@ class CpuAcctReader:
 
     def _count_frame(self, state: _FileState, frame: Process) -> None:
         host = frame.host
-        status = frame_status(frame.exit_code)
+        totals = self._hosts.get(host)
+        if totals is None:
+            totals = self._hosts[host] = [0, 0, 0, 0, 0.0, 0.0, 0.0]
+            if state.seen_host is None:
+                state.seen_host = host
+        code = frame.exit_code
+        totals[_STATUS_SLOT.get(code, _KILLED if code < 0 else _FAIL)] += 1
+        totals[_WALL] += frame.wall_seconds
+        totals[_SYSTEM] += frame.system_seconds
+        totals[_USER] += frame.user_seconds
         if state.seen_host is None:
             state.seen_host = host
-        self._frames[(host, status)] += 1
-        self._wall[host] += frame.wall_seconds
-        self._system[host] += frame.system_seconds
-        self._user[host] += frame.user_seconds
         if self._users is not None:
-            self._users.add(frame.owner, status, frame.wall_seconds)
+            self._users.add(frame.owner, frame_status(code), frame.wall_seconds)
         if self._titles is not None:
-            self._titles.add(frame.title, status, frame.wall_seconds)
+            self._titles.add(frame.title, frame_status(code), frame.wall_seconds)
 
     # -- host labels ---------------------------------------------------------
 
@@ -296,17 +309,18 @@ class CpuAcctReader:
         records: Counter = Counter()
         starts: Counter = Counter()
         for label, state in self._files.items():
-            for name, count in state.records.items():
-                records[(hosts[label], name)] += count
+            for kind, count in state.records.items():
+                records[(hosts[label], RECORD_NAMES[kind])] += count
             if state.daemon_starts:
                 starts[hosts[label]] += state.daemon_starts
         users, titles = self._users, self._titles
         return CpuAcctSnapshot(
             files=self._file_statuses(),
-            frames=_with_all_statuses(self._frames),
-            wall_seconds=_frozen(self._wall),
-            system_seconds=_frozen(self._system),
-            user_seconds=_frozen(self._user),
+            frames=_frozen({(host, status): t[slot] for host, t in self._hosts.items()
+                            for slot, status in enumerate(STATUSES)}),
+            wall_seconds=_frozen({host: t[_WALL] for host, t in self._hosts.items()}),
+            system_seconds=_frozen({host: t[_SYSTEM] for host, t in self._hosts.items()}),
+            user_seconds=_frozen({host: t[_USER] for host, t in self._hosts.items()}),
             records=_frozen(records),
             daemon_starts=_frozen(starts),
             utilization=_frozen(_latest_by_host((host, s.utilization) for host, s in current)),

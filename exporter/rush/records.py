@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple, NoReturn, Optional, Pattern, Set, Union
 
 
 class MalformedLine(ValueError):
@@ -157,26 +157,58 @@ def _process_fields(line: str, tokens: list) -> list:
     return tokens[:3] + [title] + tokens[len(tokens) - 9 :]
 
 
+# Job ids and priorities repeat on every frame: remember the ones that passed.
+_KNOWN_LIMIT = 100_000
+_known_jobids: Set[str] = set()
+_known_priorities: Set[str] = set()
+
+
+def _remember_if_valid(value: str, regex: Pattern, known: Set[str]) -> bool:
+    if not regex.match(value):
+        return False
+    if len(known) >= _KNOWN_LIMIT:
+        known.clear()
+    known.add(value)
+    return True
+
+
+_new_process = tuple.__new__
+_INFINITY = float("inf")
+
+
 def _parse_process(line: str, tokens: list) -> Process:
+    """Fast path: convert everything at once; the detailed checks only explain a bad line."""
     f = _process_fields(line, tokens)
+    try:
+        when, wall, system, user = int(f[1]), float(f[8]), float(f[9]), float(f[10])
+        record = _new_process(Process, (when, f[2], f[3], f[4], f[5], f[6], f[7], wall, system, user,
+                                         int(f[11]), int(f[12])))
+    except ValueError:
+        record = None
+    if (
+        record is None
+        or when < 0
+        or not (0 <= wall < _INFINITY and 0 <= system < _INFINITY and 0 <= user < _INFINITY)
+        or (f[2] not in _known_jobids and not _remember_if_valid(f[2], _JOBID, _known_jobids))
+        or (f[7] not in _known_priorities and not _remember_if_valid(f[7], _PRIORITY, _known_priorities))
+    ):
+        _explain_bad_process(f)
+    return record
+
+
+def _explain_bad_process(f: list) -> NoReturn:
+    """Raises MalformedLine naming the first bad field of a ``p`` line."""
     if not _JOBID.match(f[2]):
         raise MalformedLine("job id %r is not host-number or host.number" % f[2][:40])
     if not _PRIORITY.match(f[7]):
         raise MalformedLine("priority %r is not a number with an optional flag letter" % f[7][:20])
-    return Process(
-        time=_time(f[1]),
-        jobid=f[2],
-        title=f[3],
-        owner=f[4],
-        frame=f[5],
-        host=f[6],
-        priority=f[7],
-        wall_seconds=_seconds(f[8], "wall seconds"),
-        system_seconds=_seconds(f[9], "system seconds"),
-        user_seconds=_seconds(f[10], "user seconds"),
-        exit_code=_integer(f[11], "exit code"),
-        pid=_integer(f[12], "pid"),
-    )
+    _time(f[1])
+    _seconds(f[8], "wall seconds")
+    _seconds(f[9], "system seconds")
+    _seconds(f[10], "user seconds")
+    _integer(f[11], "exit code")
+    _integer(f[12], "pid")
+    raise MalformedLine("invalid process entry")
 
 
 def _expect_fields(tokens: list, count: int, what: str) -> None:
