@@ -46,20 +46,19 @@ def families(status: RuntimeStatus, sections: Mapping[str, Section]) -> Iterable
         "Version of the exporter and of the Python running it",
         value={"version": __version__, "python_version": platform.python_version()},
     )
-    by_file = lambda attr: {(f.kind, f.path): getattr(f, attr) for f in files}  # noqa: E731
     yield gauge("renderfarm_exporter_source_up", "1 if the last read of the file succeeded",
-                ["kind", "path"], {k: int(v) for k, v in by_file("up").items()})
+                ["kind", "path"], {k: int(v) for k, v in _per_file(files, "up").items()})
     yield gauge("renderfarm_exporter_source_last_success_timestamp_seconds",
                 "When the file was last read successfully", ["kind", "path"],
                 {(f.kind, f.path): f.last_success_time for f in files if f.last_success_time is not None})
     yield counter("renderfarm_exporter_source_parse_errors", "Failed reads of the file; the last good values are kept",
-                  ["kind", "path"], by_file("errors_total"))
+                  ["kind", "path"], _per_file(files, "errors_total"))
     yield counter("renderfarm_exporter_source_malformed_lines", "Lines of the file skipped as malformed",
-                  ["kind", "path"], by_file("malformed_lines_total"))
+                  ["kind", "path"], _per_file(files, "malformed_lines_total"))
     yield counter("renderfarm_exporter_source_read_bytes", "Bytes consumed from the file",
-                  ["kind", "path"], by_file("bytes_read_total"))
+                  ["kind", "path"], _per_file(files, "bytes_read_total"))
     yield counter("renderfarm_exporter_source_read_lines", "Complete lines consumed from the file",
-                  ["kind", "path"], by_file("lines_read_total"))
+                  ["kind", "path"], _per_file(files, "lines_read_total"))
     yield counter("renderfarm_exporter_reader_failures", "Unexpected errors of a file kind's reader (a bug: please report)",
                   ["kind"], status.reader_failures)
     yield counter("renderfarm_exporter_rescans", "Full rescans of every configured pattern", [], {(): status.rescans})
@@ -73,6 +72,10 @@ def families(status: RuntimeStatus, sections: Mapping[str, Section]) -> Iterable
                 ["section"], {name: s.series for name, s in sections.items()})
     yield gauge("renderfarm_exporter_exposition_render_seconds", "How long the last render of each section took",
                 ["section"], {name: s.render_seconds for name, s in sections.items()})
+
+
+def _per_file(files: Sequence[FileStatus], attribute: str) -> Mapping[Tuple[str, str], float]:
+    return {(f.kind, f.path): getattr(f, attribute) for f in files}
 
 
 def _watch_info(watches: Sequence[WatchStatus]) -> Metric:

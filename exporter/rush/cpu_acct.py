@@ -244,15 +244,13 @@ class CpuAcctReader:
         totals = self._hosts.get(host)
         if totals is None:
             totals = self._hosts[host] = [0, 0, 0, 0, 0.0, 0.0, 0.0]
-            if state.seen_host is None:
-                state.seen_host = host
+        if state.seen_host is None:
+            state.seen_host = host
         code = frame.exit_code
         totals[_STATUS_SLOT.get(code, _KILLED if code < 0 else _FAIL)] += 1
         totals[_WALL] += frame.wall_seconds
         totals[_SYSTEM] += frame.system_seconds
         totals[_USER] += frame.user_seconds
-        if state.seen_host is None:
-            state.seen_host = host
         if self._users is not None:
             self._users.add(frame.owner, frame_status(code), frame.wall_seconds)
         if self._titles is not None:
