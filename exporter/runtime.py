@@ -48,7 +48,8 @@ class Runtime:
         self._rescans = 0
         self._debouncer = Debouncer(watch.debounce, watch.debounce_max_wait)
         patterns = [p for _, reader in self._readers for p in reader.patterns]
-        self.watcher = Watcher(patterns, watch, self._on_path, self._debouncer.request_rescan)
+        self.watcher = Watcher(patterns, watch, self._on_path, self._debouncer.request_rescan,
+                               on_status_change=lambda: self._mark_dirty({EXPORTER_SECTION}))
         self._process_registry = CollectorRegistry(auto_describe=False)
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
             collector(registry=self._process_registry)

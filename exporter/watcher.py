@@ -9,6 +9,10 @@ are covered here (see shared/notes/conventions.md):
   that each watch's emitter is alive and re-schedules dead watches (a polled
   folder that vanishes for a moment stops its watch for good);
 - a folder that does not exist yet is scheduled as soon as it appears;
+- a watch is also renewed when its path names another folder than the one
+  watched (deleted and re-created, or re-mounted): inotify sends no
+  ``IN_DELETE_SELF`` while a file in the old folder is still open, as a
+  rotated log being drained is, and would watch the dead folder forever;
 - inotify watch limits raise OSError: that folder is polled instead;
 - every (re)schedule asks for a full rescan, and the runtime rescans
   periodically anyway, because inotify queue overflows are lost silently.
@@ -51,6 +55,14 @@ class _Root:
         self.fstype = "unknown"
         self.watch: Optional[ObservedWatch] = None
         self.observer: Optional[BaseObserver] = None
+        self.identity: Optional[Tuple[int, int]] = None
+
+    def still_same_folder(self) -> bool:
+        try:
+            st = os.stat(self.directory)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self.identity
 
 
 class _Handler(FileSystemEventHandler):
@@ -90,9 +102,11 @@ class Watcher:
         config: WatchConfig,
         on_path: Callable[[str], None],
         on_rescan: Callable[[], None],
+        on_status_change: Callable[[], None] = lambda: None,
     ):
         self._config = config
         self._on_rescan = on_rescan
+        self._on_status_change = on_status_change
         self._handler = _Handler(on_path, on_rescan)
         self._roots = [_Root(d, r) for d, r in sorted(watch_roots(patterns).items())]
         self._events: BaseObserver = Observer()
@@ -122,14 +136,20 @@ class Watcher:
         if not self._thread.is_alive():
             return ()
         return tuple(
-            WatchStatus(r.directory, r.mode, r.fstype, r.watch is not None and self._emitter_alive(r))
+            WatchStatus(r.directory, r.mode, r.fstype,
+                        r.watch is not None and self._emitter_alive(r) and r.still_same_folder())
             for r in self._roots
         )
 
     def _supervise_loop(self) -> None:
+        last = self.statuses()
         while not self._stop.wait(SUPERVISE_INTERVAL):
             try:
                 self.supervise()
+                now = self.statuses()
+                if now != last:
+                    self._on_status_change()
+                last = now
             except Exception:  # noqa: BLE001 - the supervisor must outlive any one failure
                 log.exception("watch supervision failed; retrying")
 
@@ -138,14 +158,17 @@ class Watcher:
         self._revive_observers()
         rescan = False
         for root in self._roots:
-            if root.watch is not None and self._emitter_alive(root):
+            if root.watch is not None and self._emitter_alive(root) and root.still_same_folder():
                 continue
             if root.watch is not None:
                 self._unschedule(root)
                 self.restarts += 1
                 log.warning("watch stopped; re-establishing it", extra=fields(directory=root.directory))
             if os.path.isdir(root.directory):
-                self._schedule(root)
+                try:
+                    self._schedule(root)
+                except FileNotFoundError:
+                    continue
                 rescan = True
         if rescan:
             self._on_rescan()
@@ -173,6 +196,8 @@ class Watcher:
         return "poll" if is_network(root.fstype) else "events"
 
     def _schedule(self, root: _Root) -> None:
+        st = os.stat(root.directory)
+        root.identity = (st.st_dev, st.st_ino)
         root.mode = self._choose_mode(root)
         if root.mode == "events":
             try:

@@ -1,0 +1,146 @@
+"""Small pieces: path patterns, mount table, gzip joining, negotiation, debouncer, budget, logfmt."""
+
+import gzip
+import logging
+import subprocess
+import threading
+import time
+
+import pytest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from exporter.budget import OTHER, LabelBudget
+from exporter.debounce import Debouncer
+from exporter.exposition import ExpositionCache, accepts_gzip, render_section, wants_openmetrics
+from exporter.logs import LogfmtFormatter, fields
+from exporter.mounts import fstype_of, is_network, read_mounts
+from exporter.paths import PathPattern
+
+
+@pytest.mark.parametrize(
+    "pattern, path, matches",
+    [
+        ("/var/rush/var/cpu.acct", "/var/rush/var/cpu.acct", True),
+        ("/var/rush/var/cpu.acct", "/var/rush/var/Ocpu.acct", False),
+        ("/srv/**/cpu.acct", "/srv/cpu.acct", True),
+        ("/srv/**/cpu.acct", "/srv/2026/11/render01/cpu.acct", True),
+        ("/srv/*/cpu.acct", "/srv/render01/cpu.acct", True),
+        ("/srv/*/cpu.acct", "/srv/a/b/cpu.acct", False),
+        ("/srv/*cpu.acct", "/srv/Ocpu.acct", True),
+        ("/srv/[!O]*.acct", "/srv/Ocpu.acct", False),
+        ("/srv/render0?/cpu.acct", "/srv/render07/cpu.acct", True),
+        ("/srv/**", "/srv/x/y", True),
+    ],
+)
+def test_path_patterns(pattern, path, matches):
+    assert PathPattern(pattern).matches(path) is matches
+
+
+def test_pattern_roots_and_scan(tmp_path):
+    for rel in ("a/cpu.acct", "a/b/cpu.acct", "a/b/other", "c/cpu.acct"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("")
+    deep = PathPattern(str(tmp_path / "**" / "cpu.acct"))
+    assert deep.root == str(tmp_path) and deep.recursive
+    assert sorted(deep.scan()) == sorted(str(tmp_path / r) for r in ("a/cpu.acct", "a/b/cpu.acct", "c/cpu.acct"))
+    one_level = PathPattern(str(tmp_path / "*" / "cpu.acct"))
+    assert sorted(one_level.scan()) == [str(tmp_path / "a/cpu.acct"), str(tmp_path / "c/cpu.acct")]
+    single = PathPattern(str(tmp_path / "a" / "cpu.acct"))
+    assert single.root == str(tmp_path / "a") and not single.recursive
+    assert list(single.scan()) == [str(tmp_path / "a/cpu.acct")]
+
+
+def test_mount_table_lookup(tmp_path):
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+        "30 22 0:40 / /mnt/rr rw,relatime shared:2 - nfs4 server:/rr rw,vers=4.2\n"
+        "31 22 0:41 / /mnt/with\\040space rw - cifs //s/share rw\n"
+    )
+    mounts = read_mounts(str(mountinfo))
+    assert fstype_of("/mnt/rr/sub/stats", mounts) == "nfs4"
+    assert fstype_of("/mnt/rrx", mounts) == "ext4"
+    assert fstype_of("/mnt/with space/x", mounts) == "cifs"
+    assert is_network("nfs4") and is_network("fuse.sshfs") and not is_network("ext4")
+    assert read_mounts(str(tmp_path / "missing")) == []
+
+
+def test_gzip_body_is_one_valid_member_after_section_updates(tmp_path):
+    cache = ExpositionCache(["a", "b"])
+    big = GaugeMetricFamily("demo_value", "help", labels=["n"])
+    for i in range(5000):
+        big.add_metric([str(i)], i)
+    cache.update({"a": render_section([big])})
+    cache.update({"b": render_section([CounterMetricFamily("demo_events", "help", value=7)])})
+    cache.update({"b": render_section([CounterMetricFamily("demo_events", "help", value=8)])})
+    current = cache.current
+    assert gzip.decompress(current.text_gzip) == current.text
+    assert gzip.decompress(current.openmetrics_gzip) == current.openmetrics
+    assert current.text.endswith(b"demo_events_total 8.0\n")
+    assert current.openmetrics.endswith(b"demo_events_total 8.0\n# EOF\n")
+    path = tmp_path / "body.gz"
+    path.write_bytes(current.text_gzip)
+    checked = subprocess.run(["gzip", "-t", str(path)], capture_output=True)
+    assert checked.returncode == 0, checked.stderr
+
+
+@pytest.mark.parametrize(
+    "accept, expected",
+    [
+        ("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1", True),
+        ("text/plain;version=0.0.4", False),
+        ("", False),
+        ("*/*", False),
+    ],
+)
+def test_openmetrics_negotiation(accept, expected):
+    assert wants_openmetrics(accept) is expected
+
+
+def test_gzip_negotiation():
+    assert accepts_gzip("gzip") and accepts_gzip("br, gzip;q=0.8")
+    assert not accepts_gzip("") and not accepts_gzip("identity") and not accepts_gzip("gzip;q=0")
+
+
+def test_debouncer_quiet_time_and_max_wait():
+    debouncer = Debouncer(quiet=0.05, max_wait=0.2)
+    debouncer.add("/a")
+    started = time.monotonic()
+    paths, rescan = debouncer.take(timeout=1.0)
+    assert paths == {"/a"} and not rescan and 0.04 <= time.monotonic() - started < 0.5
+
+    stop = threading.Event()
+
+    def keep_writing():
+        while not stop.is_set():
+            debouncer.add("/busy")
+            time.sleep(0.01)
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        started = time.monotonic()
+        paths, _ = debouncer.take(timeout=2.0)
+        waited = time.monotonic() - started
+    finally:
+        stop.set()
+        writer.join()
+    assert paths == {"/busy"} and waited < 1.0
+
+    debouncer.take(timeout=0.1)  # the writer's last additions
+    debouncer.request_rescan()
+    assert debouncer.take(timeout=1.0) == (set(), True)
+    assert debouncer.take(timeout=0.05) == (set(), False)
+
+
+def test_label_budget_is_stable_and_reserves_other():
+    budget = LabelBudget(series_budget=15, series_per_value=5)
+    assert [budget.label(v) for v in ("a", "b", "c", "a", "d", "b")] == ["a", "b", OTHER, "a", OTHER, "b"]
+    assert budget.label(OTHER) == OTHER and budget.overflowed == 3
+
+
+def test_logfmt_quotes_values():
+    record = logging.LogRecord("exporter.x", logging.WARNING, __file__, 1, "bad line", None, None)
+    record.fields = fields(path="/a b/cpu.acct", reason='say "hi"', count=3)["fields"]
+    line = LogfmtFormatter().format(record)
+    assert 'level=warn logger=exporter.x msg="bad line" path="/a b/cpu.acct" reason="say \\"hi\\"" count=3' in line
