@@ -55,7 +55,8 @@ class ConfigError(Exception):
 
 
 def _root_schema() -> Struct:
-    sections: Dict[str, Field] = {source.name: Field(source.schema, default=source.schema.defaults(), doc=source.doc)
+    # An absent section is None: that source reads nothing.
+    sections: Dict[str, Field] = {source.name: Field(source.schema, default=None, doc=source.doc)
                                   for source in registered_sources()}
     sections["watch"] = Field(WATCH_SCHEMA, default=WatchConfig())
 

@@ -1,10 +1,11 @@
 """Runs the pipeline: watcher -> readers -> snapshots -> sections -> cache.
 
-Two threads of its own, each owning its state:
+Threads, each owning its state:
 
-- *ingest* takes debounced paths from the watcher (and does a full rescan
-  at start and every ``rescan_interval``), lets each reader ``sync`` the
-  paths that are its own, and keeps the newest immutable snapshot per reader;
+- one *ingest* thread per source (``exporter.ingest``) takes the debounced
+  paths the watcher reports (and does a full rescan at start and every
+  ``rescan_interval``), lets each reader ``sync`` the paths that are its own,
+  and keeps the newest immutable snapshot per reader;
 - *render* turns the snapshots of each changed section into a pre-rendered
   section of the exposition cache.
 
@@ -18,17 +19,17 @@ import logging
 import threading
 import time
 from collections import Counter
-from typing import Dict, Iterable, List, Mapping, Sequence, Set, Tuple
+from typing import Iterable, List, Mapping, Sequence, Set
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.metrics_core import Metric
 
 from exporter import selfmetrics
 from exporter.config import WatchConfig
-from exporter.debounce import Debouncer
 from exporter.exposition import ExpositionCache, render_section
+from exporter.ingest import SourceIngest
 from exporter.logs import fields
-from exporter.sources import Reader, Snapshot
+from exporter.sources import Reader
 from exporter.watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -40,15 +41,10 @@ PROCESS_REFRESH_SECONDS = 5.0
 
 class Runtime:
     def __init__(self, readers: Mapping[str, Sequence[Reader]], watch: WatchConfig):
-        self._readers: List[Tuple[str, Reader]] = [(s, r) for s, rs in readers.items() for r in rs]
-        self._watch_config = watch
+        self._ingests = [SourceIngest(section, rs, watch, self._published) for section, rs in readers.items() if rs]
         self.cache = ExpositionCache(list(readers) + [EXPORTER_SECTION, PROCESS_SECTION])
-        self._snapshots: Dict[Reader, Snapshot] = {}
-        self._failures: Counter = Counter()
-        self._rescans = 0
-        self._debouncer = Debouncer(watch.debounce, watch.debounce_max_wait)
-        patterns = [p for _, reader in self._readers for p in reader.patterns]
-        self.watcher = Watcher(patterns, watch, self._on_path, self._debouncer.request_rescan,
+        patterns = [p for ingest in self._ingests for reader in ingest.readers for p in reader.patterns]
+        self.watcher = Watcher(patterns, watch, self._on_path, self.request_rescan,
                                on_status_change=lambda: self._mark_dirty({EXPORTER_SECTION}))
         self._process_registry = CollectorRegistry(auto_describe=False)
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
@@ -57,79 +53,52 @@ class Runtime:
         self._dirty: Set[str] = set()
         self._stop = threading.Event()
         self.ready = threading.Event()
-        self._ingested_once = False
-        self._threads = [
-            threading.Thread(target=self._ingest_loop, name="ingest", daemon=True),
-            threading.Thread(target=self._render_loop, name="render", daemon=True),
-        ]
+        self._render_thread = threading.Thread(target=self._render_loop, name="render", daemon=True)
 
     def start(self) -> None:
         self.watcher.start()
-        for thread in self._threads:
-            thread.start()
+        for ingest in self._ingests:
+            ingest.start()
+        self._render_thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._debouncer.wake()
         with self._render_cond:
             self._render_cond.notify()
         self.watcher.stop()
-        for thread in self._threads:
-            thread.join(timeout=1.0)
+        for ingest in self._ingests:
+            ingest.stop()
+        self._render_thread.join(timeout=1.0)
         self.close_readers()
 
     def close_readers(self) -> None:
-        for _, reader in self._readers:
-            reader.close()
+        for ingest in self._ingests:
+            ingest.close()
 
     def ingest_once(self) -> None:
         """One full read and render in the calling thread, without watching (``--once``)."""
-        self._rescans += 1
-        sections = self._sync(None) | {PROCESS_SECTION}
-        for name in self._render_order(sections | {EXPORTER_SECTION}):
+        for ingest in self._ingests:
+            ingest.sync(None)
+        sections = {ingest.section for ingest in self._ingests} | {PROCESS_SECTION, EXPORTER_SECTION}
+        for name in self._render_order(sections):
             self._render(name)
 
     def alive(self) -> bool:
         """Whether every thread of the pipeline still runs (the systemd watchdog asks)."""
-        return all(t.is_alive() for t in self._threads) and self.watcher.alive()
+        threads_alive = self._render_thread.is_alive() and all(ingest.alive() for ingest in self._ingests)
+        return threads_alive and self.watcher.alive()
 
     def request_rescan(self) -> None:
-        self._debouncer.request_rescan()
-
-    # -- ingest ----------------------------------------------------------------
+        for ingest in self._ingests:
+            ingest.debouncer.request_rescan()
 
     def _on_path(self, path: str) -> None:
-        if any(pattern.matches(path) for _, reader in self._readers for pattern in reader.patterns):
-            self._debouncer.add(path)
+        for ingest in self._ingests:
+            if ingest.owns(path):
+                ingest.debouncer.add(path)
 
-    def _ingest_loop(self) -> None:
-        next_rescan = time.monotonic()
-        while not self._stop.is_set():
-            paths, rescan = self._debouncer.take(max(0.0, next_rescan - time.monotonic()))
-            if self._stop.is_set():
-                return
-            full = rescan or time.monotonic() >= next_rescan
-            if full:
-                next_rescan = time.monotonic() + self._watch_config.rescan_interval
-                self._rescans += 1
-            changed = self._sync(None if full else paths)
-            self._ingested_once = self._ingested_once or full
-            self._mark_dirty(changed | {EXPORTER_SECTION})
-
-    def _sync(self, paths) -> Set[str]:
-        changed = set()
-        for section, reader in self._readers:
-            wanted = None if paths is None else {p for p in paths if any(pt.matches(p) for pt in reader.patterns)}
-            if wanted is not None and not wanted:
-                continue
-            try:
-                self._snapshots[reader] = reader.sync(wanted)
-            except Exception:  # noqa: BLE001 - keep serving the last good snapshot
-                self._failures[reader.kind] += 1
-                log.exception("reader failed; keeping its last good values")
-                continue
-            changed.add(section)
-        return changed
+    def _published(self, section: str) -> None:
+        self._mark_dirty({section, EXPORTER_SECTION})
 
     # -- render ----------------------------------------------------------------
 
@@ -152,8 +121,11 @@ class Runtime:
                 return
             for name in self._render_order(dirty):
                 self._render(name)
-            if self._ingested_once and not self.ready.is_set() and not self._dirty:
+            if not self.ready.is_set() and not self._dirty and self._all_ingested():
                 self.ready.set()
+
+    def _all_ingested(self) -> bool:
+        return all(ingest.ingested_once.is_set() for ingest in self._ingests)
 
     @staticmethod
     def _render_order(dirty: Set[str]) -> List[str]:
@@ -173,16 +145,18 @@ class Runtime:
             return list(self._process_registry.collect())
         if section == EXPORTER_SECTION:
             return list(selfmetrics.families(self.status(), self.cache.sections()))
-        snapshots = dict(self._snapshots)
-        return [f for s, reader in self._readers if s == section and reader in snapshots
-                for f in reader.families(snapshots[reader])]
+        return [f for ingest in self._ingests if ingest.section == section
+                for reader, snapshot in dict(ingest.snapshots).items() for f in reader.families(snapshot)]
 
     def status(self) -> selfmetrics.RuntimeStatus:
-        snapshots = list(dict(self._snapshots).values())
+        snapshots = [snapshot for ingest in self._ingests for snapshot in dict(ingest.snapshots).values()]
+        failures: Counter = Counter()
+        for ingest in self._ingests:
+            failures.update(ingest.failures)
         return selfmetrics.RuntimeStatus(
             files=tuple(f for snapshot in snapshots for f in snapshot.files),
             watches=self.watcher.statuses(),
-            reader_failures=dict(self._failures),
-            rescans=self._rescans,
+            reader_failures=dict(failures),
+            rescans=sum(ingest.rescans for ingest in self._ingests),
             watch_restarts=self.watcher.restarts,
         )

@@ -120,16 +120,19 @@ def parse_duration(value) -> float:
     return seconds
 
 
-def _regex(value):
-    if not isinstance(value, str):
-        raise ValueError("not a string")
-    try:
-        compiled = re.compile(value)
-    except re.error as exc:
-        raise ValueError("invalid regular expression: %s" % exc)
-    if "host" not in compiled.groupindex:
-        raise ValueError("needs a named group (?P<host>...)")
-    return compiled
+def _regex_with_group(group: str) -> Callable[[Any], Any]:
+    def convert(value):
+        if not isinstance(value, str):
+            raise ValueError("not a string")
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError("invalid regular expression: %s" % exc)
+        if group not in compiled.groupindex:
+            raise ValueError("needs a named group (?P<%s>...)" % group)
+        return compiled
+
+    return convert
 
 
 def _one_of(choices: Sequence[str]) -> Callable[[Any], str]:
@@ -157,8 +160,12 @@ def Duration() -> Scalar:
     return Scalar("a duration", parse_duration)
 
 
+def GroupRegex(group: str) -> Scalar:
+    return Scalar("a regular expression with a (?P<%s>...) group" % group, _regex_with_group(group))
+
+
 def HostRegex() -> Scalar:
-    return Scalar("a regular expression with a (?P<host>...) group", _regex)
+    return GroupRegex("host")
 
 
 def OneOf(*choices: str) -> Scalar:

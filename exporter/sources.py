@@ -67,6 +67,7 @@ class Source:
 
 def registered_sources() -> Sequence[Source]:
     """Every source the exporter knows, in exposition order."""
+    from exporter.royalrender import SOURCE as royalrender
     from exporter.rush import SOURCE as rush
 
-    return (rush,)
+    return (royalrender, rush)

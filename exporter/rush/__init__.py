@@ -86,10 +86,10 @@ SCHEMA = Struct(
 )
 
 
-def _readers(config: RushConfig):
+def _readers(config: Optional[RushConfig]):
     from exporter.rush.cpu_acct import CpuAcctReader
 
-    return [CpuAcctReader(config)] if config.cpu_acct else []
+    return [CpuAcctReader(config)] if config is not None and config.cpu_acct else []
 
 
 SOURCE = Source(name="rush", schema=SCHEMA, readers=_readers, doc="Rush cpu.acct accounting logs")

@@ -1,0 +1,133 @@
+"""Per-client stats files through ``_rrClientStats_data``: the client's latest item.
+
+``days(daysMax()-1)`` is the last day written; its newest item with
+``hasData()`` gives CPU, GPU, memory, whether a user is logged in and each
+job thread; the hourly array gives the current hour's frames, crashes,
+aborts and successes summed over job threads. Item length is 86400 /
+``dataMax()`` (20 s in RR 8, 30 s in RR 9).
+
+Where these files live is not public: configure the glob. The client's name
+is the ``(?P<client>...)`` group of ``client_from_path`` searched in the path
+(default: the file name without its extension).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Dict, Iterable, List, Mapping, Tuple
+
+from prometheus_client.metrics_core import Metric
+
+from exporter.families import gauge
+from exporter.royalrender.access import MIB, field, load, local_to_unix
+from exporter.schema import Field, GroupRegex
+
+NAME = "client_stats"
+VENDOR_CLASS = "_rrClientStats_data"
+DEFAULT_PATH = None
+SELECT = "all"
+EXTRA_OPTIONS = {
+    "client_from_path": Field(GroupRegex("client"), doc="regex with (?P<client>...) searched in the file's path"),
+}
+
+_NOTE = " (from the client's stats file, latest item; cached between changes of the file)"
+
+
+def client_name(path: str, options: Dict[str, Any]) -> str:
+    regex = options.get("client_from_path")
+    match = re.search(regex, path) if regex else None
+    if match and match.group("client"):
+        return match.group("client")
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def _latest_item(day) -> Tuple[int, Any]:
+    for idx in range(day.dataMax() - 1, -1, -1):
+        item = day.data(idx)
+        if item.hasData():
+            return idx, item
+    return -1, None
+
+
+def _threads(item) -> List[Dict[str, Any]]:
+    threads = []
+    for idx in range(item.jobThreadCount()):
+        thread = item.jobThread(idx)
+        memory = field(thread, "memRender10MB")
+        threads.append({"status": field(thread, "status"), "cpu": field(thread, "cpuRender"),
+                        "memory": None if memory is None else memory * 10 * MIB})
+    return threads
+
+
+def _hour_totals(hour) -> Dict[str, int]:
+    totals = {"frames_done": 0, "crashes": 0, "aborts": 0, "successes": 0}
+    for idx in range(hour.jobThreadCount()):
+        thread = hour.jobThread(idx)
+        totals["frames_done"] += field(thread, "framesDone") or 0
+        totals["crashes"] += field(thread, "jobCrashed") or 0
+        totals["aborts"] += field(thread, "jobAborted") or 0
+        totals["successes"] += field(thread, "jobSuccessful") or 0
+    return totals
+
+
+def extract(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
+    stats = load(rr, VENDOR_CLASS, path)
+    day = stats.days(stats.daysMax() - 1)
+    if not day.daySet:
+        return {"item": None}
+    idx, item = _latest_item(day)
+    if item is None:
+        return {"item": None}
+    item_seconds = 86400.0 / day.dataMax()
+    memory = field(item, "memTotal10MB")
+    return {"item": {
+        "time": local_to_unix(day.day * 86400 + idx * item_seconds),
+        "cpu": field(item, "cpuTotal"),
+        "gpu": field(item, "gpuTotal"),
+        "memory": None if memory is None else memory * 10 * MIB,
+        "user_logged_in": None if field(item, "userLoggedIn") is None else int(bool(item.userLoggedIn)),
+        "threads": _threads(item),
+        "hour": _hour_totals(day.dataHourly(int(idx * item_seconds // 3600))),
+    }}
+
+
+def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Iterable[Metric]:
+    items = {client_name(path, options): d["item"] for path, d in sorted(data.items()) if d["item"] is not None}
+
+    def per_client(key: str) -> Dict[str, Any]:
+        return {client: item[key] for client, item in items.items() if item[key] is not None}
+
+    def per_hour(key: str) -> Dict[str, Any]:
+        return {client: item["hour"][key] for client, item in items.items()}
+
+    def per_thread(key: str) -> Dict[Tuple[str, str], Any]:
+        return {(client, str(n)): t[key] for client, item in items.items()
+                for n, t in enumerate(item["threads"]) if t[key] is not None}
+
+    yield gauge("royalrender_client_stats_timestamp_seconds", "Time of the client's latest stats item" + _NOTE,
+                ["client"], per_client("time"))
+    yield gauge("royalrender_client_cpu_ratio", "CPU usage of the client machine, 0..1" + _NOTE, ["client"],
+                per_client("cpu"))
+    yield gauge("royalrender_client_gpu_ratio", "GPU usage of the client machine, 0..1" + _NOTE, ["client"],
+                per_client("gpu"))
+    yield gauge("royalrender_client_memory_bytes", "Memory used on the client machine" + _NOTE, ["client"],
+                per_client("memory"))
+    yield gauge("royalrender_client_user_logged_in", "1 if a user was logged in" + _NOTE, ["client"],
+                per_client("user_logged_in"))
+    yield gauge("royalrender_client_job_threads", "Job threads running" + _NOTE, ["client"],
+                {client: len(item["threads"]) for client, item in items.items()})
+    yield gauge("royalrender_client_job_thread_cpu_ratio", "CPU usage of each job thread's render, 0..1" + _NOTE,
+                ["client", "thread"], per_thread("cpu"))
+    yield gauge("royalrender_client_job_thread_memory_bytes", "Memory of each job thread's render" + _NOTE,
+                ["client", "thread"], per_thread("memory"))
+    yield gauge("royalrender_client_job_thread_status", "RR's status code of each job thread (enumeration _Status)"
+                + _NOTE, ["client", "thread"], per_thread("status"))
+    yield gauge("royalrender_client_hour_frames_done", "Frames done in the current hour" + _NOTE, ["client"],
+                per_hour("frames_done"))
+    yield gauge("royalrender_client_hour_job_crashes", "Job crashes in the current hour" + _NOTE, ["client"],
+                per_hour("crashes"))
+    yield gauge("royalrender_client_hour_job_aborts", "Job aborts in the current hour" + _NOTE, ["client"],
+                per_hour("aborts"))
+    yield gauge("royalrender_client_hour_job_successes", "Successful job renders in the current hour" + _NOTE,
+                ["client"], per_hour("successes"))

@@ -1,0 +1,35 @@
+"""The Royal Render file kinds: one module each, registered here with one line.
+
+A kind module has ``NAME``, ``VENDOR_CLASS``, ``DEFAULT_PATH`` (relative to
+RR's folder, or None where the location is not public), ``SELECT``
+(``newest``: one file, ``all``: every match), ``EXTRA_OPTIONS`` (config keys
+beyond ``enabled`` and ``path``), ``extract(rr, path, options)`` (runs in the
+worker, returns plain data) and ``families(data_by_path, options)``.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Callable, Dict, Tuple
+
+from exporter.royalrender import client_info, client_stats, daily_stats, server_stats
+from exporter.royalrender.access import LoadFailed
+
+KINDS: Tuple[ModuleType, ...] = (
+    server_stats,
+    daily_stats,
+    client_stats,
+    client_info,
+)
+
+_BY_NAME: Dict[str, ModuleType] = {kind.NAME: kind for kind in KINDS}
+
+__all__ = ["KINDS", "LoadFailed", "extractor", "by_name"]
+
+
+def by_name(name: str) -> ModuleType:
+    return _BY_NAME[name]
+
+
+def extractor(name: str) -> Callable:
+    return _BY_NAME[name].extract

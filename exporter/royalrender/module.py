@@ -1,0 +1,91 @@
+"""Finds and imports Royal Render's Python module, as the vendor's own scripts do.
+
+The module is a compiled extension shipped inside the RR installation, one
+build per Python version (``libpyRR39``, ``libpyRR310``, ``libpyRR311`` ...,
+with ``_datafiles`` variants; ``libpyRR2`` for Python 2). It is imported only
+inside the worker process (``exporter.royalrender.worker``), never in the
+daemon itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from types import ModuleType
+from typing import List, Optional, Sequence, Tuple
+
+SIMULATED = "simulated"
+AUTO = "auto"
+#: Python versions the vendor ships modules for (royalrender-facts.md).
+VENDOR_PYTHON_VERSIONS = ("2.7", "3.7", "3.9", "3.10", "3.11", "3.13")
+
+
+class ModuleLoadError(Exception):
+    """No RR module could be imported; the message lists every name and folder tried."""
+
+
+def candidate_names(version: Tuple[int, int] = sys.version_info[:2]) -> List[str]:
+    """The vendor's module names for this Python, in the order the vendor's scripts try them."""
+    tag = "%d%d" % version
+    return ["libpyRR%s_datafiles" % tag, "libpyRR%s" % tag, "libpyRR2_datafiles", "libpyRR2"]
+
+
+def resolve_root(configured: Optional[str]) -> Optional[str]:
+    """RR's folder: configured, else ``$RR_ROOT``; a ``Root=`` line in relink_lx.cfg redirects it."""
+    root = configured or os.environ.get("RR_ROOT") or None
+    if not root:
+        return None
+    relink = os.path.join(root, "sub", "cfg_global", "relink_lx.cfg")
+    try:
+        with open(relink, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, sep, value = line.strip().partition("=")
+                if sep and key.strip().lower() == "root" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return root
+
+
+def default_module_paths(root: Optional[str], version: Tuple[int, int] = sys.version_info[:2]) -> List[str]:
+    """The vendor's bin folders for this OS and Python version."""
+    if not root:
+        return []
+    dotted, compact = "%d.%d" % version, "%d%d" % version
+    if sys.platform.startswith("win"):
+        bases = [os.path.join(root, "bin", "win64")]
+    elif sys.platform == "darwin":
+        bases = [os.path.join(root, "bin", "mac64", "lib")]
+    else:
+        bases = [os.path.join(root, "bin", "lx64", "lib")]
+    paths = []
+    for base in bases:
+        paths += [base, os.path.join(base, "python", dotted), os.path.join(base, "python", compact)]
+    return paths
+
+
+def load(spec: str, paths: Sequence[str]) -> ModuleType:
+    """Imports the RR module: ``simulated`` (the stand-in), ``auto``, or a module name."""
+    if spec == SIMULATED:
+        from exporter.royalrender import standin
+
+        return standin
+    names = candidate_names() if spec == AUTO else [spec]
+    for path in reversed(list(paths)):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    failures = []
+    for name in names:
+        try:
+            return importlib.import_module(name)
+        except ImportError as exc:
+            failures.append("%s (%s)" % (name, exc))
+    raise ModuleLoadError(
+        "cannot import Royal Render's Python module for Python %d.%d.\n"
+        "  names tried: %s\n  folders searched first: %s\n"
+        "  The vendor ships modules for Python %s; run the exporter with one of those, set "
+        "royalrender.module_path to the folder holding the module, or royalrender.module to its name."
+        % (sys.version_info[0], sys.version_info[1], "; ".join(failures),
+           ", ".join(paths) or "(none: no RR root known)", ", ".join(VENDOR_PYTHON_VERSIONS))
+    )

@@ -1,0 +1,126 @@
+"""``server_stats.db`` through ``_rrGlobalStatsLS``: the farm overview of rrControl's Global Info.
+
+The latest valid slot of the day array is exported. Its index comes from
+``lastSaveDay`` (local time divided by the slot length; the slot length is
+86400 / ``dayMax()``: 90 s in RR 8, 60 s in RR 9); if that slot is not
+``slot_used`` the newest used one before it is taken. ``lastSaveDay`` also
+says when the server last saved: a stale value means the RR server stopped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, Mapping
+
+from prometheus_client.metrics_core import Metric
+
+from exporter.families import gauge
+from exporter.royalrender.access import MIB, field, load, local_to_unix, scaled
+
+NAME = "server_stats"
+VENDOR_CLASS = "_rrGlobalStatsLS"
+DEFAULT_PATH = "sub/stats/server_stats.db"
+SELECT = "newest"
+EXTRA_OPTIONS: Dict[str, Any] = {}
+
+_NOTE = " (from server_stats.db, latest valid slot; cached between changes of the file)"
+
+
+def _latest_used_slot(stats) -> tuple:
+    """(index steps back from the last save, item) of the newest used slot, or (None, None)."""
+    size = stats.dayMax()
+    last = stats.lastSaveDay % size
+    for back in range(size):
+        item = stats.day((last - back) % size)
+        if item.slot_used:
+            return back, item
+    return None, None
+
+
+def extract(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
+    stats = load(rr, VENDOR_CLASS, path)
+    slot = 86400.0 / stats.dayMax()
+    back, item = _latest_used_slot(stats)
+    result = {"slot_seconds": slot, "last_save_time": local_to_unix(stats.lastSaveDay * slot), "slot": None}
+    if item is None:
+        return result
+    per_minute = 60.0 / slot
+    result["slot"] = {
+        "time": local_to_unix((stats.lastSaveDay - back) * slot),
+        "clients_free": field(item, "clients_free"),
+        "clients_rendering": field(item, "clients_rendering", "client_rendering"),
+        "clients_disabled": field(item, "clients_disabled"),
+        "clients_needed": field(item, "clients_needed"),
+        "frames_per_minute": scaled(field(item, "framesPerMin", "framesPer90s"), per_minute),
+        "frames_per_minute_3d": scaled(field(item, "framesPerMin_3D", "framesPer90s_3D"), per_minute),
+        "frames_per_minute_comp": scaled(field(item, "framesPerMin_Comp", "framesPer90s_Comp"), per_minute),
+        "frames_per_minute_archive": scaled(field(item, "framesPerMin_Archive", "framesPer90s_Archive"),
+                                            per_minute),
+        "cpu_process": scaled(field(item, "CpuProcess"), 0.01),
+        "cpu_machine": scaled(field(item, "CpuMachine"), 0.01),
+        "server_temperature": field(item, "serverTemperature"),
+        "clients_temperature": field(item, "clients_avTemperature", "avclientTemperature"),
+        "jobs_unfinished": field(item, "jobs_unfinished"),
+        "jobs_rendering": field(item, "jobs_rendering"),
+        "jobs_total": field(item, "jobs_total"),
+        "memory_machine": scaled(field(item, "serverMemUsage_Machine", "MemUsageMachine"), MIB),
+        "memory_process": scaled(field(item, "serverMemUsage_Process", "MemUsageProcess"), MIB),
+        "memory_tcp_socket": scaled(field(item, "serverMemUsage_TCPSocket", "TCPMemUsageSocket"), MIB),
+        "memory_tcp_data": scaled(field(item, "serverMemUsage_TCPData", "TCPMemUsageData"), MIB),
+        "memory_job_data": scaled(field(item, "serverMemUsage_JobBuffer", "JobBufferMemUsageJobs"), MIB),
+        "memory_tcp_compressed_max": scaled(
+            field(item, "serverMemUsage_TCPDataCompressed", "TCPMemUsageDataCompressed"), MIB),
+        "frame_time": field(item, "frameTime", "av_frame_time"),
+        "frames_left": field(item, "framesLeft", "frames_to_do"),
+    }
+    return result
+
+
+def _present(pairs) -> Dict:
+    return {key: value for key, value in pairs if value is not None}
+
+
+def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Iterable[Metric]:
+    for stats in data.values():  # SELECT = newest: one file
+        yield gauge("royalrender_server_stats_last_save_timestamp_seconds",
+                    "When the RR server last saved server_stats.db; stale means the server stopped", [],
+                    {(): stats["last_save_time"]})
+        slot = stats["slot"]
+        if slot is None:
+            continue
+        yield from _slot_families(slot)
+
+
+def _slot_families(s: Dict[str, Any]) -> Iterable[Metric]:
+    def one(key: str) -> Dict:
+        return _present([((), s[key])])
+
+    yield gauge("royalrender_server_stats_slot_timestamp_seconds", "Start of the slot the values below are from",
+                [], {(): s["time"]})
+    yield gauge("royalrender_clients", "Clients by state" + _NOTE, ["state"],
+                _present((state, s["clients_" + state]) for state in ("free", "rendering", "disabled")))
+    yield gauge("royalrender_clients_needed", "Estimate of clients needed to start all unassigned segments"
+                + _NOTE, [], one("clients_needed"))
+    yield gauge("royalrender_frames_per_minute", "Frames rendered per minute, all jobs" + _NOTE, [],
+                one("frames_per_minute"))
+    yield gauge("royalrender_job_type_frames_per_minute", "Frames rendered per minute by job type" + _NOTE,
+                ["job_type"], _present((t, s["frames_per_minute_" + t]) for t in ("3d", "comp", "archive")))
+    yield gauge("royalrender_server_cpu_ratio", "CPU usage of the rrServer process and of its machine, 0..1"
+                + _NOTE, ["scope"], _present((scope, s["cpu_" + scope]) for scope in ("process", "machine")))
+    yield gauge("royalrender_server_temperature_celsius", "Temperature of the rrServer machine's first disk"
+                + _NOTE, [], one("server_temperature"))
+    yield gauge("royalrender_clients_average_temperature_celsius", "Average temperature of the clients' first disks"
+                + _NOTE, [], one("clients_temperature"))
+    yield gauge("royalrender_jobs_unfinished", "Jobs not finished" + _NOTE, [], one("jobs_unfinished"))
+    yield gauge("royalrender_jobs_rendering", "Jobs rendering" + _NOTE, [], one("jobs_rendering"))
+    yield gauge("royalrender_jobs", "Jobs in the queue" + _NOTE, [], one("jobs_total"))
+    yield gauge("royalrender_server_machine_memory_bytes", "Memory used on the rrServer machine (RR reports "
+                "MiB, assumed)" + _NOTE, [], one("memory_machine"))
+    yield gauge("royalrender_server_process_memory_bytes", "Memory used by the rrServer process" + _NOTE, [],
+                one("memory_process"))
+    yield gauge("royalrender_server_buffer_memory_bytes", "Memory of the rrServer's buffers" + _NOTE, ["buffer"],
+                _present((b, s["memory_" + b]) for b in ("tcp_socket", "tcp_data", "job_data")))
+    yield gauge("royalrender_server_tcp_buffer_compressed_max_bytes", "Largest TCP buffer after compression"
+                + _NOTE, [], one("memory_tcp_compressed_max"))
+    yield gauge("royalrender_average_frame_time_seconds", "Average frame time of all jobs" + _NOTE, [],
+                one("frame_time"))
+    yield gauge("royalrender_frames_left", "Frames still to render in all jobs" + _NOTE, [], one("frames_left"))

@@ -1,0 +1,228 @@
+"""A simulated Royal Render farm: writes the stand-in module's files as an RR server would.
+
+For the demo and the tests: ``server_stats.db``, today's daily stats file,
+``clientIPstats82.db`` and one stats file per client, under
+``ROOT/sub/stats``, with a plausible day cycle (busier at night), refreshed
+by ``step()``. Files can be shaped like RR 8 or RR 9, and ``inject`` makes a
+file crash or hang the module, unreadable, or half written.
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+import os
+import random
+import time
+from typing import Any, Dict, List, Optional
+
+from exporter.royalrender import simformat
+from exporter.royalrender.standin import RR8_NAMES, RR9_GLOBAL_FIELDS
+
+SHAPES = {
+    "rr9": {"day_max": 1440, "client_items": 2880},
+    "rr8": {"day_max": 960, "client_items": 4320},
+}
+FAULTS = ("crash", "hang", "unreadable", "half_written")
+USERS = ("anna", "bjorn", "chen", "dara", "emil", "fatima")
+PROJECTS = ("FancyDrink-Commercial", "Feature_SEQ02", "Teaser_v12")
+RENDER_APPS = ("Maya", "Houdini", "Nuke", "Blender")
+CLIENT_ITEMS_KEPT = 60  # the files only need recent items for the exporter
+
+
+def local_seconds(unix: float) -> int:
+    """RR's notion of time: local wall-clock seconds since 1970."""
+    return calendar.timegm(time.localtime(unix))
+
+
+class RrFarmSimulator:
+    def __init__(self, root: str, clients: int = 20, shape: str = "rr9", seed: Optional[int] = None,
+                 clock=time.time):
+        self.root = root
+        self.shape = shape
+        self.stats_dir = os.path.join(root, "sub", "stats")
+        self.client_dir = os.path.join(self.stats_dir, "clients")
+        self.clients = ["rrclient%03d" % i for i in range(1, clients + 1)]
+        self._rng = random.Random(seed)
+        self._clock = clock
+        self._faults: Dict[str, str] = {}
+
+    # -- where things are ------------------------------------------------------------
+
+    def path(self, kind: str, client: str = "") -> str:
+        return {
+            "server_stats": os.path.join(self.stats_dir, "server_stats.db"),
+            "client_info": os.path.join(self.stats_dir, "clientIPstats82.db"),
+            "daily_stats": os.path.join(self.stats_dir, "server", "daily_%s.db" % self._today()),
+            "client_stats": os.path.join(self.client_dir, "%s.db" % client),
+        }[kind]
+
+    def config_text(self, indent: str = "") -> str:
+        """The ``royalrender`` config section for this farm (stand-in module)."""
+        lines = [
+            "royalrender:",
+            "  root: '%s'" % self.root,
+            "  module: simulated",
+            "  read_timeout: 5s",
+            "  client_stats:",
+            "    path: '%s'" % os.path.join(self.client_dir, "*.db"),
+            "    client_from_path: '/(?P<client>[^/]+)\\.db$'",
+        ]
+        return "".join(indent + line + "\n" for line in lines)
+
+    def _today(self) -> str:
+        return time.strftime("%Y-%m-%d", time.localtime(self._clock()))
+
+    # -- writing -------------------------------------------------------------------------
+
+    def write_all(self) -> None:
+        for folder in (self.client_dir, os.path.join(self.stats_dir, "server")):
+            os.makedirs(folder, exist_ok=True)
+        self.write_server_stats()
+        self.write_daily_stats()
+        self.write_client_info()
+        for client in self.clients:
+            self.write_client_stats(client)
+
+    def step(self) -> None:
+        """One refresh of every file, as the RR server and clients save them."""
+        self.write_all()
+
+    def inject(self, kind: str, fault: str, client: str = "") -> None:
+        """Breaks one file: ``crash`` or ``hang`` the module, ``unreadable`` or ``half_written``."""
+        if fault not in FAULTS:
+            raise ValueError("fault must be one of %s" % ", ".join(FAULTS))
+        self._faults[kind + client] = fault
+        self._write(kind, client, {})
+
+    def heal(self, kind: str, client: str = "") -> None:
+        self._faults.pop(kind + client, None)
+
+    def _write(self, kind: str, client: str, payload: Dict[str, Any]) -> None:
+        path = self.path(kind, client)
+        fault = self._faults.get(kind + client)
+        cls = {"server_stats": "_rrGlobalStatsLS", "daily_stats": "_dailyStats_data",
+               "client_info": "_server_clientInfo", "client_stats": "_rrClientStats_data"}[kind]
+        if fault == "unreadable":
+            with open(path, "wb") as handle:
+                handle.write(os.urandom(512))
+            return
+        if fault in ("crash", "hang"):
+            payload = dict(payload, fault=fault)
+        if fault == "half_written":
+            simformat.write(path, cls, payload)
+            with open(path, "r+b") as handle:
+                handle.truncate(max(1, os.path.getsize(path) // 2))
+            return
+        simformat.write(path, cls, payload)
+
+    # -- the farm's state at a time ------------------------------------------------------
+
+    def _busy(self, local: float) -> float:
+        """Share of the farm rendering: high at night, lower in the afternoon."""
+        hour = (local % 86400) / 3600.0
+        return 0.55 + 0.35 * math.cos((hour - 2.0) / 24.0 * 2 * math.pi)
+
+    def _global_item(self, local: float, slot_seconds: float) -> Dict[str, Any]:
+        rng, n = self._rng, len(self.clients)
+        busy = self._busy(local)
+        disabled = max(0, int(n * 0.05))
+        rendering = min(n - disabled, int(round((n - disabled) * busy)))
+        frames = rendering * slot_seconds / 240.0 * rng.uniform(0.8, 1.2)
+        values = {
+            "clients_needed": round(rendering * rng.uniform(1.0, 1.6), 1), "framesPerMin": round(frames),
+            "framesPerMin_3D": round(frames * 0.7), "framesPerMin_Comp": round(frames * 0.25),
+            "framesPerMin_Archive": round(frames * 0.05), "clients_free": n - disabled - rendering,
+            "clients_rendering": rendering, "clients_disabled": disabled,
+            "CpuProcess": rng.randint(2, 25), "CpuMachine": rng.randint(10, 60),
+            "serverTemperature": rng.randint(34, 45), "clients_avTemperature": rng.randint(38, 52),
+            "jobs_unfinished": 40 + rng.randint(0, 20), "jobs_rendering": max(1, rendering // 3),
+            "jobs_total": 400 + rng.randint(0, 50), "serverMemUsage_Machine": 24000 + rng.randint(0, 2000),
+            "serverMemUsage_Process": 3000 + rng.randint(0, 500), "serverMemUsage_TCPSocket": 64,
+            "serverMemUsage_TCPData": 128, "serverMemUsage_JobBuffer": 900 + rng.randint(0, 100),
+            "serverMemUsage_TCPDataCompressed": 32, "frameTime": rng.randint(200, 400),
+            "framesLeft": 20000 + rng.randint(0, 5000),
+        }
+        if self.shape == "rr8":
+            values = {RR8_NAMES.get(name, name): values[name] for name in RR9_GLOBAL_FIELDS}
+        values["slot_used"] = True
+        return values
+
+    def write_server_stats(self) -> None:
+        day_max = SHAPES[self.shape]["day_max"]
+        slot = 86400.0 / day_max
+        local = local_seconds(self._clock())
+        last_save = int(local // slot)
+        day = {str((last_save - back) % day_max): self._global_item((last_save - back) * slot, slot)
+               for back in range(day_max)}
+        self._write("server_stats", "", {
+            "shape": self.shape, "dayMax": day_max, "monthMax": day_max, "yearMax": day_max,
+            "lastSaveDay": last_save, "lastSaveMonth": int(local // 1800), "lastSaveYear": int(local // 21600),
+            "day": day, "month": {}, "year": {},
+        })
+
+    def write_daily_stats(self) -> None:
+        local = local_seconds(self._clock())
+        current = int((local % 86400) // 900)
+        entries = []
+        for type_id, names in enumerate((USERS, PROJECTS, RENDER_APPS)):
+            for name in names:
+                slots = {str(idx): self._job_stat(local - (current - idx) * 900) for idx in range(current + 1)}
+                entries.append({"name": name, "type": type_id, "slots": slots})
+        self._write("daily_stats", "", {"shape": self.shape, "stats": entries})
+
+    def _job_stat(self, local: float) -> Dict[str, Any]:
+        rng = self._rng
+        busy = self._busy(local)
+        return {
+            "slotSet": True, "avPSUsage": round(busy * 40, 1), "maxPSUsage": round(busy * 60, 1),
+            "PSneeded": round(busy * 80, 1), "renderLicNeeded": round(busy * 10, 1),
+            "jobsWaiting": rng.randint(0, 5), "jobsDisabled": rng.randint(0, 2), "jobsIdle": rng.randint(0, 3),
+            "jobsRendering": rng.randint(0, 6), "jobsDone": rng.randint(10, 40), "timesSended": rng.randint(5, 60),
+            "timesFinished": rng.randint(5, 60), "avMemUsageMB": rng.randint(2000, 8000),
+            "maxMemUsageMB": rng.randint(8000, 32000), "avFrameTime": rng.randint(60, 600),
+            "maxFrameTime": rng.randint(600, 3600), "framesRendered": rng.randint(0, 400),
+            "framesLeft": rng.randint(0, 4000),
+        }
+
+    def write_client_info(self) -> None:
+        now = int(self._clock())
+        rng = self._rng
+        clients = []
+        for i, name in enumerate(self.clients):
+            woke = i % 7 != 3
+            clients.append({
+                "saveNameCopy": name, "saveVersionCopy": "9.1.%d" % (i % 3), "lastConnect": now - rng.randint(0, 60),
+                "lastWOLTry": now - 3600 * (1 + i % 5), "WOLTryCount": 0 if woke else 1 + i % 3,
+                "ips": [["10.1.0.%d" % (i + 1), now - 86400]],
+                "wols": [{"success": woke, "bootTime": 40 + i % 30 if woke else 0, "dateTime": now - 3600 * (1 + i % 5)}],
+            })
+        self._write("client_info", "", {"clients": clients})
+
+    def write_client_stats(self, client: str) -> None:
+        items_per_day = SHAPES[self.shape]["client_items"]
+        item_seconds = 86400.0 / items_per_day
+        local = local_seconds(self._clock())
+        current = int((local % 86400) // item_seconds)
+        rng = self._rng
+        busy = self._busy(local) > rng.random()
+        items = {}
+        for idx in range(max(0, current - CLIENT_ITEMS_KEPT + 1), current + 1):
+            threads = [{"status": 5, "cpuRender": round(rng.uniform(0.6, 0.98), 3),
+                        "memRender10MB": rng.randint(200, 1600), "jobIDShort": rng.randint(1, 2**31)}
+                       for _ in range(2 if busy else 0)]
+            items[str(idx)] = {"userLoggedIn": False, "cpuTotal": round(rng.uniform(0.7, 1.0) if busy else
+                                                                         rng.uniform(0.0, 0.05), 3),
+                               "gpuTotal": round(rng.uniform(0.0, 0.5), 3), "memTotal10MB": rng.randint(400, 6000),
+                               "networkInMB": -1, "networkOutMB": -1, "networkInSpeedMaxMB": 0, "threads": threads}
+        hour = int((local % 86400) // 3600)
+        hourly = {str(hour): [{"framesDone": rng.randint(0, 40), "jobCrashed": rng.randint(0, 1),
+                               "jobAborted": rng.randint(0, 1), "jobSuccessful": rng.randint(0, 10)}
+                              for _ in range(2)]}
+        day: Dict[str, Any] = {"daySet": True, "day": int(local // 86400), "data": items, "hourly": hourly}
+        self._write("client_stats", client, {"shape": self.shape, "days": {"179": day}})
+
+
+def simulated_files(sim: RrFarmSimulator) -> List[str]:
+    return [sim.path("server_stats"), sim.path("daily_stats"), sim.path("client_info")] + \
+        [sim.path("client_stats", c) for c in sim.clients]
