@@ -1,10 +1,13 @@
-"""A demo farm: live ``cpu.acct`` logs for a few dozen hosts in a temporary folder.
+"""The demo farm: live Rush logs and a simulated Royal Render farm in a temporary folder.
 
 The daemon watches the folder exactly as it would a real farm, so ``--demo``
-runs the real watch -> read -> serve path: frames finish, utilization is
-logged, daemons go offline and online, and logs rotate by rename
-(``cpu.acct`` -> ``Ocpu.acct``) now and then. Lines mix the space-aligned
-and TAB-delimited layouts, as real farms do.
+runs the real watch -> read -> serve path. Rush: frames finish, utilization
+is logged, daemons go offline and online, and logs rotate by rename
+(``cpu.acct`` -> ``Ocpu.acct``) now and then; lines mix the space-aligned
+and TAB-delimited layouts, as real farms do. Royal Render: the simulator
+(``exporter.royalrender.simulator``) rewrites the server, daily, client-info
+and per-client stats files every few seconds, read through the stand-in
+module in the worker process.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Dict, List, Optional
 
 from exporter.config import parse
 from exporter.logs import fields
+from exporter.royalrender.simulator import RrFarmSimulator
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +46,14 @@ class _Job:
 class DemoFarm:
     """Writes the logs; ``step()`` advances the farm by one tick of simulated work."""
 
-    def __init__(self, folder: str, hosts: int = 36, seed: Optional[int] = None, tick: float = 0.5):
+    def __init__(self, folder: str, hosts: int = 36, seed: Optional[int] = None):
         self.folder = folder
-        self.tick = tick
         self._rng = random.Random(seed)
         self._hosts = ["render%02d" % i for i in range(1, hosts + 1)]
         self._jobs: List[_Job] = [_Job(self._rng, 700 + i) for i in range(12)]
         self._online: Dict[str, bool] = {h: True for h in self._hosts}
         self._now = int(time.time())
         self._steps = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="demo-farm", daemon=True)
 
     def path(self, host: str) -> str:
         return os.path.join(self.folder, host, "cpu.acct")
@@ -77,20 +78,6 @@ class DemoFarm:
             self._append(host, ["r start %d online" % self._now])
         for _ in range(backlog_steps):
             self.step()
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.tick):
-            try:
-                self.step()
-            except OSError as exc:
-                log.warning("demo farm could not write", extra=fields(error=exc))
 
     def step(self) -> None:
         self._steps += 1
@@ -143,18 +130,47 @@ class DemoFarm:
             handle.write("".join(line + "\n" for line in lines))
 
 
+class Ticker:
+    """Calls ``step`` every ``interval`` seconds on a thread until stopped."""
+
+    def __init__(self, interval: float, step, name: str):
+        self._interval = interval
+        self._step = step
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._step()
+            except OSError as exc:
+                log.warning("demo farm could not write", extra=fields(error=exc))
+
+
 def run_demo(args) -> int:
     """``--demo``: the real daemon on a live demo farm in a temporary folder."""
     from exporter.cli import run
 
     folder = tempfile.mkdtemp(prefix="renderfarm-exporter-demo-")
-    farm = DemoFarm(os.path.join(folder, "rush"))
+    rush = DemoFarm(os.path.join(folder, "rush"))
+    royalrender = RrFarmSimulator(os.path.join(folder, "rr"), clients=24)
+    tickers = [Ticker(0.5, rush.step, "demo-rush"), Ticker(5.0, royalrender.step, "demo-royalrender")]
     try:
-        farm.create()
-        config = parse(farm.config_text(), "<demo config>")
+        rush.create()
+        royalrender.write_all()
+        config = parse(rush.config_text() + royalrender.config_text(), "<demo config>")
         log.info("demo farm running", extra=fields(folder=folder))
-        farm.start()
+        for ticker in tickers:
+            ticker.start()
         return run(config, args)
     finally:
-        farm.stop()
+        for ticker in tickers:
+            ticker.stop()
         shutil.rmtree(folder, ignore_errors=True)

@@ -2,7 +2,9 @@
 
 Each source (Rush, Royal Render) has its own debouncer, rescan timer and
 thread, so a slow source (an RR read waiting on a hung worker for up to its
-timeout) never delays another source's freshness.
+timeout) never delays another source's freshness. While a file of the source
+is down, the source is rescanned every few seconds, so it recovers without
+waiting for the next change of the file.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from exporter.debounce import Debouncer
 from exporter.sources import Reader, Snapshot
 
 log = logging.getLogger(__name__)
+
+#: A file that failed to read is tried again this soon (a half-written file, a restarting worker).
+RETRY_SECONDS = 2.0
 
 
 class SourceIngest:
@@ -80,3 +85,8 @@ class SourceIngest:
                 next_rescan = time.monotonic() + self._watch.rescan_interval
             self.sync(None if full else paths)
             self._published(self.section)
+            if self._any_file_down():
+                next_rescan = min(next_rescan, time.monotonic() + RETRY_SECONDS)
+
+    def _any_file_down(self) -> bool:
+        return any(not f.up for snapshot in self.snapshots.values() for f in snapshot.files)

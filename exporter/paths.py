@@ -4,7 +4,9 @@ One matcher serves both the periodic scan and the filtering of watch events,
 so the two can never disagree about which files belong to a source.
 ``*``, ``?`` and ``[...]`` match within one path segment, ``**`` matches any
 number of folders (watchdog 7's own patterns use ``full_match`` semantics
-that differ from shell globs, so we filter paths ourselves).
+that differ from shell globs, so we filter paths ourselves). As in the shell,
+a wildcard does not match a leading dot: temporary files of atomic writers
+(rsync's ``.cpu.acct.XXXXXX``) are not read half written.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import re
 from typing import Iterator, List
 
 _MAGIC = re.compile(r"[*?[]")
+_ANY_FOLDERS = r"(?:(?!\.)[^/]+/)*"
 
 
 def _segment_regex(segment: str) -> str:
-    out = []
+    out = [] if segment.startswith(".") else [r"(?!\.)"]
     i = 0
     while i < len(segment):
         c = segment[i]
@@ -58,8 +61,8 @@ class PathPattern:
         rest = segments[len(fixed) :]
         self.recursive = "**" in rest or len(rest) > 1
         self.depth = None if "**" in rest else len(rest)
-        pieces = ["(?:[^/]+/)*" if seg == "**" else _segment_regex(seg) + "/" for seg in rest[:-1]]
-        pieces.append("(?:[^/]+/)*[^/]+" if rest[-1] == "**" else _segment_regex(rest[-1]))
+        pieces = [_ANY_FOLDERS if seg == "**" else _segment_regex(seg) + "/" for seg in rest[:-1]]
+        pieces.append(_ANY_FOLDERS + r"(?!\.)[^/]+" if rest[-1] == "**" else _segment_regex(rest[-1]))
         self._regex = re.compile(re.escape(self.root.rstrip("/") + "/") + "".join(pieces), re.DOTALL)
 
     def matches(self, path: str) -> bool:

@@ -23,6 +23,9 @@ def test_demo_serves_growing_counters_and_passes_promtool(start_daemon):
     assert all(v == 1 for (name, _), v in samples.items() if name == "renderfarm_exporter_source_up")
     assert any(name == "rush_utilization_ratio" for name, _ in samples)
     assert any(name == "rush_user_frames_total" for name, _ in samples)
+    rr_clients = {dict(labels)["client"] for name, labels in samples if name == "royalrender_client_cpu_ratio"}
+    assert rr_clients == {"rrclient%03d" % i for i in range(1, 25)}
+    assert sum(value(samples, "royalrender_clients", state=s) for s in ("free", "rendering", "disabled")) == 24
 
     promtool = shutil.which("promtool")
     assert promtool, "promtool missing: scripts/test installs Debian's prometheus package"

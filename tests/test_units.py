@@ -30,6 +30,10 @@ from exporter.paths import PathPattern
         ("/srv/[!O]*.acct", "/srv/Ocpu.acct", False),
         ("/srv/render0?/cpu.acct", "/srv/render07/cpu.acct", True),
         ("/srv/**", "/srv/x/y", True),
+        ("/srv/*", "/srv/.cpu.acct.Xy12", False),
+        ("/srv/**/cpu.acct", "/srv/.hidden/cpu.acct", False),
+        ("/srv/.cpu.acct", "/srv/.cpu.acct", True),
+        ("/srv/.*", "/srv/.cpu.acct", True),
     ],
 )
 def test_path_patterns(pattern, path, matches):

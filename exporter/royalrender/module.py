@@ -75,6 +75,7 @@ def load(spec: str, paths: Sequence[str]) -> ModuleType:
     for path in reversed(list(paths)):
         if path not in sys.path:
             sys.path.insert(0, path)
+    importlib.invalidate_caches()
     failures = []
     for name in names:
         try:

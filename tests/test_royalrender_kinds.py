@@ -1,0 +1,204 @@
+"""Each RR file kind's extractor against the stand-in module, in both RR shapes, with exact values."""
+
+import json
+import os
+import time
+
+import pytest
+
+from exporter.royalrender import client_info, client_stats, daily_stats, server_stats, simformat, standin
+from exporter.royalrender.access import MIB, LoadFailed, local_to_unix
+from exporter.royalrender.simulator import RrFarmSimulator, local_seconds
+
+NOW = 1795300000.0  # a fixed clock makes every slot index predictable
+
+
+@pytest.fixture(params=["rr9", "rr8"])
+def farm(request, tmp_path):
+    sim = RrFarmSimulator(str(tmp_path / "rr"), clients=3, shape=request.param, seed=7, clock=lambda: NOW)
+    sim.write_all()
+    return sim
+
+
+def payload(path):
+    with open(path) as handle:
+        return json.load(handle)["data"]
+
+
+def rewrite(path, cls, change):
+    data = payload(path)
+    change(data)
+    simformat.write(path, cls, data)
+
+
+def test_server_stats_latest_slot_with_aliases_and_units(farm):
+    path = farm.path("server_stats")
+    raw = payload(path)
+    slot_seconds = 86400.0 / raw["dayMax"]
+    assert slot_seconds == (60.0 if farm.shape == "rr9" else 90.0)
+    latest = raw["day"][str(raw["lastSaveDay"] % raw["dayMax"])]
+    names = standin.RR8_NAMES if farm.shape == "rr8" else {}
+
+    result = server_stats.extract(standin, path, {})
+    slot = result["slot"]
+    assert result["slot_seconds"] == slot_seconds
+    assert slot["time"] == result["last_save_time"] == local_to_unix(raw["lastSaveDay"] * slot_seconds)
+    assert slot["clients_rendering"] == latest[names.get("clients_rendering", "clients_rendering")]
+    assert slot["clients_free"] == latest["clients_free"]
+    assert slot["cpu_process"] == pytest.approx(latest["CpuProcess"] / 100)
+    assert slot["memory_machine"] == latest[names.get("serverMemUsage_Machine", "serverMemUsage_Machine")] * MIB
+    frames = latest[names.get("framesPerMin", "framesPerMin")]
+    assert slot["frames_per_minute"] == pytest.approx(frames * 60 / slot_seconds)
+    assert slot["clients_temperature"] == latest[names.get("clients_avTemperature", "clients_avTemperature")]
+    assert slot["frames_left"] == latest[names.get("framesLeft", "framesLeft")]
+
+
+def test_server_stats_unused_slot_after_midnight_takes_yesterdays_last(farm):
+    path = farm.path("server_stats")
+    day_max = payload(path)["dayMax"]
+    slot_seconds = 86400.0 / day_max
+    midnight_index = int(local_seconds(NOW) // 86400) * day_max  # lastSaveDay of the first slot of today
+
+    def just_after_midnight(data):
+        data["lastSaveDay"] = midnight_index
+        data["day"]["0"] = {}  # not yet written today
+        data["day"][str(day_max - 1)]["clients_free"] = 77
+
+    rewrite(path, "_rrGlobalStatsLS", just_after_midnight)
+    slot = server_stats.extract(standin, path, {})["slot"]
+    assert slot["clients_free"] == 77
+    assert slot["time"] == local_to_unix((midnight_index - 1) * slot_seconds)
+
+
+def test_server_stats_field_missing_in_this_rr_version_drops_only_that_value(farm):
+    path = farm.path("server_stats")
+
+    def drop_temperature(data):
+        for item in data["day"].values():
+            item.pop("serverTemperature", None)
+
+    rewrite(path, "_rrGlobalStatsLS", drop_temperature)
+    original = standin._rrGlobalStats_item.__init__
+
+    def without_temperature(self, values, names):
+        original(self, values, tuple(n for n in names if n != "serverTemperature"))
+
+    standin._rrGlobalStats_item.__init__ = without_temperature
+    try:
+        result = server_stats.extract(standin, path, {})
+    finally:
+        standin._rrGlobalStats_item.__init__ = original
+    assert result["slot"]["server_temperature"] is None
+    assert result["slot"]["jobs_total"] is not None
+    names = {family.name for family in server_stats.families({path: result}, {})}
+    assert "royalrender_server_temperature_celsius" in names
+    temperature = next(f for f in server_stats.families({path: result}, {})
+                       if f.name == "royalrender_server_temperature_celsius")
+    assert temperature.samples == []
+
+
+def test_server_stats_no_used_slot(farm):
+    path = farm.path("server_stats")
+    rewrite(path, "_rrGlobalStatsLS", lambda data: data.update(day={}))
+    result = server_stats.extract(standin, path, {})
+    assert result["slot"] is None and result["last_save_time"] > 0
+
+
+def test_load_failure_carries_the_modules_error(tmp_path):
+    broken = tmp_path / "server_stats.db"
+    broken.write_bytes(b"\x00\x01 not stats")
+    with pytest.raises(LoadFailed, match="not a stand-in statistics file|cannot load"):
+        server_stats.extract(standin, str(broken), {})
+    with pytest.raises(LoadFailed, match="file not found"):
+        server_stats.extract(standin, str(tmp_path / "missing.db"), {})
+
+
+def test_daily_stats_type_ids_of_both_versions_map_to_the_same_dimensions(farm):
+    path = farm.path("daily_stats")
+    result = daily_stats.extract(standin, path, {"series_budget": 6000})
+    assert set(result["user"]) == {"anna", "bjorn", "chen", "dara", "emil", "fatima"}
+    assert set(result["project"]) == {"FancyDrink-Commercial", "Feature_SEQ02", "Teaser_v12"}
+    assert set(result["render_app"]) == {"Maya", "Houdini", "Nuke", "Blender"}
+    raw = payload(path)
+    anna = next(e for e in raw["stats"] if e["name"] == "anna")
+    last = max(int(i) for i, slot in anna["slots"].items() if slot["slotSet"])
+    expected = anna["slots"][str(last)]
+    assert result["user"]["anna"]["jobs_rendering"] == expected["jobsRendering"]
+    assert result["user"]["anna"]["memory_max"] == expected["maxMemUsageMB"] * MIB
+    midnight = time.mktime(time.localtime(os.stat(path).st_mtime)[:3] + (0, 0, 0, 0, 0, -1))
+    assert result["user"]["anna"]["time"] == midnight + last * 900
+
+
+def test_daily_stats_latest_set_slot_skips_unset_ones(farm):
+    path = farm.path("daily_stats")
+
+    def unset_latest(data):
+        for entry in data["stats"]:
+            newest = max(int(i) for i in entry["slots"])
+            entry["slots"][str(newest)]["slotSet"] = False
+            entry["slots"][str(newest - 1)]["framesLeft"] = 4242
+
+    rewrite(path, "_dailyStats_data", unset_latest)
+    result = daily_stats.extract(standin, path, {})
+    assert result["project"]["Teaser_v12"]["frames_left"] == 4242
+
+
+def test_daily_stats_budget_sums_the_rest_into_other(farm):
+    result = daily_stats.extract(standin, farm.path("daily_stats"), {})
+    budget = daily_stats.SERIES_PER_NAME * 3  # two names of their own, one for __other__
+    families = {f.name: f for f in daily_stats.families({"x": result}, {"series_budget": budget})}
+    users = {s.labels["user"] for s in families["royalrender_user_frames_left"].samples}
+    assert users == {"anna", "bjorn", "__other__"}
+    other = next(s.value for s in families["royalrender_user_frames_left"].samples if s.labels["user"] == "__other__")
+    assert other == sum(result["user"][u]["frames_left"] for u in ("chen", "dara", "emil", "fatima"))
+    assert not any(s.labels["user"] == "__other__" for s in families["royalrender_user_ps_usage_average"].samples)
+
+
+def test_client_stats_latest_item_threads_and_hour(farm):
+    client = farm.clients[0]
+    path = farm.path("client_stats", client)
+    raw = payload(path)["days"]["179"]
+    newest = max(raw["data"], key=int)
+    item = raw["data"][newest]
+    result = client_stats.extract(standin, path, {})["item"]
+    assert result["cpu"] == item["cpuTotal"] and result["memory"] == item["memTotal10MB"] * 10 * MIB
+    assert [t["memory"] for t in result["threads"]] == [t["memRender10MB"] * 10 * MIB for t in item["threads"]]
+    item_seconds = 86400.0 / (2880 if farm.shape == "rr9" else 4320)
+    assert result["time"] == local_to_unix(raw["day"] * 86400 + int(newest) * item_seconds)
+    hour = list(raw["hourly"].values())[0]
+    assert result["hour"]["frames_done"] == sum(t["framesDone"] for t in hour)
+    options = {"client_from_path": r"/(?P<client>[^/]+)\.db$"}
+    assert client_stats.client_name(path, options) == client
+    assert client_stats.client_name("/x/render07.stats", {}) == "render07"
+
+
+def test_client_info_wake_on_lan(farm):
+    path = farm.path("client_info")
+    result = client_info.extract(standin, path, {})
+    by_name = {c["name"]: c for c in result["clients"]}
+    assert set(by_name) == set(farm.clients)
+    raw = {c["saveNameCopy"]: c for c in payload(path)["clients"]}
+    for name, client in by_name.items():
+        wol = raw[name]["wols"][0]
+        assert client["last_wol_success"] == int(wol["success"])
+        assert client["wol_failed_tries"] == raw[name]["WOLTryCount"]
+        assert client["last_wol_boot_seconds"] == (wol["bootTime"] if wol["success"] else None)
+
+
+def test_stand_in_index_semantics(farm):
+    stats = standin._rrGlobalStatsLS()
+    assert stats.loadFromFile(farm.path("server_stats"))
+    assert stats.getError() == ""
+    with pytest.raises(IndexError):
+        stats.day(stats.dayMax())
+    assert stats.month(stats.monthMax() - 1).slot_used is False
+    daily = standin._dailyStats_data()
+    assert daily.loadFromFile(farm.path("daily_stats"), True)
+    assert daily.jobTypeCount() == 3
+    user_id = 0 if farm.shape == "rr8" else 1
+    assert {d.name for d in daily.getJobsByType(user_id)} >= {"anna", "bjorn"}
+    assert daily.getJobsByType(user_id)[0].timeSlotCount() == 96
+    client = standin._rrClientStats_data()
+    assert client.loadFromFile(farm.path("client_stats", farm.clients[0])) and client.StructureID == 0xA101
+    assert client.days(client.daysMax() - 2).daySet is False
+    assert not standin._server_clientInfo().loadFromFile(farm.path("server_stats"))
