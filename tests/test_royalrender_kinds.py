@@ -202,3 +202,62 @@ def test_stand_in_index_semantics(farm):
     assert client.loadFromFile(farm.path("client_stats", farm.clients[0])) and client.StructureID == 0xA101
     assert client.days(client.daysMax() - 2).daySet is False
     assert not standin._server_clientInfo().loadFromFile(farm.path("server_stats"))
+
+
+def test_render_time_latest_and_mean_with_budget(farm):
+    from exporter.royalrender import render_time
+
+    path = farm.path("render_time")
+    raw = payload(path)["projects"]
+    result = render_time.extract(standin, path, {})
+    first = raw[0]["layers"][0]
+    layer = result["projects"][0]["layers"][0]
+    assert layer["latest"] == first["times"][0]
+    assert layer["mean"] == pytest.approx(sum(first["times"]) / len(first["times"]))
+    budget = render_time.SERIES_PER_LAYER * 4  # 4 of the 9 layers fit
+    families = {f.name: f for f in render_time.families({path: result}, {"series_budget": budget})}
+    kept = {(s.labels["project"], s.labels["layer"]) for s in families[
+        "royalrender_render_time_latest_job_frame_ps_seconds"].samples}
+    newest = max(raw, key=lambda p: p["lastUsed"])["name"]
+    assert len(kept) == 4 and {p for p, _ in kept} >= {newest}
+    assert families["royalrender_render_time_layers_dropped"].samples[0].value == 5
+
+
+def test_render_time_needs_loadfile_not_loadfromfile(farm):
+    stats = standin._StatsRenderTime()
+    assert stats.loadFromFile is None
+    assert stats.loadFile(farm.path("render_time")) and stats.count == 3
+
+
+def test_licenses_regions_set_and_default(farm):
+    from exporter.royalrender import licenses
+
+    rows = licenses.extract(standin, farm.path("licenses"), {})["licenses"]
+    arnold = {r["region"]: r for r in rows if r["render_app"] == "Arnold"}
+    assert set(arnold) == {"default", "render_farm"}  # unset regions use Default's settings
+    assert arnold["default"]["count"] == 40 and arnold["render_farm"]["cost"] == 1.0
+    sapphire = {r["region"]: r for r in rows if r["plugin"] == "Sapphire"}
+    assert sapphire["cloud"]["unlimited"] == 1 and sapphire["default"]["unlimited"] == 0
+
+
+def test_client_groups_as_info_series(farm):
+    from exporter.royalrender import client_groups
+
+    result = client_groups.extract(standin, farm.path("client_groups"), {})
+    assert result["groups"]["All"] == sorted(farm.clients)
+    families = {f.name: f for f in client_groups.families({"g": result}, {})}
+    members = {(s.labels["group"], s.labels["client"]) for s in families["royalrender_client_group"].samples}
+    assert ("GPU", farm.clients[0]) in members and ("Nuke", farm.clients[0]) not in members
+    assert {s.name for s in families["royalrender_client_group"].samples} == {"royalrender_client_group_info"}
+
+
+def test_frame_stats_per_job(farm):
+    from exporter.royalrender import frame_stats
+
+    path = farm.path("frame_stats", "job0003")
+    raw = payload(path)["frames"]
+    result = frame_stats.extract(standin, path, {})
+    assert result["frames"] == len(raw)
+    assert result["render_seconds_max"] == max(f["renderTime5Sec"] for f in raw) * 5
+    assert result["memory_max"] == max(p["jobMemoryMB"] for f in raw for p in f["parts"]) * MIB
+    assert frame_stats.job_name(path, {}) == "job0003"

@@ -48,7 +48,7 @@ def _kind_schema(kind) -> Struct:
     where = "default %s (relative to root)" % kind.DEFAULT_PATH if kind.DEFAULT_PATH else "no public default: set it"
     return Struct(
         {
-            "enabled": Field(Boolean(), default=True, doc="read this file kind"),
+            "enabled": Field(Boolean(), default=getattr(kind, "ENABLED_BY_DEFAULT", True), doc="read this file kind"),
             "path": Field(Either(String(), ListOf(String())), doc="file or glob, or a list; " + where),
             **kind.EXTRA_OPTIONS,
         },

@@ -18,14 +18,14 @@ class LoadFailed(Exception):
     """``loadFromFile`` returned False; the message is the vendor's ``getError()``."""
 
 
-def load(rr, class_name: str, path: str, *load_args: Any):
-    """An instance of the documented class with ``path`` loaded into it."""
+def load(rr, class_name: str, path: str, *load_args: Any, method: str = "loadFromFile"):
+    """An instance of the documented class with ``path`` loaded into it by ``method``."""
     cls = getattr(rr, class_name, None)
     if cls is None:
         raise LoadFailed("the Royal Render module has no class %s" % class_name)
     stats = cls()
-    if not stats.loadFromFile(path, *load_args):
-        raise LoadFailed("loadFromFile failed: %s" % (stats.getError() or "no error text"))
+    if not getattr(stats, method)(path, *load_args):
+        raise LoadFailed("%s failed: %s" % (method, stats.getError() or "no error text"))
     return stats
 
 

@@ -2,9 +2,11 @@
 
 A kind module has ``NAME``, ``VENDOR_CLASS``, ``DEFAULT_PATH`` (relative to
 RR's folder, or None where the location is not public), ``SELECT``
-(``newest``: one file, ``all``: every match), ``EXTRA_OPTIONS`` (config keys
-beyond ``enabled`` and ``path``), ``extract(rr, path, options)`` (runs in the
-worker, returns plain data) and ``families(data_by_path, options)``.
+(``all``: every match; ``newest``: the most recently changed file, or
+``newest_count(options)`` of them), ``EXTRA_OPTIONS`` (config keys beyond
+``enabled`` and ``path``), optionally ``ENABLED_BY_DEFAULT`` (True),
+``extract(rr, path, options)`` (runs in the worker, returns plain data) and
+``families(data_by_path, options)``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,16 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Callable, Dict, Tuple
 
-from exporter.royalrender import client_info, client_stats, daily_stats, server_stats
+from exporter.royalrender import (
+    client_groups,
+    client_info,
+    client_stats,
+    daily_stats,
+    frame_stats,
+    licenses,
+    render_time,
+    server_stats,
+)
 from exporter.royalrender.access import LoadFailed
 
 KINDS: Tuple[ModuleType, ...] = (
@@ -20,6 +31,10 @@ KINDS: Tuple[ModuleType, ...] = (
     daily_stats,
     client_stats,
     client_info,
+    frame_stats,
+    render_time,
+    licenses,
+    client_groups,
 )
 
 _BY_NAME: Dict[str, ModuleType] = {kind.NAME: kind for kind in KINDS}

@@ -75,10 +75,12 @@ class RrFileReader:
         self._worker.close()
 
     def _selected(self) -> set:
+        """Every match, or for ``SELECT = "newest"`` the most recently changed (``newest_count`` of them)."""
         matches = {path for pattern in self.patterns for path in pattern.scan()}
-        if self._kind.SELECT != "newest" or not matches:
+        if self._kind.SELECT != "newest":
             return matches
-        return {max(matches, key=_mtime)}
+        count = self._kind.newest_count(self._options) if hasattr(self._kind, "newest_count") else 1
+        return set(sorted(matches, key=_mtime, reverse=True)[:count])
 
     def _forget(self, path: str) -> None:
         self._files.pop(path, None)

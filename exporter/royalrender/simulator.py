@@ -14,7 +14,7 @@ import math
 import os
 import random
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 from exporter.royalrender import simformat
 from exporter.royalrender.standin import RR8_NAMES, RR9_GLOBAL_FIELDS
@@ -55,6 +55,10 @@ class RrFarmSimulator:
             "client_info": os.path.join(self.stats_dir, "clientIPstats82.db"),
             "daily_stats": os.path.join(self.stats_dir, "server", "daily_%s.db" % self._today()),
             "client_stats": os.path.join(self.client_dir, "%s.db" % client),
+            "render_time": os.path.join(self.stats_dir, "renderTimes.db"),
+            "licenses": os.path.join(self.root, "sub", "cfg_global", "renderLicenses.db"),
+            "client_groups": os.path.join(self.root, "sub", "cfg_user", "clientgroups.ini"),
+            "frame_stats": os.path.join(self.stats_dir, "frames", "%s.db" % client),
         }[kind]
 
     def config_text(self, indent: str = "") -> str:
@@ -67,6 +71,14 @@ class RrFarmSimulator:
             "  client_stats:",
             "    path: '%s'" % os.path.join(self.client_dir, "*.db"),
             "    client_from_path: '/(?P<client>[^/]+)\\.db$'",
+            "  render_time:",
+            "    path: '%s'" % self.path("render_time"),
+            "  licenses:",
+            "    path: '%s'" % self.path("licenses"),
+            "  frame_stats:",
+            "    enabled: true",
+            "    path: '%s'" % os.path.join(self.stats_dir, "frames", "*.db"),
+            "    max_jobs: 5",
         ]
         return "".join(indent + line + "\n" for line in lines)
 
@@ -76,13 +88,18 @@ class RrFarmSimulator:
     # -- writing -------------------------------------------------------------------------
 
     def write_all(self) -> None:
-        for folder in (self.client_dir, os.path.join(self.stats_dir, "server")):
-            os.makedirs(folder, exist_ok=True)
+        for kind in ("daily_stats", "client_stats", "licenses", "client_groups", "frame_stats"):
+            os.makedirs(os.path.dirname(self.path(kind, "x")), exist_ok=True)
         self.write_server_stats()
         self.write_daily_stats()
         self.write_client_info()
         for client in self.clients:
             self.write_client_stats(client)
+        self.write_render_time()
+        self.write_licenses()
+        self.write_client_groups()
+        for number in range(1, 9):
+            self.write_frame_stats("job%04d" % number)
 
     def step(self) -> None:
         """One refresh of every file, as the RR server and clients save them."""
@@ -102,7 +119,9 @@ class RrFarmSimulator:
         path = self.path(kind, client)
         fault = self._faults.get(kind + client)
         cls = {"server_stats": "_rrGlobalStatsLS", "daily_stats": "_dailyStats_data",
-               "client_info": "_server_clientInfo", "client_stats": "_rrClientStats_data"}[kind]
+               "client_info": "_server_clientInfo", "client_stats": "_rrClientStats_data",
+               "render_time": "_StatsRenderTime", "licenses": "_AppLicenses_v8",
+               "client_groups": "_ClientGroupList", "frame_stats": "_frameStatJob"}[kind]
         if fault == "unreadable":
             with open(path, "wb") as handle:
                 handle.write(os.urandom(512))
@@ -222,7 +241,36 @@ class RrFarmSimulator:
         day: Dict[str, Any] = {"daySet": True, "day": int(local // 86400), "data": items, "hourly": hourly}
         self._write("client_stats", client, {"shape": self.shape, "days": {"179": day}})
 
+    def write_render_time(self) -> None:
+        rng, now = self._rng, int(self._clock())
+        projects = [{"name": project, "lastUsed": now - 3600 * i,
+                     "layers": [{"name": layer, "jobsAdded": rng.randint(1, 300),
+                                 "times": [rng.randint(600, 20000) for _ in range(rng.randint(1, 100))]}
+                                for layer in ("beauty", "Ambient Occlusion", "fx")]}
+                    for i, project in enumerate(PROJECTS)]
+        self._write("render_time", "", {"settingsFileDate": now, "projects": projects})
 
-def simulated_files(sim: RrFarmSimulator) -> List[str]:
-    return [sim.path("server_stats"), sim.path("daily_stats"), sim.path("client_info")] + \
-        [sim.path("client_stats", c) for c in sim.clients]
+    def write_licenses(self) -> None:
+        licenses = [
+            {"app": "Arnold", "plugin": "", "version": 7, "regions": [
+                {"count": 40, "cost": 1.5}, {"set": False}, {"set": True, "count": 30, "cost": 1.0}, {"set": False}]},
+            {"app": "Nuke", "plugin": "Sapphire", "version": 14, "regions": [
+                {"count": 10, "cost": 3.0}, {"set": False}, {"set": False}, {"set": True, "unlimited": True}]},
+        ]
+        self._write("licenses", "", {"licenses": licenses})
+
+    def write_client_groups(self) -> None:
+        half = len(self.clients) // 2
+        groups = [{"name": "GPU", "clients": self.clients[:half]}, {"name": "Nuke", "clients": self.clients[half:]},
+                  {"name": "All", "clients": list(self.clients)}]
+        self._write("client_groups", "", {"settingsFileDate": int(self._clock()), "groups": groups})
+
+    def write_frame_stats(self, job: str) -> None:
+        rng, now = self._rng, int(self._clock())
+        frames = [{"logFileStart": now - 600, "logFileStartFrame": 1, "renderTime5Sec": rng.randint(10, 200),
+                   "frameNrJob": n, "client": rng.choice(self.clients), "averageValue": 1,
+                   "parts": [{"jobMemoryMB": rng.randint(1000, 9000), "jobCPU": 0.9, "nonJobCPU": 0.05,
+                              "renderThreads": 1} for _ in range(5)]}
+                  for n in range(1, rng.randint(5, 40))]
+        self._write("frame_stats", job, {"frames": frames})
+

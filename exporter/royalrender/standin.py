@@ -373,3 +373,179 @@ class _server_clientInfo(_Loadable):  # noqa: N801
 
     def count(self) -> int:
         return len(self._data["clients"])
+
+
+# -- _StatsRenderTime: average frame times of recent jobs per project and layer ----------
+
+class _StatsRenderTime_layer:  # noqa: N801
+    def __init__(self, values: Dict[str, Any]):
+        self.jobsAdded = values.get("jobsAdded", 0)
+        self.name = values.get("name", "")
+        self._times = values.get("times", [])
+
+    def getFrameTime(self, idx: int) -> int:  # noqa: N802
+        """Frame time in PS*s; the latest job is at index 0."""
+        return self._times[idx]
+
+    def timesCount(self) -> int:  # noqa: N802
+        return len(self._times)
+
+
+class _StatsRenderTime_project:  # noqa: N801
+    def __init__(self, values: Dict[str, Any]):
+        self.lastUsed = values.get("lastUsed", 0)
+        self.name = values.get("name", "")
+        self._layers = values.get("layers", [])
+
+    def getLayer(self, idx: int) -> _StatsRenderTime_layer:  # noqa: N802
+        return _StatsRenderTime_layer(self._layers[idx])
+
+    def layerCount(self) -> int:  # noqa: N802
+        return len(self._layers)
+
+
+class _StatsRenderTime(_Loadable):  # noqa: N801
+    """Note the vendor's names: ``loadFile``/``saveFile`` here, not ``loadFromFile``."""
+
+    _class_name = "_StatsRenderTime"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settingsFileDate = 0
+        self.count = 0
+
+    def _loaded(self, data):
+        self.settingsFileDate = data.get("settingsFileDate", 0)
+        self.count = len(data["projects"])
+
+    def loadFile(self, FileName: str) -> bool:  # noqa: N802,N803
+        return _Loadable.loadFromFile(self, FileName)
+
+    def saveFile(self, FileName: str) -> bool:  # noqa: N802,N803
+        self._error = "the stand-in module does not save files"
+        return False
+
+    def getProject(self, idx: int) -> _StatsRenderTime_project:  # noqa: N802
+        return _StatsRenderTime_project(self._data["projects"][idx])
+
+    loadFromFile = None  # not a method of this class in the vendor's module
+
+
+# -- _AppLicenses_v8: render license counts of rrConfig's "Render Lic" tab -------------
+
+LICENSE_REGIONS = ("default", "workstation", "render_farm", "cloud")
+
+
+class _AppLicenses_v8_licItem:  # noqa: N801
+    """Settings per region: 0 Default, 1 Workstation, 2 Render Farm, 3 Cloud."""
+
+    def __init__(self, values: Dict[str, Any]):
+        self._values = values
+        self._regions = values.get("regions", [{}] * 4)
+
+    def getRenderAppName(self) -> str:  # noqa: N802
+        return self._values.get("app", "")
+
+    def getPluginName(self) -> str:  # noqa: N802
+        return self._values.get("plugin", "")
+
+    def getVersion(self) -> int:  # noqa: N802
+        return self._values.get("version", 0)
+
+    def getLicCount(self, region: int) -> int:  # noqa: N802
+        return self._regions[region].get("count", 0)
+
+    def getIsTypeSet(self, region: int) -> bool:  # noqa: N802
+        return bool(self._regions[region].get("set", region == 0))
+
+    def getIsUnlimited(self, region: int) -> bool:  # noqa: N802
+        return bool(self._regions[region].get("unlimited", False))
+
+    def getCost(self, region: int) -> float:  # noqa: N802
+        return float(self._regions[region].get("cost", 0.0))
+
+
+class _AppLicenses_v8(_Loadable):  # noqa: N801
+    _class_name = "_AppLicenses_v8"
+
+    def _loaded(self, data):
+        pass
+
+    def getCount(self) -> int:  # noqa: N802
+        return len(self._data["licenses"])
+
+    def getLicense(self, index: int) -> _AppLicenses_v8_licItem:  # noqa: N802
+        return _AppLicenses_v8_licItem(self._data["licenses"][index])
+
+
+# -- _frameStatJob: per-frame stats of one job -----------------------------------------
+
+class _frameStat_part(_Fields):  # noqa: N801
+    _names = ("jobMemoryMB", "jobCPU", "nonJobCPU", "renderThreads")
+
+
+class _frameStat(_Fields):  # noqa: N801
+    _names = ("logFileStart", "logFileStartFrame", "renderTime5Sec", "frameNrJob", "client", "averageValue")
+
+    def __init__(self, values: Dict[str, Any]):
+        super().__init__({k: v for k, v in values.items() if k != "parts"})
+        self._parts = values.get("parts", [])
+
+    def part(self, idx: int = 0) -> _frameStat_part:
+        """Up to ``partMax()`` samples taken while the frame rendered."""
+        return _frameStat_part(self._parts[idx] if idx < len(self._parts) else {})
+
+    def partMax(self) -> int:  # noqa: N802
+        return 5
+
+
+class _frameStatJob(_Loadable):  # noqa: N801
+    _class_name = "_frameStatJob"
+
+    def _loaded(self, data):
+        pass
+
+    def frame(self, frame: int) -> _frameStat:
+        """Index 0 is the job's first frame, not the frame number in the scene."""
+        return _frameStat(self._data["frames"][frame])
+
+    def frameCount(self) -> int:  # noqa: N802
+        return len(self._data["frames"])
+
+
+# -- _ClientGroupList: clientgroups.ini -------------------------------------------------
+# The Python reference only names this class; its methods here are those the vendor
+# documents for the same class in its Node.js binding (libNodeRR2_datafiles).
+
+class _ClientGroup:  # noqa: N801
+    def __init__(self, values: Dict[str, Any]):
+        self._name = values.get("name", "")
+        self._clients = list(values.get("clients", []))
+
+    def getName(self) -> str:  # noqa: N802
+        return self._name
+
+    def count(self) -> int:
+        return len(self._clients)
+
+    def getClientName(self, idx: int) -> str:  # noqa: N802
+        return self._clients[idx]
+
+
+class _ClientGroupList(_Loadable):  # noqa: N801
+    _class_name = "_ClientGroupList"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.settingsFileDate = 0
+
+    def _loaded(self, data):
+        self.count = len(data["groups"])
+        self.settingsFileDate = data.get("settingsFileDate", 0)
+
+    def clientGroup(self, idx: int) -> _ClientGroup:  # noqa: N802
+        return _ClientGroup(self._data["groups"][idx])
+
+    def clientGroupsMax(self) -> int:  # noqa: N802
+        return 100

@@ -1,0 +1,47 @@
+"""Client groups through ``_ClientGroupList`` (``[RR]/sub/cfg_user/clientgroups.ini``).
+
+Exported as info series, one per group and member, for joins such as
+``royalrender_client_cpu_ratio * on(client) group_left(group)
+royalrender_client_group_info``. The Python reference names this class
+only; the methods called are those the vendor documents for the same class
+in its Node.js binding.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, Mapping
+
+from prometheus_client.core import InfoMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from exporter.families import gauge
+from exporter.royalrender.access import load
+
+NAME = "client_groups"
+VENDOR_CLASS = "_ClientGroupList"
+DEFAULT_PATH = "sub/cfg_user/clientgroups.ini"
+SELECT = "newest"
+EXTRA_OPTIONS: Dict[str, Any] = {}
+
+_NOTE = " (from clientgroups.ini; cached between changes of the file)"
+
+
+def extract(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
+    groups = load(rr, VENDOR_CLASS, path)
+    result = {}
+    for idx in range(groups.count):
+        group = groups.clientGroup(idx)
+        result[str(group.getName())] = sorted({str(group.getClientName(i)) for i in range(group.count())})
+    return {"groups": result}
+
+
+def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Iterable[Metric]:
+    for groups in data.values():  # SELECT = newest: one file
+        info = InfoMetricFamily("royalrender_client_group", "Membership of a client in a client group" + _NOTE,
+                                labels=["group", "client"])
+        for group, clients in sorted(groups["groups"].items()):
+            for client in clients:
+                info.add_metric([group, client], {})
+        yield info
+        yield gauge("royalrender_client_group_clients", "Clients in each client group" + _NOTE, ["group"],
+                    {group: len(clients) for group, clients in groups["groups"].items()})

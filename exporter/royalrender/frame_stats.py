@@ -1,0 +1,75 @@
+"""Per-frame stats of jobs through ``_frameStatJob`` (opt-in, capped).
+
+One file per job; where they live is not public: configure the glob. Job
+ids are unbounded, so this kind is off by default and reads only the
+``max_jobs`` most recently changed files. Per job: frames recorded, mean and
+maximum render time, and the largest memory seen while rendering.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Dict, Iterable, Mapping
+
+from prometheus_client.metrics_core import Metric
+
+from exporter.families import gauge
+from exporter.royalrender.access import MIB, field, load
+from exporter.schema import Field, GroupRegex, Integer
+
+NAME = "frame_stats"
+VENDOR_CLASS = "_frameStatJob"
+DEFAULT_PATH = None
+SELECT = "newest"
+ENABLED_BY_DEFAULT = False  # per-job series are unbounded: opt in
+EXTRA_OPTIONS = {
+    "max_jobs": Field(Integer(minimum=1), default=20, doc="read only this many most recently changed job files"),
+    "job_from_path": Field(GroupRegex("job"), doc="regex with (?P<job>...) searched in the path; default: file name"),
+}
+
+_NOTE = " (from the job's frame stats; cached between changes of the file)"
+
+
+def newest_count(options: Dict[str, Any]) -> int:
+    return options["max_jobs"]
+
+
+def job_name(path: str, options: Dict[str, Any]) -> str:
+    regex = options.get("job_from_path")
+    match = re.search(regex, path) if regex else None
+    if match and match.group("job"):
+        return match.group("job")
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def extract(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
+    job = load(rr, VENDOR_CLASS, path)
+    seconds, memory = [], []
+    for idx in range(job.frameCount()):
+        frame = job.frame(idx)
+        render = field(frame, "renderTime5Sec")
+        if render is not None:
+            seconds.append(render * 5)
+        for part in range(frame.partMax()):
+            used = field(frame.part(part), "jobMemoryMB")
+            if used:
+                memory.append(used * MIB)
+    return {"frames": job.frameCount(), "render_seconds_mean": sum(seconds) / len(seconds) if seconds else None,
+            "render_seconds_max": max(seconds) if seconds else None, "memory_max": max(memory) if memory else None}
+
+
+def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Iterable[Metric]:
+    jobs = {job_name(path, options): stats for path, stats in data.items()}
+
+    def per_job(key: str) -> Dict:
+        return {job: stats[key] for job, stats in jobs.items() if stats[key] is not None}
+
+    yield gauge("royalrender_job_frames_recorded", "Frames with stats in the job's frame stats file" + _NOTE, ["job"],
+                per_job("frames"))
+    yield gauge("royalrender_job_frame_render_seconds_mean", "Mean render time of the job's frames" + _NOTE,
+                ["job"], per_job("render_seconds_mean"))
+    yield gauge("royalrender_job_frame_render_seconds_max", "Longest render time of the job's frames" + _NOTE,
+                ["job"], per_job("render_seconds_max"))
+    yield gauge("royalrender_job_memory_max_bytes", "Largest memory use seen while the job rendered" + _NOTE,
+                ["job"], per_job("memory_max"))
