@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="renderfarm-exporter",
         description="Prometheus exporter for render farm statistics files (Rush cpu.acct, Royal Render).",
+        epilog="Subcommand: 'renderfarm-exporter rr-probe --config PATH' reports what the exporter sees of a "
+               "Royal Render installation.",
     )
     parser.add_argument("--config", metavar="PATH", help="YAML configuration file")
     parser.add_argument("--web.listen-address", dest="listen_address", type=_listen_address,
@@ -64,7 +66,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_probe_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="renderfarm-exporter rr-probe",
+        description="Load Royal Render's module as the daemon would and report what it reads from each configured "
+                    "file. Paste the output into a bug report.",
+    )
+    parser.add_argument("--config", metavar="PATH", required=True, help="YAML configuration file")
+    parser.add_argument("--log.level", dest="log_level", choices=logs.LEVELS, default="warn",
+                        help="least severe level logged (default %(default)s)")
+    return parser
+
+
+def probe(argv: List[str]) -> int:
+    """``renderfarm-exporter rr-probe --config PATH``."""
+    from exporter.royalrender import probe as rr_probe
+
+    args = build_probe_parser().parse_args(argv)
+    logs.setup(args.log_level, "logfmt")
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_INVALID
+    return rr_probe.run(config)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["rr-probe"]:
+        return probe(argv[1:])
     args = build_parser().parse_args(argv)
     logs.setup(args.log_level, args.log_format)
     if args.demo:

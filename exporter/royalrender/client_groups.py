@@ -32,7 +32,7 @@ def extract(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
     for idx in range(groups.count):
         group = groups.clientGroup(idx)
         result[str(group.getName())] = sorted({str(group.getClientName(i)) for i in range(group.count())})
-    return {"groups": result}
+    return {"groups": result, "sizes": {"count": groups.count, "clientGroupsMax": groups.clientGroupsMax()}}
 
 
 def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Iterable[Metric]:

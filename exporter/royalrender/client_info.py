@@ -25,8 +25,8 @@ def _client(info) -> Dict[str, Any]:
     return {
         "name": str(field(info, "saveNameCopy") or ""),
         "version": str(field(info, "saveVersionCopy") or ""),
-        "last_connect": field(info, "lastConnect") or None,
-        "last_wol_try": field(info, "lastWOLTry") or None,
+        "last_connect_time": field(info, "lastConnect") or None,
+        "last_wol_try_time": field(info, "lastWOLTry") or None,
         "wol_failed_tries": field(info, "WOLTryCount"),
         "last_wol_success": int(bool(last_wol.success)) if wol_known else None,
         "last_wol_boot_seconds": field(last_wol, "bootTime") if wol_known and last_wol.success else None,
@@ -42,9 +42,9 @@ def extract(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
         if not name:
             continue
         previous = clients.get(name)
-        if previous is None or (client["last_connect"] or 0) >= (previous["last_connect"] or 0):
+        if previous is None or (client["last_connect_time"] or 0) >= (previous["last_connect_time"] or 0):
             clients[name] = client  # a client listed twice: the entry it last reported with wins
-    return {"clients": sorted(clients.values(), key=lambda c: c["name"])}
+    return {"clients": sorted(clients.values(), key=lambda c: c["name"]), "sizes": {"count": table.count()}}
 
 
 def _by_client(clients, key: str) -> Dict[str, Any]:
@@ -60,9 +60,9 @@ def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Ite
             info.add_metric([c["name"], c["version"]], {})
         yield info
         yield gauge("royalrender_client_last_connect_timestamp_seconds", "When the rrClient last reported" + _NOTE,
-                    ["client"], _by_client(clients, "last_connect"))
+                    ["client"], _by_client(clients, "last_connect_time"))
         yield gauge("royalrender_client_wol_last_try_timestamp_seconds", "When Wake-on-LAN was last sent" + _NOTE,
-                    ["client"], _by_client(clients, "last_wol_try"))
+                    ["client"], _by_client(clients, "last_wol_try_time"))
         yield gauge("royalrender_client_wol_failed_tries", "Wake-on-LAN commands sent without success" + _NOTE,
                     ["client"], _by_client(clients, "wol_failed_tries"))
         yield gauge("royalrender_client_wol_last_success", "1 if the latest Wake-on-LAN woke the client" + _NOTE,

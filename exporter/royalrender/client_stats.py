@@ -74,14 +74,16 @@ def _hour_totals(hour) -> Dict[str, int]:
 def extract(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
     stats = load(rr, VENDOR_CLASS, path)
     day = stats.days(stats.daysMax() - 1)
+    sizes = {"daysMax": stats.daysMax(), "dataMax": day.dataMax(), "dataHourlyMax": day.dataHourlyMax()}
     if not day.daySet:
-        return {"item": None}
+        return {"item": None, "sizes": sizes}
     idx, item = _latest_item(day)
     if item is None:
-        return {"item": None}
+        return {"item": None, "sizes": sizes}
     item_seconds = 86400.0 / day.dataMax()
     memory = field(item, "memTotal10MB")
-    return {"item": {
+    return {"sizes": sizes, "item": {
+        "index": idx,
         "time": local_to_unix(day.day * 86400 + idx * item_seconds),
         "cpu": field(item, "cpuTotal"),
         "gpu": field(item, "gpuTotal"),

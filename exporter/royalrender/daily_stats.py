@@ -68,7 +68,9 @@ def extract(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
     lists = {type_id: list(stats.getJobsByType(type_id)) for type_id in range(4)}
     first = 0 if lists[0] else 1
     day_start = local_midnight(os.stat(path).st_mtime)
-    result: Dict[str, Any] = {}
+    result: Dict[str, Any] = {"sizes": {"jobTypeCount": stats.jobTypeCount(),
+                                        "entries_by_type_id": {str(i): len(lists[i]) for i in lists},
+                                        "type_ids_used": "0..2 (RR 8)" if first == 0 else "1..3 (RR 9)"}}
     for offset, dimension in enumerate(DIMENSIONS):
         rows = {}
         for entry in lists[first + offset]:

@@ -37,7 +37,7 @@ def extract(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
                 "version": str(item.getVersion()), "region": region_name, "count": item.getLicCount(region),
                 "unlimited": int(bool(item.getIsUnlimited(region))), "cost": item.getCost(region),
             })
-    return {"licenses": rows}
+    return {"licenses": rows, "sizes": {"getCount": config.getCount()}}
 
 
 def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Iterable[Metric]:

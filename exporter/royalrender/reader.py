@@ -59,7 +59,7 @@ class RrFileReader:
     def sync(self, paths: Optional[Collection[str]] = None) -> RrSnapshot:
         """Reads the changed ``paths``; a rescan (None), or a kind that reads only the newest file, looks at all."""
         if paths is None or self._kind.SELECT == "newest":
-            wanted = self._selected()
+            wanted = self.selected()
             for gone in set(self._files) - wanted:
                 self._forget(gone)
         else:
@@ -74,7 +74,7 @@ class RrFileReader:
     def close(self) -> None:
         self._worker.close()
 
-    def _selected(self) -> set:
+    def selected(self) -> set:
         """Every match, or for ``SELECT = "newest"`` the most recently changed (``newest_count`` of them)."""
         matches = {path for pattern in self.patterns for path in pattern.scan()}
         if self._kind.SELECT != "newest":

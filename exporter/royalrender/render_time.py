@@ -43,14 +43,14 @@ def extract(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
     for idx in range(stats.count):
         project = stats.getProject(idx)
         layers = [_layer(project.getLayer(i)) for i in range(project.layerCount())]
-        projects.append({"name": str(project.name), "last_used": field(project, "lastUsed") or 0, "layers": layers})
-    return {"projects": projects}
+        projects.append({"name": str(project.name), "last_used_time": field(project, "lastUsed") or 0, "layers": layers})
+    return {"projects": projects, "sizes": {"count": stats.count}}
 
 
 def _rows(projects: List[Dict[str, Any]], budget: int):
     """(project, layer) rows within the budget, most recently used projects first; and how many were dropped."""
     capacity = budget // SERIES_PER_LAYER
-    rows = [(p["name"], layer) for p in sorted(projects, key=lambda p: -p["last_used"]) for layer in p["layers"]]
+    rows = [(p["name"], layer) for p in sorted(projects, key=lambda p: -p["last_used_time"]) for layer in p["layers"]]
     return rows[:capacity], max(0, len(rows) - capacity)
 
 

@@ -40,11 +40,13 @@ def extract(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
     stats = load(rr, VENDOR_CLASS, path)
     slot = 86400.0 / stats.dayMax()
     back, item = _latest_used_slot(stats)
-    result = {"slot_seconds": slot, "last_save_time": local_to_unix(stats.lastSaveDay * slot), "slot": None}
+    result = {"slot_seconds": slot, "last_save_time": local_to_unix(stats.lastSaveDay * slot), "slot": None,
+              "sizes": {"dayMax": stats.dayMax(), "monthMax": stats.monthMax(), "yearMax": stats.yearMax()}}
     if item is None:
         return result
     per_minute = 60.0 / slot
     result["slot"] = {
+        "index": (stats.lastSaveDay - back) % stats.dayMax(),
         "time": local_to_unix((stats.lastSaveDay - back) * slot),
         "clients_free": field(item, "clients_free"),
         "clients_rendering": field(item, "clients_rendering", "client_rendering"),
@@ -69,7 +71,7 @@ def extract(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
         "memory_job_data": scaled(field(item, "serverMemUsage_JobBuffer", "JobBufferMemUsageJobs"), MIB),
         "memory_tcp_compressed_max": scaled(
             field(item, "serverMemUsage_TCPDataCompressed", "TCPMemUsageDataCompressed"), MIB),
-        "frame_time": field(item, "frameTime", "av_frame_time"),
+        "average_frame_seconds": field(item, "frameTime", "av_frame_time"),
         "frames_left": field(item, "framesLeft", "frames_to_do"),
     }
     return result
@@ -122,5 +124,5 @@ def _slot_families(s: Dict[str, Any]) -> Iterable[Metric]:
     yield gauge("royalrender_server_tcp_buffer_compressed_max_bytes", "Largest TCP buffer after compression"
                 + _NOTE, [], one("memory_tcp_compressed_max"))
     yield gauge("royalrender_average_frame_time_seconds", "Average frame time of all jobs" + _NOTE, [],
-                one("frame_time"))
+                one("average_frame_seconds"))
     yield gauge("royalrender_frames_left", "Frames still to render in all jobs" + _NOTE, [], one("frames_left"))

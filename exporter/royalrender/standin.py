@@ -96,6 +96,16 @@ class _Loadable:
         raise NotImplementedError
 
 
+def _save(loadable: "_Loadable", path: str) -> bool:
+    """The documented save methods write the stand-in's own format, never RR's."""
+    try:
+        simformat.write(path, loadable._class_name, loadable._data)
+    except OSError as exc:
+        loadable._error = str(exc)
+        return False
+    return True
+
+
 def _fault(data: Dict[str, Any]) -> None:
     """Misbehave like a C++ extension on a corrupt file, when the file asks for it."""
     fault = data.get("fault")
@@ -422,8 +432,7 @@ class _StatsRenderTime(_Loadable):  # noqa: N801
         return _Loadable.loadFromFile(self, FileName)
 
     def saveFile(self, FileName: str) -> bool:  # noqa: N802,N803
-        self._error = "the stand-in module does not save files"
-        return False
+        return _save(self, FileName)
 
     def getProject(self, idx: int) -> _StatsRenderTime_project:  # noqa: N802
         return _StatsRenderTime_project(self._data["projects"][idx])
@@ -464,6 +473,32 @@ class _AppLicenses_v8_licItem:  # noqa: N801
     def getCost(self, region: int) -> float:  # noqa: N802
         return float(self._regions[region].get("cost", 0.0))
 
+    def SetRenderAppName(self, name: str) -> None:  # noqa: N802 - the vendor's capital S
+        self._values["app"] = name
+
+    def setPluginName(self, name: str) -> None:  # noqa: N802
+        self._values["plugin"] = name
+
+    def setVersion(self, version: int) -> None:  # noqa: N802
+        self._values["version"] = version
+
+    def _region(self, region: int) -> Dict[str, Any]:
+        self._regions = [dict(r) for r in self._regions]
+        self._values["regions"] = self._regions
+        return self._regions[region]
+
+    def setLicCount(self, region: int, count: int) -> None:  # noqa: N802
+        self._region(region)["count"] = count
+
+    def setIsTypeSet(self, region: int, isSet: bool) -> None:  # noqa: N802,N803
+        self._region(region)["set"] = isSet
+
+    def setIsUnlimited(self, region: int, IsUnlimited: bool) -> None:  # noqa: N802,N803
+        self._region(region)["unlimited"] = IsUnlimited
+
+    def setCost(self, region: int, cost: float) -> None:  # noqa: N802
+        self._region(region)["cost"] = cost
+
 
 class _AppLicenses_v8(_Loadable):  # noqa: N801
     _class_name = "_AppLicenses_v8"
@@ -476,6 +511,9 @@ class _AppLicenses_v8(_Loadable):  # noqa: N801
 
     def getLicense(self, index: int) -> _AppLicenses_v8_licItem:  # noqa: N802
         return _AppLicenses_v8_licItem(self._data["licenses"][index])
+
+    def saveToFile(self, filename: str) -> bool:  # noqa: N802
+        return _save(self, filename)
 
 
 # -- _frameStatJob: per-frame stats of one job -----------------------------------------
@@ -549,3 +587,6 @@ class _ClientGroupList(_Loadable):  # noqa: N801
 
     def clientGroupsMax(self) -> int:  # noqa: N802
         return 100
+
+    def saveToFile(self, FileName: str) -> bool:  # noqa: N802,N803
+        return _save(self, FileName)

@@ -39,7 +39,7 @@ class WorkerError(Exception):
 
 
 def _serve(module_spec: str, module_paths: Sequence[str]) -> int:
-    from exporter.royalrender import kinds, module
+    from exporter.royalrender import api, kinds, module
 
     out = sys.stdout
     try:
@@ -54,8 +54,11 @@ def _serve(module_spec: str, module_paths: Sequence[str]) -> int:
     for line in sys.stdin:
         request = json.loads(line)
         try:
-            extract = kinds.extractor(request["kind"])
-            reply = {"id": request["id"], "ok": True, "data": extract(rr, request["path"], request["options"])}
+            if request.get("op") == "check_api":
+                data = api.check(rr)
+            else:
+                data = kinds.extractor(request["kind"])(rr, request["path"], request["options"])
+            reply = {"id": request["id"], "ok": True, "data": data}
         except kinds.LoadFailed as exc:
             reply = {"id": request["id"], "ok": False, "error": str(exc)}
         except Exception:  # noqa: BLE001 - report, keep serving
@@ -101,15 +104,22 @@ class WorkerClient:
 
     def read(self, kind: str, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
         """Plain data extracted from one file; raises WorkerError."""
+        return self._call({"kind": kind, "path": path, "options": options}, "reading %s" % path)
+
+    def check_api(self) -> Dict[str, Any]:
+        """Which documented classes and members the loaded module has (for rr-probe)."""
+        return self._call({"op": "check_api"}, "checking the module's API")
+
+    def _call(self, request: Dict[str, Any], doing: str) -> Dict[str, Any]:
         self._ensure_running()
         self._next_id += 1
-        request = {"id": self._next_id, "kind": kind, "path": path, "options": options}
+        request = dict(request, id=self._next_id)
         try:
             self._proc.stdin.write((json.dumps(request) + "\n").encode())
             self._proc.stdin.flush()
         except OSError as exc:
             self._fail("worker pipe broken: %s" % exc)
-        reply = self._reply(self._timeout, "reading %s" % path)
+        reply = self._reply(self._timeout, doing)
         if not reply.get("ok"):
             raise WorkerError(reply.get("error", "unknown error"))
         self._backoff = BACKOFF_START_SECONDS

@@ -1,0 +1,45 @@
+"""rr-probe: the report a first real user pastes into a bug report."""
+
+import subprocess
+import sys
+
+from conftest import REPO
+from exporter.royalrender.simulator import RrFarmSimulator
+
+
+def probe(config_path):
+    return subprocess.run([sys.executable, "-m", "exporter", "rr-probe", "--config", config_path], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_probe_reports_module_classes_and_each_file(tmp_path, write_config):
+    farm = RrFarmSimulator(str(tmp_path / "rr"), clients=5, seed=2)
+    farm.write_all()
+    farm.inject("client_info", "unreadable")
+    result = probe(write_config(farm.config_text()))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Module loaded: exporter.royalrender.standin" in out
+    assert "getRRModuleVersion(): stand-in 1.0 (renderfarm-exporter; not Royal Render)" in out
+    for cls in ("_rrGlobalStatsLS", "_dailyStats_data", "_rrClientStats_data", "_server_clientInfo",
+                "_StatsRenderTime", "_AppLicenses_v8", "_frameStatJob", "_ClientGroupList"):
+        assert "  %-22s ok\n" % cls in out
+    server = out.split("== server_stats")[1].split("\n== ")[0]
+    assert '"dayMax": 1440' in server and '"index": ' in server
+    assert "royalrender_clients{state=\"rendering\"}" in server
+    info = out.split("== client_info")[1].split("\n== ")[0]
+    assert "NOT LOADED: loadFromFile failed: cannot load %s" % farm.path("client_info") in info
+    clients = out.split("== client_stats")[1].split("\n== ")[0]
+    assert "files read: 5" in clients and "... 2 more files: 2 loaded, 0 failed" in clients
+
+
+def test_probe_without_the_vendor_module_says_what_it_tried(tmp_path, write_config):
+    result = probe(write_config("royalrender:\n  root: '%s'\n" % tmp_path))
+    assert result.returncode == 1
+    assert "Module NOT LOADED" in result.stdout and "libpyRR" in result.stdout
+    assert str(tmp_path / "bin" / "lx64" / "lib") in result.stdout
+
+
+def test_probe_without_royalrender_section(write_config):
+    result = probe(write_config("rush:\n  cpu_acct: []\n"))
+    assert result.returncode == 2 and "no royalrender section" in result.stdout
