@@ -8,6 +8,8 @@ the vendor's ``getError()`` text.
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from typing import Any, Optional
 
@@ -36,6 +38,14 @@ def field(obj, *names: str) -> Optional[Any]:
         if value is not None:
             return value
     return None
+
+
+def name_from_path(path: str, regex, group: str) -> str:
+    """The ``group`` of ``regex`` searched in ``path``, else the file name without its extension."""
+    match = re.search(regex, path) if regex else None
+    if match and match.group(group):
+        return match.group(group)
+    return os.path.splitext(os.path.basename(path))[0]
 
 
 def scaled(value: Optional[float], factor: float) -> Optional[float]:

@@ -13,14 +13,12 @@ is the ``(?P<client>...)`` group of ``client_from_path`` searched in the path
 
 from __future__ import annotations
 
-import os
-import re
 from typing import Any, Dict, Iterable, List, Mapping, Tuple
 
 from prometheus_client.metrics_core import Metric
 
 from exporter.families import gauge
-from exporter.royalrender.access import MIB, field, load, local_to_unix
+from exporter.royalrender.access import MIB, field, load, local_to_unix, name_from_path
 from exporter.schema import Field, GroupRegex
 
 NAME = "client_stats"
@@ -35,11 +33,7 @@ _NOTE = " (from the client's stats file, latest item; cached between changes of 
 
 
 def client_name(path: str, options: Dict[str, Any]) -> str:
-    regex = options.get("client_from_path")
-    match = re.search(regex, path) if regex else None
-    if match and match.group("client"):
-        return match.group("client")
-    return os.path.splitext(os.path.basename(path))[0]
+    return name_from_path(path, options.get("client_from_path"), "client")
 
 
 def _latest_item(day) -> Tuple[int, Any]:

@@ -8,14 +8,12 @@ maximum render time, and the largest memory seen while rendering.
 
 from __future__ import annotations
 
-import os
-import re
 from typing import Any, Dict, Iterable, Mapping
 
 from prometheus_client.metrics_core import Metric
 
 from exporter.families import gauge
-from exporter.royalrender.access import MIB, field, load
+from exporter.royalrender.access import MIB, field, load, name_from_path
 from exporter.schema import Field, GroupRegex, Integer
 
 NAME = "frame_stats"
@@ -36,11 +34,7 @@ def newest_count(options: Dict[str, Any]) -> int:
 
 
 def job_name(path: str, options: Dict[str, Any]) -> str:
-    regex = options.get("job_from_path")
-    match = re.search(regex, path) if regex else None
-    if match and match.group("job"):
-        return match.group("job")
-    return os.path.splitext(os.path.basename(path))[0]
+    return name_from_path(path, options.get("job_from_path"), "job")
 
 
 def extract(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:

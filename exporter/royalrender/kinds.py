@@ -24,7 +24,6 @@ from exporter.royalrender import (
     render_time,
     server_stats,
 )
-from exporter.royalrender.access import LoadFailed
 
 KINDS: Tuple[ModuleType, ...] = (
     server_stats,
@@ -38,13 +37,6 @@ KINDS: Tuple[ModuleType, ...] = (
 )
 
 _BY_NAME: Dict[str, ModuleType] = {kind.NAME: kind for kind in KINDS}
-
-__all__ = ["KINDS", "LoadFailed", "extractor", "by_name"]
-
-
-def by_name(name: str) -> ModuleType:
-    return _BY_NAME[name]
-
 
 def extractor(name: str) -> Callable:
     return _BY_NAME[name].extract

@@ -40,6 +40,7 @@ class WorkerError(Exception):
 
 def _serve(module_spec: str, module_paths: Sequence[str]) -> int:
     from exporter.royalrender import api, kinds, module
+    from exporter.royalrender.access import LoadFailed
 
     out = sys.stdout
     try:
@@ -59,7 +60,7 @@ def _serve(module_spec: str, module_paths: Sequence[str]) -> int:
             else:
                 data = kinds.extractor(request["kind"])(rr, request["path"], request["options"])
             reply = {"id": request["id"], "ok": True, "data": data}
-        except kinds.LoadFailed as exc:
+        except LoadFailed as exc:
             reply = {"id": request["id"], "ok": False, "error": str(exc)}
         except Exception:  # noqa: BLE001 - report, keep serving
             reply = {"id": request["id"], "ok": False, "error": traceback.format_exc(limit=5)}
