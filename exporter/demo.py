@@ -160,8 +160,9 @@ def run_demo(args) -> int:
 
     folder = tempfile.mkdtemp(prefix="renderfarm-exporter-demo-")
     rush = DemoFarm(os.path.join(folder, "rush"))
-    royalrender = RrFarmSimulator(os.path.join(folder, "rr"), clients=24)
-    tickers = [Ticker(0.5, rush.step, "demo-rush"), Ticker(5.0, royalrender.step, "demo-royalrender")]
+    # 12x the vendor's cadence: server stats every 5 s, client stats every 2.5 s.
+    royalrender = RrFarmSimulator(os.path.join(folder, "rr"), clients=24, speed=12.0)
+    tickers = [Ticker(0.5, rush.step, "demo-rush"), Ticker(1.0, royalrender.step, "demo-royalrender")]
     try:
         rush.create()
         royalrender.write_all()

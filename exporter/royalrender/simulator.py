@@ -1,10 +1,13 @@
 """A simulated Royal Render farm: writes the stand-in module's files as an RR server would.
 
 For the demo and the tests: ``server_stats.db``, today's daily stats file,
-``clientIPstats82.db`` and one stats file per client, under
-``ROOT/sub/stats``, with a plausible day cycle (busier at night), refreshed
-by ``step()``. Files can be shaped like RR 8 or RR 9, and ``inject`` makes a
-file crash or hang the module, unreadable, or half written.
+``clientIPstats82.db``, one stats file per client, render time, license,
+client group and frame stats files, with a plausible day cycle (busier at
+night). ``write_all()`` writes everything; ``step()`` rewrites each file on
+the vendor's cadence (server stats every slot, client stats every item, daily
+stats every 15 minutes) divided by ``speed``. Files can be shaped like RR 8 or
+RR 9, and ``inject`` makes a file crash or hang the module, unreadable, or
+half written.
 """
 
 from __future__ import annotations
@@ -37,9 +40,11 @@ def local_seconds(unix: float) -> int:
 
 class RrFarmSimulator:
     def __init__(self, root: str, clients: int = 20, shape: str = "rr9", seed: Optional[int] = None,
-                 clock=time.time):
+                 clock=time.time, speed: float = 1.0):
         self.root = root
         self.shape = shape
+        self.speed = speed
+        self._last_write: Dict[str, float] = {}
         self.stats_dir = os.path.join(root, "sub", "stats")
         self.client_dir = os.path.join(self.stats_dir, "clients")
         self.clients = ["rrclient%03d" % i for i in range(1, clients + 1)]
@@ -101,9 +106,25 @@ class RrFarmSimulator:
         for number in range(1, 9):
             self.write_frame_stats("job%04d" % number)
 
+    def cadence(self) -> Dict[str, float]:
+        """Seconds between saves of each file kind, as RR saves them (before ``speed``)."""
+        shape = SHAPES[self.shape]
+        return {"server_stats": 86400.0 / shape["day_max"], "client_stats": 86400.0 / shape["client_items"],
+                "daily_stats": 900.0, "client_info": 60.0, "render_time": 600.0, "licenses": 3600.0,
+                "client_groups": 3600.0, "frame_stats": 300.0}
+
     def step(self) -> None:
-        """One refresh of every file, as the RR server and clients save them."""
-        self.write_all()
+        """Rewrites the files whose save is due, as the RR server and clients would."""
+        now = time.monotonic()
+        writers = {"server_stats": self.write_server_stats, "daily_stats": self.write_daily_stats,
+                   "client_info": self.write_client_info, "render_time": self.write_render_time,
+                   "licenses": self.write_licenses, "client_groups": self.write_client_groups,
+                   "client_stats": lambda: [self.write_client_stats(c) for c in self.clients],
+                   "frame_stats": lambda: self.write_frame_stats("job%04d" % self._rng.randint(1, 8))}
+        for kind, interval in self.cadence().items():
+            if now - self._last_write.get(kind, float("-inf")) >= interval / self.speed:
+                self._last_write[kind] = now
+                writers[kind]()
 
     def inject(self, kind: str, fault: str, client: str = "") -> None:
         """Breaks one file: ``crash`` or ``hang`` the module, ``unreadable`` or ``half_written``."""
