@@ -12,7 +12,7 @@ import signal
 import threading
 from typing import Dict, Optional, Sequence
 
-from exporter import sdnotify
+from exporter import sdnotify, statuspage
 from exporter.config import Config
 from exporter.httpserver import App, make_server
 from exporter.logs import fields
@@ -40,7 +40,9 @@ def serve(config: Config, listen_address: str, telemetry_path: str, stop: Option
     """Runs until SIGTERM/SIGINT (or ``stop`` is set); returns the exit code."""
     stop = stop or threading.Event()
     runtime = Runtime(build_readers(config), config.watch)
-    app = App(telemetry_path, lambda: runtime.cache.current, runtime.ready.is_set)
+    app = App(telemetry_path, lambda: runtime.cache.current, runtime.ready.is_set,
+              lambda: statuspage.render(runtime.status(), runtime.cache.sections(), telemetry_path,
+                                        runtime.ready.is_set()))
     server = make_server(listen_address, app)
     http_thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="http",
                                    daemon=True)

@@ -19,6 +19,7 @@ class Debouncer:
         self._cond = threading.Condition()
         self._pending: Dict[str, Tuple[float, float]] = {}
         self._rescan = False
+        self._closed = False
 
     def add(self, path: str) -> None:
         now = time.monotonic()
@@ -32,9 +33,11 @@ class Debouncer:
             self._rescan = True
             self._cond.notify()
 
-    def wake(self) -> None:
+    def close(self) -> None:
+        """Makes ``take`` return at once, now and from now on (shutdown)."""
         with self._cond:
-            self._cond.notify()
+            self._closed = True
+            self._cond.notify_all()
 
     def take(self, timeout: float) -> Tuple[Set[str], bool]:
         """Waits up to ``timeout`` for due paths; returns them and whether a rescan is asked for."""
@@ -43,7 +46,7 @@ class Debouncer:
             while True:
                 now = time.monotonic()
                 due = {p for p, (first, last) in self._pending.items() if self._is_due(now, first, last)}
-                if due or self._rescan or now >= deadline:
+                if due or self._rescan or now >= deadline or self._closed:
                     for path in due:
                         del self._pending[path]
                     rescan, self._rescan = self._rescan, False

@@ -119,7 +119,9 @@ class ExpositionCache:
         return self._current
 
     def sections(self) -> Mapping[str, Section]:
-        return dict(self._sections)
+        """The rendered sections, in exposition order."""
+        current = dict(self._sections)
+        return {name: current[name] for name in self._order if name in current}
 
     def update(self, changes: Mapping[str, Section]) -> None:
         """Replaces sections and publishes the new joined bodies atomically."""

@@ -7,7 +7,6 @@ and HEAD are answered; every other path is 404.
 
 from __future__ import annotations
 
-import html
 import ipaddress
 import logging
 import socket
@@ -42,20 +41,12 @@ def parse_listen_address(value: str) -> Tuple[str, int]:
 class App:
     """What the handler needs from the daemon, without knowing the daemon."""
 
-    def __init__(self, telemetry_path: str, exposition: Callable[[], Exposition], ready: Callable[[], bool]):
+    def __init__(self, telemetry_path: str, exposition: Callable[[], Exposition], ready: Callable[[], bool],
+                 landing_page: Callable[[], bytes]):
         self.telemetry_path = telemetry_path
         self.exposition = exposition
         self.ready = ready
-
-
-def _landing_page(app: App) -> bytes:
-    path = html.escape(app.telemetry_path)
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>renderfarm-exporter</title></head><body>"
-        "<h1>renderfarm-exporter</h1><p>Version %s</p><ul>"
-        "<li><a href='%s'>Metrics</a></li><li><a href='/-/healthy'>Health</a></li>"
-        "<li><a href='/-/ready'>Readiness</a></li></ul></body></html>\n" % (html.escape(__version__), path)
-    ).encode()
+        self.landing_page = landing_page
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -79,7 +70,7 @@ class Handler(BaseHTTPRequestHandler):
         if path == self.app.telemetry_path:
             self._metrics(send_body)
         elif path == "/":
-            self._send(200, "text/html; charset=utf-8", _landing_page(self.app), send_body)
+            self._send(200, "text/html; charset=utf-8", self.app.landing_page(), send_body)
         elif path == "/-/healthy":
             self._send(200, "text/plain; charset=utf-8", b"Healthy\n", send_body)
         elif path == "/-/ready":

@@ -34,7 +34,8 @@ class SourceIngest:
         self._published = published
         self.debouncer = Debouncer(watch.debounce, watch.debounce_max_wait)
         self.snapshots: Dict[Reader, Snapshot] = {}
-        self.failures: Counter = Counter()
+        # Zero from the start: increase() cannot see a counter's first step from nothing.
+        self.failures: Counter = Counter({reader.kind: 0 for reader in self.readers})
         self.rescans = 0
         self.ingested_once = threading.Event()
         self._stop = threading.Event()
@@ -48,7 +49,7 @@ class SourceIngest:
 
     def stop(self) -> None:
         self._stop.set()
-        self.debouncer.wake()
+        self.debouncer.close()
         self._thread.join(timeout=1.0)
 
     def alive(self) -> bool:

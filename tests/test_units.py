@@ -148,3 +148,15 @@ def test_logfmt_quotes_values():
     record.fields = fields(path="/a b/cpu.acct", reason='say "hi"', count=3)["fields"]
     line = LogfmtFormatter().format(record)
     assert 'level=warn logger=exporter.x msg="bad line" path="/a b/cpu.acct" reason="say \\"hi\\"" count=3' in line
+
+
+def test_debouncer_close_releases_a_waiting_take_at_once():
+    debouncer = Debouncer(quiet=0.05, max_wait=0.2)
+    released = []
+    waiter = threading.Thread(target=lambda: released.append(debouncer.take(timeout=30)))
+    waiter.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    debouncer.close()
+    waiter.join(timeout=5)
+    assert released == [(set(), False)] and time.monotonic() - started < 0.5

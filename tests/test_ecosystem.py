@@ -1,0 +1,226 @@
+"""The pieces around the exporter, each checked by the real tool: promtool, Prometheus, Chromium, systemd."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+import yaml
+
+from conftest import REPO, free_port, wait_until
+from exporter.royalrender.simulator import RrFarmSimulator
+
+PROMETHEUS_DIR = os.path.join(REPO, "config", "prometheus")
+RULES = os.path.join(PROMETHEUS_DIR, "renderfarm-exporter.rules.yml")
+DASHBOARD = os.path.join(REPO, "config", "grafana", "dashboards", "renderfarm.json")
+UNIT = os.path.join(REPO, "systemd", "renderfarm-exporter.service")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+METRIC = re.compile(r"\b(?:rush|royalrender|renderfarm_exporter)_[a-zA-Z0-9_]+\b")
+
+
+def tool(name):
+    path = shutil.which(name)
+    assert path, "%s is missing: scripts/test installs it (Debian package)" % name
+    return path
+
+
+def run(*command, cwd=None, timeout=120):
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def demo_exposition():
+    from conftest import Daemon
+
+    daemon = Daemon(["--demo"])
+    try:
+        daemon.wait_ready()
+        wait_until(lambda: b"royalrender_job_frames_recorded" in daemon.get("/metrics")[2], 20, "RR series")
+        return daemon.get("/metrics")[2].decode()
+    finally:
+        daemon.stop()
+
+
+def test_rules_pass_promtool_check_and_unit_tests():
+    checked = run(tool("promtool"), "check", "rules", RULES)
+    assert checked.returncode == 0 and "SUCCESS: 15 rules found" in checked.stdout, checked.stdout + checked.stderr
+    tested = run(tool("promtool"), "test", "rules", "renderfarm-exporter.rules.test.yml", cwd=PROMETHEUS_DIR)
+    assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
+
+
+def test_every_alert_has_a_firing_test():
+    with open(RULES) as handle:
+        alerts = {r["alert"] for g in yaml.safe_load(handle)["groups"] for r in g["rules"] if "alert" in r}
+    with open(os.path.join(PROMETHEUS_DIR, "renderfarm-exporter.rules.test.yml")) as handle:
+        tests = yaml.safe_load(handle)["tests"]
+    fired = {case["alertname"] for t in tests for case in t.get("alert_rule_test", []) if case["exp_alerts"]}
+    assert alerts == fired
+
+
+def _used_metrics():
+    with open(RULES) as handle:
+        rules = yaml.safe_load(handle)["groups"]
+    exprs = [r["expr"] for g in rules for r in g["rules"]]
+    with open(DASHBOARD) as handle:
+        dashboard = json.load(handle)
+    exprs += [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    exprs += [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]
+    return {name for expr in exprs for name in METRIC.findall(expr)}
+
+
+def test_dashboard_and_rules_query_only_metrics_the_exporter_serves(demo_exposition):
+    served = {line.split("{")[0].split(" ")[0] for line in demo_exposition.splitlines()
+              if line and not line.startswith("#")}
+    used = _used_metrics()
+    assert {"rush_frames_total", "royalrender_clients", "royalrender_client_wol_last_success",
+            "renderfarm_exporter_source_up", "royalrender_render_app_render_licenses_needed"} <= used
+    assert sorted(used - served) == []
+
+
+def test_dashboard_is_provisioning_ready():
+    with open(DASHBOARD) as handle:
+        dashboard = json.load(handle)
+    assert dashboard["uid"] == "renderfarm-exporter"
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    for panel in dashboard["panels"]:
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    with open(os.path.join(REPO, "config", "grafana", "provisioning", "dashboards", "renderfarm.yml")) as handle:
+        assert yaml.safe_load(handle)["providers"][0]["type"] == "file"
+
+
+def test_promtool_lints_the_full_exposition_clean(demo_exposition):
+    lint = subprocess.run([tool("promtool"), "check", "metrics"], input=demo_exposition.encode(),
+                          capture_output=True, timeout=60)
+    assert lint.returncode == 0 and lint.stdout == b"" and lint.stderr == b"", lint.stdout + lint.stderr
+
+
+def _query(url, expr):
+    with urllib.request.urlopen(url + "/api/v1/query?" + urllib.parse.urlencode({"query": expr}), timeout=5) as r:
+        answer = json.load(r)
+    assert answer["status"] == "success"
+    return answer["data"]["result"]
+
+
+def test_real_prometheus_scrapes_the_demo_farm(tmp_path, start_daemon):
+    exporter = start_daemon("--demo")
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        "rule_files: ['%s']\n"
+        "scrape_configs:\n  - job_name: renderfarm\n    static_configs:\n      - targets: ['127.0.0.1:%d']\n"
+        % (RULES, exporter.port))
+    prometheus = subprocess.Popen(
+        [tool("prometheus"), "--config.file", str(config), "--storage.tsdb.path", str(tmp_path / "data"),
+         "--web.listen-address", "127.0.0.1:%d" % port, "--log.level", "warn"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = "http://127.0.0.1:%d" % port
+    try:
+        def ok(expr):
+            try:
+                return bool(_query(url, expr))
+            except OSError:
+                return False
+
+        wait_until(lambda: ok('up{job="renderfarm"} == 1'), 30, "the exporter to be scraped")
+        wait_until(lambda: ok("sum(rate(rush_frames_total[10s])) > 0"), 30, "a growing Rush counter")
+        hosts = _query(url, 'count(count by (host) (rush_frames_total{job="renderfarm"}))')
+        assert float(hosts[0]["value"][1]) >= 30
+        clients = _query(url, "sum(royalrender_clients)")
+        assert float(clients[0]["value"][1]) == 24
+        assert _query(url, 'royalrender_client_wol_last_success{client="rrclient001"}')
+        wait_until(lambda: ok("rush:frames:rate5m"), 30, "the recording rule")
+    finally:
+        prometheus.terminate()
+        prometheus.wait(timeout=10)
+
+
+def _dump_dom(url, profile):
+    result = run(tool("chromium"), *CHROMIUM_FLAGS, "--user-data-dir=%s" % profile, "--dump-dom", url, timeout=90)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_status_page_in_a_real_browser(tmp_path, start_daemon, write_config):
+    farm = RrFarmSimulator(str(tmp_path / "rr"), clients=3, seed=5)
+    farm.write_all()
+    acct = tmp_path / "cpu.acct"
+    acct.write_text("p 948300000 tahoe.1 T anna 1 render01 100 10 0 0 0 1\nbroken line\n")
+    daemon = start_daemon("--config", write_config(
+        farm.config_text() + "rush:\n  cpu_acct: ['%s']\nwatch:\n  mode: poll\n  poll_interval: 500ms\n" % acct))
+    farm.inject("client_info", "unreadable")
+    wait_until(lambda: b"DOWN" in daemon.get("/")[2], 15, "the broken file on the page")
+    dom = _dump_dom(daemon.url + "/", tmp_path / "profile")
+    rows = re.findall(r"<tr>(.*?)</tr>", dom, re.S)
+    cells = [re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row, re.S) for row in rows]
+    files = {c[1]: c for c in cells if len(c) == 8 and c[0] != "Kind"}
+    assert files[str(acct)][2] == "up" and files[str(acct)][6] == "1"  # one malformed line
+    assert files[str(acct)][7] == "polling"
+    assert files[farm.path("client_info")][2] == "DOWN"
+    assert int(files[farm.path("client_info")][5]) >= 1
+    assert files[farm.path("server_stats")][2] == "up"
+    sections = {c[0]: c for c in cells if len(c) == 3 and c[0] != "Section"}
+    assert set(sections) == {"royalrender", "rush", "exporter", "process"}
+    assert int(sections["rush"][1]) > 0
+    assert "<a href=\"/metrics\">Metrics</a>" in dom
+    assert "<script" not in daemon.get("/")[2].decode()
+
+
+def test_systemd_unit_verifies_and_is_hardened(tmp_path):
+    with open(UNIT) as handle:
+        unit = handle.read()
+    for setting in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "ProtectSystem=strict",
+                    "/etc/renderfarm-exporter/config.yml", "RequiresMountsFor="):
+        assert setting in unit
+    installed = os.path.join(os.path.dirname(sys.executable), "renderfarm-exporter")
+    assert os.access(installed, os.X_OK), "the package must be installed (scripts/test does it)"
+    copy = tmp_path / "renderfarm-exporter.service"
+    copy.write_text(unit.replace("/usr/local/bin/renderfarm-exporter", installed))
+    verified = run(tool("systemd-analyze"), "verify", str(copy))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    security = run(tool("systemd-analyze"), "security", "--offline=true", str(copy))
+    exposure = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", security.stdout).group(1))
+    assert exposure <= 1.5, security.stdout[-3000:]
+
+
+def test_container_install_and_entrypoint_work_in_a_clean_virtualenv(tmp_path):
+    with open(os.path.join(REPO, "Dockerfile")) as handle:
+        dockerfile = handle.read()
+    assert re.search(r"^USER 10001$", dockerfile, re.M) and "HEALTHCHECK" in dockerfile and "/-/healthy" in dockerfile
+    entrypoint = json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", dockerfile, re.M).group(1))
+    venv = tmp_path / "venv"
+    assert run(sys.executable, "-m", "venv", str(venv)).returncode == 0
+    source = tmp_path / "src"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info"))
+    install = run(str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", ".", cwd=source,
+                  timeout=600)
+    assert install.returncode == 0, install.stderr[-3000:]
+    command = [str(venv / "bin" / entrypoint[0])] + entrypoint[1:]
+    version = run(*command, "--version")
+    assert version.returncode == 0 and version.stdout.startswith("renderfarm-exporter ")
+    checked = run(*command, "--config", os.path.join(REPO, "config", "renderfarm-exporter.yml"), "--check-config")
+    assert checked.returncode == 0, checked.stderr
+    healthcheck = re.search(r'CMD python -c "(.*)"$', dockerfile, re.M).group(1)
+    port = free_port()
+    daemon = subprocess.Popen(command + ["--demo", "--web.listen-address", "127.0.0.1:%d" % port],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        probe = healthcheck.replace("19100", str(port))
+        wait_until(lambda: run(str(venv / "bin" / "python"), "-c", probe).returncode == 0, 30, "the HEALTHCHECK")
+        started = time.monotonic()
+        daemon.terminate()
+        assert daemon.wait(timeout=5) == 0 and time.monotonic() - started < 2
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
