@@ -41,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="renderfarm-exporter",
         description="Prometheus exporter for render farm statistics files (Rush cpu.acct, Royal Render).",
-        epilog="Subcommand: 'renderfarm-exporter rr-probe --config PATH' reports what the exporter sees of a "
-               "Royal Render installation.",
+        epilog="Subcommands: 'rr-probe --config PATH' reports what the exporter sees of a Royal Render "
+               "installation; 'backfill --config PATH --output FILE' writes the files' history for promtool. "
+               "Each has --help.",
     )
     parser.add_argument("--config", metavar="PATH", help="YAML configuration file")
     parser.add_argument("--web.listen-address", dest="listen_address", type=_listen_address,
@@ -92,10 +93,80 @@ def probe(argv: List[str]) -> int:
     return rr_probe.run(config)
 
 
+def _time(value: str) -> float:
+    from exporter.backfill import parse_time
+
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+
+
+def _duration(value: str) -> float:
+    from exporter.schema import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+
+
+def _sources(value: str) -> List[str]:
+    from exporter.backfill import SOURCES
+
+    chosen = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in SOURCES]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError("choose from %s" % ", ".join(SOURCES))
+    return chosen
+
+
+def build_backfill_parser() -> argparse.ArgumentParser:
+    from exporter.backfill import SOURCES
+
+    parser = argparse.ArgumentParser(
+        prog="renderfarm-exporter backfill",
+        description="Write the statistics files' history as OpenMetrics with timestamps, for "
+                    "'promtool tsdb create-blocks-from openmetrics FILE DIR'.",
+    )
+    parser.add_argument("--config", metavar="PATH", required=True, help="YAML configuration file")
+    parser.add_argument("--output", metavar="FILE", required=True, help="OpenMetrics file to write")
+    parser.add_argument("--since", type=_time, default=0.0, metavar="TIME",
+                        help="first time to write: YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ, Unix seconds or an age (30d)")
+    parser.add_argument("--until", type=_time, default=None, metavar="TIME", help="last time to write (default now)")
+    parser.add_argument("--sources", type=_sources, default=list(SOURCES), metavar="LIST",
+                        help="comma-separated: %s (default: both)" % ", ".join(SOURCES))
+    parser.add_argument("--step", type=_duration, default=60.0, metavar="DURATION",
+                        help="resolution of rebuilt Rush counters (default 1m)")
+    parser.add_argument("--strict", action="store_true", help="stop at the first unreadable input")
+    parser.add_argument("--log.level", dest="log_level", choices=logs.LEVELS, default="warn",
+                        help="least severe level logged (default %(default)s)")
+    return parser
+
+
+def backfill(argv: List[str]) -> int:
+    """``renderfarm-exporter backfill --config PATH --output FILE ...``."""
+    import time
+
+    from exporter import backfill as history
+
+    args = build_backfill_parser().parse_args(argv)
+    logs.setup(args.log_level, "logfmt")
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_INVALID
+    until = time.time() if args.until is None else args.until
+    return history.run(config, args.output, args.since, until, args.sources, args.step, args.strict)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["rr-probe"]:
         return probe(argv[1:])
+    if argv[:1] == ["backfill"]:
+        return backfill(argv[1:])
     args = build_parser().parse_args(argv)
     logs.setup(args.log_level, args.log_format)
     if args.demo:

@@ -8,7 +8,7 @@ import pytest
 
 from exporter.royalrender import client_info, client_stats, daily_stats, server_stats, simformat, standin
 from exporter.royalrender.access import MIB, LoadFailed, local_to_unix
-from exporter.royalrender.simulator import RrFarmSimulator, local_seconds
+from exporter.royalrender.simulator import YEAR_SLOTS_KEPT, RrFarmSimulator, local_seconds
 
 NOW = 1795300000.0  # a fixed clock makes every slot index predictable
 
@@ -191,7 +191,8 @@ def test_stand_in_index_semantics(farm):
     assert stats.getError() == ""
     with pytest.raises(IndexError):
         stats.day(stats.dayMax())
-    assert stats.month(stats.monthMax() - 1).slot_used is False
+    assert stats.month(stats.monthMax() - 1).slot_used is True  # pushed down: the newest at Max()-1
+    assert stats.year(stats.yearMax() - 1 - YEAR_SLOTS_KEPT).slot_used is False
     daily = standin._dailyStats_data()
     assert daily.loadFromFile(farm.path("daily_stats"), True)
     assert daily.jobTypeCount() == 3

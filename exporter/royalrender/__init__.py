@@ -72,7 +72,7 @@ def _schema() -> Struct:
     )
 
 
-def _kind_paths(kind, config: KindConfig, root: Optional[str]) -> List[str]:
+def kind_paths(kind, config: KindConfig, root: Optional[str]) -> List[str]:
     paths = list(config.paths) or ([kind.DEFAULT_PATH] if kind.DEFAULT_PATH else [])
     resolved = []
     for path in paths:
@@ -99,7 +99,7 @@ def _readers(config: Optional[RoyalRenderConfig]):
     readers = []
     for kind in KINDS:
         kind_config: KindConfig = config.kinds[kind.NAME]
-        paths = _kind_paths(kind, kind_config, root) if kind_config.enabled else []
+        paths = kind_paths(kind, kind_config, root) if kind_config.enabled else []
         if paths:
             readers.append(RrFileReader(kind, paths, kind_config.options, worker))
     return readers

@@ -14,7 +14,7 @@ summed into ``__other__`` (averages are not exported for it).
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Iterable, Mapping
+from typing import Any, Dict, Iterable, List, Mapping
 
 from prometheus_client.metrics_core import Metric
 
@@ -51,35 +51,66 @@ _FIELDS = (
 )
 
 
-def _latest_slot(entry) -> Dict[str, Any]:
+def _slot_values(slot, time: float) -> Dict[str, Any]:
+    values: Dict[str, Any] = {"time": time}
+    for key, name, scale, _ in _FIELDS:
+        raw = getattr(slot, name, None)
+        values[key] = None if raw is None else raw * scale
+    return values
+
+
+def _set_slots(entry, day_start: float, newest_only: bool) -> List[Dict[str, Any]]:
+    """The entry's set slots, newest first (only the newest when ``newest_only``)."""
+    found = []
     for idx in range(entry.timeSlotCount() - 1, -1, -1):
         slot = entry.getTimeSlot(idx)
         if slot.slotSet:
-            values: Dict[str, Any] = {"slot": idx}
-            for key, name, scale, _ in _FIELDS:
-                raw = getattr(slot, name, None)
-                values[key] = None if raw is None else raw * scale
-            return values
-    return {}
+            found.append(_slot_values(slot, day_start + idx * SLOT_SECONDS))
+            if newest_only:
+                break
+    return found
 
 
-def extract(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
+def _entries(rr, path: str):
+    """(dimension, entries) with RR 8's or RR 9's type ids, the day's start, and sizes for rr-probe."""
     stats = load(rr, VENDOR_CLASS, path, True)
     lists = {type_id: list(stats.getJobsByType(type_id)) for type_id in range(4)}
     first = 0 if lists[0] else 1
-    day_start = local_midnight(os.stat(path).st_mtime)
-    result: Dict[str, Any] = {"sizes": {"jobTypeCount": stats.jobTypeCount(),
-                                        "entries_by_type_id": {str(i): len(lists[i]) for i in lists},
-                                        "type_ids_used": "0..2 (RR 8)" if first == 0 else "1..3 (RR 9)"}}
-    for offset, dimension in enumerate(DIMENSIONS):
-        rows = {}
-        for entry in lists[first + offset]:
-            latest = _latest_slot(entry)
-            if latest:
-                latest["time"] = day_start + latest.pop("slot") * SLOT_SECONDS
-                rows[str(entry.name)] = latest
-        result[dimension] = rows
+    sizes = {"jobTypeCount": stats.jobTypeCount(), "entries_by_type_id": {str(i): len(lists[i]) for i in lists},
+             "type_ids_used": "0..2 (RR 8)" if first == 0 else "1..3 (RR 9)"}
+    dimensions = [(dimension, lists[first + offset]) for offset, dimension in enumerate(DIMENSIONS)]
+    return dimensions, local_midnight(os.stat(path).st_mtime), sizes
+
+
+def extract(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
+    dimensions, day_start, sizes = _entries(rr, path)
+    result: Dict[str, Any] = {"sizes": sizes}
+    for dimension, entries in dimensions:
+        latest = {str(entry.name): _set_slots(entry, day_start, newest_only=True) for entry in entries}
+        result[dimension] = {name: slots[0] for name, slots in latest.items() if slots}
     return result
+
+
+def history(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
+    """Every set slot of the day, per dimension and name, for backfill."""
+    dimensions, day_start, _ = _entries(rr, path)
+    return {dimension: {str(entry.name): _set_slots(entry, day_start, newest_only=False) for entry in entries}
+            for dimension, entries in dimensions}
+
+
+def history_families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Iterable:
+    """(time, families) for every slot time of every daily file."""
+    by_time: Dict[float, Dict[str, Dict[str, Dict[str, Any]]]] = {}
+    for stats in data.values():
+        for dimension in DIMENSIONS:
+            for name, slots in stats[dimension].items():
+                for slot in slots:
+                    by_time.setdefault(slot["time"], {d: {} for d in DIMENSIONS})[dimension][name] = slot
+    for when in sorted(by_time):
+        yield when, [f for dimension in DIMENSIONS
+                     for f in _dimension_families(dimension, _within_budget(by_time[when][dimension],
+                                                                             options["series_budget"]))
+                     if not f.name.endswith("_slot_timestamp_seconds")]
 
 
 def _within_budget(rows: Dict[str, Dict[str, Any]], budget: int) -> Dict[str, Dict[str, Any]]:

@@ -38,5 +38,11 @@ KINDS: Tuple[ModuleType, ...] = (
 
 _BY_NAME: Dict[str, ModuleType] = {kind.NAME: kind for kind in KINDS}
 
-def extractor(name: str) -> Callable:
-    return _BY_NAME[name].extract
+def extractor(name: str, operation: str = "extract") -> Callable:
+    """A kind's ``extract`` (latest values) or ``history`` (every slot, for backfill) function."""
+    return getattr(_BY_NAME[name], operation)
+
+
+def with_history() -> Tuple[ModuleType, ...]:
+    """The kinds whose files keep a history that ``backfill`` can write."""
+    return tuple(kind for kind in KINDS if hasattr(kind, "history"))

@@ -69,13 +69,13 @@ def _report_api(worker: WorkerClient, out: TextIO) -> None:
 
 
 def _report_kind(kind, kind_config, root, worker: WorkerClient, out: TextIO) -> None:
-    from exporter.royalrender import _kind_paths
+    from exporter.royalrender import kind_paths
 
     out.write("== %s (%s)\n" % (kind.NAME, kind.VENDOR_CLASS))
     if not kind_config.enabled:
         out.write("   disabled in the configuration\n\n")
         return
-    patterns = _kind_paths(kind, kind_config, root)
+    patterns = kind_paths(kind, kind_config, root)
     if not patterns:
         out.write("   no path: %s\n\n" % ("set royalrender.root or RR_ROOT" if kind.DEFAULT_PATH else
                                          "its location is not public; set royalrender.%s.path" % kind.NAME))

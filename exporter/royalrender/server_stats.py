@@ -36,18 +36,9 @@ def _latest_used_slot(stats) -> tuple:
     return None, None
 
 
-def extract(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
-    stats = load(rr, VENDOR_CLASS, path)
-    slot = 86400.0 / stats.dayMax()
-    back, item = _latest_used_slot(stats)
-    result = {"slot_seconds": slot, "last_save_time": local_to_unix(stats.lastSaveDay * slot), "slot": None,
-              "sizes": {"dayMax": stats.dayMax(), "monthMax": stats.monthMax(), "yearMax": stats.yearMax()}}
-    if item is None:
-        return result
-    per_minute = 60.0 / slot
-    result["slot"] = {
-        "index": (stats.lastSaveDay - back) % stats.dayMax(),
-        "time": local_to_unix((stats.lastSaveDay - back) * slot),
+def _slot_values(item, per_minute: float) -> Dict[str, Any]:
+    """One slot's values in base units (the same for the day, month and year arrays)."""
+    return {
         "clients_free": field(item, "clients_free"),
         "clients_rendering": field(item, "clients_rendering", "client_rendering"),
         "clients_disabled": field(item, "clients_disabled"),
@@ -74,7 +65,59 @@ def extract(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
         "average_frame_seconds": field(item, "frameTime", "av_frame_time"),
         "frames_left": field(item, "framesLeft", "frames_to_do"),
     }
+
+
+def extract(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
+    stats = load(rr, VENDOR_CLASS, path)
+    slot = 86400.0 / stats.dayMax()
+    back, item = _latest_used_slot(stats)
+    result = {"slot_seconds": slot, "last_save_time": local_to_unix(stats.lastSaveDay * slot), "slot": None,
+              "sizes": {"dayMax": stats.dayMax(), "monthMax": stats.monthMax(), "yearMax": stats.yearMax()}}
+    if item is None:
+        return result
+    result["slot"] = dict(_slot_values(item, 60.0 / slot), index=(stats.lastSaveDay - back) % stats.dayMax(),
+                          time=local_to_unix((stats.lastSaveDay - back) * slot))
     return result
+
+
+#: (pushed-down array, its Max() function, its slot seconds, its lastSave attribute)
+_HISTORY_ARRAYS = (("month", "monthMax", 1800.0, "lastSaveMonth"), ("year", "yearMax", 21600.0, "lastSaveYear"))
+
+
+def history(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
+    """Every used slot of the day, month and year arrays with its real start time, for backfill.
+
+    The day array is indexed by time of day; the month and year arrays are
+    pushed down, the last index holding the last completed slot. A finer
+    array wins where arrays overlap: month slots are kept only before the
+    first day slot, year slots only before the first month slot.
+    """
+    stats = load(rr, VENDOR_CLASS, path)
+    size = stats.dayMax()
+    slot = 86400.0 / size
+    last = stats.lastSaveDay % size
+    slots = []
+    for back in range(size):
+        item = stats.day((last - back) % size)
+        if item.slot_used:
+            slots.append(dict(_slot_values(item, 60.0 / slot), time=local_to_unix((stats.lastSaveDay - back) * slot)))
+    for array, max_name, seconds, last_save in _HISTORY_ARRAYS:
+        earliest = min((s["time"] for s in slots), default=float("inf"))
+        count = getattr(stats, max_name)()
+        for idx in range(count):
+            item = getattr(stats, array)(idx)
+            start = local_to_unix((getattr(stats, last_save) - 1 - (count - 1 - idx)) * seconds)
+            if item.slot_used and start < earliest:
+                slots.append(dict(_slot_values(item, 60.0 / seconds), time=start))
+    return {"slots": sorted(slots, key=lambda s: s["time"])}
+
+
+def history_families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Iterable[Metric]:
+    """One set of families per slot, to be stamped with the slot's time."""
+    for stats in data.values():
+        for slot in stats["slots"]:
+            yield slot["time"], [f for f in _slot_families(slot)
+                                 if f.name != "royalrender_server_stats_slot_timestamp_seconds"]
 
 
 def _present(pairs) -> Dict:

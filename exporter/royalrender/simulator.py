@@ -31,6 +31,7 @@ USERS = ("anna", "bjorn", "chen", "dara", "emil", "fatima")
 PROJECTS = ("FancyDrink-Commercial", "Feature_SEQ02", "Teaser_v12")
 RENDER_APPS = ("Maya", "Houdini", "Nuke", "Blender")
 CLIENT_ITEMS_KEPT = 60  # the files only need recent items for the exporter
+YEAR_SLOTS_KEPT = 200  # 50 days of 6-hour slots: history beyond the month array's 30 days
 
 
 def local_seconds(unix: float) -> int:
@@ -198,8 +199,15 @@ class RrFarmSimulator:
         self._write("server_stats", "", {
             "shape": self.shape, "dayMax": day_max, "monthMax": day_max, "yearMax": day_max,
             "lastSaveDay": last_save, "lastSaveMonth": int(local // 1800), "lastSaveYear": int(local // 21600),
-            "day": day, "month": {}, "year": {},
+            "day": day, "month": self._pushed_down(local, 1800.0, day_max, day_max),
+            "year": self._pushed_down(local, 21600.0, day_max, YEAR_SLOTS_KEPT),
         })
+
+    def _pushed_down(self, local: float, seconds: float, size: int, kept: int) -> Dict[str, Any]:
+        """A month or year array: index size-1 is the last completed slot, older ones below it."""
+        last_completed_start = (int(local // seconds) - 1) * seconds
+        return {str(size - 1 - back): self._global_item(last_completed_start - back * seconds, seconds)
+                for back in range(min(kept, size))}
 
     def write_daily_stats(self) -> None:
         local = local_seconds(self._clock())

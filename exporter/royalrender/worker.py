@@ -58,7 +58,8 @@ def _serve(module_spec: str, module_paths: Sequence[str]) -> int:
             if request.get("op") == "check_api":
                 data = api.check(rr)
             else:
-                data = kinds.extractor(request["kind"])(rr, request["path"], request["options"])
+                extract = kinds.extractor(request["kind"], request.get("op", "extract"))
+                data = extract(rr, request["path"], request["options"])
             reply = {"id": request["id"], "ok": True, "data": data}
         except LoadFailed as exc:
             reply = {"id": request["id"], "ok": False, "error": str(exc)}
@@ -106,6 +107,10 @@ class WorkerClient:
     def read(self, kind: str, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
         """Plain data extracted from one file; raises WorkerError."""
         return self._call({"kind": kind, "path": path, "options": options}, "reading %s" % path)
+
+    def history(self, kind: str, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
+        """Every slot one file holds, for backfill; raises WorkerError."""
+        return self._call({"op": "history", "kind": kind, "path": path, "options": options}, "reading %s" % path)
 
     def check_api(self) -> Dict[str, Any]:
         """Which documented classes and members the loaded module has (for rr-probe)."""

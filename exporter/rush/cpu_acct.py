@@ -330,35 +330,38 @@ class CpuAcctReader:
             title_wall_seconds=_frozen(titles.wall) if titles else None,
         )
 
-    # -- metric families -------------------------------------------------------
-
     def families(self, snap: CpuAcctSnapshot) -> Iterable[Metric]:
-        note = _CACHE_NOTE
-        yield counter("rush_frames", "Frames finished, by the host that ran them and Rush's exit status" + note,
-                      ["host", "status"], snap.frames)
-        yield counter("rush_frame_wall_seconds", "Wall clock seconds of finished frames" + note,
-                      ["host"], snap.wall_seconds)
-        yield counter("rush_frame_system_seconds", "System CPU seconds of finished frames' render scripts" + note,
-                      ["host"], snap.system_seconds)
-        yield counter("rush_frame_user_seconds", "User CPU seconds of finished frames' render scripts" + note,
-                      ["host"], snap.user_seconds)
-        yield counter("rush_records", "cpu.acct records read, by record type" + note,
-                      ["host", "record"], snap.records)
-        yield counter("rush_daemon_starts", "Render daemon starts (d start records)" + note,
-                      ["host"], snap.daemon_starts)
-        yield gauge("rush_utilization_ratio", "Share of time the processors were busy rendering, latest u record"
-                    + note, ["host"], snap.utilization)
-        yield gauge("rush_daemon_online", "1 if the latest r, s or d record says the daemon is online" + note,
-                    ["host"], snap.online)
-        yield gauge("rush_last_record_timestamp_seconds", "Time of the newest record of the host's log" + note,
-                    ["host"], snap.last_record_time)
-        if snap.user_frames is not None:
-            yield counter("rush_user_frames", "Frames finished, by job owner (opt-in, capped)" + note,
-                          ["user", "status"], snap.user_frames)
-            yield counter("rush_user_frame_wall_seconds", "Wall clock seconds of frames, by job owner (opt-in, capped)"
-                          + note, ["user"], snap.user_wall_seconds)
-        if snap.title_frames is not None:
-            yield counter("rush_job_title_frames", "Frames finished, by job title (opt-in, capped)" + note,
-                          ["title", "status"], snap.title_frames)
-            yield counter("rush_job_title_frame_wall_seconds", "Wall clock seconds of frames, by job title "
-                          "(opt-in, capped)" + note, ["title"], snap.title_wall_seconds)
+        return families(snap)
+
+
+def families(snap: CpuAcctSnapshot) -> Iterable[Metric]:
+    """The Rush metric families of a snapshot (live, and rebuilt history for backfill)."""
+    note = _CACHE_NOTE
+    yield counter("rush_frames", "Frames finished, by the host that ran them and Rush's exit status" + note,
+                  ["host", "status"], snap.frames)
+    yield counter("rush_frame_wall_seconds", "Wall clock seconds of finished frames" + note,
+                  ["host"], snap.wall_seconds)
+    yield counter("rush_frame_system_seconds", "System CPU seconds of finished frames' render scripts" + note,
+                  ["host"], snap.system_seconds)
+    yield counter("rush_frame_user_seconds", "User CPU seconds of finished frames' render scripts" + note,
+                  ["host"], snap.user_seconds)
+    yield counter("rush_records", "cpu.acct records read, by record type" + note,
+                  ["host", "record"], snap.records)
+    yield counter("rush_daemon_starts", "Render daemon starts (d start records)" + note,
+                  ["host"], snap.daemon_starts)
+    yield gauge("rush_utilization_ratio", "Share of time the processors were busy rendering, latest u record"
+                + note, ["host"], snap.utilization)
+    yield gauge("rush_daemon_online", "1 if the latest r, s or d record says the daemon is online" + note,
+                ["host"], snap.online)
+    yield gauge("rush_last_record_timestamp_seconds", "Time of the newest record of the host's log" + note,
+                ["host"], snap.last_record_time)
+    if snap.user_frames is not None:
+        yield counter("rush_user_frames", "Frames finished, by job owner (opt-in, capped)" + note,
+                      ["user", "status"], snap.user_frames)
+        yield counter("rush_user_frame_wall_seconds", "Wall clock seconds of frames, by job owner (opt-in, capped)"
+                      + note, ["user"], snap.user_wall_seconds)
+    if snap.title_frames is not None:
+        yield counter("rush_job_title_frames", "Frames finished, by job title (opt-in, capped)" + note,
+                      ["title", "status"], snap.title_frames)
+        yield counter("rush_job_title_frame_wall_seconds", "Wall clock seconds of frames, by job title "
+                      "(opt-in, capped)" + note, ["title"], snap.title_wall_seconds)
