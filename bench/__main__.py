@@ -1,0 +1,73 @@
+"""``python -m bench``: every figure side by side in one run, printed as one table.
+
+``--smoke`` runs the same code on small inputs in well under a minute (CI
+runs it so the benchmark cannot rot); ``--write`` also writes BENCHMARKS.md.
+Absolute times on shared machines are noise: read the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+from bench import figures
+from bench.common import REPO
+
+FULL = {"lines": 1_000_000, "clients": 1000, "rush_hosts": 200, "scrapes": 300, "idle": 60.0, "rounds": 100,
+        "poll_rounds": 10, "big_lines": 13_000_000, "appends": 100}
+SMOKE = {"lines": 20_000, "clients": 30, "rush_hosts": 20, "scrapes": 20, "idle": 2.0, "rounds": 5,
+         "poll_rounds": 2, "big_lines": 20_000, "appends": 5}
+
+
+def table(rows) -> str:
+    lines = ["| figure | exporter | peer | ratio | target | met |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        met = "" if row.met is None else ("yes" if row.met else "**no**")
+        lines.append("| %s | %s | %s | %s | %s | %s |" % (row.figure, row.exporter, row.peer, row.ratio, row.target,
+                                                          met))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="small inputs, for CI")
+    parser.add_argument("--write", action="store_true", help="write BENCHMARKS.md with the table")
+    args = parser.parse_args()
+    sizes = SMOKE if args.smoke else FULL
+    figures.ensure_peers()
+    started = time.monotonic()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="renderfarm-bench-") as folder:
+        for name, run in (
+            ("ingest", lambda: figures.ingest(folder, sizes["lines"])),
+            ("farm", lambda: figures.farm_figures(folder, sizes["clients"], sizes["rush_hosts"], sizes["scrapes"],
+                                                  sizes["idle"])),
+            ("freshness", lambda: figures.freshness(folder, sizes["rounds"], sizes["poll_rounds"])),
+            ("incremental", lambda: figures.incremental(folder, sizes["big_lines"], sizes["appends"])),
+        ):
+            print("bench: %s ..." % name, file=sys.stderr, flush=True)
+            rows += run()
+    result = table(rows)
+    print(result)
+    print("bench: %d figures in %.0f s" % (len(rows), time.monotonic() - started), file=sys.stderr)
+    if args.write:
+        with open(os.path.join(REPO, "BENCHMARKS.md"), "w") as handle:
+            handle.write(report(result, args.smoke))
+    return 0
+
+
+def report(result: str, smoke: bool) -> str:
+    return (
+        "# Benchmarks\n\n"
+        "One run of `python -m bench%s --write` on %s, on %s.\n"
+        "Peers from Debian's packages, on the same machine in the same run; loopback only.\n"
+        "Absolute times on these shared machines are noise: read the ratios.\n\n%s\n"
+        % (" --smoke" if smoke else "", time.strftime("%Y-%m-%d"), figures.machine(), result)
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

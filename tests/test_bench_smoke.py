@@ -1,0 +1,23 @@
+"""The benchmark's smoke run: every figure is measured end to end, so bench/ cannot rot.
+
+Targets are not asserted here (timings on shared machines are noise); the
+ingest figure does assert that mtail and the exporter report the totals the
+generated file holds.
+"""
+
+import subprocess
+import sys
+
+from conftest import REPO
+
+FIGURES = ("cpu.acct ingest", "physical limit: wc -l", "scrape text", "scrape gzip", "footprint",
+           "RR re-read", "freshness, events", "freshness, poll 2 s", "incremental")
+
+
+def test_bench_smoke_run_measures_every_figure():
+    result = subprocess.run([sys.executable, "-m", "bench", "--smoke"], cwd=REPO, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and not line.startswith("| figure")]
+    assert [any(row.startswith("| " + figure) for row in rows) for figure in FIGURES] == [True] * len(FIGURES)
+    assert "(identical totals checked)" in result.stdout
