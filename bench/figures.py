@@ -289,8 +289,8 @@ def machine() -> str:
     with open("/proc/meminfo") as handle:
         memory = int(handle.readline().split()[1]) / 1024 / 1024
     mtail = subprocess.run(["mtail", "--version"], capture_output=True, text=True).stdout.split(" git")[0]
-    node = subprocess.run(["prometheus-node-exporter", "--version"], capture_output=True,
-                          text=True).stderr.splitlines()[0]
+    version = subprocess.run(["prometheus-node-exporter", "--version"], capture_output=True, text=True)
+    node = (version.stdout or version.stderr).splitlines()[0]
     return "%d cores (%s), %.0f GiB; Python %s; %s; %s" % (os.cpu_count(), model, memory,
                                                            sys.version.split()[0], mtail, node)
 

@@ -94,7 +94,7 @@ class SampleStore:
 
 
 class Progress:
-    """Rate-limited progress lines on stderr: done, rate, estimated time left."""
+    """Rate-limited progress lines on stderr: share done, records (or files) done, rate, time left."""
 
     def __init__(self, what: str, err: TextIO):
         self._what, self._err = what, err
@@ -108,7 +108,7 @@ class Progress:
         elapsed = now - self._started
         rate = records / elapsed if elapsed else 0.0
         left = elapsed * (total - done) / done if done else 0.0
-        self._err.write("%s: %.0f%% read, %d records, %.0f records/s, about %.0f s left\n" % (
+        self._err.write("%s: %.0f%% read, %d done, %.0f/s, about %.0f s left\n" % (
             self._what, 100.0 * done / total, records, rate, left))
         self._err.flush()
 
@@ -150,7 +150,9 @@ def _royalrender(config: Config, store: SampleStore, strict: bool, err: TextIO) 
                 continue
             paths = sorted({p for pattern in kind_paths(kind, kind_config, root) for p in PathPattern(pattern).scan()})
             data = {}
+            progress = Progress("royalrender %s" % kind.NAME, err)
             for done, path in enumerate(paths, 1):
+                progress(done, len(paths), done)
                 options = {k: v for k, v in kind_config.options.items() if not hasattr(v, "pattern")}
                 try:
                     data[path] = worker.history(kind.NAME, path, options)

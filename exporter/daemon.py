@@ -40,7 +40,7 @@ def serve(config: Config, listen_address: str, telemetry_path: str, stop: Option
     """Runs until SIGTERM/SIGINT (or ``stop`` is set); returns the exit code."""
     stop = stop or threading.Event()
     runtime = Runtime(build_readers(config), config.watch)
-    app = App(telemetry_path, lambda: runtime.cache.current, runtime.ready.is_set,
+    app = App(telemetry_path, runtime.scraped, runtime.ready.is_set,
               lambda: statuspage.render(runtime.status(), runtime.cache.sections(), telemetry_path,
                                         runtime.ready.is_set()))
     server = make_server(listen_address, app)

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 EXPORTER_SECTION = "exporter"
 PROCESS_SECTION = "process"
-PROCESS_REFRESH_SECONDS = 5.0
+PROCESS_REFRESH_SECONDS = 5.0  # process metrics are re-rendered at most this often, when scraped
 
 
 class Runtime:
@@ -54,6 +54,7 @@ class Runtime:
         self._stop = threading.Event()
         self.ready = threading.Event()
         self._render_thread = threading.Thread(target=self._render_loop, name="render", daemon=True)
+        self._process_rendered_at = time.monotonic()
 
     def start(self) -> None:
         self.watcher.start()
@@ -107,16 +108,24 @@ class Runtime:
             self._dirty.update(sections)
             self._render_cond.notify()
 
+    def scraped(self):
+        """The exposition for a scrape; process metrics older than 5 s are refreshed for the next one.
+
+        Demand-driven: an exporter nobody scrapes does no periodic work, and
+        process metrics lag by at most one scrape interval.
+        """
+        if time.monotonic() - self._process_rendered_at >= PROCESS_REFRESH_SECONDS:
+            self._process_rendered_at = time.monotonic()
+            self._mark_dirty({PROCESS_SECTION})
+        return self.cache.current
+
     def _render_loop(self) -> None:
-        next_process = 0.0
+        self._mark_dirty({PROCESS_SECTION})
         while not self._stop.is_set():
             with self._render_cond:
                 if not self._dirty:
-                    self._render_cond.wait(max(0.0, next_process - time.monotonic()))
+                    self._render_cond.wait()
                 dirty, self._dirty = self._dirty, set()
-            if time.monotonic() >= next_process:
-                dirty.add(PROCESS_SECTION)
-                next_process = time.monotonic() + PROCESS_REFRESH_SECONDS
             if self._stop.is_set():
                 return
             for name in self._render_order(dirty):
