@@ -19,14 +19,14 @@ import logging
 import threading
 import time
 from collections import Counter
-from typing import Iterable, List, Mapping, Sequence, Set
+from typing import Dict, Iterable, List, Mapping, Sequence, Set
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.metrics_core import Metric
 
 from exporter import selfmetrics
 from exporter.config import WatchConfig
-from exporter.exposition import ExpositionCache, render_section
+from exporter.exposition import ExpositionCache, SectionRenderer
 from exporter.ingest import SourceIngest
 from exporter.logs import fields
 from exporter.sources import Reader
@@ -55,6 +55,7 @@ class Runtime:
         self.ready = threading.Event()
         self._render_thread = threading.Thread(target=self._render_loop, name="render", daemon=True)
         self._process_rendered_at = time.monotonic()
+        self._renderers: Dict[str, SectionRenderer] = {}
 
     def start(self) -> None:
         self.watcher.start()
@@ -144,7 +145,8 @@ class Runtime:
     def _render(self, section: str) -> None:
         """Replaces one section of the cache; on failure the previous render stays served."""
         try:
-            self.cache.update({section: render_section(self._families(section))})
+            renderer = self._renderers.setdefault(section, SectionRenderer())
+            self.cache.update({section: renderer.render(self._families(section))})
         except Exception:  # noqa: BLE001 - one bad section must not break the scrape
             log.exception("rendering a section failed; serving its previous render",
                           extra=fields(section=section))

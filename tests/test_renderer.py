@@ -1,0 +1,75 @@
+"""The incremental section renderer must produce exactly what prometheus-client renders."""
+
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.exposition import generate_latest as text_of
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_of
+
+from exporter.exposition import SectionRenderer, _Families
+
+LABEL_VALUES = st.text(alphabet=st.sampled_from('ab\\"\n é{}=,'), max_size=6)
+VALUES = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**12, 10**12),
+                   st.sampled_from([0.0, -0.0, 0, 1e21, 123456789.0]))
+
+
+@st.composite
+def families(draw):
+    result = []
+    for index in range(draw(st.integers(0, 4))):
+        kind = draw(st.sampled_from(["counter", "gauge", "info"]))
+        doc = draw(st.text(alphabet=st.sampled_from('doc \\\n"x'), max_size=10))
+        name = "demo_%s_%d" % (kind, index)
+        keys = draw(st.lists(LABEL_VALUES, max_size=5, unique=True))
+        if kind == "info":
+            family = InfoMetricFamily(name, doc, labels=["key"])
+            for key in keys:
+                family.add_metric([key], {})
+        else:
+            family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, doc, labels=["key"])
+            for key in keys:
+                value = draw(VALUES)
+                family.add_metric([key], abs(value) if kind == "counter" and not math.isnan(value) else value)
+        result.append(family)
+    return result
+
+
+def expected(fams):
+    openmetrics = openmetrics_of(_Families(fams))
+    return text_of(_Families(fams)), openmetrics[: -len(b"# EOF\n")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(first=families(), second=families())
+def test_matches_prometheus_client_on_first_and_later_renders(first, second):
+    renderer = SectionRenderer()
+    for fams in (first, second, first):
+        section = renderer.render(fams)
+        assert (section.text, section.openmetrics) == expected(fams)
+
+
+def test_zero_signs_are_not_confused():
+    renderer = SectionRenderer()
+    for value in (0.0, -0.0, 0, 0.0):
+        gauge = GaugeMetricFamily("demo_zero", "zero", value=value)
+        assert renderer.render([gauge]).text == text_of(_Families([gauge]))
+
+
+def test_demo_sections_match(tmp_path):
+    from exporter import config
+    from exporter.rush.cpu_acct import CpuAcctReader
+
+    path = tmp_path / "cpu.acct"
+    path.write_text("".join("p %d tahoe.1 T\\x U%d %d render%02d 100 %d 1 2 %d 7\n" % (
+        1700000000 + i, i % 7, i, i % 30, i % 500, (0, 1, 2, -9)[i % 4]) for i in range(3000)) + "u 1 50\n")
+    reader = CpuAcctReader(config.parse("rush:\n  cpu_acct: ['%s']\n  breakdowns: {users: {enabled: true}}\n"
+                                        % path).sources["rush"])
+    renderer = SectionRenderer()
+    for extra in ("", "p 1800000000 tahoe.1 T u 1 render03 100 5 1 2 0 7\n"):
+        with open(path, "a") as handle:
+            handle.write(extra)
+        fams = list(reader.families(reader.sync(None)))
+        section = renderer.render(fams)
+        assert (section.text, section.openmetrics) == expected(fams)
