@@ -132,8 +132,10 @@ class SectionRenderer:
                 key = (sample.name, tuple(sample.labels.items()), value if value else repr(value))
                 line = previous.get(key) or lines.get(key)
                 if line is None or sample.timestamp is not None or sample.exemplar is not None:
-                    line = _formatted(family, [sample])
-                    line = (line[0][len(header[0]):], line[1][len(header[1]):])
+                    text_line, openmetrics_line = _formatted(family, [sample])
+                    text_line, openmetrics_line = text_line[len(header[0]):], openmetrics_line[len(header[1]):]
+                    # Usually identical: keep one object for both (half the cache's memory).
+                    line = (text_line, text_line if openmetrics_line == text_line else openmetrics_line)
                 lines[key] = line
                 text.append(line[0])
                 openmetrics.append(line[1])
