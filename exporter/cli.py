@@ -67,30 +67,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_probe_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="renderfarm-exporter rr-probe",
-        description="Load Royal Render's module as the daemon would and report what it reads from each configured "
-                    "file. Paste the output into a bug report.",
-    )
+def _subcommand_parser(name: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand's parser with the flags every subcommand has: --config and --log.level."""
+    parser = argparse.ArgumentParser(prog="renderfarm-exporter " + name, description=description)
     parser.add_argument("--config", metavar="PATH", required=True, help="YAML configuration file")
     parser.add_argument("--log.level", dest="log_level", choices=logs.LEVELS, default="warn",
                         help="least severe level logged (default %(default)s)")
     return parser
 
 
+def _subcommand_setup(parser: argparse.ArgumentParser, argv: List[str]):
+    """(arguments, configuration), or (arguments, None) after printing why the configuration is invalid."""
+    args = parser.parse_args(argv)
+    logs.setup(args.log_level, "logfmt")
+    try:
+        return args, load(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return args, None
+
+
+def build_probe_parser() -> argparse.ArgumentParser:
+    return _subcommand_parser("rr-probe", "Load Royal Render's module as the daemon would and report what it reads "
+                                          "from each configured file. Paste the output into a bug report.")
+
+
 def probe(argv: List[str]) -> int:
     """``renderfarm-exporter rr-probe --config PATH``."""
     from exporter.royalrender import probe as rr_probe
 
-    args = build_probe_parser().parse_args(argv)
-    logs.setup(args.log_level, "logfmt")
-    try:
-        config = load(args.config)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_INVALID
-    return rr_probe.run(config)
+    _, config = _subcommand_setup(build_probe_parser(), argv)
+    return EXIT_INVALID if config is None else rr_probe.run(config)
 
 
 def _time(value: str) -> float:
@@ -124,12 +131,8 @@ def _sources(value: str) -> List[str]:
 def build_backfill_parser() -> argparse.ArgumentParser:
     from exporter.backfill import SOURCES
 
-    parser = argparse.ArgumentParser(
-        prog="renderfarm-exporter backfill",
-        description="Write the statistics files' history as OpenMetrics with timestamps, for "
-                    "'promtool tsdb create-blocks-from openmetrics FILE DIR'.",
-    )
-    parser.add_argument("--config", metavar="PATH", required=True, help="YAML configuration file")
+    parser = _subcommand_parser("backfill", "Write the statistics files' history as OpenMetrics with timestamps, "
+                                            "for 'promtool tsdb create-blocks-from openmetrics FILE DIR'.")
     parser.add_argument("--output", metavar="FILE", required=True, help="OpenMetrics file to write")
     parser.add_argument("--since", type=_time, default=0.0, metavar="TIME",
                         help="first time to write: YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ, Unix seconds or an age (30d)")
@@ -139,8 +142,6 @@ def build_backfill_parser() -> argparse.ArgumentParser:
     parser.add_argument("--step", type=_duration, default=60.0, metavar="DURATION",
                         help="resolution of rebuilt Rush counters (default 1m)")
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable input")
-    parser.add_argument("--log.level", dest="log_level", choices=logs.LEVELS, default="warn",
-                        help="least severe level logged (default %(default)s)")
     return parser
 
 
@@ -150,12 +151,8 @@ def backfill(argv: List[str]) -> int:
 
     from exporter import backfill as history
 
-    args = build_backfill_parser().parse_args(argv)
-    logs.setup(args.log_level, "logfmt")
-    try:
-        config = load(args.config)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
+    args, config = _subcommand_setup(build_backfill_parser(), argv)
+    if config is None:
         return EXIT_INVALID
     until = time.time() if args.until is None else args.until
     return history.run(config, args.output, args.since, until, args.sources, args.step, args.strict)
