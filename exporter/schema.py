@@ -244,6 +244,37 @@ class ListOf(Schema):
         return tuple(self.item.load(child, _join(path, i), errors) for i, child in enumerate(node.value))
 
 
+class MapOf(Schema):
+    """A mapping with free string keys (user names, header names), each value checked by ``value``."""
+
+    expected = "a mapping"
+
+    def __init__(self, value: Schema):
+        self.value = value
+
+    def accepts(self, node):
+        return isinstance(node, yaml.MappingNode)
+
+    def load(self, node, path, errors):
+        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+            return {}
+        if not isinstance(node, yaml.MappingNode):
+            errors.add(path, node, "expected a mapping")
+            return None
+        values: Dict[str, Any] = {}
+        before = len(errors.problems)
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            key_path = _join(path, key)
+            if not isinstance(key, str) or not key:
+                errors.add(path, key_node, "keys must be non-empty strings")
+            elif key in values:
+                errors.add(key_path, key_node, "duplicate key")
+            else:
+                values[key] = self.value.load(value_node, key_path, errors)
+        return None if len(errors.problems) > before else values
+
+
 class Either(Schema):
     """The first alternative whose node kind fits (scalar, mapping or list)."""
 

@@ -1,0 +1,81 @@
+"""HTTP basic authentication against bcrypt hashes, with the verdicts cached.
+
+bcrypt is slow on purpose (tens of milliseconds per check at cost 10); a
+Prometheus server sends the same credentials every scrape, so each verdict
+is cached under an HMAC of user and password with a key that lives only in
+this process: the cache never holds a password or an unsalted hash of one.
+Wrong passwords are cached too, so repeating one is cheap for us and a new
+guess still costs the guesser a full bcrypt check. An unknown user is
+checked against a dummy hash of the same cost, so timing does not tell
+which user names exist.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import threading
+from collections import OrderedDict
+from typing import Mapping, Optional, Tuple
+
+import bcrypt
+
+CACHE_SIZE = 1024
+
+
+def parse_authorization(header: Optional[str]) -> Optional[Tuple[bytes, bytes]]:
+    """(user, password) from ``Authorization: Basic ...``, or None when absent or malformed."""
+    if not header:
+        return None
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    user, sep, password = decoded.partition(b":")
+    return (user, password) if sep else None
+
+
+def is_bcrypt_hash(value: str) -> bool:
+    return len(value) == 60 and value[:4] in ("$2a$", "$2b$", "$2y$") and value[4:6].isdigit()
+
+
+class BasicAuth:
+    def __init__(self, users: Mapping[str, str]):
+        self._users = {name.encode("utf-8"): hashed.encode("ascii") for name, hashed in users.items()}
+        cost = min(int(h[4:6]) for h in self._users.values()) if self._users else 4
+        self._dummy = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=max(4, min(cost, 31))))
+        self._key = os.urandom(32)
+        self._verdicts: "OrderedDict[bytes, bool]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def allows(self, authorization: Optional[str]) -> bool:
+        credentials = parse_authorization(authorization)
+        if credentials is None:
+            return False
+        user, password = credentials
+        key = hmac.new(self._key, user + b"\0" + password, hashlib.sha256).digest()
+        with self._lock:
+            verdict = self._verdicts.get(key)
+            if verdict is not None:
+                self._verdicts.move_to_end(key)
+                return verdict
+        verdict = self._verify(user, password)
+        with self._lock:
+            self._verdicts[key] = verdict
+            while len(self._verdicts) > CACHE_SIZE:
+                self._verdicts.popitem(last=False)
+        return verdict
+
+    def _verify(self, user: bytes, password: bytes) -> bool:
+        hashed = self._users.get(user)
+        try:
+            matches = bcrypt.checkpw(password, hashed if hashed is not None else self._dummy)
+        except ValueError:  # bcrypt refuses passwords over 72 bytes
+            return False
+        return matches and hashed is not None

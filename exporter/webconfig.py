@@ -1,0 +1,234 @@
+"""``--web.config.file``: TLS, basic auth and response headers, in exporter-toolkit's format.
+
+The same YAML that Go exporters read (``tls_server_config``,
+``basic_auth_users``, ``http_server_config``), so one file and one habit
+serve every exporter on the machine. Keys that Python's ssl module cannot
+honour are rejected with the reason rather than silently ignored: a
+security setting that is quietly dropped is worse than a refused start.
+
+The file, and the certificate, key and CA files it names, are checked for
+changes at most once a second while requests arrive; a change is loaded
+for the next connection (a renewed certificate needs no restart), and a
+broken change keeps the previous settings and logs why.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Tuple
+
+from exporter.basicauth import BasicAuth, is_bcrypt_hash
+from exporter.config import ConfigError
+from exporter.logs import fields
+from exporter.schema import Boolean, Errors, Field, MapOf, OneOf, Problem, Scalar, String, Struct, load_document
+
+log = logging.getLogger(__name__)
+
+CHECK_INTERVAL = 1.0
+
+TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+CLIENT_AUTH = {
+    "NoClientCert": ssl.CERT_NONE,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+#: Go's modes that accept a certificate without verifying it; Python's ssl cannot.
+UNSUPPORTED_CLIENT_AUTH = ("RequestClientCert", "RequireAnyClientCert")
+#: exporter-toolkit allows only these response headers.
+ALLOWED_HEADERS = ("Strict-Transport-Security", "X-Content-Type-Options", "X-Frame-Options", "X-XSS-Protection",
+                   "Content-Security-Policy")
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    cert_file: str
+    key_file: str
+    client_auth_type: str = "NoClientCert"
+    client_ca_file: Optional[str] = None
+    min_version: str = "TLS12"
+    max_version: str = "TLS13"
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """What the HTTP server applies to each connection and request."""
+
+    ssl_context: Optional[ssl.SSLContext] = None
+    auth: Optional[BasicAuth] = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    files: Tuple[str, ...] = ()  # the web config file and the files it names, watched for changes
+
+
+def _bcrypt_hash(value):
+    if not isinstance(value, str) or not is_bcrypt_hash(value):
+        raise ValueError("make one with: htpasswd -nBC 10 \"\" | tr -d ':\\n'")
+    return value
+
+
+def _header_value(value):
+    if not isinstance(value, str) or not value or "\r" in value or "\n" in value:
+        raise ValueError("must be one line of text")
+    return value
+
+
+_SCHEMA = Struct({
+    "tls_server_config": Field(Struct({
+        "cert_file": Field(String(), required=True, doc="server certificate (PEM), chain included"),
+        "key_file": Field(String(), required=True, doc="its private key (PEM)"),
+        "client_auth_type": Field(OneOf(*CLIENT_AUTH, *UNSUPPORTED_CLIENT_AUTH), default="NoClientCert"),
+        "client_ca_file": Field(String(), doc="CA that signs client certificates"),
+        "min_version": Field(OneOf(*TLS_VERSIONS), default="TLS12"),
+        "max_version": Field(OneOf(*TLS_VERSIONS), default="TLS13"),
+    }, build=TlsSettings)),
+    "basic_auth_users": Field(MapOf(Scalar("a bcrypt hash", _bcrypt_hash)), default={}),
+    "http_server_config": Field(Struct({
+        "headers": Field(MapOf(Scalar("a header value", _header_value)), default={}),
+        "http2": Field(Boolean(), default=True, doc="accepted for compatibility; this server speaks HTTP/1.1"),
+    }), default={"headers": {}}),
+})
+
+
+def load(path: str) -> WebSettings:
+    """Reads and checks the file; raises ConfigError listing every problem with its key path."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, [Problem("", None, "cannot read: %s" % exc)]) from None
+    errors = Errors()
+    document = load_document(text, _SCHEMA, errors)
+    if errors.problems:
+        raise ConfigError(path, errors.problems)
+    document = document or _SCHEMA.defaults()
+    base = os.path.dirname(os.path.abspath(path))
+    problems = []
+    tls = document["tls_server_config"]
+    context = None
+    named: Tuple[str, ...] = ()
+    if tls is not None:
+        tls = _resolved(tls, base)
+        named = tuple(p for p in (tls.cert_file, tls.key_file, tls.client_ca_file) if p)
+        context = _ssl_context(tls, problems)
+    headers = _canonical_headers(document["http_server_config"]["headers"], problems)
+    if problems:
+        raise ConfigError(path, problems)
+    users = document["basic_auth_users"]
+    return WebSettings(context, BasicAuth(users) if users else None, headers, (path,) + named)
+
+
+def _resolved(tls: TlsSettings, base: str) -> TlsSettings:
+    """Relative paths are relative to the web config file, as in exporter-toolkit."""
+    def resolve(p):
+        return p if p is None else os.path.join(base, p)
+
+    return TlsSettings(resolve(tls.cert_file), resolve(tls.key_file), tls.client_auth_type,
+                       resolve(tls.client_ca_file), tls.min_version, tls.max_version)
+
+
+def _ssl_context(tls: TlsSettings, problems) -> Optional[ssl.SSLContext]:
+    where = "tls_server_config."
+    if tls.client_auth_type in UNSUPPORTED_CLIENT_AUTH:
+        problems.append(Problem(where + "client_auth_type", None,
+                                "%s is not supported: Python's ssl module cannot accept a client certificate "
+                                "without verifying it; use VerifyClientCertIfGiven or RequireAndVerifyClientCert"
+                                % tls.client_auth_type))
+        return None
+    if tls.client_auth_type != "NoClientCert" and not tls.client_ca_file:
+        problems.append(Problem(where + "client_ca_file", None, "required when client_auth_type is %s"
+                                % tls.client_auth_type))
+        return None
+    if TLS_VERSIONS[tls.min_version] > TLS_VERSIONS[tls.max_version]:
+        problems.append(Problem(where + "min_version", None, "is above max_version"))
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = TLS_VERSIONS[tls.min_version]
+    context.maximum_version = TLS_VERSIONS[tls.max_version]
+    try:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        problems.append(Problem(where + "cert_file", None, "cannot load certificate %s with key %s: %s"
+                                % (tls.cert_file, tls.key_file, exc)))
+        return None
+    context.verify_mode = CLIENT_AUTH[tls.client_auth_type]
+    if tls.client_ca_file:
+        try:
+            context.load_verify_locations(cafile=tls.client_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            problems.append(Problem(where + "client_ca_file", None, "cannot load %s: %s" % (tls.client_ca_file, exc)))
+            return None
+    return context
+
+
+def _canonical_headers(headers: Mapping[str, str], problems) -> Mapping[str, str]:
+    allowed = {name.lower(): name for name in ALLOWED_HEADERS}
+    result = {}
+    for name, value in headers.items():
+        canonical = allowed.get(name.lower())
+        if canonical is None:
+            problems.append(Problem("http_server_config.headers." + name, None,
+                                    "not an allowed header (allowed: %s)" % ", ".join(ALLOWED_HEADERS)))
+        else:
+            result[canonical] = value
+    return result
+
+
+def _identity(paths: Tuple[str, ...]):
+    """What changes when any of the files is rewritten, replaced or removed."""
+    marks = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            marks.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            marks.append(None)
+    return tuple(marks)
+
+
+class WebConfigFile:
+    """The current settings of a web config file, reloaded when it or a file it names changes.
+
+    Without a path it serves plain HTTP with no authentication.
+    """
+
+    def __init__(self, path: Optional[str]):
+        self.path = path
+        self._settings = load(path) if path else WebSettings()
+        self._identity = _identity(self._settings.files)
+        self._checked = time.monotonic()
+        self._lock = threading.Lock()
+
+    def current(self) -> WebSettings:
+        if self.path and time.monotonic() - self._checked >= CHECK_INTERVAL:
+            self.refresh()
+        return self._settings
+
+    def refresh(self) -> None:
+        """Loads the file again if it (or a certificate it names) changed since the last look."""
+        if not self.path:
+            return
+        with self._lock:
+            self._checked = time.monotonic()
+            identity = _identity(self._settings.files)
+            if identity == self._identity:
+                return
+            self._identity = identity
+            try:
+                settings = load(self.path)
+            except ConfigError as exc:
+                log.error("web config file changed but is invalid; keeping the previous settings",
+                          extra=fields(file=self.path, error=exc))
+                return
+            self._settings = settings
+            self._identity = _identity(settings.files)
+            log.info("web config file reloaded", extra=fields(file=self.path, tls=settings.ssl_context is not None,
+                                                              basic_auth=settings.auth is not None))
