@@ -12,7 +12,7 @@ import platform
 import sys
 from typing import List, Optional
 
-from exporter import __version__, logs
+from exporter import __version__, logs, webconfig
 from exporter.config import ConfigError, load
 from exporter.httpserver import DEFAULT_LISTEN_ADDRESS, parse_listen_address
 
@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="address to serve metrics on (default %(default)s: every address, port 19100)")
     parser.add_argument("--web.telemetry-path", dest="telemetry_path", type=_telemetry_path, default="/metrics",
                         metavar="PATH", help="path of the metrics (default %(default)s)")
+    parser.add_argument("--web.config.file", dest="web_config_file", metavar="PATH",
+                        help="exporter-toolkit web config (TLS, basic auth, headers); re-read when it changes")
+    parser.add_argument("--web.enable-lifecycle", dest="enable_lifecycle", action="store_true",
+                        help="accept POST /-/reload to reload the configuration (SIGHUP always does)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true",
                       help="read every configured file once, print the exposition to stdout and exit")
@@ -175,11 +179,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_INVALID
     try:
         config = load(args.config)
+        if args.web_config_file:
+            webconfig.load(args.web_config_file)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_INVALID
     if args.check_config:
-        print("%s is valid" % args.config)
+        print("%s is valid" % " and ".join(filter(None, (args.config, args.web_config_file))))
         return EXIT_OK
     return run(config, args)
 
@@ -193,7 +199,11 @@ def run(config, args) -> int:
         sys.stdout.flush()
         return EXIT_OK
     try:
-        return daemon.serve(config, args.listen_address, args.telemetry_path)
+        return daemon.serve(config, args.listen_address, args.telemetry_path, config_path=args.config,
+                            web_config_file=args.web_config_file, enable_lifecycle=args.enable_lifecycle)
+    except ConfigError as exc:  # the web config file changed between the check above and now
+        print(str(exc), file=sys.stderr)
+        return EXIT_INVALID
     except OSError as exc:
         log.error("cannot serve", extra=logs.fields(address=args.listen_address, error=exc))
         return EXIT_FAILURE

@@ -2,22 +2,26 @@
 
 Start-up binds the port first (a busy port fails before systemd hears
 READY=1), then starts watching. SIGTERM and SIGINT stop it cleanly within
-about a second; SIGHUP asks for a full rescan of every file.
+about a second. SIGHUP (or ``POST /-/reload`` with ``--web.enable-lifecycle``)
+reloads the configuration and the web config, then rescans every file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
+import time
 from typing import Dict, Optional, Sequence
 
-from exporter import sdnotify, statuspage
-from exporter.config import Config
+from exporter import sdnotify, selfmetrics, statuspage
+from exporter.config import Config, ConfigError, load
 from exporter.httpserver import App, make_server
 from exporter.logs import fields
 from exporter.runtime import Runtime
 from exporter.sources import Reader, registered_sources
+from exporter.webconfig import WebConfigFile
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +40,90 @@ def render_once(config: Config, openmetrics: bool = False) -> bytes:
         runtime.close_readers()
 
 
-def serve(config: Config, listen_address: str, telemetry_path: str, stop: Optional[threading.Event] = None) -> int:
-    """Runs until SIGTERM/SIGINT (or ``stop`` is set); returns the exit code."""
+class Reloader:
+    """Re-reads the config file into the running runtime; one reload at a time.
+
+    Only sources whose section changed get new readers: the others keep
+    theirs, and with them their counters and file offsets. An invalid file
+    changes nothing and is reported, with every problem, to the caller.
+    """
+
+    def __init__(self, config_path: Optional[str], config: Config, runtime: Runtime, web: WebConfigFile):
+        self._path = config_path
+        self._config = config
+        self._runtime = runtime
+        self.web = web
+        self._lock = threading.Lock()
+        runtime.reload_status = selfmetrics.ReloadStatus(last_success_time=time.time())
+
+    def reload(self) -> Optional[str]:
+        """None when the new config runs, else why it was rejected."""
+        with self._lock:
+            self.web.refresh()
+            try:
+                problem = self._apply(load(self._path)) if self._path else None
+            except ConfigError as exc:
+                problem = str(exc)
+            self._record(problem)
+            self._runtime.request_rescan()
+            return problem
+
+    def _apply(self, new: Config) -> None:
+        running = self._runtime.readers()
+        readers: Dict[str, Sequence[Reader]] = {}
+        for source in registered_sources():
+            unchanged = new.sources[source.name] == self._config.sources[source.name]
+            readers[source.name] = running.get(source.name, ()) if unchanged else source.readers(
+                new.sources[source.name])
+        changed = [name for name in readers if readers[name] is not running.get(name, ())]
+        if changed or new.watch != self._config.watch:
+            self._runtime.reconfigure(readers, new.watch)
+        self._config = new
+        log.info("configuration reloaded", extra=fields(file=self._path, changed_sources=",".join(changed) or "none"))
+
+    def _record(self, problem: Optional[str]) -> None:
+        now = time.time()
+        before = self._runtime.reload_status
+        if problem is None:
+            status = dataclasses.replace(before, successful=True, last_attempt_time=now, last_success_time=now,
+                                         successes=before.successes + 1)
+        else:
+            log.error("configuration reload failed; the previous configuration keeps running",
+                      extra=fields(file=self._path, error=problem))
+            status = dataclasses.replace(before, successful=False, last_attempt_time=now,
+                                         failures=before.failures + 1)
+        self._runtime.reload_status = status
+        self._runtime.status_changed()
+
+
+def serve(config: Config, listen_address: str, telemetry_path: str, stop: Optional[threading.Event] = None,
+          config_path: Optional[str] = None, web_config_file: Optional[str] = None,
+          enable_lifecycle: bool = False) -> int:
+    """Runs until SIGTERM/SIGINT (or ``stop`` is set); returns the exit code.
+
+    An invalid ``web_config_file`` raises ConfigError before anything starts.
+    """
     stop = stop or threading.Event()
+    web = WebConfigFile(web_config_file)
     runtime = Runtime(build_readers(config), config.watch)
+    reloader = Reloader(config_path, config, runtime, web)
     app = App(telemetry_path, runtime.scraped, runtime.ready.is_set,
               lambda: statuspage.render(runtime.status(), runtime.cache.sections(), telemetry_path,
-                                        runtime.ready.is_set()))
+                                        runtime.ready.is_set()),
+              web=web, reload=reloader.reload if enable_lifecycle else None)
     server = make_server(listen_address, app)
     http_thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="http",
                                    daemon=True)
-    _install_signal_handlers(stop, runtime)
+    reload_requested = threading.Event()
+    _install_signal_handlers(stop, reload_requested)
     runtime.start()
     http_thread.start()
     sdnotify.notify("READY=1")
     host, port = server.server_address[:2]
-    log.info("listening", extra=fields(address="%s:%d" % (host, port), telemetry_path=telemetry_path))
-    _supervise(stop, runtime, http_thread)
+    log.info("listening", extra=fields(address="%s:%d" % (host, port), telemetry_path=telemetry_path,
+                                       tls=web.current().ssl_context is not None,
+                                       basic_auth=web.current().auth is not None))
+    _supervise(stop, runtime, http_thread, reload_requested, reloader)
     log.info("shutting down")
     sdnotify.notify("STOPPING=1")
     server.shutdown()
@@ -61,22 +132,31 @@ def serve(config: Config, listen_address: str, telemetry_path: str, stop: Option
     return 0
 
 
-def _install_signal_handlers(stop: threading.Event, runtime: Runtime) -> None:
+def _install_signal_handlers(stop: threading.Event, reload_requested: threading.Event) -> None:
+    """Handlers only set flags: the reload itself runs in the supervising loop, never inside a handler."""
     if threading.current_thread() is not threading.main_thread():
         return
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: runtime.request_rescan())
+    signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
 
 
-def _supervise(stop: threading.Event, runtime: Runtime, http_thread: threading.Thread) -> None:
-    """Pings the systemd watchdog only while the pipeline and HTTP threads are alive."""
+def _supervise(stop: threading.Event, runtime: Runtime, http_thread: threading.Thread,
+               reload_requested: threading.Event, reloader: Reloader) -> None:
+    """Runs requested reloads; pings the systemd watchdog only while the pipeline and HTTP threads are alive."""
     interval = sdnotify.watchdog_interval()
     tick = min(interval, 0.5) if interval else 0.5
+    tick = min(tick, 0.2)
     next_ping = 0.0
     elapsed = 0.0
     while not stop.wait(tick):
         elapsed += tick
+        reloader.web.current()  # notices a changed web config file even while nobody connects
+        if reload_requested.is_set():
+            reload_requested.clear()
+            sdnotify.notify("RELOADING=1\nMONOTONIC_USEC=%d" % (time.monotonic() * 1e6))
+            reloader.reload()
+            sdnotify.notify("READY=1")
         if interval is None or elapsed < next_ping:
             continue
         next_ping = elapsed + interval

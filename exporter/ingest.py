@@ -47,10 +47,12 @@ class SourceIngest:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: Optional[float] = 1.0) -> None:
+        """Stops the thread; ``timeout=None`` waits for a read in progress (before its readers are closed)."""
         self._stop.set()
         self.debouncer.close()
-        self._thread.join(timeout=1.0)
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout)
 
     def alive(self) -> bool:
         return self._thread.is_alive()

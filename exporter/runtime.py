@@ -41,11 +41,15 @@ PROCESS_REFRESH_SECONDS = 5.0  # process metrics are re-rendered at most this of
 
 class Runtime:
     def __init__(self, readers: Mapping[str, Sequence[Reader]], watch: WatchConfig):
+        self._watch = watch
         self._ingests = [SourceIngest(section, rs, watch, self._published) for section, rs in readers.items() if rs]
         self.cache = ExpositionCache(list(readers) + [EXPORTER_SECTION, PROCESS_SECTION])
-        patterns = [p for ingest in self._ingests for reader in ingest.readers for p in reader.patterns]
-        self.watcher = Watcher(patterns, watch, self._on_path, self.request_rescan,
-                               on_status_change=lambda: self._mark_dirty({EXPORTER_SECTION}))
+        self.watcher = self._new_watcher()
+        self.reload_status = selfmetrics.ReloadStatus()
+        # Totals of ingests and watchers retired by reloads, so the global counters never go down.
+        self._retired_failures: Counter = Counter()
+        self._retired_rescans = 0
+        self._retired_watch_restarts = 0
         self._process_registry = CollectorRegistry(auto_describe=False)
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
             collector(registry=self._process_registry)
@@ -73,6 +77,54 @@ class Runtime:
         self._render_thread.join(timeout=1.0)
         self.close_readers()
 
+    def _new_watcher(self) -> Watcher:
+        patterns = [p for ingest in self._ingests for reader in ingest.readers for p in reader.patterns]
+        return Watcher(patterns, self._watch, self._on_path, self.request_rescan,
+                       on_status_change=lambda: self._mark_dirty({EXPORTER_SECTION}))
+
+    def readers(self) -> Dict[str, Sequence[Reader]]:
+        """The readers of each source section now running."""
+        return {ingest.section: tuple(ingest.readers) for ingest in self._ingests}
+
+    def reconfigure(self, readers: Mapping[str, Sequence[Reader]], watch: WatchConfig) -> None:
+        """Swaps in new readers (a reloaded config) while running; call from one thread at a time.
+
+        A section whose readers are the same objects, under the same watch
+        settings, keeps its ingest thread untouched: its counters go on. Any
+        other section's ingest is stopped and its dropped readers are closed.
+        The watcher is replaced; its start asks every source for a full
+        rescan, so changes made during the swap are not lost.
+        """
+        old_watcher, old_ingests = self.watcher, self._ingests
+        watch_changed = watch != self._watch
+        self._watch = watch
+        kept = {ingest.section: ingest for ingest in old_ingests
+                if not watch_changed and tuple(ingest.readers) == tuple(readers.get(ingest.section, ()))}
+        old_watcher.stop()
+        self._retired_watch_restarts += old_watcher.restarts
+        ingests = []
+        for section, section_readers in readers.items():
+            if section in kept:
+                ingests.append(kept[section])
+            elif section_readers:
+                ingests.append(SourceIngest(section, section_readers, watch, self._published))
+        self._ingests = ingests
+        still_used = {id(reader) for ingest in ingests for reader in ingest.readers}
+        for ingest in old_ingests:
+            if ingest not in ingests:
+                ingest.stop(timeout=None)
+                self._retired_rescans += ingest.rescans
+                self._retired_failures.update(ingest.failures)
+                for reader in ingest.readers:
+                    if id(reader) not in still_used:
+                        reader.close()
+        for ingest in ingests:
+            if ingest.section not in kept:
+                ingest.start()
+        self.watcher = self._new_watcher()
+        self.watcher.start()
+        self._mark_dirty(set(readers) | {EXPORTER_SECTION})
+
     def close_readers(self) -> None:
         for ingest in self._ingests:
             ingest.close()
@@ -93,6 +145,10 @@ class Runtime:
     def request_rescan(self) -> None:
         for ingest in self._ingests:
             ingest.debouncer.request_rescan()
+
+    def status_changed(self) -> None:
+        """Re-renders the exporter's own metrics (after a reload, say)."""
+        self._mark_dirty({EXPORTER_SECTION})
 
     def _on_path(self, path: str) -> None:
         for ingest in self._ingests:
@@ -161,13 +217,16 @@ class Runtime:
 
     def status(self) -> selfmetrics.RuntimeStatus:
         snapshots = [snapshot for ingest in self._ingests for snapshot in dict(ingest.snapshots).values()]
-        failures: Counter = Counter()
+        failures: Counter = Counter(self._retired_failures)
         for ingest in self._ingests:
             failures.update(ingest.failures)
         return selfmetrics.RuntimeStatus(
             files=tuple(f for snapshot in snapshots for f in snapshot.files),
             watches=self.watcher.statuses(),
             reader_failures=dict(failures),
-            rescans=sum(ingest.rescans for ingest in self._ingests),
-            watch_restarts=self.watcher.restarts,
+            rescans=self._retired_rescans + sum(ingest.rescans for ingest in self._ingests),
+            watch_restarts=self._retired_watch_restarts + self.watcher.restarts,
+            reload=self.reload_status,
+            patterns=tuple((reader.kind, pattern) for ingest in self._ingests for reader in ingest.readers
+                           for pattern in reader.patterns),
         )

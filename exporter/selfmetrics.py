@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence, Tuple
+from typing import Iterable, Mapping, Optional, Sequence, Tuple
 
 from prometheus_client.core import InfoMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -17,6 +17,7 @@ from prometheus_client.metrics_core import Metric
 from exporter import __version__
 from exporter.exposition import Section
 from exporter.families import counter, gauge
+from exporter.paths import PathPattern
 from exporter.sources import FileStatus
 
 
@@ -29,6 +30,17 @@ class WatchStatus:
 
 
 @dataclass(frozen=True)
+class ReloadStatus:
+    """The outcome of the last configuration reload (SIGHUP or POST /-/reload)."""
+
+    successful: bool = True
+    last_success_time: Optional[float] = None
+    last_attempt_time: Optional[float] = None
+    successes: int = 0
+    failures: int = 0
+
+
+@dataclass(frozen=True)
 class RuntimeStatus:
     """What the ingest side reports about itself, as one immutable value."""
 
@@ -37,6 +49,8 @@ class RuntimeStatus:
     reader_failures: Mapping[str, int]
     rescans: int
     watch_restarts: int
+    reload: ReloadStatus = ReloadStatus()
+    patterns: Tuple[Tuple[str, PathPattern], ...] = ()  # (kind, pattern) of every configured pattern
 
 
 def families(status: RuntimeStatus, sections: Mapping[str, Section]) -> Iterable[Metric]:
@@ -51,6 +65,9 @@ def families(status: RuntimeStatus, sections: Mapping[str, Section]) -> Iterable
     yield gauge("renderfarm_exporter_source_last_success_timestamp_seconds",
                 "When the file was last read successfully", ["kind", "path"],
                 {(f.kind, f.path): f.last_success_time for f in files if f.last_success_time is not None})
+    yield gauge("renderfarm_exporter_pattern_matched_files",
+                "Files each configured pattern matches now; 0 means a wrong path or an unmounted share",
+                ["kind", "pattern"], _matched_files(status.patterns, files))
     yield counter("renderfarm_exporter_source_parse_errors", "Failed reads of the file; the last good values are kept",
                   ["kind", "path"], _per_file(files, "errors_total"))
     yield counter("renderfarm_exporter_source_malformed_lines", "Lines of the file skipped as malformed",
@@ -65,6 +82,7 @@ def families(status: RuntimeStatus, sections: Mapping[str, Section]) -> Iterable
     yield counter("renderfarm_exporter_watch_restarts",
                   "Watches re-established after their folder or watcher thread went away", [],
                   {(): status.watch_restarts})
+    yield from _reload_families(status.reload)
     yield _watch_info(status.watches)
     yield gauge("renderfarm_exporter_watch_up", "1 if the folder is being watched now", ["directory"],
                 {w.directory: int(w.up) for w in status.watches})
@@ -72,6 +90,26 @@ def families(status: RuntimeStatus, sections: Mapping[str, Section]) -> Iterable
                 ["section"], {name: s.series for name, s in sections.items()})
     yield gauge("renderfarm_exporter_exposition_render_seconds", "How long the last render of each section took",
                 ["section"], {name: s.render_seconds for name, s in sections.items()})
+
+
+def _reload_families(reload: ReloadStatus) -> Iterable[Metric]:
+    yield gauge("renderfarm_exporter_config_last_reload_successful",
+                "1 if the last configuration reload succeeded (or none was tried); 0: the old config still runs",
+                [], {(): int(reload.successful)})
+    if reload.last_attempt_time is not None:
+        yield gauge("renderfarm_exporter_config_last_reload_attempt_timestamp_seconds",
+                    "When a configuration reload was last tried", [], {(): reload.last_attempt_time})
+    if reload.last_success_time is not None:
+        yield gauge("renderfarm_exporter_config_last_reload_success_timestamp_seconds",
+                    "When the configuration was last loaded successfully (start-up or reload)", [],
+                    {(): reload.last_success_time})
+    yield counter("renderfarm_exporter_config_reloads", "Configuration reloads tried, by result", ["result"],
+                  {"success": reload.successes, "failure": reload.failures})
+
+
+def _matched_files(patterns: Sequence[Tuple[str, PathPattern]], files: Sequence[FileStatus]):
+    return {(kind, pattern.pattern): sum(1 for f in files if f.kind == kind and pattern.matches(f.path))
+            for kind, pattern in patterns}
 
 
 def _per_file(files: Sequence[FileStatus], attribute: str) -> Mapping[Tuple[str, str], float]:
