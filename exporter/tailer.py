@@ -15,7 +15,12 @@ newline. Paths point at cursors, so
   the new content is then read from its start, once;
 - a file replaced whole by a new inode with the same content plus more (rsync
   writes a temporary file and renames it over the old one) continues at the
-  old offset, verified by the first line and the bytes before the offset.
+  old offset, verified by the first line and the bytes before the offset;
+- so does a file that comes back at its path after it was gone (a share
+  unmounted and mounted again, a restore from backup): the read position of
+  every closed file is remembered by path (a few hundred bytes each, the
+  newest ``REMEMBERED_FILES``), and a reappearing file that continues it is
+  not counted again.
 
 Complete lines are handed over in blocks as raw bytes; decoding and parsing
 belong to the reader of the file kind.
@@ -27,7 +32,8 @@ import logging
 import os
 import stat
 import time
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from collections import OrderedDict
+from typing import Callable, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from exporter.logs import fields
 
@@ -38,9 +44,18 @@ FINGERPRINT_BYTES = 128
 TAIL_BYTES = 64
 MAX_LINE_BYTES = 1 << 20
 RETIRE_GRACE_SECONDS = 2.0
+REMEMBERED_FILES = 10000
 
 Identity = Tuple[int, int]
 BlockSink = Callable[[str, bytes], None]
+
+
+class _Position(NamedTuple):
+    """Where reading a closed file stopped: enough to recognise its content if it comes back."""
+
+    fingerprint: bytes
+    offset: int
+    tail: bytes
 
 
 class _Cursor:
@@ -84,6 +99,7 @@ class Tailer:
         self._by_path: Dict[str, _Cursor] = {}
         self._by_identity: Dict[Identity, _Cursor] = {}
         self._retired: List[_Cursor] = []
+        self._gone: "OrderedDict[str, _Position]" = OrderedDict()
 
     @property
     def paths(self) -> Set[str]:
@@ -125,6 +141,7 @@ class Tailer:
             return self.follow(path)
         self._by_identity[cursor.identity] = cursor
         self._attach(cursor, path)
+        self._resume(cursor, path)
         self._read(cursor)
 
     def forget(self, path: str) -> None:
@@ -164,10 +181,15 @@ class Tailer:
         self._by_path[path] = cursor
 
     def _close(self, cursor: _Cursor) -> None:
-        """A finished file: its last line counts even without a final newline."""
+        """A finished file: its last line counts even without a final newline; its position is remembered."""
         if cursor.partial:
             self._sink(cursor.label, cursor.partial + b"\n")
             cursor.partial = b""
+        elif cursor.fingerprint:
+            self._gone[cursor.label] = _Position(cursor.fingerprint, cursor.offset, cursor.tail)
+            self._gone.move_to_end(cursor.label)
+            while len(self._gone) > REMEMBERED_FILES:
+                self._gone.popitem(last=False)
         cursor.handle.close()
         if self._by_identity.get(cursor.identity) is cursor:
             del self._by_identity[cursor.identity]
@@ -197,6 +219,35 @@ class Tailer:
         log.info("file replaced by a copy with more lines; continuing", extra=fields(path=path))
         self._read(old)
         return True
+
+    def _resume(self, cursor: _Cursor, path: str) -> None:
+        """Starts a new file where an earlier file at ``path`` stopped, if it is that file's content plus more."""
+        predecessor = next((c for c in self._retired if c.label == path and not c.paths), None)
+        if predecessor is not None:
+            self._safe_read(predecessor)
+            if predecessor.partial or not predecessor.fingerprint:
+                return
+            position = _Position(predecessor.fingerprint, predecessor.offset, predecessor.tail)
+        else:
+            position = self._gone.get(path)
+        if position is None or not self._continues(cursor.handle.fileno(), position):
+            return
+        if predecessor is not None:
+            self._retired.remove(predecessor)
+            predecessor.handle.close()
+            del self._by_identity[predecessor.identity]
+        self._gone.pop(path, None)
+        cursor.fingerprint, cursor.offset, cursor.tail = position
+        log.info("file came back with the lines already read; continuing after them",
+                 extra=fields(path=path, offset=position.offset))
+
+    @staticmethod
+    def _continues(fd: int, position: _Position) -> bool:
+        return (
+            os.fstat(fd).st_size >= position.offset
+            and os.pread(fd, len(position.fingerprint), 0) == position.fingerprint
+            and os.pread(fd, len(position.tail), position.offset - len(position.tail)) == position.tail
+        )
 
     def _safe_read(self, cursor: _Cursor) -> int:
         try:
