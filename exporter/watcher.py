@@ -13,7 +13,9 @@ are covered here (see shared/notes/conventions.md):
   watched (deleted and re-created, or re-mounted): inotify sends no
   ``IN_DELETE_SELF`` while a file in the old folder is still open, as a
   rotated log being drained is, and would watch the dead folder forever;
-- inotify watch limits raise OSError: that folder is polled instead;
+- inotify watch limits raise OSError: that folder is polled instead; with
+  no inotify instance left at all (watchdog 7 takes one per observer), every
+  folder is polled until the supervisor manages to create one;
 - every (re)schedule asks for a full rescan, and the runtime rescans
   periodically anyway, because inotify queue overflows are lost silently.
 
@@ -109,27 +111,42 @@ class Watcher:
         self._on_status_change = on_status_change
         self._handler = _Handler(on_path, on_rescan)
         self._roots = [_Root(d, r) for d, r in sorted(watch_roots(patterns).items())]
-        self._events: BaseObserver = Observer()
+        self._said_no_inotify = False
+        self._events: Optional[BaseObserver] = self._new_events_observer()
         self._polls: BaseObserver = PollingObserver(timeout=config.poll_interval)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._supervise_loop, name="watch-supervisor", daemon=True)
         self.restarts = 0
 
     def start(self) -> None:
-        self._events.start()
-        self._polls.start()
+        for observer in self._observers():
+            observer.start()
         self.supervise()
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        for observer in (self._events, self._polls):
+        for observer in self._observers():
             observer.stop()
-        for observer in (self._events, self._polls):
+        for observer in self._observers():
             observer.join(timeout=1.0)
 
     def alive(self) -> bool:
-        return self._thread.is_alive() and self._events.is_alive() and self._polls.is_alive()
+        return self._thread.is_alive() and all(observer.is_alive() for observer in self._observers())
+
+    def _observers(self) -> List[BaseObserver]:
+        return [o for o in (self._events, self._polls) if o is not None]
+
+    def _new_events_observer(self) -> Optional[BaseObserver]:
+        """An inotify observer, or None when the user has no inotify instance left (polling then)."""
+        try:
+            return Observer()
+        except OSError as exc:
+            if not self._said_no_inotify:
+                self._said_no_inotify = True
+                log.warning("inotify unavailable (instance limit, see fs.inotify.max_user_instances); "
+                            "polling every folder instead", extra=fields(error=exc))
+            return None
 
     def statuses(self) -> Tuple[WatchStatus, ...]:
         """One per folder once watching started (``--once`` never watches)."""
@@ -176,8 +193,14 @@ class Watcher:
     def _revive_observers(self) -> None:
         if self._stop.is_set():
             return
-        if not self._events.is_alive():
-            self._events = self._restart_observer(self._events, Observer())
+        if self._events is None:
+            self._events = self._new_events_observer()
+            if self._events is not None:
+                self._events.start()
+                log.info("inotify available again; folders watched from now on use events")
+        elif not self._events.is_alive():
+            fresh = self._new_events_observer()
+            self._events = None if fresh is None else self._restart_observer(self._events, fresh)
         if not self._polls.is_alive():
             self._polls = self._restart_observer(self._polls, PollingObserver(timeout=self._config.poll_interval))
 
@@ -199,7 +222,9 @@ class Watcher:
         st = os.stat(root.directory)
         root.identity = (st.st_dev, st.st_ino)
         root.mode = self._choose_mode(root)
-        if root.mode == "events":
+        if root.mode == "events" and self._events is None:
+            root.mode = "poll"
+        elif root.mode == "events":
             try:
                 root.watch = self._events.schedule(self._handler, root.directory, recursive=root.recursive)
                 root.observer = self._events
