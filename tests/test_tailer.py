@@ -170,3 +170,31 @@ def test_final_line_without_newline_counts_when_file_is_gone(tmp_path):
     tailer.forget(path)
     tailer.drain_retired()
     assert sink.lines == ["1", "last"]
+
+
+def test_a_file_that_comes_back_continues_where_it_stopped(tmp_path):
+    """A share unmounted and mounted again: the same file, with more lines, at the same path."""
+    path = str(tmp_path / "cpu.acct")
+    tailer, sink = make()
+    append(path, "first\nsecond\n")
+    tailer.follow(path)
+    saved = open(path).read()
+    os.unlink(path)
+    tailer.forget(path)
+    tailer.drain_retired()  # closed: only its remembered position is left
+    append(path, saved + "third\n")
+    tailer.follow(path)
+    assert sink.lines == ["first", "second", "third"]
+
+
+def test_a_file_that_comes_back_with_other_content_is_read_whole(tmp_path):
+    path = str(tmp_path / "cpu.acct")
+    tailer, sink = make(grace=60.0)
+    append(path, "first\nsecond\n")
+    tailer.follow(path)
+    os.unlink(path)
+    tailer.forget(path)  # still in its grace period
+    append(path, "first\nsecond-other\nthird\n")
+    tailer.follow(path)
+    tailer.drain_retired()
+    assert sink.lines == ["first", "second", "first", "second-other", "third"]
