@@ -194,13 +194,15 @@ class Struct(Schema):
 
     def load(self, node, path, errors):
         if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"):
-            return self.defaults()
-        if not isinstance(node, yaml.MappingNode):
+            pairs = []  # an empty section: defaults, but required keys are still missing
+        elif not isinstance(node, yaml.MappingNode):
             errors.add(path, node, "expected a mapping")
             return None
+        else:
+            pairs = node.value
         values: Dict[str, Any] = {}
         failed = False
-        for key_node, value_node in node.value:
+        for key_node, value_node in pairs:
             key = key_node.value
             key_path = _join(path, key)
             if key not in self.fields:
