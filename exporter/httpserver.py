@@ -181,22 +181,22 @@ class Handler(BaseHTTPRequestHandler):
 
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _refuse
 
-    def _admitted(self, path: str) -> bool:
+    def _admitted(self, path: str, send_body: bool = True) -> bool:
         """Refuses requests with a body and, unless the path is open, without valid credentials."""
         if self.headers.get("Transfer-Encoding") or self.headers.get("Content-Length", "0").strip() != "0":
             self.close_connection = True
-            self._send(413, "text/plain; charset=utf-8", b"Request bodies are not accepted\n", True)
+            self._send(413, "text/plain; charset=utf-8", b"Request bodies are not accepted\n", send_body)
             return False
         auth = self._settings.auth
         if auth is None or path in OPEN_PATHS or auth.allows(self.headers.get("Authorization")):
             return True
-        self._send(401, "text/plain; charset=utf-8", b"Unauthorized\n", True,
+        self._send(401, "text/plain; charset=utf-8", b"Unauthorized\n", send_body,
                    {"WWW-Authenticate": 'Basic realm="renderfarm-exporter", charset="UTF-8"'})
         return False
 
     def _respond(self, send_body: bool) -> None:
         path = self.path.split("?", 1)[0]
-        if not self._admitted(path):
+        if not self._admitted(path, send_body):
             return
         if path == self.app.telemetry_path:
             self._metrics(send_body)

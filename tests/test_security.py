@@ -142,6 +142,14 @@ def test_basic_auth_guards_data_but_not_health(tmp_path, start_daemon, write_con
     assert daemon.get("/", basic("prometheus", PASSWORD))[0] == 200
     assert daemon.get("/-/healthy")[0] == 200 and daemon.get("/-/ready")[0] == 200
 
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=5)  # one keep-alive connection
+    conn.request("HEAD", "/metrics")
+    response = conn.getresponse()
+    assert response.status == 401 and response.read() == b""
+    conn.request("GET", "/metrics", headers=basic("prometheus", PASSWORD))
+    assert conn.getresponse().read().count(b"render01") >= 1, "the connection survives a HEAD refused"
+    conn.close()
+
 
 def test_web_config_is_reread_and_a_broken_change_keeps_the_old_one(tmp_path, start_daemon, write_config):
     web = write_web(tmp_path, "basic_auth_users:\n  prometheus: '%s'\n" % HASH)
