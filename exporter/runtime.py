@@ -29,6 +29,7 @@ from exporter.config import WatchConfig
 from exporter.exposition import ExpositionCache, SectionRenderer
 from exporter.ingest import SourceIngest
 from exporter.logs import fields
+from exporter.memory import release_free_memory
 from exporter.sources import Reader
 from exporter.watcher import Watcher
 
@@ -187,6 +188,7 @@ class Runtime:
                 return
             for name in self._render_order(dirty):
                 self._render(name)
+            release_free_memory()
             if not self.ready.is_set() and not self._dirty and self._all_ingested():
                 self.ready.set()
 
