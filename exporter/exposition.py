@@ -22,7 +22,7 @@ import threading
 import zlib
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from prometheus_client.exposition import generate_latest as render_text
 from prometheus_client.metrics_core import Metric
@@ -43,13 +43,12 @@ def _deflate_piece(data: bytes) -> bytes:
     return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
 
 
-def _gzip_join(texts: Sequence[bytes], pieces: Sequence[bytes]) -> bytes:
-    crc = 0
-    size = 0
-    for text in texts:
-        crc = zlib.crc32(text, crc)
-        size += len(text)
-    trailer = struct.pack("<II", crc & 0xFFFFFFFF, size & 0xFFFFFFFF)
+_EOF_DEFLATED = _deflate_piece(_EOF)
+
+
+def _gzip_join(text: bytes, pieces: Sequence[bytes]) -> bytes:
+    """One gzip member of ``text`` from the deflated pieces of its parts, in order."""
+    trailer = struct.pack("<II", zlib.crc32(text) & 0xFFFFFFFF, len(text) & 0xFFFFFFFF)
     return b"".join([_GZIP_HEADER, *pieces, _FINAL_EMPTY_BLOCK, trailer])
 
 
@@ -164,41 +163,78 @@ def render_section(families: Iterable[Metric]) -> Section:
     return SectionRenderer().render(families)
 
 
+@dataclass(frozen=True)
+class PlacedSection:
+    """What the cache keeps of a section once its bodies are joined: stats, deflated pieces and lengths.
+
+    The section's own text is not kept: it lives once, inside the joined
+    bodies, and is sliced out of them when a neighbouring section changes.
+    """
+
+    series: int
+    render_seconds: float
+    text_deflated: bytes
+    openmetrics_deflated: bytes
+    text_length: int
+    openmetrics_length: int
+
+
 class ExpositionCache:
-    """Holds the rendered sections in a fixed order and the joined bodies."""
+    """Holds the joined bodies in a fixed section order, and each section's place in them."""
 
     def __init__(self, order: Sequence[str]):
         self._order = list(order)
-        self._sections: Dict[str, Section] = {}
+        self._placed: Dict[str, PlacedSection] = {}
         self._lock = threading.Lock()
-        self._current = self._join()
+        self._current = self._join({}, previous=None)
 
     @property
     def current(self) -> Exposition:
         return self._current
 
-    def sections(self) -> Mapping[str, Section]:
+    def sections(self) -> Mapping[str, PlacedSection]:
         """The rendered sections, in exposition order."""
-        current = dict(self._sections)
+        current = dict(self._placed)
         return {name: current[name] for name in self._order if name in current}
 
     def update(self, changes: Mapping[str, Section]) -> None:
         """Replaces sections and publishes the new joined bodies atomically."""
         with self._lock:
-            self._sections.update(changes)
-            self._current = self._join()
+            self._current = self._join(changes, self._current)
+            for name, section in changes.items():
+                self._placed[name] = PlacedSection(section.series, section.render_seconds, section.text_deflated,
+                                                   section.openmetrics_deflated, len(section.text),
+                                                   len(section.openmetrics))
 
-    def _join(self) -> Exposition:
-        present: List[Section] = [self._sections[name] for name in self._order if name in self._sections]
-        texts = [section.text for section in present]
-        openmetrics = [section.openmetrics for section in present] + [_EOF]
+    def _join(self, changes: Mapping[str, Section], previous: Optional[Exposition]) -> Exposition:
+        """New bodies: changed sections from ``changes``, the others sliced out of ``previous``."""
+        texts: List[bytes] = []
+        openmetrics: List[bytes] = []
+        text_pieces: List[bytes] = []
+        openmetrics_pieces: List[bytes] = []
+        text_at = openmetrics_at = 0
+        for name in self._order:
+            placed = self._placed.get(name)
+            if name in changes:
+                section = changes[name]
+                texts.append(section.text)
+                openmetrics.append(section.openmetrics)
+                text_pieces.append(section.text_deflated)
+                openmetrics_pieces.append(section.openmetrics_deflated)
+            elif placed is not None:
+                texts.append(previous.text[text_at:text_at + placed.text_length])
+                openmetrics.append(previous.openmetrics[openmetrics_at:openmetrics_at + placed.openmetrics_length])
+                text_pieces.append(placed.text_deflated)
+                openmetrics_pieces.append(placed.openmetrics_deflated)
+            if placed is not None:
+                text_at += placed.text_length
+                openmetrics_at += placed.openmetrics_length
+        text, joined_openmetrics = b"".join(texts), b"".join(openmetrics) + _EOF
         return Exposition(
-            text=b"".join(texts),
-            text_gzip=_gzip_join(texts, [section.text_deflated for section in present]),
-            openmetrics=b"".join(openmetrics),
-            openmetrics_gzip=_gzip_join(
-                openmetrics, [section.openmetrics_deflated for section in present] + [_deflate_piece(_EOF)]
-            ),
+            text=text,
+            text_gzip=_gzip_join(text, text_pieces),
+            openmetrics=joined_openmetrics,
+            openmetrics_gzip=_gzip_join(joined_openmetrics, openmetrics_pieces + [_EOF_DEFLATED]),
         )
 
 

@@ -15,7 +15,7 @@ from prometheus_client.core import InfoMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from exporter import __version__
-from exporter.exposition import Section
+from exporter.exposition import PlacedSection
 from exporter.families import counter, gauge
 from exporter.paths import PathPattern
 from exporter.sources import FileStatus
@@ -53,7 +53,7 @@ class RuntimeStatus:
     patterns: Tuple[Tuple[str, PathPattern], ...] = ()  # (kind, pattern) of every configured pattern
 
 
-def families(status: RuntimeStatus, sections: Mapping[str, Section]) -> Iterable[Metric]:
+def families(status: RuntimeStatus, sections: Mapping[str, PlacedSection]) -> Iterable[Metric]:
     files = status.files
     yield InfoMetricFamily(
         "renderfarm_exporter_build",

@@ -11,7 +11,7 @@ import time
 from typing import Iterable, Mapping, Optional, Sequence
 
 from exporter import __version__
-from exporter.exposition import Section
+from exporter.exposition import PlacedSection
 from exporter.selfmetrics import RuntimeStatus, WatchStatus
 
 _STYLE = (
@@ -57,7 +57,7 @@ def _table(headers: Iterable[str], rows: Iterable[str], caption: str) -> str:
     return "<table><caption>%s</caption><tr>%s</tr>%s</table>" % (_esc(caption), head, "".join(rows))
 
 
-def render(status: RuntimeStatus, sections: Mapping[str, Section], telemetry_path: str, ready: bool,
+def render(status: RuntimeStatus, sections: Mapping[str, PlacedSection], telemetry_path: str, ready: bool,
            now: Optional[float] = None) -> bytes:
     now = time.time() if now is None else now
     section_rows = [
