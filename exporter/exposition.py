@@ -98,6 +98,14 @@ def _formatted(family: Metric, samples: List[Sample]) -> Tuple[bytes, bytes]:
     return render_text(_Families([part])), openmetrics[: -len(_EOF)] if openmetrics.endswith(_EOF) else openmetrics
 
 
+def _line(family: Metric, header: Tuple[bytes, bytes], sample: Sample) -> Tuple[bytes, bytes]:
+    """One sample's text and OpenMetrics lines, formatted by prometheus-client."""
+    text_line, openmetrics_line = _formatted(family, [sample])
+    text_line, openmetrics_line = text_line[len(header[0]):], openmetrics_line[len(header[1]):]
+    # Usually identical: keep one object for both (half the cache's memory).
+    return text_line, text_line if openmetrics_line == text_line else openmetrics_line
+
+
 class SectionRenderer:
     """Renders one section, formatting only what changed since its previous render.
 
@@ -125,16 +133,27 @@ class SectionRenderer:
             header = self._header(family)
             text.append(header[0])
             openmetrics.append(header[1])
+            rows = getattr(family, "rows", None)
+            if rows is not None:
+                # Rows of exporter.families: keyed by label values, no Sample objects made for cache hits.
+                name = family.sample_name
+                for values, value in rows:
+                    key = (name, values, value if value else repr(value))
+                    line = previous.get(key) or lines.get(key)
+                    if line is None:
+                        line = _line(family, header, Sample(name, dict(zip(family.label_names, values)), value))
+                    lines[key] = line
+                    text.append(line[0])
+                    openmetrics.append(line[1])
+                series += len(rows)
+                continue
             for sample in family.samples:
                 value = sample.value
                 # 0.0 == -0.0 (and 0 == 0.0) yet they print differently: zeros are keyed by their repr
                 key = (sample.name, tuple(sample.labels.items()), value if value else repr(value))
                 line = previous.get(key) or lines.get(key)
                 if line is None or sample.timestamp is not None or sample.exemplar is not None:
-                    text_line, openmetrics_line = _formatted(family, [sample])
-                    text_line, openmetrics_line = text_line[len(header[0]):], openmetrics_line[len(header[1]):]
-                    # Usually identical: keep one object for both (half the cache's memory).
-                    line = (text_line, text_line if openmetrics_line == text_line else openmetrics_line)
+                    line = _line(family, header, sample)
                 lines[key] = line
                 text.append(line[0])
                 openmetrics.append(line[1])

@@ -9,6 +9,8 @@ from prometheus_client.exposition import generate_latest as text_of
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_of
 
 from exporter.exposition import SectionRenderer, _Families
+from exporter.families import counter as rows_counter
+from exporter.families import gauge as rows_gauge
 
 LABEL_VALUES = st.text(alphabet=st.sampled_from('ab\\"\n é{}=,'), max_size=6)
 VALUES = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**12, 10**12),
@@ -19,11 +21,16 @@ VALUES = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-
 def families(draw):
     result = []
     for index in range(draw(st.integers(0, 4))):
-        kind = draw(st.sampled_from(["counter", "gauge", "info"]))
+        kind = draw(st.sampled_from(["counter", "gauge", "info", "row_counter", "row_gauge"]))
         doc = draw(st.text(alphabet=st.sampled_from('doc \\\n"x'), max_size=10))
         name = "demo_%s_%d" % (kind, index)
         keys = draw(st.lists(LABEL_VALUES, max_size=5, unique=True))
-        if kind == "info":
+        if kind.startswith("row_"):
+            rows = {(key, draw(LABEL_VALUES)): draw(VALUES) for key in keys}
+            if kind == "row_counter":
+                rows = {k: abs(v) if not math.isnan(v) else v for k, v in rows.items()}
+            family = (rows_counter if kind == "row_counter" else rows_gauge)(name, doc, ["key", "other"], rows)
+        elif kind == "info":
             family = InfoMetricFamily(name, doc, labels=["key"])
             for key in keys:
                 family.add_metric([key], {})
