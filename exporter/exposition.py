@@ -135,17 +135,7 @@ class SectionRenderer:
             openmetrics.append(header[1])
             rows = getattr(family, "rows", None)
             if rows is not None:
-                # Rows of exporter.families: keyed by label values, no Sample objects made for cache hits.
-                name = family.sample_name
-                for values, value in rows:
-                    key = (name, values, value if value else repr(value))
-                    line = previous.get(key) or lines.get(key)
-                    if line is None:
-                        line = _line(family, header, Sample(name, dict(zip(family.label_names, values)), value))
-                    lines[key] = line
-                    text.append(line[0])
-                    openmetrics.append(line[1])
-                series += len(rows)
+                series += self._render_rows(family, header, previous, lines, text, openmetrics)
                 continue
             for sample in family.samples:
                 value = sample.value
@@ -168,6 +158,21 @@ class SectionRenderer:
             series=series,
             render_seconds=time.perf_counter() - started,
         )
+
+    @staticmethod
+    def _render_rows(family, header, previous, lines, text: List[bytes], openmetrics: List[bytes]) -> int:
+        """The rows of an ``exporter.families`` family: keyed by label values, no Sample made for a cache hit."""
+        name = family.sample_name
+        cached, add_text, add_openmetrics = previous.get, text.append, openmetrics.append
+        for values, value in family.rows:
+            key = (name, values, value if value else repr(value))  # zeros by repr: 0.0 and -0.0 print differently
+            line = cached(key)
+            if line is None:
+                line = _line(family, header, Sample(name, dict(zip(family.label_names, values)), value))
+            lines[key] = line
+            add_text(line[0])
+            add_openmetrics(line[1])
+        return len(family.rows)
 
     def _header(self, family: Metric) -> Tuple[bytes, bytes]:
         key = (family.name, family.type, family.documentation, family.unit)

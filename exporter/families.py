@@ -33,7 +33,11 @@ class _RowFamily:
     def _set_rows(self, labels: Sequence[str], samples: Mapping[LabelValues, float], sample_name: str) -> None:
         self.label_names = tuple(labels)
         self.sample_name = sample_name
-        self.rows = tuple((key if isinstance(key, tuple) else (key,), samples[key]) for key in sorted(samples))
+        keys = sorted(samples)
+        values = map(samples.__getitem__, keys)
+        if keys and not isinstance(keys[0], tuple):
+            keys = [(key,) for key in keys]
+        self.rows = tuple(zip(keys, values))
 
     @property
     def samples(self) -> List[Sample]:

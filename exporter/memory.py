@@ -1,20 +1,23 @@
 """Gives freed heap memory back to the operating system after renders.
 
-A render builds and drops tens of megabytes of small objects (metric
-families, lines, joined bodies). CPython returns its own arenas, but glibc
-keeps the freed space of its heap and per-thread arenas mapped, so the
-resident size only ever grows by the size of the largest render. Asking
-glibc to trim (``malloc_trim``) after each batch of renders keeps the resident size near what is actually in use. A trim costs well
-under a millisecond (it releases whole free pages only). Elsewhere than
-glibc this does nothing.
+A render builds and drops megabytes of small objects (metric families,
+lines, joined bodies). CPython returns its own arenas, but glibc keeps the
+freed space of its heap and per-thread arenas mapped, so the resident size
+only ever grows by the size of the largest render. ``malloc_trim`` hands it
+back, but the pages it releases fault in again at the next render, which
+costs about a millisecond of kernel time: so the heap is trimmed at most
+once per ``TRIM_INTERVAL_SECONDS``, after the renders of that interval.
+Elsewhere than glibc this does nothing.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import time
 from typing import Callable, Optional
 
+TRIM_INTERVAL_SECONDS = 10.0
 
 
 def _malloc_trim() -> Optional[Callable[[int], int]]:
@@ -25,9 +28,27 @@ def _malloc_trim() -> Optional[Callable[[int], int]]:
         return None
 
 
-_TRIM = _malloc_trim()
+class HeapTrimmer:
+    """Trims after renders, at most once per interval; a render inside the interval leaves a trim pending."""
 
+    def __init__(self, interval: float = TRIM_INTERVAL_SECONDS):
+        self._trim = _malloc_trim()
+        self._interval = interval
+        self._last = float("-inf")
+        self._pending = False
 
-def release_free_memory() -> None:
-    if _TRIM is not None:
-        _TRIM(0)
+    def rendered(self) -> None:
+        self._pending = self._trim is not None
+        self.trim_if_due()
+
+    def trim_if_due(self) -> None:
+        if self._pending and time.monotonic() - self._last >= self._interval:
+            self._trim(0)
+            self._last = time.monotonic()
+            self._pending = False
+
+    def wait_timeout(self) -> Optional[float]:
+        """How long the render loop may sleep before the pending trim is due (None: no trim pending)."""
+        if not self._pending:
+            return None
+        return max(0.0, self._last + self._interval - time.monotonic())

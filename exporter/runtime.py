@@ -29,7 +29,7 @@ from exporter.config import WatchConfig
 from exporter.exposition import ExpositionCache, SectionRenderer
 from exporter.ingest import SourceIngest
 from exporter.logs import fields
-from exporter.memory import release_free_memory
+from exporter.memory import HeapTrimmer
 from exporter.sources import Reader
 from exporter.watcher import Watcher
 
@@ -61,6 +61,7 @@ class Runtime:
         self._render_thread = threading.Thread(target=self._render_loop, name="render", daemon=True)
         self._process_rendered_at = time.monotonic()
         self._renderers: Dict[str, SectionRenderer] = {}
+        self._trimmer = HeapTrimmer()
 
     def start(self) -> None:
         self.watcher.start()
@@ -182,13 +183,16 @@ class Runtime:
         while not self._stop.is_set():
             with self._render_cond:
                 if not self._dirty:
-                    self._render_cond.wait()
+                    self._render_cond.wait(self._trimmer.wait_timeout())
                 dirty, self._dirty = self._dirty, set()
             if self._stop.is_set():
                 return
             for name in self._render_order(dirty):
                 self._render(name)
-            release_free_memory()
+            if dirty:
+                self._trimmer.rendered()
+            else:
+                self._trimmer.trim_if_due()
             if not self.ready.is_set() and not self._dirty and self._all_ingested():
                 self.ready.set()
 
