@@ -254,7 +254,9 @@ def test_inotify_exhausted_falls_back_to_polling(tmp_path, start_daemon, write_c
         samples = daemon.wait_for_value("renderfarm_exporter_source_up", 1, kind="rush_cpu_acct", path=str(path))
         assert value(samples, "renderfarm_exporter_watch_info", directory=str(tmp_path), mode="poll",
                      fstype=_fstype(samples, tmp_path)) == 1
-        assert "inotify unavailable (instance limit" in daemon.log()
+        # watchdog 7 needs the instance when the observer is made, watchdog 6 (Python 3.9) per folder:
+        # the warning differs, the fallback does not.
+        assert "inotify unavailable" in daemon.log()
         with open(path, "a") as handle:
             handle.write(frame(random.Random(2), "render01"))
         daemon.wait_for_value("rush_frames_total", 2, host="render01", status="done", timeout=5)
