@@ -132,16 +132,18 @@ def _rush(config: Config, store: SampleStore, step: float, strict: bool, err: Te
 
 
 def _royalrender(config: Config, store: SampleStore, strict: bool, err: TextIO) -> List[str]:
-    from exporter.royalrender import kind_paths, module
-    from exporter.royalrender.kinds import with_history
-    from exporter.royalrender.worker import WorkerClient, WorkerError
     from exporter.paths import PathPattern
+    from exporter.royalrender.client import WorkerClient, WorkerError
+    from exporter.royalrender.kinds import with_history
+    from exporter.royalrender.reader import worker_options
+    from exporter.royalrender.source import kind_paths, worker_settings
 
     rr = config.sources.get("royalrender")
     if rr is None:
         return []
-    root = module.resolve_root(rr.root)
-    worker = WorkerClient(rr.module, list(rr.module_path) or module.default_module_paths(root), rr.read_timeout)
+    settings = worker_settings(rr)
+    root = settings.root
+    worker = WorkerClient(settings)
     problems: List[str] = []
     try:
         for kind in with_history():
@@ -153,9 +155,8 @@ def _royalrender(config: Config, store: SampleStore, strict: bool, err: TextIO) 
             progress = Progress("royalrender %s" % kind.NAME, err)
             for done, path in enumerate(paths, 1):
                 progress(done, len(paths), done)
-                options = {k: v for k, v in kind_config.options.items() if not hasattr(v, "pattern")}
                 try:
-                    data[path] = worker.history(kind.NAME, path, options)
+                    data[path] = worker.history(kind.NAME, path, worker_options(kind_config.options)).data
                 except WorkerError as exc:
                     if strict:
                         raise BackfillError("%s: %s" % (path, exc)) from None

@@ -67,8 +67,8 @@ class SourceIngest:
             self.rescans += 1
         for reader in self.readers:
             wanted = None if paths is None else {p for p in paths if any(pt.matches(p) for pt in reader.patterns)}
-            if wanted is not None and not wanted:
-                continue
+            if wanted is not None and not wanted and reader.patterns:
+                continue  # a reader without patterns reports on its source: it is synced on every pass
             try:
                 self.snapshots[reader] = reader.sync(wanted)
             except Exception:  # noqa: BLE001 - keep serving the last good snapshot

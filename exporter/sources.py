@@ -42,6 +42,9 @@ class Snapshot(Protocol):
 
 
 class Reader(Protocol):
+    """Reads the files its ``patterns`` match; a reader without patterns reads no file and reports on its
+    source (it is synced on every pass, after the source's other readers)."""
+
     kind: str
     patterns: Sequence[PathPattern]
 
@@ -67,7 +70,7 @@ class Source:
 
 def registered_sources() -> Sequence[Source]:
     """Every source the exporter knows, in exposition order."""
-    from exporter.royalrender import SOURCE as royalrender
+    from exporter.royalrender.source import SOURCE as royalrender
     from exporter.rush import SOURCE as rush
 
     return (royalrender, rush)

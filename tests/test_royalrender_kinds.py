@@ -1,13 +1,15 @@
 """Each RR file kind's extractor against the stand-in module, in both RR shapes, with exact values."""
 
 import json
+import re
 import os
 import time
 
 import pytest
 
 from exporter.royalrender import client_info, client_stats, daily_stats, server_stats, simformat, standin
-from exporter.royalrender.access import MIB, LoadFailed, local_to_unix
+from exporter.royalrender.vendor import extractors
+from exporter.royalrender.vendor.calls import MIB, LoadFailed, local_to_unix
 from exporter.royalrender.simulator import YEAR_SLOTS_KEPT, RrFarmSimulator, local_seconds
 
 NOW = 1795300000.0  # a fixed clock makes every slot index predictable
@@ -18,6 +20,13 @@ def farm(request, tmp_path):
     sim = RrFarmSimulator(str(tmp_path / "rr"), clients=3, shape=request.param, seed=7, clock=lambda: NOW)
     sim.write_all()
     return sim
+
+
+def extract(kind, path, options=None):
+    """What the worker would reply for one file: its plain data (member failures must be none here)."""
+    data, failures = extractors.run(standin, kind, "extract", path, options or {})
+    assert failures == {}, failures
+    return data
 
 
 def payload(path):
@@ -39,7 +48,7 @@ def test_server_stats_latest_slot_with_aliases_and_units(farm):
     latest = raw["day"][str(raw["lastSaveDay"] % raw["dayMax"])]
     names = standin.RR8_NAMES if farm.shape == "rr8" else {}
 
-    result = server_stats.extract(standin, path, {})
+    result = extract("server_stats", path, {})
     slot = result["slot"]
     assert result["slot_seconds"] == slot_seconds
     assert slot["time"] == result["last_save_time"] == local_to_unix(raw["lastSaveDay"] * slot_seconds)
@@ -65,7 +74,7 @@ def test_server_stats_unused_slot_after_midnight_takes_yesterdays_last(farm):
         data["day"][str(day_max - 1)]["clients_free"] = 77
 
     rewrite(path, "_rrGlobalStatsLS", just_after_midnight)
-    slot = server_stats.extract(standin, path, {})["slot"]
+    slot = extract("server_stats", path, {})["slot"]
     assert slot["clients_free"] == 77
     assert slot["time"] == local_to_unix((midnight_index - 1) * slot_seconds)
 
@@ -85,9 +94,10 @@ def test_server_stats_field_missing_in_this_rr_version_drops_only_that_value(far
 
     standin._rrGlobalStats_item.__init__ = without_temperature
     try:
-        result = server_stats.extract(standin, path, {})
+        result, failures = extractors.run(standin, "server_stats", "extract", path, {})
     finally:
         standin._rrGlobalStats_item.__init__ = original
+    assert failures == {"_rrGlobalStats_item.serverTemperature": "missing"}
     assert result["slot"]["server_temperature"] is None
     assert result["slot"]["jobs_total"] is not None
     names = {family.name for family in server_stats.families({path: result}, {})}
@@ -100,7 +110,7 @@ def test_server_stats_field_missing_in_this_rr_version_drops_only_that_value(far
 def test_server_stats_no_used_slot(farm):
     path = farm.path("server_stats")
     rewrite(path, "_rrGlobalStatsLS", lambda data: data.update(day={}))
-    result = server_stats.extract(standin, path, {})
+    result = extract("server_stats", path, {})
     assert result["slot"] is None and result["last_save_time"] > 0
 
 
@@ -108,14 +118,14 @@ def test_load_failure_carries_the_modules_error(tmp_path):
     broken = tmp_path / "server_stats.db"
     broken.write_bytes(b"\x00\x01 not stats")
     with pytest.raises(LoadFailed, match="not a stand-in statistics file|cannot load"):
-        server_stats.extract(standin, str(broken), {})
+        extract("server_stats", str(broken), {})
     with pytest.raises(LoadFailed, match="file not found"):
-        server_stats.extract(standin, str(tmp_path / "missing.db"), {})
+        extract("server_stats", str(tmp_path / "missing.db"), {})
 
 
 def test_daily_stats_type_ids_of_both_versions_map_to_the_same_dimensions(farm):
     path = farm.path("daily_stats")
-    result = daily_stats.extract(standin, path, {"series_budget": 6000})
+    result = extract("daily_stats", path, {"series_budget": 6000})
     assert set(result["user"]) == {"anna", "bjorn", "chen", "dara", "emil", "fatima"}
     assert set(result["project"]) == {"FancyDrink-Commercial", "Feature_SEQ02", "Teaser_v12"}
     assert set(result["render_app"]) == {"Maya", "Houdini", "Nuke", "Blender"}
@@ -139,12 +149,12 @@ def test_daily_stats_latest_set_slot_skips_unset_ones(farm):
             entry["slots"][str(newest - 1)]["framesLeft"] = 4242
 
     rewrite(path, "_dailyStats_data", unset_latest)
-    result = daily_stats.extract(standin, path, {})
+    result = extract("daily_stats", path, {})
     assert result["project"]["Teaser_v12"]["frames_left"] == 4242
 
 
 def test_daily_stats_budget_sums_the_rest_into_other(farm):
-    result = daily_stats.extract(standin, farm.path("daily_stats"), {})
+    result = extract("daily_stats", farm.path("daily_stats"), {})
     budget = daily_stats.SERIES_PER_NAME * 3  # two names of their own, one for __other__
     families = {f.name: f for f in daily_stats.families({"x": result}, {"series_budget": budget})}
     users = {s.labels["user"] for s in families["royalrender_user_frames_left"].samples}
@@ -160,21 +170,21 @@ def test_client_stats_latest_item_threads_and_hour(farm):
     raw = payload(path)["days"]["179"]
     newest = max(raw["data"], key=int)
     item = raw["data"][newest]
-    result = client_stats.extract(standin, path, {})["item"]
+    result = extract("client_stats", path, {})["item"]
     assert result["cpu"] == item["cpuTotal"] and result["memory"] == item["memTotal10MB"] * 10 * MIB
     assert [t["memory"] for t in result["threads"]] == [t["memRender10MB"] * 10 * MIB for t in item["threads"]]
     item_seconds = 86400.0 / (2880 if farm.shape == "rr9" else 4320)
     assert result["time"] == local_to_unix(raw["day"] * 86400 + int(newest) * item_seconds)
     hour = list(raw["hourly"].values())[0]
     assert result["hour"]["frames_done"] == sum(t["framesDone"] for t in hour)
-    options = {"client_from_path": r"/(?P<client>[^/]+)\.db$"}
+    options = {"client_from_path": re.compile(r"/(?P<client>[^/]+)\.db$")}
     assert client_stats.client_name(path, options) == client
     assert client_stats.client_name("/x/render07.stats", {}) == "render07"
 
 
 def test_client_info_wake_on_lan(farm):
     path = farm.path("client_info")
-    result = client_info.extract(standin, path, {})
+    result = extract("client_info", path, {})
     by_name = {c["name"]: c for c in result["clients"]}
     assert set(by_name) == set(farm.clients)
     raw = {c["saveNameCopy"]: c for c in payload(path)["clients"]}
@@ -210,7 +220,7 @@ def test_render_time_latest_and_mean_with_budget(farm):
 
     path = farm.path("render_time")
     raw = payload(path)["projects"]
-    result = render_time.extract(standin, path, {})
+    result = extract("render_time", path, {})
     first = raw[0]["layers"][0]
     layer = result["projects"][0]["layers"][0]
     assert layer["latest"] == first["times"][0]
@@ -233,7 +243,7 @@ def test_render_time_needs_loadfile_not_loadfromfile(farm):
 def test_licenses_regions_set_and_default(farm):
     from exporter.royalrender import licenses
 
-    rows = licenses.extract(standin, farm.path("licenses"), {})["licenses"]
+    rows = extract("licenses", farm.path("licenses"), {})["licenses"]
     arnold = {r["region"]: r for r in rows if r["render_app"] == "Arnold"}
     assert set(arnold) == {"default", "render_farm"}  # unset regions use Default's settings
     assert arnold["default"]["count"] == 40 and arnold["render_farm"]["cost"] == 1.0
@@ -244,7 +254,7 @@ def test_licenses_regions_set_and_default(farm):
 def test_client_groups_as_info_series(farm):
     from exporter.royalrender import client_groups
 
-    result = client_groups.extract(standin, farm.path("client_groups"), {})
+    result = extract("client_groups", farm.path("client_groups"), {})
     assert result["groups"]["All"] == sorted(farm.clients)
     families = {f.name: f for f in client_groups.families({"g": result}, {})}
     members = {(s.labels["group"], s.labels["client"]) for s in families["royalrender_client_group"].samples}
@@ -257,7 +267,7 @@ def test_frame_stats_per_job(farm):
 
     path = farm.path("frame_stats", "job0003")
     raw = payload(path)["frames"]
-    result = frame_stats.extract(standin, path, {})
+    result = extract("frame_stats", path, {})
     assert result["frames"] == len(raw)
     assert result["render_seconds_max"] == max(f["renderTime5Sec"] for f in raw) * 5
     assert result["memory_max"] == max(p["jobMemoryMB"] for f in raw for p in f["parts"]) * MIB

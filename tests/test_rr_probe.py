@@ -17,18 +17,20 @@ def test_probe_reports_module_classes_and_each_file(tmp_path, write_config):
     farm.write_all()
     farm.inject("client_info", "unreadable")
     result = probe(write_config(farm.config_text()))
-    assert result.returncode == 0, result.stderr
     out = result.stdout
+    assert result.returncode == 3, "a file that does not load is a problem: " + out
     assert "Module loaded: exporter.royalrender.standin" in out
     assert "getRRModuleVersion(): stand-in 1.0 (renderfarm-exporter; not Royal Render)" in out
     for cls in ("_rrGlobalStatsLS", "_dailyStats_data", "_rrClientStats_data", "_server_clientInfo",
                 "_StatsRenderTime", "_AppLicenses_v8", "_frameStatJob", "_ClientGroupList"):
         assert "  %-22s ok\n" % cls in out
+    assert "Problems (1):\n  - %s: loadFromFile failed: cannot load %s" % (farm.path("client_info"),
+                                                                         farm.path("client_info")) in out
     server = out.split("== server_stats")[1].split("\n== ")[0]
     assert '"dayMax": 1440' in server and '"index": ' in server
     assert "royalrender_clients{state=\"rendering\"}" in server
     info = out.split("== client_info")[1].split("\n== ")[0]
-    assert "NOT LOADED: loadFromFile failed: cannot load %s" % farm.path("client_info") in info
+    assert "NOT READ: loadFromFile failed: cannot load %s" % farm.path("client_info") in info
     clients = out.split("== client_stats")[1].split("\n== ")[0]
     assert "files read: 5" in clients and "... 2 more files: 2 loaded, 0 failed" in clients
 

@@ -15,7 +15,6 @@ from prometheus_client.core import InfoMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from exporter.families import gauge
-from exporter.royalrender.access import load
 
 NAME = "client_groups"
 VENDOR_CLASS = "_ClientGroupList"
@@ -24,15 +23,6 @@ SELECT = "newest"
 EXTRA_OPTIONS: Dict[str, Any] = {}
 
 _NOTE = " (from clientgroups.ini; cached between changes of the file)"
-
-
-def extract(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
-    groups = load(rr, VENDOR_CLASS, path)
-    result = {}
-    for idx in range(groups.count):
-        group = groups.clientGroup(idx)
-        result[str(group.getName())] = sorted({str(group.getClientName(i)) for i in range(group.count())})
-    return {"groups": result, "sizes": {"count": groups.count, "clientGroupsMax": groups.clientGroupsMax()}}
 
 
 def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Iterable[Metric]:

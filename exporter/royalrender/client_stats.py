@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Tuple
 from prometheus_client.metrics_core import Metric
 
 from exporter.families import gauge
-from exporter.royalrender.access import MIB, field, load, local_to_unix, name_from_path
+from exporter.royalrender.naming import name_from_path
 from exporter.schema import Field, GroupRegex
 
 NAME = "client_stats"
@@ -36,58 +36,6 @@ def client_name(path: str, options: Dict[str, Any]) -> str:
     return name_from_path(path, options.get("client_from_path"), "client")
 
 
-def _latest_item(day) -> Tuple[int, Any]:
-    for idx in range(day.dataMax() - 1, -1, -1):
-        item = day.data(idx)
-        if item.hasData():
-            return idx, item
-    return -1, None
-
-
-def _threads(item) -> List[Dict[str, Any]]:
-    threads = []
-    for idx in range(item.jobThreadCount()):
-        thread = item.jobThread(idx)
-        memory = field(thread, "memRender10MB")
-        threads.append({"status": field(thread, "status"), "cpu": field(thread, "cpuRender"),
-                        "memory": None if memory is None else memory * 10 * MIB})
-    return threads
-
-
-def _hour_totals(hour) -> Dict[str, int]:
-    totals = {"frames_done": 0, "crashes": 0, "aborts": 0, "successes": 0}
-    for idx in range(hour.jobThreadCount()):
-        thread = hour.jobThread(idx)
-        totals["frames_done"] += field(thread, "framesDone") or 0
-        totals["crashes"] += field(thread, "jobCrashed") or 0
-        totals["aborts"] += field(thread, "jobAborted") or 0
-        totals["successes"] += field(thread, "jobSuccessful") or 0
-    return totals
-
-
-def extract(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
-    stats = load(rr, VENDOR_CLASS, path)
-    day = stats.days(stats.daysMax() - 1)
-    sizes = {"daysMax": stats.daysMax(), "dataMax": day.dataMax(), "dataHourlyMax": day.dataHourlyMax()}
-    if not day.daySet:
-        return {"item": None, "sizes": sizes}
-    idx, item = _latest_item(day)
-    if item is None:
-        return {"item": None, "sizes": sizes}
-    item_seconds = 86400.0 / day.dataMax()
-    memory = field(item, "memTotal10MB")
-    return {"sizes": sizes, "item": {
-        "index": idx,
-        "time": local_to_unix(day.day * 86400 + idx * item_seconds),
-        "cpu": field(item, "cpuTotal"),
-        "gpu": field(item, "gpuTotal"),
-        "memory": None if memory is None else memory * 10 * MIB,
-        "user_logged_in": None if field(item, "userLoggedIn") is None else int(bool(item.userLoggedIn)),
-        "threads": _threads(item),
-        "hour": _hour_totals(day.dataHourly(int(idx * item_seconds // 3600))),
-    }}
-
-
 def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Iterable[Metric]:
     items = {client_name(path, options): d["item"] for path, d in sorted(data.items()) if d["item"] is not None}
 
@@ -95,7 +43,8 @@ def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Ite
         return {client: item[key] for client, item in items.items() if item[key] is not None}
 
     def per_hour(key: str) -> Dict[str, Any]:
-        return {client: item["hour"][key] for client, item in items.items()}
+        return {client: item["hour"][key] for client, item in items.items()
+                if item["hour"] is not None and item["hour"][key] is not None}
 
     def per_thread(key: str) -> Dict[Tuple[str, str], Any]:
         return {(client, str(n)): t[key] for client, item in items.items()

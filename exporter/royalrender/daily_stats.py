@@ -3,9 +3,8 @@
 For each user, project and render app: its latest set 15-minute slot
 (``slotSet``). The file name pattern is not public, so the newest file
 matched by the configured glob is read, and the day it describes is the
-local day of its modification time. ``getJobsByType`` ids are 0..2 in RR 8
-and 1..3 in RR 9: every job has a user, so ids 0..2 are taken when id 0
-returns entries.
+local day of its modification time (in ``royalrender.timezone``). How the
+type ids of RR 8 and RR 9 are told apart: ``vendor.daily_stats``.
 
 Names are unbounded: past ``series_budget`` a dimension's further names are
 summed into ``__other__`` (averages are not exported for it).
@@ -13,89 +12,35 @@ summed into ``__other__`` (averages are not exported for it).
 
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, Iterable, List, Mapping
 
 from prometheus_client.metrics_core import Metric
 
 from exporter.budget import OTHER
 from exporter.families import gauge
-from exporter.royalrender.access import MIB, load, local_midnight
+from exporter.royalrender.vendor.daily_stats import DIMENSIONS, FIELDS
 from exporter.schema import Field, Integer
 
 NAME = "daily_stats"
 VENDOR_CLASS = "_dailyStats_data"
 DEFAULT_PATH = "sub/stats/server/*"
 SELECT = "newest"
-DIMENSIONS = ("user", "project", "render_app")
 STATES = ("waiting", "disabled", "idle", "rendering", "done")
 SERIES_PER_NAME = 20
 EXTRA_OPTIONS = {
     "series_budget": Field(Integer(minimum=SERIES_PER_NAME * 2), default=6000,
                            doc="most series per dimension (user, project, render app); the rest is __other__"),
 }
-SLOT_SECONDS = 900
 
 _NOTE = " (from today's daily stats, latest set 15-minute slot; cached between changes of the file)"
-#: (exported key, vendor field, scale, how __other__ combines it)
-_FIELDS = (
-    ("jobs_waiting", "jobsWaiting", 1, sum), ("jobs_disabled", "jobsDisabled", 1, sum),
-    ("jobs_idle", "jobsIdle", 1, sum), ("jobs_rendering", "jobsRendering", 1, sum),
-    ("jobs_done", "jobsDone", 1, sum), ("ps_usage_average", "avPSUsage", 1, None),
-    ("ps_usage_max", "maxPSUsage", 1, max), ("ps_needed", "PSneeded", 1, sum),
-    ("render_licenses_needed", "renderLicNeeded", 1, sum), ("job_sends", "timesSended", 1, sum),
-    ("job_finishes", "timesFinished", 1, sum), ("memory_average", "avMemUsageMB", MIB, None),
-    ("memory_max", "maxMemUsageMB", MIB, max), ("frame_time_average", "avFrameTime", 1, None),
-    ("frame_time_max", "maxFrameTime", 1, max), ("frames_rendered", "framesRendered", 1, sum),
-    ("frames_left", "framesLeft", 1, sum),
-)
-
-
-def _slot_values(slot, time: float) -> Dict[str, Any]:
-    values: Dict[str, Any] = {"time": time}
-    for key, name, scale, _ in _FIELDS:
-        raw = getattr(slot, name, None)
-        values[key] = None if raw is None else raw * scale
-    return values
-
-
-def _set_slots(entry, day_start: float, newest_only: bool) -> List[Dict[str, Any]]:
-    """The entry's set slots, newest first (only the newest when ``newest_only``)."""
-    found = []
-    for idx in range(entry.timeSlotCount() - 1, -1, -1):
-        slot = entry.getTimeSlot(idx)
-        if slot.slotSet:
-            found.append(_slot_values(slot, day_start + idx * SLOT_SECONDS))
-            if newest_only:
-                break
-    return found
-
-
-def _entries(rr, path: str):
-    """(dimension, entries) with RR 8's or RR 9's type ids, the day's start, and sizes for rr-probe."""
-    stats = load(rr, VENDOR_CLASS, path, True)
-    lists = {type_id: list(stats.getJobsByType(type_id)) for type_id in range(4)}
-    first = 0 if lists[0] else 1
-    sizes = {"jobTypeCount": stats.jobTypeCount(), "entries_by_type_id": {str(i): len(lists[i]) for i in lists},
-             "type_ids_used": "0..2 (RR 8)" if first == 0 else "1..3 (RR 9)"}
-    dimensions = [(dimension, lists[first + offset]) for offset, dimension in enumerate(DIMENSIONS)]
-    return dimensions, local_midnight(os.stat(path).st_mtime), sizes
-
-
-def extract(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
-    dimensions, day_start, sizes = _entries(rr, path)
-    result: Dict[str, Any] = {"sizes": sizes}
-    for dimension, entries in dimensions:
-        latest = {str(entry.name): _set_slots(entry, day_start, newest_only=True) for entry in entries}
-        result[dimension] = {name: slots[0] for name, slots in latest.items() if slots}
-    return result
-
-
-def history(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
-    """Every set slot of the day, per dimension and name, for backfill."""
-    dimensions, day_start, _ = _entries(rr, path)
-    return {dimension: {str(entry.name): _set_slots(entry, day_start, newest_only=False) for entry in entries}
-            for dimension, entries in dimensions}
+#: how ``__other__`` combines each value of the names past the budget (None: not exported for it)
+_COMBINE = {
+    "jobs_waiting": sum, "jobs_disabled": sum, "jobs_idle": sum, "jobs_rendering": sum, "jobs_done": sum,
+    "ps_usage_average": None, "ps_usage_max": max, "ps_needed": sum, "render_licenses_needed": sum,
+    "job_sends": sum, "job_finishes": sum, "memory_average": None, "memory_max": max,
+    "frame_time_average": None, "frame_time_max": max, "frames_rendered": sum, "frames_left": sum,
+}
+assert set(_COMBINE) == {key for key, _, _ in FIELDS}, "every extracted value needs a rule for __other__"
 
 
 def history_families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Iterable:
@@ -120,7 +65,7 @@ def _within_budget(rows: Dict[str, Dict[str, Any]], budget: int) -> Dict[str, Di
     rest = [rows[name] for name in names[capacity:]]
     if rest:
         other: Dict[str, Any] = {"time": max(r["time"] for r in rest)}
-        for key, _, _, combine in _FIELDS:
+        for key, combine in _COMBINE.items():
             values = [r[key] for r in rest if r.get(key) is not None]
             other[key] = combine(values) if combine and values else None
         kept[OTHER] = other

@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterable, Mapping
 from prometheus_client.metrics_core import Metric
 
 from exporter.families import gauge
-from exporter.royalrender.access import MIB, field, load, name_from_path
+from exporter.royalrender.naming import name_from_path
 from exporter.schema import Field, GroupRegex, Integer
 
 NAME = "frame_stats"
@@ -35,22 +35,6 @@ def newest_count(options: Dict[str, Any]) -> int:
 
 def job_name(path: str, options: Dict[str, Any]) -> str:
     return name_from_path(path, options.get("job_from_path"), "job")
-
-
-def extract(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
-    job = load(rr, VENDOR_CLASS, path)
-    seconds, memory = [], []
-    for idx in range(job.frameCount()):
-        frame = job.frame(idx)
-        render = field(frame, "renderTime5Sec")
-        if render is not None:
-            seconds.append(render * 5)
-        for part in range(frame.partMax()):
-            used = field(frame.part(part), "jobMemoryMB")
-            if used:
-                memory.append(used * MIB)
-    return {"frames": job.frameCount(), "render_seconds_mean": sum(seconds) / len(seconds) if seconds else None,
-            "render_seconds_max": max(seconds) if seconds else None, "memory_max": max(memory) if memory else None}
 
 
 def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Iterable[Metric]:

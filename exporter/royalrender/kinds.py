@@ -5,14 +5,15 @@ RR's folder, or None where the location is not public), ``SELECT``
 (``all``: every match; ``newest``: the most recently changed file, or
 ``newest_count(options)`` of them), ``EXTRA_OPTIONS`` (config keys beyond
 ``enabled`` and ``path``), optionally ``ENABLED_BY_DEFAULT`` (True),
-``extract(rr, path, options)`` (runs in the worker, returns plain data) and
-``families(data_by_path, options)``.
+``families(data_by_path, options)`` and, for kinds with a history,
+``history_families``. The plain data comes from the kind's extractor of the
+same name in ``vendor``, which runs in the worker.
 """
 
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Callable, Dict, Tuple
+from typing import Tuple
 
 from exporter.royalrender import (
     client_groups,
@@ -36,13 +37,8 @@ KINDS: Tuple[ModuleType, ...] = (
     client_groups,
 )
 
-_BY_NAME: Dict[str, ModuleType] = {kind.NAME: kind for kind in KINDS}
-
-def extractor(name: str, operation: str = "extract") -> Callable:
-    """A kind's ``extract`` (latest values) or ``history`` (every slot, for backfill) function."""
-    return getattr(_BY_NAME[name], operation)
 
 
 def with_history() -> Tuple[ModuleType, ...]:
-    """The kinds whose files keep a history that ``backfill`` can write."""
-    return tuple(kind for kind in KINDS if hasattr(kind, "history"))
+    """The kinds whose files keep a history that ``backfill`` can write (they have ``history_families``)."""
+    return tuple(kind for kind in KINDS if hasattr(kind, "history_families"))

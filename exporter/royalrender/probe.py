@@ -1,10 +1,19 @@
 """``renderfarm-exporter rr-probe``: what the exporter sees of a real RR installation.
 
-It loads the vendor's module exactly as the daemon does (in the worker, with
-the configured module name and folders), reports which documented classes
-and members it has, then reads every configured file through the worker and
-prints what was loaded (or the vendor's ``getError()`` text), array sizes,
-the latest valid slot and the values the exporter would export. Its output
+It starts the worker exactly as the daemon does (interpreter, module name
+and folders, time zone, limits), then reports:
+
+- which Python versions the installation has module builds for, and which
+  interpreter the worker runs;
+- for every documented class and member: present, missing, or raised (with
+  the error); members the reference does not give a class are *optional*;
+- every configured file read through the worker: loaded (with the plain
+  data, the members that failed, and the series it would export) or the
+  vendor's error;
+- what the vendor module printed.
+
+"NOT LOADED" means the import failed, nothing else. The exit code says
+whether everything the configuration needs works (see ``run``). The output
 is meant to be pasted into a bug report.
 """
 
@@ -14,131 +23,188 @@ import json
 import os
 import platform
 import sys
-import time
-from typing import Any, Dict, TextIO
+from typing import Any, Dict, List, Mapping, TextIO
 
 from exporter import __version__
 from exporter.exposition import render_section
-from exporter.royalrender import module
+from exporter.royalrender.client import ModuleNotLoaded, WorkerClient, WorkerCrashed, WorkerError
 from exporter.royalrender.kinds import KINDS
-from exporter.royalrender.reader import RrFileReader
-from exporter.royalrender.worker import WorkerClient, WorkerError
-
+from exporter.royalrender.reader import RrFileReader, worker_options
+from exporter.royalrender.reader import MemberFailures
+from exporter.royalrender.source import kind_paths, worker_settings
+from exporter.royalrender.timezone import Timezone
+from exporter.royalrender.vendor import module
 
 DETAILED_FILES = 3
+#: each crash of the API check adds one avoided member, so this many tries reach every member
+API_CHECK_TRIES = 40
+
+EXIT_OK, EXIT_NOT_LOADED, EXIT_NO_SECTION, EXIT_PROBLEMS = 0, 1, 2, 3
 
 
-def _when(unix: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(unix))
-
-
-def _with_readable_times(value: Any, key: str = "") -> Any:
+def _with_readable_times(value: Any, zone: Timezone, key: str = "") -> Any:
     """Adds a local date beside every Unix time, so a reader of the report can check slot selection."""
     if isinstance(value, dict):
-        return {k: _with_readable_times(v, k) for k, v in value.items()}
+        return {k: _with_readable_times(v, zone, k) for k, v in value.items()}
     if isinstance(value, list):
-        return [_with_readable_times(v) for v in value]
+        return [_with_readable_times(v, zone) for v in value]
     if isinstance(value, (int, float)) and (key == "time" or key.endswith("_time")) and value > 0:
-        return "%s (%s)" % (value, _when(value))
+        return "%s (%s)" % (value, zone.show(value))
     return value
 
 
-def _header(config, root, module_paths, out: TextIO) -> None:
+def _header(config, settings, out: TextIO) -> None:
+    folders = module.library_folders(settings.root, settings.module_paths)
     out.write("renderfarm-exporter %s rr-probe\n" % __version__)
-    out.write("Python %s on %s\n" % (platform.python_version(), platform.platform()))
-    out.write("RR root: %s (configured: %s, RR_ROOT: %s)\n" % (root, config.root, os.environ.get("RR_ROOT")))
-    out.write("module: %s; folders searched first: %s\n\n" % (config.module, ", ".join(module_paths) or "(none)"))
+    out.write("exporter's Python %s on %s\n" % (platform.python_version(), platform.platform()))
+    out.write("RR root: %s (configured: %s, RR_ROOT: %s)\n" % (settings.root, config.root, os.environ.get("RR_ROOT")))
+    out.write("module: %s; folders configured: %s\n" % (config.module, ", ".join(settings.module_paths) or
+                                                         "(none: the worker searches RR's bin folders)"))
+    out.write("module builds in the installation, for Python: %s (in %s)\n" % (
+        ", ".join(module.installed_versions(folders)) or "none found", ", ".join(folders) or "no folder found"))
+    out.write("worker interpreter: %s\n" % settings.python)
+    out.write("time zone of RR's local times: %s\n\n" % settings.timezone.describe())
 
 
-def _report_api(worker: WorkerClient, out: TextIO) -> None:
-    api = worker.check_api()
+def _check_api(worker: WorkerClient) -> Dict[str, Any]:
+    """The API check, run again after each member that crashed the worker (it is skipped next time)."""
+    for _ in range(API_CHECK_TRIES):
+        try:
+            return worker.check_api()
+        except WorkerCrashed as exc:
+            if exc.step is None:
+                raise
+    return worker.check_api()
+
+
+def _member_lines(found: Mapping[str, str], optional: bool) -> List[str]:
+    lines = []
+    for member, state in found.items():
+        if state == "present":
+            continue
+        what = ("optional, " if optional else "") + state
+        lines.append("      %s: %s\n" % (member, what))
+    return lines
+
+
+def _report_api(worker: WorkerClient, out: TextIO) -> List[str]:
+    """Prints the module and its API; returns the documented classes that are missing or unusable."""
+    api = _check_api(worker)
     info = worker.module_info
-    out.write("Module loaded: %s\n  file: %s\n  getRRModuleVersion(): %s\n" % (
-        info.get("module"), info.get("file"), info.get("version")))
-    missing_functions = [name for name, present in api["functions"].items() if not present]
-    out.write("  module functions missing: %s\n" % (", ".join(missing_functions) or "none"))
+    out.write("Module loaded: %s\n  file: %s\n  worker's Python: %s\n  getRRModuleVersion(): %s\n" % (
+        info.get("module"), info.get("file"), info.get("python"), worker.module_version()))
+    missing = [name for name, state in api["functions"].items() if state != "present"]
+    out.write("  module functions missing: %s\n" % (", ".join(missing) or "none"))
+    unusable = []
     for name, found in api["classes"].items():
+        documented = found["documented"]
         if not found["present"]:
-            state = "MISSING"
-        elif found["missing"]:
-            state = "lacks " + ", ".join(found["missing"])
+            state = "MISSING" if documented else "not present (optional: not in the Python reference)"
+        elif found.get("error"):
+            state = found["error"]
         else:
-            state = "ok"
-        out.write("  %-22s %s%s\n" % (name, state, ("; " + found["error"]) if found.get("error") else ""))
+            bad = [m for m, s in found["members"].items() if s != "present"]
+            state = "ok" if not bad else "%d of %d documented members not usable" % (len(bad), len(found["members"]))
+        if documented and (not found["present"] or found.get("error")):
+            unusable.append(name)
+        out.write("  %-22s %s\n" % (name, state))
+        out.writelines(_member_lines(found["members"], optional=False))
+        out.writelines(_member_lines(found["optional"], optional=True))
     out.write("\n")
+    return unusable
 
 
-def _report_kind(kind, kind_config, root, worker: WorkerClient, out: TextIO) -> None:
-    from exporter.royalrender import kind_paths
-
+def _report_kind(kind, kind_config, settings, worker: WorkerClient, out: TextIO) -> List[str]:
+    """Prints one kind's files; returns its problems."""
     out.write("== %s (%s)\n" % (kind.NAME, kind.VENDOR_CLASS))
     if not kind_config.enabled:
         out.write("   disabled in the configuration\n\n")
-        return
-    patterns = kind_paths(kind, kind_config, root)
+        return []
+    patterns = kind_paths(kind, kind_config, settings.root)
     if not patterns:
         out.write("   no path: %s\n\n" % ("set royalrender.root or RR_ROOT" if kind.DEFAULT_PATH else
                                          "its location is not public; set royalrender.%s.path" % kind.NAME))
-        return
-    reader = RrFileReader(kind, patterns, kind_config.options, worker)
-    files = sorted(reader.selected())
+        return ["%s: no path" % kind.NAME] if kind.DEFAULT_PATH else []
+    files = sorted(RrFileReader(kind, patterns, kind_config.options, worker, MemberFailures()).selected())
     out.write("   patterns: %s\n   files read: %d\n" % (", ".join(patterns), len(files)))
+    problems = [] if files else ["%s: no file matches %s" % (kind.NAME, ", ".join(patterns))]
     for path in files[:DETAILED_FILES]:
-        _report_file(kind, kind_config.options, path, worker, out)
+        problems += _report_file(kind, kind_config.options, path, worker, settings.timezone, out)
     rest = files[DETAILED_FILES:]
     if rest:
         failed = [path for path in rest if not _loads(kind, kind_config.options, path, worker)]
         out.write("   ... %d more files: %d loaded, %d failed%s\n" % (
             len(rest), len(rest) - len(failed), len(failed), (": " + ", ".join(failed[:10])) if failed else ""))
+        problems += ["%s: not loaded" % path for path in failed]
     out.write("\n")
-
-
-def _worker_options(options: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: v for k, v in options.items() if not hasattr(v, "pattern")}
+    return problems
 
 
 def _loads(kind, options: Dict[str, Any], path: str, worker: WorkerClient) -> bool:
     try:
-        worker.read(kind.NAME, path, _worker_options(options))
-        return True
+        return not worker.read(kind.NAME, path, worker_options(options)).member_failures
     except WorkerError:
         return False
 
 
-def _report_file(kind, options: Dict[str, Any], path: str, worker: WorkerClient, out: TextIO) -> None:
+def _report_file(kind, options: Dict[str, Any], path: str, worker: WorkerClient, zone: Timezone,
+                 out: TextIO) -> List[str]:
     st = os.stat(path)
-    out.write("   -- %s (%d bytes, modified %s)\n" % (path, st.st_size, _when(st.st_mtime)))
+    out.write("   -- %s (%d bytes, modified %s)\n" % (path, st.st_size, zone.show(st.st_mtime)))
     try:
-        data = worker.read(kind.NAME, path, _worker_options(options))
+        reply = worker.read(kind.NAME, path, worker_options(options))
     except WorkerError as exc:
-        out.write("      NOT LOADED: %s\n" % exc)
-        return
-    text = json.dumps(_with_readable_times(data), indent=2, sort_keys=True, default=str)
+        out.write("      NOT READ: %s\n" % exc)
+        return ["%s: %s" % (path, exc)]
+    for member, error in sorted(reply.member_failures.items()):
+        out.write("      member failed, its values are not exported: %s: %s\n" % (member, error))
+    text = json.dumps(_with_readable_times(reply.data, zone), indent=2, sort_keys=True, default=str)
     out.write("      loaded; what was read:\n" + "".join("      " + line + "\n" for line in text.splitlines()))
-    exposition = render_section(kind.families({path: data}, options)).text.decode()
+    exposition = render_section(kind.families({path: reply.data}, options)).text.decode()
     out.write("      would export:\n" + "".join("      " + line + "\n" for line in exposition.splitlines()
                                                if not line.startswith("#")))
+    return ["%s: member %s failed" % (path, member) for member in sorted(reply.member_failures)]
+
+
+def _report_vendor_output(worker: WorkerClient, out: TextIO) -> None:
+    lines = list(worker.vendor_output)
+    out.write("What the vendor module printed (%d lines):\n" % len(lines))
+    out.writelines("   | %s\n" % line for line in lines)
+    out.write("\n")
+
+
+def _report_problems(problems: List[str], out: TextIO) -> int:
+    if not problems:
+        out.write("Everything the configuration needs works.\n")
+        return EXIT_OK
+    out.write("Problems (%d):\n" % len(problems) + "".join("  - %s\n" % p for p in problems))
+    return EXIT_PROBLEMS
 
 
 def run(config, out: TextIO = sys.stdout) -> int:
-    """Prints the report; 0 when the module loaded, 1 when it did not, 2 without a royalrender section."""
+    """Prints the report. 0: everything configured works; 1: the module did not import; 2: no royalrender
+    section; 3: the module loaded but something configured does not work (listed at the end)."""
     rr = config.sources.get("royalrender")
     if rr is None:
         out.write("The configuration has no royalrender section: nothing to probe.\n")
-        return 2
-    root = module.resolve_root(rr.root)
-    module_paths = list(rr.module_path) or module.default_module_paths(root)
-    _header(rr, root, module_paths, out)
-    worker = WorkerClient(rr.module, module_paths, rr.read_timeout)
+        return EXIT_NO_SECTION
+    settings = worker_settings(rr)
+    _header(rr, settings, out)
+    worker = WorkerClient(settings)
     try:
         try:
-            _report_api(worker, out)
-        except WorkerError as exc:
+            problems = ["%s: class missing or unusable" % name for name in _report_api(worker, out)]
+        except ModuleNotLoaded as exc:
             out.write("Module NOT LOADED:\n%s\n" % exc)
-            return 1
+            return EXIT_NOT_LOADED
+        except WorkerError as exc:
+            out.write("The worker could not check the module: %s\n" % exc)
+            return EXIT_PROBLEMS
         for kind in KINDS:
-            _report_kind(kind, rr.kinds[kind.NAME], root, worker, out)
+            problems += _report_kind(kind, rr.kinds[kind.NAME], settings, worker, out)
     finally:
         worker.close()
+        _report_vendor_output(worker, out)
+    code = _report_problems(problems, out)
     out.flush()
-    return 0
+    return code

@@ -15,7 +15,6 @@ from typing import Any, Dict, Iterable, List, Mapping
 from prometheus_client.metrics_core import Metric
 
 from exporter.families import gauge
-from exporter.royalrender.access import field, load
 from exporter.schema import Field, Integer
 
 NAME = "render_time"
@@ -29,22 +28,6 @@ EXTRA_OPTIONS = {
 }
 
 _NOTE = " (from the render time stats; cached between changes of the file)"
-
-
-def _layer(layer) -> Dict[str, Any]:
-    times = [layer.getFrameTime(i) for i in range(layer.timesCount())]
-    return {"name": str(layer.name), "jobs_added": field(layer, "jobsAdded"),
-            "latest": times[0] if times else None, "mean": sum(times) / len(times) if times else None}
-
-
-def extract(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
-    stats = load(rr, VENDOR_CLASS, path, method="loadFile")
-    projects = []
-    for idx in range(stats.count):
-        project = stats.getProject(idx)
-        layers = [_layer(project.getLayer(i)) for i in range(project.layerCount())]
-        projects.append({"name": str(project.name), "last_used_time": field(project, "lastUsed") or 0, "layers": layers})
-    return {"projects": projects, "sizes": {"count": stats.count}}
 
 
 def _rows(projects: List[Dict[str, Any]], budget: int):

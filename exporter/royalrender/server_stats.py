@@ -14,7 +14,6 @@ from typing import Any, Dict, Iterable, Mapping
 from prometheus_client.metrics_core import Metric
 
 from exporter.families import gauge
-from exporter.royalrender.access import MIB, field, load, local_to_unix, scaled
 
 NAME = "server_stats"
 VENDOR_CLASS = "_rrGlobalStatsLS"
@@ -23,93 +22,6 @@ SELECT = "newest"
 EXTRA_OPTIONS: Dict[str, Any] = {}
 
 _NOTE = " (from server_stats.db, latest valid slot; cached between changes of the file)"
-
-
-def _latest_used_slot(stats) -> tuple:
-    """(index steps back from the last save, item) of the newest used slot, or (None, None)."""
-    size = stats.dayMax()
-    last = stats.lastSaveDay % size
-    for back in range(size):
-        item = stats.day((last - back) % size)
-        if item.slot_used:
-            return back, item
-    return None, None
-
-
-def _slot_values(item, per_minute: float) -> Dict[str, Any]:
-    """One slot's values in base units (the same for the day, month and year arrays)."""
-    return {
-        "clients_free": field(item, "clients_free"),
-        "clients_rendering": field(item, "clients_rendering", "client_rendering"),
-        "clients_disabled": field(item, "clients_disabled"),
-        "clients_needed": field(item, "clients_needed"),
-        "frames_per_minute": scaled(field(item, "framesPerMin", "framesPer90s"), per_minute),
-        "frames_per_minute_3d": scaled(field(item, "framesPerMin_3D", "framesPer90s_3D"), per_minute),
-        "frames_per_minute_comp": scaled(field(item, "framesPerMin_Comp", "framesPer90s_Comp"), per_minute),
-        "frames_per_minute_archive": scaled(field(item, "framesPerMin_Archive", "framesPer90s_Archive"),
-                                            per_minute),
-        "cpu_process": scaled(field(item, "CpuProcess"), 0.01),
-        "cpu_machine": scaled(field(item, "CpuMachine"), 0.01),
-        "server_temperature": field(item, "serverTemperature"),
-        "clients_temperature": field(item, "clients_avTemperature", "avclientTemperature"),
-        "jobs_unfinished": field(item, "jobs_unfinished"),
-        "jobs_rendering": field(item, "jobs_rendering"),
-        "jobs_total": field(item, "jobs_total"),
-        "memory_machine": scaled(field(item, "serverMemUsage_Machine", "MemUsageMachine"), MIB),
-        "memory_process": scaled(field(item, "serverMemUsage_Process", "MemUsageProcess"), MIB),
-        "memory_tcp_socket": scaled(field(item, "serverMemUsage_TCPSocket", "TCPMemUsageSocket"), MIB),
-        "memory_tcp_data": scaled(field(item, "serverMemUsage_TCPData", "TCPMemUsageData"), MIB),
-        "memory_job_data": scaled(field(item, "serverMemUsage_JobBuffer", "JobBufferMemUsageJobs"), MIB),
-        "memory_tcp_compressed_max": scaled(
-            field(item, "serverMemUsage_TCPDataCompressed", "TCPMemUsageDataCompressed"), MIB),
-        "average_frame_seconds": field(item, "frameTime", "av_frame_time"),
-        "frames_left": field(item, "framesLeft", "frames_to_do"),
-    }
-
-
-def extract(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
-    stats = load(rr, VENDOR_CLASS, path)
-    slot = 86400.0 / stats.dayMax()
-    back, item = _latest_used_slot(stats)
-    result = {"slot_seconds": slot, "last_save_time": local_to_unix(stats.lastSaveDay * slot), "slot": None,
-              "sizes": {"dayMax": stats.dayMax(), "monthMax": stats.monthMax(), "yearMax": stats.yearMax()}}
-    if item is None:
-        return result
-    result["slot"] = dict(_slot_values(item, 60.0 / slot), index=(stats.lastSaveDay - back) % stats.dayMax(),
-                          time=local_to_unix((stats.lastSaveDay - back) * slot))
-    return result
-
-
-#: (pushed-down array, its Max() function, its slot seconds, its lastSave attribute)
-_HISTORY_ARRAYS = (("month", "monthMax", 1800.0, "lastSaveMonth"), ("year", "yearMax", 21600.0, "lastSaveYear"))
-
-
-def history(rr, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
-    """Every used slot of the day, month and year arrays with its real start time, for backfill.
-
-    The day array is indexed by time of day; the month and year arrays are
-    pushed down, the last index holding the last completed slot. A finer
-    array wins where arrays overlap: month slots are kept only before the
-    first day slot, year slots only before the first month slot.
-    """
-    stats = load(rr, VENDOR_CLASS, path)
-    size = stats.dayMax()
-    slot = 86400.0 / size
-    last = stats.lastSaveDay % size
-    slots = []
-    for back in range(size):
-        item = stats.day((last - back) % size)
-        if item.slot_used:
-            slots.append(dict(_slot_values(item, 60.0 / slot), time=local_to_unix((stats.lastSaveDay - back) * slot)))
-    for array, max_name, seconds, last_save in _HISTORY_ARRAYS:
-        earliest = min((s["time"] for s in slots), default=float("inf"))
-        count = getattr(stats, max_name)()
-        for idx in range(count):
-            item = getattr(stats, array)(idx)
-            start = local_to_unix((getattr(stats, last_save) - 1 - (count - 1 - idx)) * seconds)
-            if item.slot_used and start < earliest:
-                slots.append(dict(_slot_values(item, 60.0 / seconds), time=start))
-    return {"slots": sorted(slots, key=lambda s: s["time"])}
 
 
 def history_families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Iterable[Metric]:
@@ -128,7 +40,7 @@ def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Ite
     for stats in data.values():  # SELECT = newest: one file
         yield gauge("royalrender_server_stats_last_save_timestamp_seconds",
                     "When the RR server last saved server_stats.db; stale means the server stopped", [],
-                    {(): stats["last_save_time"]})
+                    _present([((), stats["last_save_time"])]))
         slot = stats["slot"]
         if slot is None:
             continue

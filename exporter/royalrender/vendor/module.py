@@ -3,14 +3,16 @@
 The module is a compiled extension shipped inside the RR installation, one
 build per Python version (``libpyRR39``, ``libpyRR310``, ``libpyRR311`` ...,
 with ``_datafiles`` variants; ``libpyRR2`` for Python 2). It is imported only
-inside the worker process (``exporter.royalrender.worker``), never in the
-daemon itself.
+inside the worker process (``exporter.royalrender.vendor.worker``), never in
+the daemon itself. The daemon uses the rest of this module (finding the
+root, listing the builds an installation has) without importing the vendor's.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from types import ModuleType
 from typing import List, Optional, Sequence, Tuple
@@ -48,21 +50,53 @@ def resolve_root(configured: Optional[str]) -> Optional[str]:
     return root
 
 
+def _bin_folder(root: str) -> str:
+    """The vendor's folder of compiled libraries for this OS."""
+    if sys.platform.startswith("win"):
+        return os.path.join(root, "bin", "win64")
+    if sys.platform == "darwin":
+        return os.path.join(root, "bin", "mac64", "lib")
+    return os.path.join(root, "bin", "lx64", "lib")
+
+
 def default_module_paths(root: Optional[str], version: Tuple[int, int] = sys.version_info[:2]) -> List[str]:
     """The vendor's bin folders for this OS and Python version."""
     if not root:
         return []
+    base = _bin_folder(root)
     dotted, compact = "%d.%d" % version, "%d%d" % version
-    if sys.platform.startswith("win"):
-        bases = [os.path.join(root, "bin", "win64")]
-    elif sys.platform == "darwin":
-        bases = [os.path.join(root, "bin", "mac64", "lib")]
-    else:
-        bases = [os.path.join(root, "bin", "lx64", "lib")]
-    paths = []
-    for base in bases:
-        paths += [base, os.path.join(base, "python", dotted), os.path.join(base, "python", compact)]
-    return paths
+    return [base, os.path.join(base, "python", dotted), os.path.join(base, "python", compact)]
+
+
+def library_folders(root: Optional[str], configured: Sequence[str]) -> List[str]:
+    """Folders for the worker's ``LD_LIBRARY_PATH``: a vendor module may need sibling libraries from them."""
+    folders = list(configured)
+    if root:
+        base = _bin_folder(root)
+        python = os.path.join(base, "python")
+        folders.append(base)
+        if os.path.isdir(python):
+            folders += sorted(os.path.join(python, name) for name in os.listdir(python))
+    return [folder for folder in dict.fromkeys(folders) if os.path.isdir(folder)]
+
+
+_BUILD = re.compile(r"^libpyRR(?P<tag>\d+)(?:_datafiles)?(?:\..*)?\.(?:so|pyd|py|dylib)$")
+
+
+def installed_versions(folders: Sequence[str]) -> List[str]:
+    """The Python versions ("3.11") the installation has a module build for, from the files in ``folders``."""
+    versions = set()
+    for folder in folders:
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            match = _BUILD.match(name)
+            if match:
+                tag = match.group("tag")
+                versions.add("2.7" if tag == "2" else "%s.%s" % (tag[0], tag[1:]))
+    return sorted(versions, key=lambda v: tuple(int(p) for p in v.split(".")))
 
 
 def load(spec: str, paths: Sequence[str]) -> ModuleType:

@@ -1,0 +1,293 @@
+"""The daemon's side of the Royal Render boundary: one worker process, spoken to over private pipes.
+
+The vendor module runs only in the worker (``exporter.royalrender.vendor.worker``):
+
+- requests and replies travel on two pipes passed at spawn, never on the
+  worker's stdout, so a module that prints cannot shift or forge a reply;
+  every reply must carry the id of its request, and any other line fails
+  the call and restarts the worker;
+- what the module prints (stdout and stderr) is logged, rate-limited, and
+  kept for ``rr-probe``;
+- a read that crashes the worker, hangs past ``read_timeout`` or breaks the
+  protocol raises ``WorkerCrashed``; the worker is started afresh for the
+  next read at once, so one bad file never takes the others down (the
+  reader backs that one file off);
+- a crash or hang inside a *risky step* the worker announced (a call
+  outside the documented contract) is remembered: the step is sent in
+  ``avoid`` with every later request and never made again;
+- the worker runs under ``royalrender.python``, in ``royalrender.timezone``
+  (``TZ``), with the module's folders on ``LD_LIBRARY_PATH`` and an
+  address-space limit.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Deque, Dict, List, Optional, Tuple
+
+import exporter
+from exporter.logs import RateLimitedLog, fields
+from exporter.royalrender.timezone import Timezone
+from exporter.royalrender.vendor import module
+
+log = logging.getLogger(__name__)
+
+START_BACKOFF_SECONDS = 1.0
+START_BACKOFF_MAX_SECONDS = 60.0
+START_TIMEOUT_SECONDS = 30.0
+VENDOR_OUTPUT_KEPT = 200
+#: the folder holding the ``exporter`` package, for a worker interpreter that has no copy of it installed
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(exporter.__file__)))
+
+
+class WorkerError(Exception):
+    """A read failed: the vendor's error text, or the worker could not be started."""
+
+
+class ModuleNotLoaded(WorkerError):
+    """The worker started but could not import the vendor's module; the message says what it tried."""
+
+
+class WorkerCrashed(WorkerError):
+    """The worker crashed, hung or broke the protocol; it was killed and the next call starts a new one.
+
+    ``step`` is the risky step it was in, if any: then the step is to blame
+    (and is avoided from now on), not the file.
+    """
+
+    def __init__(self, message: str, step: Optional[str] = None):
+        super().__init__(message)
+        self.step = step
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    module: str
+    module_paths: Tuple[str, ...]  # configured folders; empty: the worker's defaults under root
+    root: Optional[str]
+    python: str
+    timezone: Timezone
+    timeout: float
+    memory_limit: int  # bytes of address space; 0: no limit
+
+
+@dataclass(frozen=True)
+class Reply:
+    data: Any
+    member_failures: Dict[str, str]
+
+
+class WorkerClient:
+    """Talks to one worker process at a time; starts a new one whenever the last one failed."""
+
+    def __init__(self, settings: WorkerSettings):
+        self.settings = settings
+        self.restarts = 0
+        self.module_info: Dict[str, Any] = {}
+        self.avoided: Dict[str, str] = {}  # risky step -> what it did
+        self.vendor_output: Deque[str] = collections.deque(maxlen=VENDOR_OUTPUT_KEPT)
+        self._proc: Optional[subprocess.Popen] = None
+        self._requests: Optional[Any] = None
+        self._replies = -1
+        self._buffer = b""
+        self._next_id = 0
+        self._start_backoff = START_BACKOFF_SECONDS
+        self._start_not_before = 0.0
+        self._output_log = RateLimitedLog(log)
+        self._drain: Optional[threading.Thread] = None
+
+    def read(self, kind: str, path: str, options: Dict[str, Any]) -> Reply:
+        """Plain data extracted from one file, and the members that failed; raises WorkerError."""
+        return self._call({"op": "extract", "kind": kind, "path": path, "options": options}, "reading " + path)
+
+    def history(self, kind: str, path: str, options: Dict[str, Any]) -> Reply:
+        """Every slot one file holds, for backfill; raises WorkerError."""
+        return self._call({"op": "history", "kind": kind, "path": path, "options": options}, "reading " + path)
+
+    def check_api(self) -> Dict[str, Any]:
+        """Which documented classes and members the loaded module has (for rr-probe)."""
+        return self._call({"op": "check_api"}, "checking the module's API").data
+
+    def module_version(self) -> Optional[str]:
+        """``getRRModuleVersion()``, asked once per module (a risky step: it may need a prior call)."""
+        if "version" not in self.module_info:
+            self.module_info["version"] = self._call({"op": "version"}, "asking the module's version").data
+        return self.module_info["version"]
+
+    def close(self) -> None:
+        """Stops the worker and waits briefly for the last of its output."""
+        self._kill()
+        if self._drain is not None:
+            self._drain.join(timeout=2.0)
+
+    # -- one call ----------------------------------------------------------------------------
+
+    def _call(self, request: Dict[str, Any], doing: str) -> Reply:
+        self._ensure_running()
+        self._next_id += 1
+        request = dict(request, id=self._next_id, avoid=sorted(self.avoided))
+        try:
+            self._requests.write((json.dumps(request) + "\n").encode())
+            self._requests.flush()
+        except OSError as exc:
+            self._crashed("worker pipe broken %s: %s" % (doing, exc), None)
+        reply = self._await_reply(self._next_id, self.settings.timeout, doing)
+        if not reply.get("ok"):
+            raise WorkerError(str(reply.get("error", "unknown error")))
+        return Reply(reply.get("data"), dict(reply.get("member_failures") or {}))
+
+    def _await_reply(self, request_id: int, timeout: float, doing: str) -> Dict[str, Any]:
+        """The reply to ``request_id``, noting each risky step announced on the way."""
+        step: Optional[str] = None
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self._message(deadline, doing, step, timeout)
+            if not isinstance(message, dict) or message.get("id") != request_id:
+                self._crashed("protocol error %s: expected the reply to request %d, got %.200r"
+                              % (doing, request_id, message), None)
+            if "step" not in message:
+                return message
+            step = str(message["step"])
+
+    def _message(self, deadline: float, doing: str, step: Optional[str], timeout: float) -> Any:
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._crashed("worker timed out after %.0f s %s" % (timeout, doing), step)
+            ready, _, _ = select.select([self._replies], [], [], left)
+            if ready:
+                chunk = os.read(self._replies, 1 << 20)
+                if not chunk:
+                    code = self._proc.wait() if self._proc else None
+                    self._crashed("worker crashed (exit code %s) %s" % (code, doing), step)
+                self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        try:
+            return json.loads(line)
+        except ValueError:
+            self._crashed("protocol error %s: not a JSON line: %.200r" % (doing, line), None)
+
+    def _crashed(self, message: str, step: Optional[str]) -> None:
+        self._kill()
+        self.restarts += 1
+        if step is not None:
+            self.avoided[step] = message
+            log.error("Royal Render module crashed or hung in a call outside the documented contract; "
+                      "that call is skipped from now on", extra=fields(call=step, reason=message))
+            message = "%s, in %s (skipped from now on)" % (message, step)
+        else:
+            log.warning("Royal Render worker failed; the next read starts a new one", extra=fields(reason=message))
+        raise WorkerCrashed(message, step)
+
+    # -- the process -------------------------------------------------------------------------
+
+    def _ensure_running(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            return
+        self._kill()
+        wait = self._start_not_before - time.monotonic()
+        if wait > 0:
+            raise WorkerError("the worker could not start; next try in %.0f s" % wait)
+        self._spawn()
+        try:
+            hello = self._await_reply(0, max(self.settings.timeout, START_TIMEOUT_SECONDS), "starting the worker")
+        except WorkerCrashed as exc:
+            self._delay_start()
+            raise WorkerError("the worker died while starting: %s" % exc) from None
+        if not hello.get("ok"):
+            self._kill()
+            self._delay_start()
+            raise ModuleNotLoaded(str(hello.get("error")))
+        self._start_backoff = START_BACKOFF_SECONDS
+        version = self.module_info.get("version")
+        self.module_info = dict(hello, **({"version": version} if version is not None else {}))
+        log.info("Royal Render worker started", extra=fields(module=hello.get("module"), file=hello.get("file"),
+                                                               python=hello.get("python"),
+                                                               timezone=self.settings.timezone.name))
+
+    def _delay_start(self) -> None:
+        self._start_not_before = time.monotonic() + self._start_backoff
+        self._start_backoff = min(self._start_backoff * 2, START_BACKOFF_MAX_SECONDS)
+
+    def _command(self, request_fd: int, reply_fd: int) -> List[str]:
+        s = self.settings
+        command = [s.python, "-m", "exporter.royalrender.vendor.worker", "--module", s.module,
+                   "--request-fd", str(request_fd), "--reply-fd", str(reply_fd), "--memory-limit", str(s.memory_limit)]
+        for path in s.module_paths:
+            command += ["--module-path", path]
+        return command + (["--rr-root", s.root] if s.root else [])
+
+    def _environment(self) -> Dict[str, str]:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
+        libraries = module.library_folders(self.settings.root, self.settings.module_paths)
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, libraries + [env.get("LD_LIBRARY_PATH", "")]))
+        env.update(self.settings.timezone.environment())
+        return env
+
+    def _spawn(self) -> None:
+        request_read, request_write = os.pipe()
+        reply_read, reply_write = os.pipe()
+        try:
+            self._proc = subprocess.Popen(
+                self._command(request_read, reply_write), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, pass_fds=(request_read, reply_write), env=self._environment())
+        except OSError as exc:
+            for fd in (request_read, request_write, reply_read, reply_write):
+                os.close(fd)
+            self._delay_start()
+            raise WorkerError("cannot start the worker with %s: %s" % (self.settings.python, exc)) from None
+        finally:
+            for fd in (request_read, reply_write):
+                _close_quietly(fd)
+        self._requests = os.fdopen(request_write, "wb")
+        self._replies, self._buffer = reply_read, b""
+        self._drain = threading.Thread(target=self._drain_output, args=(self._proc,), name="rr-vendor-output",
+                                       daemon=True)
+        self._drain.start()
+
+    def _drain_output(self, proc: subprocess.Popen) -> None:
+        """Logs what the vendor module prints (rate-limited) and keeps the latest lines for rr-probe."""
+        for raw in iter(proc.stdout.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            self.vendor_output.append(line)
+            self._output_log.warning("vendor-output", "Royal Render module printed", line=line[:500], pid=proc.pid)
+        proc.stdout.close()
+
+    def _kill(self) -> None:
+        proc, self._proc = self._proc, None
+        if self._requests is not None:
+            try:
+                self._requests.close()
+            except OSError:
+                pass
+            self._requests = None
+        if self._replies >= 0:
+            _close_quietly(self._replies)
+            self._replies = -1
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def default_python() -> str:
+    """The interpreter that runs the daemon: the worker's unless ``royalrender.python`` says otherwise."""
+    return sys.executable

@@ -1,0 +1,14 @@
+"""Names taken from a file's path, for kinds whose files name a client or a job (daemon side)."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Pattern
+
+
+def name_from_path(path: str, regex: Optional[Pattern[str]], group: str) -> str:
+    """The ``group`` of ``regex`` searched in ``path``, else the file name without its extension."""
+    match = regex.search(path) if regex else None
+    if match and match.group(group):
+        return match.group(group)
+    return os.path.splitext(os.path.basename(path))[0]

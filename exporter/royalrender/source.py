@@ -1,0 +1,142 @@
+"""Royal Render as a source: its config section ``royalrender`` and its readers.
+
+RR's statistics are binary files whose layout is not public; they are read
+only through the vendor's Python module, in a worker process (``client``
+on the daemon's side, ``vendor`` on the worker's), one reader per file kind
+(``kinds``) and one reporting on the boundary itself. The source is active
+only when the configuration has a ``royalrender`` section.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, List, Mapping, Optional, Tuple
+
+from exporter.logs import fields
+from exporter.royalrender import timezone
+from exporter.royalrender.client import WorkerClient, WorkerSettings, default_python
+from exporter.royalrender.kinds import KINDS
+from exporter.royalrender.reader import BoundaryReport, MemberFailures, RrFileReader
+from exporter.royalrender.vendor import module
+from exporter.schema import Boolean, Duration, Either, Field, ListOf, Scalar, String, Struct
+from exporter.sources import Source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KindConfig:
+    enabled: bool
+    paths: Tuple[str, ...]
+    options: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class RoyalRenderConfig:
+    root: Optional[str]
+    module: str
+    module_path: Tuple[str, ...]
+    read_timeout: float
+    timezone: timezone.Timezone
+    python: Optional[str]
+    worker_memory_limit: int
+    kinds: Mapping[str, KindConfig]
+
+
+_SIZE = re.compile(r"^\s*([0-9]+)\s*(B|KiB|MiB|GiB|TiB)?\s*$")
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+
+
+def parse_size(value) -> int:
+    """Bytes from ``4GiB``, ``512MiB`` or a plain number of bytes; 0 means no limit."""
+    match = _SIZE.match(str(value)) if not isinstance(value, bool) else None
+    if not match:
+        raise ValueError("use e.g. 4GiB, 512MiB, or 0 for no limit")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+
+
+def _paths(value) -> Tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value or ())
+
+
+def _kind_schema(kind) -> Struct:
+    def build(enabled, path, **options):
+        return KindConfig(enabled=enabled, paths=_paths(path), options=options)
+
+    where = "default %s (relative to root)" % kind.DEFAULT_PATH if kind.DEFAULT_PATH else "no public default: set it"
+    return Struct(
+        {
+            "enabled": Field(Boolean(), default=getattr(kind, "ENABLED_BY_DEFAULT", True), doc="read this file kind"),
+            "path": Field(Either(String(), ListOf(String())), doc="file or glob, or a list; " + where),
+            **kind.EXTRA_OPTIONS,
+        },
+        build=build,
+    )
+
+
+def _schema() -> Struct:
+    def build(root, module, module_path, read_timeout, timezone, python, worker_memory_limit, **kinds):
+        return RoyalRenderConfig(root, module, tuple(module_path or ()), read_timeout, timezone, python,
+                                 worker_memory_limit, kinds)
+
+    return Struct(
+        {
+            "root": Field(String(), doc="RR's folder; default: $RR_ROOT (relink_lx.cfg honoured)"),
+            "module": Field(String(), default="auto", doc="auto, a module name, or simulated (the stand-in)"),
+            "module_path": Field(ListOf(String()), default=(), doc="folders to import the module from"),
+            "read_timeout": Field(Duration(), default=30.0, doc="longest one file read may take"),
+            "timezone": Field(Scalar("an IANA time zone name such as Europe/Berlin", timezone.parse),
+                              default=timezone.Timezone(),
+                              doc="zone of the RR server's local times; default: this machine's zone"),
+            "python": Field(String(), doc="interpreter for the worker, for which RR ships a module; "
+                                          "default: the exporter's own"),
+            "worker_memory_limit": Field(Scalar("a size such as 4GiB, or 0", parse_size), default=4 << 30,
+                                         doc="address-space limit of the worker; a read over it fails that file"),
+            **{kind.NAME: Field(_kind_schema(kind), default=_kind_schema(kind).defaults()) for kind in KINDS},
+        },
+        build=build,
+    )
+
+
+def kind_paths(kind, config: KindConfig, root: Optional[str]) -> List[str]:
+    paths = list(config.paths) or ([kind.DEFAULT_PATH] if kind.DEFAULT_PATH else [])
+    resolved = []
+    for path in paths:
+        if os.path.isabs(path):
+            resolved.append(path)
+        elif root:
+            resolved.append(os.path.join(root, path))
+        else:
+            log.warning("Royal Render file kind skipped: relative path but no RR root (set royalrender.root or "
+                        "RR_ROOT)", extra=fields(kind=kind.NAME, path=path))
+    return resolved
+
+
+def worker_settings(config: RoyalRenderConfig) -> WorkerSettings:
+    """How to start the worker for this section (the daemon, rr-probe and backfill start it alike)."""
+    return WorkerSettings(module=config.module, module_paths=config.module_path,
+                          root=module.resolve_root(config.root), python=config.python or default_python(),
+                          timezone=config.timezone, timeout=config.read_timeout,
+                          memory_limit=config.worker_memory_limit)
+
+
+def _readers(config: Optional[RoyalRenderConfig]):
+    if config is None:
+        return []
+    settings = worker_settings(config)
+    worker = WorkerClient(settings)
+    failures = MemberFailures()
+    readers: List[Any] = []
+    for kind in KINDS:
+        kind_config: KindConfig = config.kinds[kind.NAME]
+        paths = kind_paths(kind, kind_config, settings.root) if kind_config.enabled else []
+        if paths:
+            readers.append(RrFileReader(kind, paths, kind_config.options, worker, failures))
+    return readers + [BoundaryReport(worker, failures)] if readers else []
+
+
+SOURCE = Source(name="royalrender", schema=_schema(), readers=_readers,
+                doc="Royal Render statistics through the vendor's module")

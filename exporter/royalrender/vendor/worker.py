@@ -1,0 +1,122 @@
+"""The worker process: the only process that imports Royal Render's module.
+
+The daemon starts it as ``python -m exporter.royalrender.vendor.worker``
+with two private pipes, ``--request-fd`` and ``--reply-fd``, that only the
+two processes hold. Standard input is /dev/null, and the vendor module's
+stdout and stderr (banners, licence notes, load warnings, crashes) are
+read by the daemon as *vendor output* and logged: nothing the module
+prints or reads can touch the protocol.
+
+One JSON object per line:
+
+- hello (id 0): ``{"id": 0, "ok": true, "module": ..., "file": ..., "python": ...}``,
+  or ``{"id": 0, "ok": false, "fatal": true, "error": ...}`` when no module imports;
+- before each risky step of request N: ``{"id": N, "step": "..."}``, so the
+  daemon can pin a crash or hang on it and list it in ``avoid`` from then on;
+- the reply to request N: ``{"id": N, "ok": true, "data": ..., "member_failures": {...}}``
+  or ``{"id": N, "ok": false, "error": ...}``.
+
+Requests: ``{"id": N, "op": "extract" | "history" | "check_api" | "version",
+"kind": ..., "path": ..., "options": {...}, "avoid": [...]}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import traceback
+from typing import Any, Dict, List, Optional, TextIO
+
+from exporter.royalrender.vendor import api, extractors, module
+from exporter.royalrender.vendor.calls import Calls, LoadFailed
+
+VERSION_STEP = "getRRModuleVersion()"
+
+
+class Channel:
+    """The reply pipe: one flushed JSON line per message."""
+
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+
+    def send(self, message: Dict[str, Any]) -> None:
+        self._stream.write(json.dumps(message, default=str) + "\n")
+        self._stream.flush()
+
+
+def _limit_memory(limit: int) -> None:
+    """An address-space limit, so a huge file fails its read (MemoryError or a crash), not the machine."""
+    if limit > 0:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _module_version(rr: Any, calls: Calls) -> Optional[str]:
+    """``getRRModuleVersion()``: the reference says it needs a prior call on some builds, so it is risky."""
+    if not calls.attempt(VERSION_STEP):
+        return None
+    try:
+        return str(rr.getRRModuleVersion())
+    except Exception as exc:  # noqa: BLE001
+        return "unknown (getRRModuleVersion raised %s: %s)" % (type(exc).__name__, exc)
+
+
+def _handle(rr: Any, request: Dict[str, Any], channel: Channel) -> Dict[str, Any]:
+    request_id = request["id"]
+    avoid = request.get("avoid", ())
+
+    def announce(step: str) -> None:
+        channel.send({"id": request_id, "step": step})
+
+    op = request.get("op", "extract")
+    if op == "check_api":
+        return {"data": api.check(Calls(rr, avoid, announce)), "member_failures": {}}
+    if op == "version":
+        return {"data": _module_version(rr, Calls(rr, avoid, announce)), "member_failures": {}}
+    data, failures = extractors.run(rr, request["kind"], op, request["path"], request["options"], avoid, announce)
+    return {"data": data, "member_failures": failures}
+
+
+def serve(rr: Any, requests: TextIO, channel: Channel) -> None:
+    for line in requests:
+        request = json.loads(line)
+        try:
+            reply = dict(_handle(rr, request, channel), ok=True)
+        except LoadFailed as exc:
+            reply = {"ok": False, "error": str(exc)}
+        except MemoryError:
+            reply = {"ok": False, "error": "out of memory (royalrender.worker_memory_limit) while reading"}
+        except Exception:  # noqa: BLE001 - report, keep serving
+            reply = {"ok": False, "error": traceback.format_exc(limit=5)}
+        channel.send(dict(reply, id=request["id"]))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="Royal Render module worker (started by the exporter)")
+    parser.add_argument("--module", required=True)
+    parser.add_argument("--module-path", action="append", default=[])
+    parser.add_argument("--rr-root", help="RR's folder; without --module-path, its bin folders for this Python")
+    parser.add_argument("--request-fd", type=int, required=True)
+    parser.add_argument("--reply-fd", type=int, required=True)
+    parser.add_argument("--memory-limit", type=int, default=0, help="address-space limit in bytes; 0: none")
+    args = parser.parse_args(argv)
+    requests = os.fdopen(args.request_fd, "r", encoding="utf-8")
+    channel = Channel(os.fdopen(args.reply_fd, "w", encoding="utf-8"))
+    _limit_memory(args.memory_limit)
+    try:
+        rr = module.load(args.module, args.module_path or module.default_module_paths(args.rr_root))
+    except module.ModuleLoadError as exc:
+        channel.send({"id": 0, "ok": False, "fatal": True, "error": str(exc)})
+        return 3
+    channel.send({"id": 0, "ok": True, "module": rr.__name__, "file": getattr(rr, "__file__", None),
+                  "python": "%s (%s)" % (platform.python_version(), sys.executable)})
+    serve(rr, requests, channel)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
