@@ -1,4 +1,6 @@
 # renderfarm-exporter: slim image, non-root, statistics mounted read-only.
+# Time zone: the image runs in UTC; set royalrender.timezone to the RR server's
+# zone (the tzdata dependency brings the zone database), and TZ for log readers.
 FROM python:3.11-slim
 
 WORKDIR /opt/renderfarm-exporter
