@@ -218,7 +218,7 @@ def test_rr_file_replaced_while_a_read_hangs(tmp_path, start_daemon, write_confi
                           timeout=10)  # the hung read timed out
     samples = daemon.wait_for_value("renderfarm_exporter_source_up", 1, kind="royalrender_server_stats", path=path,
                                     timeout=15)
-    assert "Royal Render worker failed; restarting it" in daemon.log()
+    assert "Royal Render worker failed; the next read starts a new one" in daemon.log()
     assert value(samples, "renderfarm_exporter_source_parse_errors_total", kind="royalrender_server_stats",
                  path=path) >= 1
     fresh = parse_samples(subprocess.run([sys.executable, "-m", "exporter", "--config", config, "--once"], cwd=REPO,

@@ -167,8 +167,7 @@ class WorkerClient:
             if ready:
                 chunk = os.read(self._replies, 1 << 20)
                 if not chunk:
-                    code = self._proc.wait() if self._proc else None
-                    self._crashed("worker crashed (exit code %s) %s" % (code, doing), step)
+                    self._crashed("worker crashed (exit code %s) %s" % (self._exit_code(), doing), step)
                 self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
         try:
@@ -213,6 +212,13 @@ class WorkerClient:
         log.info("Royal Render worker started", extra=fields(module=hello.get("module"), file=hello.get("file"),
                                                                python=hello.get("python"),
                                                                timezone=self.settings.timezone.name))
+
+    def _exit_code(self) -> Optional[int]:
+        """The worker's exit code once its reply pipe closed; None if it lingers (it is killed next)."""
+        try:
+            return self._proc.wait(timeout=1.0) if self._proc else None
+        except subprocess.TimeoutExpired:
+            return None
 
     def _delay_start(self) -> None:
         self._start_not_before = time.monotonic() + self._start_backoff
