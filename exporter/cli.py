@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                "installation; 'backfill --config PATH --output FILE' writes the files' history for promtool. "
                "Each has --help.",
     )
-    parser.add_argument("--config", metavar="PATH", help="YAML configuration file")
+    parser.add_argument("--config.file", "--config", dest="config", metavar="PATH",
+                        help="YAML configuration file (--config is an alias)")
     parser.add_argument("--web.listen-address", dest="listen_address", type=_listen_address,
                         default=DEFAULT_LISTEN_ADDRESS, metavar="HOST:PORT",
                         help="address to serve metrics on (default %(default)s: every address, port 19100)")
@@ -74,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _subcommand_parser(name: str, description: str) -> argparse.ArgumentParser:
     """A subcommand's parser with the flags every subcommand has: --config and --log.level."""
     parser = argparse.ArgumentParser(prog="renderfarm-exporter " + name, description=description)
-    parser.add_argument("--config", metavar="PATH", required=True, help="YAML configuration file")
+    parser.add_argument("--config.file", "--config", dest="config", metavar="PATH", required=True,
+                        help="YAML configuration file (--config is an alias)")
     parser.add_argument("--log.level", dest="log_level", choices=logs.LEVELS, default="warn",
                         help="least severe level logged (default %(default)s)")
     return parser

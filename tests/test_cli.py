@@ -97,6 +97,12 @@ def test_version_and_usage_errors():
 
 def test_help_documents_every_flag():
     result = run("--help")
-    for flag in ("--config", "--web.listen-address", "--web.telemetry-path", "--once", "--check-config", "--demo",
+    for flag in ("--config.file", "--config", "--web.listen-address", "--web.telemetry-path", "--once", "--check-config", "--demo",
                  "--log.level", "--log.format", "--version"):
         assert flag in result.stdout
+
+
+def test_config_file_flag_as_prometheus_tools_spell_it():
+    for flag in ("--config.file", "--config"):
+        result = run(flag, "config/renderfarm-exporter.yml", "--check-config")
+        assert result.returncode == 0 and result.stdout.strip() == "config/renderfarm-exporter.yml is valid", flag
