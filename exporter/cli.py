@@ -13,7 +13,7 @@ import sys
 from typing import List, Optional
 
 from exporter import __version__, logs, webconfig
-from exporter.config import ConfigError, load
+from exporter.config import ConfigError, load, notices
 from exporter.httpserver import DEFAULT_LISTEN_ADDRESS, parse_listen_address
 
 log = logging.getLogger("exporter.cli")
@@ -60,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--once", action="store_true",
                       help="read every configured file once, print the exposition to stdout and exit")
     mode.add_argument("--check-config", action="store_true",
-                      help="validate the configuration and exit: 0 valid, 2 invalid (every problem listed)")
+                      help="validate the configuration and exit: 0 valid, 2 invalid (every problem listed); "
+                           "warnings (a missing folder, a kind without a path) go to stderr")
+    parser.add_argument("--strict", action="store_true",
+                        help="treat configuration warnings as errors: --check-config and start-up exit 2")
     parser.add_argument("--demo", action="store_true",
                         help="run on a built-in demo farm that writes live statistics to a temporary folder")
     parser.add_argument("--log.level", dest="log_level", choices=logs.LEVELS, default="info",
@@ -186,10 +189,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_INVALID
+    if _warned(config, args.check_config) and args.strict:
+        print("renderfarm-exporter: configuration warnings and --strict: exiting", file=sys.stderr)
+        return EXIT_INVALID
     if args.check_config:
         print("%s is valid" % " and ".join(filter(None, (args.config, args.web_config_file))))
         return EXIT_OK
     return run(config, args)
+
+
+def _warned(config, to_stderr: bool) -> bool:
+    """Says what in the configuration will not work (stderr for --check-config, the log at start-up)."""
+    found = notices(config)
+    for notice in found:
+        if to_stderr:
+            print("warning: " + notice, file=sys.stderr)
+        else:
+            log.warning("configuration will not work as written", extra=logs.fields(problem=notice))
+    return bool(found)
 
 
 def run(config, args) -> int:

@@ -6,8 +6,11 @@ Every problem is reported with its key path and line, all at once, so
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Mapping
+
+import yaml
 
 from exporter.schema import Duration, Errors, Field, OneOf, Problem, Struct, load_document
 from exporter.sources import registered_sources
@@ -66,7 +69,17 @@ def _root_schema() -> Struct:
     return Struct(sections, build=build)
 
 
+def _empty(text: str) -> bool:
+    try:
+        return yaml.safe_load(text) is None
+    except yaml.YAMLError:
+        return False  # load_document reports it with its line
+
+
 def parse(text: str, source: str = "<config>") -> Config:
+    if _empty(text):
+        raise ConfigError(source, [Problem("", None, "the file is empty: configure at least one source "
+                                                     "(see config/renderfarm-exporter.yml)")])
     errors = Errors()
     config = load_document(text, _root_schema(), errors)
     if errors.problems:
@@ -75,9 +88,25 @@ def parse(text: str, source: str = "<config>") -> Config:
 
 
 def load(path: str) -> Config:
+    """The configuration in ``path``; relative paths in it are relative to its folder, never the working one."""
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, [Problem("", None, "cannot read: %s" % exc)]) from None
-    return parse(text, path)
+    config = parse(text, path)
+    folder = os.path.dirname(os.path.abspath(path))
+    resolved = {source.name: source.relative_to(config.sources[source.name], folder)
+                if config.sources[source.name] is not None else None for source in registered_sources()}
+    return replace(config, sources=resolved)
+
+
+def notices(config: Config) -> List[str]:
+    """What the configuration asks for that will not work, each as ``key path: problem``."""
+    found = []
+    for source in registered_sources():
+        section = config.sources[source.name]
+        if section is not None:
+            found += ["%s: %s" % (".".join(filter(None, (source.name, n.key))), n.message)
+                      for n in source.check(section)]
+    return found

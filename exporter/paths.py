@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 _MAGIC = re.compile(r"[*?[]")
 _ANY_FOLDERS = r"(?:(?!\.)[^/]+/)*"
@@ -85,3 +85,24 @@ class PathPattern:
 
     def __repr__(self) -> str:
         return "PathPattern(%r)" % self.pattern
+
+
+def glob_problems(pattern: str) -> List[str]:
+    """Why a configured glob cannot match what its author meant: ``***``, an unclosed ``[``, an empty ``[]``."""
+    problems = []
+    for segment in pattern.split("/"):
+        if "***" in segment:
+            problems.append("%r: *** is not a glob (* matches within a folder, ** any number of folders)" % segment)
+        elif "**" in segment and segment != "**":
+            problems.append("%r: ** matches folders only as a whole path segment (a/**/b); here it is *" % segment)
+        opened = segment.find("[")
+        if opened >= 0 and segment.find("]", opened + 2 if segment[opened + 1:opened + 2] in ("!", "]")
+                                        else opened + 1) < 0:
+            problems.append("%r: unclosed '[' is taken literally" % segment)
+    return problems
+
+
+def missing_root(pattern: str) -> Optional[str]:
+    """The pattern's fixed folder if it does not exist (nothing can match until it does), else None."""
+    root = PathPattern(pattern).root
+    return None if os.path.isdir(root) else root

@@ -59,13 +59,36 @@ class Reader(Protocol):
 
 
 @dataclass(frozen=True)
+class ConfigNotice:
+    """Something in a valid configuration that will not do what its author wants (a missing folder ...)."""
+
+    key: str  # key path below the source's section, "" for the section itself
+    message: str
+
+
+def _as_written(section: Any, base_dir: str) -> Any:
+    return section
+
+
+def _no_notices(section: Any) -> Sequence[ConfigNotice]:
+    return ()
+
+
+@dataclass(frozen=True)
 class Source:
-    """A render queue manager: its config section and how to build its readers."""
+    """A render queue manager: its config section and how to build its readers.
+
+    ``relative_to(section, folder)`` resolves the section's relative paths
+    against the config file's folder; ``check(section)`` lists what is valid
+    but will not work (``--check-config`` and start-up warn about it).
+    """
 
     name: str
     schema: Schema
     readers: Callable[[Any], Sequence[Reader]]
     doc: str
+    relative_to: Callable[[Any, str], Any] = _as_written
+    check: Callable[[Any], Sequence[ConfigNotice]] = _no_notices
 
 
 def registered_sources() -> Sequence[Source]:

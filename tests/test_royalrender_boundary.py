@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from conftest import REPO, value, wait_until
+from conftest import REPO, value
 from exporter.royalrender.client import WorkerClient, WorkerCrashed, WorkerError, WorkerSettings
 from exporter.royalrender.timezone import Timezone
 from exporter.royalrender.vendor.calls import MIB, SKIPPED

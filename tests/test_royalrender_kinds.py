@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from exporter.royalrender import client_info, client_stats, daily_stats, server_stats, simformat, standin
+from exporter.royalrender import client_stats, daily_stats, server_stats, simformat, standin
 from exporter.royalrender.vendor import extractors
 from exporter.royalrender.vendor.calls import MIB, LoadFailed, local_to_unix
 from exporter.royalrender.simulator import YEAR_SLOTS_KEPT, RrFarmSimulator, local_seconds
@@ -241,8 +241,6 @@ def test_render_time_needs_loadfile_not_loadfromfile(farm):
 
 
 def test_licenses_regions_set_and_default(farm):
-    from exporter.royalrender import licenses
-
     rows = extract("licenses", farm.path("licenses"), {})["licenses"]
     arnold = {r["region"]: r for r in rows if r["render_app"] == "Arnold"}
     assert set(arnold) == {"default", "render_farm"}  # unset regions use Default's settings

@@ -1,9 +1,7 @@
 """Finding the vendor module: names per Python version, module_path, RR_ROOT and relink_lx.cfg."""
 
-import subprocess
 import sys
 
-from conftest import REPO
 from exporter.royalrender.vendor import module
 
 VENDOR_LIKE = '''

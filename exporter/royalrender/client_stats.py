@@ -13,7 +13,7 @@ is the ``(?P<client>...)`` group of ``client_from_path`` searched in the path
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Mapping, Tuple
+from typing import Any, Dict, Iterable, Mapping, Tuple
 
 from prometheus_client.metrics_core import Metric
 

@@ -12,7 +12,7 @@ summed into ``__other__`` (averages are not exported for it).
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Mapping
+from typing import Any, Dict, Iterable, Mapping
 
 from prometheus_client.metrics_core import Metric
 

@@ -20,7 +20,6 @@ NAME = "frame_stats"
 VENDOR_CLASS = "_frameStatJob"
 DEFAULT_PATH = None
 SELECT = "newest"
-ENABLED_BY_DEFAULT = False  # per-job series are unbounded: opt in
 EXTRA_OPTIONS = {
     "max_jobs": Field(Integer(minimum=1), default=20, doc="read only this many most recently changed job files"),
     "job_from_path": Field(GroupRegex("job"), doc="regex with (?P<job>...) searched in the path; default: file name"),

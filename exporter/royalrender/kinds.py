@@ -4,8 +4,7 @@ A kind module has ``NAME``, ``VENDOR_CLASS``, ``DEFAULT_PATH`` (relative to
 RR's folder, or None where the location is not public), ``SELECT``
 (``all``: every match; ``newest``: the most recently changed file, or
 ``newest_count(options)`` of them), ``EXTRA_OPTIONS`` (config keys beyond
-``enabled`` and ``path``), optionally ``ENABLED_BY_DEFAULT`` (True),
-``families(data_by_path, options)`` and, for kinds with a history,
+``enabled`` and ``path``), ``families(data_by_path, options)`` and, for kinds with a history,
 ``history_families``. The plain data comes from the kind's extractor of the
 same name in ``vendor``, which runs in the worker.
 """

@@ -9,22 +9,20 @@ only when the configuration has a ``royalrender`` section.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, List, Mapping, Optional, Tuple
 
-from exporter.logs import fields
 from exporter.royalrender import timezone
 from exporter.royalrender.client import WorkerClient, WorkerSettings, default_python
 from exporter.royalrender.kinds import KINDS
 from exporter.royalrender.reader import BoundaryReport, MemberFailures, RrFileReader
 from exporter.royalrender.vendor import module
 from exporter.schema import Boolean, Duration, Either, Field, ListOf, Scalar, String, Struct
-from exporter.sources import Source
+from exporter.paths import glob_problems, missing_root
+from exporter.sources import ConfigNotice, Source
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,6 +30,7 @@ class KindConfig:
     enabled: bool
     paths: Tuple[str, ...]
     options: Mapping[str, Any]
+    path_missing: bool = False  # enabled explicitly, but no path and no public default: a notice
 
 
 @dataclass(frozen=True)
@@ -63,13 +62,18 @@ def _paths(value) -> Tuple[str, ...]:
 
 
 def _kind_schema(kind) -> Struct:
+    """A kind with a public default path is read unless disabled; one without, when its path is set."""
     def build(enabled, path, **options):
-        return KindConfig(enabled=enabled, paths=_paths(path), options=options)
+        paths = _paths(path)
+        wanted = bool(kind.DEFAULT_PATH or paths) if enabled is None else enabled
+        return KindConfig(enabled=wanted, paths=paths, options=options,
+                          path_missing=bool(enabled) and not paths and not kind.DEFAULT_PATH)
 
     where = "default %s (relative to root)" % kind.DEFAULT_PATH if kind.DEFAULT_PATH else "no public default: set it"
     return Struct(
         {
-            "enabled": Field(Boolean(), default=getattr(kind, "ENABLED_BY_DEFAULT", True), doc="read this file kind"),
+            "enabled": Field(Boolean(), default=None,
+                             doc="read this file kind; default: yes when it has a path (set, or a public default)"),
             "path": Field(Either(String(), ListOf(String())), doc="file or glob, or a list; " + where),
             **kind.EXTRA_OPTIONS,
         },
@@ -101,18 +105,14 @@ def _schema() -> Struct:
     )
 
 
+def _wanted_paths(kind, config: KindConfig) -> List[str]:
+    return list(config.paths) or ([kind.DEFAULT_PATH] if kind.DEFAULT_PATH else [])
+
+
 def kind_paths(kind, config: KindConfig, root: Optional[str]) -> List[str]:
-    paths = list(config.paths) or ([kind.DEFAULT_PATH] if kind.DEFAULT_PATH else [])
-    resolved = []
-    for path in paths:
-        if os.path.isabs(path):
-            resolved.append(path)
-        elif root:
-            resolved.append(os.path.join(root, path))
-        else:
-            log.warning("Royal Render file kind skipped: relative path but no RR root (set royalrender.root or "
-                        "RR_ROOT)", extra=fields(kind=kind.NAME, path=path))
-    return resolved
+    """The kind's patterns as absolute paths; relative ones without a root are left out (a config notice)."""
+    return [path if os.path.isabs(path) else os.path.join(root, path)
+            for path in _wanted_paths(kind, config) if os.path.isabs(path) or root]
 
 
 def worker_settings(config: RoyalRenderConfig) -> WorkerSettings:
@@ -138,5 +138,45 @@ def _readers(config: Optional[RoyalRenderConfig]):
     return readers + [BoundaryReport(worker, failures)] if readers else []
 
 
+def _relative_to(config: RoyalRenderConfig, folder: str) -> RoyalRenderConfig:
+    """A relative ``root`` is relative to the config file's folder (kind paths are relative to the root)."""
+    return replace(config, root=os.path.join(folder, config.root)) if config.root else config
+
+
+def _check_root(config: RoyalRenderConfig) -> List[ConfigNotice]:
+    root = module.resolve_root(config.root)
+    with_default = ", ".join(kind.NAME for kind in KINDS if kind.DEFAULT_PATH and config.kinds[kind.NAME].enabled)
+    if root is None:
+        return [ConfigNotice("root", "no root and no $RR_ROOT: %s have no path" % with_default)]
+    if not os.path.isdir(root):
+        return [ConfigNotice("root", "folder %s does not exist (RR not mounted?)" % root)]
+    return []
+
+
+def _check_kind(kind, kind_config: KindConfig, root: Optional[str]) -> List[ConfigNotice]:
+    if kind_config.path_missing:
+        return [ConfigNotice(kind.NAME + ".enabled", "true, but no path: where RR keeps these files is not public; "
+                                                     "set royalrender.%s.path" % kind.NAME)]
+    notices = [ConfigNotice(kind.NAME + ".path", "%s is relative, but there is no root" % path)
+               for path in kind_config.paths if not os.path.isabs(path) and root is None]
+    for pattern in kind_paths(kind, kind_config, root):
+        notices += [ConfigNotice(kind.NAME + ".path", problem) for problem in glob_problems(pattern)]
+        folder = missing_root(pattern)
+        if folder is not None and (root is None or os.path.isdir(root)):
+            notices.append(ConfigNotice(kind.NAME + ".path", "folder %s does not exist" % folder))
+    return notices
+
+
+def _check(config: RoyalRenderConfig) -> List[ConfigNotice]:
+    notices = _check_root(config)
+    root = module.resolve_root(config.root)
+    enabled = [kind for kind in KINDS if config.kinds[kind.NAME].enabled]
+    for kind in enabled:
+        notices += _check_kind(kind, config.kinds[kind.NAME], root)
+    if not any(kind_paths(kind, config.kinds[kind.NAME], root) for kind in enabled):
+        notices.append(ConfigNotice("", "nothing to read: no file kind has a path"))
+    return notices
+
+
 SOURCE = Source(name="royalrender", schema=_schema(), readers=_readers,
-                doc="Royal Render statistics through the vendor's module")
+                doc="Royal Render statistics through the vendor's module", relative_to=_relative_to, check=_check)

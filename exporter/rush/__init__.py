@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional, Pattern, Tuple
+import os
+from dataclasses import dataclass, replace
+from typing import List, Optional, Pattern, Tuple
 
+from exporter.paths import glob_problems, missing_root
 from exporter.schema import Boolean, Either, Field, HostRegex, Integer, ListOf, Scalar, String, Struct
-from exporter.sources import Source
+from exporter.sources import ConfigNotice, Source
 
 #: Series one admitted user or job title can create: frames in 4 statuses plus wall seconds.
 SERIES_PER_BREAKDOWN_VALUE = 5
@@ -92,4 +94,25 @@ def _readers(config: Optional[RushConfig]):
     return [CpuAcctReader(config)] if config is not None and config.cpu_acct else []
 
 
-SOURCE = Source(name="rush", schema=SCHEMA, readers=_readers, doc="Rush cpu.acct accounting logs")
+def _relative_to(config: RushConfig, folder: str) -> RushConfig:
+    """Relative ``cpu_acct`` paths are relative to the config file's folder."""
+    return replace(config, cpu_acct=tuple(replace(entry, path=os.path.join(folder, entry.path))
+                                          for entry in config.cpu_acct))
+
+
+def _check(config: RushConfig) -> List[ConfigNotice]:
+    if not config.cpu_acct:
+        return [ConfigNotice("cpu_acct", "no files or globs: Rush reads nothing")]
+    notices = []
+    for index, entry in enumerate(config.cpu_acct):
+        key = "cpu_acct[%d]" % index
+        notices += [ConfigNotice(key, problem) for problem in glob_problems(entry.path)]
+        folder = missing_root(entry.path)
+        if folder is not None:
+            notices.append(ConfigNotice(key, "folder %s does not exist: nothing is read until it does "
+                                             "(a share not mounted?)" % folder))
+    return notices
+
+
+SOURCE = Source(name="rush", schema=SCHEMA, readers=_readers, doc="Rush cpu.acct accounting logs",
+                relative_to=_relative_to, check=_check)

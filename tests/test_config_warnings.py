@@ -1,0 +1,70 @@
+"""Say what is wrong before it matters: warnings by key path, --strict, empty files, relative paths."""
+
+import os
+import subprocess
+import sys
+
+from conftest import REPO, parse_samples, value
+
+NO_RR_ROOT = {k: v for k, v in os.environ.items() if k != "RR_ROOT"}
+
+
+def exporter(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "exporter", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=60, env=NO_RR_ROOT)
+
+
+def test_check_config_warns_by_key_path_and_strict_makes_it_fail(tmp_path, write_config):
+    config = write_config(
+        "rush:\n  cpu_acct:\n    - logs/***/cpu.acct\n    - %s/share/*/cpu.acct\n    - '%s/[abc/cpu.acct'\n"
+        "royalrender:\n  root: %s/rr\n  module: simulated\n  client_stats:\n    enabled: true\n"
+        % (tmp_path, tmp_path, tmp_path))
+    result = exporter("--check-config", "--config.file", config)
+    assert result.returncode == 0 and result.stdout == "%s is valid\n" % config
+    assert result.stderr.splitlines() == [
+        "warning: royalrender.root: folder %s/rr does not exist (RR not mounted?)" % tmp_path,
+        "warning: royalrender.client_stats.enabled: true, but no path: where RR keeps these files is not public; "
+        "set royalrender.client_stats.path",
+        "warning: rush.cpu_acct[0]: '***': *** is not a glob (* matches within a folder, ** any number of folders)",
+        "warning: rush.cpu_acct[0]: folder %s/logs does not exist: nothing is read until it does "
+        "(a share not mounted?)" % tmp_path,
+        "warning: rush.cpu_acct[1]: folder %s/share does not exist: nothing is read until it does "
+        "(a share not mounted?)" % tmp_path,
+        "warning: rush.cpu_acct[2]: '[abc': unclosed '[' is taken literally",
+    ]
+    strict = exporter("--check-config", "--strict", "--config.file", config)
+    assert strict.returncode == 2 and "configuration warnings and --strict" in strict.stderr
+
+
+def test_a_royalrender_section_without_root_says_nothing_can_be_read(write_config):
+    result = exporter("--check-config", "--config", write_config("royalrender:\n  module: simulated\n"))
+    assert result.returncode == 0
+    assert result.stderr.splitlines() == [
+        "warning: royalrender.root: no root and no $RR_ROOT: server_stats, daily_stats, client_info, client_groups "
+        "have no path",
+        "warning: royalrender: nothing to read: no file kind has a path",
+    ]
+
+
+def test_an_empty_config_file_is_an_error(write_config):
+    result = exporter("--check-config", "--config", write_config("# only a comment\n"))
+    assert result.returncode == 2
+    assert "the file is empty: configure at least one source" in result.stderr
+
+
+def test_relative_rush_paths_are_relative_to_the_config_file_not_the_working_folder(tmp_path):
+    site = tmp_path / "site"
+    (site / "logs" / "render07").mkdir(parents=True)
+    (site / "logs" / "render07" / "cpu.acct").write_text("p 948300000 tahoe.1 T anna 1 render07 100 10 0 0 0 0\n")
+    (site / "config.yml").write_text("rush:\n  cpu_acct: ['logs/*/cpu.acct']\n")
+    result = exporter("--once", "--config", str(site / "config.yml"), cwd=str(tmp_path))
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    samples = parse_samples(result.stdout)
+    assert value(samples, "rush_frames_total", host="render07", status="done") == 1
+
+
+def test_start_up_logs_each_warning(tmp_path, start_daemon, write_config):
+    config = write_config("rush:\n  cpu_acct: ['%s/missing/*/cpu.acct']\n" % tmp_path)
+    daemon = start_daemon("--config", config)
+    assert ('msg="configuration will not work as written" problem="rush.cpu_acct[0]: folder %s/missing does not '
+            'exist: nothing is read until it does (a share not mounted?)"' % tmp_path) in daemon.log()
