@@ -13,8 +13,8 @@ module that the stand-in does not have:
 - one member raises when read (``_rrGlobalStats_item.serverTemperature``),
   one documented member is missing (``_rrGlobalStats_item.clients_avTemperature``),
   and ``_rrGlobalStatsLS.lastSaveMonth`` raises on an instance with nothing loaded;
-- a file may ask it to scribble a line onto every open descriptor, as a
-  module with a stray write would.
+- a file may ask it to scribble a line onto every open descriptor from 3
+  up to a number, as a module with stray writes would.
 
 Tests copy this file into ``[RR]/bin/lx64/lib`` under the vendor's module
 name for the worker's Python, so ``module: auto`` finds it.
@@ -112,12 +112,13 @@ class _File(object):
             object.__setattr__(self, "_error", "%s is not a %s file" % (filename, self._class_name))
             return False
         data = content["data"]
-        if data.get("scribble"):
-            for fd in range(3, 64):
-                try:
-                    os.write(fd, b"FAKE-RR stray write\n")
-                except OSError:
-                    pass
+        if data.get("scribble_below"):
+            for fd in sorted(int(name) for name in os.listdir("/proc/self/fd")):
+                if 3 <= fd < int(data["scribble_below"]):
+                    try:
+                        os.write(fd, b"FAKE-RR stray write\n")
+                    except OSError:
+                        pass
         if data.get("crash_on_load"):
             os._exit(139)
         if data.get("allocate_mib"):

@@ -213,7 +213,11 @@ def test_stray_write_onto_the_reply_channel_fails_the_call_and_restarts_the_work
     worker = WorkerClient(fake_farm.settings())
     try:
         assert worker.read("client_info", fake_farm.clients, {}).data["sizes"] == {"count": 2}
-        fake_file(fake_farm.server, "_rrGlobalStatsLS", scribble=True, lastSaveDay=1, day={})
+        # stray writes to low descriptors miss the protocol pipes, which the worker moved out of their way
+        fake_file(fake_farm.server, "_rrGlobalStatsLS", scribble_below=200, lastSaveDay=1, day={})
+        assert worker.read("server_stats", fake_farm.server, {}).data["sizes"]["dayMax"] == 1440
+        # one that reaches them fails the call and replaces the worker
+        fake_file(fake_farm.server, "_rrGlobalStatsLS", scribble_below=1 << 20, lastSaveDay=1, day={})
         with pytest.raises(WorkerCrashed, match="protocol error"):
             worker.read("server_stats", fake_farm.server, {})
         assert worker.restarts == 1

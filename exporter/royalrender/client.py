@@ -26,7 +26,9 @@ import collections
 import json
 import logging
 import os
+import secrets
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -45,6 +47,8 @@ START_BACKOFF_SECONDS = 1.0
 START_BACKOFF_MAX_SECONDS = 60.0
 START_TIMEOUT_SECONDS = 30.0
 VENDOR_OUTPUT_KEPT = 200
+VENDOR_LINE_BYTES = 4096  # longer lines of vendor output are cut
+LARGEST_REPLY_BYTES = 512 << 20  # a reply line past this is a protocol error (the largest real ones: tens of MB)
 #: the folder holding the ``exporter`` package, for a worker interpreter that has no copy of it installed
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(exporter.__file__)))
 
@@ -53,7 +57,11 @@ class WorkerError(Exception):
     """A read failed: the vendor's error text, or the worker could not be started."""
 
 
-class ModuleNotLoaded(WorkerError):
+class WorkerStartFailed(WorkerError):
+    """The worker did not come up: its interpreter is missing, or it died or hung while importing the module."""
+
+
+class ModuleNotLoaded(WorkerStartFailed):
     """The worker started but could not import the vendor's module; the message says what it tried."""
 
 
@@ -98,8 +106,7 @@ class WorkerClient:
         self._proc: Optional[subprocess.Popen] = None
         self._requests: Optional[Any] = None
         self._replies = -1
-        self._buffer = b""
-        self._next_id = 0
+        self._buffer = bytearray()
         self._start_backoff = START_BACKOFF_SECONDS
         self._start_not_before = 0.0
         self._output_log = RateLimitedLog(log)
@@ -133,20 +140,22 @@ class WorkerClient:
 
     def _call(self, request: Dict[str, Any], doing: str) -> Reply:
         self._ensure_running()
-        self._next_id += 1
-        request = dict(request, id=self._next_id, avoid=sorted(self.avoided))
+        if self._buffer:
+            self._crashed("protocol error before %s: the worker wrote more than its last reply" % doing, None)
+        request_id = secrets.randbelow(1 << 62) + 1  # unguessable, so a stray or forged line cannot pass as a reply
+        request = dict(request, id=request_id, avoid=sorted(self.avoided))
         try:
             self._requests.write((json.dumps(request) + "\n").encode())
             self._requests.flush()
         except OSError as exc:
             self._crashed("worker pipe broken %s: %s" % (doing, exc), None)
-        reply = self._await_reply(self._next_id, self.settings.timeout, doing)
+        reply = self._await_reply(request_id, self.settings.timeout, doing)
         if not reply.get("ok"):
             raise WorkerError(str(reply.get("error", "unknown error")))
         return Reply(reply.get("data"), dict(reply.get("member_failures") or {}))
 
     def _await_reply(self, request_id: int, timeout: float, doing: str) -> Dict[str, Any]:
-        """The reply to ``request_id``, noting each risky step announced on the way."""
+        """The reply to ``request_id``, noting the risky step the worker is in (None: in none)."""
         step: Optional[str] = None
         deadline = time.monotonic() + timeout
         while True:
@@ -156,10 +165,15 @@ class WorkerClient:
                               % (doing, request_id, message), None)
             if "step" not in message:
                 return message
-            step = str(message["step"])
+            step = None if message["step"] is None else str(message["step"])
 
     def _message(self, deadline: float, doing: str, step: Optional[str], timeout: float) -> Any:
-        while b"\n" not in self._buffer:
+        """The next line from the reply pipe, parsed; the buffer is searched only where new bytes arrived."""
+        searched = 0
+        end = self._buffer.find(b"\n")
+        while end < 0:
+            if len(self._buffer) > LARGEST_REPLY_BYTES:
+                self._crashed("protocol error %s: a reply line over %d bytes" % (doing, LARGEST_REPLY_BYTES), None)
             left = deadline - time.monotonic()
             if left <= 0:
                 self._crashed("worker timed out after %.0f s %s" % (timeout, doing), step)
@@ -168,8 +182,11 @@ class WorkerClient:
                 chunk = os.read(self._replies, 1 << 20)
                 if not chunk:
                     self._crashed("worker crashed (exit code %s) %s" % (self._exit_code(), doing), step)
+                searched = len(self._buffer)
                 self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
+                end = self._buffer.find(b"\n", searched)
+        line = bytes(self._buffer[:end])
+        del self._buffer[:end + 1]
         try:
             return json.loads(line)
         except ValueError:
@@ -195,13 +212,14 @@ class WorkerClient:
         self._kill()
         wait = self._start_not_before - time.monotonic()
         if wait > 0:
-            raise WorkerError("the worker could not start; next try in %.0f s" % wait)
+            raise WorkerStartFailed("the worker could not start; next try in %.0f s" % wait)
         self._spawn()
         try:
             hello = self._await_reply(0, max(self.settings.timeout, START_TIMEOUT_SECONDS), "starting the worker")
         except WorkerCrashed as exc:
             self._delay_start()
-            raise WorkerError("the worker died while starting: %s" % exc) from None
+            raise WorkerStartFailed("the worker failed while importing the module (a crash, a hang, or a stray "
+                                    "write to its reply pipe): %s" % exc) from None
         if not hello.get("ok"):
             self._kill()
             self._delay_start()
@@ -246,28 +264,39 @@ class WorkerClient:
         try:
             self._proc = subprocess.Popen(
                 self._command(request_read, reply_write), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, pass_fds=(request_read, reply_write), env=self._environment())
+                stderr=subprocess.STDOUT, pass_fds=(request_read, reply_write), env=self._environment(),
+                start_new_session=True)  # its own process group: children the module forks are killed with it
         except OSError as exc:
             for fd in (request_read, request_write, reply_read, reply_write):
                 os.close(fd)
             self._delay_start()
-            raise WorkerError("cannot start the worker with %s: %s" % (self.settings.python, exc)) from None
+            raise WorkerStartFailed("cannot start the worker with %s: %s" % (self.settings.python, exc)) from None
         finally:
             for fd in (request_read, reply_write):
                 _close_quietly(fd)
         self._requests = os.fdopen(request_write, "wb")
-        self._replies, self._buffer = reply_read, b""
+        self._replies, self._buffer = reply_read, bytearray()
         self._drain = threading.Thread(target=self._drain_output, args=(self._proc,), name="rr-vendor-output",
                                        daemon=True)
         self._drain.start()
 
     def _drain_output(self, proc: subprocess.Popen) -> None:
-        """Logs what the vendor module prints (rate-limited) and keeps the latest lines for rr-probe."""
-        for raw in iter(proc.stdout.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            self.vendor_output.append(line)
-            self._output_log.warning("vendor-output", "Royal Render module printed", line=line[:500], pid=proc.pid)
-        proc.stdout.close()
+        """Logs what the vendor module prints (rate-limited) and keeps the latest lines, cut short, for rr-probe."""
+        stream = proc.stdout
+        cut = False
+        try:
+            for raw in iter(lambda: stream.readline(VENDOR_LINE_BYTES), b""):
+                complete = raw.endswith(b"\n")
+                if not cut:
+                    line = raw.decode("utf-8", "replace").rstrip("\r\n") + ("" if complete else " [cut]")
+                    self.vendor_output.append(line)
+                    self._output_log.warning("vendor-output", "Royal Render module printed", line=line[:500],
+                                             pid=proc.pid)
+                cut = not complete
+        except (OSError, ValueError):
+            pass
+        finally:
+            stream.close()
 
     def _kill(self) -> None:
         proc, self._proc = self._proc, None
@@ -282,8 +311,10 @@ class WorkerClient:
             self._replies = -1
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.kill()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the worker and anything the module forked
+        except OSError:
+            pass
         proc.wait()
 
 

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Mapping, TextIO
 
 from exporter import __version__
 from exporter.exposition import render_section
-from exporter.royalrender.client import ModuleNotLoaded, WorkerClient, WorkerCrashed, WorkerError
+from exporter.royalrender.client import ModuleNotLoaded, WorkerClient, WorkerCrashed, WorkerError, WorkerStartFailed
 from exporter.royalrender.kinds import KINDS
 from exporter.royalrender.reader import RrFileReader, worker_options
 from exporter.royalrender.reader import MemberFailures
@@ -77,6 +77,14 @@ def _check_api(worker: WorkerClient) -> Dict[str, Any]:
     return worker.check_api()
 
 
+def _module_version(worker: WorkerClient) -> str:
+    """The version, or what asking for it did: the reference says it may need a prior call."""
+    try:
+        return str(worker.module_version())
+    except WorkerCrashed as exc:
+        return "unknown: asking crashed the worker (%s)" % exc
+
+
 def _member_lines(found: Mapping[str, str], optional: bool) -> List[str]:
     lines = []
     for member, state in found.items():
@@ -92,7 +100,7 @@ def _report_api(worker: WorkerClient, out: TextIO) -> List[str]:
     api = _check_api(worker)
     info = worker.module_info
     out.write("Module loaded: %s\n  file: %s\n  worker's Python: %s\n  getRRModuleVersion(): %s\n" % (
-        info.get("module"), info.get("file"), info.get("python"), worker.module_version()))
+        info.get("module"), info.get("file"), info.get("python"), _module_version(worker)))
     missing = [name for name, state in api["functions"].items() if state != "present"]
     out.write("  module functions missing: %s\n" % (", ".join(missing) or "none"))
     unusable = []
@@ -182,8 +190,8 @@ def _report_problems(problems: List[str], out: TextIO) -> int:
 
 
 def run(config, out: TextIO = sys.stdout) -> int:
-    """Prints the report. 0: everything configured works; 1: the module did not import; 2: no royalrender
-    section; 3: the module loaded but something configured does not work (listed at the end)."""
+    """Prints the report. 0: everything configured works; 1: the module did not import or the worker did not
+    start; 2: no royalrender section; 3: the module loaded but something configured does not work (listed)."""
     rr = config.sources.get("royalrender")
     if rr is None:
         out.write("The configuration has no royalrender section: nothing to probe.\n")
@@ -196,6 +204,9 @@ def run(config, out: TextIO = sys.stdout) -> int:
             problems = ["%s: class missing or unusable" % name for name in _report_api(worker, out)]
         except ModuleNotLoaded as exc:
             out.write("Module NOT LOADED:\n%s\n" % exc)
+            return EXIT_NOT_LOADED
+        except WorkerStartFailed as exc:
+            out.write("The worker did not start: %s\n" % exc)
             return EXIT_NOT_LOADED
         except WorkerError as exc:
             out.write("The worker could not check the module: %s\n" % exc)

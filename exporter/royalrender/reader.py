@@ -26,6 +26,7 @@ from typing import Any, Collection, Dict, Iterable, List, Mapping, Optional, Seq
 from prometheus_client.core import InfoMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from exporter.exposition import render_section
 from exporter.families import counter, gauge
 from exporter.logs import RateLimitedLog, fields
 from exporter.paths import PathPattern
@@ -155,10 +156,25 @@ class RrFileReader:
         except WorkerError as exc:
             self._failed(path, str(exc))
             return
+        problem = self._unexportable(path, reply.data)
+        if problem:
+            self._failed(path, problem)
+            return
         self._data[path] = reply.data
         self._member_failures.add(self.kind, reply.member_failures, path)
         state.signature, state.up, state.last_success_time, state.backoff = signature, True, time.time(), 0.0
         state.bytes += st.st_size
+
+    def _unexportable(self, path: str, data: Any) -> Optional[str]:
+        """Why the worker's data for one file cannot become metrics (a reply of the wrong shape), or None.
+
+        Checked here, per file, so one bad reply fails its own file instead of every render of the section.
+        """
+        try:
+            render_section(self._kind.families({path: data}, self._options))
+        except Exception as exc:  # noqa: BLE001 - any shape error in the plain data
+            return "the worker's data for this file cannot be exported: %s: %s" % (type(exc).__name__, exc)
+        return None
 
     def _failed(self, path: str, reason: str, crashed_on: Optional[Tuple[int, int, int]] = None) -> None:
         """Marks the file down; ``crashed_on``: the signature of the file version that crashed or hung the worker."""

@@ -52,7 +52,7 @@ def _slot_families(s: Dict[str, Any]) -> Iterable[Metric]:
         return _present([((), s[key])])
 
     yield gauge("royalrender_server_stats_slot_timestamp_seconds", "Start of the slot the values below are from",
-                [], {(): s["time"]})
+                [], _present([((), s["time"])]))
     yield gauge("royalrender_clients", "Clients by state" + _NOTE, ["state"],
                 _present((state, s["clients_" + state]) for state in ("free", "rendering", "disabled")))
     yield gauge("royalrender_clients_needed", "Estimate of clients needed to start all unassigned segments"

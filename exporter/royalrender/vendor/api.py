@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Tuple
 
-from exporter.royalrender.vendor.calls import Calls
+from exporter.royalrender.vendor.calls import Calls, VendorError, describe
 
 MODULE_FUNCTIONS: Tuple[str, ...] = (
     "getRRModuleVersion", "getRRFolder_cfgGlobal", "getRRFolder_cfgUser", "getRRFolder_stats", "getRRFolder_bin",
@@ -43,14 +43,16 @@ OPTIONAL: Dict[str, Tuple[str, ...]] = {
 
 
 def _member(c: Calls, class_name: str, instance: Any, member: str) -> str:
-    if not c.attempt("%s.%s" % (class_name, member)):
+    step = "%s.%s" % (class_name, member)
+    if c.avoided(step):
         return "crashed or hung the worker when read; skipped"
     try:
-        getattr(instance, member)
+        with c.step(step):
+            getattr(instance, member)
     except AttributeError:
         return "missing"
-    except Exception as exc:  # noqa: BLE001 - report whatever the extension raises
-        return "raised %s: %s" % (type(exc).__name__, str(exc)[:200])
+    except VendorError as exc:  # noqa: BLE001 - report whatever the extension raises
+        return "raised " + describe(exc)
     return "present"
 
 
@@ -61,13 +63,14 @@ def _check_class(c: Calls, name: str) -> Dict[str, Any]:
     if cls is None:
         return report
     report["present"] = True
-    if not c.attempt("%s()" % name):
+    if c.avoided("%s()" % name):
         report["error"] = "creating an instance crashed or hung the worker; skipped"
         return report
     try:
-        instance = cls()
-    except Exception as exc:  # noqa: BLE001
-        report["error"] = "cannot create an instance: %s: %s" % (type(exc).__name__, str(exc)[:200])
+        with c.step("%s()" % name):
+            instance = cls()
+    except VendorError as exc:  # noqa: BLE001
+        report["error"] = "cannot create an instance: " + describe(exc)
         return report
     report["members"] = {m: _member(c, name, instance, m) for m in documented}
     report["optional"] = {m: _member(c, name, instance, m) for m in optional if m not in documented}

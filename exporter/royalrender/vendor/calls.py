@@ -22,10 +22,17 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Collection, Dict, Optional, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Collection, Dict, Iterator, Optional, Sequence
 
 MIB = 1024 * 1024
 SKIPPED = "skipped: it crashed or hung the worker before"
+#: no documented value is larger: beyond, a float loses integer precision, and it is uninitialised memory
+LARGEST_NUMBER = 2 ** 53
+#: no documented array is larger (1440 slots, 2880 items, 180 days); beyond, a loop would outlast any timeout
+LARGEST_SIZE = 100000
+#: RR's local times are plausible between 1970 and 2100; anything else is not a time
+LATEST_LOCAL_SECONDS = 4102444800
 
 
 class LoadFailed(Exception):
@@ -40,16 +47,18 @@ class MemberFailed(Exception):
 
 
 def number(value: Any) -> Any:
-    """An int or float that is finite (bools are not numbers here)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError("expected a finite number, got %r" % (value,))
+    """An int or float that is finite and not absurdly large (bools are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError("expected a number, got %.80r" % (value,))
+    if not (isinstance(value, int) or math.isfinite(value)) or abs(value) > LARGEST_NUMBER:
+        raise TypeError("expected a finite number up to 2**53, got %.80r" % (value,))
     return value
 
 
 def count(value: Any) -> int:
-    """A non-negative int: array sizes and counts."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise TypeError("expected a count (int >= 0), got %r" % (value,))
+    """A non-negative int no larger than any documented array: sizes and counts."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= LARGEST_SIZE:
+        raise TypeError("expected a count (int 0..%d), got %.80r" % (LARGEST_SIZE, value))
     return value
 
 
@@ -81,14 +90,22 @@ def sequence(value: Any) -> list:
         raise TypeError("expected a list, got %r" % (value,)) from None
 
 
-def _describe(exc: BaseException) -> str:
-    return ("%s: %s" % (type(exc).__name__, exc))[:300]
+def describe(exc: BaseException) -> str:
+    try:
+        return ("%s: %s" % (type(exc).__name__, exc))[:300]
+    except BaseException:  # noqa: BLE001 - an exception whose str() raises
+        return type(exc).__name__
+
+
+#: a vendor member may raise anything, SystemExit and KeyboardInterrupt included: each is that member's failure
+VendorError = BaseException
 
 
 class Calls:
     """One request's access to vendor objects, and what failed during it."""
 
-    def __init__(self, rr: Any, avoid: Collection[str] = (), announce: Callable[[str], None] = lambda call: None):
+    def __init__(self, rr: Any, avoid: Collection[str] = (),
+                 announce: Callable[[Optional[str]], None] = lambda step: None):
         self.rr = rr
         self.failures: Dict[str, str] = {}
         self._avoid = frozenset(avoid)
@@ -102,8 +119,8 @@ class Calls:
         try:
             stats = cls()
             loaded = getattr(stats, method)(path, *load_args)
-        except Exception as exc:  # noqa: BLE001 - a compiled module raises anything
-            raise LoadFailed("%s.%s raised %s" % (class_name, method, _describe(exc))) from None
+        except VendorError as exc:  # noqa: BLE001 - a compiled module raises anything
+            raise LoadFailed("%s.%s raised %s" % (class_name, method, describe(exc))) from None
         if not loaded:
             raise LoadFailed("%s failed: %s" % (method, self._error_text(stats)))
         return stats
@@ -119,8 +136,8 @@ class Calls:
                 raw = getattr(obj, name)
             except AttributeError:
                 continue
-            except Exception as exc:  # noqa: BLE001
-                self._record(obj, name, _describe(exc))
+            except VendorError as exc:  # noqa: BLE001
+                self._record(obj, name, describe(exc))
                 return None
             return self._checked(obj, name, raw, expect)
         self._record(obj, names[0], "missing")
@@ -130,13 +147,13 @@ class Calls:
         """``obj.method(*args)`` checked by ``expect``; ``MemberFailed`` when it is missing, raises or is off."""
         try:
             bound = getattr(obj, method)
-        except Exception as exc:  # noqa: BLE001 - AttributeError, or a property that raises
-            self._record(obj, method, "missing" if isinstance(exc, AttributeError) else _describe(exc))
+        except VendorError as exc:  # noqa: BLE001 - AttributeError, or a property that raises
+            self._record(obj, method, "missing" if isinstance(exc, AttributeError) else describe(exc))
             raise MemberFailed(method) from None
         try:
             raw = bound(*args)
-        except Exception as exc:  # noqa: BLE001
-            self._record(obj, method, _describe(exc))
+        except VendorError as exc:  # noqa: BLE001
+            self._record(obj, method, describe(exc))
             raise MemberFailed(method) from None
         checked = self._checked(obj, method, raw, expect)
         if checked is None and raw is not None:
@@ -146,17 +163,24 @@ class Calls:
     def risky(self, obj: Any, method: str, *args: Any, expect: Callable[[Any], Any] = instance) -> Any:
         """``call``, announced first; skipped when the daemon saw this very call crash or hang the worker."""
         key = risky_call_key(obj, method, args)
-        if not self.attempt(key):
+        if self.avoided(key):
             self.failures.setdefault(key, SKIPPED)
             raise MemberFailed(method)
-        return self.call(obj, method, *args, expect=expect)
+        with self.step(key):
+            return self.call(obj, method, *args, expect=expect)
 
-    def attempt(self, step: str) -> bool:
-        """Announces a risky step to the daemon; False when it saw this step crash or hang the worker before."""
-        if step in self._avoid:
-            return False
-        self._announce(step)
-        return True
+    def avoided(self, step: str) -> bool:
+        """True when the daemon saw this risky step crash or hang the worker before: it is not taken again."""
+        return step in self._avoid
+
+    @contextmanager
+    def step(self, key: str) -> Iterator[None]:
+        """A risky step, announced to the daemon before and after, so only a crash inside it is pinned on it."""
+        self._announce(key)
+        try:
+            yield
+        finally:
+            self._announce(None)
 
     def guarded(self, produce: Callable[..., Any], *args: Any, default: Any = None, **kwargs: Any) -> Any:
         """``produce(*args, **kwargs)``, or ``default`` when a member it needs failed (already recorded)."""
@@ -179,8 +203,8 @@ class Calls:
     def _error_text(stats: Any) -> str:
         try:
             return str(stats.getError() or "no error text")
-        except Exception as exc:  # noqa: BLE001
-            return "no error text (getError raised %s)" % _describe(exc)
+        except VendorError as exc:  # noqa: BLE001
+            return "no error text (getError raised %s)" % describe(exc)
 
 
 def risky_call_key(obj: Any, method: str, args: Sequence[Any]) -> str:
@@ -189,15 +213,20 @@ def risky_call_key(obj: Any, method: str, args: Sequence[Any]) -> str:
 
 
 def scaled(value: Optional[float], factor: float) -> Optional[float]:
-    return None if value is None else value * factor
+    if value is None:
+        return None
+    result = value * factor
+    return result if math.isfinite(result) else None
 
 
-def local_to_unix(local_seconds: float) -> float:
-    """RR stores local wall-clock seconds; Prometheus wants Unix time.
+def local_to_unix(local_seconds: float) -> Optional[float]:
+    """RR stores local wall-clock seconds; Prometheus wants Unix time. None for what cannot be a time.
 
     "Local" is the worker's time zone, which the daemon sets to
     ``royalrender.timezone`` (the farm's zone) through ``TZ``.
     """
+    if not 0 <= local_seconds <= LATEST_LOCAL_SECONDS:
+        return None
     whole = int(local_seconds)
     broken_down = time.gmtime(whole)[:8] + (-1,)
     return time.mktime(broken_down) + (local_seconds - whole)

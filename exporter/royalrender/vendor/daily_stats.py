@@ -1,15 +1,21 @@
 """Today's file in ``[RR]/sub/stats/server/`` through ``_dailyStats_data``: set slots per user, project, app.
 
 ``getJobsByType`` takes 0..2 in the RR 8 reference and 1..3 on RR 9's page
-(user, project, render app). Only ids documented for the detected shape
-are called:
+(user, project, render app), and the two pages may disagree with the
+installed module. So the lists are fetched by id, but every entry is put
+under the dimension its own ``type`` field names:
 
-- a module with RR 9's ``_dailyStats_timeline`` class: ids 1..3;
-- otherwise the reference's ids 0..2; when id 0 gives nothing while the
-  entries of ids 1 and 2 say by their own ``type`` field that they are users
-  and projects (type = id - 1), the file is numbered 1..3, and id 3 (render
-  apps) is called as a risky call, so a module that crashes on it is not
-  asked again.
+- ids 1 and 2 (documented in both) are plain calls; the third id is a
+  *risky* call, announced so a module that crashes on it is never asked
+  again: 0 first on RR 8's shape, 3 first on RR 9's (a module with the
+  ``_dailyStats_timeline`` class), the other one only when the first gave
+  nothing and the entries say the lists are numbered that other way;
+- the ``type`` values are 0-based when any entry says 0, 1-based when any
+  says 3, otherwise numbered like the ids used;
+- an entry whose ``type`` does not fit its list's id is counted as a failure
+  of ``_jobStatDay.type`` (and put where its type says); one without a
+  readable ``type`` goes where its list's id says; a name seen twice in one
+  dimension is taken once.
 
 The day a file describes is the local day of its modification time (the
 file name pattern is not public).
@@ -18,7 +24,7 @@ file name pattern is not public).
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from exporter.royalrender.vendor.calls import MIB, Calls, count, flag, local_midnight, sequence, text
 
@@ -58,43 +64,75 @@ def _set_slots(c: Calls, entry: Any, day_start: float, newest_only: bool) -> Lis
     return found
 
 
-def _types(c: Calls, entries: Optional[Sequence[Any]]) -> set:
-    return {c.value(entry, "type", expect=count) for entry in entries or ()}
+def _fetch(c: Calls, stats: Any, type_id: int, risky: bool) -> Optional[list]:
+    method = c.risky if risky else c.call
+    return c.guarded(method, stats, "getJobsByType", type_id, expect=sequence)
 
 
-def _type_ids(c: Calls, stats: Any) -> Tuple[Tuple[int, ...], Dict[int, Optional[list]]]:
-    """The ids of user, project and render app in this file, and the lists fetched so far."""
-    def fetch(type_id: int, risky: bool = False) -> Optional[list]:
-        method = c.risky if risky else c.call
-        return c.guarded(method, stats, "getJobsByType", type_id, expect=sequence)
+def _types(c: Calls, lists: Dict[int, Optional[list]]) -> Dict[int, List[Optional[int]]]:
+    return {type_id: [c.value(entry, "type", expect=count) for entry in entries or ()]
+            for type_id, entries in lists.items()}
 
-    if hasattr(c.rr, "_dailyStats_timeline"):
-        return RR9_IDS, {i: fetch(i) for i in RR9_IDS}
-    lists = {i: fetch(i) for i in RR8_IDS}
-    if not lists[0] and lists[1] and _types(c, lists[1]) == {0} and _types(c, lists[2]) <= {1}:
-        lists[3] = fetch(3, risky=True)
-        return RR9_IDS, lists
-    return RR8_IDS, lists
+
+def _lists(c: Calls, stats: Any) -> Tuple[Tuple[int, ...], Dict[int, Optional[list]]]:
+    """The ids of user, project and render app in this file, and the list each gave."""
+    lists = {1: _fetch(c, stats, 1, False), 2: _fetch(c, stats, 2, False)}
+    first, other = (3, 0) if hasattr(c.rr, "_dailyStats_timeline") else (0, 3)
+    lists[first] = _fetch(c, stats, first, True)
+    numbered_the_other_way = False
+    if not lists[first]:
+        # RR 8's ids give users of type 0 under id 0; RR 9's give them under id 1
+        types_of_1 = set(_types(c, {1: lists[1]})[1])
+        numbered_the_other_way = types_of_1 == {0} if other == 3 else bool(types_of_1) and types_of_1 <= {1}
+        if numbered_the_other_way:
+            lists[other] = _fetch(c, stats, other, True)
+    used = other if numbered_the_other_way else first
+    return (RR9_IDS if used == 3 else RR8_IDS), lists
+
+
+def _dimension_of(type_value: Optional[int], type_base: int) -> Optional[str]:
+    index = None if type_value is None else type_value - type_base
+    return DIMENSIONS[index] if index is not None and 0 <= index < len(DIMENSIONS) else None
+
+
+def _by_dimension(c: Calls, ids: Tuple[int, ...], lists: Dict[int, Optional[list]]) -> Dict[str, list]:
+    """Every entry under the dimension its own type names (its list's id where it has none)."""
+    types = _types(c, lists)
+    seen = {t for values in types.values() for t in values if t is not None}
+    type_base = 0 if 0 in seen else 1 if 3 in seen else ids[0]
+    placed: Dict[str, list] = {dimension: [] for dimension in DIMENSIONS}
+    for type_id, entries in lists.items():
+        by_id = _dimension_of(type_id, ids[0])
+        for entry, type_value in zip(entries or (), types[type_id]):
+            by_type = _dimension_of(type_value, type_base)
+            if by_type is not None and by_id is not None and by_type != by_id:
+                c.failures.setdefault("_jobStatDay.type", "type %s listed under id %s" % (type_value, type_id))
+            dimension = by_type or by_id
+            if dimension is not None:
+                placed[dimension].append(entry)
+    return placed
 
 
 def _entries(c: Calls, path: str) -> Tuple[List[Tuple[str, list]], float, Dict[str, Any]]:
     """(dimension, entries), the day's start, and sizes for rr-probe."""
     stats = c.load(CLASS, path, True)
-    ids, lists = _type_ids(c, stats)
+    ids, lists = _lists(c, stats)
     sizes = {"jobTypeCount": c.guarded(c.call, stats, "jobTypeCount", expect=count),
              "entries_by_type_id": {str(i): (None if v is None else len(v)) for i, v in sorted(lists.items())},
              "type_ids_used": "0..2 (RR 8)" if ids == RR8_IDS else "1..3 (RR 9)"}
-    dimensions = [(dimension, lists.get(type_id) or []) for dimension, type_id in zip(DIMENSIONS, ids)]
-    return dimensions, local_midnight(os.stat(path).st_mtime), sizes
+    placed = _by_dimension(c, ids, lists)
+    return [(dimension, placed[dimension]) for dimension in DIMENSIONS], local_midnight(os.stat(path).st_mtime), sizes
 
 
 def _named(c: Calls, entries: list, day_start: float, newest_only: bool) -> Dict[str, List[Dict[str, Any]]]:
     """Set slots per entry name; an entry whose name or slots cannot be read is left out."""
-    named = {}
+    named: Dict[str, List[Dict[str, Any]]] = {}
     for entry in entries:
         name = c.value(entry, "name", expect=text)
+        if name is None or name in named:
+            continue
         slots = c.guarded(_set_slots, c, entry, day_start, newest_only)
-        if name is not None and slots:
+        if slots:
             named[name] = slots
     return named
 

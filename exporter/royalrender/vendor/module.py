@@ -111,16 +111,25 @@ def load(spec: str, paths: Sequence[str]) -> ModuleType:
             sys.path.insert(0, path)
     importlib.invalidate_caches()
     failures = []
+    found_but_broken = False
     for name in names:
         try:
             return importlib.import_module(name)
-        except ImportError as exc:
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                found_but_broken = True  # the module is there; something it imports is not
             failures.append("%s (%s)" % (name, exc))
+        except BaseException as exc:  # noqa: BLE001 - a compiled module's import can raise anything
+            found_but_broken = True
+            failures.append("%s (found, but its import failed: %s: %s)" % (name, type(exc).__name__, exc))
+    advice = ("A module was found but did not import: check that it is the build for this Python and that the "
+              "libraries it needs are in its folder (it is on LD_LIBRARY_PATH)." if found_but_broken else
+              "The vendor ships modules for Python %s; run the worker with one of those (royalrender.python), "
+              "set royalrender.module_path to the folder holding the module, or royalrender.module to its name."
+              % ", ".join(VENDOR_PYTHON_VERSIONS))
     raise ModuleLoadError(
         "cannot import Royal Render's Python module for Python %d.%d.\n"
-        "  names tried: %s\n  folders searched first: %s\n"
-        "  The vendor ships modules for Python %s; run the exporter with one of those, set "
-        "royalrender.module_path to the folder holding the module, or royalrender.module to its name."
+        "  names tried: %s\n  folders searched first: %s\n  %s"
         % (sys.version_info[0], sys.version_info[1], "; ".join(failures),
-           ", ".join(paths) or "(none: no RR root known)", ", ".join(VENDOR_PYTHON_VERSIONS))
+           ", ".join(paths) or "(none: no RR root known)", advice)
     )

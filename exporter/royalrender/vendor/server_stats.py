@@ -95,7 +95,7 @@ def _pushed_down_slots(c: Calls, stats: Any, array: str, size: int, seconds: flo
     for idx in range(size):
         item = c.call(stats, array, idx)
         start = local_to_unix((last_save - 1 - (size - 1 - idx)) * seconds)
-        if start < before and _used(c, item):
+        if start is not None and start < before and _used(c, item):
             slots.append(dict(_slot_values(c, item, seconds), time=start))
     return slots
 
@@ -119,7 +119,7 @@ def history(c: Calls, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
         array_size, array_last = _size(c, stats, max_name), c.value(stats, last_save_name, expect=number)
         if array_size is None or array_last is None:
             continue
-        earliest = min((s["time"] for s in slots), default=float("inf"))
+        earliest = min((s["time"] for s in slots if s["time"] is not None), default=float("inf"))
         slots += c.guarded(_pushed_down_slots, c, stats, array, array_size, seconds, int(array_last), earliest,
                            default=[])
-    return {"slots": sorted(slots, key=lambda s: s["time"])}
+    return {"slots": sorted((s for s in slots if s["time"] is not None), key=lambda s: s["time"])}

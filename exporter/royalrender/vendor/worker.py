@@ -23,17 +23,21 @@ Requests: ``{"id": N, "op": "extract" | "history" | "check_api" | "version",
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
 import sys
+import time
 import traceback
 from typing import Any, Dict, List, Optional, TextIO
 
 from exporter.royalrender.vendor import api, extractors, module
-from exporter.royalrender.vendor.calls import Calls, LoadFailed
+from exporter.royalrender.vendor.calls import Calls, LoadFailed, VendorError, describe
 
 VERSION_STEP = "getRRModuleVersion()"
+#: the protocol pipes are moved at least this high, out of reach of a module's stray writes to low descriptors
+PROTOCOL_FD_FLOOR = 200
 
 
 class Channel:
@@ -55,21 +59,39 @@ def _limit_memory(limit: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
+def _high(fd: int) -> int:
+    """``fd`` moved to a high number (the original closed)."""
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, PROTOCOL_FD_FLOOR)
+    os.close(fd)
+    return moved
+
+
 def _module_version(rr: Any, calls: Calls) -> Optional[str]:
     """``getRRModuleVersion()``: the reference says it needs a prior call on some builds, so it is risky."""
-    if not calls.attempt(VERSION_STEP):
+    if calls.avoided(VERSION_STEP):
         return None
     try:
-        return str(rr.getRRModuleVersion())
-    except Exception as exc:  # noqa: BLE001
-        return "unknown (getRRModuleVersion raised %s: %s)" % (type(exc).__name__, exc)
+        with calls.step(VERSION_STEP):
+            return str(rr.getRRModuleVersion())
+    except VendorError as exc:  # noqa: BLE001
+        return "unknown (getRRModuleVersion raised %s)" % describe(exc)
+
+
+def _keep_time_zone(zone: Optional[str]) -> None:
+    """Undoes a module that changed ``TZ``: RR's local times are converted in the farm's zone."""
+    if os.environ.get("TZ") != zone:
+        if zone is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = zone
+        time.tzset()
 
 
 def _handle(rr: Any, request: Dict[str, Any], channel: Channel) -> Dict[str, Any]:
     request_id = request["id"]
     avoid = request.get("avoid", ())
 
-    def announce(step: str) -> None:
+    def announce(step: Optional[str]) -> None:
         channel.send({"id": request_id, "step": step})
 
     op = request.get("op", "extract")
@@ -81,16 +103,17 @@ def _handle(rr: Any, request: Dict[str, Any], channel: Channel) -> Dict[str, Any
     return {"data": data, "member_failures": failures}
 
 
-def serve(rr: Any, requests: TextIO, channel: Channel) -> None:
+def serve(rr: Any, requests: TextIO, channel: Channel, zone: Optional[str]) -> None:
     for line in requests:
         request = json.loads(line)
+        _keep_time_zone(zone)
         try:
             reply = dict(_handle(rr, request, channel), ok=True)
         except LoadFailed as exc:
             reply = {"ok": False, "error": str(exc)}
         except MemoryError:
             reply = {"ok": False, "error": "out of memory (royalrender.worker_memory_limit) while reading"}
-        except Exception:  # noqa: BLE001 - report, keep serving
+        except VendorError:  # noqa: BLE001 - report, keep serving
             reply = {"ok": False, "error": traceback.format_exc(limit=5)}
         channel.send(dict(reply, id=request["id"]))
 
@@ -104,9 +127,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--reply-fd", type=int, required=True)
     parser.add_argument("--memory-limit", type=int, default=0, help="address-space limit in bytes; 0: none")
     args = parser.parse_args(argv)
-    requests = os.fdopen(args.request_fd, "r", encoding="utf-8")
-    channel = Channel(os.fdopen(args.reply_fd, "w", encoding="utf-8"))
+    requests = os.fdopen(_high(args.request_fd), "r", encoding="utf-8")
+    channel = Channel(os.fdopen(_high(args.reply_fd), "w", encoding="utf-8"))
     _limit_memory(args.memory_limit)
+    zone = os.environ.get("TZ")
     try:
         rr = module.load(args.module, args.module_path or module.default_module_paths(args.rr_root))
     except module.ModuleLoadError as exc:
@@ -114,7 +138,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 3
     channel.send({"id": 0, "ok": True, "module": rr.__name__, "file": getattr(rr, "__file__", None),
                   "python": "%s (%s)" % (platform.python_version(), sys.executable)})
-    serve(rr, requests, channel)
+    serve(rr, requests, channel, zone)
     return 0
 
 
