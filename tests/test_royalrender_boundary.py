@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from conftest import REPO, value
+from conftest import REPO, value, wait_until
 from exporter.royalrender.client import WorkerClient, WorkerCrashed, WorkerError, WorkerSettings
 from exporter.royalrender.timezone import Timezone
 from exporter.royalrender.vendor.calls import MIB, SKIPPED
@@ -61,6 +61,11 @@ class FakeFarm:
         self.write_server()
         self.write_daily()
         self.write_clients()
+
+    def patch_module(self, code):
+        """Appends ``code`` to the installed fake module: a module that misbehaves in one more way."""
+        with open(os.path.join(self.lib, MODULE_NAME + ".py"), "a") as module:
+            module.write("\n" + code)
 
     def write_server(self, jobs_total=42):
         local_seconds = calendar.timegm(self.SAVED + (0,))
@@ -316,3 +321,96 @@ def test_one_crashing_and_one_hanging_file_leave_every_other_file_up(sim_farm, s
     sim_farm.write_client_stats(crashing)
     daemon.wait_for_value("renderfarm_exporter_source_up", 1, kind="royalrender_client_stats",
                           path=sim_farm.path("client_stats", crashing), timeout=5)
+
+
+# -- what an attack with misbehaving modules found -------------------------------------------
+
+
+def test_an_rr9_module_numbering_0_to_2_still_puts_each_entry_under_its_own_type(fake_farm):
+    fake_farm.patch_module("class _dailyStats_timeline(object):\n    pass\n")  # looks like RR 9
+    fake_farm.write_daily(crash_on_type_ids=["3"])  # but numbers 0..2, and dies on RR 9's id 3
+    worker = WorkerClient(fake_farm.settings())
+    try:
+        with pytest.raises(WorkerCrashed) as crash:
+            worker.read("daily_stats", fake_farm.daily, {})
+        assert crash.value.step == "_dailyStats_data.getJobsByType(3)"
+        reply = worker.read("daily_stats", fake_farm.daily, {})
+        assert reply.data["sizes"]["type_ids_used"] == "0..2 (RR 8)"
+        assert list(reply.data["user"]) == ["anna"] and list(reply.data["project"]) == ["tahoe"]
+        assert list(reply.data["render_app"]) == ["arnold"]
+        assert reply.member_failures == {"_dailyStats_data.getJobsByType(3)": SKIPPED}
+    finally:
+        worker.close()
+
+
+def test_a_crash_after_a_risky_call_returned_is_blamed_on_the_file(fake_farm):
+    fake_farm.write_daily(numbering=1)  # RR 9's ids: id 3 is a risky call, and it works
+    with open(fake_farm.daily) as handle:
+        content = json.load(handle)
+    content["data"]["entries"][0]["crash_in_slots"] = True  # then a documented call crashes
+    with open(fake_farm.daily, "w") as handle:
+        json.dump(content, handle)
+    worker = WorkerClient(fake_farm.settings())
+    try:
+        with pytest.raises(WorkerCrashed) as crash:
+            worker.read("daily_stats", fake_farm.daily, {})
+        assert crash.value.step is None and worker.avoided == {}
+    finally:
+        worker.close()
+
+
+def test_children_the_module_forks_die_with_the_worker_and_a_crash_is_seen_at_once(fake_farm, tmp_path):
+    pids = tmp_path / "children"
+    fake_farm.patch_module(
+        "if os.fork() == 0:\n"
+        "    open(%r, 'a').write('%%d\\n' %% os.getpid())\n"
+        "    import time as _t\n    _t.sleep(120)\n    os._exit(0)\n" % str(pids))
+    fake_file(fake_farm.server, "_rrGlobalStatsLS", crash_on_load=True)
+    worker = WorkerClient(fake_farm.settings(timeout=20.0))
+    try:
+        started = time.monotonic()
+        with pytest.raises(WorkerCrashed, match="crashed"):
+            worker.read("server_stats", fake_farm.server, {})
+        assert time.monotonic() - started < 10, "seen as a crash, not after read_timeout"
+    finally:
+        worker.close()
+    (child,) = [int(line) for line in pids.read_text().split()]
+
+    def gone():
+        try:
+            with open("/proc/%d/stat" % child) as handle:
+                return handle.read().split(") ")[1][0] == "Z"
+        except OSError:
+            return True
+
+    wait_until(gone, 10, "the forked child to be killed")
+
+
+def test_a_module_that_changes_the_time_zone_does_not_shift_rr_times(fake_farm):
+    fake_farm.patch_module("os.environ['TZ'] = 'UTC'\nimport time as _t\n_t.tzset()\n")
+    worker = WorkerClient(fake_farm.settings())
+    try:
+        assert worker.read("server_stats", fake_farm.server, {}).data["last_save_time"] == farm_time(*FakeFarm.SAVED)
+    finally:
+        worker.close()
+
+
+def test_absurd_values_drop_only_themselves(fake_farm):
+    fake_file(fake_farm.server, "_rrGlobalStatsLS", lastSaveDay=2 ** 63 - 1, day={})
+    worker = WorkerClient(fake_farm.settings())
+    try:
+        reply = worker.read("server_stats", fake_farm.server, {})
+    finally:
+        worker.close()
+    assert reply.data["last_save_time"] is None and reply.data["sizes"]["dayMax"] == 1440
+    assert reply.member_failures == {
+        "_rrGlobalStatsLS.lastSaveDay": "expected a finite number up to 2**53, got 9223372036854775807"}
+
+
+def test_rr_probe_says_not_loaded_when_the_import_raises(fake_farm, write_config):
+    fake_farm.patch_module("raise RuntimeError('licence server unreachable')\n")
+    result = probe(write_config(fake_farm.config(sys.executable)))
+    assert result.returncode == 1, result.stdout
+    assert "Module NOT LOADED" in result.stdout
+    assert "found, but its import failed: RuntimeError: licence server unreachable" in result.stdout
+    assert "the libraries it needs are in its folder" in result.stdout

@@ -47,6 +47,7 @@ START_BACKOFF_SECONDS = 1.0
 START_BACKOFF_MAX_SECONDS = 60.0
 START_TIMEOUT_SECONDS = 30.0
 VENDOR_OUTPUT_KEPT = 200
+EXIT_CHECK_SECONDS = 0.25  # how often a worker that sends nothing is checked for having exited
 VENDOR_LINE_BYTES = 4096  # longer lines of vendor output are cut
 LARGEST_REPLY_BYTES = 512 << 20  # a reply line past this is a protocol error (the largest real ones: tens of MB)
 #: the folder holding the ``exporter`` package, for a worker interpreter that has no copy of it installed
@@ -177,7 +178,10 @@ class WorkerClient:
             left = deadline - time.monotonic()
             if left <= 0:
                 self._crashed("worker timed out after %.0f s %s" % (timeout, doing), step)
-            ready, _, _ = select.select([self._replies], [], [], left)
+            # in slices: a child the module forked may hold the pipe open after the worker died
+            ready, _, _ = select.select([self._replies], [], [], min(left, EXIT_CHECK_SECONDS))
+            if not ready and self._proc is not None and self._proc.poll() is not None:
+                self._crashed("worker crashed (exit code %s) %s" % (self._proc.returncode, doing), step)
             if ready:
                 chunk = os.read(self._replies, 1 << 20)
                 if not chunk:
