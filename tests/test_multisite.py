@@ -20,6 +20,8 @@ from conftest import REPO, free_port, wait_until
 PROMETHEUS_DIR = os.path.join(REPO, "config", "prometheus")
 AGENT_EXAMPLE = os.path.join(PROMETHEUS_DIR, "site-agent.yml")
 CENTRAL_EXAMPLE = os.path.join(PROMETHEUS_DIR, "central.yml")
+FEDERATION_EXAMPLE = os.path.join(PROMETHEUS_DIR, "central-federation.yml")
+SITE_EXAMPLE = os.path.join(PROMETHEUS_DIR, "prometheus.yml")
 SITES = ("a", "b")
 
 
@@ -36,6 +38,9 @@ def test_examples_pass_promtool_check_config():
     central = subprocess.run([tool("promtool"), "check", "config", CENTRAL_EXAMPLE],
                              capture_output=True, text=True, timeout=60)
     assert central.returncode == 0 and "SUCCESS: 17 rules found" in central.stdout, central.stdout + central.stderr
+    federation = subprocess.run([tool("promtool"), "check", "config", FEDERATION_EXAMPLE],
+                                capture_output=True, text=True, timeout=60)
+    assert federation.returncode == 0 and "SUCCESS" in federation.stdout, federation.stdout + federation.stderr
     with open(AGENT_EXAMPLE) as handle:
         agent_config = yaml.safe_load(handle)
     assert set(agent_config["global"]["external_labels"]) == {"site"}
@@ -213,3 +218,62 @@ def test_two_sites_reach_the_central_server_told_apart_by_external_labels(tmp_pa
     ratio = _by_site(central.query("royalrender:clients_rendering:ratio"))
     assert sorted(ratio) == ["a", "b"]
     assert all(0 <= float(series["value"][1]) <= 1 for series in ratio.values())
+
+
+def test_a_central_server_federates_two_full_site_servers(tmp_path, start_daemon, start_prometheus):
+    """The alternative: full site Prometheus servers (rules at the site), pulled through /federate."""
+    exporters = {site: start_daemon("--demo", ready=False) for site in SITES}
+    sites = {}
+    for site in SITES:
+        with open(SITE_EXAMPLE) as handle:
+            config = yaml.safe_load(handle)
+        config["global"].update(scrape_interval="1s", evaluation_interval="1s", external_labels={"site": site})
+        config["rule_files"] = [os.path.join(PROMETHEUS_DIR, rules) for rules in config["rule_files"]]
+        config["scrape_configs"][0]["static_configs"] = [{"targets": ["127.0.0.1:%d" % exporters[site].port]}]
+        sites[site] = start_prometheus("site-" + site, config, [
+            "--storage.tsdb.path", str(tmp_path / ("site-%s-data" % site))])
+    with open(FEDERATION_EXAMPLE) as handle:
+        config = yaml.safe_load(handle)
+    config["global"]["scrape_interval"] = "1s"
+    config["scrape_configs"][0]["static_configs"] = [
+        {"targets": ["127.0.0.1:%d" % sites[site].port for site in SITES]}]
+    central = start_prometheus("central", config, ["--storage.tsdb.path", str(tmp_path / "central-data")])
+    for site in SITES:
+        exporters[site].wait_ready()
+    for server in [central, *sites.values()]:
+        wait_until(server.ready, 30, "prometheus on %s to be ready" % server.url)
+
+    def arrived(expr, count):
+        try:
+            return len(central.query(expr)) == count
+        except OSError:
+            return False
+
+    try:
+        wait_until(lambda: arrived('up{job="federate-renderfarm"} == 1', 2), 40, "both site servers federated")
+        wait_until(lambda: arrived('rush_daemon_online{host="render01"}', 2), 40, "both sites' Rush series")
+        wait_until(lambda: arrived('royalrender_client_info{client="rrclient001"}', 2), 40, "both sites' RR series")
+        wait_until(lambda: arrived("royalrender:clients_rendering:ratio", 2), 40, "both sites' recording rule")
+    except AssertionError as exc:
+        raise AssertionError("%s\ncentral:\n%s\nsite a:\n%s" % (exc, central.log(), sites["a"].log())) from None
+
+    instance = {site: "127.0.0.1:%d" % exporters[site].port for site in SITES}
+    # honor_labels keeps the site servers' job and instance; /federate adds the external label site.
+    up = _by_site(central.query('up{job="renderfarm"}'))
+    assert {site: series["metric"] for site, series in up.items()} == {
+        site: {"__name__": "up", "job": "renderfarm", "instance": instance[site], "site": site} for site in SITES}
+    online = _by_site(central.query('rush_daemon_online{host="render01"}'))
+    assert {site: series["metric"] for site, series in online.items()} == {
+        site: {"__name__": "rush_daemon_online", "host": "render01", "job": "renderfarm",
+               "instance": instance[site], "site": site} for site in SITES}
+    info = _by_site(central.query('royalrender_client_info{client="rrclient001"}'))
+    assert {site: series["metric"] for site, series in info.items()} == {
+        site: {"__name__": "royalrender_client_info", "client": "rrclient001", "version": "9.1.0",
+               "job": "renderfarm", "instance": instance[site], "site": site} for site in SITES}
+    # A recording rule evaluated at each site arrives with that site's label only.
+    ratio = _by_site(central.query("royalrender:clients_rendering:ratio"))
+    assert {site: series["metric"] for site, series in ratio.items()} == {
+        site: {"__name__": "royalrender:clients_rendering:ratio", "job": "renderfarm", "instance": instance[site],
+               "site": site} for site in SITES}
+    assert all(0 <= float(series["value"][1]) <= 1 for series in ratio.values())
+    assert central.query('{__name__=~"rush_.+|royalrender_.+", site=""}') == []
