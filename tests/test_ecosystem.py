@@ -5,8 +5,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
-import time
 import urllib.parse
 import urllib.request
 
@@ -174,35 +172,3 @@ def test_status_page_in_a_real_browser(tmp_path, start_daemon, write_config):
     assert int(sections["rush"][1]) > 0
     assert "<a href=\"/metrics\">Metrics</a>" in dom
     assert "<script" not in daemon.get("/")[2].decode()
-
-
-def test_container_install_and_entrypoint_work_in_a_clean_virtualenv(tmp_path):
-    with open(os.path.join(REPO, "Dockerfile")) as handle:
-        dockerfile = handle.read()
-    assert re.search(r"^USER 10001$", dockerfile, re.M) and "HEALTHCHECK" in dockerfile and "/-/healthy" in dockerfile
-    entrypoint = json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", dockerfile, re.M).group(1))
-    venv = tmp_path / "venv"
-    assert run(sys.executable, "-m", "venv", str(venv)).returncode == 0
-    source = tmp_path / "src"
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info"))
-    install = run(str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", ".", cwd=source,
-                  timeout=600)
-    assert install.returncode == 0, install.stderr[-3000:]
-    command = [str(venv / "bin" / entrypoint[0])] + entrypoint[1:]
-    version = run(*command, "--version")
-    assert version.returncode == 0 and version.stdout.startswith("renderfarm-exporter ")
-    checked = run(*command, "--config", os.path.join(REPO, "config", "renderfarm-exporter.yml"), "--check-config")
-    assert checked.returncode == 0, checked.stderr
-    healthcheck = re.search(r'CMD python -c "(.*)"$', dockerfile, re.M).group(1)
-    port = free_port()
-    daemon = subprocess.Popen(command + ["--demo", "--web.listen-address", "127.0.0.1:%d" % port],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        probe = healthcheck.replace("19100", str(port))
-        wait_until(lambda: run(str(venv / "bin" / "python"), "-c", probe).returncode == 0, 30, "the HEALTHCHECK")
-        started = time.monotonic()
-        daemon.terminate()
-        assert daemon.wait(timeout=5) == 0 and time.monotonic() - started < 2
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
