@@ -13,7 +13,7 @@ import bcrypt
 import pytest
 import trustme
 
-from conftest import REPO, wait_until
+from conftest import REPO, parse_samples, value, wait_until
 from exporter import basicauth, httpserver
 
 PASSWORD = "s3cret-farm"
@@ -186,6 +186,60 @@ def test_a_renewed_certificate_is_served_without_restart(tmp_path, certs, ca, st
             return None
 
     wait_until(lambda: serial() not in (None, first_serial), 10, "the renewed certificate")
+
+
+TLS_AND_AUTH = ("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+                "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n"
+                "basic_auth_users:\n  prometheus: '%s'\n" % HASH)
+
+
+def replace_web(tmp_path, text):
+    """Rewrites web.yml atomically, so the daemon sees exactly one change."""
+    (tmp_path / "web.yml.new").write_text(text)
+    os.replace(tmp_path / "web.yml.new", tmp_path / "web.yml")
+
+
+def web_reloads(daemon, context):
+    status, _, body, _ = https_get(daemon, "/metrics", context, basic("prometheus", PASSWORD))
+    assert status == 200
+    samples = parse_samples(body.decode())
+    return (value(samples, "renderfarm_exporter_web_config_reloads_total"),
+            value(samples, "renderfarm_exporter_web_config_reload_failures_total"),
+            value(samples, "renderfarm_exporter_web_config_last_reload_successful"))
+
+
+@pytest.mark.parametrize("change", [
+    "",  # emptied
+    "# TLS and users moved elsewhere\n",  # only comments
+    "basic_auth_users:\n  prometheus: '%s'\n" % HASH,  # TLS section dropped
+    "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+    "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n",  # users dropped
+    "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+    "basic_auth_users:\n  prometheus: '%s'\n" % HASH,  # client certificates no longer required
+    TLS_AND_AUTH[:len(TLS_AND_AUTH) // 2],  # a non-atomic rewrite caught half-way
+    "tls_server_config: [",  # not YAML
+], ids=["emptied", "comments", "no-tls", "no-users", "no-client-certs", "half-written", "invalid"])
+def test_a_live_change_never_turns_tls_or_auth_off(tmp_path, certs, ca, start_daemon, write_config, change):
+    web = write_web(tmp_path, TLS_AND_AUTH)
+    daemon = start_daemon("--config", rush_config(tmp_path, write_config), "--web.config.file", web, ready=False)
+    with_cert = client_context(ca, str(certs / "client.pem"))
+    wait_until(lambda: _https_ok(daemon, with_cert), 20, "https /-/ready")
+    assert web_reloads(daemon, with_cert) == (0, 0, 1)
+
+    replace_web(tmp_path, change)
+    wait_until(lambda: web_reloads(daemon, with_cert) == (1, 1, 0), 10, "the change to be refused")
+    assert "web config change REFUSED; keeping the previous settings" in daemon.log()
+    assert https_get(daemon, "/metrics", with_cert)[0] == 401, "basic auth still required"
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        https_get(daemon, "/metrics", client_context(ca))  # the client certificate still required
+    with pytest.raises((http.client.HTTPException, OSError)):
+        plain = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=5)
+        plain.request("GET", "/metrics")
+        plain.getresponse().read()
+
+    replace_web(tmp_path, TLS_AND_AUTH.replace("prometheus:", "grafana: '%s'\n  prometheus:" % HASH))
+    wait_until(lambda: web_reloads(daemon, with_cert) == (2, 1, 1), 10, "a change of users to be taken")
+    assert https_get(daemon, "/metrics", with_cert, basic("grafana", PASSWORD))[0] == 200
 
 
 @pytest.mark.parametrize("text, where", [
