@@ -182,7 +182,16 @@ class Handler(BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _refuse
 
     def _admitted(self, path: str, send_body: bool = True) -> bool:
-        """Refuses requests with a body and, unless the path is open, without valid credentials."""
+        """Refuses ambiguous framing, requests with a body and, unless the path is open, without valid credentials.
+
+        A head that two parsers could read differently (two Content-Length
+        headers, ``Transfer-Encoding : chunked``) is how requests get smuggled
+        past a proxy: 400, never a guess.
+        """
+        if self.headers.defects or len(self.headers.get_all("Content-Length", ())) > 1:
+            self.close_connection = True
+            self._send(400, "text/plain; charset=utf-8", b"Ambiguous request head\n", send_body)
+            return False
         if self.headers.get("Transfer-Encoding") or self.headers.get("Content-Length", "0").strip() != "0":
             self.close_connection = True
             self._send(413, "text/plain; charset=utf-8", b"Request bodies are not accepted\n", send_body)

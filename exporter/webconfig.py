@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional, Tuple
 
-from exporter.basicauth import BasicAuth, is_bcrypt_hash
+from exporter.basicauth import MAX_COST, MIN_COST, BasicAuth, cost, is_bcrypt_hash
 from exporter.config import ConfigError
 from exporter.logs import fields
 from exporter.selfmetrics import ReloadStatus
@@ -93,6 +93,10 @@ class WebSettings:
 def _bcrypt_hash(value):
     if not isinstance(value, str) or not is_bcrypt_hash(value):
         raise ValueError("make one with: htpasswd -nBC 10 \"\" | tr -d ':\\n'")
+    if not MIN_COST <= cost(value) <= MAX_COST:
+        raise ValueError("bcrypt cost %d is outside %d..%d: above %d one check takes seconds (cost 19: half a "
+                         "minute) and holds the request that pays it; make one with: htpasswd -nBC 10 \"\" | "
+                         "tr -d ':\\n'" % (cost(value), MIN_COST, MAX_COST, MAX_COST))
     return value
 
 

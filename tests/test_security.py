@@ -7,6 +7,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 
 import bcrypt
@@ -250,6 +251,7 @@ def test_a_live_change_never_turns_tls_or_auth_off(tmp_path, certs, ca, start_da
     ("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  cipher_suites: [x]\n",
      "tls_server_config.cipher_suites"),
     ("basic_auth_users:\n  prometheus: plaintext\n", "basic_auth_users.prometheus"),
+    ("basic_auth_users:\n  prometheus: '%s'\n" % HASH.replace("$04$", "$15$"), "bcrypt cost 15 is outside 4..14"),
     ("http_server_config:\n  headers:\n    Set-Cookie: a=b\n", "http_server_config.headers.Set-Cookie"),
 ])
 def test_invalid_web_config_is_refused_at_start_with_the_key_path(tmp_path, certs, write_config, text, where):
@@ -258,6 +260,35 @@ def test_invalid_web_config_is_refused_at_start_with_the_key_path(tmp_path, cert
                              "--web.config.file", web, "--check-config"],
                             cwd=REPO, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and where in result.stderr, result.stderr
+
+
+def test_a_costly_hash_delays_neither_start_nor_health(tmp_path, start_daemon, write_config):
+    """Cost 14, the highest accepted: the dummy hash for unknown users is made at load without hashing."""
+    costly = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=basicauth.MAX_COST)).decode()
+    started = time.monotonic()
+    basicauth.BasicAuth({"prometheus": costly})
+    assert time.monotonic() - started < 0.1, "loading hashed nothing"
+    web = write_web(tmp_path, "basic_auth_users:\n  prometheus: '%s'\n" % costly)
+    daemon = start_daemon("--config", rush_config(tmp_path, write_config), "--web.config.file", web)
+    guesses = [threading.Thread(target=daemon.get, args=("/metrics", basic(user, "guess")))
+               for user in ("nobody", "prometheus")]
+    for guess in guesses:
+        guess.start()
+    checked = time.monotonic()
+    assert daemon.get("/-/healthy")[0] == 200
+    assert time.monotonic() - checked < 0.5, "/-/healthy waited for the bcrypt checks"
+    for guess in guesses:
+        guess.join()
+
+
+def test_ambiguous_framing_is_a_bad_request(tmp_path, start_daemon, write_config):
+    daemon = start_daemon("--config", rush_config(tmp_path, write_config))
+    for head in (b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+                 b"GET /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+                 b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length :0\r\n\r\n"):
+        reply = raw_exchange(daemon.port, head)
+        assert reply.startswith(b"HTTP/1.1 400") and b"rush_" not in reply, head
+    assert daemon.get("/metrics")[0] == 200
 
 
 def test_verdicts_are_cached_so_scrapes_do_not_pay_bcrypt(monkeypatch):
