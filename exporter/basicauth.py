@@ -62,23 +62,33 @@ class BasicAuth:
         self._verdicts: "OrderedDict[bytes, bool]" = OrderedDict()
         self._lock = threading.Lock()
 
-    def allows(self, authorization: Optional[str]) -> bool:
+    def cached(self, authorization: Optional[str]) -> Optional[bool]:
+        """The verdict when it costs no bcrypt check (malformed, or seen before); None when it needs one."""
         credentials = parse_authorization(authorization)
         if credentials is None:
             return False
-        user, password = credentials
-        key = hmac.new(self._key, user + b"\0" + password, hashlib.sha256).digest()
+        key = self._cache_key(credentials)
         with self._lock:
             verdict = self._verdicts.get(key)
             if verdict is not None:
                 self._verdicts.move_to_end(key)
-                return verdict
-        verdict = self._verify(user, password)
+            return verdict
+
+    def allows(self, authorization: Optional[str]) -> bool:
+        verdict = self.cached(authorization)
+        if verdict is not None:
+            return verdict
+        credentials = parse_authorization(authorization)
+        verdict = self._verify(*credentials)
         with self._lock:
-            self._verdicts[key] = verdict
+            self._verdicts[self._cache_key(credentials)] = verdict
             while len(self._verdicts) > CACHE_SIZE:
                 self._verdicts.popitem(last=False)
         return verdict
+
+    def _cache_key(self, credentials: Tuple[bytes, bytes]) -> bytes:
+        user, password = credentials
+        return hmac.new(self._key, user + b"\0" + password, hashlib.sha256).digest()
 
     def _verify(self, user: bytes, password: bytes) -> bool:
         """One bcrypt check: slow, so never call it on a thread that others wait for."""
