@@ -88,10 +88,9 @@ class App:
         self.reload = reload
 
 
-
 #: Paths anyone who reaches the port may ask, even with basic auth on: they tell only up or not.
 OPEN_PATHS = ("/-/healthy", "/-/ready")
-#: A connection may wait this long for the first byte of its next request (keep-alive idle time).
+#: A keep-alive connection may wait this long for the first byte of its next request.
 IDLE_TIMEOUT = 30.0
 #: From a connection's start (TLS handshake included) or a request's first byte to the end of its head.
 HEAD_TIMEOUT = 10.0
