@@ -1,12 +1,19 @@
 """The event loop under connection floods and descriptor exhaustion, on the real daemon (loopback only)."""
 
+import http.client
 import os
+import re
 import resource
 import socket
+import ssl
+import time
+
+import trustme
 
 from bench.common import percentile
 from bench.connections import measure, raise_nofile_limit
 from conftest import wait_until
+from exporter import httpserver
 
 
 def rush_daemon(start_daemon, write_config, tmp_path):
@@ -101,3 +108,65 @@ def test_with_no_descriptor_left_at_all_the_listener_backs_off_instead_of_spinni
     assert waiting.recv(100).startswith(b"HTTP/1.1 200"), "the waiting client is served once descriptors return"
     waiting.close()
     assert daemon.get("/metrics")[0] == 200
+
+
+def test_pipelined_requests_and_http_1_0_are_answered_in_order(tmp_path, start_daemon, write_config):
+    daemon = rush_daemon(start_daemon, write_config, tmp_path)
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=5) as sock:
+        sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\nHEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        replies = read_until_closed(sock)
+    assert re.findall(rb"HTTP/1\.1 (\d+) ", replies) == [b"200", b"200", b"404"]
+    assert b"Healthy\nHTTP/1.1 200 OK\r\n" in replies, "the HEAD answer follows the first, without a body"
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=5) as sock:
+        sock.sendall(b"GET /-/healthy HTTP/1.0\r\n\r\n")
+        reply = read_until_closed(sock)  # HTTP/1.0 without keep-alive: closed after one answer
+    assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"\r\n\r\nHealthy\n")
+
+
+def read_until_closed(sock):
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_stalled_tls_handshakes_hold_up_no_scrape(tmp_path, start_daemon, write_config):
+    """Handshakes are non-blocking steps of the loop: clients that stop mid-handshake wait alone, then go."""
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1")
+    server.cert_chain_pems[0].write_to_path(str(tmp_path / "server.crt"))
+    server.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    (tmp_path / "web.yml").write_text("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
+    path = tmp_path / "cpu.acct"
+    path.write_text("")
+    daemon = start_daemon("--config", write_config("rush:\n  cpu_acct: ['%s']\n" % path),
+                          "--web.config.file", str(tmp_path / "web.yml"), ready=False)
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+
+    def https_status():
+        conn = http.client.HTTPSConnection("127.0.0.1", daemon.port, context=context, timeout=5)
+        try:
+            conn.request("GET", "/metrics")
+            return conn.getresponse().status
+        except OSError:
+            return None
+        finally:
+            conn.close()
+
+    wait_until(lambda: https_status() == 200, 20, "https to answer")
+    stalled = [socket.create_connection(("127.0.0.1", daemon.port)) for _ in range(200)]
+    for sock in stalled[::2]:
+        sock.sendall(b"\x16\x03\x01\x02\x00\x01")  # the first bytes of a ClientHello, never the rest
+    try:
+        started = time.monotonic()
+        assert [https_status() for _ in range(20)] == [200] * 20
+        assert time.monotonic() - started < 5
+        stalled[0].settimeout(httpserver.HEAD_TIMEOUT + 5)
+        assert stalled[0].recv(1) == b"", "a stalled handshake is dropped after HEAD_TIMEOUT"
+    finally:
+        for sock in stalled:
+            sock.close()
