@@ -139,8 +139,7 @@ def serve(config: Config, listen_address: str, telemetry_path: str, stop: Option
                                         runtime.ready.is_set()),
               web=web, reload=reloader.reload if enable_lifecycle else None)
     server = make_server(listen_address, app)
-    http_thread = threading.Thread(target=server.serve_forever, name="http",
-                                   daemon=True)
+    http_thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     reload_requested = threading.Event()
     reload_thread = threading.Thread(target=reloader.run, args=(stop, reload_requested), name="reload",
                                      daemon=True)

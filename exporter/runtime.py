@@ -97,18 +97,17 @@ class Runtime:
         A section whose readers are the same objects, under the same watch
         settings, keeps its ingest thread untouched: its counters go on. Any
         other section's ingest is retired (see ``_retire``) without waiting
-        for a read it has in progress. The new ingests are started before
-        they are published, so ``alive()`` never sees one not yet running.
-        The watcher is replaced; its start asks every source for a full
-        rescan, so changes made during the swap are not lost.
+        for a read it has in progress. New threads (ingests, the watcher) are
+        started before they are published, so ``alive()``, which the
+        watchdog pings wait on from another thread, never sees one not yet
+        running. The watcher is replaced; its start asks every source for a
+        full rescan, so changes made during the swap are not lost.
         """
-        old_watcher, old_ingests = self.watcher, self._ingests
+        old_ingests = self._ingests
         watch_changed = watch != self._watch
         self._watch = watch
         kept = {ingest.section: ingest for ingest in old_ingests
                 if not watch_changed and tuple(ingest.readers) == tuple(readers.get(ingest.section, ()))}
-        old_watcher.stop()
-        self._retired_watch_restarts += old_watcher.restarts
         ingests = []
         for section, section_readers in readers.items():
             if section in kept:
@@ -124,9 +123,17 @@ class Runtime:
             self._retiring.extend(retiring)
         for ingest in retiring:
             self._retire(ingest, [reader for reader in ingest.readers if id(reader) not in still_used])
-        self.watcher = self._new_watcher()
-        self.watcher.start()
+        self._swap_watcher()
         self._mark_dirty(set(readers) | {EXPORTER_SECTION})
+
+    def _swap_watcher(self) -> None:
+        """A watcher for the current readers' patterns, started before the old one stops."""
+        watcher = self._new_watcher()
+        watcher.start()
+        with self._retire_lock:
+            old, self.watcher = self.watcher, watcher
+            self._retired_watch_restarts += old.restarts
+        old.stop()
 
     def _retire(self, ingest: SourceIngest, dropped: Sequence[Reader]) -> None:
         """Stops an ingest replaced by a reload, on a thread of its own.
@@ -247,14 +254,15 @@ class Runtime:
             counted = self._ingests + self._retiring
             failures: Counter = Counter(self._retired_failures)
             rescans = self._retired_rescans
+            watcher, watch_restarts = self.watcher, self._retired_watch_restarts + self.watcher.restarts
         for ingest in counted:
             failures.update(ingest.failures)
         return selfmetrics.RuntimeStatus(
             files=tuple(f for snapshot in snapshots for f in snapshot.files),
-            watches=self.watcher.statuses(),
+            watches=watcher.statuses(),
             reader_failures=dict(failures),
             rescans=rescans + sum(ingest.rescans for ingest in counted),
-            watch_restarts=self._retired_watch_restarts + self.watcher.restarts,
+            watch_restarts=watch_restarts,
             reload=self.reload_status,
             web_reload=self.web_reload_status,
             patterns=tuple((reader.kind, pattern) for ingest in self._ingests for reader in ingest.readers

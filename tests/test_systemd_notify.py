@@ -91,4 +91,5 @@ def test_a_reload_beside_a_hung_read_never_delays_a_watchdog_ping(tmp_path, star
     gaps = [b - a for a, b in zip(pings, pings[1:])]
     assert reloaded - hup < 3.0
     assert len(pings) >= read_timeout and max(gaps) < 1.6, "pings at %s" % ["%.2f" % (p - hup) for p in pings]
+    assert "withholding the systemd watchdog ping" not in daemon.log(), "a thread swapped by the reload looked dead"
     assert daemon.proc.poll() is None
