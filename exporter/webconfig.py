@@ -227,13 +227,13 @@ class WebConfigFile:
     ``status`` counts the changes noticed and the ones refused.
     """
 
-    def __init__(self, path: Optional[str], on_change: Callable[[], None] = lambda: None):
+    def __init__(self, path: Optional[str]):
         self.path = path
         self._settings = load(path) if path else WebSettings()
         self._identity = _identity(self._settings.files)
         self._lock = threading.Lock()
         self.status = ReloadStatus(last_success_time=time.time())
-        self.on_change = on_change
+        self.on_change: Callable[[], None] = lambda: None  # called after each change tried (the daemon re-renders)
 
     def current(self) -> WebSettings:
         return self._settings
