@@ -4,6 +4,11 @@ Start-up binds the port first (a busy port fails before systemd hears
 READY=1), then starts watching. SIGTERM and SIGINT stop it cleanly within
 about a second. SIGHUP (or ``POST /-/reload`` with ``--web.enable-lifecycle``)
 reloads the configuration and the web config, then rescans every file.
+
+Threads of the life cycle: the main thread only supervises and pings the
+systemd watchdog; reloads and web config checks run on the *reload* thread,
+so a slow reload (a reader to build, a bcrypt hash, a file share that hangs)
+never delays a ping.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from exporter.httpserver import App, make_server
 from exporter.logs import fields
 from exporter.runtime import Runtime
 from exporter.sources import Reader, registered_sources
-from exporter.webconfig import WebConfigFile
+from exporter.webconfig import CHECK_INTERVAL, WebConfigFile
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,26 @@ class Reloader:
         self.web = web
         self._lock = threading.Lock()
         runtime.reload_status = selfmetrics.ReloadStatus(last_success_time=time.time())
+        runtime.web_reload_status = web.status
+        web.on_change = self._web_changed
+
+    def run(self, stop: threading.Event, requested: threading.Event) -> None:
+        """The reload thread: a requested reload at once, else a look at the web config file every second."""
+        while not stop.is_set():
+            try:
+                if requested.wait(CHECK_INTERVAL):
+                    requested.clear()
+                    sdnotify.notify("RELOADING=1\nMONOTONIC_USEC=%d" % (time.monotonic() * 1e6))
+                    self.reload()
+                    sdnotify.notify("READY=1")
+                else:
+                    self.web.refresh()
+            except Exception:  # noqa: BLE001 - the thread must outlive any one failure
+                log.exception("reload thread: unexpected failure; going on")
+
+    def _web_changed(self) -> None:
+        self._runtime.web_reload_status = self.web.status
+        self._runtime.status_changed()
 
     def reload(self) -> Optional[str]:
         """None when the new config runs, else why it was rejected."""
@@ -114,18 +139,20 @@ def serve(config: Config, listen_address: str, telemetry_path: str, stop: Option
                                         runtime.ready.is_set()),
               web=web, reload=reloader.reload if enable_lifecycle else None)
     server = make_server(listen_address, app)
-    http_thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="http",
-                                   daemon=True)
+    http_thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     reload_requested = threading.Event()
+    reload_thread = threading.Thread(target=reloader.run, args=(stop, reload_requested), name="reload",
+                                     daemon=True)
     _install_signal_handlers(stop, reload_requested)
     runtime.start()
     http_thread.start()
+    reload_thread.start()
     sdnotify.notify("READY=1")
     host, port = server.server_address[:2]
     log.info("listening", extra=fields(address="%s:%d" % (host, port), telemetry_path=telemetry_path,
                                        tls=web.current().ssl_context is not None,
                                        basic_auth=web.current().auth is not None))
-    _supervise(stop, runtime, http_thread, reload_requested, reloader)
+    _supervise(stop, runtime, (http_thread, reload_thread))
     log.info("shutting down")
     sdnotify.notify("STOPPING=1")
     server.shutdown()
@@ -135,7 +162,7 @@ def serve(config: Config, listen_address: str, telemetry_path: str, stop: Option
 
 
 def _install_signal_handlers(stop: threading.Event, reload_requested: threading.Event) -> None:
-    """Handlers only set flags: the reload itself runs in the supervising loop, never inside a handler."""
+    """Handlers only set flags: the reload itself runs on the reload thread, never inside a handler."""
     if threading.current_thread() is not threading.main_thread():
         return
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -143,25 +170,20 @@ def _install_signal_handlers(stop: threading.Event, reload_requested: threading.
     signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
 
 
-def _supervise(stop: threading.Event, runtime: Runtime, http_thread: threading.Thread,
-               reload_requested: threading.Event, reloader: Reloader) -> None:
-    """Runs requested reloads; pings the systemd watchdog only while the pipeline and HTTP threads are alive."""
+def _supervise(stop: threading.Event, runtime: Runtime, threads: Sequence[threading.Thread]) -> None:
+    """Pings the systemd watchdog, only while the pipeline and the HTTP and reload threads are alive.
+
+    Nothing else runs here, so no reload or read can hold a ping back.
+    """
     interval = sdnotify.watchdog_interval()
-    tick = min(interval, 0.2) if interval else 0.2  # also how soon a SIGHUP is acted on
-    next_ping = 0.0
-    elapsed = 0.0
-    while not stop.wait(tick):
-        elapsed += tick
-        reloader.web.current()  # notices a changed web config file even while nobody connects
-        if reload_requested.is_set():
-            reload_requested.clear()
-            sdnotify.notify("RELOADING=1\nMONOTONIC_USEC=%d" % (time.monotonic() * 1e6))
-            reloader.reload()
-            sdnotify.notify("READY=1")
-        if interval is None or elapsed < next_ping:
-            continue
-        next_ping = elapsed + interval
-        if runtime.alive() and http_thread.is_alive():
+    if interval is None:
+        while not stop.wait(1.0):  # a timeout keeps the main thread's signal handlers prompt
+            pass
+        return
+    while True:
+        if runtime.alive() and all(thread.is_alive() for thread in threads):
             sdnotify.notify("WATCHDOG=1")
         else:
             log.error("a pipeline thread died; withholding the systemd watchdog ping so systemd restarts us")
+        if stop.wait(interval):
+            return

@@ -1,27 +1,49 @@
-"""HTTP endpoints: ``/``, the telemetry path, ``/-/healthy`` and ``/-/ready``.
+"""HTTP endpoints: ``/``, the telemetry path, ``/-/healthy`` and ``/-/ready``, served by one event loop.
 
 Serves only what is already in memory: the pre-rendered exposition, chosen
 by content negotiation (OpenMetrics or text 0.0.4, gzip or not). Only GET
 and HEAD are answered (and POST on ``/-/reload`` when enabled); every other
 path is 404. With a web config file, connections may be TLS and requests
-need basic auth, except the two health paths. Request heads are bounded in
-size and time, and connections in number, so no client can hold the
-scrapes of others.
+need basic auth, except the two health paths.
+
+Server model: one thread runs a ``selectors`` loop that owns every socket:
+accepting, the TLS handshake, reading request heads (bounded in size and
+time) and writing responses, all non-blocking. An idle keep-alive
+connection or a slow client costs a few kilobytes and no thread, so
+thousands of them cannot starve a scrape. A complete request is answered
+on the loop when that is cheap (the exposition is cached bytes, the health
+paths are constants) and by a small pool of threads when it may be slow
+(the status page, a reload, a bcrypt check of credentials not seen before).
+
+When connections or file descriptors run out, the connection that has
+waited longest for a request is closed to make room for the new one; when
+there is none, a descriptor held in reserve takes it, and when those are in
+use too the listener pauses briefly: the loop never spins on a failing
+``accept()``, and the first warning is logged, then at most one a minute.
 """
 
 from __future__ import annotations
 
+import collections
+import email.utils
+import errno
+import http
 import ipaddress
 import logging
+import os
+import re
+import resource
+import selectors
 import socket
 import ssl
-import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Optional, Tuple
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Callable, Deque, Dict, List, Mapping, Optional, Set, Tuple
 
 from exporter import __version__
+from exporter.basicauth import BasicAuth
 from exporter.exposition import (
     OPENMETRICS_CONTENT_TYPE,
     TEXT_CONTENT_TYPE,
@@ -30,7 +52,7 @@ from exporter.exposition import (
     wants_openmetrics,
 )
 from exporter.logs import fields
-from exporter.webconfig import WebConfigFile, WebSettings
+from exporter.webconfig import WebConfigFile
 
 log = logging.getLogger(__name__)
 
@@ -68,253 +90,611 @@ class App:
 
 #: Paths anyone who reaches the port may ask, even with basic auth on: they tell only up or not.
 OPEN_PATHS = ("/-/healthy", "/-/ready")
-#: A connection may wait this long for the first byte of its next request (keep-alive idle time).
+#: A keep-alive connection may wait this long for the first byte of its next request.
 IDLE_TIMEOUT = 30.0
-#: From a request's first byte to the end of its headers; slower clients are dropped.
+#: From a connection's start (TLS handshake included) or a request's first byte to the end of its head.
 HEAD_TIMEOUT = 10.0
 #: Request line plus headers; a longer head gets 431.
 MAX_HEAD_BYTES = 16 * 1024
 #: Writing a response must progress within this time, or the connection is dropped.
 WRITE_TIMEOUT = 30.0
-#: Connections served at once; more are closed at once (each holds a thread).
-MAX_CONNECTIONS = 256
+#: Connections open at once, and at most half the process's descriptor limit (the other half is left to
+#: the files). An idle one costs about 4 KB (plain) or 40 KB (TLS); at the limit the one waiting longest
+#: for a request is closed for the new one.
+MAX_CONNECTIONS = 10_000
+#: Threads answering what may be slow (status page, reload, a bcrypt check); the loop answers the rest.
+HANDLER_THREADS = 4
+#: Descriptors kept open on /dev/null so that a connection can still be taken when all others are used.
+RESERVE_DESCRIPTORS = 4
+#: How long the listener pauses when no descriptor is left, not even in reserve.
+ACCEPT_BACKOFF = 0.1
+#: After the last response of a connection, its input is read and dropped for up to this long, so the
+#: client reads the response instead of a reset.
+LINGER_SECONDS = 2.0
+#: Deadlines are checked this often.
+TICK = 0.25
+LISTEN_BACKLOG = 1024
+ACCEPT_BATCH = 64
+SEND_CHUNK = 256 * 1024
+WARN_EVERY = 60.0
+
+KNOWN_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT")
+OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_VERSION = re.compile(r"HTTP/(\d)\.\d\Z")
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+TEXT = "text/plain; charset=utf-8"
 
 
-class HeadTooLarge(Exception):
-    pass
+# -- requests and responses -------------------------------------------------------
 
 
-class BoundedHeadReader:
-    """The request stream, read with a byte budget and a deadline per request head.
+class HttpError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
 
-    The standard library bounds each header line but not the whole head, and
-    its socket timeout restarts with every byte, so a client sending one byte
-    every few seconds could hold a thread forever. Reading through ``peek``
-    does at most one socket read per step, so the deadline is checked between
-    every two reads.
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    target: str
+    version: str
+    headers: Mapping[str, str]  # names in lower case
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+    @property
+    def keep_alive(self) -> bool:
+        tokens = {token.strip().lower() for token in self.headers.get("connection", "").split(",")}
+        return "keep-alive" in tokens if self.version == "HTTP/1.0" else "close" not in tokens
+
+
+def parse_head(head: bytes) -> Request:
+    """One request line and its headers (without the blank line after them); raises HttpError.
+
+    Strict wherever two parsers could read a head differently, which is how
+    requests get smuggled past a proxy: a header name is a token with the
+    colon right after it, no folded lines, ``Content-Length`` at most once.
     """
-
-    def __init__(self, stream, sock: socket.socket):
-        self._stream = stream
-        self._sock = sock
-        self._used = 0
-        self._deadline = 0.0
-        self._started = False
-
-    def next_request(self) -> None:
-        self._used = 0
-        self._started = False
-        self._deadline = time.monotonic() + IDLE_TIMEOUT
-
-    def readline(self, limit: int = -1) -> bytes:
-        line = bytearray()
-        while limit < 0 or len(line) < limit:
-            data = self._peek()
-            if not data:
-                break
-            newline = data.find(b"\n")
-            take = len(data) if newline < 0 else newline + 1
-            if limit >= 0:
-                take = min(take, limit - len(line))
-            self._used += take
-            if self._used > MAX_HEAD_BYTES:
-                raise HeadTooLarge()
-            line += self._stream.read(take)
-            if line.endswith(b"\n"):
-                break
-        return bytes(line)
-
-    def _peek(self) -> bytes:
-        remaining = self._deadline - time.monotonic()
-        if remaining <= 0:
-            raise socket.timeout("request head not complete in time")
-        self._sock.settimeout(remaining)
-        data = self._stream.peek(1)
-        if data and not self._started:
-            self._started = True
-            self._deadline = min(self._deadline, time.monotonic() + HEAD_TIMEOUT)
-        return data
-
-    def read(self, size: int = -1) -> bytes:
-        raise HeadTooLarge()  # request bodies are refused before anything reads one
-
-    def close(self) -> None:
-        self._stream.close()
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in head.split(b"\n")]
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or not _TOKEN.match(parts[0]) or not parts[1]:
+        raise HttpError(400, "Malformed request line")
+    method, target, version = (part.decode("latin-1") for part in parts)
+    match = _VERSION.match(version)
+    if not match:
+        raise HttpError(400, "Malformed HTTP version")
+    if match.group(1) != "1":
+        raise HttpError(505, "HTTP version not supported")
+    headers: Dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN.match(name):
+            raise HttpError(400, "Malformed header line (a space before the colon, or a folded line)")
+        key = name.decode("ascii").lower()
+        if key == "content-length" and key in headers:
+            raise HttpError(400, "Content-Length given twice")
+        text = value.strip(b" \t").decode("latin-1")
+        headers[key] = headers[key] + ", " + text if key in headers else text
+    return Request(method, target, "HTTP/1.0" if version == "HTTP/1.0" else "HTTP/1.1", headers)
 
 
-class Handler(BaseHTTPRequestHandler):
-    server_version = "renderfarm-exporter/" + __version__
-    protocol_version = "HTTP/1.1"
-    app: App  # set on the subclass made by make_server
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str = TEXT
+    headers: Mapping[str, str] = field(default_factory=dict)
+    close: bool = False  # the connection ends after this response
 
-    def setup(self) -> None:
-        self.request.settimeout(HEAD_TIMEOUT)
-        if isinstance(self.request, ssl.SSLSocket):
-            self.request.do_handshake()
-        super().setup()
-        self.rfile = BoundedHeadReader(self.rfile, self.request)
+    def encode(self, send_body: bool, keep_alive: bool) -> bytes:
+        """Status line, headers and (unless HEAD) the body, as one buffer."""
+        lines = ["HTTP/1.1 %d %s" % (self.status, http.HTTPStatus(self.status).phrase),
+                 "Server: renderfarm-exporter/" + __version__,
+                 "Date: " + email.utils.formatdate(usegmt=True),
+                 "Content-Type: " + self.content_type,
+                 "Content-Length: %d" % len(self.body)]
+        lines += ["%s: %s" % item for item in self.headers.items()]
+        if not keep_alive:
+            lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return head + self.body if send_body else head
 
-    def handle_one_request(self) -> None:
-        self.rfile.next_request()
-        try:
-            super().handle_one_request()
-        except HeadTooLarge:
-            self.close_connection = True
-            self.command, self.requestline, self.request_version = None, "", "HTTP/1.1"
-            self.send_error(431, "Request head larger than %d bytes" % MAX_HEAD_BYTES)
 
-    def do_GET(self) -> None:
-        self._respond(send_body=True)
+def error(status: int, message: str) -> Response:
+    """A refusal that ends the connection (what follows the head cannot be trusted)."""
+    return Response(status, (message + "\n").encode(), close=True)
 
-    def do_HEAD(self) -> None:
-        self._respond(send_body=False)
 
-    def do_POST(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path != "/-/reload":
-            self._refuse()
-        elif self._admitted(path):
-            self._reload()
+class Responder:
+    """What to answer to one complete request: the routes, knowing the app but not the sockets."""
 
-    def _refuse(self) -> None:
-        self._send(405, "text/plain; charset=utf-8", b"Method Not Allowed\n", True, {"Allow": "GET, HEAD"})
+    def __init__(self, app: App):
+        self.app = app
 
-    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _refuse
-
-    def _admitted(self, path: str, send_body: bool = True) -> bool:
-        """Refuses requests with a body and, unless the path is open, without valid credentials."""
-        if self.headers.get("Transfer-Encoding") or self.headers.get("Content-Length", "0").strip() != "0":
-            self.close_connection = True
-            self._send(413, "text/plain; charset=utf-8", b"Request bodies are not accepted\n", send_body)
-            return False
-        auth = self._settings.auth
-        if auth is None or path in OPEN_PATHS or auth.allows(self.headers.get("Authorization")):
+    def may_be_slow(self, request: Request) -> bool:
+        """Whether answering may take long enough to hold up the loop (it then runs on the pool)."""
+        if request.method == "POST" or request.path == "/":
             return True
-        self._send(401, "text/plain; charset=utf-8", b"Unauthorized\n", send_body,
-                   {"WWW-Authenticate": 'Basic realm="renderfarm-exporter", charset="UTF-8"'})
-        return False
+        auth = self.app.web.current().auth
+        return (auth is not None and request.path not in OPEN_PATHS
+                and auth.cached(request.headers.get("authorization")) is None)
 
-    def _respond(self, send_body: bool) -> None:
-        path = self.path.split("?", 1)[0]
-        if not self._admitted(path, send_body):
-            return
+    def answer(self, request: Request) -> Response:
+        settings = self.app.web.current()
+        response = self._route(request, settings.auth)
+        return self.with_site_headers(response)
+
+    def with_site_headers(self, response: Response) -> Response:
+        """The web config's response headers (``http_server_config.headers``) on every answer."""
+        return replace(response, headers=dict(response.headers, **self.app.web.current().headers))
+
+    def _route(self, request: Request, auth: Optional[BasicAuth]) -> Response:
+        if request.headers.get("transfer-encoding") or request.headers.get("content-length", "0").strip() != "0":
+            return error(413, "Request bodies are not accepted")
+        if request.method not in KNOWN_METHODS:
+            return Response(501, b"Not Implemented\n")
+        if request.method not in ("GET", "HEAD") and (request.method, request.path) != ("POST", "/-/reload"):
+            return Response(405, b"Method Not Allowed\n", headers={"Allow": "GET, HEAD"})
+        if auth is not None and request.path not in OPEN_PATHS and not auth.allows(request.headers.get("authorization")):
+            return Response(401, b"Unauthorized\n",
+                            headers={"WWW-Authenticate": 'Basic realm="renderfarm-exporter", charset="UTF-8"'})
+        if request.method == "POST":
+            return self._reload()
+        return self._get(request)
+
+    def _get(self, request: Request) -> Response:
+        path = request.path
         if path == self.app.telemetry_path:
-            self._metrics(send_body)
-        elif path == "/":
-            self._send(200, "text/html; charset=utf-8", self.app.landing_page(), send_body)
-        elif path == "/-/healthy":
-            self._send(200, "text/plain; charset=utf-8", b"Healthy\n", send_body)
-        elif path == "/-/ready":
+            return self._metrics(request)
+        if path == "/":
+            return Response(200, self.app.landing_page(), "text/html; charset=utf-8")
+        if path == "/-/healthy":
+            return Response(200, b"Healthy\n")
+        if path == "/-/ready":
             ready = self.app.ready()
-            self._send(200 if ready else 503, "text/plain; charset=utf-8",
-                       b"Ready\n" if ready else b"Not ready: first read of the sources in progress\n", send_body)
-        elif path == "/-/reload":
-            self._send(405, "text/plain; charset=utf-8", b"Use POST\n", send_body, {"Allow": "POST"})
-        else:
-            self._send(404, "text/plain; charset=utf-8", b"Not Found\n", send_body)
+            return Response(200, b"Ready\n") if ready else Response(
+                503, b"Not ready: first read of the sources in progress\n")
+        if path == "/-/reload":
+            return Response(405, b"Use POST\n", headers={"Allow": "POST"})
+        return Response(404, b"Not Found\n")
 
-    def _reload(self) -> None:
+    def _reload(self) -> Response:
         if self.app.reload is None:
-            self._send(403, "text/plain; charset=utf-8",
-                       b"Lifecycle API is not enabled (start with --web.enable-lifecycle)\n", True)
-            return
+            return Response(403, b"Lifecycle API is not enabled (start with --web.enable-lifecycle)\n")
         problem = self.app.reload()
         if problem is None:
-            self._send(200, "text/plain; charset=utf-8", b"Reloaded\n", True)
-        else:
-            self._send(500, "text/plain; charset=utf-8", ("Reload failed: %s\n" % problem).encode(), True)
+            return Response(200, b"Reloaded\n")
+        return Response(500, ("Reload failed: %s\n" % problem).encode())
 
-    def _metrics(self, send_body: bool) -> None:
-        openmetrics = wants_openmetrics(self.headers.get("Accept", ""))
-        compressed = accepts_gzip(self.headers.get("Accept-Encoding", ""))
-        body = self.app.exposition().body(openmetrics, compressed)
+    def _metrics(self, request: Request) -> Response:
+        openmetrics = wants_openmetrics(request.headers.get("accept", ""))
+        compressed = accepts_gzip(request.headers.get("accept-encoding", ""))
         headers = {"Vary": "Accept, Accept-Encoding"}
         if compressed:
             headers["Content-Encoding"] = "gzip"
-        content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
-        self._send(200, content_type, body, send_body, headers)
+        return Response(200, self.app.exposition().body(openmetrics, compressed),
+                        OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE, headers)
 
-    @property
-    def _settings(self) -> WebSettings:
-        return self.app.web.current()
-
-    def _send(self, status: int, content_type: str, body: bytes, send_body: bool, headers=None) -> None:
-        self.request.settimeout(WRITE_TIMEOUT)
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in list((headers or {}).items()) + list(self._settings.headers.items()):
-            self.send_header(name, value)
-        self.end_headers()
-        if send_body:
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
-        log.debug("http " + format % args)
-
-
-class Server(ThreadingHTTPServer):
-    """Threads per connection, at most MAX_CONNECTIONS at once; TLS per connection when configured.
-
-    The TLS handshake happens on the connection's own thread, so a client
-    that stalls mid-handshake holds up nobody else, and each connection takes
-    the web config's current certificate.
-    """
-
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128  # the listen backlog; the standard library's 5 drops bursts of scrapers
-    web: WebConfigFile  # set by make_server
-
-    def __init__(self, *args, **kwargs):
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self._last_full_warning = 0.0
-        super().__init__(*args, **kwargs)
-
-    def get_request(self):
-        sock, address = self.socket.accept()
-        context = self.web.current().ssl_context
-        if context is not None:
-            sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, address
-
-    def process_request(self, request, client_address) -> None:
-        if not self._slots.acquire(blocking=False):
-            self._warn_full()
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request, client_address) -> None:
+    def safely(self, request: Request) -> Response:
+        """``answer``, with a bug turned into a 500 for this request rather than a dead loop or thread."""
         try:
-            super().process_request_thread(request, client_address)
+            return self.answer(request)
+        except Exception:  # noqa: BLE001 - one request's failure must not take the server down
+            log.exception("answering a request failed", extra=fields(method=request.method, path=request.path))
+            return self.with_site_headers(error(500, "Internal Server Error"))
+
+
+# -- connections and the loop -------------------------------------------------------
+
+
+class Connection:
+    """One client's socket and where it is in its exchange; touched only by the loop thread."""
+
+    __slots__ = ("sock", "address", "state", "buffer", "out", "deadline", "started", "keep_alive", "events",
+                 "reserved", "closed")
+
+    def __init__(self, sock: socket.socket, address, reserved: bool, deadline: float):
+        self.sock = sock
+        self.address = address
+        self.state = "handshake" if isinstance(sock, ssl.SSLSocket) else "reading"
+        self.buffer = bytearray()
+        self.out = memoryview(b"")
+        self.deadline: Optional[float] = deadline
+        self.started = False  # a byte of the current request head has arrived
+        self.keep_alive = True
+        self.events = 0
+        self.reserved = reserved  # holds a descriptor taken from the reserve
+        self.closed = False
+
+
+class Server:
+    """The event loop: ``serve_forever`` on one thread, ``shutdown`` and ``server_close`` from another."""
+
+    def __init__(self, listener: socket.socket, app: App):
+        listener.setblocking(False)
+        self.socket = listener
+        self.server_address = listener.getsockname()
+        self._responder = Responder(app)
+        self._web = app.web
+        self._selector = selectors.DefaultSelector()
+        self._connections: Set[Connection] = set()
+        self._max_connections = min(MAX_CONNECTIONS, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2)
+        #: Connections waiting for a request head (idle, slow or in their handshake), longest-waiting first.
+        self._waiting: "collections.OrderedDict[Connection, None]" = collections.OrderedDict()
+        self._pool = ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="http-handler")
+        self._answered: Deque[Tuple[Connection, Request, Response]] = collections.deque()
+        #: Keep-alive connections with input already read (pipelined requests, TLS-buffered bytes).
+        self._runnable: Deque[Connection] = collections.deque()
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        for sock in (self._wake_reader, self._wake_writer):
+            sock.setblocking(False)
+        self._reserve: List[int] = []
+        self._refill_reserve()
+        self._paused_until: Optional[float] = None
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._warned: Dict[str, Tuple[float, int]] = {}
+
+    # -- life cycle --
+
+    def serve_forever(self) -> None:
+        self._selector.register(self.socket, selectors.EVENT_READ, "accept")
+        self._selector.register(self._wake_reader, selectors.EVENT_READ, "wake")
+        next_tick = time.monotonic() + TICK
+        try:
+            while not self._stopping.is_set():
+                timeout = 0.0 if self._runnable else max(0.0, next_tick - time.monotonic())
+                for key, _ in self._selector.select(timeout):
+                    self._dispatch_event(key.data, self._step)
+                for _ in range(len(self._runnable)):
+                    self._dispatch_event(self._runnable.popleft(), self._resume)
+                now = time.monotonic()
+                if now >= next_tick:
+                    self._tick(now)
+                    next_tick = now + (ACCEPT_BACKOFF if self._paused_until is not None else TICK)
         finally:
-            self._slots.release()
+            self._stopped.set()
 
-    def _warn_full(self) -> None:
-        if time.monotonic() - self._last_full_warning >= 60.0:
-            self._last_full_warning = time.monotonic()
-            log.warning("too many connections; closing new ones until some finish",
-                        extra=fields(limit=MAX_CONNECTIONS))
+    def shutdown(self) -> None:
+        self._stopping.set()
+        self._wake()
+        self._stopped.wait(timeout=5.0)
 
-    def handle_error(self, request, client_address) -> None:
-        """A client's broken connection or failed handshake is its problem, not an error of ours."""
-        log.debug("connection failed", extra=fields(client=client_address[0], error=sys.exc_info()[1]))
+    def server_close(self) -> None:
+        for conn in list(self._connections):
+            self._close(conn)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for fd in self._reserve:
+            os.close(fd)
+        for sock in (self.socket, self._wake_reader, self._wake_writer):
+            sock.close()
+        self._selector.close()
+
+    def _dispatch_event(self, data, step: Callable[[Connection], None]) -> None:
+        if data == "accept":
+            self._accept()
+        elif data == "wake":
+            self._send_answered()
+        elif not data.closed:
+            try:
+                step(data)
+            except Exception:  # noqa: BLE001 - a bug with one connection must not stop the others
+                log.exception("connection failed", extra=fields(client=str(data.address)))
+                self._close(data)
+
+    def _step(self, conn: Connection) -> None:
+        {"handshake": self._handshake, "reading": self._read, "writing": self._write,
+         "lingering": self._drain}[conn.state](conn)
+
+    def _tick(self, now: float) -> None:
+        """Drops connections past their deadline; resumes a paused listener; refills the reserve."""
+        for conn in [c for c in self._connections if c.deadline is not None and now > c.deadline]:
+            log.debug("connection timed out", extra=fields(client=str(conn.address), state=conn.state))
+            self._close(conn)
+        if self._paused_until is not None and now >= self._paused_until:
+            self._paused_until = None
+            self._selector.register(self.socket, selectors.EVENT_READ, "accept")
+        self._refill_reserve()
+
+    # -- accepting --
+
+    def _accept(self) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, address = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                if exc.errno in OUT_OF_DESCRIPTORS:
+                    self._out_of_descriptors()
+                else:
+                    self._warn("accept() failed", error=exc)
+                    self._pause()
+                return
+            if len(self._connections) >= self._max_connections:
+                self._warn("too many connections; closing the ones waiting longest for a request",
+                           limit=self._max_connections)
+                self._evict()
+            self._admit(sock, address, reserved=False)
+
+    def _out_of_descriptors(self) -> None:
+        """No descriptor for a new connection: close an idle one, else use the reserve, else pause."""
+        self._warn("out of file descriptors; closing connections waiting longest for a request, then using "
+                   "reserved descriptors", reserve=len(self._reserve))
+        if self._evict():
+            return  # the pending connection is accepted on the next round
+        if not self._reserve:
+            self._pause()
+            return
+        os.close(self._reserve.pop())
+        try:
+            sock, address = self.socket.accept()
+        except OSError:
+            self._refill_reserve()
+            self._pause()
+            return
+        self._admit(sock, address, reserved=True)
+
+    def _evict(self) -> bool:
+        if not self._waiting:
+            return False
+        self._close(next(iter(self._waiting)))
+        return True
+
+    def _pause(self) -> None:
+        if self._paused_until is None:
+            self._selector.unregister(self.socket)
+        self._paused_until = time.monotonic() + ACCEPT_BACKOFF
+
+    def _refill_reserve(self) -> None:
+        while len(self._reserve) < RESERVE_DESCRIPTORS:
+            try:
+                self._reserve.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError:
+                return
+
+    def _admit(self, sock: socket.socket, address, reserved: bool) -> None:
+        sock.setblocking(False)
+        context = self._web.current().ssl_context
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a response's last bytes go at once
+            if context is not None:
+                sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        except OSError:  # the client already went away
+            sock.close()
+            return
+        conn = Connection(sock, address, reserved, time.monotonic() + HEAD_TIMEOUT)
+        self._connections.add(conn)
+        self._waiting[conn] = None
+        if conn.state == "handshake":
+            self._handshake(conn)
+        else:
+            self._read(conn)
+
+    # -- one connection's exchange --
+
+    def _handshake(self, conn: Connection) -> None:
+        """The TLS handshake, one non-blocking step at a time; its time counts against HEAD_TIMEOUT."""
+        try:
+            conn.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._watch(conn, selectors.EVENT_READ)
+        except ssl.SSLWantWriteError:
+            self._watch(conn, selectors.EVENT_WRITE)
+        except OSError as exc:  # ssl.SSLError included: a failed handshake is the client's problem
+            log.debug("TLS handshake failed", extra=fields(client=str(conn.address), error=exc))
+            self._close(conn)
+        else:
+            self._await_request(conn)
+
+    def _await_request(self, conn: Connection) -> None:
+        """Waits for the next request; input already read is taken up by the loop's next round."""
+        conn.state = "reading"
+        conn.started = False
+        conn.deadline = time.monotonic() + IDLE_TIMEOUT
+        self._waiting[conn] = None
+        self._waiting.move_to_end(conn)
+        self._watch(conn, 0)
+        self._runnable.append(conn)
+
+    def _resume(self, conn: Connection) -> None:
+        if not self._take_head(conn):
+            self._read(conn)
+
+    def _read(self, conn: Connection) -> None:
+        while True:
+            try:
+                data = conn.sock.recv(65536)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                self._watch(conn, selectors.EVENT_READ)
+                return
+            except ssl.SSLWantWriteError:
+                self._watch(conn, selectors.EVENT_WRITE)
+                return
+            except OSError:
+                self._close(conn)
+                return
+            if not data:
+                self._close(conn)
+                return
+            conn.buffer += data
+            if not conn.started:
+                conn.started = True
+                conn.deadline = min(conn.deadline, time.monotonic() + HEAD_TIMEOUT)
+            if self._take_head(conn):
+                return
+
+    def _take_head(self, conn: Connection) -> bool:
+        """Hands a complete head on; True when the connection stopped reading (answered or refused)."""
+        if conn.buffer[:1] in (b"\r", b"\n"):  # empty lines before a request are allowed
+            del conn.buffer[:len(conn.buffer) - len(conn.buffer.lstrip(b"\r\n"))]
+        end = _HEAD_END.search(conn.buffer)
+        if end is None and len(conn.buffer) <= MAX_HEAD_BYTES:
+            return False
+        self._waiting.pop(conn, None)
+        self._watch(conn, 0)
+        conn.state = "handling"
+        conn.deadline = None
+        if end is None or end.start() > MAX_HEAD_BYTES:
+            self._respond(conn, None, self._responder.with_site_headers(
+                error(431, "Request head larger than %d bytes" % MAX_HEAD_BYTES)))
+            return True
+        head = bytes(conn.buffer[:end.start()])
+        del conn.buffer[:end.end()]
+        try:
+            request = parse_head(head)
+        except HttpError as exc:
+            self._respond(conn, None, self._responder.with_site_headers(error(exc.status, str(exc))))
+            return True
+        if self._responder.may_be_slow(request):
+            future = self._pool.submit(self._responder.safely, request)
+            future.add_done_callback(lambda done: self._answered_on_pool(conn, request, done))
+        else:
+            self._respond(conn, request, self._responder.safely(request))
+        return True
+
+    def _answered_on_pool(self, conn: Connection, request: Request, done: Future) -> None:
+        """On a pool thread: queues the answer for the loop, which alone touches sockets."""
+        if not done.cancelled():
+            self._answered.append((conn, request, done.result()))
+            self._wake()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_writer.send(b"\0")
+        except OSError:  # full: the loop is already due to wake
+            pass
+
+    def _send_answered(self) -> None:
+        try:
+            while self._wake_reader.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        while self._answered:
+            conn, request, response = self._answered.popleft()
+            if not conn.closed:
+                self._respond(conn, request, response)
+
+    def _respond(self, conn: Connection, request: Optional[Request], response: Response) -> None:
+        conn.keep_alive = request is not None and request.keep_alive and not response.close
+        conn.out = memoryview(response.encode(request is None or request.method != "HEAD", conn.keep_alive))
+        conn.state = "writing"
+        conn.deadline = time.monotonic() + WRITE_TIMEOUT
+        if request is not None and log.isEnabledFor(logging.DEBUG):
+            log.debug("http", extra=fields(client=str(conn.address[0]), method=request.method, path=request.path,
+                                           status=response.status))
+        self._write(conn)
+
+    def _write(self, conn: Connection) -> None:
+        while conn.out:
+            try:
+                sent = conn.sock.send(conn.out[:SEND_CHUNK])
+            except (BlockingIOError, ssl.SSLWantWriteError):
+                self._watch(conn, selectors.EVENT_WRITE)
+                return
+            except ssl.SSLWantReadError:
+                self._watch(conn, selectors.EVENT_READ)
+                return
+            except OSError:
+                self._close(conn)
+                return
+            conn.out = conn.out[sent:]
+            conn.deadline = time.monotonic() + WRITE_TIMEOUT
+        if conn.keep_alive:
+            self._await_request(conn)
+        else:
+            self._linger(conn)
+
+    def _linger(self, conn: Connection) -> None:
+        """Closes after the last response; a plain connection first drains what the client still sends."""
+        if isinstance(conn.sock, ssl.SSLSocket):
+            self._close(conn)
+            return
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(conn)
+            return
+        conn.state = "lingering"
+        conn.deadline = time.monotonic() + LINGER_SECONDS
+        conn.buffer.clear()
+        self._drain(conn)
+
+    def _drain(self, conn: Connection) -> None:
+        for _ in range(16):  # a client that keeps sending gets a turn per round until LINGER_SECONDS
+            try:
+                if not conn.sock.recv(65536):
+                    break
+            except BlockingIOError:
+                self._watch(conn, selectors.EVENT_READ)
+                return
+            except OSError:
+                break
+        else:
+            self._watch(conn, selectors.EVENT_READ)
+            return
+        self._close(conn)
+
+    def _watch(self, conn: Connection, events: int) -> None:
+        """Registers interest in ``events`` (0: none) for the connection's socket."""
+        if events == conn.events:
+            return
+        if not events:
+            self._selector.unregister(conn.sock)
+        elif not conn.events:
+            self._selector.register(conn.sock, events, conn)
+        else:
+            self._selector.modify(conn.sock, events, conn)
+        conn.events = events
+
+    def _close(self, conn: Connection) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        self._watch(conn, 0)
+        self._waiting.pop(conn, None)
+        self._connections.discard(conn)
+        conn.sock.close()
+        if conn.reserved:
+            self._refill_reserve()
+
+    def _warn(self, message: str, **context) -> None:
+        """Logs the first time, then at most once a minute with how often it happened meanwhile."""
+        now = time.monotonic()
+        last, count = self._warned.get(message, (-WARN_EVERY, 0))
+        if now - last < WARN_EVERY:
+            self._warned[message] = (last, count + 1)
+            return
+        log.warning(message, extra=fields(since_last_warning=count, **context))
+        self._warned[message] = (now, 0)
 
 
 def make_server(listen_address: str, app: App) -> Server:
     """Binds now (so a busy port fails at start-up, before READY=1)."""
     host, port = parse_listen_address(listen_address)
-    handler = type("BoundHandler", (Handler,), {"app": app})
-    family = socket.AF_INET
-    if host == "" or ":" in host:
-        family = socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET
-    elif not _is_ip(host):
+    return Server(_listen(host, port), app)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """``:PORT`` listens on every IPv6 and IPv4 address, like Go's net.Listen."""
+    if host == "" and socket.has_dualstack_ipv6():
+        return socket.create_server(("::", port), family=socket.AF_INET6, backlog=LISTEN_BACKLOG,
+                                    dualstack_ipv6=True)
+    host = host or "0.0.0.0"
+    if ":" in host:
+        family = socket.AF_INET6
+    elif _is_ip(host):
+        family = socket.AF_INET
+    else:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    server_class = type("BoundServer", (Server,), {"address_family": family, "web": app.web})
-    if family == socket.AF_INET6 and host == "":
-        return _dual_stack(server_class, port, handler)
-    return server_class((host, port), handler)
+    return socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
 
 
 def _is_ip(host: str) -> bool:
@@ -323,16 +703,3 @@ def _is_ip(host: str) -> bool:
         return True
     except ValueError:
         return False
-
-
-def _dual_stack(server_class, port: int, handler) -> Server:
-    """``:PORT`` listens on every IPv6 and IPv4 address, like Go's net.Listen."""
-    server = server_class(("::", port), handler, bind_and_activate=False)
-    try:
-        server.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        server.server_bind()
-        server.server_activate()
-    except BaseException:
-        server.server_close()
-        raise
-    return server

@@ -47,10 +47,13 @@ class Runtime:
         self.cache = ExpositionCache(list(readers) + [EXPORTER_SECTION, PROCESS_SECTION])
         self.watcher = self._new_watcher()
         self.reload_status = selfmetrics.ReloadStatus()
+        self.web_reload_status = selfmetrics.ReloadStatus()  # set by the daemon when the web config is re-read
         # Totals of ingests and watchers retired by reloads, so the global counters never go down.
         self._retired_failures: Counter = Counter()
         self._retired_rescans = 0
         self._retired_watch_restarts = 0
+        self._retiring: List[SourceIngest] = []  # replaced by a reload, their last read still running
+        self._retire_lock = threading.Lock()
         self._process_registry = CollectorRegistry(auto_describe=False)
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
             collector(registry=self._process_registry)
@@ -93,39 +96,63 @@ class Runtime:
 
         A section whose readers are the same objects, under the same watch
         settings, keeps its ingest thread untouched: its counters go on. Any
-        other section's ingest is stopped and its dropped readers are closed.
-        The watcher is replaced; its start asks every source for a full
-        rescan, so changes made during the swap are not lost.
+        other section's ingest is retired (see ``_retire``) without waiting
+        for a read it has in progress. New threads (ingests, the watcher) are
+        started before they are published, so ``alive()``, which the
+        watchdog pings wait on from another thread, never sees one not yet
+        running. The watcher is replaced; its start asks every source for a
+        full rescan, so changes made during the swap are not lost.
         """
-        old_watcher, old_ingests = self.watcher, self._ingests
+        old_ingests = self._ingests
         watch_changed = watch != self._watch
         self._watch = watch
         kept = {ingest.section: ingest for ingest in old_ingests
                 if not watch_changed and tuple(ingest.readers) == tuple(readers.get(ingest.section, ()))}
-        old_watcher.stop()
-        self._retired_watch_restarts += old_watcher.restarts
         ingests = []
         for section, section_readers in readers.items():
             if section in kept:
                 ingests.append(kept[section])
             elif section_readers:
-                ingests.append(SourceIngest(section, section_readers, watch, self._published))
-        self._ingests = ingests
+                ingest = SourceIngest(section, section_readers, watch, self._published)
+                ingest.start()
+                ingests.append(ingest)
         still_used = {id(reader) for ingest in ingests for reader in ingest.readers}
-        for ingest in old_ingests:
-            if ingest not in ingests:
-                ingest.stop(timeout=None)
+        with self._retire_lock:
+            self._ingests = ingests
+            retiring = [ingest for ingest in old_ingests if ingest not in ingests]
+            self._retiring.extend(retiring)
+        for ingest in retiring:
+            self._retire(ingest, [reader for reader in ingest.readers if id(reader) not in still_used])
+        self._swap_watcher()
+        self._mark_dirty(set(readers) | {EXPORTER_SECTION})
+
+    def _swap_watcher(self) -> None:
+        """A watcher for the current readers' patterns, started before the old one stops."""
+        watcher = self._new_watcher()
+        watcher.start()
+        with self._retire_lock:
+            old, self.watcher = self.watcher, watcher
+            self._retired_watch_restarts += old.restarts
+        old.stop()
+
+    def _retire(self, ingest: SourceIngest, dropped: Sequence[Reader]) -> None:
+        """Stops an ingest replaced by a reload, on a thread of its own.
+
+        A read in progress (an RR worker hung up to its ``read_timeout``) is
+        left to finish before the dropped readers are closed, but nobody
+        waits for it: the reload, the watchdog pings and the scrapes go on.
+        Until then its counters stay in the totals, so they never go down.
+        """
+        def finish() -> None:
+            ingest.stop(timeout=None)
+            for reader in dropped:
+                reader.close()
+            with self._retire_lock:
+                self._retiring.remove(ingest)
                 self._retired_rescans += ingest.rescans
                 self._retired_failures.update(ingest.failures)
-                for reader in ingest.readers:
-                    if id(reader) not in still_used:
-                        reader.close()
-        for ingest in ingests:
-            if ingest.section not in kept:
-                ingest.start()
-        self.watcher = self._new_watcher()
-        self.watcher.start()
-        self._mark_dirty(set(readers) | {EXPORTER_SECTION})
+
+        threading.Thread(target=finish, name="retire-" + ingest.section, daemon=True).start()
 
     def close_readers(self) -> None:
         for ingest in self._ingests:
@@ -223,16 +250,21 @@ class Runtime:
 
     def status(self) -> selfmetrics.RuntimeStatus:
         snapshots = [snapshot for ingest in self._ingests for snapshot in dict(ingest.snapshots).values()]
-        failures: Counter = Counter(self._retired_failures)
-        for ingest in self._ingests:
+        with self._retire_lock:
+            counted = self._ingests + self._retiring
+            failures: Counter = Counter(self._retired_failures)
+            rescans = self._retired_rescans
+            watcher, watch_restarts = self.watcher, self._retired_watch_restarts + self.watcher.restarts
+        for ingest in counted:
             failures.update(ingest.failures)
         return selfmetrics.RuntimeStatus(
             files=tuple(f for snapshot in snapshots for f in snapshot.files),
-            watches=self.watcher.statuses(),
+            watches=watcher.statuses(),
             reader_failures=dict(failures),
-            rescans=self._retired_rescans + sum(ingest.rescans for ingest in self._ingests),
-            watch_restarts=self._retired_watch_restarts + self.watcher.restarts,
+            rescans=rescans + sum(ingest.rescans for ingest in counted),
+            watch_restarts=watch_restarts,
             reload=self.reload_status,
+            web_reload=self.web_reload_status,
             patterns=tuple((reader.kind, pattern) for ingest in self._ingests for reader in ingest.readers
                            for pattern in reader.patterns),
         )

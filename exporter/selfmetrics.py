@@ -50,6 +50,7 @@ class RuntimeStatus:
     rescans: int
     watch_restarts: int
     reload: ReloadStatus = ReloadStatus()
+    web_reload: ReloadStatus = ReloadStatus()  # re-reads of --web.config.file
     patterns: Tuple[Tuple[str, PathPattern], ...] = ()  # (kind, pattern) of every configured pattern
 
 
@@ -83,6 +84,7 @@ def families(status: RuntimeStatus, sections: Mapping[str, PlacedSection]) -> It
                   "Watches re-established after their folder or watcher thread went away", [],
                   {(): status.watch_restarts})
     yield from _reload_families(status.reload)
+    yield from _web_reload_families(status.web_reload)
     yield _watch_info(status.watches)
     yield gauge("renderfarm_exporter_watch_up", "1 if the folder is being watched now", ["directory"],
                 {w.directory: int(w.up) for w in status.watches})
@@ -105,6 +107,17 @@ def _reload_families(reload: ReloadStatus) -> Iterable[Metric]:
                     {(): reload.last_success_time})
     yield counter("renderfarm_exporter_config_reloads", "Configuration reloads tried, by result", ["result"],
                   {"success": reload.successes, "failure": reload.failures})
+
+
+def _web_reload_families(reload: ReloadStatus) -> Iterable[Metric]:
+    yield gauge("renderfarm_exporter_web_config_last_reload_successful",
+                "1 if the last change of the web config file was loaded (or none was seen); 0: it was refused "
+                "(invalid, or it would turn TLS or authentication off) and the previous settings stay",
+                [], {(): int(reload.successful)})
+    yield counter("renderfarm_exporter_web_config_reloads", "Changes of the web config file (or files it names) "
+                  "seen and tried", [], {(): reload.successes + reload.failures})
+    yield counter("renderfarm_exporter_web_config_reload_failures",
+                  "Changes of the web config file refused; the previous settings stay", [], {(): reload.failures})
 
 
 def _matched_files(patterns: Sequence[Tuple[str, PathPattern]], files: Sequence[FileStatus]):

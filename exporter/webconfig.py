@@ -7,28 +7,34 @@ honour are rejected with the reason rather than silently ignored: a
 security setting that is quietly dropped is worse than a refused start.
 
 The file, and the certificate, key and CA files it names, are checked for
-changes at most once a second while requests arrive; a change is loaded
-for the next connection (a renewed certificate needs no restart), and a
-broken change keeps the previous settings and logs why.
+changes once a second (by the daemon's reload thread, never on a request's
+path); a change is loaded for the next connection (a renewed certificate
+needs no restart). A broken change, or one that would weaken the security
+the daemon started with (TLS removed, client certificates no longer
+required or checked, basic auth removed), keeps the previous settings and
+is logged and counted: only a restart can turn TLS or authentication off.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import ssl
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Tuple
+from typing import Callable, Mapping, Optional, Tuple
 
-from exporter.basicauth import BasicAuth, is_bcrypt_hash
+from exporter.basicauth import MAX_COST, MIN_COST, BasicAuth, cost, is_bcrypt_hash
 from exporter.config import ConfigError
 from exporter.logs import fields
+from exporter.selfmetrics import ReloadStatus
 from exporter.schema import Boolean, Errors, Field, MapOf, OneOf, Problem, Scalar, String, Struct, load_document
 
 log = logging.getLogger(__name__)
 
+#: How often the daemon's reload thread looks for a changed web config file.
 CHECK_INTERVAL = 1.0
 
 TLS_VERSIONS = {
@@ -68,10 +74,29 @@ class WebSettings:
     headers: Mapping[str, str] = field(default_factory=dict)
     files: Tuple[str, ...] = ()  # the web config file and the files it names, watched for changes
 
+    def weakened_by(self, new: "WebSettings") -> Tuple[str, ...]:
+        """What ``new`` would give up of this one's protection; empty when it keeps all of it.
+
+        Users and certificates may change freely; what counts is whether a
+        client could get in with less than before.
+        """
+        losses = []
+        if self.ssl_context is not None and new.ssl_context is None:
+            losses.append("TLS")
+        elif self.ssl_context is not None and new.ssl_context.verify_mode < self.ssl_context.verify_mode:
+            losses.append("client certificate checks")
+        if self.auth is not None and new.auth is None:
+            losses.append("basic auth")
+        return tuple(losses)
+
 
 def _bcrypt_hash(value):
     if not isinstance(value, str) or not is_bcrypt_hash(value):
         raise ValueError("make one with: htpasswd -nBC 10 \"\" | tr -d ':\\n'")
+    if not MIN_COST <= cost(value) <= MAX_COST:
+        raise ValueError("bcrypt cost %d is outside %d..%d: above %d one check takes seconds (cost 19: half a "
+                         "minute) and holds the request that pays it; make one with: htpasswd -nBC 10 \"\" | "
+                         "tr -d ':\\n'" % (cost(value), MIN_COST, MAX_COST, MAX_COST))
     return value
 
 
@@ -195,21 +220,22 @@ def _identity(paths: Tuple[str, ...]):
 
 
 class WebConfigFile:
-    """The current settings of a web config file, reloaded when it or a file it names changes.
+    """The current settings of a web config file, reloaded by ``refresh`` when it or a file it names changes.
 
-    Without a path it serves plain HTTP with no authentication.
+    Without a path it serves plain HTTP with no authentication. ``current``
+    never touches the disk, so serving a request never waits for a reload.
+    ``status`` counts the changes noticed and the ones refused.
     """
 
     def __init__(self, path: Optional[str]):
         self.path = path
         self._settings = load(path) if path else WebSettings()
         self._identity = _identity(self._settings.files)
-        self._checked = time.monotonic()
         self._lock = threading.Lock()
+        self.status = ReloadStatus(last_success_time=time.time())
+        self.on_change: Callable[[], None] = lambda: None  # called after each change tried (the daemon re-renders)
 
     def current(self) -> WebSettings:
-        if self.path and time.monotonic() - self._checked >= CHECK_INTERVAL:
-            self.refresh()
         return self._settings
 
     def refresh(self) -> None:
@@ -217,18 +243,37 @@ class WebConfigFile:
         if not self.path:
             return
         with self._lock:
-            self._checked = time.monotonic()
             identity = _identity(self._settings.files)
             if identity == self._identity:
                 return
             self._identity = identity
-            try:
-                settings = load(self.path)
-            except ConfigError as exc:
-                log.error("web config file changed but is invalid; keeping the previous settings",
-                          extra=fields(file=self.path, error=exc))
-                return
-            self._settings = settings
-            self._identity = _identity(settings.files)
-            log.info("web config file reloaded", extra=fields(file=self.path, tls=settings.ssl_context is not None,
-                                                              basic_auth=settings.auth is not None))
+            problem = self._replace()
+            self._record(problem)
+
+    def _replace(self) -> Optional[str]:
+        """Swaps in the file's new settings; None on success, else why the previous ones stay."""
+        try:
+            settings = load(self.path)
+        except ConfigError as exc:
+            return "invalid: %s" % exc
+        losses = self._settings.weakened_by(settings)
+        if losses:
+            return "it would turn off %s; only a restart can do that" % " and ".join(losses)
+        self._settings = settings
+        self._identity = _identity(settings.files)
+        log.info("web config file reloaded", extra=fields(file=self.path, tls=settings.ssl_context is not None,
+                                                          basic_auth=settings.auth is not None))
+        return None
+
+    def _record(self, problem: Optional[str]) -> None:
+        now, before = time.time(), self.status
+        if problem is None:
+            self.status = dataclasses.replace(before, successful=True, last_attempt_time=now, last_success_time=now,
+                                              successes=before.successes + 1)
+        else:
+            log.error("web config change REFUSED; keeping the previous settings",
+                      extra=fields(file=self.path, reason=problem, tls=self._settings.ssl_context is not None,
+                                   basic_auth=self._settings.auth is not None))
+            self.status = dataclasses.replace(before, successful=False, last_attempt_time=now,
+                                              failures=before.failures + 1)
+        self.on_change()
