@@ -47,9 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config.file", "--config", dest="config", metavar="PATH",
                         help="YAML configuration file (--config is an alias)")
-    parser.add_argument("--web.listen-address", dest="listen_address", type=_listen_address,
-                        default=DEFAULT_LISTEN_ADDRESS, metavar="HOST:PORT",
-                        help="address to serve metrics on (default %(default)s: every address, port 19100)")
+    parser.add_argument("--web.listen-address", dest="listen_addresses", type=_listen_address, action="append",
+                        metavar="HOST:PORT",
+                        help="address to serve metrics on; repeat it to serve on several (default %s: every "
+                             "address, port 19100)" % DEFAULT_LISTEN_ADDRESS)
+    parser.add_argument("--web.systemd-socket", dest="systemd_socket", action="store_true",
+                        help="serve on the sockets systemd passes (socket activation) instead of "
+                             "--web.listen-address")
     parser.add_argument("--web.telemetry-path", dest="telemetry_path", type=_telemetry_path, default="/metrics",
                         metavar="PATH", help="path of the metrics (default %(default)s)")
     parser.add_argument("--web.config.file", dest="web_config_file", metavar="PATH",
@@ -209,6 +213,11 @@ def _warned(config, to_stderr: bool) -> bool:
     return bool(found)
 
 
+def listen_addresses(args) -> List[str]:
+    """Every --web.listen-address given (the default when none is)."""
+    return args.listen_addresses or [DEFAULT_LISTEN_ADDRESS]
+
+
 def run(config, args) -> int:
     """``--once`` or the daemon, for a loaded configuration."""
     from exporter import daemon
@@ -218,11 +227,12 @@ def run(config, args) -> int:
         sys.stdout.flush()
         return EXIT_OK
     try:
-        return daemon.serve(config, args.listen_address, args.telemetry_path, config_path=args.config,
-                            web_config_file=args.web_config_file, enable_lifecycle=args.enable_lifecycle)
+        return daemon.serve(config, listen_addresses(args), args.telemetry_path, config_path=args.config,
+                            web_config_file=args.web_config_file, enable_lifecycle=args.enable_lifecycle,
+                            systemd_socket=args.systemd_socket)
     except ConfigError as exc:  # the web config file changed between the check above and now
         print(str(exc), file=sys.stderr)
         return EXIT_INVALID
     except OSError as exc:
-        log.error("cannot serve", extra=logs.fields(address=args.listen_address, error=exc))
+        log.error("cannot serve", extra=logs.fields(address=",".join(listen_addresses(args)), error=exc))
         return EXIT_FAILURE

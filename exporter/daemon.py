@@ -22,7 +22,7 @@ from typing import Dict, Optional, Sequence
 
 from exporter import sdnotify, selfmetrics, statuspage
 from exporter.config import Config, ConfigError, load
-from exporter.httpserver import App, make_server
+from exporter.httpserver import App, display_address, make_server
 from exporter.logs import fields
 from exporter.runtime import Runtime
 from exporter.sources import Reader, registered_sources
@@ -123,9 +123,9 @@ class Reloader:
         self._runtime.status_changed()
 
 
-def serve(config: Config, listen_address: str, telemetry_path: str, stop: Optional[threading.Event] = None,
-          config_path: Optional[str] = None, web_config_file: Optional[str] = None,
-          enable_lifecycle: bool = False) -> int:
+def serve(config: Config, listen_addresses: Sequence[str], telemetry_path: str,
+          stop: Optional[threading.Event] = None, config_path: Optional[str] = None,
+          web_config_file: Optional[str] = None, enable_lifecycle: bool = False, systemd_socket: bool = False) -> int:
     """Runs until SIGTERM/SIGINT (or ``stop`` is set); returns the exit code.
 
     An invalid ``web_config_file`` raises ConfigError before anything starts.
@@ -138,7 +138,7 @@ def serve(config: Config, listen_address: str, telemetry_path: str, stop: Option
               lambda: statuspage.render(runtime.status(), runtime.cache.sections(), telemetry_path,
                                         runtime.ready.is_set()),
               web=web, reload=reloader.reload if enable_lifecycle else None)
-    server = make_server(listen_address, app)
+    server = make_server(listen_addresses, app, systemd_socket)
     http_thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     reload_requested = threading.Event()
     reload_thread = threading.Thread(target=reloader.run, args=(stop, reload_requested), name="reload",
@@ -148,10 +148,11 @@ def serve(config: Config, listen_address: str, telemetry_path: str, stop: Option
     http_thread.start()
     reload_thread.start()
     sdnotify.notify("READY=1")
-    host, port = server.server_address[:2]
-    log.info("listening", extra=fields(address="%s:%d" % (host, port), telemetry_path=telemetry_path,
-                                       tls=web.current().ssl_context is not None,
-                                       basic_auth=web.current().auth is not None))
+    for listener in server.listeners:
+        log.info("listening", extra=fields(address=display_address(listener.getsockname()),
+                                           telemetry_path=telemetry_path, systemd_socket=systemd_socket,
+                                           tls=web.current().ssl_context is not None,
+                                           basic_auth=web.current().auth is not None))
     _supervise(stop, runtime, (http_thread, reload_thread))
     log.info("shutting down")
     sdnotify.notify("STOPPING=1")

@@ -40,7 +40,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Callable, Deque, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Callable, Deque, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from exporter import __version__
 from exporter.basicauth import BasicAuth
@@ -314,10 +314,10 @@ class Connection:
 class Server:
     """The event loop: ``serve_forever`` on one thread, ``shutdown`` and ``server_close`` from another."""
 
-    def __init__(self, listener: socket.socket, app: App):
-        listener.setblocking(False)
-        self.socket = listener
-        self.server_address = listener.getsockname()
+    def __init__(self, listeners: Sequence[socket.socket], app: App):
+        for listener in listeners:
+            listener.setblocking(False)
+        self.listeners = list(listeners)
         self._responder = Responder(app)
         self._web = app.web
         self._selector = selectors.DefaultSelector()
@@ -342,7 +342,7 @@ class Server:
     # -- life cycle --
 
     def serve_forever(self) -> None:
-        self._selector.register(self.socket, selectors.EVENT_READ, "accept")
+        self._listen()
         self._selector.register(self._wake_reader, selectors.EVENT_READ, "wake")
         next_tick = time.monotonic() + TICK
         try:
@@ -370,13 +370,13 @@ class Server:
         self._pool.shutdown(wait=False, cancel_futures=True)
         for fd in self._reserve:
             os.close(fd)
-        for sock in (self.socket, self._wake_reader, self._wake_writer):
+        for sock in (*self.listeners, self._wake_reader, self._wake_writer):
             sock.close()
         self._selector.close()
 
     def _dispatch_event(self, data, step: Callable[[Connection], None]) -> None:
-        if data == "accept":
-            self._accept()
+        if isinstance(data, socket.socket):
+            self._accept(data)
         elif data == "wake":
             self._send_answered()
         elif not data.closed:
@@ -397,22 +397,27 @@ class Server:
             self._close(conn)
         if self._paused_until is not None and now >= self._paused_until:
             self._paused_until = None
-            self._selector.register(self.socket, selectors.EVENT_READ, "accept")
+            self._listen()
         self._refill_reserve()
 
     # -- accepting --
 
-    def _accept(self) -> None:
+    def _listen(self) -> None:
+        """Every listener in the selector; its key's data is the listener itself."""
+        for listener in self.listeners:
+            self._selector.register(listener, selectors.EVENT_READ, listener)
+
+    def _accept(self, listener: socket.socket) -> None:
         for _ in range(ACCEPT_BATCH):
             try:
-                sock, address = self.socket.accept()
+                sock, address = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except ConnectionAbortedError:
                 continue
             except OSError as exc:
                 if exc.errno in OUT_OF_DESCRIPTORS:
-                    self._out_of_descriptors()
+                    self._out_of_descriptors(listener)
                 else:
                     self._warn("accept() failed", error=exc)
                     self._pause()
@@ -423,7 +428,7 @@ class Server:
                 self._evict()
             self._admit(sock, address, reserved=False)
 
-    def _out_of_descriptors(self) -> None:
+    def _out_of_descriptors(self, listener: socket.socket) -> None:
         """No descriptor for a new connection: close an idle one, else use the reserve, else pause."""
         self._warn("out of file descriptors; closing connections waiting longest for a request, then using "
                    "reserved descriptors", reserve=len(self._reserve))
@@ -434,7 +439,7 @@ class Server:
             return
         os.close(self._reserve.pop())
         try:
-            sock, address = self.socket.accept()
+            sock, address = listener.accept()
         except OSError:
             self._refill_reserve()
             self._pause()
@@ -449,7 +454,8 @@ class Server:
 
     def _pause(self) -> None:
         if self._paused_until is None:
-            self._selector.unregister(self.socket)
+            for listener in self.listeners:
+                self._selector.unregister(listener)
         self._paused_until = time.monotonic() + ACCEPT_BACKOFF
 
     def _refill_reserve(self) -> None:
@@ -676,13 +682,41 @@ class Server:
         self._warned[message] = (now, 0)
 
 
-def make_server(listen_address: str, app: App) -> Server:
-    """Binds now (so a busy port fails at start-up, before READY=1)."""
-    host, port = parse_listen_address(listen_address)
-    return Server(_listen(host, port), app)
+def make_server(listen_addresses: Sequence[str], app: App, systemd_socket: bool = False) -> Server:
+    """Binds every address now (so a busy port fails at start-up, before READY=1), or takes systemd's sockets."""
+    if systemd_socket:
+        return Server(systemd_listeners(), app)
+    return Server([_bind(*parse_listen_address(address)) for address in listen_addresses], app)
 
 
-def _listen(host: str, port: int) -> socket.socket:
+#: sd_listen_fds(3): systemd passes sockets from descriptor 3 on, with LISTEN_PID and LISTEN_FDS
+SD_LISTEN_FDS_START = 3
+
+
+def systemd_listeners() -> List[socket.socket]:
+    """The listening sockets systemd passed (socket activation), as exporter-toolkit's --web.systemd-socket."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        raise OSError("--web.systemd-socket: no sockets from systemd (LISTEN_PID is not this process; is the "
+                      "unit started by a .socket unit?)")
+    count = int(os.environ.get("LISTEN_FDS", "0"))
+    if count < 1:
+        raise OSError("--web.systemd-socket: LISTEN_FDS names no socket")
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)  # not for children, as sd_listen_fds(unset_environment=1) does
+    listeners = []
+    for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count):
+        os.set_inheritable(fd, False)
+        listeners.append(socket.socket(fileno=fd))
+    return listeners
+
+
+def display_address(address) -> str:
+    """``[::]:19100`` or ``127.0.0.1:19100``, as Go exporters log where they listen."""
+    host, port = address[:2]
+    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+
+
+def _bind(host: str, port: int) -> socket.socket:
     """``:PORT`` listens on every IPv6 and IPv4 address, like Go's net.Listen."""
     if host == "" and socket.has_dualstack_ipv6():
         return socket.create_server(("::", port), family=socket.AF_INET6, backlog=LISTEN_BACKLOG,

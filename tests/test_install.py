@@ -69,7 +69,9 @@ def test_install_upgrade_and_uninstall_into_a_scratch_root(tmp_path):
     # scratch root put in front of its ExecStart
     copy = tmp_path / UNIT_NAME
     copy.write_text(unit.replace("ExecStart=" + PREFIX, "ExecStart=%s%s" % (root, PREFIX)))
-    verified = run(tool("systemd-analyze"), "verify", str(copy))
+    socket_unit = root / "etc" / "systemd" / "system" / "renderfarm-exporter.socket"
+    shutil.copy(socket_unit, tmp_path / socket_unit.name)
+    verified = run(tool("systemd-analyze"), "verify", str(copy), str(tmp_path / socket_unit.name))
     assert verified.returncode == 0 and verified.stdout + verified.stderr == "", verified.stdout + verified.stderr
     security = run(tool("systemd-analyze"), "security", "--offline=true", "--root=%s" % root, UNIT_NAME)
     exposure = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", security.stdout).group(1))
@@ -83,7 +85,7 @@ def test_install_upgrade_and_uninstall_into_a_scratch_root(tmp_path):
 
     removed = run("bash", INSTALL, "--root", str(root), "--uninstall")
     assert removed.returncode == 0, removed.stderr
-    assert not (root / PREFIX.lstrip("/")).exists() and not unit_path.exists()
+    assert not (root / PREFIX.lstrip("/")).exists() and not unit_path.exists() and not socket_unit.exists()
     assert config.read_text().endswith("# edited by the administrator\n")
 
 
