@@ -30,7 +30,7 @@ from exporter.exposition import ExpositionCache, SectionRenderer
 from exporter.ingest import SourceIngest
 from exporter.logs import fields
 from exporter.memory import HeapTrimmer
-from exporter.sources import Reader
+from exporter.sources import Described, Reader
 from exporter.watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -267,4 +267,5 @@ class Runtime:
             web_reload=self.web_reload_status,
             patterns=tuple((reader.kind, pattern) for ingest in self._ingests for reader in ingest.readers
                            for pattern in reader.patterns),
+            notes=tuple(note for snapshot in snapshots if isinstance(snapshot, Described) for note in snapshot.notes),
         )

@@ -52,6 +52,7 @@ class RuntimeStatus:
     reload: ReloadStatus = ReloadStatus()
     web_reload: ReloadStatus = ReloadStatus()  # re-reads of --web.config.file
     patterns: Tuple[Tuple[str, PathPattern], ...] = ()  # (kind, pattern) of every configured pattern
+    notes: Tuple[Tuple[str, str], ...] = ()  # (what, value) from sources that describe their set-up
 
 
 def families(status: RuntimeStatus, sections: Mapping[str, PlacedSection]) -> Iterable[Metric]:

@@ -13,7 +13,7 @@ adding a file kind is one reader module and one line in its source.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Collection, Iterable, Optional, Protocol, Sequence, Tuple
+from typing import Any, Callable, Collection, Iterable, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 from prometheus_client.metrics_core import Metric
 
@@ -39,6 +39,13 @@ class Snapshot(Protocol):
     """Immutable result of a reader's ``sync``; kind-specific data beside ``files``."""
 
     files: Tuple[FileStatus, ...]
+
+
+@runtime_checkable
+class Described(Protocol):
+    """A snapshot that also says how its source is set up, as (what, value) pairs for the status page."""
+
+    notes: Tuple[Tuple[str, str], ...]
 
 
 class Reader(Protocol):

@@ -75,6 +75,7 @@ def render(status: RuntimeStatus, sections: Mapping[str, PlacedSection], telemet
                 _esc(_watch_of(f.path, status.watches))))
     if not file_rows:
         file_rows.append("<tr><td colspan='8'>No statistics files found yet.</td></tr>")
+    note_rows = ["<tr><td>%s</td><td>%s</td></tr>" % (_esc(what), _esc(value)) for what, value in status.notes]
     path = _esc(telemetry_path)
     body = (
         "<h1>renderfarm-exporter</h1><p>Version %s. %s</p>"
@@ -82,6 +83,7 @@ def render(status: RuntimeStatus, sections: Mapping[str, PlacedSection], telemet
         "<li><a href='/-/ready'>Readiness</a></li></ul>" % (
             _esc(__version__), "Ready." if ready else "Not ready: first read of the sources in progress.",
             path, )
+        + (_table(["Setting", "Value"], note_rows, "Sources") if note_rows else "")
         + _table(["Section", "Series", "Last render"], section_rows, "Exposition")
         + _table(["Kind", "File", "Status", "Last successful read", "Age", "Errors", "Malformed lines", "Watch"],
                  file_rows, "Statistics files")

@@ -170,8 +170,16 @@ def test_daemon_exports_exact_values_from_a_printing_vendor_module(fake_farm, ba
 
     info = [dict(labels) for (name, labels) in samples if name == "renderfarm_exporter_royalrender_module_info"]
     assert len(info) == 1 and info[0]["module"] == MODULE_NAME and info[0]["timezone"] == FARM_ZONE
+    assert info[0]["version"] == "9.1.fake"
     assert info[0]["python"].endswith("(%s)" % bare_python)
     assert value(samples, "renderfarm_exporter_royalrender_worker_restarts_total") == 0
+
+    page = daemon.get("/")[2].decode()
+    for note in ("<td>Royal Render module</td><td>%s (%s)</td>" % (MODULE_NAME,
+                                                                  os.path.join(fake_farm.lib, MODULE_NAME + ".py")),
+                 "<td>Royal Render module version</td><td>9.1.fake</td>",
+                 "<td>Royal Render time zone</td><td>%s</td>" % FARM_ZONE):
+        assert note in page, note
 
     # the module prints on every load: a changed file is still read right, and nothing is shifted
     fake_farm.write_server(jobs_total=43)

@@ -203,6 +203,7 @@ class BoundarySnapshot:
     restarts: int
     avoided: Tuple[str, ...]
     module: Mapping[str, str]
+    notes: Tuple[Tuple[str, str], ...]  # for the status page (sources.Described)
 
 
 class BoundaryReport:
@@ -222,10 +223,25 @@ class BoundaryReport:
     def sync(self, paths: Optional[Collection[str]] = None) -> BoundarySnapshot:
         info = self._worker.module_info
         module = {"module": str(info.get("module", "")), "file": str(info.get("file", "")),
-                  "python": str(info.get("python", "")), "timezone": self._worker.settings.timezone.describe()}
+                  "python": str(info.get("python", "")), "timezone": self._worker.settings.timezone.describe(),
+                  "version": self._version()}
+        notes = (("Royal Render module", "%s (%s)" % (module["module"] or "not loaded yet", module["file"])),
+                 ("Royal Render module version", module["version"] or "not known yet"),
+                 ("Royal Render worker's Python", module["python"] or self._worker.settings.python),
+                 ("Royal Render time zone", module["timezone"]))
         return BoundarySnapshot(files=(), member_failures=self._member_failures.snapshot(),
                                 restarts=self._worker.restarts, avoided=tuple(sorted(self._worker.avoided)),
-                                module=MappingProxyType(module))
+                                module=MappingProxyType(module), notes=notes)
+
+    def _version(self) -> str:
+        """``getRRModuleVersion()`` once the module is loaded (asked once; a risky call)."""
+        if not self._worker.module_info.get("module"):
+            return ""
+        try:
+            version = self._worker.module_version()
+        except WorkerError as exc:
+            return "unknown (%s)" % exc
+        return "unknown" if version is None else version
 
     def families(self, snapshot: BoundarySnapshot) -> Iterable[Metric]:
         yield counter("renderfarm_exporter_royalrender_member_failures_total",
@@ -240,7 +256,8 @@ class BoundaryReport:
                     "made", ["call"], {call: 1 for call in snapshot.avoided})
         if snapshot.module["module"]:
             info = InfoMetricFamily("renderfarm_exporter_royalrender_module",
-                                    "The Royal Render module the worker loaded, its Python and RR's time zone",
+                                    "The Royal Render module the worker loaded, its version, its Python and RR's "
+                                    "time zone",
                                     labels=sorted(snapshot.module))
             info.add_metric([snapshot.module[k] for k in sorted(snapshot.module)], {})
             yield info
