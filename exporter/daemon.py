@@ -135,8 +135,8 @@ def serve(config: Config, listen_addresses: Sequence[str], telemetry_path: str,
     runtime = Runtime(build_readers(config), config.watch)
     reloader = Reloader(config_path, config, runtime, web)
     app = App(telemetry_path, runtime.scraped, runtime.ready.is_set,
-              lambda: statuspage.render(runtime.status(), runtime.cache.sections(), telemetry_path,
-                                        runtime.ready.is_set()),
+              lambda query: statuspage.render(runtime.status(), runtime.cache.sections(), telemetry_path,
+                                              runtime.ready.is_set(), config_path, query),
               web=web, reload=reloader.reload if enable_lifecycle else None)
     server = make_server(listen_addresses, app, systemd_socket)
     http_thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)

@@ -78,7 +78,7 @@ class App:
     """
 
     def __init__(self, telemetry_path: str, exposition: Callable[[], Exposition], ready: Callable[[], bool],
-                 landing_page: Callable[[], bytes], web: Optional[WebConfigFile] = None,
+                 landing_page: Callable[[str], bytes], web: Optional[WebConfigFile] = None,
                  reload: Optional[Callable[[], Optional[str]]] = None):
         self.telemetry_path = telemetry_path
         self.exposition = exposition
@@ -145,6 +145,10 @@ class Request:
     @property
     def path(self) -> str:
         return self.target.split("?", 1)[0]
+
+    @property
+    def query(self) -> str:
+        return self.target.partition("?")[2]
 
     @property
     def keep_alive(self) -> bool:
@@ -251,7 +255,7 @@ class Responder:
         if path == self.app.telemetry_path:
             return self._metrics(request)
         if path == "/":
-            return Response(200, self.app.landing_page(), "text/html; charset=utf-8")
+            return Response(200, self.app.landing_page(request.query), "text/html; charset=utf-8")
         if path == "/-/healthy":
             return Response(200, b"Healthy\n")
         if path == "/-/ready":

@@ -69,7 +69,7 @@ def families(status: RuntimeStatus, sections: Mapping[str, PlacedSection]) -> It
                 {(f.kind, f.path): f.last_success_time for f in files if f.last_success_time is not None})
     yield gauge("renderfarm_exporter_pattern_matched_files",
                 "Files each configured pattern matches now; 0 means a wrong path or an unmounted share",
-                ["kind", "pattern"], _matched_files(status.patterns, files))
+                ["kind", "pattern"], matched_files(status.patterns, files))
     yield counter("renderfarm_exporter_source_parse_errors", "Failed reads of the file; the last good values are kept",
                   ["kind", "path"], _per_file(files, "errors_total"))
     yield counter("renderfarm_exporter_source_malformed_lines", "Lines of the file skipped as malformed",
@@ -121,7 +121,7 @@ def _web_reload_families(reload: ReloadStatus) -> Iterable[Metric]:
                   "Changes of the web config file refused; the previous settings stay", [], {(): reload.failures})
 
 
-def _matched_files(patterns: Sequence[Tuple[str, PathPattern]], files: Sequence[FileStatus]):
+def matched_files(patterns: Sequence[Tuple[str, PathPattern]], files: Sequence[FileStatus]):
     return {(kind, pattern.pattern): sum(1 for f in files if f.kind == kind and pattern.matches(f.path))
             for kind, pattern in patterns}
 

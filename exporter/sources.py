@@ -33,6 +33,7 @@ class FileStatus:
     malformed_lines_total: int
     bytes_read_total: int
     lines_read_total: int
+    last_error: Optional[str] = None  # why the last read failed, while the file is down (the status page shows it)
 
 
 class Snapshot(Protocol):

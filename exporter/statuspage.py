@@ -1,24 +1,56 @@
-"""The landing page: links, and how every source and file is doing, in plain HTML.
+"""The landing page, built for triage: a summary, then the problems with their reasons, then everything.
 
 No JavaScript and no external resources, so it works in any browser on a
-locked-down network. Built per request from the runtime's immutable status.
+locked-down network. The file list is filtered on the server from a plain
+GET form (``?status=down&kind=...&q=...``). Built per request from the
+runtime's immutable status.
 """
 
 from __future__ import annotations
 
 import html
 import time
-from typing import Iterable, Mapping, Optional, Sequence
+import urllib.parse
+from dataclasses import dataclass
+from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from exporter import __version__
 from exporter.exposition import PlacedSection
-from exporter.selfmetrics import RuntimeStatus, WatchStatus
+from exporter.selfmetrics import RuntimeStatus, WatchStatus, matched_files
+from exporter.sources import FileStatus
 
 _STYLE = (
-    "body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin-bottom:2em}"
-    "th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}th{background:#eee}"
-    "td.down{background:#fdd;font-weight:bold}td.up{background:#dfd}td.num{text-align:right}"
+    "body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin-bottom:1.5em}"
+    "th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}th{background:#eee}"
+    "caption{text-align:left;font-weight:bold;padding:.3em 0}"
+    "td.down,td.bad{background:#fdd;font-weight:bold}td.up,td.good{background:#dfd}td.num{text-align:right}"
+    "p.verdict{font-size:1.3em;font-weight:bold}p.verdict.bad{color:#a00}p.verdict.good{color:#060}"
+    "form{margin:.5em 0}"
 )
+STATUS_CHOICES = ("all", "down", "up")
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which files the page lists, from the query string."""
+
+    status: str = "all"
+    kind: str = ""
+    text: str = ""
+
+    @classmethod
+    def parse(cls, query: str) -> "Filter":
+        params = urllib.parse.parse_qs(query, max_num_fields=10)
+
+        def first(name: str) -> str:
+            return params.get(name, [""])[0][:500]
+
+        status = first("status")
+        return cls(status if status in STATUS_CHOICES else "all", first("kind"), first("q"))
+
+    def keeps(self, f: FileStatus) -> bool:
+        return ((self.status == "all" or (self.status == "up") == f.up)
+                and (not self.kind or f.kind == self.kind) and (not self.text or self.text in f.path))
 
 
 def _esc(value) -> str:
@@ -52,41 +84,102 @@ def _watch_of(path: str, watches: Sequence[WatchStatus]) -> str:
     return mode if best.up else mode + " (not watched now)"
 
 
-def _table(headers: Iterable[str], rows: Iterable[str], caption: str) -> str:
-    head = "".join("<th>%s</th>" % _esc(h) for h in headers)
-    return "<table><caption>%s</caption><tr>%s</tr>%s</table>" % (_esc(caption), head, "".join(rows))
+def _table(headers: Sequence[str], rows: Iterable[str], caption: str, table_id: str) -> str:
+    head = "<tr>%s</tr>" % "".join("<th>%s</th>" % _esc(h) for h in headers) if headers else ""
+    return "<table id='%s'><caption>%s</caption>%s%s</table>" % (table_id, _esc(caption), head, "".join(rows))
+
+
+def _row(*cells: str, classes: Sequence[str] = ()) -> str:
+    return "<tr>%s</tr>" % "".join("<td%s>%s</td>" % (" class='%s'" % c if c else "", cell)
+                                   for cell, c in zip(cells, list(classes) + [""] * len(cells)))
+
+
+def _unmatched(status: RuntimeStatus) -> List[Tuple[str, str]]:
+    return sorted(key for key, count in matched_files(status.patterns, status.files).items() if count == 0)
+
+
+def _reload_text(status: RuntimeStatus) -> Tuple[str, str]:
+    reload = status.reload
+    if reload.last_attempt_time is None:
+        return "none since start", ""
+    verdict = "successful" if reload.successful else "FAILED (the previous configuration is still in use)"
+    return "%s at %s (%d ok, %d failed)" % (verdict, _when(reload.last_attempt_time), reload.successes,
+                                            reload.failures), "good" if reload.successful else "bad"
+
+
+def _summary(status: RuntimeStatus, config_path: Optional[str], ready: bool) -> str:
+    down = [f for f in status.files if not f.up]
+    unmatched = _unmatched(status)
+    healthy = ready and not down and not unmatched and status.reload.successful
+    verdict = ("All files are read." if healthy else "Not ready: first read of the sources in progress."
+               if not ready else "Needs attention: see Problems below.")
+    reload_text, reload_class = _reload_text(status)
+    rows = [
+        _row("Files", "%d up, %d down" % (len(status.files) - len(down), len(down)),
+             classes=("", "bad" if down else "good")),
+        _row("Patterns matching no file", _esc(len(unmatched)), classes=("", "bad" if unmatched else "good")),
+        _row("Last configuration reload", _esc(reload_text), classes=("", reload_class)),
+        _row("Configuration file", _esc(config_path or "(none: demo or --once)")),
+    ] + [_row(_esc(what), _esc(value)) for what, value in status.notes]
+    return ("<p class='verdict %s'>%s</p>" % ("good" if healthy else "bad", _esc(verdict))
+            + _table([], rows, "Summary", "summary"))
+
+
+def _problems(status: RuntimeStatus, now: float) -> str:
+    rows = [_row(_esc(f.kind), _esc(f.path), "DOWN", _esc(_age(None if f.last_success_time is None
+                                                             else now - f.last_success_time)),
+                 _esc(f.errors_total), _esc(f.last_error or "(no reason recorded)"), classes=("", "", "down"))
+            for f in sorted(status.files, key=lambda f: (f.kind, f.path)) if not f.up]
+    rows += [_row(_esc(kind), _esc(pattern), "NO FILE", "", "", "the pattern matches no file: a wrong path, or "
+                  "a share that is not mounted", classes=("", "", "down")) for kind, pattern in _unmatched(status)]
+    if not status.reload.successful:
+        rows.append(_row("configuration", "", "REJECTED", "", _esc(status.reload.failures),
+                         "the last reload was rejected; the log says why (msg=\"reload failed\")",
+                         classes=("", "", "down")))
+    if not rows:
+        return "<p id='problems'>No problems.</p>"
+    return _table(["Kind", "File or pattern", "Status", "Last good read", "Errors", "Reason"], rows,
+                  "Problems (%d)" % len(rows), "problems")
+
+
+def _filter_form(status: RuntimeStatus, chosen: Filter) -> str:
+    kinds = sorted({f.kind for f in status.files})
+    status_options = "".join("<option%s>%s</option>" % (" selected" if s == chosen.status else "", s)
+                             for s in STATUS_CHOICES)
+    kind_options = "<option value=''>every kind</option>" + "".join(
+        "<option%s>%s</option>" % (" selected" if k == chosen.kind else "", _esc(k)) for k in kinds)
+    return ("<form method='get' action='/'>Show <select name='status'>%s</select> files of "
+            "<select name='kind'>%s</select> whose path contains <input name='q' value='%s'> "
+            "<button type='submit'>Filter</button></form>" % (status_options, kind_options, _esc(chosen.text)))
+
+
+def _files(status: RuntimeStatus, chosen: Filter, now: float) -> str:
+    shown = [f for f in sorted(status.files, key=lambda f: (f.up, f.kind, f.path)) if chosen.keeps(f)]
+    rows = [_row(_esc(f.kind), _esc(f.path), "up" if f.up else "DOWN", _esc(_when(f.last_success_time)),
+                 _esc(_age(None if f.last_success_time is None else now - f.last_success_time)),
+                 _esc(f.errors_total), _esc(f.malformed_lines_total), _esc(_watch_of(f.path, status.watches)),
+                 classes=("", "", "up" if f.up else "down", "", "num", "num", "num"))
+            for f in shown]
+    if not rows:
+        rows.append("<tr><td colspan='8'>%s</td></tr>" % ("No statistics files found yet." if not status.files
+                                                          else "No file matches the filter."))
+    return _filter_form(status, chosen) + _table(
+        ["Kind", "File", "Status", "Last successful read", "Age", "Errors", "Malformed lines", "Watch"], rows,
+        "Files (%d of %d)" % (len(shown), len(status.files)), "files")
 
 
 def render(status: RuntimeStatus, sections: Mapping[str, PlacedSection], telemetry_path: str, ready: bool,
-           now: Optional[float] = None) -> bytes:
+           config_path: Optional[str] = None, query: str = "", now: Optional[float] = None) -> bytes:
     now = time.time() if now is None else now
-    section_rows = [
-        "<tr><td>%s</td><td class='num'>%d</td><td class='num'>%.1f ms</td></tr>"
-        % (_esc(name), s.series, 1000 * s.render_seconds) for name, s in sections.items()
-    ]
-    file_rows = []
-    for f in sorted(status.files, key=lambda f: (f.kind, f.path)):
-        age = None if f.last_success_time is None else now - f.last_success_time
-        file_rows.append(
-            "<tr><td>%s</td><td>%s</td><td class='%s'>%s</td><td>%s</td><td class='num'>%s</td>"
-            "<td class='num'>%d</td><td class='num'>%d</td><td>%s</td></tr>" % (
-                _esc(f.kind), _esc(f.path), "up" if f.up else "down", "up" if f.up else "DOWN",
-                _esc(_when(f.last_success_time)), _esc(_age(age)), f.errors_total, f.malformed_lines_total,
-                _esc(_watch_of(f.path, status.watches))))
-    if not file_rows:
-        file_rows.append("<tr><td colspan='8'>No statistics files found yet.</td></tr>")
-    note_rows = ["<tr><td>%s</td><td>%s</td></tr>" % (_esc(what), _esc(value)) for what, value in status.notes]
-    path = _esc(telemetry_path)
+    section_rows = [_row(_esc(name), "%d" % s.series, "%.1f ms" % (1000 * s.render_seconds),
+                         classes=("", "num", "num")) for name, s in sections.items()]
     body = (
-        "<h1>renderfarm-exporter</h1><p>Version %s. %s</p>"
-        "<ul><li><a href='%s'>Metrics</a></li><li><a href='/-/healthy'>Health</a></li>"
-        "<li><a href='/-/ready'>Readiness</a></li></ul>" % (
-            _esc(__version__), "Ready." if ready else "Not ready: first read of the sources in progress.",
-            path, )
-        + (_table(["Setting", "Value"], note_rows, "Sources") if note_rows else "")
-        + _table(["Section", "Series", "Last render"], section_rows, "Exposition")
-        + _table(["Kind", "File", "Status", "Last successful read", "Age", "Errors", "Malformed lines", "Watch"],
-                 file_rows, "Statistics files")
+        "<h1>renderfarm-exporter</h1><p>Version %s. <a href='%s'>Metrics</a> · <a href='/-/healthy'>Health</a> · "
+        "<a href='/-/ready'>Readiness</a></p>" % (_esc(__version__), _esc(telemetry_path))
+        + _summary(status, config_path, ready)
+        + _problems(status, now)
+        + _files(status, Filter.parse(query), now)
+        + _table(["Section", "Series", "Last render"], section_rows, "Exposition", "exposition")
     )
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>renderfarm-exporter</title>"
             "<style>%s</style></head><body>%s</body></html>\n" % (_STYLE, body)).encode()

@@ -75,6 +75,7 @@ class _FileState:
         self.backoff = 0.0
         self.retry_at = 0.0
         self.failed_signature: Optional[Tuple[int, int, int]] = None
+        self.last_error: Optional[str] = None
 
     def backed_off(self, signature: Tuple[int, int, int]) -> bool:
         """Still waiting after a crash or hang; a changed file (a fix, a new save) is tried at once."""
@@ -181,6 +182,7 @@ class RrFileReader:
         state = self._files.setdefault(path, _FileState())
         state.up = False
         state.errors += 1
+        state.last_error = reason[:500]
         if crashed_on is not None:
             state.back_off(crashed_on)
         self._failure_log.warning(path, "cannot read Royal Render file; keeping its last good values",
@@ -190,7 +192,8 @@ class RrFileReader:
     def _snapshot(self) -> RrSnapshot:
         files: List[FileStatus] = [
             FileStatus(kind=self.kind, path=path, up=s.up, last_success_time=s.last_success_time,
-                       errors_total=s.errors, malformed_lines_total=0, bytes_read_total=s.bytes, lines_read_total=0)
+                       errors_total=s.errors, malformed_lines_total=0, bytes_read_total=s.bytes, lines_read_total=0,
+                       last_error=None if s.up else s.last_error)
             for path, s in sorted(self._files.items())
         ]
         return RrSnapshot(files=tuple(files), data=MappingProxyType(dict(self._data)))
