@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from exporter.budget import OTHER, LabelBudget
+from exporter.budget import OTHER, TRUNCATED_SUFFIX, LabelBudget
 from exporter.debounce import Debouncer
 from exporter.exposition import ExpositionCache, accepts_gzip, render_section, wants_openmetrics
 from exporter.logs import LogfmtFormatter, fields
@@ -140,9 +140,16 @@ def test_debouncer_quiet_time_and_max_wait():
 
 
 def test_label_budget_is_stable_and_reserves_other():
-    budget = LabelBudget(series_budget=15, series_per_value=5)
+    budget = LabelBudget(series_budget=15, series_per_value=5, max_length=20)
     assert [budget.label(v) for v in ("a", "b", "c", "a", "d", "b")] == ["a", "b", OTHER, "a", OTHER, "b"]
     assert budget.label(OTHER) == OTHER and budget.overflowed == 3
+
+
+def test_label_budget_cuts_long_values_visibly_and_counts_them():
+    budget = LabelBudget(series_budget=15, series_per_value=5, max_length=20)
+    cut = "x" * 6 + TRUNCATED_SUFFIX
+    assert [budget.label(v) for v in ("x" * 500, "x" * 21, "x" * 20)] == [cut, cut, "x" * 20]
+    assert (budget.truncated, budget.overflowed, len(cut)) == (2, 0, 20)
 
 
 def test_logfmt_quotes_values():
