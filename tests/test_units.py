@@ -159,6 +159,13 @@ def test_logfmt_quotes_values():
     assert 'level=warn logger=exporter.x msg="bad line" path="/a b/cpu.acct" reason="say \\"hi\\"" count=3' in line
 
 
+def test_logfmt_escapes_control_characters_from_file_content():
+    record = logging.LogRecord("exporter.x", logging.WARNING, __file__, 1, "bad line", None, None)
+    record.fields = fields(line="a\x1b[2J\rb\x00c\u2028d\x85e\u00e9")["fields"]
+    line = LogfmtFormatter().format(record)
+    assert line.endswith(' line="a\\u001b[2J\\rb\\u0000c\\u2028d\\u0085e\u00e9"')
+
+
 def test_debouncer_close_releases_a_waiting_take_at_once():
     debouncer = Debouncer(quiet=0.05, max_wait=0.2)
     released = []
