@@ -185,26 +185,36 @@ class Tailer:
         return {cursor.label for cursor in self._by_identity.values()}
 
     def follow(self, path: str) -> None:
-        """Reads what is new at ``path``. Raises OSError (``NotRegularFile`` too) if it cannot be read."""
-        with opened(path) as (fd, st):
-            identity = _identity(st)
-            cursor = self._by_path.get(path)
-            if cursor is not None and cursor.identity == identity:
-                self._read(cursor, fd)
-                return
-            if cursor is not None:
-                if self._continue_replacement(cursor, path, identity, fd):
-                    return
-                self.forget(path)
-            shared = self._by_identity.get(identity)
-            if shared is not None:
-                self._attach(shared, path)
-                self._read(shared, fd)
-                return
-            cursor = self._by_identity[identity] = _Cursor(identity, label=path)
-            self._attach(cursor, path)
-            self._resume(cursor, path, fd)
+        """Reads what is new at ``path``. Raises OSError (``NotRegularFile`` too) if it cannot be read.
+
+        A path that became a FIFO, directory, ... no longer names the file it
+        named: that file is forgotten (drained if it was renamed).
+        """
+        try:
+            with opened(path) as (fd, st):
+                self._follow(path, fd, _identity(st))
+        except NotRegularFile:
+            self.forget(path)
+            raise
+
+    def _follow(self, path: str, fd: int, identity: Identity) -> None:
+        cursor = self._by_path.get(path)
+        if cursor is not None and cursor.identity == identity:
             self._read(cursor, fd)
+            return
+        if cursor is not None:
+            if self._continue_replacement(cursor, path, identity, fd):
+                return
+            self.forget(path)
+        shared = self._by_identity.get(identity)
+        if shared is not None:
+            self._attach(shared, path)
+            self._read(shared, fd)
+            return
+        cursor = self._by_identity[identity] = _Cursor(identity, label=path)
+        self._attach(cursor, path)
+        self._resume(cursor, path, fd)
+        self._read(cursor, fd)
 
     def forget(self, path: str) -> None:
         """``path`` no longer names a followed file: a renamed file drains, then closes; a deleted one closes."""
