@@ -181,7 +181,7 @@ def test_systemd_unit_verifies_and_is_hardened(tmp_path):
     with open(UNIT) as handle:
         unit = handle.read()
     for setting in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "ProtectSystem=strict",
-                    "/etc/renderfarm-exporter/config.yml", "RequiresMountsFor="):
+                    "/etc/renderfarm-exporter/config.yml", "RequiresMountsFor=", "\nLimitNOFILE=65536\n"):
         assert setting in unit
     installed = os.path.join(os.path.dirname(sys.executable), "renderfarm-exporter")
     assert os.access(installed, os.X_OK), "the package must be installed (scripts/test does it)"
