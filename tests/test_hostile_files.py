@@ -10,6 +10,7 @@ import socket
 import time
 
 from conftest import value, wait_until
+from fusefs import HangingFile
 from exporter.budget import OTHER, TRUNCATED_SUFFIX
 
 NOW = int(time.time())
@@ -132,6 +133,30 @@ def test_fifo_device_and_socket_at_a_watched_path_never_block(tmp_path, start_da
     samples = daemon.wait_for_value("rush_frames_total", 3, host="render01", status="done")
     assert value(samples, "renderfarm_exporter_source_read_lines_total", **up) == 3
     assert daemon.get("/-/ready")[0] == 200
+
+
+def test_a_read_stuck_on_a_hung_share_is_reported_down(tmp_path, start_daemon, write_config):
+    share = tmp_path / "share"
+    share.mkdir()
+    fs = HangingFile(str(share), "cpu.acct", (frame("render01") * 2).encode())
+    path = str(share / "cpu.acct")
+    up = {"kind": "rush_cpu_acct", "path": path}
+    try:
+        config = write_config("rush:\n  cpu_acct: ['%s']\nwatch:\n  mode: events\n  rescan_interval: 1s\n"
+                              "  stuck_read_timeout: 1s\n" % path)
+        daemon = start_daemon("--config", config)
+        daemon.wait_for_value("rush_frames_total", 2, host="render01", status="done")
+        fs.hang.set()  # the server stops answering: the next rescan's read blocks in the kernel
+        wait_until(lambda: fs.reads_waiting >= 1, 5, "a read to hang")
+        samples = daemon.wait_for_value("renderfarm_exporter_source_up", 0, timeout=5, **up)
+        assert value(samples, "rush_frames_total", host="render01", status="done") == 2
+        assert daemon.log().count("reading a file is stuck") == 1
+        assert daemon.get("/-/healthy")[0] == 200
+        fs.release()
+        samples = daemon.wait_for_value("renderfarm_exporter_source_up", 1, timeout=5, **up)
+        assert value(samples, "rush_frames_total", host="render01", status="done") == 2
+    finally:
+        fs.close()
 
 
 # -- 3. shrink in place ---------------------------------------------------------------------

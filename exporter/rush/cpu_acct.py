@@ -161,6 +161,8 @@ class CpuAcctReader:
         self._users = self._breakdown(config.users)
         self._titles = self._breakdown(config.titles)
         self._malformed_log = RateLimitedLog(log)
+        #: (path, monotonic start) of the read in progress, for the ingest's stuck-read monitor.
+        self.reading: Optional[Tuple[str, float]] = None
 
     def _breakdown(self, config) -> Optional[_Breakdown]:
         return _Breakdown(config.series_budget, self._config.max_label_length) if config.enabled else None
@@ -188,6 +190,7 @@ class CpuAcctReader:
             if self._entry_for(path) is None:
                 raise FileNotFoundError(path)
             self._present.add(path)
+            self.reading = (path, time.monotonic())
             self._tailer.follow(path)
         except (FileNotFoundError, NotADirectoryError):
             self._tailer.forget(path)
@@ -196,6 +199,8 @@ class CpuAcctReader:
             self._went_down(self._state(path), path, exc)
         else:
             self._came_up(self._state(self._tailer.label_of(path) or path), path)
+        finally:
+            self.reading = None
 
     @staticmethod
     def _went_down(state: _FileState, path: str, exc: OSError) -> None:
