@@ -73,20 +73,27 @@ class NotRegularFile(OSError):
     """The path names something that is not a regular file; reading it could block for good."""
 
 
-@contextmanager
-def opened(path: str) -> Iterator[Tuple[int, os.stat_result]]:
-    """An open descriptor of the regular file at ``path`` and its fstat, closed on exit.
+def open_regular(path: str) -> Tuple[int, os.stat_result]:
+    """A descriptor of the regular file at ``path`` (the caller closes it) and its fstat.
 
     ``O_NONBLOCK`` keeps ``open()`` of a FIFO or device from waiting for a
     writer; the type is checked on the descriptor, not the path, so a swap
     between a check and the open cannot get past it.
     """
     fd = os.open(path, _OPEN_FLAGS)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        what = next((name for test, name in _FILE_TYPES if test(st.st_mode)), "not a regular file")
+        raise NotRegularFile(errno.EINVAL, "refused: %s, not a regular file" % what, path)
+    return fd, st
+
+
+@contextmanager
+def opened(path: str) -> Iterator[Tuple[int, os.stat_result]]:
+    """``open_regular``, closed on exit."""
+    fd, st = open_regular(path)
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            what = next((name for test, name in _FILE_TYPES if test(st.st_mode)), "not a regular file")
-            raise NotRegularFile(errno.EINVAL, "refused: %s, not a regular file" % what, path)
         yield fd, st
     finally:
         os.close(fd)
