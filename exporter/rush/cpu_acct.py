@@ -160,7 +160,7 @@ class CpuAcctReader:
         self._host_budget = LabelBudget(config.host_series_budget, SERIES_PER_HOST, config.max_label_length)
         self._users = self._breakdown(config.users)
         self._titles = self._breakdown(config.titles)
-        self._malformed_log = RateLimitedLog(log)
+        self._file_log = RateLimitedLog(log)
         #: (path, monotonic start) of the read in progress, for the ingest's stuck-read monitor.
         self.reading: Optional[Tuple[str, float]] = None
 
@@ -186,21 +186,25 @@ class CpuAcctReader:
 
     def _visit(self, path: str) -> None:
         """Reads ``path``; whatever is there (nothing, a FIFO, a directory, EMFILE) never raises."""
+        if self._entry_for(path) is None:
+            self._absent(path)
+            return
+        self._present.add(path)
+        self.reading = (path, time.monotonic())
         try:
-            if self._entry_for(path) is None:
-                raise FileNotFoundError(path)
-            self._present.add(path)
-            self.reading = (path, time.monotonic())
             self._tailer.follow(path)
         except (FileNotFoundError, NotADirectoryError):
-            self._tailer.forget(path)
-            self._present.discard(path)
+            self._absent(path)
         except OSError as exc:
             self._went_down(self._state(path), path, exc)
         else:
             self._came_up(self._state(self._tailer.label_of(path) or path), path)
         finally:
             self.reading = None
+
+    def _absent(self, path: str) -> None:
+        self._tailer.forget(path)
+        self._present.discard(path)
 
     @staticmethod
     def _went_down(state: _FileState, path: str, exc: OSError) -> None:
@@ -232,7 +236,7 @@ class CpuAcctReader:
         if new_line:
             state.lines += 1
             state.malformed += 1
-            self._malformed_log.warning(label, "over-long cpu.acct line skipped", path=label,
+            self._file_log.warning(label, "over-long cpu.acct line skipped", path=label,
                                         reason="longer than %d bytes" % MAX_LINE_BYTES)
 
     def _consume(self, label: str, block: bytes) -> None:
@@ -251,7 +255,7 @@ class CpuAcctReader:
                 record = parse_line(line)
             except MalformedLine as exc:
                 state.malformed += 1
-                self._malformed_log.warning(
+                self._file_log.warning(
                     label, "malformed cpu.acct line skipped", path=label, reason=exc, line=line[:200]
                 )
                 continue
@@ -261,7 +265,7 @@ class CpuAcctReader:
             records[kind] += 1
             future = record.time > horizon
             if future:
-                self._malformed_log.warning(label + "#future", "cpu.acct record dated ahead of the clock; "
+                self._file_log.warning(label + "#future", "cpu.acct record dated ahead of the clock; "
                                             "counted, but not taken as the latest", path=label, time=record.time)
             elif record.time > newest:
                 newest = record.time
