@@ -2,9 +2,10 @@
 
 Each source (Rush, Royal Render) has its own debouncer, rescan timer and
 thread, so a slow source (an RR read waiting on a hung worker for up to its
-timeout) never delays another source's freshness. While a file of the source
-is down, the source is rescanned every few seconds, so it recovers without
-waiting for the next change of the file.
+timeout) never delays another source's freshness. While files of the source
+are down, those files (not the whole source: a rescan of 20,000 files takes
+seconds) are read again every few seconds, so they recover without waiting
+for the next change of the file.
 
 A read that hangs (a share whose server went away, with a hard mount) cannot
 be interrupted from Python, but it is made visible: a reader that says what
@@ -20,7 +21,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from typing import Callable, Collection, Dict, Optional, Sequence, Tuple
+from typing import Callable, Collection, Dict, Optional, Sequence, Set, Tuple
 
 from exporter.config import WatchConfig
 from exporter.debounce import Debouncer
@@ -96,20 +97,30 @@ class SourceIngest:
 
     def _loop(self) -> None:
         next_rescan = time.monotonic()
+        retry_at: Optional[float] = None
         while not self._stop.is_set():
-            paths, rescan = self.debouncer.take(max(0.0, next_rescan - time.monotonic()))
+            wake = next_rescan if retry_at is None else min(next_rescan, retry_at)
+            paths, rescan = self.debouncer.take(max(0.0, wake - time.monotonic()))
             if self._stop.is_set():
                 return
-            full = rescan or time.monotonic() >= next_rescan
+            now = time.monotonic()
+            full = rescan or now >= next_rescan
             if full:
-                next_rescan = time.monotonic() + self._watch.rescan_interval
+                next_rescan = now + self._watch.rescan_interval
+            elif retry_at is not None and now >= retry_at:
+                paths = set(paths) | self._down_paths()
             self.sync(None if full else paths)
             self._published(self.section)
-            if self._any_file_down():
-                next_rescan = min(next_rescan, time.monotonic() + RETRY_SECONDS)
+            retry_at = self._next_retry(retry_at, now)
 
-    def _any_file_down(self) -> bool:
-        return any(not f.up for snapshot in self.snapshots.values() for f in snapshot.files)
+    def _next_retry(self, retry_at: Optional[float], now: float) -> Optional[float]:
+        """When to read the down files again; reads of other files do not postpone it."""
+        if not self._down_paths():
+            return None
+        return time.monotonic() + RETRY_SECONDS if retry_at is None or now >= retry_at else retry_at
+
+    def _down_paths(self) -> Set[str]:
+        return {f.path for snapshot in list(self.snapshots.values()) for f in snapshot.files if not f.up}
 
     def _monitor_loop(self) -> None:
         while not self._stop.wait(STUCK_CHECK_SECONDS):
