@@ -206,14 +206,14 @@ class CpuAcctReader:
         self._tailer.forget(path)
         self._present.discard(path)
 
-    @staticmethod
-    def _went_down(state: _FileState, path: str, exc: OSError) -> None:
-        """Marks the file down; logs once per outage (retries every few seconds must not flood the log)."""
+    def _went_down(self, state: _FileState, path: str, exc: OSError) -> None:
+        """Marks the file down; logs once per outage (retries every 2 s must not flood the log), and at
+        most once a minute per reason (EMFILE would otherwise log every one of 20,000 files)."""
         state.errors += 1
         reason = exc.strerror or str(exc)
         if state.up or state.down_reason != reason:
-            log.warning("cannot read cpu.acct; keeping what was read before, retrying",
-                        extra=fields(path=path, error=reason))
+            self._file_log.warning("down: " + reason, "cannot read cpu.acct; keeping what was read before, retrying",
+                                   path=path, error=reason)
         state.up, state.down_reason = False, reason
 
     @staticmethod
