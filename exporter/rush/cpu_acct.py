@@ -20,7 +20,6 @@ and series stay bounded whatever the files contain.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -237,7 +236,7 @@ class CpuAcctReader:
             state.lines += 1
             state.malformed += 1
             self._file_log.warning(label, "over-long cpu.acct line skipped", path=label,
-                                        reason="longer than %d bytes" % MAX_LINE_BYTES)
+                                   reason="longer than %d bytes" % MAX_LINE_BYTES)
 
     def _consume(self, label: str, block: bytes) -> None:
         """Counts the complete lines of ``block``; malformed lines are counted and skipped."""
@@ -266,7 +265,7 @@ class CpuAcctReader:
             future = record.time > horizon
             if future:
                 self._file_log.warning(label + "#future", "cpu.acct record dated ahead of the clock; "
-                                            "counted, but not taken as the latest", path=label, time=record.time)
+                                       "counted, but not taken as the latest", path=label, time=record.time)
             elif record.time > newest:
                 newest = record.time
             if kind is Process:
