@@ -27,6 +27,7 @@ class WatchConfig:
     rescan_interval: float = 60.0
     debounce: float = 0.02
     debounce_max_wait: float = 0.1
+    stuck_read_timeout: float = 10.0
 
 
 WATCH_SCHEMA = Struct(
@@ -37,6 +38,8 @@ WATCH_SCHEMA = Struct(
         "rescan_interval": Field(Duration(), default=60.0, doc="full rescan that catches anything events missed"),
         "debounce": Field(Duration(), default=0.02, doc="quiet time after a change before a file is read"),
         "debounce_max_wait": Field(Duration(), default=0.1, doc="longest a busy file waits to be read"),
+        "stuck_read_timeout": Field(Duration(), default=10.0,
+                                    doc="a file read taking longer is reported stuck (source_up 0, logged)"),
     },
     build=WatchConfig,
 )

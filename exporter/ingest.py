@@ -2,27 +2,38 @@
 
 Each source (Rush, Royal Render) has its own debouncer, rescan timer and
 thread, so a slow source (an RR read waiting on a hung worker for up to its
-timeout) never delays another source's freshness. While a file of the source
-is down, the source is rescanned every few seconds, so it recovers without
-waiting for the next change of the file.
+timeout) never delays another source's freshness. While files of the source
+are down, those files (not the whole source: a rescan of 20,000 files takes
+seconds) are read again every few seconds, so they recover without waiting
+for the next change of the file.
+
+A read that hangs (a share whose server went away, with a hard mount) cannot
+be interrupted from Python, but it is made visible: a reader that says what
+it is reading (``reading``: path and start) and takes longer than
+``watch.stuck_read_timeout`` has that file marked down in its snapshot and
+logged, from a small monitor thread, until the read returns.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections import Counter
-from typing import Callable, Collection, Dict, Optional, Sequence
+from typing import Callable, Collection, Dict, Optional, Sequence, Set, Tuple
 
 from exporter.config import WatchConfig
 from exporter.debounce import Debouncer
-from exporter.sources import Reader, Snapshot
+from exporter.logs import fields
+from exporter.sources import FileStatus, Reader, Snapshot
 
 log = logging.getLogger(__name__)
 
 #: A file that failed to read is tried again this soon (a half-written file, a restarting worker).
 RETRY_SECONDS = 2.0
+#: How often the monitor looks for a stuck read.
+STUCK_CHECK_SECONDS = 0.5
 
 
 class SourceIngest:
@@ -40,12 +51,17 @@ class SourceIngest:
         self.ingested_once = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="ingest-" + section, daemon=True)
+        # Guards ``snapshots`` between the ingest thread and the stuck-read monitor.
+        self._snapshots_lock = threading.Lock()
+        self._reported_stuck: Dict[Reader, Tuple[str, float]] = {}
+        self._monitor = threading.Thread(target=self._monitor_loop, name="stuck-" + section, daemon=True)
 
     def owns(self, path: str) -> bool:
         return any(pattern.matches(path) for reader in self.readers for pattern in reader.patterns)
 
     def start(self) -> None:
         self._thread.start()
+        self._monitor.start()
 
     def stop(self, timeout: Optional[float] = 1.0) -> None:
         """Stops the thread; ``timeout=None`` waits for a read in progress (before its readers are closed)."""
@@ -70,7 +86,9 @@ class SourceIngest:
             if wanted is not None and not wanted and reader.patterns:
                 continue  # a reader without patterns reports on its source: it is synced on every pass
             try:
-                self.snapshots[reader] = reader.sync(wanted)
+                snapshot = reader.sync(wanted)
+                with self._snapshots_lock:
+                    self.snapshots[reader] = snapshot
             except Exception:  # noqa: BLE001 - keep serving the last good snapshot
                 self.failures[reader.kind] += 1
                 log.exception("reader failed; keeping its last good values")
@@ -79,17 +97,57 @@ class SourceIngest:
 
     def _loop(self) -> None:
         next_rescan = time.monotonic()
+        retry_at: Optional[float] = None
         while not self._stop.is_set():
-            paths, rescan = self.debouncer.take(max(0.0, next_rescan - time.monotonic()))
+            wake = next_rescan if retry_at is None else min(next_rescan, retry_at)
+            paths, rescan = self.debouncer.take(max(0.0, wake - time.monotonic()))
             if self._stop.is_set():
                 return
-            full = rescan or time.monotonic() >= next_rescan
+            now = time.monotonic()
+            full = rescan or now >= next_rescan
             if full:
-                next_rescan = time.monotonic() + self._watch.rescan_interval
+                next_rescan = now + self._watch.rescan_interval
+            elif retry_at is not None and now >= retry_at:
+                paths = set(paths) | self._down_paths()
             self.sync(None if full else paths)
             self._published(self.section)
-            if self._any_file_down():
-                next_rescan = min(next_rescan, time.monotonic() + RETRY_SECONDS)
+            retry_at = self._next_retry(retry_at, now)
 
-    def _any_file_down(self) -> bool:
-        return any(not f.up for snapshot in self.snapshots.values() for f in snapshot.files)
+    def _next_retry(self, retry_at: Optional[float], now: float) -> Optional[float]:
+        """When to read the down files again; reads of other files do not postpone it."""
+        if not self._down_paths():
+            return None
+        return time.monotonic() + RETRY_SECONDS if retry_at is None or now >= retry_at else retry_at
+
+    def _down_paths(self) -> Set[str]:
+        return {f.path for snapshot in list(self.snapshots.values()) for f in snapshot.files if not f.up}
+
+    def _monitor_loop(self) -> None:
+        while not self._stop.wait(STUCK_CHECK_SECONDS):
+            for reader in self.readers:
+                reading = getattr(reader, "reading", None)
+                if reading is not None and time.monotonic() - reading[1] > self._watch.stuck_read_timeout:
+                    self._report_stuck(reader, reading)
+
+    def _report_stuck(self, reader: Reader, reading: Tuple[str, float]) -> None:
+        """Marks the file being read down (once per stuck read), unless the read finished meanwhile."""
+        if self._reported_stuck.get(reader) == reading:
+            return
+        path = reading[0]
+        with self._snapshots_lock:
+            if getattr(reader, "reading", None) != reading or reader not in self.snapshots:
+                return
+            self.snapshots[reader] = _marked_down(self.snapshots[reader], reader.kind, path)
+        self._reported_stuck[reader] = reading
+        log.warning("reading a file is stuck; reported down until the read returns",
+                    extra=fields(path=path, seconds=round(time.monotonic() - reading[1], 1)))
+        self._published(self.section)
+
+
+def _marked_down(snapshot: Snapshot, kind: str, path: str) -> Snapshot:
+    """A copy of ``snapshot`` in which ``path`` is down (added if it was never read)."""
+    files = [dataclasses.replace(f, up=False) if f.path == path else f for f in snapshot.files]
+    if not any(f.path == path for f in snapshot.files):
+        files.append(FileStatus(kind=kind, path=path, up=False, last_success_time=None, errors_total=0,
+                                malformed_lines_total=0, bytes_read_total=0, lines_read_total=0))
+    return dataclasses.replace(snapshot, files=tuple(files))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -42,11 +43,24 @@ def _record_items(record: logging.LogRecord):
         yield "exception", logging.Formatter().formatException(record.exc_info)
 
 
+# Control characters (C0, DEL, C1) and line/paragraph separators come from file content: raw, an ESC
+# sequence recolours a terminal, a CR overwrites the line, a NUL or U+2028 splits it for log shippers.
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f-\x9f\u2028\u2029"\\]')
+_NEEDS_QUOTES = re.compile(r'[ =\x00-\x1f\x7f-\x9f\u2028\u2029"\\]')
+_SHORT_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: "re.Match") -> str:
+    char = match.group()
+    return _SHORT_ESCAPES.get(char) or "\\u%04x" % ord(char)
+
+
 def _logfmt_value(value) -> str:
+    """The value as is when safe, else quoted with every control character escaped (``\\u001b``)."""
     text = str(value)
-    if text and not any(c in text for c in ' "=\n\t\\'):
+    if text and not _NEEDS_QUOTES.search(text):
         return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    return '"' + _UNSAFE.sub(_escape, text) + '"'
 
 
 class LogfmtFormatter(logging.Formatter):

@@ -49,7 +49,7 @@ def wait_until(check: Callable[[], bool], timeout: float = 10.0, what: str = "co
 class Daemon:
     """``renderfarm-exporter`` started as a subprocess, talked to over HTTP."""
 
-    def __init__(self, args, env=None):
+    def __init__(self, args, env=None, preexec_fn=None):
         self.port = free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         self.stderr_path = os.path.join(os.environ.get("TMPDIR", "/tmp"), "exporter-%d.log" % self.port)
@@ -57,7 +57,7 @@ class Daemon:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "exporter", "--web.listen-address", "127.0.0.1:%d" % self.port,
              "--log.level", "debug", *args],
-            cwd=REPO, stdout=subprocess.DEVNULL, stderr=self._stderr, env=env,
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=self._stderr, env=env, preexec_fn=preexec_fn,
         )
 
     def get(self, path: str, headers=None) -> Tuple[int, Dict[str, str], bytes]:
@@ -121,8 +121,8 @@ class Daemon:
 def start_daemon():
     daemons = []
 
-    def start(*args, env=None, ready=True) -> Daemon:
-        daemon = Daemon(args, env=env)
+    def start(*args, env=None, ready=True, preexec_fn=None) -> Daemon:
+        daemon = Daemon(args, env=env, preexec_fn=preexec_fn)
         daemons.append(daemon)
         if ready:
             daemon.wait_ready()

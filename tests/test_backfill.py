@@ -1,6 +1,7 @@
 """backfill -> promtool tsdb create-blocks-from openmetrics -> a real Prometheus -> values at past times."""
 
 import io
+import os
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 
 from conftest import REPO, free_port, wait_until
 from exporter.backfill import SampleStore, parse_time
+from exporter.rush.history import Replay
 from exporter.royalrender.simulator import RrFarmSimulator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -170,3 +172,12 @@ def test_bad_time_argument_is_a_usage_error(write_config):
                              "--output", "/dev/null", "--since", "last tuesday"], cwd=REPO, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 2 and "YYYY-MM-DD" in result.stderr
+
+
+def test_a_fifo_among_the_history_files_is_skipped_not_waited_on(tmp_path):
+    fifo, log = tmp_path / "Ocpu.acct", tmp_path / "cpu.acct"
+    os.mkfifo(fifo)
+    log.write_text("p 948300000 tahoe.1 T anna 1 render01 100 10 0 0 0 1\n")
+    replay = Replay([str(fifo), str(log)], progress=lambda read, records: None)
+    assert [frame.host for frame in replay.frames()] == ["render01"]
+    assert replay.unreadable == [(str(fifo), "[Errno 22] refused: a FIFO, not a regular file: '%s'" % fifo)]

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from exporter.budget import OTHER, LabelBudget
+from exporter.budget import OTHER, TRUNCATED_SUFFIX, LabelBudget
 from exporter.debounce import Debouncer
 from exporter.exposition import ExpositionCache, accepts_gzip, render_section, wants_openmetrics
 from exporter.logs import LogfmtFormatter, fields
@@ -140,9 +140,16 @@ def test_debouncer_quiet_time_and_max_wait():
 
 
 def test_label_budget_is_stable_and_reserves_other():
-    budget = LabelBudget(series_budget=15, series_per_value=5)
+    budget = LabelBudget(series_budget=15, series_per_value=5, max_length=20)
     assert [budget.label(v) for v in ("a", "b", "c", "a", "d", "b")] == ["a", "b", OTHER, "a", OTHER, "b"]
     assert budget.label(OTHER) == OTHER and budget.overflowed == 3
+
+
+def test_label_budget_cuts_long_values_visibly_and_counts_them():
+    budget = LabelBudget(series_budget=15, series_per_value=5, max_length=20)
+    cut = "x" * 6 + TRUNCATED_SUFFIX
+    assert [budget.label(v) for v in ("x" * 500, "x" * 21, "x" * 20)] == [cut, cut, "x" * 20]
+    assert (budget.truncated, budget.overflowed, len(cut)) == (2, 0, 20)
 
 
 def test_logfmt_quotes_values():
@@ -150,6 +157,13 @@ def test_logfmt_quotes_values():
     record.fields = fields(path="/a b/cpu.acct", reason='say "hi"', count=3)["fields"]
     line = LogfmtFormatter().format(record)
     assert 'level=warn logger=exporter.x msg="bad line" path="/a b/cpu.acct" reason="say \\"hi\\"" count=3' in line
+
+
+def test_logfmt_escapes_control_characters_from_file_content():
+    record = logging.LogRecord("exporter.x", logging.WARNING, __file__, 1, "bad line", None, None)
+    record.fields = fields(line="a\x1b[2J\rb\x00c\u2028d\x85e\u00e9")["fields"]
+    line = LogfmtFormatter().format(record)
+    assert line.endswith(' line="a\\u001b[2J\\rb\\u0000c\\u2028d\\u0085e\u00e9"')
 
 
 def test_debouncer_close_releases_a_waiting_take_at_once():

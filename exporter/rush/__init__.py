@@ -6,12 +6,19 @@ import os
 from dataclasses import dataclass, replace
 from typing import List, Optional, Pattern, Tuple
 
+from exporter.budget import TRUNCATED_SUFFIX
 from exporter.paths import glob_problems, missing_root
-from exporter.schema import Boolean, Either, Field, HostRegex, Integer, ListOf, Scalar, String, Struct
+from exporter.schema import Boolean, Duration, Either, Field, HostRegex, Integer, ListOf, Scalar, String, Struct
 from exporter.sources import ConfigNotice, Source
 
 #: Series one admitted user or job title can create: frames in 4 statuses plus wall seconds.
 SERIES_PER_BREAKDOWN_VALUE = 5
+#: Series one admitted host can create: frames in 4 statuses, 3 kinds of seconds, 6 record types,
+#: daemon starts, utilization, daemon online, last record time.
+SERIES_PER_HOST = 17
+DEFAULT_HOST_SERIES_BUDGET = 34000
+DEFAULT_MAX_LABEL_LENGTH = 128
+DEFAULT_MAX_CLOCK_SKEW = 300.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,9 @@ class RushConfig:
     host_from_path: Optional[Pattern] = None
     users: Breakdown = Breakdown()
     titles: Breakdown = Breakdown()
+    host_series_budget: int = DEFAULT_HOST_SERIES_BUDGET
+    max_label_length: int = DEFAULT_MAX_LABEL_LENGTH
+    max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW
 
 
 def _entry_from_string(value) -> CpuAcctEntry:
@@ -74,8 +84,16 @@ _ENTRY = Either(
 _BREAKDOWNS = Struct({"users": Field(_breakdown_schema(), Breakdown()), "titles": Field(_breakdown_schema(), Breakdown())})
 
 
-def _rush_config(cpu_acct, host_from_path, breakdowns) -> RushConfig:
-    return RushConfig(cpu_acct, host_from_path, breakdowns["users"], breakdowns["titles"])
+_HOSTS = Struct({
+    "series_budget": Field(Integer(minimum=SERIES_PER_HOST * 2), default=DEFAULT_HOST_SERIES_BUDGET,
+                           doc="most series host labels may create (%d per host); later hosts go to __other__"
+                           % SERIES_PER_HOST),
+})
+
+
+def _rush_config(cpu_acct, host_from_path, breakdowns, hosts, max_label_length, max_clock_skew) -> RushConfig:
+    return RushConfig(cpu_acct, host_from_path, breakdowns["users"], breakdowns["titles"], hosts["series_budget"],
+                      max_label_length, max_clock_skew)
 
 
 SCHEMA = Struct(
@@ -83,6 +101,11 @@ SCHEMA = Struct(
         "cpu_acct": Field(ListOf(_ENTRY), default=(), doc="cpu.acct files or globs; each matched file is read"),
         "host_from_path": Field(HostRegex(), doc="default host regex for every entry"),
         "breakdowns": Field(_BREAKDOWNS, default=_BREAKDOWNS.defaults()),
+        "hosts": Field(_HOSTS, default=_HOSTS.defaults()),
+        "max_label_length": Field(Integer(minimum=len(TRUNCATED_SUFFIX) + 1), default=DEFAULT_MAX_LABEL_LENGTH,
+                                  doc="longest label value taken from a file; longer ones are cut and marked"),
+        "max_clock_skew": Field(Duration(), default=DEFAULT_MAX_CLOCK_SKEW,
+                                doc="records dated further ahead of the clock never become the latest"),
     },
     build=_rush_config,
 )

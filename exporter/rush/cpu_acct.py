@@ -3,18 +3,23 @@
 Counters are totals of every line read while the daemon runs: lines of a
 rotated or deleted file stay counted, a file's lines are counted once (see
 ``exporter.tailer``). Gauges (utilization, daemon state) are the latest
-record by time among the files of a host that still exist.
+record by time among the files of a host that still exist; a record dated
+more than ``max_clock_skew`` ahead of the clock is counted but never becomes
+the latest, so one bad date cannot freeze a gauge.
 
 The *host* of a file's gauges (``u``, ``r``, ``s``, ``d`` and ``m`` records
 carry no host) is, in order: the entry's ``host``; the ``(?P<host>...)``
 group of ``host_from_path`` (the entry's, else the section's) searched in the
 path; the host of the file's first ``p`` record; the file's path.
+
+Every label value taken from a file (host, user, title) goes through a
+``LabelBudget``: cut to ``max_label_length`` and limited in number, so memory
+and series stay bounded whatever the files contain.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -27,7 +32,7 @@ from exporter.budget import LabelBudget
 from exporter.families import counter, gauge
 from exporter.logs import RateLimitedLog, fields
 from exporter.paths import PathPattern
-from exporter.rush import SERIES_PER_BREAKDOWN_VALUE, CpuAcctEntry, RushConfig
+from exporter.rush import SERIES_PER_BREAKDOWN_VALUE, SERIES_PER_HOST, CpuAcctEntry, RushConfig
 from exporter.rush.records import (
     DaemonEvent,
     MalformedLine,
@@ -40,7 +45,7 @@ from exporter.rush.records import (
     parse_line,
 )
 from exporter.sources import FileStatus
-from exporter.tailer import Tailer
+from exporter.tailer import MAX_LINE_BYTES, Tailer
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,7 @@ class _FileState:
 
     def __init__(self) -> None:
         self.up = True
+        self.down_reason: Optional[str] = None
         self.last_success_time: Optional[float] = None
         self.errors = 0
         self.malformed = 0
@@ -95,6 +101,10 @@ class CpuAcctSnapshot:
     user_wall_seconds: Optional[Mapping[str, float]]
     title_frames: Optional[Mapping[Tuple[str, str], int]]
     title_wall_seconds: Optional[Mapping[str, float]]
+    #: Per label name (host, user, title): values cut to length, and records counted as __other__.
+    #: None in rebuilt history, which has no exporter of its own.
+    labels_truncated: Optional[Mapping[str, int]] = None
+    labels_over_budget: Optional[Mapping[str, int]] = None
 
 
 def _frozen(mapping) -> Mapping:
@@ -123,8 +133,8 @@ def _timed(when: Optional[int]) -> Optional[Tuple[int, float]]:
 class _Breakdown:
     """Frames and wall seconds per user or per job title, within a series budget."""
 
-    def __init__(self, series_budget: int):
-        self.budget = LabelBudget(series_budget, SERIES_PER_BREAKDOWN_VALUE)
+    def __init__(self, series_budget: int, max_length: int):
+        self.budget = LabelBudget(series_budget, SERIES_PER_BREAKDOWN_VALUE, max_length)
         self.frames: Counter = Counter()
         self.wall: Dict[str, float] = defaultdict(float)
 
@@ -141,14 +151,20 @@ class CpuAcctReader:
         self._config = config
         self._entries = [(PathPattern(entry.path), entry) for entry in config.cpu_acct]
         self.patterns = [pattern for pattern, _ in self._entries]
-        self._tailer = Tailer(self._consume)
+        self._tailer = Tailer(self._consume, discarded=self._discarded)
         self._files: Dict[str, _FileState] = {}
         self._present: set = set()
-        self._configured_host: Dict[str, Optional[str]] = {}
+        self._gauge_host: Dict[str, str] = {}
         self._hosts: Dict[str, List[float]] = {}
-        self._users = _Breakdown(config.users.series_budget) if config.users.enabled else None
-        self._titles = _Breakdown(config.titles.series_budget) if config.titles.enabled else None
-        self._malformed_log = RateLimitedLog(log)
+        self._host_budget = LabelBudget(config.host_series_budget, SERIES_PER_HOST, config.max_label_length)
+        self._users = self._breakdown(config.users)
+        self._titles = self._breakdown(config.titles)
+        self._file_log = RateLimitedLog(log)
+        #: (path, monotonic start) of the read in progress, for the ingest's stuck-read monitor.
+        self.reading: Optional[Tuple[str, float]] = None
+
+    def _breakdown(self, config) -> Optional[_Breakdown]:
+        return _Breakdown(config.series_budget, self._config.max_label_length) if config.enabled else None
 
     # -- reading -------------------------------------------------------------
 
@@ -168,25 +184,42 @@ class CpuAcctReader:
         self._tailer.close()
 
     def _visit(self, path: str) -> None:
-        if not os.path.isfile(path) or self._entry_for(path) is None:
-            self._tailer.forget(path)
-            self._present.discard(path)
+        """Reads ``path``; whatever is there (nothing, a FIFO, a directory, EMFILE) never raises."""
+        if self._entry_for(path) is None:
+            self._absent(path)
             return
         self._present.add(path)
+        self.reading = (path, time.monotonic())
         try:
             self._tailer.follow(path)
-        except FileNotFoundError:
-            self._tailer.forget(path)
-            self._present.discard(path)
-            return
+        except (FileNotFoundError, NotADirectoryError):
+            self._absent(path)
         except OSError as exc:
-            state = self._state(path)
-            state.up = False
-            state.errors += 1
-            log.warning("cannot read cpu.acct; keeping what was read before", extra=fields(path=path, error=exc))
-            return
-        state = self._state(self._tailer.label_of(path) or path)
-        state.up = True
+            self._went_down(self._state(path), path, exc)
+        else:
+            self._came_up(self._state(self._tailer.label_of(path) or path), path)
+        finally:
+            self.reading = None
+
+    def _absent(self, path: str) -> None:
+        self._tailer.forget(path)
+        self._present.discard(path)
+
+    def _went_down(self, state: _FileState, path: str, exc: OSError) -> None:
+        """Marks the file down; logs once per outage (retries every 2 s must not flood the log), and at
+        most once a minute per reason (EMFILE would otherwise log every one of 20,000 files)."""
+        state.errors += 1
+        reason = exc.strerror or str(exc)
+        if state.up or state.down_reason != reason:
+            self._file_log.warning("down: " + reason, "cannot read cpu.acct; keeping what was read before, retrying",
+                                   path=path, error=reason)
+        state.up, state.down_reason = False, reason
+
+    @staticmethod
+    def _came_up(state: _FileState, path: str) -> None:
+        if not state.up:
+            log.info("cpu.acct readable again", extra=fields(path=path))
+        state.up, state.down_reason = True, None
         state.last_success_time = time.time()
 
     def _state(self, label: str) -> _FileState:
@@ -194,6 +227,16 @@ class CpuAcctReader:
         if state is None:
             state = self._files[label] = _FileState()
         return state
+
+    def _discarded(self, label: str, nbytes: int, new_line: bool) -> None:
+        """An over-long line: its bytes are consumed, and it is one malformed line."""
+        state = self._state(label)
+        state.bytes += nbytes
+        if new_line:
+            state.lines += 1
+            state.malformed += 1
+            self._file_log.warning(label, "over-long cpu.acct line skipped", path=label,
+                                   reason="longer than %d bytes" % MAX_LINE_BYTES)
 
     def _consume(self, label: str, block: bytes) -> None:
         """Counts the complete lines of ``block``; malformed lines are counted and skipped."""
@@ -205,12 +248,13 @@ class CpuAcctReader:
         count_frame, apply_other = self._count_frame, self._apply_other
         records = state.records
         newest = state.last_record_time or 0
+        horizon = time.time() + self._config.max_clock_skew
         for line in lines:
             try:
                 record = parse_line(line)
             except MalformedLine as exc:
                 state.malformed += 1
-                self._malformed_log.warning(
+                self._file_log.warning(
                     label, "malformed cpu.acct line skipped", path=label, reason=exc, line=line[:200]
                 )
                 continue
@@ -218,29 +262,35 @@ class CpuAcctReader:
                 continue
             kind = type(record)
             records[kind] += 1
-            if record.time > newest:
+            future = record.time > horizon
+            if future:
+                self._file_log.warning(label + "#future", "cpu.acct record dated ahead of the clock; "
+                                       "counted, but not taken as the latest", path=label, time=record.time)
+            elif record.time > newest:
                 newest = record.time
             if kind is Process:
                 count_frame(state, record)
             else:
-                apply_other(state, kind, record)
+                apply_other(state, kind, record, future)
         if records:
-            state.last_record_time = newest
+            state.last_record_time = newest or None
 
     @staticmethod
-    def _apply_other(state: _FileState, kind: type, record) -> None:
-        """Utilization and daemon state: the latest record by time wins."""
+    def _apply_other(state: _FileState, kind: type, record, future: bool) -> None:
+        """Utilization and daemon state: the latest record by time wins (never one from the future)."""
+        if kind is DaemonEvent and record.action == "start":
+            state.daemon_starts += 1
+        if future:
+            return
         if kind is Utilization:
             if state.utilization is None or record.time >= state.utilization[0]:
                 state.utilization = (record.time, record.ratio)
         elif kind is not Midnight:
             if state.online is None or record.time >= state.online[0]:
                 state.online = (record.time, int(record.online))
-            if kind is DaemonEvent and record.action == "start":
-                state.daemon_starts += 1
 
     def _count_frame(self, state: _FileState, frame: Process) -> None:
-        host = frame.host
+        host = self._host_budget.label(frame.host)
         totals = self._hosts.get(host)
         if totals is None:
             totals = self._hosts[host] = [0, 0, 0, 0, 0.0, 0.0, 0.0]
@@ -265,9 +315,14 @@ class CpuAcctReader:
         return None
 
     def _host_of(self, label: str, state: _FileState) -> str:
-        if label not in self._configured_host:
-            self._configured_host[label] = self._configured_host_of(label)
-        return self._configured_host[label] or state.seen_host or label
+        """The file's gauge host, through the host budget once per file (seen hosts passed it already)."""
+        host = self._gauge_host.get(label)
+        if host is None:
+            configured = self._configured_host_of(label)
+            if configured is None and state.seen_host is None:
+                return self._host_budget.label(label)  # until a p record names the host
+            host = self._gauge_host[label] = self._host_budget.label(configured) if configured else state.seen_host
+        return host
 
     def _configured_host_of(self, path: str) -> Optional[str]:
         entry = self._entry_for(path)
@@ -328,7 +383,15 @@ class CpuAcctReader:
             user_wall_seconds=_frozen(users.wall) if users else None,
             title_frames=_with_all_statuses(titles.frames) if titles else None,
             title_wall_seconds=_frozen(titles.wall) if titles else None,
+            labels_truncated=_frozen({name: b.truncated for name, b in self._label_budgets()}),
+            labels_over_budget=_frozen({name: b.overflowed for name, b in self._label_budgets()}),
         )
+
+    def _label_budgets(self) -> Iterable[Tuple[str, LabelBudget]]:
+        yield "host", self._host_budget
+        for name, breakdown in (("user", self._users), ("title", self._titles)):
+            if breakdown is not None:
+                yield name, breakdown.budget
 
     def families(self, snap: CpuAcctSnapshot) -> Iterable[Metric]:
         return families(snap)
@@ -365,3 +428,10 @@ def families(snap: CpuAcctSnapshot) -> Iterable[Metric]:
                       ["title", "status"], snap.title_frames)
         yield counter("rush_job_title_frame_wall_seconds", "Wall clock seconds of frames, by job title "
                       "(opt-in, capped)" + note, ["title"], snap.title_wall_seconds)
+    if snap.labels_truncated is not None:
+        yield counter("renderfarm_exporter_rush_label_values_truncated",
+                      "Label values read from cpu.acct that were longer than max_label_length and cut",
+                      ["label"], snap.labels_truncated)
+        yield counter("renderfarm_exporter_rush_label_values_over_budget",
+                      "Records whose label value found its series budget spent and was counted as __other__",
+                      ["label"], snap.labels_over_budget)

@@ -18,6 +18,7 @@ from exporter.paths import PathPattern
 from exporter.rush import RushConfig
 from exporter.rush.cpu_acct import STATUSES, CpuAcctSnapshot, families
 from exporter.rush.records import MalformedLine, Process, frame_status, parse_line
+from exporter.tailer import open_regular
 
 ROTATED_NAME = "Ocpu.acct"
 EMPTY = MappingProxyType({})
@@ -53,7 +54,7 @@ class Replay:
 
     def _records(self, path: str) -> Iterator[Tuple[int, int, Process]]:
         try:
-            handle = open(path, "rb")
+            handle = os.fdopen(open_regular(path)[0], "rb")  # a FIFO must not block the backfill either
         except OSError as exc:
             self.unreadable.append((path, str(exc)))
             return

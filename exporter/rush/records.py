@@ -5,11 +5,16 @@ accumulates the records. Formats: ``rush-files-cpu-acct.txt`` (102.21) and
 ``rush-cpu-acct-newer.md`` (102.42 .. 103.07): space-aligned or TAB-delimited
 fields (sometimes mixed in one line), CRLF endings, job ids ``tahoe-798`` or
 ``tahoe.798``, priorities with a letter flag (``100k``).
+
+What Python would accept but Rush never writes is a malformed line: fields
+separated by other whitespace than blanks and TABs (``str.split`` also splits
+on U+2028, U+00A0, form feeds, ...), numbers with ``_`` or non-ASCII digits
+(``int("١٢")`` is 12), ``nan``/``inf``, and seconds above
+``MAX_FRAME_SECONDS``, so counters stay finite and plausible.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from typing import NamedTuple, NoReturn, Optional, Pattern, Set, Union
 
@@ -76,6 +81,11 @@ class DaemonEvent(NamedTuple):
 Record = Union[Process, Utilization, Rotation, StateChange, Midnight, DaemonEvent]
 
 PROCESS_FIELDS = 13
+#: Most seconds one frame may report (wall, system or user): about 3 years; more is a corrupt line.
+MAX_FRAME_SECONDS = 1e8
+#: Longest job id or priority: Rush's are a host name and a number; longer ones are not remembered.
+MAX_ID_LENGTH = 256
+_OTHER_WHITESPACE = re.compile(r"[^\S \t\r\n]")
 _JOBID = re.compile(r"^\S+[-.][0-9]+$")
 _PRIORITY = re.compile(r"^[0-9]+[A-Za-z]?$")
 _ONLINE = {"online": True, "offline": False}
@@ -100,34 +110,41 @@ def parse_line(line: str) -> Optional[Record]:
     parse = _PARSERS.get(tokens[0])
     if parse is None:
         raise MalformedLine("unknown record type %r" % tokens[0][:20])
+    if _OTHER_WHITESPACE.search(line):
+        raise MalformedLine("fields separated by whitespace other than blanks and TABs")
     return parse(line, tokens)
 
 
-def _time(token: str) -> int:
+def _plain(token: str, what: str) -> None:
+    """Raises unless ``token`` can be a number Rush wrote: ASCII, no ``_`` (Python's int and float allow both)."""
+    if not token.isascii() or "_" in token:
+        raise MalformedLine("%s %r is not a plain ASCII number" % (what, token[:20]))
+
+
+def _integer(token: str, what: str) -> int:
+    _plain(token, what)
     try:
-        value = int(token)
+        return int(token)
     except ValueError:
-        raise MalformedLine("time %r is not an integer" % token[:20]) from None
+        raise MalformedLine("%s %r is not an integer" % (what, token[:20])) from None
+
+
+def _time(token: str) -> int:
+    value = _integer(token, "time")
     if value < 0:
         raise MalformedLine("time %d is negative" % value)
     return value
 
 
-def _seconds(token: str, what: str) -> float:
+def _number(token: str, what: str, maximum: float) -> float:
+    _plain(token, what)
     try:
         value = float(token)
     except ValueError:
         raise MalformedLine("%s %r is not a number" % (what, token[:20])) from None
-    if value < 0 or not math.isfinite(value):
-        raise MalformedLine("%s %r out of range" % (what, token[:20]))
+    if not 0 <= value <= maximum:  # also false for nan
+        raise MalformedLine("%s %r out of range 0..%g" % (what, token[:20], maximum))
     return value
-
-
-def _integer(token: str, what: str) -> int:
-    try:
-        return int(token)
-    except ValueError:
-        raise MalformedLine("%s %r is not an integer" % (what, token[:20])) from None
 
 
 def _state(token: str) -> bool:
@@ -164,7 +181,7 @@ _known_priorities: Set[str] = set()
 
 
 def _remember_if_valid(value: str, regex: Pattern, known: Set[str]) -> bool:
-    if not regex.match(value):
+    if len(value) > MAX_ID_LENGTH or not regex.match(value):
         return False
     if len(known) >= _KNOWN_LIMIT:
         known.clear()
@@ -173,12 +190,12 @@ def _remember_if_valid(value: str, regex: Pattern, known: Set[str]) -> bool:
 
 
 _new_process = tuple.__new__
-_INFINITY = float("inf")
 
 
 def _parse_process(line: str, tokens: list) -> Process:
     """Fast path: convert everything at once; the detailed checks only explain a bad line."""
     f = _process_fields(line, tokens)
+    numbers = f[1] + f[8] + f[9] + f[10] + f[11] + f[12]
     try:
         when, wall, system, user = int(f[1]), float(f[8]), float(f[9]), float(f[10])
         record = _new_process(Process, (when, f[2], f[3], f[4], f[5], f[6], f[7], wall, system, user,
@@ -187,8 +204,11 @@ def _parse_process(line: str, tokens: list) -> Process:
         record = None
     if (
         record is None
+        or not numbers.isascii()
+        or "_" in numbers
         or when < 0
-        or not (0 <= wall < _INFINITY and 0 <= system < _INFINITY and 0 <= user < _INFINITY)
+        or not (0 <= wall <= MAX_FRAME_SECONDS and 0 <= system <= MAX_FRAME_SECONDS
+                and 0 <= user <= MAX_FRAME_SECONDS)
         or (f[2] not in _known_jobids and not _remember_if_valid(f[2], _JOBID, _known_jobids))
         or (f[7] not in _known_priorities and not _remember_if_valid(f[7], _PRIORITY, _known_priorities))
     ):
@@ -198,14 +218,14 @@ def _parse_process(line: str, tokens: list) -> Process:
 
 def _explain_bad_process(f: list) -> NoReturn:
     """Raises MalformedLine naming the first bad field of a ``p`` line."""
-    if not _JOBID.match(f[2]):
+    if len(f[2]) > MAX_ID_LENGTH or not _JOBID.match(f[2]):
         raise MalformedLine("job id %r is not host-number or host.number" % f[2][:40])
-    if not _PRIORITY.match(f[7]):
+    if len(f[7]) > MAX_ID_LENGTH or not _PRIORITY.match(f[7]):
         raise MalformedLine("priority %r is not a number with an optional flag letter" % f[7][:20])
     _time(f[1])
-    _seconds(f[8], "wall seconds")
-    _seconds(f[9], "system seconds")
-    _seconds(f[10], "user seconds")
+    _number(f[8], "wall seconds", MAX_FRAME_SECONDS)
+    _number(f[9], "system seconds", MAX_FRAME_SECONDS)
+    _number(f[10], "user seconds", MAX_FRAME_SECONDS)
     _integer(f[11], "exit code")
     _integer(f[12], "pid")
     raise MalformedLine("invalid process entry")
@@ -218,9 +238,7 @@ def _expect_fields(tokens: list, count: int, what: str) -> None:
 
 def _parse_utilization(line: str, tokens: list) -> Utilization:
     _expect_fields(tokens, 3, "utilization entry")
-    percent = _seconds(tokens[2], "percent busy")
-    if percent > 100:
-        raise MalformedLine("percent busy %s is over 100" % tokens[2][:20])
+    percent = _number(tokens[2], "percent busy", 100.0)
     return Utilization(_time(tokens[1]), percent / 100.0)
 
 
