@@ -146,8 +146,9 @@ class SourceIngest:
 
 def _marked_down(snapshot: Snapshot, kind: str, path: str) -> Snapshot:
     """A copy of ``snapshot`` in which ``path`` is down (added if it was never read)."""
-    files = [dataclasses.replace(f, up=False) if f.path == path else f for f in snapshot.files]
+    reason = "a read of the file is stuck (a hung share?)"
+    files = [dataclasses.replace(f, up=False, last_error=reason) if f.path == path else f for f in snapshot.files]
     if not any(f.path == path for f in snapshot.files):
         files.append(FileStatus(kind=kind, path=path, up=False, last_success_time=None, errors_total=0,
-                                malformed_lines_total=0, bytes_read_total=0, lines_read_total=0))
+                                malformed_lines_total=0, bytes_read_total=0, lines_read_total=0, last_error=reason))
     return dataclasses.replace(snapshot, files=tuple(files))

@@ -350,6 +350,7 @@ class CpuAcctReader:
                     malformed_lines_total=state.malformed,
                     bytes_read_total=state.bytes,
                     lines_read_total=state.lines,
+                    last_error=None if state.up else state.down_reason,
                 )
             )
         return tuple(statuses)
