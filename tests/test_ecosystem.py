@@ -137,7 +137,9 @@ def test_real_prometheus_scrapes_the_demo_farm(tmp_path, start_daemon):
         clients = _query(url, "sum(royalrender_clients)")
         assert float(clients[0]["value"][1]) == 24
         assert _query(url, 'royalrender_client_wol_last_success{client="rrclient001"}')
-        wait_until(lambda: ok("rush:frames:rate5m"), 30, "the recording rule")
+        # The recorded series keep job and instance, which the dashboard's Exporter variable selects.
+        recorded = 'instance_status:rush_frames:rate5m{job="renderfarm", instance="127.0.0.1:%d"}' % exporter.port
+        wait_until(lambda: ok(recorded), 30, "the recording rule")
     finally:
         prometheus.terminate()
         prometheus.wait(timeout=10)
