@@ -20,6 +20,11 @@ DASHBOARD = os.path.join(REPO, "config", "grafana", "dashboards", "renderfarm.js
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 METRIC = re.compile(r"\b(?:rush|royalrender|renderfarm_exporter)_[a-zA-Z0-9_]+\b")
+RECORDED = re.compile(r"\b[a-zA-Z_][a-zA-Z0-9_]*(?::[a-zA-Z0-9_]+)+")
+RECORDING_RULES = {"instance_status:rush_frames:rate5m", "instance_host:rush_frame_wall_seconds:rate1h",
+                   "instance:royalrender_clients_rendering:ratio"}
+# Labels with a value per host, client, user, project, layer or file: up to thousands of series.
+PER_THING = re.compile(r"\{\{\s*(?:host|client|user|project|layer|path)\s*\}\}")
 
 
 def tool(name):
@@ -61,15 +66,24 @@ def test_every_alert_has_a_firing_test():
     assert alerts == fired
 
 
-def _used_metrics():
+def _rules():
     with open(RULES) as handle:
-        rules = yaml.safe_load(handle)["groups"]
-    exprs = [r["expr"] for g in rules for r in g["rules"]]
+        return [rule for group in yaml.safe_load(handle)["groups"] for rule in group["rules"]]
+
+
+def _dashboard_targets():
     with open(DASHBOARD) as handle:
         dashboard = json.load(handle)
-    exprs += [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
-    exprs += [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]
-    return {name for expr in exprs for name in METRIC.findall(expr)}
+    return [(panel, target) for panel in dashboard["panels"] for target in panel.get("targets", [])]
+
+
+def _used_metrics():
+    exprs = [r["expr"] for r in _rules()]
+    exprs += [t["expr"] for _, t in _dashboard_targets()]
+    with open(DASHBOARD) as handle:
+        exprs += [v["definition"] for v in json.load(handle)["templating"]["list"] if "definition" in v]
+    # Recording rules' names (level:metric:operations) are not the exporter's metrics.
+    return {name for expr in exprs for name in METRIC.findall(RECORDED.sub(" ", expr))}
 
 
 def test_dashboard_and_rules_query_only_metrics_the_exporter_serves(demo_exposition):
@@ -94,6 +108,27 @@ def test_dashboard_is_provisioning_ready():
     assert len(ids) == len(set(ids))
     with open(os.path.join(REPO, "config", "grafana", "provisioning", "dashboards", "renderfarm.yml")) as handle:
         assert yaml.safe_load(handle)["providers"][0]["type"] == "file"
+    with open(os.path.join(REPO, "config", "grafana", "provisioning", "datasources", "renderfarm.yml")) as handle:
+        datasources = yaml.safe_load(handle)["datasources"]
+    # Provisioning it must not make it Grafana's default data source, nor take over one called "Prometheus".
+    assert [(d["name"], d["type"], d["isDefault"]) for d in datasources] == [
+        ("Render farm Prometheus", "prometheus", False)]
+
+
+def test_dashboard_reads_every_recording_rule_and_only_recorded_ones():
+    recorded = {r["record"] for r in _rules() if "record" in r}
+    used = {name for _, t in _dashboard_targets() for name in RECORDED.findall(t["expr"])}
+    assert recorded == used == RECORDING_RULES
+
+
+def test_dashboard_panels_of_per_host_client_user_or_file_series_show_a_topk():
+    limited = []
+    for panel, target in _dashboard_targets():
+        if PER_THING.search(target.get("legendFormat", "")):
+            topk = re.match(r"topk\((\d+), ", target["expr"])
+            assert topk and int(topk.group(1)) <= 20, (panel["title"], target["expr"])
+            limited.append(panel["title"])
+    assert len(limited) == 9, limited
 
 
 def test_promtool_lints_the_full_exposition_clean(demo_exposition):
@@ -140,6 +175,20 @@ def test_real_prometheus_scrapes_the_demo_farm(tmp_path, start_daemon):
         # The recorded series keep job and instance, which the dashboard's Exporter variable selects.
         recorded = 'instance_status:rush_frames:rate5m{job="renderfarm", instance="127.0.0.1:%d"}' % exporter.port
         wait_until(lambda: ok(recorded), 30, "the recording rule")
+        for name in sorted(RECORDING_RULES):
+            wait_until(lambda: ok(name), 30, name)
+        # Every dashboard query runs on the real Prometheus; a topk panel gets at most k series.
+        answered = {}
+        for panel, target in _dashboard_targets():
+            expr = target["expr"].replace("$instance", ".*")
+            result = _query(url, expr)
+            topk = re.match(r"topk\((\d+), ", expr)
+            assert len(result) <= (int(topk.group(1)) if topk else 100), (panel["title"], len(result))
+            answered[panel["title"]] = len(result)
+        assert answered["Frames per minute by status"] >= 3
+        assert answered["Render hours per hour by host (top 20)"] == 20  # of the demo's 36 hosts
+        assert answered["Log silence by host (longest 20)"] == 20
+        assert answered["Clients rendering"] == 1
     finally:
         prometheus.terminate()
         prometheus.wait(timeout=10)
