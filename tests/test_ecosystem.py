@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import subprocess
+import textwrap
 import urllib.parse
 import urllib.request
 
@@ -17,6 +18,8 @@ from exporter.royalrender.simulator import RrFarmSimulator
 PROMETHEUS_DIR = os.path.join(REPO, "config", "prometheus")
 RULES = os.path.join(PROMETHEUS_DIR, "renderfarm-exporter.rules.yml")
 DASHBOARD = os.path.join(REPO, "config", "grafana", "dashboards", "renderfarm.json")
+ALERTS_DOC = os.path.join(REPO, "docs", "alerts.md")
+RUNBOOK_PARTS = ("**What it means.**", "**Confirm it.**", "**What to do.**")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 METRIC = re.compile(r"\b(?:rush|royalrender|renderfarm_exporter)_[a-zA-Z0-9_]+\b")
@@ -66,6 +69,23 @@ def test_every_alert_has_a_firing_test():
     assert alerts == fired
 
 
+def _anchor(heading):
+    """The anchor GitHub and GitLab give a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _alerts_doc():
+    """docs/alerts.md as its text and its level-2 sections: {anchor: (heading, body)}."""
+    with open(ALERTS_DOC) as handle:
+        text = handle.read()
+    parts = re.split(r"^## (.+)$", text, flags=re.M)
+    return text, {_anchor(h): (h, body) for h, body in zip(parts[1::2], parts[2::2])}
+
+
+def _runbook_queries(text):
+    return [textwrap.dedent(q) for q in re.findall(r"^ *```promql\n(.*?)^ *```$", text, re.M | re.S)]
+
+
 def _rules():
     with open(RULES) as handle:
         return [rule for group in yaml.safe_load(handle)["groups"] for rule in group["rules"]]
@@ -84,6 +104,66 @@ def _used_metrics():
         exprs += [v["definition"] for v in json.load(handle)["templating"]["list"] if "definition" in v]
     # Recording rules' names (level:metric:operations) are not the exporter's metrics.
     return {name for expr in exprs for name in METRIC.findall(RECORDED.sub(" ", expr))}
+
+
+def test_every_alert_has_a_runbook_url_to_its_section_in_docs_alerts_md():
+    _, sections = _alerts_doc()
+    alerts = [r for r in _rules() if "alert" in r]
+    for rule in alerts:
+        link = re.fullmatch(r"docs/alerts\.md#([a-z0-9-]+)", rule["annotations"]["runbook_url"])
+        assert link and link.group(1) == rule["alert"].lower(), (rule["alert"], rule["annotations"]["runbook_url"])
+        heading, body = sections[link.group(1)]
+        assert heading == rule["alert"]
+        assert all(part in body for part in RUNBOOK_PARTS) and "```promql" in body, heading
+    # One runbook section per alert, none for an alert that does not exist.
+    runbooks = {heading for heading, body in sections.values() if RUNBOOK_PARTS[0] in body}
+    assert runbooks == {r["alert"] for r in alerts} and len(alerts) == 14
+
+
+def test_alerts_doc_starts_with_contents_whose_links_resolve():
+    text, sections = _alerts_doc()
+    assert list(sections)[0] == "contents"
+    contents = sections["contents"][1]
+    linked = re.findall(r"\]\(#([^)]+)\)", contents)
+    assert sorted(linked) == sorted(anchor for anchor in sections if anchor != "contents")
+    in_page = re.findall(r"\]\(#([^)]+)\)", text)
+    assert set(in_page) <= set(sections)
+    files = [link for link in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text)]
+    assert files and all(os.path.exists(os.path.join(REPO, "docs", link)) for link in files), files
+
+
+def test_runbook_queries_are_valid_promql_over_served_metrics(tmp_path, demo_exposition):
+    text, _ = _alerts_doc()
+    queries = _runbook_queries(text)
+    assert len(queries) == 20
+    # promtool parses each query as the expression of a recording rule.
+    checked = tmp_path / "runbook-queries.yml"
+    checked.write_text(yaml.safe_dump({"groups": [{"name": "runbook", "rules": [
+        {"record": "runbook:query_%d" % i, "expr": q} for i, q in enumerate(queries)]}]}))
+    result = run(tool("promtool"), "check", "rules", str(checked))
+    assert result.returncode == 0 and "SUCCESS: 20 rules found" in result.stdout, result.stdout + result.stderr
+    served = {line.split("{")[0].split(" ")[0] for line in demo_exposition.splitlines()
+              if line and not line.startswith("#")}
+    used = {name for q in queries for name in METRIC.findall(re.sub(r'"[^"]*"', '""', q))}  # not label values
+    assert "rush_job_title_frames_total" in used and sorted(used - served) == []
+
+
+def test_runbook_url_rewrite_in_docs_alerts_md_leaves_valid_rules(tmp_path):
+    text, _ = _alerts_doc()
+    (command,) = [line for line in text.splitlines() if line.startswith("sed -i ")]
+    installed = tmp_path / "renderfarm-exporter.rules.yml"
+    shutil.copy(RULES, installed)
+    command = command.replace("/etc/prometheus/renderfarm-exporter.rules.yml", str(installed))
+    assert str(installed) in command
+    rewritten = run("bash", "-c", command)
+    assert rewritten.returncode == 0, rewritten.stderr
+    checked = run(tool("promtool"), "check", "rules", str(installed))
+    assert checked.returncode == 0 and "SUCCESS: 17 rules found" in checked.stdout, checked.stdout + checked.stderr
+    with open(installed) as handle:
+        alerts = [r for g in yaml.safe_load(handle)["groups"] for r in g["rules"] if "alert" in r]
+    assert {r["annotations"]["runbook_url"] for r in alerts} == {
+        "https://git.example.com/renderfarm-exporter/-/blob/main/docs/alerts.md#" + r["alert"].lower()
+        for r in alerts}
 
 
 def test_dashboard_and_rules_query_only_metrics_the_exporter_serves(demo_exposition):
