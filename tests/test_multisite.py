@@ -214,8 +214,8 @@ def test_two_sites_reach_the_central_server_told_apart_by_external_labels(tmp_pa
     assert refused.value.code == 422 and b"unavailable with Prometheus Agent" in refused.value.read()
 
     # The central server evaluates the shipped rules over the remote-written series, per site.
-    wait_until(lambda: arrived("royalrender:clients_rendering:ratio", 2), 30, "the recording rule at both sites")
-    ratio = _by_site(central.query("royalrender:clients_rendering:ratio"))
+    wait_until(lambda: arrived("instance:royalrender_clients_rendering:ratio", 2), 30, "the recording rule at both sites")
+    ratio = _by_site(central.query("instance:royalrender_clients_rendering:ratio"))
     assert sorted(ratio) == ["a", "b"]
     assert all(0 <= float(series["value"][1]) <= 1 for series in ratio.values())
 
@@ -253,7 +253,7 @@ def test_a_central_server_federates_two_full_site_servers(tmp_path, start_daemon
         wait_until(lambda: arrived('up{job="federate-renderfarm"} == 1', 2), 40, "both site servers federated")
         wait_until(lambda: arrived('rush_daemon_online{host="render01"}', 2), 40, "both sites' Rush series")
         wait_until(lambda: arrived('royalrender_client_info{client="rrclient001"}', 2), 40, "both sites' RR series")
-        wait_until(lambda: arrived("royalrender:clients_rendering:ratio", 2), 40, "both sites' recording rule")
+        wait_until(lambda: arrived("instance:royalrender_clients_rendering:ratio", 2), 40, "both sites' recording rule")
     except AssertionError as exc:
         raise AssertionError("%s\ncentral:\n%s\nsite a:\n%s" % (exc, central.log(), sites["a"].log())) from None
 
@@ -271,9 +271,9 @@ def test_a_central_server_federates_two_full_site_servers(tmp_path, start_daemon
         site: {"__name__": "royalrender_client_info", "client": "rrclient001", "version": "9.1.0",
                "job": "renderfarm", "instance": instance[site], "site": site} for site in SITES}
     # A recording rule evaluated at each site arrives with that site's label only.
-    ratio = _by_site(central.query("royalrender:clients_rendering:ratio"))
+    ratio = _by_site(central.query("instance:royalrender_clients_rendering:ratio"))
     assert {site: series["metric"] for site, series in ratio.items()} == {
-        site: {"__name__": "royalrender:clients_rendering:ratio", "job": "renderfarm", "instance": instance[site],
+        site: {"__name__": "instance:royalrender_clients_rendering:ratio", "job": "renderfarm", "instance": instance[site],
                "site": site} for site in SITES}
     assert all(0 <= float(series["value"][1]) <= 1 for series in ratio.values())
     assert central.query('{__name__=~"rush_.+|royalrender_.+", site=""}') == []
