@@ -134,7 +134,7 @@ def _problems(status: RuntimeStatus, now: float) -> str:
                   "a share that is not mounted", classes=("", "", "down")) for kind, pattern in _unmatched(status)]
     if not status.reload.successful:
         rows.append(_row("configuration", "", "REJECTED", "", _esc(status.reload.failures),
-                         "the last reload was rejected; the log says why (msg=\"reload failed\")",
+                         "the last reload was rejected; the log says why (\"configuration reload failed\")",
                          classes=("", "", "down")))
     if not rows:
         return "<p id='problems'>No problems.</p>"

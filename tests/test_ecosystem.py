@@ -13,7 +13,6 @@ import pytest
 import yaml
 
 from conftest import REPO, free_port, wait_until
-from exporter.royalrender.simulator import RrFarmSimulator
 
 PROMETHEUS_DIR = os.path.join(REPO, "config", "prometheus")
 RULES = os.path.join(PROMETHEUS_DIR, "renderfarm-exporter.rules.yml")
@@ -278,28 +277,3 @@ def _dump_dom(url, profile):
     result = run(tool("chromium"), *CHROMIUM_FLAGS, "--user-data-dir=%s" % profile, "--dump-dom", url, timeout=90)
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
-
-
-def test_status_page_in_a_real_browser(tmp_path, start_daemon, write_config):
-    farm = RrFarmSimulator(str(tmp_path / "rr"), clients=3, seed=5)
-    farm.write_all()
-    acct = tmp_path / "cpu.acct"
-    acct.write_text("p 948300000 tahoe.1 T anna 1 render01 100 10 0 0 0 1\nbroken line\n")
-    daemon = start_daemon("--config", write_config(
-        farm.config_text() + "rush:\n  cpu_acct: ['%s']\nwatch:\n  mode: poll\n  poll_interval: 500ms\n" % acct))
-    farm.inject("client_info", "unreadable")
-    wait_until(lambda: b"DOWN" in daemon.get("/")[2], 15, "the broken file on the page")
-    dom = _dump_dom(daemon.url + "/", tmp_path / "profile")
-    rows = re.findall(r"<tr>(.*?)</tr>", dom, re.S)
-    cells = [re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row, re.S) for row in rows]
-    files = {c[1]: c for c in cells if len(c) == 8 and c[0] != "Kind"}
-    assert files[str(acct)][2] == "up" and files[str(acct)][6] == "1"  # one malformed line
-    assert files[str(acct)][7] == "polling"
-    assert files[farm.path("client_info")][2] == "DOWN"
-    assert int(files[farm.path("client_info")][5]) >= 1
-    assert files[farm.path("server_stats")][2] == "up"
-    sections = {c[0]: c for c in cells if len(c) == 3 and c[0] != "Section"}
-    assert set(sections) == {"royalrender", "rush", "exporter", "process"}
-    assert int(sections["rush"][1]) > 0
-    assert "<a href=\"/metrics\">Metrics</a>" in dom
-    assert "<script" not in daemon.get("/")[2].decode()

@@ -1,0 +1,144 @@
+"""Reference pages that cannot drift from the code: keys, metrics, flags and links."""
+
+import itertools
+import os
+import re
+
+import pytest
+
+from conftest import REPO, Daemon, wait_until
+from exporter import cli
+from exporter.config import _root_schema
+from exporter.royalrender.kinds import KINDS
+from exporter.schema import Either, ListOf, MapOf, Struct
+
+DOCS = os.path.join(REPO, "docs")
+PAGES = sorted(os.path.join(DOCS, name) for name in os.listdir(DOCS) if name.endswith(".md"))
+NAME = re.compile(r"\b(?:rush|royalrender|renderfarm_exporter)_[a-z0-9_]+\b")
+#: ``royalrender_{user,project}_{jobs,frames_left}`` in the docs: several metrics written as one
+BRACED = re.compile(r"[a-z0-9_]*(?:\{[a-z0-9_,]+\}[a-z0-9_]*)+")
+
+
+def expand(token):
+    """Every name a braced token stands for."""
+    parts = re.split(r"\{([a-z0-9_,]+)\}", token)
+    choices = [[part] if i % 2 == 0 else part.split(",") for i, part in enumerate(parts)]
+    return ["".join(combination) for combination in itertools.product(*choices)]
+
+
+def read(path):
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
+def key_paths(schema, path=""):
+    """Every leaf key path of the configuration schema; the items of a list are marked with ``[]``."""
+    if isinstance(schema, Struct):
+        for key, field in schema.fields.items():
+            yield from key_paths(field.schema, "%s.%s" % (path, key) if path else key)
+    elif isinstance(schema, ListOf):
+        yield path
+        for inner in key_paths(schema.item, path + "[]"):
+            if inner != path + "[]":
+                yield inner
+    elif isinstance(schema, MapOf):
+        yield path
+    elif isinstance(schema, Either):
+        for alternative in schema.alternatives:
+            yield from key_paths(alternative, path)
+    else:
+        yield path
+
+
+def documented_as(key):
+    """The forms a key may be documented in: itself, or with the RR file kind written as ``<kind>``."""
+    forms = {key}
+    for kind in KINDS:
+        prefix = "royalrender.%s." % kind.NAME
+        if key.startswith(prefix):
+            forms.add("royalrender.<kind>." + key[len(prefix):])
+    return forms
+
+
+def test_every_config_key_is_documented():
+    page = read(os.path.join(DOCS, "configuration.md"))
+    written = set(re.findall(r"`([a-z_<>\[\].]+)`", page))
+    keys = set(key_paths(_root_schema()))
+    assert {"rush.cpu_acct", "rush.cpu_acct[].host", "watch.mode", "royalrender.timezone"} <= keys
+    assert sorted(key for key in keys if not documented_as(key) & written) == []
+
+
+@pytest.mark.parametrize("parser, page", [(cli.build_parser, "configuration.md"),
+                                          (cli.build_probe_parser, "royalrender.md"),
+                                          (cli.build_backfill_parser, "backfill.md")])
+def test_every_flag_is_documented(parser, page):
+    text = read(os.path.join(DOCS, page))
+    flags = {option for action in parser()._actions for option in action.option_strings
+             if option.startswith("--") and option != "--help"}
+    assert sorted(flag for flag in flags if "`%s" % flag not in text) == []
+
+
+@pytest.fixture(scope="module")
+def exported_names():
+    """Every metric name the demo farm exports (families without samples still have HELP lines)."""
+    daemon = Daemon(["--demo"])
+    try:
+        daemon.wait_ready()
+        wait_until(lambda: b"royalrender_job_frames_recorded" in daemon.get("/metrics")[2], 30, "RR series")
+        text = daemon.get("/metrics")[2].decode()
+    finally:
+        daemon.stop()
+    return set(re.findall(r"^# TYPE (\S+) ", text, re.M))
+
+
+def exposition_names(family, kind):
+    """The names a family's samples carry in text format 0.0.4."""
+    if kind == "counter":
+        return {family + "_total"}
+    if kind == "info":
+        return {family + "_info"}
+    return {family}
+
+
+def test_every_exported_metric_is_documented_and_every_documented_one_exists(exported_names):
+    page = BRACED.sub(lambda m: " ".join(expand(m.group(0))), read(os.path.join(DOCS, "metrics.md")))
+    documented = {name for name in NAME.findall(page) if not name.endswith("_")}
+    served = {name for name in exported_names if NAME.fullmatch(name)}
+    # counters are documented with _total, as they are scraped
+    served_as_scraped = {name + "_total" if name + "_total" in documented else name for name in served}
+    assert sorted(served_as_scraped - documented) == [], "exported but not in docs/metrics.md"
+    code = "".join(read(os.path.join(folder, name)) for folder, _, names in os.walk(os.path.join(REPO, "exporter"))
+                   for name in names if name.endswith(".py"))
+    unknown = sorted(name for name in documented - served_as_scraped
+                     if re.sub(r"_total$|_info$", "", name) not in code)
+    assert unknown == [], "in docs/metrics.md but not exported or defined anywhere"
+
+
+def test_every_relative_link_resolves():
+    broken = []
+    for path in PAGES + [os.path.join(REPO, "README.md")]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", read(path)):
+            if re.match(r"https?:|mailto:", target):
+                continue
+            file_part, _, anchor = target.partition("#")
+            resolved = os.path.normpath(os.path.join(os.path.dirname(path), file_part)) if file_part else path
+            if not os.path.exists(resolved):
+                broken.append("%s: %s (no such file)" % (os.path.relpath(path, REPO), target))
+            elif anchor and resolved.endswith(".md") and anchor not in anchors(read(resolved)):
+                broken.append("%s: %s (no such section)" % (os.path.relpath(path, REPO), target))
+    assert broken == []
+
+
+def anchors(markdown):
+    """GitHub's anchors of a page's headings."""
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+            for heading in re.findall(r"^#{1,6} (.+)$", markdown, re.M)}
+
+
+def test_every_docs_page_has_a_table_of_contents():
+    for path in PAGES:
+        text = read(path)
+        sections = re.findall(r"^## (.+)$", text, re.M)
+        links = set(re.findall(r"^\s*- \[.+?\]\(#([\w-]+)\)$", text, re.M))
+        wanted = anchors("\n".join("## " + section for section in sections)) - {"contents"}
+        assert sections and wanted <= links, (path, sorted(wanted - links))
