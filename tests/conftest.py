@@ -141,3 +141,15 @@ def write_config(tmp_path):
         return str(path)
 
     return write
+
+
+@pytest.fixture(scope="session")
+def demo_exposition():
+    """The demo farm's full exposition, Royal Render series included (read once per test run)."""
+    daemon = Daemon(["--demo"])
+    try:
+        daemon.wait_ready()
+        wait_until(lambda: b"royalrender_job_frames_recorded" in daemon.get("/metrics")[2], 30, "RR series")
+        return daemon.get("/metrics")[2].decode()
+    finally:
+        daemon.stop()

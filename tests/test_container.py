@@ -62,14 +62,19 @@ def stages(parsed):
     return result
 
 
-def labels(stage):
+def pairs(stage, keyword):
+    """The KEY=VALUE pairs of a stage's LABEL or ENV lines."""
     found = {}
-    for keyword, arguments in stage:
-        if keyword == "LABEL":
+    for line_keyword, arguments in stage:
+        if line_keyword == keyword:
             for pair in shlex.split(arguments):
                 key, _, value = pair.partition("=")
                 found[key] = value
     return found
+
+
+def labels(stage):
+    return pairs(stage, "LABEL")
 
 
 def args(stage):
@@ -77,13 +82,7 @@ def args(stage):
 
 
 def env(stage):
-    found = {}
-    for keyword, arguments in stage:
-        if keyword == "ENV":
-            for pair in shlex.split(arguments):
-                key, _, value = pair.partition("=")
-                found[key] = value
-    return found
+    return pairs(stage, "ENV")
 
 
 def constraint_pins():

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from conftest import REPO, Daemon, wait_until
+from conftest import REPO
 from exporter import cli
 from exporter.config import _root_schema
 from exporter.royalrender.kinds import KINDS
@@ -79,16 +79,9 @@ def test_every_flag_is_documented(parser, page):
 
 
 @pytest.fixture(scope="module")
-def exported_names():
+def exported_names(demo_exposition):
     """Every metric name the demo farm exports (families without samples still have HELP lines)."""
-    daemon = Daemon(["--demo"])
-    try:
-        daemon.wait_ready()
-        wait_until(lambda: b"royalrender_job_frames_recorded" in daemon.get("/metrics")[2], 30, "RR series")
-        text = daemon.get("/metrics")[2].decode()
-    finally:
-        daemon.stop()
-    return set(re.findall(r"^# TYPE (\S+) ", text, re.M))
+    return set(re.findall(r"^# TYPE (\S+) ", demo_exposition, re.M))
 
 
 def exposition_names(family, kind):

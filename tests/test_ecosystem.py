@@ -9,7 +9,6 @@ import textwrap
 import urllib.parse
 import urllib.request
 
-import pytest
 import yaml
 
 from conftest import REPO, free_port, wait_until
@@ -37,19 +36,6 @@ def tool(name):
 
 def run(*command, cwd=None, timeout=120):
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def demo_exposition():
-    from conftest import Daemon
-
-    daemon = Daemon(["--demo"])
-    try:
-        daemon.wait_ready()
-        wait_until(lambda: b"royalrender_job_frames_recorded" in daemon.get("/metrics")[2], 20, "RR series")
-        return daemon.get("/metrics")[2].decode()
-    finally:
-        daemon.stop()
 
 
 def test_rules_pass_promtool_check_and_unit_tests():

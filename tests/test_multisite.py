@@ -31,6 +31,22 @@ def tool(name):
     return path
 
 
+def all_ready(exporters, servers):
+    """Waits for every exporter and Prometheus; returns ``arrived(expr, count)`` over the first (central) one."""
+    for exporter in exporters.values():
+        exporter.wait_ready()
+    for server in servers:
+        wait_until(server.ready, 30, "prometheus on %s to be ready" % server.url)
+
+    def arrived(expr, count):
+        try:
+            return len(servers[0].query(expr)) == count
+        except OSError:
+            return False
+
+    return arrived
+
+
 def test_examples_pass_promtool_check_config():
     agent = subprocess.run([tool("promtool"), "check", "config", "--agent", AGENT_EXAMPLE],
                            capture_output=True, text=True, timeout=60)
@@ -141,16 +157,7 @@ def test_two_sites_reach_the_central_server_told_apart_by_external_labels(tmp_pa
     for site in SITES:
         agents[site] = start_prometheus("agent-" + site, _agent_config(site, exporters[site].port, central.url), [
             "--enable-feature=agent", "--storage.agent.path", str(tmp_path / ("agent-%s-data" % site))])
-    for site in SITES:
-        exporters[site].wait_ready()
-    for server in [central, *agents.values()]:
-        wait_until(server.ready, 30, "prometheus on %s to be ready" % server.url)
-
-    def arrived(expr, count):
-        try:
-            return len(central.query(expr)) == count
-        except OSError:
-            return False
+    arrived = all_ready(exporters, [central, *agents.values()])
 
     try:
         wait_until(lambda: arrived('up{job="renderfarm"} == 1', 2), 40, "both sites' up")
@@ -238,16 +245,7 @@ def test_a_central_server_federates_two_full_site_servers(tmp_path, start_daemon
     config["scrape_configs"][0]["static_configs"] = [
         {"targets": ["127.0.0.1:%d" % sites[site].port for site in SITES]}]
     central = start_prometheus("central", config, ["--storage.tsdb.path", str(tmp_path / "central-data")])
-    for site in SITES:
-        exporters[site].wait_ready()
-    for server in [central, *sites.values()]:
-        wait_until(server.ready, 30, "prometheus on %s to be ready" % server.url)
-
-    def arrived(expr, count):
-        try:
-            return len(central.query(expr)) == count
-        except OSError:
-            return False
+    arrived = all_ready(exporters, [central, *sites.values()])
 
     try:
         wait_until(lambda: arrived('up{job="federate-renderfarm"} == 1', 2), 40, "both site servers federated")

@@ -240,14 +240,19 @@ def test_stray_write_onto_the_reply_channel_fails_the_call_and_restarts_the_work
         worker.close()
 
 
+def read_after_a_crash_in(step, worker, path):
+    """Reads ``path`` twice: the first read crashes the worker in ``step``, the second avoids it."""
+    with pytest.raises(WorkerCrashed) as crash:
+        worker.read("daily_stats", path, {})
+    assert crash.value.step == step
+    return worker.read("daily_stats", path, {})
+
+
 def test_a_risky_call_that_crashed_the_worker_is_never_made_again(fake_farm):
     fake_farm.write_daily(numbering=1, crash_on_type_ids=["3"])  # RR 9's ids on a module that dies on id 3
     worker = WorkerClient(fake_farm.settings())
     try:
-        with pytest.raises(WorkerCrashed) as crash:
-            worker.read("daily_stats", fake_farm.daily, {})
-        assert crash.value.step == "_dailyStats_data.getJobsByType(3)"
-        reply = worker.read("daily_stats", fake_farm.daily, {})
+        reply = read_after_a_crash_in("_dailyStats_data.getJobsByType(3)", worker, fake_farm.daily)
         assert reply.member_failures == {"_dailyStats_data.getJobsByType(3)": SKIPPED}
         assert reply.data["sizes"]["type_ids_used"] == "1..3 (RR 9)"
         assert reply.data["user"]["anna"]["jobs_rendering"] == 2
@@ -339,10 +344,7 @@ def test_an_rr9_module_numbering_0_to_2_still_puts_each_entry_under_its_own_type
     fake_farm.write_daily(crash_on_type_ids=["3"])  # but numbers 0..2, and dies on RR 9's id 3
     worker = WorkerClient(fake_farm.settings())
     try:
-        with pytest.raises(WorkerCrashed) as crash:
-            worker.read("daily_stats", fake_farm.daily, {})
-        assert crash.value.step == "_dailyStats_data.getJobsByType(3)"
-        reply = worker.read("daily_stats", fake_farm.daily, {})
+        reply = read_after_a_crash_in("_dailyStats_data.getJobsByType(3)", worker, fake_farm.daily)
         assert reply.data["sizes"]["type_ids_used"] == "0..2 (RR 8)"
         assert list(reply.data["user"]) == ["anna"] and list(reply.data["project"]) == ["tahoe"]
         assert list(reply.data["render_app"]) == ["arnold"]
