@@ -4,9 +4,9 @@ Writes what ``promtool tsdb create-blocks-from openmetrics FILE DIR``
 accepts: families sorted by name, each series' samples in time order with
 their timestamps, no duplicate timestamp per series, ``# EOF``. Names and
 labels are the live exporter's, so dashboards show history and live data as
-one. Royal Render history is read through the vendor's module in the worker
-(server stats day, month and year arrays; every daily stats file); Rush
-history by replaying ``cpu.acct`` and ``Ocpu.acct``.
+one. Each source writes its own history through ``Source.history`` (Rush
+replays ``cpu.acct`` and ``Ocpu.acct``; Royal Render reads the server stats
+arrays and every daily stats file through the vendor's module).
 """
 
 from __future__ import annotations
@@ -20,15 +20,11 @@ from typing import Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
 from prometheus_client.metrics_core import Metric
 
 from exporter.config import Config
+from exporter.sources import registered_sources
 
-SOURCES = ("rush", "royalrender")
 PROGRESS_SECONDS = 2.0
 _RELATIVE = re.compile(r"^([0-9]+)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-class BackfillError(Exception):
-    """An input could not be read and ``--strict`` asks to stop."""
 
 
 def parse_time(text: str, now: Optional[float] = None) -> float:
@@ -113,75 +109,42 @@ class Progress:
         self._err.flush()
 
 
-def _rush(config: Config, store: SampleStore, step: float, strict: bool, err: TextIO) -> List[str]:
-    from exporter.rush.history import Replay, history, history_files
+class _Sink:
+    """The ``HistorySink`` a source's ``history`` writes to: the sample store, progress and notes on stderr."""
 
-    rush = config.sources.get("rush")
-    if rush is None:
-        return []
-    progress = Progress("rush", err)
-    replay = Replay(history_files(rush), lambda done, records: progress(done, replay.total_bytes, records))
-    for when, families in history(replay, step):
-        store.add(when, families)
-    problems = ["%s: %s" % (path, reason) for path, reason in replay.unreadable]
-    if problems and strict:
-        raise BackfillError(problems[0])
-    err.write("rush: %d files, %d records, %d malformed lines skipped\n" % (
-        len(replay.paths), replay.records, replay.malformed))
-    return problems
+    def __init__(self, store: SampleStore, step: float, err: TextIO):
+        self.step, self._store, self._err = step, store, err
+
+    def add(self, when: float, families: Iterable[Metric]) -> None:
+        self._store.add(when, families)
+
+    def progress(self, what: str) -> Progress:
+        return Progress(what, self._err)
+
+    def note(self, line: str) -> None:
+        self._err.write(line + "\n")
 
 
-def _royalrender(config: Config, store: SampleStore, strict: bool, err: TextIO) -> List[str]:
-    from exporter.paths import PathPattern
-    from exporter.royalrender.client import WorkerClient, WorkerError
-    from exporter.royalrender.kinds import with_history
-    from exporter.royalrender.reader import worker_options
-    from exporter.royalrender.source import kind_paths, worker_settings
-
-    rr = config.sources.get("royalrender")
-    if rr is None:
-        return []
-    settings = worker_settings(rr)
-    root = settings.root
-    worker = WorkerClient(settings)
-    problems: List[str] = []
-    try:
-        for kind in with_history():
-            kind_config = rr.kinds[kind.NAME]
-            if not kind_config.enabled:
-                continue
-            paths = sorted({p for pattern in kind_paths(kind, kind_config, root) for p in PathPattern(pattern).scan()})
-            data = {}
-            progress = Progress("royalrender %s" % kind.NAME, err)
-            for done, path in enumerate(paths, 1):
-                progress(done, len(paths), done)
-                try:
-                    data[path] = worker.history(kind.NAME, path, worker_options(kind_config.options)).data
-                except WorkerError as exc:
-                    if strict:
-                        raise BackfillError("%s: %s" % (path, exc)) from None
-                    problems.append("%s: %s" % (path, exc))
-            for when, families in kind.history_families(data, kind_config.options):
-                store.add(when, families)
-            err.write("royalrender %s: %d files read\n" % (kind.NAME, len(data)))
-    finally:
-        worker.close()
-    return problems
+def with_history() -> List[str]:
+    """The names of the installed sources that can write their history."""
+    return [source.name for source in registered_sources() if source.history is not None]
 
 
 def run(config: Config, output: str, since: float, until: float, sources: Sequence[str], step: float,
         strict: bool, err: TextIO = sys.stderr) -> int:
     """Writes the backfill file; 0 on success, 1 if inputs were skipped, 2 when ``strict`` stopped it."""
     store = SampleStore(since, until)
+    sink = _Sink(store, step, err)
     problems: List[str] = []
-    try:
-        if "royalrender" in sources:
-            problems += _royalrender(config, store, strict, err)
-        if "rush" in sources:
-            problems += _rush(config, store, step, strict, err)
-    except BackfillError as exc:
-        err.write("backfill stopped (--strict): cannot read %s\n" % exc)
-        return 2
+    for source in registered_sources():
+        section = config.sources.get(source.name)
+        if source.name not in sources or source.history is None or section is None:
+            continue
+        found = list(source.history(section, sink))
+        if found and strict:
+            err.write("backfill stopped (--strict): cannot read %s\n" % found[0])
+            return 2
+        problems += found
     with open(output, "w", encoding="utf-8") as out:
         store.write(out)
     series, samples, first, last = store.summary()

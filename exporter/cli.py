@@ -14,6 +14,7 @@ from typing import List, Optional
 
 from exporter import __version__, logs, webconfig
 from exporter.config import ConfigError, load, notices
+from exporter.sources import registered_sources
 from exporter.httpserver import DEFAULT_LISTEN_ADDRESS, parse_listen_address
 
 log = logging.getLogger("exporter.cli")
@@ -41,9 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="renderfarm-exporter",
         description="Prometheus exporter for render farm statistics files (Rush cpu.acct, Royal Render).",
-        epilog="Subcommands: 'rr-probe --config PATH' reports what the exporter sees of a Royal Render "
-               "installation; 'backfill --config PATH --output FILE' writes the files' history for promtool. "
-               "Each has --help.",
+        epilog="Subcommands: 'probe --source NAME --config.file PATH' (or 'rr-probe --config.file PATH' for "
+               "Royal Render) reports what the exporter sees of a real installation; 'backfill --config.file "
+               "PATH --output FILE' writes the files' history for promtool. Each has --help.",
     )
     parser.add_argument("--config.file", "--config", dest="config", metavar="PATH",
                         help="YAML configuration file (--config is an alias)")
@@ -100,17 +101,33 @@ def _subcommand_setup(parser: argparse.ArgumentParser, argv: List[str]):
         return args, None
 
 
-def build_probe_parser() -> argparse.ArgumentParser:
-    return _subcommand_parser("rr-probe", "Load Royal Render's module as the daemon would and report what it reads "
-                                          "from each configured file. Paste the output into a bug report.")
+#: ``rr-probe`` is kept as the name of ``probe --source royalrender``.
+PROBE_ALIASES = {"rr-probe": "royalrender"}
 
 
-def probe(argv: List[str]) -> int:
-    """``renderfarm-exporter rr-probe --config PATH``."""
-    from exporter.royalrender import probe as rr_probe
+def _probing() -> List[str]:
+    return [source.name for source in registered_sources() if source.probe is not None]
 
-    _, config = _subcommand_setup(build_probe_parser(), argv)
-    return EXIT_INVALID if config is None else rr_probe.run(config)
+
+def build_probe_parser(source: Optional[str] = None) -> argparse.ArgumentParser:
+    parser = _subcommand_parser("probe", "Read a source's files as the daemon would and report what it sees, "
+                                         "for a bug report ('rr-probe' is 'probe --source royalrender').")
+    parser.add_argument("--source", choices=_probing(), default=source, required=source is None,
+                        help="the source to probe")
+    return parser
+
+
+def probe(argv: List[str], source: Optional[str] = None) -> int:
+    """``renderfarm-exporter probe --source NAME --config.file PATH``: the source's own diagnosis."""
+    args, config = _subcommand_setup(build_probe_parser(source), argv)
+    if config is None:
+        return EXIT_INVALID
+    section = config.sources.get(args.source)
+    if section is None:
+        print("The configuration has no %s section: nothing to probe." % args.source)
+        return EXIT_INVALID
+    chosen = next(s for s in registered_sources() if s.name == args.source)
+    return chosen.probe(section, sys.stdout)
 
 
 def _time(value: str) -> float:
@@ -132,17 +149,17 @@ def _duration(value: str) -> float:
 
 
 def _sources(value: str) -> List[str]:
-    from exporter.backfill import SOURCES
+    from exporter.backfill import with_history
 
     chosen = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [v for v in chosen if v not in SOURCES]
+    unknown = [v for v in chosen if v not in with_history()]
     if unknown or not chosen:
-        raise argparse.ArgumentTypeError("choose from %s" % ", ".join(SOURCES))
+        raise argparse.ArgumentTypeError("choose from %s" % ", ".join(with_history()))
     return chosen
 
 
 def build_backfill_parser() -> argparse.ArgumentParser:
-    from exporter.backfill import SOURCES
+    from exporter.backfill import with_history
 
     parser = _subcommand_parser("backfill", "Write the statistics files' history as OpenMetrics with timestamps, "
                                             "for 'promtool tsdb create-blocks-from openmetrics FILE DIR'.")
@@ -150,8 +167,8 @@ def build_backfill_parser() -> argparse.ArgumentParser:
     parser.add_argument("--since", type=_time, default=0.0, metavar="TIME",
                         help="first time to write: YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ, Unix seconds or an age (30d)")
     parser.add_argument("--until", type=_time, default=None, metavar="TIME", help="last time to write (default now)")
-    parser.add_argument("--sources", type=_sources, default=list(SOURCES), metavar="LIST",
-                        help="comma-separated: %s (default: both)" % ", ".join(SOURCES))
+    parser.add_argument("--sources", type=_sources, default=with_history(), metavar="LIST",
+                        help="comma-separated: %s (default: all)" % ", ".join(with_history()))
     parser.add_argument("--step", type=_duration, default=60.0, metavar="DURATION",
                         help="resolution of rebuilt Rush counters (default 1m)")
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable input")
@@ -173,8 +190,10 @@ def backfill(argv: List[str]) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["rr-probe"]:
+    if argv[:1] == ["probe"]:
         return probe(argv[1:])
+    if argv[:1] and argv[0] in PROBE_ALIASES:
+        return probe(argv[1:], PROBE_ALIASES[argv[0]])
     if argv[:1] == ["backfill"]:
         return backfill(argv[1:])
     args = build_parser().parse_args(argv)

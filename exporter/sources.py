@@ -1,19 +1,23 @@
 """What every source has in common, and the registry of sources.
 
-A *source* (Rush, later Royal Render) owns one top-level config section and
+A *source* (Rush, Royal Render, or a plugin) owns one top-level config section and
 creates *readers*, one per stats file kind. A reader owns the files its
 patterns match; ``sync`` reads what changed and returns an immutable
 snapshot, and ``families`` turns a snapshot into metric families. Readers
 never touch metrics objects shared with the HTTP side.
 
-Adding a source is one module with a ``SOURCE`` and one line in ``SOURCES``;
-adding a file kind is one reader module and one line in its source.
+Adding a source is a package with a ``Source`` registered under the entry
+point group ``renderfarm_exporter.sources``; adding a file kind is one reader
+module and one line in its source.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 from dataclasses import dataclass
-from typing import Any, Callable, Collection, Iterable, Optional, Protocol, Sequence, Tuple, runtime_checkable
+from typing import (Any, Callable, Collection, Dict, Iterable, Optional, Protocol, Sequence, TextIO, Tuple,
+                    runtime_checkable)
 
 from prometheus_client.metrics_core import Metric
 
@@ -88,7 +92,10 @@ class Source:
 
     ``relative_to(section, folder)`` resolves the section's relative paths
     against the config file's folder; ``check(section)`` lists what is valid
-    but will not work (``--check-config`` and start-up warn about it).
+    but will not work (``--check-config`` and start-up warn about it);
+    ``history(section, sink)`` writes the past for ``backfill``, and
+    ``probe(section, out)`` prints a diagnosis of a real installation
+    (``renderfarm-exporter probe``), for the sources that have them.
     """
 
     name: str
@@ -97,11 +104,41 @@ class Source:
     doc: str
     relative_to: Callable[[Any, str], Any] = _as_written
     check: Callable[[Any], Sequence[ConfigNotice]] = _no_notices
+    history: Optional[Callable[[Any, "HistorySink"], Sequence[str]]] = None
+    probe: Optional[Callable[[Any, TextIO], int]] = None
 
 
-def registered_sources() -> Sequence[Source]:
-    """Every source the exporter knows, in exposition order."""
-    from exporter.royalrender.source import SOURCE as royalrender
-    from exporter.rush import SOURCE as rush
+class HistorySink(Protocol):
+    """Where a source's ``history(section, sink)`` writes the past its files hold (``backfill``).
 
-    return (royalrender, rush)
+    ``history`` returns the inputs it could not read, as "path: reason" lines.
+    """
+
+    step: float  # the resolution at which to rebuild counters
+
+    def add(self, when: float, families: Iterable[Metric]) -> None:
+        """Families whose samples all get the timestamp ``when``."""
+
+    def progress(self, what: str) -> Callable[[float, float, int], None]:
+        """A rate-limited progress reporter: ``report(done, total, records)``."""
+
+    def note(self, line: str) -> None:
+        """A summary line for the person running the backfill."""
+
+
+#: Sources are plugins: a package registers its ``Source`` under this entry point group (Rush and Royal Render
+#: are registered by this package's own pyproject.toml), so the core never imports a source by name.
+ENTRY_POINT_GROUP = "renderfarm_exporter.sources"
+
+
+@functools.lru_cache(maxsize=None)
+def registered_sources() -> Tuple[Source, ...]:
+    """Every installed source, in name order (the exposition order); one per name."""
+    points = importlib.metadata.entry_points()
+    group = (points.select(group=ENTRY_POINT_GROUP) if hasattr(points, "select")
+             else points.get(ENTRY_POINT_GROUP, ()))  # Python 3.9
+    found: Dict[str, Source] = {}
+    for point in group:
+        source = point.load()
+        found.setdefault(source.name, source)
+    return tuple(found[name] for name in sorted(found))

@@ -29,9 +29,8 @@ from exporter import __version__
 from exporter.exposition import render_section
 from exporter.royalrender.client import ModuleNotLoaded, WorkerClient, WorkerCrashed, WorkerError, WorkerStartFailed
 from exporter.royalrender.kinds import KINDS
-from exporter.royalrender.reader import RrFileReader, worker_options
-from exporter.royalrender.reader import MemberFailures
-from exporter.royalrender.source import kind_paths, worker_settings
+from exporter.royalrender.reader import MemberFailures, RrFileReader, worker_options
+from exporter.royalrender.config import RoyalRenderConfig, kind_paths, worker_settings
 from exporter.royalrender.timezone import Timezone
 from exporter.royalrender.vendor import module
 
@@ -39,7 +38,7 @@ DETAILED_FILES = 3
 #: each crash of the API check adds one avoided member, so this many tries reach every member
 API_CHECK_TRIES = 40
 
-EXIT_OK, EXIT_NOT_LOADED, EXIT_NO_SECTION, EXIT_PROBLEMS = 0, 1, 2, 3
+EXIT_OK, EXIT_NOT_LOADED, EXIT_PROBLEMS = 0, 1, 3
 
 
 def _with_readable_times(value: Any, zone: Timezone, key: str = "") -> Any:
@@ -189,13 +188,9 @@ def _report_problems(problems: List[str], out: TextIO) -> int:
     return EXIT_PROBLEMS
 
 
-def run(config, out: TextIO = sys.stdout) -> int:
-    """Prints the report. 0: everything configured works; 1: the module did not import or the worker did not
-    start; 2: no royalrender section; 3: the module loaded but something configured does not work (listed)."""
-    rr = config.sources.get("royalrender")
-    if rr is None:
-        out.write("The configuration has no royalrender section: nothing to probe.\n")
-        return EXIT_NO_SECTION
+def run(rr: RoyalRenderConfig, out: TextIO = sys.stdout) -> int:
+    """``Source.probe``: prints the report. 0: everything configured works; 1: the module did not import or
+    the worker did not start; 3: the module loaded but something configured does not work (listed)."""
     settings = worker_settings(rr)
     _header(rr, settings, out)
     worker = WorkerClient(settings)

@@ -1,4 +1,4 @@
-"""Royal Render as a source: its config section ``royalrender`` and its readers.
+"""Royal Render as a source: its readers, its history for ``backfill`` and its ``probe``.
 
 RR's statistics are binary files whose layout is not public; they are read
 only through the vendor's Python module, in a worker process (``client``
@@ -9,174 +9,64 @@ only when the configuration has a ``royalrender`` section.
 
 from __future__ import annotations
 
-import os
-import re
-from dataclasses import dataclass, replace
-from typing import Any, List, Mapping, Optional, Tuple
+from typing import Any, List, Optional
 
-from exporter.royalrender import timezone
-from exporter.royalrender.client import WorkerClient, WorkerSettings, default_python
-from exporter.royalrender.kinds import KINDS
-from exporter.royalrender.reader import BoundaryReport, MemberFailures, RrFileReader
-from exporter.royalrender.vendor import module
-from exporter.schema import Boolean, Duration, Either, Field, ListOf, Scalar, String, Struct
-from exporter.paths import glob_problems, missing_root
-from exporter.sources import ConfigNotice, Source
+from exporter.paths import PathPattern
+from exporter.royalrender import config, probe
+from exporter.royalrender.client import WorkerClient, WorkerError
+from exporter.royalrender.config import KindConfig, RoyalRenderConfig, kind_paths, worker_settings
+from exporter.royalrender.kinds import KINDS, with_history
+from exporter.royalrender.reader import BoundaryReport, MemberFailures, RrFileReader, worker_options
+from exporter.sources import HistorySink, Source
 
 
-
-@dataclass(frozen=True)
-class KindConfig:
-    enabled: bool
-    paths: Tuple[str, ...]
-    options: Mapping[str, Any]
-    path_missing: bool = False  # enabled explicitly, but no path and no public default: a notice
-
-
-@dataclass(frozen=True)
-class RoyalRenderConfig:
-    root: Optional[str]
-    module: str
-    module_path: Tuple[str, ...]
-    read_timeout: float
-    timezone: timezone.Timezone
-    python: Optional[str]
-    worker_memory_limit: int
-    kinds: Mapping[str, KindConfig]
-
-
-_SIZE = re.compile(r"^\s*([0-9]+)\s*(B|KiB|MiB|GiB|TiB)?\s*$")
-_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
-
-
-def parse_size(value) -> int:
-    """Bytes from ``4GiB``, ``512MiB`` or a plain number of bytes; 0 means no limit."""
-    match = _SIZE.match(str(value)) if not isinstance(value, bool) else None
-    if not match:
-        raise ValueError("use e.g. 4GiB, 512MiB, or 0 for no limit")
-    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
-
-
-def _paths(value) -> Tuple[str, ...]:
-    return (value,) if isinstance(value, str) else tuple(value or ())
-
-
-def _kind_schema(kind) -> Struct:
-    """A kind with a public default path is read unless disabled; one without, when its path is set."""
-    def build(enabled, path, **options):
-        paths = _paths(path)
-        wanted = bool(kind.DEFAULT_PATH or paths) if enabled is None else enabled
-        return KindConfig(enabled=wanted, paths=paths, options=options,
-                          path_missing=bool(enabled) and not paths and not kind.DEFAULT_PATH)
-
-    where = "default %s (relative to root)" % kind.DEFAULT_PATH if kind.DEFAULT_PATH else "no public default: set it"
-    return Struct(
-        {
-            "enabled": Field(Boolean(), default=None,
-                             doc="read this file kind; default: yes when it has a path (set, or a public default)"),
-            "path": Field(Either(String(), ListOf(String())), doc="file or glob, or a list; " + where),
-            **kind.EXTRA_OPTIONS,
-        },
-        build=build,
-    )
-
-
-def _schema() -> Struct:
-    def build(root, module, module_path, read_timeout, timezone, python, worker_memory_limit, **kinds):
-        return RoyalRenderConfig(root, module, tuple(module_path or ()), read_timeout, timezone, python,
-                                 worker_memory_limit, kinds)
-
-    return Struct(
-        {
-            "root": Field(String(), doc="RR's folder; default: $RR_ROOT (relink_lx.cfg honoured)"),
-            "module": Field(String(), default="auto", doc="auto, a module name, or simulated (the stand-in)"),
-            "module_path": Field(ListOf(String()), default=(), doc="folders to import the module from"),
-            "read_timeout": Field(Duration(), default=30.0, doc="longest one file read may take"),
-            "timezone": Field(Scalar("an IANA time zone name such as Europe/Berlin", timezone.parse),
-                              default=timezone.Timezone(),
-                              doc="zone of the RR server's local times; default: this machine's zone"),
-            "python": Field(String(), doc="interpreter for the worker, for which RR ships a module; "
-                                          "default: the exporter's own"),
-            "worker_memory_limit": Field(Scalar("a size such as 4GiB, or 0", parse_size), default=4 << 30,
-                                         doc="address-space limit of the worker; a read over it fails that file"),
-            **{kind.NAME: Field(_kind_schema(kind), default=_kind_schema(kind).defaults()) for kind in KINDS},
-        },
-        build=build,
-    )
-
-
-def _wanted_paths(kind, config: KindConfig) -> List[str]:
-    return list(config.paths) or ([kind.DEFAULT_PATH] if kind.DEFAULT_PATH else [])
-
-
-def kind_paths(kind, config: KindConfig, root: Optional[str]) -> List[str]:
-    """The kind's patterns as absolute paths; relative ones without a root are left out (a config notice)."""
-    return [path if os.path.isabs(path) else os.path.join(root, path)
-            for path in _wanted_paths(kind, config) if os.path.isabs(path) or root]
-
-
-def worker_settings(config: RoyalRenderConfig) -> WorkerSettings:
-    """How to start the worker for this section (the daemon, rr-probe and backfill start it alike)."""
-    return WorkerSettings(module=config.module, module_paths=config.module_path,
-                          root=module.resolve_root(config.root), python=config.python or default_python(),
-                          timezone=config.timezone, timeout=config.read_timeout,
-                          memory_limit=config.worker_memory_limit)
-
-
-def _readers(config: Optional[RoyalRenderConfig]):
-    if config is None:
+def _readers(section: Optional[RoyalRenderConfig]):
+    if section is None:
         return []
-    settings = worker_settings(config)
+    settings = worker_settings(section)
     worker = WorkerClient(settings)
     failures = MemberFailures()
     readers: List[Any] = []
     for kind in KINDS:
-        kind_config: KindConfig = config.kinds[kind.NAME]
+        kind_config: KindConfig = section.kinds[kind.NAME]
         paths = kind_paths(kind, kind_config, settings.root) if kind_config.enabled else []
         if paths:
             readers.append(RrFileReader(kind, paths, kind_config.options, worker, failures))
     return readers + [BoundaryReport(worker, failures)] if readers else []
 
 
-def _relative_to(config: RoyalRenderConfig, folder: str) -> RoyalRenderConfig:
-    """A relative ``root`` is relative to the config file's folder (kind paths are relative to the root)."""
-    return replace(config, root=os.path.join(folder, config.root)) if config.root else config
+def _kind_history(kind, kind_config: KindConfig, root: Optional[str], worker: WorkerClient,
+                  sink: HistorySink) -> List[str]:
+    """Every slot of one kind's files into ``sink``; returns the files the worker could not read."""
+    paths = sorted({p for pattern in kind_paths(kind, kind_config, root) for p in PathPattern(pattern).scan()})
+    data, problems = {}, []
+    progress = sink.progress("royalrender %s" % kind.NAME)
+    for done, path in enumerate(paths, 1):
+        progress(done, len(paths), done)
+        try:
+            data[path] = worker.history(kind.NAME, path, worker_options(kind_config.options)).data
+        except WorkerError as exc:
+            problems.append("%s: %s" % (path, exc))
+    for when, families in kind.history_families(data, kind_config.options):
+        sink.add(when, families)
+    sink.note("royalrender %s: %d files read" % (kind.NAME, len(data)))
+    return problems
 
 
-def _check_root(config: RoyalRenderConfig) -> List[ConfigNotice]:
-    root = module.resolve_root(config.root)
-    with_default = ", ".join(kind.NAME for kind in KINDS if kind.DEFAULT_PATH and config.kinds[kind.NAME].enabled)
-    if root is None:
-        return [ConfigNotice("root", "no root and no $RR_ROOT: %s have no path" % with_default)]
-    if not os.path.isdir(root):
-        return [ConfigNotice("root", "folder %s does not exist (RR not mounted?)" % root)]
-    return []
+def _history(section: RoyalRenderConfig, sink: HistorySink) -> List[str]:
+    """``Source.history``: the server stats arrays and every daily stats file, through the worker."""
+    settings = worker_settings(section)
+    worker = WorkerClient(settings)
+    problems: List[str] = []
+    try:
+        for kind in with_history():
+            if section.kinds[kind.NAME].enabled:
+                problems += _kind_history(kind, section.kinds[kind.NAME], settings.root, worker, sink)
+    finally:
+        worker.close()
+    return problems
 
 
-def _check_kind(kind, kind_config: KindConfig, root: Optional[str]) -> List[ConfigNotice]:
-    if kind_config.path_missing:
-        return [ConfigNotice(kind.NAME + ".enabled", "true, but no path: where RR keeps these files is not public; "
-                                                     "set royalrender.%s.path" % kind.NAME)]
-    notices = [ConfigNotice(kind.NAME + ".path", "%s is relative, but there is no root" % path)
-               for path in kind_config.paths if not os.path.isabs(path) and root is None]
-    for pattern in kind_paths(kind, kind_config, root):
-        notices += [ConfigNotice(kind.NAME + ".path", problem) for problem in glob_problems(pattern)]
-        folder = missing_root(pattern)
-        if folder is not None and (root is None or os.path.isdir(root)):
-            notices.append(ConfigNotice(kind.NAME + ".path", "folder %s does not exist" % folder))
-    return notices
-
-
-def _check(config: RoyalRenderConfig) -> List[ConfigNotice]:
-    notices = _check_root(config)
-    root = module.resolve_root(config.root)
-    enabled = [kind for kind in KINDS if config.kinds[kind.NAME].enabled]
-    for kind in enabled:
-        notices += _check_kind(kind, config.kinds[kind.NAME], root)
-    if not any(kind_paths(kind, config.kinds[kind.NAME], root) for kind in enabled):
-        notices.append(ConfigNotice("", "nothing to read: no file kind has a path"))
-    return notices
-
-
-SOURCE = Source(name="royalrender", schema=_schema(), readers=_readers,
-                doc="Royal Render statistics through the vendor's module", relative_to=_relative_to, check=_check)
+SOURCE = Source(name="royalrender", schema=config.SCHEMA, readers=_readers,
+                doc="Royal Render statistics through the vendor's module", relative_to=config.relative_to,
+                check=config.check, history=_history, probe=probe.run)

@@ -32,7 +32,7 @@ from exporter.budget import LabelBudget
 from exporter.families import counter, gauge
 from exporter.logs import RateLimitedLog, fields
 from exporter.paths import PathPattern
-from exporter.rush import SERIES_PER_BREAKDOWN_VALUE, SERIES_PER_HOST, CpuAcctEntry, RushConfig
+from exporter.rush.config import SERIES_PER_BREAKDOWN_VALUE, SERIES_PER_HOST, CpuAcctEntry, RushConfig
 from exporter.rush.records import (
     DaemonEvent,
     MalformedLine,

@@ -15,9 +15,10 @@ from types import MappingProxyType
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from exporter.paths import PathPattern
-from exporter.rush import RushConfig
+from exporter.rush.config import RushConfig
 from exporter.rush.cpu_acct import STATUSES, CpuAcctSnapshot, families
 from exporter.rush.records import MalformedLine, Process, frame_status, parse_line
+from exporter.sources import HistorySink
 from exporter.tailer import open_regular
 
 ROTATED_NAME = "Ocpu.acct"
@@ -116,3 +117,14 @@ def history(replay: Replay, step: float, hold: Optional[float] = None) -> Iterat
         last_seen[frame.host] = frame.time
     if boundary is not None:
         yield at(boundary)
+
+
+def backfill(config: RushConfig, sink: HistorySink) -> List[str]:
+    """``Source.history``: replays every matched file into ``sink``; returns the files it could not read."""
+    progress = sink.progress("rush")
+    replay = Replay(history_files(config), lambda done, records: progress(done, replay.total_bytes, records))
+    for when, at_that_time in history(replay, sink.step):
+        sink.add(when, at_that_time)
+    sink.note("rush: %d files, %d records, %d malformed lines skipped" % (
+        len(replay.paths), replay.records, replay.malformed))
+    return ["%s: %s" % (path, reason) for path, reason in replay.unreadable]

@@ -1,0 +1,159 @@
+"""The ``royalrender`` config section: its schema, the paths of each file kind, how to start the worker,
+and what in the section cannot work."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, replace
+from typing import Any, List, Mapping, Optional, Tuple
+
+from exporter.paths import glob_problems, missing_root
+from exporter.royalrender import timezone
+from exporter.royalrender.client import WorkerSettings, default_python
+from exporter.royalrender.kinds import KINDS
+from exporter.royalrender.vendor import module
+from exporter.schema import Boolean, Duration, Either, Field, ListOf, Scalar, String, Struct
+from exporter.sources import ConfigNotice
+
+
+@dataclass(frozen=True)
+class KindConfig:
+    enabled: bool
+    paths: Tuple[str, ...]
+    options: Mapping[str, Any]
+    path_missing: bool = False  # enabled explicitly, but no path and no public default: a notice
+
+
+@dataclass(frozen=True)
+class RoyalRenderConfig:
+    root: Optional[str]
+    module: str
+    module_path: Tuple[str, ...]
+    read_timeout: float
+    timezone: timezone.Timezone
+    python: Optional[str]
+    worker_memory_limit: int
+    kinds: Mapping[str, KindConfig]
+
+
+_SIZE = re.compile(r"^\s*([0-9]+)\s*(B|KiB|MiB|GiB|TiB)?\s*$")
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+
+
+def parse_size(value) -> int:
+    """Bytes from ``4GiB``, ``512MiB`` or a plain number of bytes; 0 means no limit."""
+    match = _SIZE.match(str(value)) if not isinstance(value, bool) else None
+    if not match:
+        raise ValueError("use e.g. 4GiB, 512MiB, or 0 for no limit")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+
+
+def _paths(value) -> Tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value or ())
+
+
+def _kind_schema(kind) -> Struct:
+    """A kind with a public default path is read unless disabled; one without, when its path is set."""
+    def build(enabled, path, **options):
+        paths = _paths(path)
+        wanted = bool(kind.DEFAULT_PATH or paths) if enabled is None else enabled
+        return KindConfig(enabled=wanted, paths=paths, options=options,
+                          path_missing=bool(enabled) and not paths and not kind.DEFAULT_PATH)
+
+    where = "default %s (relative to root)" % kind.DEFAULT_PATH if kind.DEFAULT_PATH else "no public default: set it"
+    return Struct(
+        {
+            "enabled": Field(Boolean(), default=None,
+                             doc="read this file kind; default: yes when it has a path (set, or a public default)"),
+            "path": Field(Either(String(), ListOf(String())), doc="file or glob, or a list; " + where),
+            **kind.EXTRA_OPTIONS,
+        },
+        build=build,
+    )
+
+
+def _schema() -> Struct:
+    def build(root, module, module_path, read_timeout, timezone, python, worker_memory_limit, **kinds):
+        return RoyalRenderConfig(root, module, tuple(module_path or ()), read_timeout, timezone, python,
+                                 worker_memory_limit, kinds)
+
+    return Struct(
+        {
+            "root": Field(String(), doc="RR's folder; default: $RR_ROOT (relink_lx.cfg honoured)"),
+            "module": Field(String(), default="auto", doc="auto, a module name, or simulated (the stand-in)"),
+            "module_path": Field(ListOf(String()), default=(), doc="folders to import the module from"),
+            "read_timeout": Field(Duration(), default=30.0, doc="longest one file read may take"),
+            "timezone": Field(Scalar("an IANA time zone name such as Europe/Berlin", timezone.parse),
+                              default=timezone.Timezone(),
+                              doc="zone of the RR server's local times; default: this machine's zone"),
+            "python": Field(String(), doc="interpreter for the worker, for which RR ships a module; "
+                                          "default: the exporter's own"),
+            "worker_memory_limit": Field(Scalar("a size such as 4GiB, or 0", parse_size), default=4 << 30,
+                                         doc="address-space limit of the worker; a read over it fails that file"),
+            **{kind.NAME: Field(_kind_schema(kind), default=_kind_schema(kind).defaults()) for kind in KINDS},
+        },
+        build=build,
+    )
+
+
+def _wanted_paths(kind, config: KindConfig) -> List[str]:
+    return list(config.paths) or ([kind.DEFAULT_PATH] if kind.DEFAULT_PATH else [])
+
+
+def kind_paths(kind, config: KindConfig, root: Optional[str]) -> List[str]:
+    """The kind's patterns as absolute paths; relative ones without a root are left out (a config notice)."""
+    return [path if os.path.isabs(path) else os.path.join(root, path)
+            for path in _wanted_paths(kind, config) if os.path.isabs(path) or root]
+
+
+def worker_settings(config: RoyalRenderConfig) -> WorkerSettings:
+    """How to start the worker for this section (the daemon, rr-probe and backfill start it alike)."""
+    return WorkerSettings(module=config.module, module_paths=config.module_path,
+                          root=module.resolve_root(config.root), python=config.python or default_python(),
+                          timezone=config.timezone, timeout=config.read_timeout,
+                          memory_limit=config.worker_memory_limit)
+
+
+
+def relative_to(config: RoyalRenderConfig, folder: str) -> RoyalRenderConfig:
+    """A relative ``root`` is relative to the config file's folder (kind paths are relative to the root)."""
+    return replace(config, root=os.path.join(folder, config.root)) if config.root else config
+
+
+def _check_root(config: RoyalRenderConfig) -> List[ConfigNotice]:
+    root = module.resolve_root(config.root)
+    with_default = ", ".join(kind.NAME for kind in KINDS if kind.DEFAULT_PATH and config.kinds[kind.NAME].enabled)
+    if root is None:
+        return [ConfigNotice("root", "no root and no $RR_ROOT: %s have no path" % with_default)]
+    if not os.path.isdir(root):
+        return [ConfigNotice("root", "folder %s does not exist (RR not mounted?)" % root)]
+    return []
+
+
+def _check_kind(kind, kind_config: KindConfig, root: Optional[str]) -> List[ConfigNotice]:
+    if kind_config.path_missing:
+        return [ConfigNotice(kind.NAME + ".enabled", "true, but no path: where RR keeps these files is not public; "
+                                                     "set royalrender.%s.path" % kind.NAME)]
+    notices = [ConfigNotice(kind.NAME + ".path", "%s is relative, but there is no root" % path)
+               for path in kind_config.paths if not os.path.isabs(path) and root is None]
+    for pattern in kind_paths(kind, kind_config, root):
+        notices += [ConfigNotice(kind.NAME + ".path", problem) for problem in glob_problems(pattern)]
+        folder = missing_root(pattern)
+        if folder is not None and (root is None or os.path.isdir(root)):
+            notices.append(ConfigNotice(kind.NAME + ".path", "folder %s does not exist" % folder))
+    return notices
+
+
+def check(config: RoyalRenderConfig) -> List[ConfigNotice]:
+    notices = _check_root(config)
+    root = module.resolve_root(config.root)
+    enabled = [kind for kind in KINDS if config.kinds[kind.NAME].enabled]
+    for kind in enabled:
+        notices += _check_kind(kind, config.kinds[kind.NAME], root)
+    if not any(kind_paths(kind, config.kinds[kind.NAME], root) for kind in enabled):
+        notices.append(ConfigNotice("", "nothing to read: no file kind has a path"))
+    return notices
+
+
+SCHEMA = _schema()
