@@ -29,7 +29,7 @@ from exporter import __version__
 from exporter.exposition import render_section
 from exporter.royalrender.client import ModuleNotLoaded, WorkerClient, WorkerCrashed, WorkerError, WorkerStartFailed
 from exporter.royalrender.kinds import KINDS
-from exporter.royalrender.reader import MemberFailures, RrFileReader, worker_options
+from exporter.royalrender.reader import MemberFailures, file_reader, worker_options
 from exporter.royalrender.config import RoyalRenderConfig, kind_paths, worker_settings
 from exporter.royalrender.timezone import Timezone
 from exporter.royalrender.vendor import module
@@ -132,7 +132,7 @@ def _report_kind(kind, kind_config, settings, worker: WorkerClient, out: TextIO)
         out.write("   no path: %s\n\n" % ("set royalrender.root or RR_ROOT" if kind.DEFAULT_PATH else
                                          "its location is not public; set royalrender.%s.path" % kind.NAME))
         return ["%s: no path" % kind.NAME] if kind.DEFAULT_PATH else []
-    files = sorted(RrFileReader(kind, patterns, kind_config.options, worker, MemberFailures()).selected())
+    files = sorted(file_reader(kind, patterns, kind_config.options, worker, MemberFailures()).selected())
     out.write("   patterns: %s\n   files read: %d\n" % (", ".join(patterns), len(files)))
     problems = [] if files else ["%s: no file matches %s" % (kind.NAME, ", ".join(patterns))]
     for path in files[:DETAILED_FILES]:

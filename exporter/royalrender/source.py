@@ -16,7 +16,7 @@ from exporter.royalrender import config, probe
 from exporter.royalrender.client import WorkerClient, WorkerError
 from exporter.royalrender.config import KindConfig, RoyalRenderConfig, kind_paths, worker_settings
 from exporter.royalrender.kinds import KINDS, with_history
-from exporter.royalrender.reader import BoundaryReport, MemberFailures, RrFileReader, worker_options
+from exporter.royalrender.reader import BoundaryReport, MemberFailures, file_reader, worker_options
 from exporter.sources import HistorySink, Source
 
 
@@ -31,7 +31,7 @@ def _readers(section: Optional[RoyalRenderConfig]):
         kind_config: KindConfig = section.kinds[kind.NAME]
         paths = kind_paths(kind, kind_config, settings.root) if kind_config.enabled else []
         if paths:
-            readers.append(RrFileReader(kind, paths, kind_config.options, worker, failures))
+            readers.append(file_reader(kind, paths, kind_config.options, worker, failures))
     return readers + [BoundaryReport(worker, failures)] if readers else []
 
 
