@@ -28,6 +28,12 @@ class Debouncer:
             self._pending[path] = (first, now)
             self._cond.notify()
 
+    def configure(self, quiet: float, max_wait: float) -> None:
+        """New timings (a reload changed ``watch``), from the next path on."""
+        with self._cond:
+            self._quiet, self._max_wait = quiet, max_wait
+            self._cond.notify_all()
+
     def request_rescan(self) -> None:
         with self._cond:
             self._rescan = True

@@ -473,7 +473,8 @@ class Server:
         sock.setblocking(False)
         context = self._web.current().ssl_context
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a response's last bytes go at once
+            if sock.family in (socket.AF_INET, socket.AF_INET6):  # a Unix socket from systemd has no TCP options
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a response's last bytes go at once
             if context is not None:
                 sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         except OSError:  # the client already went away
@@ -702,7 +703,10 @@ def systemd_listeners() -> List[socket.socket]:
     if os.environ.get("LISTEN_PID") != str(os.getpid()):
         raise OSError("--web.systemd-socket: no sockets from systemd (LISTEN_PID is not this process; is the "
                       "unit started by a .socket unit?)")
-    count = int(os.environ.get("LISTEN_FDS", "0"))
+    try:
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        count = 0
     if count < 1:
         raise OSError("--web.systemd-socket: LISTEN_FDS names no socket")
     for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
@@ -715,7 +719,9 @@ def systemd_listeners() -> List[socket.socket]:
 
 
 def display_address(address) -> str:
-    """``[::]:19100`` or ``127.0.0.1:19100``, as Go exporters log where they listen."""
+    """``[::]:19100`` or ``127.0.0.1:19100``, as Go exporters log where they listen (a Unix socket: its path)."""
+    if isinstance(address, (str, bytes)):
+        return address.decode() if isinstance(address, bytes) else address
     host, port = address[:2]
     return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
 

@@ -56,6 +56,16 @@ class SourceIngest:
         self._reported_stuck: Dict[Reader, Tuple[str, float]] = {}
         self._monitor = threading.Thread(target=self._monitor_loop, name="stuck-" + section, daemon=True)
 
+    def use(self, watch: WatchConfig) -> None:
+        """New watch settings for the same readers (a reload that changed only ``watch``).
+
+        The thread and its readers stay: a second thread reading the same
+        readers would count their lines twice.
+        """
+        self._watch = watch
+        self.debouncer.configure(watch.debounce, watch.debounce_max_wait)
+        self.debouncer.request_rescan()
+
     def owns(self, path: str) -> bool:
         return any(pattern.matches(path) for reader in self.readers for pattern in reader.patterns)
 

@@ -88,7 +88,7 @@ class PathPattern:
 
 
 def glob_problems(pattern: str) -> List[str]:
-    """Why a configured glob cannot match what its author meant: ``***``, an unclosed ``[``, an empty ``[]``."""
+    """Why a configured glob cannot match what its author meant: ``***``, ``**`` inside a segment, an unclosed ``[``."""
     problems = []
     for segment in pattern.split("/"):
         if "***" in segment:

@@ -94,9 +94,10 @@ class Runtime:
     def reconfigure(self, readers: Mapping[str, Sequence[Reader]], watch: WatchConfig) -> None:
         """Swaps in new readers (a reloaded config) while running; call from one thread at a time.
 
-        A section whose readers are the same objects, under the same watch
-        settings, keeps its ingest thread untouched: its counters go on. Any
-        other section's ingest is retired (see ``_retire``) without waiting
+        A section whose readers are the same objects keeps its ingest thread,
+        given the new watch settings: its counters go on, and no second
+        thread ever reads the same readers. Any other section's ingest is
+        retired (see ``_retire``) without waiting
         for a read it has in progress. New threads (ingests, the watcher) are
         started before they are published, so ``alive()``, which the
         watchdog pings wait on from another thread, never sees one not yet
@@ -104,10 +105,11 @@ class Runtime:
         full rescan, so changes made during the swap are not lost.
         """
         old_ingests = self._ingests
-        watch_changed = watch != self._watch
         self._watch = watch
         kept = {ingest.section: ingest for ingest in old_ingests
-                if not watch_changed and tuple(ingest.readers) == tuple(readers.get(ingest.section, ()))}
+                if tuple(ingest.readers) == tuple(readers.get(ingest.section, ()))}
+        for ingest in kept.values():
+            ingest.use(watch)
         ingests = []
         for section, section_readers in readers.items():
             if section in kept:

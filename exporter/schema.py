@@ -144,6 +144,22 @@ def _one_of(choices: Sequence[str]) -> Callable[[Any], str]:
     return convert
 
 
+def glob_path(value) -> str:
+    """A file path or glob whose pattern compiles (``[z-a]`` would only fail later, when files are matched)."""
+    from exporter.paths import PathPattern
+
+    path = _string(value)
+    try:
+        PathPattern(path)
+    except re.error as exc:
+        raise ValueError("not a valid glob: %s" % exc) from None
+    return path
+
+
+def Glob() -> Scalar:
+    return Scalar("a file path or glob", glob_path)
+
+
 def String() -> Scalar:
     return Scalar("a non-empty string", _string)
 

@@ -68,3 +68,19 @@ def test_start_up_logs_each_warning(tmp_path, start_daemon, write_config):
     daemon = start_daemon("--config", config)
     assert ('msg="configuration will not work as written" problem="rush.cpu_acct[0]: folder %s/missing does not '
             'exist: nothing is read until it does (a share not mounted?)"' % tmp_path) in daemon.log()
+
+
+def test_a_glob_that_cannot_compile_is_a_config_error_with_its_key(write_config, tmp_path):
+    result = exporter("--check-config", "--config", write_config("rush:\n  cpu_acct: ['%s/[z-a].acct']\n" % tmp_path))
+    assert result.returncode == 2
+    assert "rush.cpu_acct[0] (line 2): expected a path or glob" in result.stderr
+    assert "not a valid glob" in result.stderr
+
+
+def test_kinds_with_their_own_absolute_paths_need_no_root(write_config, tmp_path):
+    (tmp_path / "ss.db").write_text("")
+    config = "royalrender:\n  module: simulated\n"
+    for kind in ("server_stats", "daily_stats", "client_info", "client_groups"):
+        config += "  %s:\n    path: '%s/ss.db'\n" % (kind, tmp_path)
+    result = exporter("--check-config", "--strict", "--config", write_config(config))
+    assert result.returncode == 0 and result.stderr == "", result.stderr

@@ -61,3 +61,41 @@ def test_systemd_socket_without_systemd_is_a_clear_error(write_config, tmp_path)
                             cwd=REPO, capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert "no sockets from systemd (LISTEN_PID is not this process" in result.stderr
+
+
+def test_systemd_socket_activation_on_a_unix_socket(write_config, tmp_path):
+    import http.client
+    import socket
+
+    class UnixConnection(http.client.HTTPConnection):
+        def __init__(self, path):
+            super().__init__("localhost", timeout=10)
+            self._path = path
+
+        def connect(self):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.connect(self._path)
+
+    config = write_config("rush:\n  cpu_acct: ['%s/*.acct']\n" % tmp_path)
+    path = str(tmp_path / "exporter.sock")
+    log = open(tmp_path / "exporter.log", "wb")
+    launcher = subprocess.Popen([shutil.which("systemd-socket-activate"), "-l", path, sys.executable, "-m",
+                                 "exporter", "--config", config, "--web.systemd-socket"],
+                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    try:
+        def served():
+            assert launcher.poll() is None, (tmp_path / "exporter.log").read_text()
+            try:
+                connection = UnixConnection(path)
+                connection.request("GET", "/metrics")
+                return connection.getresponse().status == 200
+            except OSError:
+                return False
+
+        wait_until(served, 30, "the exporter on a Unix socket")
+        wait_until(lambda: "msg=listening address=%s" % path in (tmp_path / "exporter.log").read_text(), 10,
+                   "the listening line")
+    finally:
+        launcher.send_signal(signal.SIGTERM)
+        launcher.wait(timeout=10)
+        log.close()

@@ -110,3 +110,28 @@ def test_post_reload_only_with_the_lifecycle_flag(tmp_path, start_daemon, write_
     assert status == 500 and b"rush.cpu_acct (line 2)" in body
     samples = daemon.wait_for_value("renderfarm_exporter_config_last_reload_successful", 0)  # rendered async
     assert value(samples, "rush_frames_total", host="render01", status="done") == 1
+
+
+def test_a_watch_only_reload_during_the_first_read_counts_every_frame_once(tmp_path, start_daemon, write_config):
+    """The reading thread of each source stays: a second one on the same readers would count lines twice."""
+    logs = tmp_path / "logs"
+    for host in range(2000):
+        folder = logs / ("render%04d" % host)
+        folder.mkdir(parents=True)
+        (folder / "cpu.acct").write_text("".join(
+            "p 948300000 tahoe-1 T anna %d render%04d 100 30 1 2 0 77\n" % (frame, host) for frame in range(3)))
+    rush = "rush:\n  cpu_acct: ['%s/*/cpu.acct']\n" % logs
+    config = write_config(rush)
+    daemon = start_daemon("--config", config, ready=False)
+    wait_until(lambda: daemon.proc.poll() is None and os.path.exists(daemon.stderr_path)
+               and "watching folder" in daemon.log(), 20, "the first read to start")
+    write_config(rush + "watch:\n  debounce: 50ms\n")
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.wait_ready(60)
+
+    def total():
+        samples = daemon.samples()
+        return sum(v for (name, labels), v in samples.items() if name == "rush_frames_total")
+
+    wait_until(lambda: total() >= 6000 and reload_count(daemon, "success") == 1, 60, "every frame and the reload")
+    assert total() == 6000

@@ -32,7 +32,7 @@ def test_probe_reports_module_classes_and_each_file(tmp_path, write_config):
     info = out.split("== client_info")[1].split("\n== ")[0]
     assert "NOT READ: loadFromFile failed: cannot load %s" % farm.path("client_info") in info
     clients = out.split("== client_stats")[1].split("\n== ")[0]
-    assert "files read: 5" in clients and "... 2 more files: 2 loaded, 0 failed" in clients
+    assert "files read: 5" in clients and "... 2 more files: 2 loaded (0 with members failing), 0 not loaded" in clients
 
 
 def test_probe_without_the_vendor_module_says_what_it_tried(tmp_path, write_config):

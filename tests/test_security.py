@@ -267,7 +267,7 @@ def test_a_costly_hash_delays_neither_start_nor_health(tmp_path, start_daemon, w
     costly = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=basicauth.MAX_COST)).decode()
     started = time.monotonic()
     basicauth.BasicAuth({"prometheus": costly})
-    assert time.monotonic() - started < 0.1, "loading hashed nothing"
+    assert time.monotonic() - started < 0.5, "loading hashed nothing (a cost-14 hash takes about a second)"
     web = write_web(tmp_path, "basic_auth_users:\n  prometheus: '%s'\n" % costly)
     daemon = start_daemon("--config", rush_config(tmp_path, write_config), "--web.config.file", web)
     guesses = [threading.Thread(target=daemon.get, args=("/metrics", basic(user, "guess")))
@@ -276,7 +276,7 @@ def test_a_costly_hash_delays_neither_start_nor_health(tmp_path, start_daemon, w
         guess.start()
     checked = time.monotonic()
     assert daemon.get("/-/healthy")[0] == 200
-    assert time.monotonic() - checked < 0.5, "/-/healthy waited for the bcrypt checks"
+    assert time.monotonic() - checked < 2.0, "/-/healthy waited for the bcrypt checks (each takes about 1 s)"
     for guess in guesses:
         guess.join()
 

@@ -64,3 +64,11 @@ def test_the_file_list_filters_without_javascript(tmp_path, start_daemon, write_
     # the form keeps what was chosen
     assert "<option selected=\"\">royalrender_client_stats</option>" in clients
     assert 'value="rrclient002"' in clients
+
+
+def test_any_query_string_gets_the_page(tmp_path, start_daemon, write_config):
+    daemon = start_daemon("--config", write_config("rush:\n  cpu_acct: ['%s/*.acct']\n" % tmp_path))
+    for query in ("?" + "&" * 40, "?" + "&".join("a=%d" % i for i in range(50)), "?status=%00&kind=<b>&q='"):
+        status, _, body = daemon.get("/" + query)
+        assert status == 200 and b"Files (0 of 0)" in body, query
+    assert "answering a request failed" not in daemon.log()

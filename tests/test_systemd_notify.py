@@ -89,7 +89,8 @@ def test_a_reload_beside_a_hung_read_never_delays_a_watchdog_ping(tmp_path, star
                "pings after the old reader's retirement")
     pings = [at for at in notify_socket.times("WATCHDOG=1") if at >= hup - 1.0]
     gaps = [b - a for a, b in zip(pings, pings[1:])]
-    assert reloaded - hup < 3.0
-    assert len(pings) >= read_timeout and max(gaps) < 1.6, "pings at %s" % ["%.2f" % (p - hup) for p in pings]
+    # the margins are for a loaded 2-core CI machine; the hung read lasts read_timeout (6 s)
+    assert reloaded - hup < read_timeout - 1, "the reload waited for the hung read"
+    assert len(pings) >= read_timeout and max(gaps) < 3.0, "pings at %s" % ["%.2f" % (p - hup) for p in pings]
     assert "withholding the systemd watchdog ping" not in daemon.log(), "a thread swapped by the reload looked dead"
     assert daemon.proc.poll() is None

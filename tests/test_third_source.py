@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, value, wait_until
+from conftest import REPO, value
 
 PLUGIN = os.path.join(REPO, "tests", "plugins", "thirdfarm")
 

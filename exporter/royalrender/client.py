@@ -107,6 +107,7 @@ class WorkerClient:
         self._proc: Optional[subprocess.Popen] = None
         self._requests: Optional[Any] = None
         self._replies = -1
+        self._poller = select.poll()
         self._buffer = bytearray()
         self._start_backoff = START_BACKOFF_SECONDS
         self._start_not_before = 0.0
@@ -179,7 +180,7 @@ class WorkerClient:
             if left <= 0:
                 self._crashed("worker timed out after %.0f s %s" % (timeout, doing), step)
             # in slices: a child the module forked may hold the pipe open after the worker died
-            ready, _, _ = select.select([self._replies], [], [], min(left, EXIT_CHECK_SECONDS))
+            ready = self._poller.poll(1000 * min(left, EXIT_CHECK_SECONDS))
             if not ready and self._proc is not None and self._proc.poll() is not None:
                 self._crashed("worker crashed (exit code %s) %s" % (self._proc.returncode, doing), step)
             if ready:
@@ -271,7 +272,7 @@ class WorkerClient:
                 stderr=subprocess.STDOUT, pass_fds=(request_read, reply_write), env=self._environment(),
                 start_new_session=True)  # its own process group: children the module forks are killed with it
         except OSError as exc:
-            for fd in (request_read, request_write, reply_read, reply_write):
+            for fd in (request_write, reply_read):  # the worker's ends are closed below
                 os.close(fd)
             self._delay_start()
             raise WorkerStartFailed("cannot start the worker with %s: %s" % (self.settings.python, exc)) from None
@@ -280,6 +281,8 @@ class WorkerClient:
                 _close_quietly(fd)
         self._requests = os.fdopen(request_write, "wb")
         self._replies, self._buffer = reply_read, bytearray()
+        self._poller = select.poll()  # not select(): the daemon may hold descriptors above 1023
+        self._poller.register(reply_read, select.POLLIN)
         self._drain = threading.Thread(target=self._drain_output, args=(self._proc,), name="rr-vendor-output",
                                        daemon=True)
         self._drain.start()

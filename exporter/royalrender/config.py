@@ -13,7 +13,7 @@ from exporter.royalrender import timezone
 from exporter.royalrender.client import WorkerSettings, default_python
 from exporter.royalrender.kinds import KINDS
 from exporter.royalrender.vendor import module
-from exporter.schema import Boolean, Duration, Either, Field, ListOf, Scalar, String, Struct
+from exporter.schema import Boolean, Duration, Either, Field, Glob, ListOf, Scalar, String, Struct
 from exporter.sources import ConfigNotice
 
 
@@ -66,7 +66,7 @@ def _kind_schema(kind) -> Struct:
         {
             "enabled": Field(Boolean(), default=None,
                              doc="read this file kind; default: yes when it has a path (set, or a public default)"),
-            "path": Field(Either(String(), ListOf(String())), doc="file or glob, or a list; " + where),
+            "path": Field(Either(Glob(), ListOf(Glob())), doc="file or glob, or a list; " + where),
             **kind.EXTRA_OPTIONS,
         },
         build=build,
@@ -123,9 +123,10 @@ def relative_to(config: RoyalRenderConfig, folder: str) -> RoyalRenderConfig:
 
 def _check_root(config: RoyalRenderConfig) -> List[ConfigNotice]:
     root = module.resolve_root(config.root)
-    with_default = ", ".join(kind.NAME for kind in KINDS if kind.DEFAULT_PATH and config.kinds[kind.NAME].enabled)
+    relying = [kind.NAME for kind in KINDS if kind.DEFAULT_PATH and config.kinds[kind.NAME].enabled
+               and not config.kinds[kind.NAME].paths]
     if root is None:
-        return [ConfigNotice("root", "no root and no $RR_ROOT: %s have no path" % with_default)]
+        return [ConfigNotice("root", "no root and no $RR_ROOT: %s have no path" % ", ".join(relying))] if relying else []
     if not os.path.isdir(root):
         return [ConfigNotice("root", "folder %s does not exist (RR not mounted?)" % root)]
     return []

@@ -139,19 +139,24 @@ def _report_kind(kind, kind_config, settings, worker: WorkerClient, out: TextIO)
         problems += _report_file(kind, kind_config.options, path, worker, settings.timezone, out)
     rest = files[DETAILED_FILES:]
     if rest:
-        failed = [path for path in rest if not _loads(kind, kind_config.options, path, worker)]
-        out.write("   ... %d more files: %d loaded, %d failed%s\n" % (
-            len(rest), len(rest) - len(failed), len(failed), (": " + ", ".join(failed[:10])) if failed else ""))
+        outcomes = {path: _outcome(kind, kind_config.options, path, worker) for path in rest}
+        failed = [path for path, outcome in outcomes.items() if outcome == "not loaded"]
+        partial = [path for path, outcome in outcomes.items() if outcome == "members failed"]
+        out.write("   ... %d more files: %d loaded (%d with members failing), %d not loaded%s\n" % (
+            len(rest), len(rest) - len(failed), len(partial), len(failed),
+            (": " + ", ".join(failed[:10])) if failed else ""))
         problems += ["%s: not loaded" % path for path in failed]
+        problems += ["%s: loaded, but members failed" % path for path in partial]
     out.write("\n")
     return problems
 
 
-def _loads(kind, options: Dict[str, Any], path: str, worker: WorkerClient) -> bool:
+def _outcome(kind, options: Dict[str, Any], path: str, worker: WorkerClient) -> str:
+    """"loaded", "members failed" (loaded, some values dropped) or "not loaded"."""
     try:
-        return not worker.read(kind.NAME, path, worker_options(options)).member_failures
+        return "members failed" if worker.read(kind.NAME, path, worker_options(options)).member_failures else "loaded"
     except WorkerError:
-        return False
+        return "not loaded"
 
 
 def _report_file(kind, options: Dict[str, Any], path: str, worker: WorkerClient, zone: Timezone,

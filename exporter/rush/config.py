@@ -8,7 +8,8 @@ from typing import List, Optional, Pattern, Tuple
 
 from exporter.budget import TRUNCATED_SUFFIX
 from exporter.paths import glob_problems, missing_root
-from exporter.schema import Boolean, Duration, Either, Field, HostRegex, Integer, ListOf, Scalar, String, Struct
+from exporter.schema import (Boolean, Duration, Either, Field, Glob, HostRegex, Integer, ListOf, Scalar, String,
+                             Struct, glob_path)
 from exporter.sources import ConfigNotice
 
 #: Series one admitted user or job title can create: frames in 4 statuses plus wall seconds.
@@ -50,9 +51,7 @@ class RushConfig:
 
 
 def _entry_from_string(value) -> CpuAcctEntry:
-    if not isinstance(value, str) or not value:
-        raise ValueError()
-    return CpuAcctEntry(path=value)
+    return CpuAcctEntry(path=glob_path(value))
 
 
 def _breakdown_schema() -> Struct:
@@ -73,7 +72,7 @@ _ENTRY = Either(
     Scalar("a path or glob", _entry_from_string),
     Struct(
         {
-            "path": Field(String(), required=True, doc="file or glob (** allowed)"),
+            "path": Field(Glob(), required=True, doc="file or glob (** allowed)"),
             "host": Field(String(), doc="host label for this file's gauges"),
             "host_from_path": Field(HostRegex(), doc="regex with (?P<host>...) searched in the path"),
         },
