@@ -125,7 +125,8 @@ def process_metrics_served(options):
             except OSError:
                 return None
 
-        wait_until(lambda: metrics() is not None, 30, "the exporter under the unit's /proc")
+        # the process section is rendered on demand: python_info (always there) says it is in
+        wait_until(lambda: "python_info{" in (metrics() or ""), 30, "the process section under the unit's /proc")
         samples = parse_samples(metrics())
         return {name for (name, _labels) in samples if name.startswith("process_")}
     finally:
