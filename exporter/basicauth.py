@@ -79,6 +79,8 @@ class BasicAuth:
         if verdict is not None:
             return verdict
         credentials = parse_authorization(authorization)
+        if credentials is None:  # cached() has answered False already; this tells mypy
+            return False
         verdict = self._verify(*credentials)
         with self._lock:
             self._verdicts[self._cache_key(credentials)] = verdict

@@ -245,7 +245,7 @@ class ExpositionCache:
                 openmetrics.append(section.openmetrics)
                 text_pieces.append(section.text_deflated)
                 openmetrics_pieces.append(section.openmetrics_deflated)
-            elif placed is not None:
+            elif placed is not None and previous is not None:  # previous is None only before any placement
                 texts.append(previous.text[text_at:text_at + placed.text_length])
                 openmetrics.append(previous.openmetrics[openmetrics_at:openmetrics_at + placed.openmetrics_length])
                 text_pieces.append(placed.text_deflated)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 from dataclasses import dataclass
-from typing import (Any, Callable, Collection, Dict, Iterable, Optional, Protocol, Sequence, TextIO, Tuple,
+from typing import (Any, Callable, Collection, Dict, Iterable, Optional, Protocol, Sequence, TextIO, Tuple, TypeVar,
                     runtime_checkable)
 
 from prometheus_client.metrics_core import Metric
@@ -53,17 +53,26 @@ class Described(Protocol):
     notes: Tuple[Tuple[str, str], ...]
 
 
-class Reader(Protocol):
+#: The snapshot type of one reader: ``families`` takes only what its own ``sync`` returns.
+SnapshotT = TypeVar("SnapshotT", bound=Snapshot)
+
+
+class Reader(Protocol[SnapshotT]):
     """Reads the files its ``patterns`` match; a reader without patterns reads no file and reports on its
-    source (it is synced on every pass, after the source's other readers)."""
+    source (it is synced on every pass, after the source's other readers).
+
+    ``Reader`` alone (``Reader[Any]``) is any reader, whatever its snapshot type."""
 
     kind: str
-    patterns: Sequence[PathPattern]
 
-    def sync(self, paths: Optional[Collection[str]]) -> Snapshot:
+    @property
+    def patterns(self) -> Sequence[PathPattern]:
+        """Read-only for the contract, so a reader may hold them in a list."""
+
+    def sync(self, paths: Optional[Collection[str]]) -> SnapshotT:
         """Reads the given changed paths, or rescans everything when ``paths`` is None."""
 
-    def families(self, snapshot: Snapshot) -> Iterable[Metric]:
+    def families(self, snapshot: SnapshotT) -> Iterable[Metric]:
         """The metric families of a snapshot; called off the ingest thread."""
 
     def close(self) -> None:

@@ -117,10 +117,15 @@ class RrFarmSimulator:
     def step(self) -> None:
         """Rewrites the files whose save is due, as the RR server and clients would."""
         now = time.monotonic()
+
+        def write_all_client_stats() -> None:
+            for client in self.clients:
+                self.write_client_stats(client)
+
         writers = {"server_stats": self.write_server_stats, "daily_stats": self.write_daily_stats,
                    "client_info": self.write_client_info, "render_time": self.write_render_time,
                    "licenses": self.write_licenses, "client_groups": self.write_client_groups,
-                   "client_stats": lambda: [self.write_client_stats(c) for c in self.clients],
+                   "client_stats": write_all_client_stats,
                    "frame_stats": lambda: self.write_frame_stats("job%04d" % self._rng.randint(1, 8))}
         for kind, interval in self.cadence().items():
             if now - self._last_write.get(kind, float("-inf")) >= interval / self.speed:

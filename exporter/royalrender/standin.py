@@ -251,6 +251,7 @@ CLIENT_ITEM_FIELDS = ("userLoggedIn", "cpuTotal", "gpuTotal", "memTotal10MB", "n
 
 class _rrClientStats_day_data_jobthread(_Fields):  # noqa: N801
     _names = ("status", "cpuRender", "memRender10MB", "jobIDShort")
+    jobIDShort: int  # set by _Fields, as the other _names
 
     def jobIDShortStr(self) -> str:  # noqa: N802
         return "{%08X}" % self.jobIDShort
@@ -437,7 +438,9 @@ class _StatsRenderTime(_Loadable):  # noqa: N801
     def getProject(self, idx: int) -> _StatsRenderTime_project:  # noqa: N802
         return _StatsRenderTime_project(self._data["projects"][idx])
 
-    loadFromFile = None  # not a method of this class in the vendor's module
+    # Not a method of this class in the vendor's module: hiding the inherited one breaks
+    # the base class's interface on purpose, which is what the stand-in must mimic.
+    loadFromFile = None  # type: ignore[assignment]
 
 
 # -- _AppLicenses_v8: render license counts of rrConfig's "Render Lic" tab -------------
