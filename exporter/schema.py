@@ -49,7 +49,7 @@ class Schema:
 
     expected = "a value"
 
-    def load(self, node: yaml.Node, path: str, errors: Errors) -> Any:
+    def load(self, node: Optional[yaml.Node], path: str, errors: Errors) -> Any:  # None: an empty document
         raise NotImplementedError
 
     def accepts(self, node: yaml.Node) -> bool:

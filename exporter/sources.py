@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 from dataclasses import dataclass
-from typing import (Any, Callable, Collection, Dict, Iterable, Optional, Protocol, Sequence, TextIO, Tuple, TypeVar,
+from typing import (Any, Callable, ClassVar, Collection, Dict, Iterable, Optional, Protocol, Sequence, TextIO, Tuple, TypeVar,
                     runtime_checkable)
 
 from prometheus_client.metrics_core import Metric
@@ -41,8 +41,11 @@ class FileStatus:
 
 
 class Snapshot(Protocol):
-    """Immutable result of a reader's ``sync``; kind-specific data beside ``files``."""
+    """Immutable result of a reader's ``sync``; kind-specific data beside ``files``.
 
+    A dataclass, so that the ingest can copy it with a file marked down (``dataclasses.replace``)."""
+
+    __dataclass_fields__: ClassVar[Dict[str, Any]]
     files: Tuple[FileStatus, ...]
 
 
