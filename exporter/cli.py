@@ -126,8 +126,9 @@ def probe(argv: List[str], source: Optional[str] = None) -> int:
     if section is None:
         print("The configuration has no %s section: nothing to probe." % args.source)
         return EXIT_INVALID
-    chosen = next(s for s in registered_sources() if s.name == args.source)
-    return chosen.probe(section, sys.stdout)
+    # The parser offers only the sources that have a probe.
+    chosen = next(s.probe for s in registered_sources() if s.name == args.source and s.probe is not None)
+    return chosen(section, sys.stdout)
 
 
 def _time(value: str) -> float:

@@ -86,7 +86,9 @@ class Reloader:
         with self._lock:
             self.web.refresh()
             try:
-                problem = self._apply(load(self._path)) if self._path else None
+                if self._path:
+                    self._apply(load(self._path))
+                problem = None
             except ConfigError as exc:
                 problem = str(exc)
             except Exception as exc:  # noqa: BLE001 - a reload must never take the daemon down

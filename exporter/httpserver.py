@@ -40,7 +40,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Callable, Deque, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Callable, Deque, Dict, List, Mapping, Optional, Sequence, Set, Tuple, cast
 
 from exporter import __version__
 from exporter.basicauth import BasicAuth
@@ -492,7 +492,7 @@ class Server:
     def _handshake(self, conn: Connection) -> None:
         """The TLS handshake, one non-blocking step at a time; its time counts against HEAD_TIMEOUT."""
         try:
-            conn.sock.do_handshake()
+            cast(ssl.SSLSocket, conn.sock).do_handshake()  # the state is "handshake" only for TLS sockets
         except ssl.SSLWantReadError:
             self._watch(conn, selectors.EVENT_READ)
         except ssl.SSLWantWriteError:
@@ -536,7 +536,8 @@ class Server:
             conn.buffer += data
             if not conn.started:
                 conn.started = True
-                conn.deadline = min(conn.deadline, time.monotonic() + HEAD_TIMEOUT)
+                head_deadline = time.monotonic() + HEAD_TIMEOUT
+                conn.deadline = head_deadline if conn.deadline is None else min(conn.deadline, head_deadline)
             if self._take_head(conn):
                 return
 

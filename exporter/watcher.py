@@ -224,7 +224,7 @@ class Watcher:
         root.mode = self._choose_mode(root)
         if root.mode == "events" and self._events is None:
             root.mode = "poll"
-        elif root.mode == "events":
+        elif root.mode == "events" and self._events is not None:
             try:
                 root.watch = self._events.schedule(self._handler, root.directory, recursive=root.recursive)
                 root.observer = self._events
@@ -243,10 +243,11 @@ class Watcher:
             log.warning("cannot watch folder; relying on rescans", extra=fields(directory=root.directory, error=exc))
 
     def _unschedule(self, root: _Root) -> None:
-        try:
-            root.observer.unschedule(root.watch)
-        except (KeyError, OSError, AttributeError):
-            pass
+        if root.observer is not None and root.watch is not None:  # else it was never scheduled
+            try:
+                root.observer.unschedule(root.watch)
+            except (KeyError, OSError, AttributeError):
+                pass
         root.watch = root.observer = None
 
     @staticmethod

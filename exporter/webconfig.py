@@ -24,7 +24,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional, Tuple
+from typing import Callable, List, Mapping, Optional, Tuple
 
 from exporter.basicauth import MAX_COST, MIN_COST, BasicAuth, cost, is_bcrypt_hash
 from exporter.config import ConfigError
@@ -83,7 +83,8 @@ class WebSettings:
         losses = []
         if self.ssl_context is not None and new.ssl_context is None:
             losses.append("TLS")
-        elif self.ssl_context is not None and new.ssl_context.verify_mode < self.ssl_context.verify_mode:
+        elif (self.ssl_context is not None and new.ssl_context is not None
+              and new.ssl_context.verify_mode < self.ssl_context.verify_mode):
             losses.append("client certificate checks")
         if self.auth is not None and new.auth is None:
             losses.append("basic auth")
@@ -136,7 +137,7 @@ def load(path: str) -> WebSettings:
         raise ConfigError(path, errors.problems)
     document = document or _SCHEMA.defaults()
     base = os.path.dirname(os.path.abspath(path))
-    problems = []
+    problems: List[Problem] = []
     tls = document["tls_server_config"]
     context = None
     named: Tuple[str, ...] = ()
@@ -209,7 +210,7 @@ def _canonical_headers(headers: Mapping[str, str], problems) -> Mapping[str, str
 
 def _identity(paths: Tuple[str, ...]):
     """What changes when any of the files is rewritten, replaced or removed."""
-    marks = []
+    marks: List[Optional[Tuple[int, int, int]]] = []
     for path in paths:
         try:
             st = os.stat(path)
@@ -252,6 +253,7 @@ class WebConfigFile:
 
     def _replace(self) -> Optional[str]:
         """Swaps in the file's new settings; None on success, else why the previous ones stay."""
+        assert self.path  # refresh() returns early when there is no file
         try:
             settings = load(self.path)
         except ConfigError as exc:

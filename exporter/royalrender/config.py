@@ -103,8 +103,10 @@ def _wanted_paths(kind, config: KindConfig) -> List[str]:
 
 def kind_paths(kind, config: KindConfig, root: Optional[str]) -> List[str]:
     """The kind's patterns as absolute paths; relative ones without a root are left out (a config notice)."""
-    return [path if os.path.isabs(path) else os.path.join(root, path)
-            for path in _wanted_paths(kind, config) if os.path.isabs(path) or root]
+    wanted = _wanted_paths(kind, config)
+    if not root:
+        return [path for path in wanted if os.path.isabs(path)]
+    return [path if os.path.isabs(path) else os.path.join(root, path) for path in wanted]
 
 
 def worker_settings(config: RoyalRenderConfig) -> WorkerSettings:
