@@ -59,7 +59,7 @@ class BasicAuth:
         self._users = {name.encode("utf-8"): hashed.encode("ascii") for name, hashed in users.items()}
         self._dummy = _dummy_hash(min(self._users.values(), key=lambda h: cost(h.decode())))
         self._key = os.urandom(32)
-        self._verdicts: "OrderedDict[bytes, bool]" = OrderedDict()
+        self._verdicts: OrderedDict[bytes, bool] = OrderedDict()
         self._lock = threading.Lock()
 
     def cached(self, authorization: Optional[str]) -> Optional[bool]:

@@ -14,8 +14,8 @@ from typing import List, Optional
 
 from exporter import __version__, logs, webconfig
 from exporter.config import ConfigError, load, notices
-from exporter.sources import registered_sources
 from exporter.httpserver import DEFAULT_LISTEN_ADDRESS, parse_listen_address
+from exporter.sources import registered_sources
 
 log = logging.getLogger("exporter.cli")
 
@@ -28,7 +28,7 @@ def _listen_address(value: str) -> str:
     try:
         parse_listen_address(value)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc))
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return value
 
 
@@ -137,7 +137,7 @@ def _time(value: str) -> float:
     try:
         return parse_time(value)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc))
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _duration(value: str) -> float:
@@ -146,7 +146,7 @@ def _duration(value: str) -> float:
     try:
         return parse_duration(value)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc))
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _sources(value: str) -> List[str]:

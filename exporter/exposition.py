@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import struct
 import threading
-import zlib
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from prometheus_client.exposition import generate_latest as render_text
 from prometheus_client.metrics_core import Metric
-from prometheus_client.samples import Sample
 from prometheus_client.openmetrics.exposition import generate_latest as render_openmetrics
+from prometheus_client.samples import Sample
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"

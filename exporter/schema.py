@@ -127,7 +127,7 @@ def _regex_with_group(group: str) -> Callable[[Any], Any]:
         try:
             compiled = re.compile(value)
         except re.error as exc:
-            raise ValueError("invalid regular expression: %s" % exc)
+            raise ValueError("invalid regular expression: %s" % exc) from None
         if group not in compiled.groupindex:
             raise ValueError("needs a named group (?P<%s>...)" % group)
         return compiled
@@ -144,31 +144,31 @@ def _one_of(choices: Sequence[str]) -> Callable[[Any], str]:
     return convert
 
 
-def String() -> Scalar:
+def String() -> Scalar:  # noqa: N802 - named as the type it builds
     return Scalar("a non-empty string", _string)
 
 
-def Boolean() -> Scalar:
+def Boolean() -> Scalar:  # noqa: N802 - named as the type it builds
     return Scalar("true or false", _boolean)
 
 
-def Integer(minimum: int = 0) -> Scalar:
+def Integer(minimum: int = 0) -> Scalar:  # noqa: N802 - named as the type it builds
     return Scalar("an integer >= %d" % minimum, _integer(minimum))
 
 
-def Duration() -> Scalar:
+def Duration() -> Scalar:  # noqa: N802 - named as the type it builds
     return Scalar("a duration", parse_duration)
 
 
-def GroupRegex(group: str) -> Scalar:
+def GroupRegex(group: str) -> Scalar:  # noqa: N802 - named as the type it builds
     return Scalar("a regular expression with a (?P<%s>...) group" % group, _regex_with_group(group))
 
 
-def HostRegex() -> Scalar:
+def HostRegex() -> Scalar:  # noqa: N802 - named as the type it builds
     return GroupRegex("host")
 
 
-def OneOf(*choices: str) -> Scalar:
+def OneOf(*choices: str) -> Scalar:  # noqa: N802 - named as the type it builds
     return Scalar("one of %s" % ", ".join(choices), _one_of(choices))
 
 

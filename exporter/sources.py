@@ -16,8 +16,21 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 from dataclasses import dataclass
-from typing import (Any, Callable, ClassVar, Collection, Dict, Iterable, Optional, Protocol, Sequence, TextIO, Tuple, TypeVar,
-                    runtime_checkable)
+from typing import (
+    Any,
+    Callable,
+    ClassVar,
+    Collection,
+    Dict,
+    Iterable,
+    Optional,
+    Protocol,
+    Sequence,
+    TextIO,
+    Tuple,
+    TypeVar,
+    runtime_checkable,
+)
 
 from prometheus_client.metrics_core import Metric
 
@@ -116,7 +129,7 @@ class Source:
     doc: str
     relative_to: Callable[[Any, str], Any] = _as_written
     check: Callable[[Any], Sequence[ConfigNotice]] = _no_notices
-    history: Optional[Callable[[Any, "HistorySink"], Sequence[str]]] = None
+    history: Optional[Callable[[Any, HistorySink], Sequence[str]]] = None
     probe: Optional[Callable[[Any, TextIO], int]] = None
 
 
@@ -143,7 +156,7 @@ class HistorySink(Protocol):
 ENTRY_POINT_GROUP = "renderfarm_exporter.sources"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def registered_sources() -> Tuple[Source, ...]:
     """Every installed source, in name order (the exposition order); one per name."""
     points = importlib.metadata.entry_points()

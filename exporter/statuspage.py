@@ -39,7 +39,7 @@ class Filter:
     text: str = ""
 
     @classmethod
-    def parse(cls, query: str) -> "Filter":
+    def parse(cls, query: str) -> Filter:
         params = urllib.parse.parse_qs(query, max_num_fields=10)
 
         def first(name: str) -> str:

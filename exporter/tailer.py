@@ -177,7 +177,7 @@ class Tailer:
         self._by_path: Dict[str, _Cursor] = {}
         self._by_identity: Dict[Identity, _Cursor] = {}
         self._retired: List[_Cursor] = []
-        self._gone: "OrderedDict[str, _Position]" = OrderedDict()
+        self._gone: OrderedDict[str, _Position] = OrderedDict()
 
     @property
     def paths(self) -> Set[str]:

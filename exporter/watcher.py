@@ -85,7 +85,7 @@ class _Handler(FileSystemEventHandler):
             self._on_path(os.fsdecode(event.src_path))
             if event.event_type == "moved":
                 self._on_path(os.fsdecode(event.dest_path))
-        except Exception:  # noqa: BLE001 - must not escape into watchdog's thread
+        except Exception:  # must not escape into watchdog's thread
             log.exception("error handling a file event")
 
 
@@ -167,7 +167,7 @@ class Watcher:
                 if now != last:
                     self._on_status_change()
                 last = now
-            except Exception:  # noqa: BLE001 - the supervisor must outlive any one failure
+            except Exception:  # the supervisor must outlive any one failure
                 log.exception("watch supervision failed; retrying")
 
     def supervise(self) -> None:

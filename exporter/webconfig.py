@@ -29,8 +29,8 @@ from typing import Callable, List, Mapping, Optional, Tuple
 from exporter.basicauth import MAX_COST, MIN_COST, BasicAuth, cost, is_bcrypt_hash
 from exporter.config import ConfigError
 from exporter.logs import fields
-from exporter.selfmetrics import ReloadStatus
 from exporter.schema import Boolean, Errors, Field, MapOf, OneOf, Problem, Scalar, String, Struct, load_document
+from exporter.selfmetrics import ReloadStatus
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class WebSettings:
     headers: Mapping[str, str] = field(default_factory=dict)
     files: Tuple[str, ...] = ()  # the web config file and the files it names, watched for changes
 
-    def weakened_by(self, new: "WebSettings") -> Tuple[str, ...]:
+    def weakened_by(self, new: WebSettings) -> Tuple[str, ...]:
         """What ``new`` would give up of this one's protection; empty when it keeps all of it.
 
         Users and certificates may change freely; what counts is whether a

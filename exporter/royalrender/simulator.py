@@ -248,7 +248,8 @@ class RrFarmSimulator:
                 "saveNameCopy": name, "saveVersionCopy": "9.1.%d" % (i % 3), "lastConnect": now - rng.randint(0, 60),
                 "lastWOLTry": now - 3600 * (1 + i % 5), "WOLTryCount": 0 if woke else 1 + i % 3,
                 "ips": [["10.1.0.%d" % (i + 1), now - 86400]],
-                "wols": [{"success": woke, "bootTime": 40 + i % 30 if woke else 0, "dateTime": now - 3600 * (1 + i % 5)}],
+                "wols": [{"success": woke, "bootTime": 40 + i % 30 if woke else 0,
+                          "dateTime": now - 3600 * (1 + i % 5)}],
             })
         self._write("client_info", "", {"clients": clients})
 

@@ -81,7 +81,8 @@ _ENTRY = Either(
     ),
 )
 
-_BREAKDOWNS = Struct({"users": Field(_breakdown_schema(), Breakdown()), "titles": Field(_breakdown_schema(), Breakdown())})
+_BREAKDOWNS = Struct({"users": Field(_breakdown_schema(), Breakdown()),
+                      "titles": Field(_breakdown_schema(), Breakdown())})
 
 
 _HOSTS = Struct({
