@@ -224,7 +224,7 @@ class Struct(Schema):
                 values[key] = spec.default
         return None if failed else self._build(**values)
 
-    def defaults(self):
+    def defaults(self) -> Any:
         return self._build(**{key: spec.default for key, spec in self.fields.items()})
 
 

@@ -154,11 +154,12 @@ def load(path: str) -> WebSettings:
 
 def _resolved(tls: TlsSettings, base: str) -> TlsSettings:
     """Relative paths are relative to the web config file, as in exporter-toolkit."""
-    def resolve(p):
-        return p if p is None else os.path.join(base, p)
+    def resolve(p: str) -> str:
+        return os.path.join(base, p)
 
+    ca = tls.client_ca_file
     return TlsSettings(resolve(tls.cert_file), resolve(tls.key_file), tls.client_auth_type,
-                       resolve(tls.client_ca_file), tls.min_version, tls.max_version)
+                       None if ca is None else resolve(ca), tls.min_version, tls.max_version)
 
 
 def _ssl_context(tls: TlsSettings, problems) -> Optional[ssl.SSLContext]:

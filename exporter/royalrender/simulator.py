@@ -17,7 +17,7 @@ import math
 import os
 import random
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from exporter.royalrender import simformat
 from exporter.royalrender.standin import RR8_NAMES, RR9_GLOBAL_FIELDS
@@ -122,7 +122,8 @@ class RrFarmSimulator:
             for client in self.clients:
                 self.write_client_stats(client)
 
-        writers = {"server_stats": self.write_server_stats, "daily_stats": self.write_daily_stats,
+        writers: Dict[str, Callable[[], None]] = {
+                   "server_stats": self.write_server_stats, "daily_stats": self.write_daily_stats,
                    "client_info": self.write_client_info, "render_time": self.write_render_time,
                    "licenses": self.write_licenses, "client_groups": self.write_client_groups,
                    "client_stats": write_all_client_stats,
