@@ -41,7 +41,7 @@ class LoadResult:
     errors: List[str] = field(default_factory=list)
     latencies: List[float] = field(default_factory=list)
 
-    def merge(self, other: "LoadResult") -> None:
+    def merge(self, other: LoadResult) -> None:
         self.scrapes += other.scrapes
         self.errors.extend(other.errors)
         self.latencies.extend(other.latencies)

@@ -148,7 +148,7 @@ def run(config: Config, output: str, since: float, until: float, sources: Sequen
     with open(output, "w", encoding="utf-8") as out:
         store.write(out)
     series, samples, first, last = store.summary()
-    span = "%s to %s" % (_utc(first), _utc(last)) if first is not None else "no samples"
+    span = "%s to %s" % (_utc(first), _utc(last)) if first is not None and last is not None else "no samples"
     err.write("wrote %s: %d series, %d samples, %s\n" % (output, series, samples, span))
     for problem in problems:
         err.write("skipped: %s\n" % problem)

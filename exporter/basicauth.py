@@ -59,7 +59,7 @@ class BasicAuth:
         self._users = {name.encode("utf-8"): hashed.encode("ascii") for name, hashed in users.items()}
         self._dummy = _dummy_hash(min(self._users.values(), key=lambda h: cost(h.decode())))
         self._key = os.urandom(32)
-        self._verdicts: "OrderedDict[bytes, bool]" = OrderedDict()
+        self._verdicts: OrderedDict[bytes, bool] = OrderedDict()
         self._lock = threading.Lock()
 
     def cached(self, authorization: Optional[str]) -> Optional[bool]:
@@ -79,6 +79,8 @@ class BasicAuth:
         if verdict is not None:
             return verdict
         credentials = parse_authorization(authorization)
+        if credentials is None:  # cached() has answered False already; this tells mypy
+            return False
         verdict = self._verify(*credentials)
         with self._lock:
             self._verdicts[self._cache_key(credentials)] = verdict

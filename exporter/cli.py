@@ -14,8 +14,8 @@ from typing import List, Optional
 
 from exporter import __version__, logs, webconfig
 from exporter.config import ConfigError, load, notices
-from exporter.sources import registered_sources
 from exporter.httpserver import DEFAULT_LISTEN_ADDRESS, parse_listen_address
+from exporter.sources import registered_sources
 
 log = logging.getLogger("exporter.cli")
 
@@ -28,7 +28,7 @@ def _listen_address(value: str) -> str:
     try:
         parse_listen_address(value)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc))
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return value
 
 
@@ -126,8 +126,9 @@ def probe(argv: List[str], source: Optional[str] = None) -> int:
     if section is None:
         print("The configuration has no %s section: nothing to probe." % args.source)
         return EXIT_INVALID
-    chosen = next(s for s in registered_sources() if s.name == args.source)
-    return chosen.probe(section, sys.stdout)
+    # The parser offers only the sources that have a probe.
+    chosen = next(s.probe for s in registered_sources() if s.name == args.source and s.probe is not None)
+    return chosen(section, sys.stdout)
 
 
 def _time(value: str) -> float:
@@ -136,7 +137,7 @@ def _time(value: str) -> float:
     try:
         return parse_time(value)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc))
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _duration(value: str) -> float:
@@ -145,7 +146,7 @@ def _duration(value: str) -> float:
     try:
         return parse_duration(value)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc))
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _sources(value: str) -> List[str]:

@@ -74,7 +74,7 @@ class Reloader:
                     sdnotify.notify("READY=1")
                 else:
                     self.web.refresh()
-            except Exception:  # noqa: BLE001 - the thread must outlive any one failure
+            except Exception:  # the thread must outlive any one failure
                 log.exception("reload thread: unexpected failure; going on")
 
     def _web_changed(self) -> None:
@@ -86,10 +86,12 @@ class Reloader:
         with self._lock:
             self.web.refresh()
             try:
-                problem = self._apply(load(self._path)) if self._path else None
+                if self._path:
+                    self._apply(load(self._path))
+                problem = None
             except ConfigError as exc:
                 problem = str(exc)
-            except Exception as exc:  # noqa: BLE001 - a reload must never take the daemon down
+            except Exception as exc:  # a reload must never take the daemon down
                 log.exception("applying the new configuration failed")
                 problem = "applying the new configuration failed: %s" % exc
             self._record(problem)

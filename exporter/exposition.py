@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import struct
 import threading
-import zlib
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from prometheus_client.exposition import generate_latest as render_text
 from prometheus_client.metrics_core import Metric
-from prometheus_client.samples import Sample
 from prometheus_client.openmetrics.exposition import generate_latest as render_openmetrics
+from prometheus_client.samples import Sample
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -245,7 +245,7 @@ class ExpositionCache:
                 openmetrics.append(section.openmetrics)
                 text_pieces.append(section.text_deflated)
                 openmetrics_pieces.append(section.openmetrics_deflated)
-            elif placed is not None:
+            elif placed is not None and previous is not None:  # previous is None only before any placement
                 texts.append(previous.text[text_at:text_at + placed.text_length])
                 openmetrics.append(previous.openmetrics[openmetrics_at:openmetrics_at + placed.openmetrics_length])
                 text_pieces.append(placed.text_deflated)

@@ -13,13 +13,15 @@ Rush line re-renders thousands of unchanged rows).
 
 from __future__ import annotations
 
-from typing import List, Mapping, Optional, Sequence, Tuple, Union
+from typing import List, Mapping, Optional, Sequence, Tuple, TypeVar, Union, cast
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.samples import Sample
 
 LabelValues = Union[str, Tuple[str, ...]]
 Row = Tuple[Tuple[str, ...], float]
+# Mapping is invariant in its keys: a TypeVar lets callers pass {(str, str): int} or {str: float}.
+Key = TypeVar("Key", bound=LabelValues)
 
 
 class _RowFamily:
@@ -30,14 +32,18 @@ class _RowFamily:
     sample_name: str = ""
     _samples: Optional[List[Sample]] = None
 
-    def _set_rows(self, labels: Sequence[str], samples: Mapping[LabelValues, float], sample_name: str) -> None:
+    def _set_rows(self, labels: Sequence[str], samples: Mapping[Key, float], sample_name: str) -> None:
         self.label_names = tuple(labels)
         self.sample_name = sample_name
         keys = sorted(samples)
         values = map(samples.__getitem__, keys)
+        label_values: Sequence[Tuple[str, ...]]
         if keys and not isinstance(keys[0], tuple):
-            keys = [(key,) for key in keys]
-        self.rows = tuple(zip(keys, values))
+            label_values = [(cast(str, key),) for key in keys]
+        else:
+            # Every key of one mapping has the first one's shape.
+            label_values = cast(List[Tuple[str, ...]], keys)
+        self.rows = tuple(zip(label_values, values))
 
     @property
     def samples(self) -> List[Sample]:
@@ -60,13 +66,13 @@ class RowGauge(_RowFamily, GaugeMetricFamily):
     pass
 
 
-def counter(name: str, doc: str, labels: Sequence[str], samples: Mapping[LabelValues, float]) -> RowCounter:
+def counter(name: str, doc: str, labels: Sequence[str], samples: Mapping[Key, float]) -> RowCounter:
     family = RowCounter(name, doc, labels=labels)
     family._set_rows(labels, samples, family.name + "_total")
     return family
 
 
-def gauge(name: str, doc: str, labels: Sequence[str], samples: Mapping[LabelValues, float]) -> RowGauge:
+def gauge(name: str, doc: str, labels: Sequence[str], samples: Mapping[Key, float]) -> RowGauge:
     family = RowGauge(name, doc, labels=labels)
     family._set_rows(labels, samples, family.name)
     return family

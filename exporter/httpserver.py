@@ -40,7 +40,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Callable, Deque, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Callable, Deque, Dict, List, Mapping, Optional, Sequence, Set, Tuple, cast
 
 from exporter import __version__
 from exporter.basicauth import BasicAuth
@@ -243,7 +243,8 @@ class Responder:
             return Response(501, b"Not Implemented\n")
         if request.method not in ("GET", "HEAD") and (request.method, request.path) != ("POST", "/-/reload"):
             return Response(405, b"Method Not Allowed\n", headers={"Allow": "GET, HEAD"})
-        if auth is not None and request.path not in OPEN_PATHS and not auth.allows(request.headers.get("authorization")):
+        if (auth is not None and request.path not in OPEN_PATHS
+                and not auth.allows(request.headers.get("authorization"))):
             return Response(401, b"Unauthorized\n",
                             headers={"WWW-Authenticate": 'Basic realm="renderfarm-exporter", charset="UTF-8"'})
         if request.method == "POST":
@@ -287,7 +288,7 @@ class Responder:
         """``answer``, with a bug turned into a 500 for this request rather than a dead loop or thread."""
         try:
             return self.answer(request)
-        except Exception:  # noqa: BLE001 - one request's failure must not take the server down
+        except Exception:  # one request's failure must not take the server down
             log.exception("answering a request failed", extra=fields(method=request.method, path=request.path))
             return self.with_site_headers(error(500, "Internal Server Error"))
 
@@ -328,7 +329,7 @@ class Server:
         self._connections: Set[Connection] = set()
         self._max_connections = min(MAX_CONNECTIONS, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2)
         #: Connections waiting for a request head (idle, slow or in their handshake), longest-waiting first.
-        self._waiting: "collections.OrderedDict[Connection, None]" = collections.OrderedDict()
+        self._waiting: collections.OrderedDict[Connection, None] = collections.OrderedDict()
         self._pool = ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="http-handler")
         self._answered: Deque[Tuple[Connection, Request, Response]] = collections.deque()
         #: Keep-alive connections with input already read (pipelined requests, TLS-buffered bytes).
@@ -386,7 +387,7 @@ class Server:
         elif not data.closed:
             try:
                 step(data)
-            except Exception:  # noqa: BLE001 - a bug with one connection must not stop the others
+            except Exception:  # a bug with one connection must not stop the others
                 log.exception("connection failed", extra=fields(client=str(data.address)))
                 self._close(data)
 
@@ -493,7 +494,7 @@ class Server:
     def _handshake(self, conn: Connection) -> None:
         """The TLS handshake, one non-blocking step at a time; its time counts against HEAD_TIMEOUT."""
         try:
-            conn.sock.do_handshake()
+            cast(ssl.SSLSocket, conn.sock).do_handshake()  # the state is "handshake" only for TLS sockets
         except ssl.SSLWantReadError:
             self._watch(conn, selectors.EVENT_READ)
         except ssl.SSLWantWriteError:
@@ -537,7 +538,8 @@ class Server:
             conn.buffer += data
             if not conn.started:
                 conn.started = True
-                conn.deadline = min(conn.deadline, time.monotonic() + HEAD_TIMEOUT)
+                head_deadline = time.monotonic() + HEAD_TIMEOUT
+                conn.deadline = head_deadline if conn.deadline is None else min(conn.deadline, head_deadline)
             if self._take_head(conn):
                 return
 

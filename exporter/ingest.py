@@ -99,7 +99,7 @@ class SourceIngest:
                 snapshot = reader.sync(wanted)
                 with self._snapshots_lock:
                     self.snapshots[reader] = snapshot
-            except Exception:  # noqa: BLE001 - keep serving the last good snapshot
+            except Exception:  # keep serving the last good snapshot
                 self.failures[reader.kind] += 1
                 log.exception("reader failed; keeping its last good values")
         if paths is None:

@@ -37,8 +37,7 @@ def _record_items(record: logging.LogRecord):
     yield "level", _level_name(record)
     yield "logger", record.name
     yield "msg", record.getMessage()
-    for key, value in getattr(record, "fields", {}).items():
-        yield key, value
+    yield from getattr(record, "fields", {}).items()
     if record.exc_info:
         yield "exception", logging.Formatter().formatException(record.exc_info)
 
@@ -50,7 +49,7 @@ _NEEDS_QUOTES = re.compile(r'[ =\x00-\x1f\x7f-\x9f\u2028\u2029"\\]')
 _SHORT_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def _escape(match: "re.Match") -> str:
+def _escape(match: re.Match) -> str:
     char = match.group()
     return _SHORT_ESCAPES.get(char) or "\\u%04x" % ord(char)
 

@@ -42,7 +42,7 @@ class HeapTrimmer:
         self.trim_if_due()
 
     def trim_if_due(self) -> None:
-        if self._pending and time.monotonic() - self._last >= self._interval:
+        if self._pending and self._trim is not None and time.monotonic() - self._last >= self._interval:
             self._trim(0)
             self._last = time.monotonic()
             self._pending = False

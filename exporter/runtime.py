@@ -238,7 +238,7 @@ class Runtime:
         try:
             renderer = self._renderers.setdefault(section, SectionRenderer())
             self.cache.update({section: renderer.render(self._families(section))})
-        except Exception:  # noqa: BLE001 - one bad section must not break the scrape
+        except Exception:  # one bad section must not break the scrape
             log.exception("rendering a section failed; serving its previous render",
                           extra=fields(section=section))
 

@@ -49,7 +49,7 @@ class Schema:
 
     expected = "a value"
 
-    def load(self, node: yaml.Node, path: str, errors: Errors) -> Any:
+    def load(self, node: Optional[yaml.Node], path: str, errors: Errors) -> Any:  # None: an empty document
         raise NotImplementedError
 
     def accepts(self, node: yaml.Node) -> bool:
@@ -77,7 +77,7 @@ class Scalar(Schema):
             return None
 
 
-def _string(value):
+def _string(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError()
     return value
@@ -127,7 +127,7 @@ def _regex_with_group(group: str) -> Callable[[Any], Any]:
         try:
             compiled = re.compile(value)
         except re.error as exc:
-            raise ValueError("invalid regular expression: %s" % exc)
+            raise ValueError("invalid regular expression: %s" % exc) from None
         if group not in compiled.groupindex:
             raise ValueError("needs a named group (?P<%s>...)" % group)
         return compiled
@@ -156,35 +156,35 @@ def glob_path(value) -> str:
     return path
 
 
-def Glob() -> Scalar:
+def Glob() -> Scalar:  # noqa: N802 - named as the type it builds
     return Scalar("a file path or glob", glob_path)
 
 
-def String() -> Scalar:
+def String() -> Scalar:  # noqa: N802 - named as the type it builds
     return Scalar("a non-empty string", _string)
 
 
-def Boolean() -> Scalar:
+def Boolean() -> Scalar:  # noqa: N802 - named as the type it builds
     return Scalar("true or false", _boolean)
 
 
-def Integer(minimum: int = 0) -> Scalar:
+def Integer(minimum: int = 0) -> Scalar:  # noqa: N802 - named as the type it builds
     return Scalar("an integer >= %d" % minimum, _integer(minimum))
 
 
-def Duration() -> Scalar:
+def Duration() -> Scalar:  # noqa: N802 - named as the type it builds
     return Scalar("a duration", parse_duration)
 
 
-def GroupRegex(group: str) -> Scalar:
+def GroupRegex(group: str) -> Scalar:  # noqa: N802 - named as the type it builds
     return Scalar("a regular expression with a (?P<%s>...) group" % group, _regex_with_group(group))
 
 
-def HostRegex() -> Scalar:
+def HostRegex() -> Scalar:  # noqa: N802 - named as the type it builds
     return GroupRegex("host")
 
 
-def OneOf(*choices: str) -> Scalar:
+def OneOf(*choices: str) -> Scalar:  # noqa: N802 - named as the type it builds
     return Scalar("one of %s" % ", ".join(choices), _one_of(choices))
 
 
@@ -240,7 +240,7 @@ class Struct(Schema):
                 values[key] = spec.default
         return None if failed else self._build(**values)
 
-    def defaults(self):
+    def defaults(self) -> Any:
         return self._build(**{key: spec.default for key, spec in self.fields.items()})
 
 

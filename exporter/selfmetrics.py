@@ -78,8 +78,8 @@ def families(status: RuntimeStatus, sections: Mapping[str, PlacedSection]) -> It
                   ["kind", "path"], _per_file(files, "bytes_read_total"))
     yield counter("renderfarm_exporter_source_read_lines", "Complete lines consumed from the file",
                   ["kind", "path"], _per_file(files, "lines_read_total"))
-    yield counter("renderfarm_exporter_reader_failures", "Unexpected errors of a file kind's reader (a bug: please report)",
-                  ["kind"], status.reader_failures)
+    yield counter("renderfarm_exporter_reader_failures",
+                  "Unexpected errors of a file kind's reader (a bug: please report)", ["kind"], status.reader_failures)
     yield counter("renderfarm_exporter_rescans", "Full rescans of every configured pattern", [], {(): status.rescans})
     yield counter("renderfarm_exporter_watch_restarts",
                   "Watches re-established after their folder or watcher thread went away", [],

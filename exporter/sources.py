@@ -16,8 +16,21 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 from dataclasses import dataclass
-from typing import (Any, Callable, Collection, Dict, Iterable, Optional, Protocol, Sequence, TextIO, Tuple,
-                    runtime_checkable)
+from typing import (
+    Any,
+    Callable,
+    ClassVar,
+    Collection,
+    Dict,
+    Iterable,
+    Optional,
+    Protocol,
+    Sequence,
+    TextIO,
+    Tuple,
+    TypeVar,
+    runtime_checkable,
+)
 
 from prometheus_client.metrics_core import Metric
 
@@ -41,8 +54,11 @@ class FileStatus:
 
 
 class Snapshot(Protocol):
-    """Immutable result of a reader's ``sync``; kind-specific data beside ``files``."""
+    """Immutable result of a reader's ``sync``; kind-specific data beside ``files``.
 
+    A dataclass, so that the ingest can copy it with a file marked down (``dataclasses.replace``)."""
+
+    __dataclass_fields__: ClassVar[Dict[str, Any]]
     files: Tuple[FileStatus, ...]
 
 
@@ -53,17 +69,26 @@ class Described(Protocol):
     notes: Tuple[Tuple[str, str], ...]
 
 
-class Reader(Protocol):
+#: The snapshot type of one reader: ``families`` takes only what its own ``sync`` returns.
+SnapshotT = TypeVar("SnapshotT", bound=Snapshot)
+
+
+class Reader(Protocol[SnapshotT]):
     """Reads the files its ``patterns`` match; a reader without patterns reads no file and reports on its
-    source (it is synced on every pass, after the source's other readers)."""
+    source (it is synced on every pass, after the source's other readers).
+
+    ``Reader`` alone (``Reader[Any]``) is any reader, whatever its snapshot type."""
 
     kind: str
-    patterns: Sequence[PathPattern]
 
-    def sync(self, paths: Optional[Collection[str]]) -> Snapshot:
+    @property
+    def patterns(self) -> Sequence[PathPattern]:
+        """Read-only for the contract, so a reader may hold them in a list."""
+
+    def sync(self, paths: Optional[Collection[str]]) -> SnapshotT:
         """Reads the given changed paths, or rescans everything when ``paths`` is None."""
 
-    def families(self, snapshot: Snapshot) -> Iterable[Metric]:
+    def families(self, snapshot: SnapshotT) -> Iterable[Metric]:
         """The metric families of a snapshot; called off the ingest thread."""
 
     def close(self) -> None:
@@ -104,7 +129,7 @@ class Source:
     doc: str
     relative_to: Callable[[Any, str], Any] = _as_written
     check: Callable[[Any], Sequence[ConfigNotice]] = _no_notices
-    history: Optional[Callable[[Any, "HistorySink"], Sequence[str]]] = None
+    history: Optional[Callable[[Any, HistorySink], Sequence[str]]] = None
     probe: Optional[Callable[[Any, TextIO], int]] = None
 
 
@@ -131,7 +156,7 @@ class HistorySink(Protocol):
 ENTRY_POINT_GROUP = "renderfarm_exporter.sources"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def registered_sources() -> Tuple[Source, ...]:
     """Every installed source, in name order (the exposition order); one per name."""
     points = importlib.metadata.entry_points()

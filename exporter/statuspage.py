@@ -39,7 +39,7 @@ class Filter:
     text: str = ""
 
     @classmethod
-    def parse(cls, query: str) -> "Filter":
+    def parse(cls, query: str) -> Filter:
         params = urllib.parse.parse_qs(query)  # bounded by the request head's size limit
 
         def first(name: str) -> str:

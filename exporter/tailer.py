@@ -177,7 +177,7 @@ class Tailer:
         self._by_path: Dict[str, _Cursor] = {}
         self._by_identity: Dict[Identity, _Cursor] = {}
         self._retired: List[_Cursor] = []
-        self._gone: "OrderedDict[str, _Position]" = OrderedDict()
+        self._gone: OrderedDict[str, _Position] = OrderedDict()
 
     @property
     def paths(self) -> Set[str]:
@@ -279,6 +279,8 @@ class Tailer:
 
     def _read_retired(self, cursor: _Cursor) -> Optional[int]:
         """Bytes read from a renamed file through the name it was found under; None once it is gone."""
+        if cursor.where is None:  # not retired: forget() sets it, _attach() clears it with the paths
+            return None
         try:
             with opened(cursor.where) as (fd, st):
                 if _identity(st) != cursor.identity:
@@ -308,6 +310,7 @@ class Tailer:
     def _resume(self, cursor: _Cursor, path: str, fd: int) -> None:
         """Starts a new file where an earlier file at ``path`` stopped, if it is that file's content plus more."""
         predecessor = next((c for c in self._retired if c.label == path and not c.paths), None)
+        position: Optional[_Position]
         if predecessor is not None:
             self._read_retired(predecessor)
             if predecessor.partial or not predecessor.fingerprint:

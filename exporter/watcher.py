@@ -102,7 +102,7 @@ class _Handler(FileSystemEventHandler):
             self._on_path(os.fsdecode(event.src_path))
             if event.event_type == "moved":
                 self._on_path(os.fsdecode(event.dest_path))
-        except Exception:  # noqa: BLE001 - must not escape into watchdog's thread
+        except Exception:  # must not escape into watchdog's thread
             log.exception("error handling a file event")
 
 
@@ -184,7 +184,7 @@ class Watcher:
                 if now != last:
                     self._on_status_change()
                 last = now
-            except Exception:  # noqa: BLE001 - the supervisor must outlive any one failure
+            except Exception:  # the supervisor must outlive any one failure
                 log.exception("watch supervision failed; retrying")
 
     def supervise(self) -> None:
@@ -241,7 +241,7 @@ class Watcher:
         root.mode = self._choose_mode(root)
         if root.mode == "events" and self._events is None:
             root.mode = "poll"
-        elif root.mode == "events":
+        elif root.mode == "events" and self._events is not None:
             try:
                 root.watch = self._events.schedule(self._handler, root.directory, recursive=root.recursive,
                                                    event_filter=CHANGES)
@@ -261,10 +261,11 @@ class Watcher:
             log.warning("cannot watch folder; relying on rescans", extra=fields(directory=root.directory, error=exc))
 
     def _unschedule(self, root: _Root) -> None:
-        try:
-            root.observer.unschedule(root.watch)
-        except (KeyError, OSError, AttributeError):
-            pass
+        if root.observer is not None and root.watch is not None:  # else it was never scheduled
+            try:
+                root.observer.unschedule(root.watch)
+            except (KeyError, OSError, AttributeError):
+                pass
         root.watch = root.observer = None
 
     @staticmethod

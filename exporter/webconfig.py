@@ -24,13 +24,13 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional, Tuple
+from typing import Callable, List, Mapping, Optional, Tuple
 
 from exporter.basicauth import MAX_COST, MIN_COST, BasicAuth, cost, is_bcrypt_hash
 from exporter.config import ConfigError
 from exporter.logs import fields
-from exporter.selfmetrics import ReloadStatus
 from exporter.schema import Boolean, Errors, Field, MapOf, OneOf, Problem, Scalar, String, Struct, load_document
+from exporter.selfmetrics import ReloadStatus
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class WebSettings:
     headers: Mapping[str, str] = field(default_factory=dict)
     files: Tuple[str, ...] = ()  # the web config file and the files it names, watched for changes
 
-    def weakened_by(self, new: "WebSettings") -> Tuple[str, ...]:
+    def weakened_by(self, new: WebSettings) -> Tuple[str, ...]:
         """What ``new`` would give up of this one's protection; empty when it keeps all of it.
 
         Users and certificates may change freely; what counts is whether a
@@ -83,7 +83,8 @@ class WebSettings:
         losses = []
         if self.ssl_context is not None and new.ssl_context is None:
             losses.append("TLS")
-        elif self.ssl_context is not None and new.ssl_context.verify_mode < self.ssl_context.verify_mode:
+        elif (self.ssl_context is not None and new.ssl_context is not None
+              and new.ssl_context.verify_mode < self.ssl_context.verify_mode):
             losses.append("client certificate checks")
         if self.auth is not None and new.auth is None:
             losses.append("basic auth")
@@ -136,7 +137,7 @@ def load(path: str) -> WebSettings:
         raise ConfigError(path, errors.problems)
     document = document or _SCHEMA.defaults()
     base = os.path.dirname(os.path.abspath(path))
-    problems = []
+    problems: List[Problem] = []
     tls = document["tls_server_config"]
     context = None
     named: Tuple[str, ...] = ()
@@ -153,11 +154,12 @@ def load(path: str) -> WebSettings:
 
 def _resolved(tls: TlsSettings, base: str) -> TlsSettings:
     """Relative paths are relative to the web config file, as in exporter-toolkit."""
-    def resolve(p):
-        return p if p is None else os.path.join(base, p)
+    def resolve(p: str) -> str:
+        return os.path.join(base, p)
 
+    ca = tls.client_ca_file
     return TlsSettings(resolve(tls.cert_file), resolve(tls.key_file), tls.client_auth_type,
-                       resolve(tls.client_ca_file), tls.min_version, tls.max_version)
+                       None if ca is None else resolve(ca), tls.min_version, tls.max_version)
 
 
 def _ssl_context(tls: TlsSettings, problems) -> Optional[ssl.SSLContext]:
@@ -209,7 +211,7 @@ def _canonical_headers(headers: Mapping[str, str], problems) -> Mapping[str, str
 
 def _identity(paths: Tuple[str, ...]):
     """What changes when any of the files is rewritten, replaced or removed."""
-    marks = []
+    marks: List[Optional[Tuple[int, int, int]]] = []
     for path in paths:
         try:
             st = os.stat(path)
@@ -252,6 +254,7 @@ class WebConfigFile:
 
     def _replace(self) -> Optional[str]:
         """Swaps in the file's new settings; None on success, else why the previous ones stay."""
+        assert self.path  # refresh() returns early when there is no file
         try:
             settings = load(self.path)
         except ConfigError as exc:

@@ -65,7 +65,7 @@ def getRRFolder_bin():  # noqa: N802
     return os.path.join(root, "bin", "lx64") + os.sep if root else ""
 
 
-class _Record(object):
+class _Record:
     """Read-only fields from a dict; a field absent from the dict reads as 0."""
 
     _fields = ()
@@ -90,7 +90,7 @@ def _check_index(idx, size):
         raise IndexError("index %r out of range 0..%d" % (idx, size - 1))
 
 
-class _File(object):
+class _File:
     """loadFromFile / getError."""
 
     _class_name = ""
@@ -290,9 +290,9 @@ class _rrClientStats_data(_Unsupported):  # noqa: N801
         return 180
 
 
-class _StatsRenderTime(_Unsupported):  # noqa: N801
+class _StatsRenderTime(_Unsupported):
     _class_name = "_StatsRenderTime"
-    settingsFileDate = 0
+    settingsFileDate = 0  # noqa: N815 - the vendor's name
     count = 0
 
     def loadFile(self, filename):  # noqa: N802

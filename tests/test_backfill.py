@@ -1,8 +1,8 @@
 """backfill -> promtool tsdb create-blocks-from openmetrics -> a real Prometheus -> values at past times."""
 
 import io
-import os
 import json
+import os
 import subprocess
 import sys
 import time
@@ -10,12 +10,12 @@ import urllib.parse
 import urllib.request
 
 import pytest
-
 from conftest import REPO, free_port, wait_until
-from exporter.backfill import SampleStore, parse_time
-from exporter.rush.history import Replay
-from exporter.royalrender.simulator import RrFarmSimulator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from exporter.backfill import SampleStore, parse_time
+from exporter.royalrender.simulator import RrFarmSimulator
+from exporter.rush.history import Replay
 
 BASE = 1794000000  # 2026-11-06: Rush history starts here, in two files
 

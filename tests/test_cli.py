@@ -97,8 +97,8 @@ def test_version_and_usage_errors():
 
 def test_help_documents_every_flag():
     result = run("--help")
-    for flag in ("--config.file", "--config", "--web.listen-address", "--web.telemetry-path", "--once", "--check-config", "--demo",
-                 "--log.level", "--log.format", "--version"):
+    for flag in ("--config.file", "--config", "--web.listen-address", "--web.telemetry-path", "--once",
+                 "--check-config", "--demo", "--log.level", "--log.format", "--version"):
         assert flag in result.stdout
 
 

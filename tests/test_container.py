@@ -16,9 +16,9 @@ import sys
 import time
 
 import pytest
+from conftest import REPO, free_port, wait_until
 
 import exporter
-from conftest import REPO, free_port, wait_until
 
 DOCKERFILE = os.path.join(REPO, "Dockerfile")
 CONSTRAINTS = os.path.join(REPO, "constraints.txt")

@@ -5,8 +5,8 @@ import os
 import re
 
 import pytest
-
 from conftest import REPO
+
 from exporter import cli
 from exporter.config import _root_schema
 from exporter.royalrender.kinds import KINDS

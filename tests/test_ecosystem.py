@@ -10,7 +10,6 @@ import urllib.parse
 import urllib.request
 
 import yaml
-
 from conftest import REPO, free_port, wait_until
 
 PROMETHEUS_DIR = os.path.join(REPO, "config", "prometheus")
@@ -241,7 +240,7 @@ def test_real_prometheus_scrapes_the_demo_farm(tmp_path, start_daemon):
         recorded = 'instance_status:rush_frames:rate5m{job="renderfarm", instance="127.0.0.1:%d"}' % exporter.port
         wait_until(lambda: ok(recorded), 30, "the recording rule")
         for name in sorted(RECORDING_RULES):
-            wait_until(lambda: ok(name), 30, name)
+            wait_until(lambda: ok(name), 30, name)  # noqa: B023 - wait_until calls it before returning
         # Every dashboard query runs on the real Prometheus; a topk panel gets at most k series.
         answered = {}
         for panel, target in _dashboard_targets():

@@ -15,8 +15,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO, parse_samples, value, wait_until
+
 from exporter.royalrender.simulator import RrFarmSimulator
 
 HOSTS = ("render01", "render02", "render03")

@@ -11,6 +11,7 @@ import time
 
 from conftest import value, wait_until
 from fusefs import HangingFile
+
 from exporter.budget import OTHER, TRUNCATED_SUFFIX
 
 NOW = int(time.time())

@@ -9,10 +9,10 @@ import ssl
 import time
 
 import trustme
+from conftest import wait_until
 
 from bench.common import percentile
 from bench.connections import measure, raise_nofile_limit
-from conftest import wait_until
 from exporter import httpserver
 
 

@@ -1,9 +1,9 @@
 """100 concurrent scrapers while the demo farm's files change: no errors, nothing torn (bench/load.py)."""
 
-from bench.load import check_exposition, hammer, run_demo_daemon, wait_ready
+import pytest
 from conftest import free_port
 
-import pytest
+from bench.load import check_exposition, hammer, run_demo_daemon, wait_ready
 
 
 def test_a_hundred_concurrent_scrapers_get_whole_consistent_expositions():

@@ -14,7 +14,6 @@ import urllib.request
 
 import pytest
 import yaml
-
 from conftest import REPO, free_port, wait_until
 
 PROMETHEUS_DIR = os.path.join(REPO, "config", "prometheus")
@@ -221,7 +220,8 @@ def test_two_sites_reach_the_central_server_told_apart_by_external_labels(tmp_pa
     assert refused.value.code == 422 and b"unavailable with Prometheus Agent" in refused.value.read()
 
     # The central server evaluates the shipped rules over the remote-written series, per site.
-    wait_until(lambda: arrived("instance:royalrender_clients_rendering:ratio", 2), 30, "the recording rule at both sites")
+    wait_until(lambda: arrived("instance:royalrender_clients_rendering:ratio", 2), 30,
+               "the recording rule at both sites")
     ratio = _by_site(central.query("instance:royalrender_clients_rendering:ratio"))
     assert sorted(ratio) == ["a", "b"]
     assert all(0 <= float(series["value"][1]) <= 1 for series in ratio.values())
@@ -271,7 +271,7 @@ def test_a_central_server_federates_two_full_site_servers(tmp_path, start_daemon
     # A recording rule evaluated at each site arrives with that site's label only.
     ratio = _by_site(central.query("instance:royalrender_clients_rendering:ratio"))
     assert {site: series["metric"] for site, series in ratio.items()} == {
-        site: {"__name__": "instance:royalrender_clients_rendering:ratio", "job": "renderfarm", "instance": instance[site],
-               "site": site} for site in SITES}
+        site: {"__name__": "instance:royalrender_clients_rendering:ratio", "job": "renderfarm",
+               "instance": instance[site], "site": site} for site in SITES}
     assert all(0 <= float(series["value"][1]) <= 1 for series in ratio.values())
     assert central.query('{__name__=~"rush_.+|royalrender_.+", site=""}') == []

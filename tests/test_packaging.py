@@ -12,7 +12,6 @@ import tarfile
 import urllib.request
 
 import pytest
-
 from conftest import REPO, free_port, wait_until
 
 #: a few test files that need conftest.py, the package and its data: proof the sdist's tests run

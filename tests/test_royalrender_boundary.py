@@ -19,12 +19,12 @@ import time
 from zoneinfo import ZoneInfo
 
 import pytest
-
 from conftest import REPO, value, wait_until
+
 from exporter.royalrender.client import WorkerClient, WorkerCrashed, WorkerError, WorkerSettings
+from exporter.royalrender.simulator import RrFarmSimulator
 from exporter.royalrender.timezone import Timezone
 from exporter.royalrender.vendor.calls import MIB, SKIPPED
-from exporter.royalrender.simulator import RrFarmSimulator
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FARM_ZONE = "Australia/Adelaide"  # UTC+10:30 in November: a half-hour offset, east of UTC

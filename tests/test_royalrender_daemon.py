@@ -4,8 +4,8 @@ import os
 import time
 
 import pytest
-
 from conftest import value, wait_until
+
 from exporter.royalrender.simulator import RrFarmSimulator
 
 SERVER = "royalrender_server_stats"

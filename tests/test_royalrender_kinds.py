@@ -1,16 +1,16 @@
 """Each RR file kind's extractor against the stand-in module, in both RR shapes, with exact values."""
 
 import json
-import re
 import os
+import re
 import time
 
 import pytest
 
 from exporter.royalrender import client_stats, daily_stats, server_stats, simformat, standin
+from exporter.royalrender.simulator import YEAR_SLOTS_KEPT, RrFarmSimulator, local_seconds
 from exporter.royalrender.vendor import extractors
 from exporter.royalrender.vendor.calls import MIB, LoadFailed, local_to_unix
-from exporter.royalrender.simulator import YEAR_SLOTS_KEPT, RrFarmSimulator, local_seconds
 
 NOW = 1795300000.0  # a fixed clock makes every slot index predictable
 

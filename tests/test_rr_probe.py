@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 from conftest import REPO
+
 from exporter.royalrender.simulator import RrFarmSimulator
 
 

@@ -13,8 +13,8 @@ import time
 import bcrypt
 import pytest
 import trustme
-
 from conftest import REPO, parse_samples, value, wait_until
+
 from exporter import basicauth, httpserver
 
 PASSWORD = "s3cret-farm"
@@ -329,7 +329,8 @@ def test_oversized_heads_bodies_and_odd_methods_are_refused(tmp_path, start_daem
     assert raw_exchange(daemon.port, huge).startswith(b"HTTP/1.1 431")
     reply = raw_exchange(daemon.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
     assert reply.startswith(b"HTTP/1.1 413") and b"rush_" not in reply
-    reply = raw_exchange(daemon.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    reply = raw_exchange(daemon.port,
+                         b"GET /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 413")
     for method in (b"TRACE", b"PUT", b"DELETE", b"OPTIONS"):
         assert raw_exchange(daemon.port, method + b" /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"

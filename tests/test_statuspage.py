@@ -3,8 +3,9 @@
 import re
 
 from conftest import wait_until
-from exporter.royalrender.simulator import RrFarmSimulator
 from test_ecosystem import _dump_dom
+
+from exporter.royalrender.simulator import RrFarmSimulator
 
 
 def cells_of(dom, table_id):

@@ -7,8 +7,8 @@ import threading
 import time
 
 import pytest
-
 from conftest import value, wait_until
+
 from exporter.royalrender.simulator import RrFarmSimulator
 
 

@@ -12,7 +12,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, value
 
 PLUGIN = os.path.join(REPO, "tests", "plugins", "thirdfarm")
@@ -87,4 +86,5 @@ def test_without_the_plugin_its_section_is_an_unknown_key(write_config):
     result = subprocess.run([sys.executable, "-m", "exporter", "--check-config", "--config",
                              write_config("thirdfarm:\n  paths: []\n")], cwd=REPO, capture_output=True, text=True,
                             timeout=60)
-    assert result.returncode == 2 and "thirdfarm (line 1): unknown key (known: royalrender, rush, watch)" in result.stderr
+    assert result.returncode == 2
+    assert "thirdfarm (line 1): unknown key (known: royalrender, rush, watch)" in result.stderr

@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import IO, Any, Deque, Dict, List, NoReturn, Optional, Tuple
 
 import exporter
 from exporter.logs import RateLimitedLog, fields
@@ -105,7 +105,7 @@ class WorkerClient:
         self.avoided: Dict[str, str] = {}  # risky step -> what it did
         self.vendor_output: Deque[str] = collections.deque(maxlen=VENDOR_OUTPUT_KEPT)
         self._proc: Optional[subprocess.Popen] = None
-        self._requests: Optional[Any] = None
+        self._requests: Optional[IO[bytes]] = None
         self._replies = -1
         self._poller = select.poll()
         self._buffer = bytearray()
@@ -146,6 +146,7 @@ class WorkerClient:
             self._crashed("protocol error before %s: the worker wrote more than its last reply" % doing, None)
         request_id = secrets.randbelow(1 << 62) + 1  # unguessable, so a stray or forged line cannot pass as a reply
         request = dict(request, id=request_id, avoid=sorted(self.avoided))
+        assert self._requests is not None  # _ensure_running() has started the worker
         try:
             self._requests.write((json.dumps(request) + "\n").encode())
             self._requests.flush()
@@ -197,7 +198,7 @@ class WorkerClient:
         except ValueError:
             self._crashed("protocol error %s: not a JSON line: %.200r" % (doing, line), None)
 
-    def _crashed(self, message: str, step: Optional[str]) -> None:
+    def _crashed(self, message: str, step: Optional[str]) -> NoReturn:
         self._kill()
         self.restarts += 1
         if step is not None:
@@ -290,6 +291,7 @@ class WorkerClient:
     def _drain_output(self, proc: subprocess.Popen) -> None:
         """Logs what the vendor module prints (rate-limited) and keeps the latest lines, cut short, for rr-probe."""
         stream = proc.stdout
+        assert stream is not None  # started with stdout=PIPE
         cut = False
         try:
             for raw in iter(lambda: stream.readline(VENDOR_LINE_BYTES), b""):

@@ -103,8 +103,10 @@ def _wanted_paths(kind, config: KindConfig) -> List[str]:
 
 def kind_paths(kind, config: KindConfig, root: Optional[str]) -> List[str]:
     """The kind's patterns as absolute paths; relative ones without a root are left out (a config notice)."""
-    return [path if os.path.isabs(path) else os.path.join(root, path)
-            for path in _wanted_paths(kind, config) if os.path.isabs(path) or root]
+    wanted = _wanted_paths(kind, config)
+    if not root:
+        return [path for path in wanted if os.path.isabs(path)]
+    return [path if os.path.isabs(path) else os.path.join(root, path) for path in wanted]
 
 
 def worker_settings(config: RoyalRenderConfig) -> WorkerSettings:
@@ -125,8 +127,10 @@ def _check_root(config: RoyalRenderConfig) -> List[ConfigNotice]:
     root = module.resolve_root(config.root)
     relying = [kind.NAME for kind in KINDS if kind.DEFAULT_PATH and config.kinds[kind.NAME].enabled
                and not config.kinds[kind.NAME].paths]
+    if root is None and not relying:
+        return []  # every kind has a path of its own
     if root is None:
-        return [ConfigNotice("root", "no root and no $RR_ROOT: %s have no path" % ", ".join(relying))] if relying else []
+        return [ConfigNotice("root", "no root and no $RR_ROOT: %s have no path" % ", ".join(relying))]
     if not os.path.isdir(root):
         return [ConfigNotice("root", "folder %s does not exist (RR not mounted?)" % root)]
     return []

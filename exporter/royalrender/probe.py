@@ -28,9 +28,9 @@ from typing import Any, Dict, List, Mapping, TextIO
 from exporter import __version__
 from exporter.exposition import render_section
 from exporter.royalrender.client import ModuleNotLoaded, WorkerClient, WorkerCrashed, WorkerError, WorkerStartFailed
+from exporter.royalrender.config import RoyalRenderConfig, kind_paths, worker_settings
 from exporter.royalrender.kinds import KINDS
 from exporter.royalrender.reader import MemberFailures, file_reader, worker_options
-from exporter.royalrender.config import RoyalRenderConfig, kind_paths, worker_settings
 from exporter.royalrender.timezone import Timezone
 from exporter.royalrender.vendor import module
 

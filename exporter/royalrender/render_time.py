@@ -42,7 +42,8 @@ def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Ite
         rows, dropped = _rows(stats["projects"], options["series_budget"])
 
         def per_layer(key: str) -> Dict:
-            return {(project, layer["name"]): layer[key] for project, layer in rows if layer[key] is not None}
+            return {(project, layer["name"]): layer[key]
+                    for project, layer in rows if layer[key] is not None}  # noqa: B023 - called in this iteration
 
         yield gauge("royalrender_render_time_latest_job_frame_ps_seconds",
                     "Average frame time of the layer's latest finished job, in processor-seconds" + _NOTE,

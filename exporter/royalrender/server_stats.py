@@ -9,7 +9,7 @@ says when the server last saved: a stale value means the RR server stopped.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Mapping
+from typing import Any, Dict, Iterable, List, Mapping, Tuple
 
 from prometheus_client.metrics_core import Metric
 
@@ -24,7 +24,8 @@ EXTRA_OPTIONS: Dict[str, Any] = {}
 _NOTE = " (from server_stats.db, latest valid slot; cached between changes of the file)"
 
 
-def history_families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Iterable[Metric]:
+def history_families(data: Mapping[str, Dict[str, Any]],
+                     options: Dict[str, Any]) -> Iterable[Tuple[float, List[Metric]]]:
     """One set of families per slot, to be stamped with the slot's time."""
     for stats in data.values():
         for slot in stats["slots"]:

@@ -17,7 +17,7 @@ import math
 import os
 import random
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from exporter.royalrender import simformat
 from exporter.royalrender.standin import RR8_NAMES, RR9_GLOBAL_FIELDS
@@ -117,10 +117,16 @@ class RrFarmSimulator:
     def step(self) -> None:
         """Rewrites the files whose save is due, as the RR server and clients would."""
         now = time.monotonic()
-        writers = {"server_stats": self.write_server_stats, "daily_stats": self.write_daily_stats,
+
+        def write_all_client_stats() -> None:
+            for client in self.clients:
+                self.write_client_stats(client)
+
+        writers: Dict[str, Callable[[], None]] = {
+                   "server_stats": self.write_server_stats, "daily_stats": self.write_daily_stats,
                    "client_info": self.write_client_info, "render_time": self.write_render_time,
                    "licenses": self.write_licenses, "client_groups": self.write_client_groups,
-                   "client_stats": lambda: [self.write_client_stats(c) for c in self.clients],
+                   "client_stats": write_all_client_stats,
                    "frame_stats": lambda: self.write_frame_stats("job%04d" % self._rng.randint(1, 8))}
         for kind, interval in self.cadence().items():
             if now - self._last_write.get(kind, float("-inf")) >= interval / self.speed:
@@ -243,7 +249,8 @@ class RrFarmSimulator:
                 "saveNameCopy": name, "saveVersionCopy": "9.1.%d" % (i % 3), "lastConnect": now - rng.randint(0, 60),
                 "lastWOLTry": now - 3600 * (1 + i % 5), "WOLTryCount": 0 if woke else 1 + i % 3,
                 "ips": [["10.1.0.%d" % (i + 1), now - 86400]],
-                "wols": [{"success": woke, "bootTime": 40 + i % 30 if woke else 0, "dateTime": now - 3600 * (1 + i % 5)}],
+                "wols": [{"success": woke, "bootTime": 40 + i % 30 if woke else 0,
+                          "dateTime": now - 3600 * (1 + i % 5)}],
             })
         self._write("client_info", "", {"clients": clients})
 

@@ -96,7 +96,7 @@ class _Loadable:
         raise NotImplementedError
 
 
-def _save(loadable: "_Loadable", path: str) -> bool:
+def _save(loadable: _Loadable, path: str) -> bool:
     """The documented save methods write the stand-in's own format, never RR's."""
     try:
         simformat.write(path, loadable._class_name, loadable._data)
@@ -251,6 +251,7 @@ CLIENT_ITEM_FIELDS = ("userLoggedIn", "cpuTotal", "gpuTotal", "memTotal10MB", "n
 
 class _rrClientStats_day_data_jobthread(_Fields):  # noqa: N801
     _names = ("status", "cpuRender", "memRender10MB", "jobIDShort")
+    jobIDShort: int  # noqa: N815 - the vendor's name; set by _Fields, as the other _names
 
     def jobIDShortStr(self) -> str:  # noqa: N802
         return "{%08X}" % self.jobIDShort
@@ -414,7 +415,7 @@ class _StatsRenderTime_project:  # noqa: N801
         return len(self._layers)
 
 
-class _StatsRenderTime(_Loadable):  # noqa: N801
+class _StatsRenderTime(_Loadable):
     """Note the vendor's names: ``loadFile``/``saveFile`` here, not ``loadFromFile``."""
 
     _class_name = "_StatsRenderTime"
@@ -437,7 +438,9 @@ class _StatsRenderTime(_Loadable):  # noqa: N801
     def getProject(self, idx: int) -> _StatsRenderTime_project:  # noqa: N802
         return _StatsRenderTime_project(self._data["projects"][idx])
 
-    loadFromFile = None  # not a method of this class in the vendor's module
+    # Not a method of this class in the vendor's module: hiding the inherited one breaks
+    # the base class's interface on purpose, which is what the stand-in must mimic.
+    loadFromFile = None  # type: ignore[assignment]  # noqa: N815
 
 
 # -- _AppLicenses_v8: render license counts of rrConfig's "Render Lic" tab -------------
@@ -555,7 +558,7 @@ class _frameStatJob(_Loadable):  # noqa: N801
 # The Python reference only names this class; its methods here are those the vendor
 # documents for the same class in its Node.js binding (libNodeRR2_datafiles).
 
-class _ClientGroup:  # noqa: N801
+class _ClientGroup:
     def __init__(self, values: Dict[str, Any]):
         self._name = values.get("name", "")
         self._clients = list(values.get("clients", []))
@@ -570,7 +573,7 @@ class _ClientGroup:  # noqa: N801
         return self._clients[idx]
 
 
-class _ClientGroupList(_Loadable):  # noqa: N801
+class _ClientGroupList(_Loadable):
     _class_name = "_ClientGroupList"
 
     def __init__(self) -> None:

@@ -36,7 +36,8 @@ def _zone_file(name: str) -> str:
     try:
         packaged = importlib.resources.files("tzdata.zoneinfo").joinpath(*name.split("/"))
     except ModuleNotFoundError:
-        raise ValueError("no zone file for %r: neither %s nor the tzdata package has it" % (name, SYSTEM_ZONEINFO))
+        raise ValueError("no zone file for %r: neither %s nor the tzdata package has it"
+                         % (name, SYSTEM_ZONEINFO)) from None
     if not packaged.is_file():
         raise ValueError("no zone file for %r in %s or the tzdata package" % (name, SYSTEM_ZONEINFO))
     return str(packaged)

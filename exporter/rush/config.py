@@ -8,8 +8,20 @@ from typing import List, Optional, Pattern, Tuple
 
 from exporter.budget import TRUNCATED_SUFFIX
 from exporter.paths import glob_problems, missing_root
-from exporter.schema import (Boolean, Duration, Either, Field, Glob, HostRegex, Integer, ListOf, Scalar, String,
-                             Struct, glob_path)
+from exporter.schema import (
+    Boolean,
+    Duration,
+    Either,
+    Field,
+    Glob,
+    HostRegex,
+    Integer,
+    ListOf,
+    Scalar,
+    String,
+    Struct,
+    glob_path,
+)
 from exporter.sources import ConfigNotice
 
 #: Series one admitted user or job title can create: frames in 4 statuses plus wall seconds.
@@ -80,7 +92,8 @@ _ENTRY = Either(
     ),
 )
 
-_BREAKDOWNS = Struct({"users": Field(_breakdown_schema(), Breakdown()), "titles": Field(_breakdown_schema(), Breakdown())})
+_BREAKDOWNS = Struct({"users": Field(_breakdown_schema(), Breakdown()),
+                      "titles": Field(_breakdown_schema(), Breakdown())})
 
 
 _HOSTS = Struct({

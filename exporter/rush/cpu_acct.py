@@ -88,7 +88,7 @@ class _FileState:
 @dataclass(frozen=True)
 class CpuAcctSnapshot:
     files: Tuple[FileStatus, ...]
-    frames: Mapping[Tuple[str, str], int]
+    frames: Mapping[Tuple[str, str], float]  # whole numbers; floats in history rebuilt by backfill
     wall_seconds: Mapping[str, float]
     system_seconds: Mapping[str, float]
     user_seconds: Mapping[str, float]
@@ -268,7 +268,7 @@ class CpuAcctReader:
                                        "counted, but not taken as the latest", path=label, time=record.time)
             elif record.time > newest:
                 newest = record.time
-            if kind is Process:
+            if isinstance(record, Process):  # no record type subclasses another
                 count_frame(state, record)
             else:
                 apply_other(state, kind, record, future)
@@ -318,10 +318,14 @@ class CpuAcctReader:
         """The file's gauge host, through the host budget once per file (seen hosts passed it already)."""
         host = self._gauge_host.get(label)
         if host is None:
-            configured = self._configured_host_of(label)
-            if configured is None and state.seen_host is None:
+            configured = self._configured_host_of(label)  # never "": None when not configured
+            if configured is not None:
+                host = self._host_budget.label(configured)
+            elif state.seen_host is not None:
+                host = state.seen_host
+            else:
                 return self._host_budget.label(label)  # until a p record names the host
-            host = self._gauge_host[label] = self._host_budget.label(configured) if configured else state.seen_host
+            self._gauge_host[label] = host
         return host
 
     def _configured_host_of(self, path: str) -> Optional[str]:
@@ -419,17 +423,17 @@ def families(snap: CpuAcctSnapshot) -> Iterable[Metric]:
                 ["host"], snap.online)
     yield gauge("rush_last_record_timestamp_seconds", "Time of the newest record of the host's log" + note,
                 ["host"], snap.last_record_time)
-    if snap.user_frames is not None:
+    if snap.user_frames is not None and snap.user_wall_seconds is not None:  # both set, or neither
         yield counter("rush_user_frames", "Frames finished, by job owner (opt-in, capped)" + note,
                       ["user", "status"], snap.user_frames)
         yield counter("rush_user_frame_wall_seconds", "Wall clock seconds of frames, by job owner (opt-in, capped)"
                       + note, ["user"], snap.user_wall_seconds)
-    if snap.title_frames is not None:
+    if snap.title_frames is not None and snap.title_wall_seconds is not None:
         yield counter("rush_job_title_frames", "Frames finished, by job title (opt-in, capped)" + note,
                       ["title", "status"], snap.title_frames)
         yield counter("rush_job_title_frame_wall_seconds", "Wall clock seconds of frames, by job title "
                       "(opt-in, capped)" + note, ["title"], snap.title_wall_seconds)
-    if snap.labels_truncated is not None:
+    if snap.labels_truncated is not None and snap.labels_over_budget is not None:
         yield counter("renderfarm_exporter_rush_label_values_truncated",
                       "Label values read from cpu.acct that were longer than max_label_length and cut",
                       ["label"], snap.labels_truncated)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 import os
 from types import MappingProxyType
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from exporter.paths import PathPattern
 from exporter.rush.config import RushConfig
@@ -22,7 +22,7 @@ from exporter.sources import HistorySink
 from exporter.tailer import open_regular
 
 ROTATED_NAME = "Ocpu.acct"
-EMPTY = MappingProxyType({})
+EMPTY: Mapping[Any, Any] = MappingProxyType({})
 
 
 def history_files(config: RushConfig) -> List[str]:

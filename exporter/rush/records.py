@@ -16,7 +16,7 @@ on U+2028, U+00A0, form feeds, ...), numbers with ``_`` or non-ASCII digits
 from __future__ import annotations
 
 import re
-from typing import NamedTuple, NoReturn, Optional, Pattern, Set, Union
+from typing import Callable, Dict, NamedTuple, NoReturn, Optional, Pattern, Set, Union
 
 
 class MalformedLine(ValueError):
@@ -267,7 +267,7 @@ def _parse_daemon(line: str, tokens: list) -> DaemonEvent:
     return DaemonEvent(_time(tokens[2]), tokens[1], _state(tokens[3]))
 
 
-_PARSERS = {
+_PARSERS: Dict[str, Callable[[str, list], Record]] = {
     "p": _parse_process,
     "u": _parse_utilization,
     "r": _parse_rotation,

@@ -119,7 +119,7 @@ class Calls:
         try:
             stats = cls()
             loaded = getattr(stats, method)(path, *load_args)
-        except VendorError as exc:  # noqa: BLE001 - a compiled module raises anything
+        except VendorError as exc:  # a compiled module raises anything
             raise LoadFailed("%s.%s raised %s" % (class_name, method, describe(exc))) from None
         if not loaded:
             raise LoadFailed("%s failed: %s" % (method, self._error_text(stats)))
@@ -136,7 +136,7 @@ class Calls:
                 raw = getattr(obj, name)
             except AttributeError:
                 continue
-            except VendorError as exc:  # noqa: BLE001
+            except VendorError as exc:
                 self._record(obj, name, describe(exc))
                 return None
             return self._checked(obj, name, raw, expect)
@@ -147,12 +147,12 @@ class Calls:
         """``obj.method(*args)`` checked by ``expect``; ``MemberFailed`` when it is missing, raises or is off."""
         try:
             bound = getattr(obj, method)
-        except VendorError as exc:  # noqa: BLE001 - AttributeError, or a property that raises
+        except VendorError as exc:  # AttributeError, or a property that raises
             self._record(obj, method, "missing" if isinstance(exc, AttributeError) else describe(exc))
             raise MemberFailed(method) from None
         try:
             raw = bound(*args)
-        except VendorError as exc:  # noqa: BLE001
+        except VendorError as exc:
             self._record(obj, method, describe(exc))
             raise MemberFailed(method) from None
         checked = self._checked(obj, method, raw, expect)
@@ -203,7 +203,7 @@ class Calls:
     def _error_text(stats: Any) -> str:
         try:
             return str(stats.getError() or "no error text")
-        except VendorError as exc:  # noqa: BLE001
+        except VendorError as exc:
             return "no error text (getError raised %s)" % describe(exc)
 
 

@@ -25,7 +25,7 @@ def extract(c: Calls, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
         group = c.guarded(c.call, groups, "clientGroup", idx)
         name = c.guarded(c.call, group, "getName", expect=text) if group is not None else None
         members = c.guarded(_members, c, group) if name is not None else None
-        if members is not None:
+        if name is not None and members is not None:
             result[name] = members
     return {"groups": result,
             "sizes": {"count": total, "clientGroupsMax": c.guarded(c.call, groups, "clientGroupsMax", expect=count)}}

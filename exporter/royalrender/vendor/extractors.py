@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any, Callable, Collection, Dict, Tuple
+from typing import Any, Callable, Collection, Dict, Optional, Tuple
 
 from exporter.royalrender.vendor import (
     client_groups,
@@ -32,7 +32,7 @@ OPERATIONS = ("extract", "history")
 
 
 def run(rr: Any, kind: str, operation: str, path: str, options: Dict[str, Any], avoid: Collection[str] = (),
-        announce: Callable[[str], None] = lambda step: None) -> Tuple[Dict[str, Any], Dict[str, str]]:
+        announce: Callable[[Optional[str]], None] = lambda step: None) -> Tuple[Dict[str, Any], Dict[str, str]]:
     """(plain data, member failures) of one file; raises ``LoadFailed`` when the file does not load."""
     if operation not in OPERATIONS:
         raise ValueError("unknown operation %r" % operation)

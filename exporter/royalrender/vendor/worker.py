@@ -73,7 +73,7 @@ def _module_version(rr: Any, calls: Calls) -> Optional[str]:
     try:
         with calls.step(VERSION_STEP):
             return str(rr.getRRModuleVersion())
-    except VendorError as exc:  # noqa: BLE001
+    except VendorError as exc:
         return "unknown (getRRModuleVersion raised %s)" % describe(exc)
 
 
@@ -113,7 +113,7 @@ def serve(rr: Any, requests: TextIO, channel: Channel, zone: Optional[str]) -> N
             reply = {"ok": False, "error": str(exc)}
         except MemoryError:
             reply = {"ok": False, "error": "out of memory (royalrender.worker_memory_limit) while reading"}
-        except VendorError:  # noqa: BLE001 - report, keep serving
+        except VendorError:  # report, keep serving
             reply = {"ok": False, "error": traceback.format_exc(limit=5)}
         channel.send(dict(reply, id=request["id"]))
 
