@@ -107,9 +107,9 @@ def _reload_text(status: RuntimeStatus) -> Tuple[str, str]:
                                             reload.failures), "good" if reload.successful else "bad"
 
 
-def _summary(status: RuntimeStatus, config_path: Optional[str], ready: bool) -> str:
+def _summary(status: RuntimeStatus, unmatched: List[Tuple[str, str]], config_path: Optional[str],
+             ready: bool) -> str:
     down = [f for f in status.files if not f.up]
-    unmatched = _unmatched(status)
     healthy = ready and not down and not unmatched and status.reload.successful
     verdict = ("All files are read." if healthy else "Not ready: first read of the sources in progress."
                if not ready else "Needs attention: see Problems below.")
@@ -125,13 +125,13 @@ def _summary(status: RuntimeStatus, config_path: Optional[str], ready: bool) -> 
             + _table([], rows, "Summary", "summary"))
 
 
-def _problems(status: RuntimeStatus, now: float) -> str:
+def _problems(status: RuntimeStatus, unmatched: List[Tuple[str, str]], now: float) -> str:
     rows = [_row(_esc(f.kind), _esc(f.path), "DOWN", _esc(_age(None if f.last_success_time is None
                                                              else now - f.last_success_time)),
                  _esc(f.errors_total), _esc(f.last_error or "(no reason recorded)"), classes=("", "", "down"))
             for f in sorted(status.files, key=lambda f: (f.kind, f.path)) if not f.up]
     rows += [_row(_esc(kind), _esc(pattern), "NO FILE", "", "", "the pattern matches no file: a wrong path, or "
-                  "a share that is not mounted", classes=("", "", "down")) for kind, pattern in _unmatched(status)]
+                  "a share that is not mounted", classes=("", "", "down")) for kind, pattern in unmatched]
     if not status.reload.successful:
         rows.append(_row("configuration", "", "REJECTED", "", _esc(status.reload.failures),
                          "the last reload was rejected; the log says why (\"configuration reload failed\")",
@@ -171,13 +171,14 @@ def _files(status: RuntimeStatus, chosen: Filter, now: float) -> str:
 def render(status: RuntimeStatus, sections: Mapping[str, PlacedSection], telemetry_path: str, ready: bool,
            config_path: Optional[str] = None, query: str = "", now: Optional[float] = None) -> bytes:
     now = time.time() if now is None else now
+    unmatched = _unmatched(status)  # matching every file against every pattern: once per page
     section_rows = [_row(_esc(name), "%d" % s.series, "%.1f ms" % (1000 * s.render_seconds),
                          classes=("", "num", "num")) for name, s in sections.items()]
     body = (
         "<h1>renderfarm-exporter</h1><p>Version %s. <a href='%s'>Metrics</a> · <a href='/-/healthy'>Health</a> · "
         "<a href='/-/ready'>Readiness</a></p>" % (_esc(__version__), _esc(telemetry_path))
-        + _summary(status, config_path, ready)
-        + _problems(status, now)
+        + _summary(status, unmatched, config_path, ready)
+        + _problems(status, unmatched, now)
         + _files(status, Filter.parse(query), now)
         + _table(["Section", "Series", "Last render"], section_rows, "Exposition", "exposition")
     )

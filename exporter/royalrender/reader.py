@@ -28,9 +28,6 @@ from exporter.wholefile import ReadFailed, WholeFileReader
 
 log = logging.getLogger(__name__)
 
-FILE_BACKOFF_START_SECONDS = 1.0
-FILE_BACKOFF_MAX_SECONDS = 60.0
-
 
 class MemberFailures:
     """Reads in which a vendor member failed, per (kind, member); each pair is logged once.
