@@ -26,7 +26,7 @@ from bench.common import (
     wait_http,
 )
 from bench.data import MTAIL_PROGRAM, Totals, parse_exposition, write_cpu_acct
-from exporter.royalrender.simulator import RrFarmSimulator
+from exporter.simulation.simulator import RrFarmSimulator
 
 
 @dataclass

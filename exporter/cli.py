@@ -12,10 +12,12 @@ import platform
 import sys
 from typing import List, Optional
 
-from exporter import __version__, logs, webconfig
+from exporter import __version__, logs
 from exporter.config import ConfigError, load, notices
-from exporter.httpserver import DEFAULT_LISTEN_ADDRESS, parse_listen_address
+from exporter.simulation.demo import demo_farm
 from exporter.sources import registered_sources
+from exporter.web import webconfig
+from exporter.web.httpserver import DEFAULT_LISTEN_ADDRESS, parse_listen_address
 
 log = logging.getLogger("exporter.cli")
 
@@ -200,9 +202,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup(args.log_level, args.log_format)
     if args.demo:
-        from exporter.demo import run_demo
-
-        return run_demo(args)
+        with demo_farm() as config:
+            return run(config, args)
     if not args.config:
         print("renderfarm-exporter: --config PATH is required (or --demo)", file=sys.stderr)
         return EXIT_INVALID

@@ -20,13 +20,14 @@ import threading
 import time
 from typing import Dict, Optional, Sequence
 
-from exporter import sdnotify, selfmetrics, statuspage
+from exporter import sdnotify, selfmetrics
 from exporter.config import Config, ConfigError, load
-from exporter.httpserver import App, display_address, make_server
 from exporter.logs import fields
 from exporter.runtime import Runtime
 from exporter.sources import Reader, registered_sources
-from exporter.webconfig import CHECK_INTERVAL, WebConfigFile
+from exporter.web import statuspage
+from exporter.web.httpserver import App, display_address, make_server
+from exporter.web.webconfig import CHECK_INTERVAL, WebConfigFile
 
 log = logging.getLogger(__name__)
 

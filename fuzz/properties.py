@@ -15,10 +15,10 @@ import yaml
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from exporter import webconfig
 from exporter.config import ConfigError, parse
 from exporter.rush.cpu_acct import CpuAcctReader
 from exporter.rush.records import Process, parse_line
+from exporter.web import webconfig
 
 # -- strategies -------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """An independent fake of Royal Render's ``libpyRR*_datafiles``, written from the vendor's reference alone.
 
-It shares nothing with ``exporter/royalrender/standin.py``: its own file
+It shares nothing with ``exporter/simulation/standin.py``: its own file
 format (``FAKE-RR`` JSON, see ``write``), and the behaviours of a compiled
 module that the stand-in does not have:
 

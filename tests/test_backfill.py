@@ -14,8 +14,8 @@ from conftest import REPO, free_port, wait_until
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from exporter.backfill import SampleStore, parse_time
-from exporter.royalrender.simulator import RrFarmSimulator
 from exporter.rush.history import Replay
+from exporter.simulation.simulator import RrFarmSimulator
 
 BASE = 1794000000  # 2026-11-06: Rush history starts here, in two files
 

@@ -17,7 +17,7 @@ import time
 import pytest
 from conftest import REPO, parse_samples, value, wait_until
 
-from exporter.royalrender.simulator import RrFarmSimulator
+from exporter.simulation.simulator import RrFarmSimulator
 
 HOSTS = ("render01", "render02", "render03")
 

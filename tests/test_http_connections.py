@@ -13,7 +13,7 @@ from conftest import wait_until
 
 from bench.common import percentile
 from bench.connections import measure, raise_nofile_limit
-from exporter import httpserver
+from exporter.web import httpserver
 
 
 def rush_daemon(start_daemon, write_config, tmp_path):

@@ -7,7 +7,7 @@ import urllib.request
 
 from conftest import value, wait_until
 
-from exporter.royalrender.simulator import RrFarmSimulator
+from exporter.simulation.simulator import RrFarmSimulator
 
 LINE = "p 948300000 tahoe-1 T anna %d render01 100 30 1 2 0 77\n"
 

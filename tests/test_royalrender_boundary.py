@@ -22,9 +22,9 @@ import pytest
 from conftest import REPO, value, wait_until
 
 from exporter.royalrender.client import WorkerClient, WorkerCrashed, WorkerError, WorkerSettings
-from exporter.royalrender.simulator import RrFarmSimulator
 from exporter.royalrender.timezone import Timezone
 from exporter.royalrender.vendor.calls import MIB, SKIPPED
+from exporter.simulation.simulator import RrFarmSimulator
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FARM_ZONE = "Australia/Adelaide"  # UTC+10:30 in November: a half-hour offset, east of UTC
@@ -288,7 +288,7 @@ def test_worker_reports_the_stand_in_it_loaded(fake_farm):
     worker = WorkerClient(fake_farm.settings(module="simulated", timezone=Timezone()))
     try:
         assert worker.module_version() == "stand-in 1.0 (renderfarm-exporter; not Royal Render)"
-        assert worker.module_info["module"] == "exporter.royalrender.standin"
+        assert worker.module_info["module"] == "exporter.simulation.standin"
     finally:
         worker.close()
 

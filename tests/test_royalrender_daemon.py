@@ -6,7 +6,7 @@ import time
 import pytest
 from conftest import value, wait_until
 
-from exporter.royalrender.simulator import RrFarmSimulator
+from exporter.simulation.simulator import RrFarmSimulator
 
 SERVER = "royalrender_server_stats"
 

@@ -7,10 +7,11 @@ import time
 
 import pytest
 
-from exporter.royalrender import client_stats, daily_stats, server_stats, simformat, standin
-from exporter.royalrender.simulator import YEAR_SLOTS_KEPT, RrFarmSimulator, local_seconds
+from exporter.royalrender import client_stats, daily_stats, server_stats
 from exporter.royalrender.vendor import extractors
 from exporter.royalrender.vendor.calls import MIB, LoadFailed, local_to_unix
+from exporter.simulation import simformat, standin
+from exporter.simulation.simulator import YEAR_SLOTS_KEPT, RrFarmSimulator, local_seconds
 
 NOW = 1795300000.0  # a fixed clock makes every slot index predictable
 

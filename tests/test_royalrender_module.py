@@ -6,7 +6,7 @@ from exporter.royalrender.vendor import module
 
 VENDOR_LIKE = '''
 """A module named like the vendor's, standing in for it in this test."""
-import exporter.royalrender.standin as _standin
+import exporter.simulation.standin as _standin
 globals().update({k: v for k, v in vars(_standin).items() if not k.startswith("__")})
 '''
 

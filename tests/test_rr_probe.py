@@ -5,7 +5,7 @@ import sys
 
 from conftest import REPO
 
-from exporter.royalrender.simulator import RrFarmSimulator
+from exporter.simulation.simulator import RrFarmSimulator
 
 
 def probe(config_path):
@@ -20,7 +20,7 @@ def test_probe_reports_module_classes_and_each_file(tmp_path, write_config):
     result = probe(write_config(farm.config_text()))
     out = result.stdout
     assert result.returncode == 3, "a file that does not load is a problem: " + out
-    assert "Module loaded: exporter.royalrender.standin" in out
+    assert "Module loaded: exporter.simulation.standin" in out
     assert "getRRModuleVersion(): stand-in 1.0 (renderfarm-exporter; not Royal Render)" in out
     for cls in ("_rrGlobalStatsLS", "_dailyStats_data", "_rrClientStats_data", "_server_clientInfo",
                 "_StatsRenderTime", "_AppLicenses_v8", "_frameStatJob", "_ClientGroupList"):

@@ -15,7 +15,7 @@ import pytest
 import trustme
 from conftest import REPO, parse_samples, value, wait_until
 
-from exporter import basicauth, httpserver
+from exporter.web import basicauth, httpserver
 
 PASSWORD = "s3cret-farm"
 # Cost 4 keeps the suite fast; the cache is what spares scrapes the cost, whatever it is.

@@ -5,7 +5,7 @@ import re
 from conftest import wait_until
 from test_ecosystem import _dump_dom
 
-from exporter.royalrender.simulator import RrFarmSimulator
+from exporter.simulation.simulator import RrFarmSimulator
 
 
 def cells_of(dom, table_id):
@@ -36,7 +36,7 @@ def test_status_page_puts_the_summary_and_problems_first(tmp_path, start_daemon,
     assert summary["Configuration file"] == config
     assert summary["Last configuration reload"] == "none since start"
     assert summary["Royal Render time zone"] == "Europe/Berlin"
-    assert summary["Royal Render module"].startswith("exporter.royalrender.standin (")
+    assert summary["Royal Render module"].startswith("exporter.simulation.standin (")
 
     problems = cells_of(dom, "problems")
     assert [(p[0], p[1], p[2]) for p in problems] == [

@@ -9,7 +9,7 @@ import time
 import pytest
 from conftest import value, wait_until
 
-from exporter.royalrender.simulator import RrFarmSimulator
+from exporter.simulation.simulator import RrFarmSimulator
 
 
 class NotifySocket:

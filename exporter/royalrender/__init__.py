@@ -5,6 +5,7 @@
 - ``reader``: which files to read and when, per-file backoff, the boundary's own metrics;
 - ``client``: the daemon's side of the worker protocol;
 - ``vendor``: the worker's side (standard library only);
-- ``timezone``: the zone RR's local times are in;
-- ``standin``, ``simformat``, ``simulator``: the stand-in module and demo farm (not Royal Render).
+- ``timezone``: the zone RR's local times are in.
+
+The stand-in module and the RR simulator live in ``exporter.simulation``.
 """

@@ -102,7 +102,7 @@ def installed_versions(folders: Sequence[str]) -> List[str]:
 def load(spec: str, paths: Sequence[str]) -> ModuleType:
     """Imports the RR module: ``simulated`` (the stand-in), ``auto``, or a module name."""
     if spec == SIMULATED:
-        from exporter.royalrender import standin
+        from exporter.simulation import standin
 
         return standin
     names = candidate_names() if spec == AUTO else [spec]

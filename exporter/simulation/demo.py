@@ -5,7 +5,7 @@ runs the real watch -> read -> serve path. Rush: frames finish, utilization
 is logged, daemons go offline and online, and logs rotate by rename
 (``cpu.acct`` -> ``Ocpu.acct``) now and then; lines mix the space-aligned
 and TAB-delimited layouts, as real farms do. Royal Render: the simulator
-(``exporter.royalrender.simulator``) rewrites the server, daily, client-info
+(``exporter.simulation.simulator``) rewrites the server, daily, client-info
 and per-client stats files every few seconds, read through the stand-in
 module in the worker process.
 """
@@ -19,11 +19,12 @@ import shutil
 import tempfile
 import threading
 import time
-from typing import Dict, List, Optional
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional
 
-from exporter.config import parse
+from exporter.config import Config, parse
 from exporter.logs import fields
-from exporter.royalrender.simulator import RrFarmSimulator
+from exporter.simulation.simulator import RrFarmSimulator
 
 log = logging.getLogger(__name__)
 
@@ -154,10 +155,13 @@ class Ticker:
                 log.warning("demo farm could not write", extra=fields(error=exc))
 
 
-def run_demo(args) -> int:
-    """``--demo``: the real daemon on a live demo farm in a temporary folder."""
-    from exporter.cli import run
+@contextmanager
+def demo_farm() -> Iterator[Config]:
+    """``--demo``: a live demo farm in a temporary folder, and the config that reads it.
 
+    The caller runs the real daemon on the config; the farm writes until the
+    ``with`` block ends, then its folder is removed.
+    """
     folder = tempfile.mkdtemp(prefix="renderfarm-exporter-demo-")
     rush = DemoFarm(os.path.join(folder, "rush"))
     # 12x the vendor's cadence: server stats every 5 s, client stats every 2.5 s.
@@ -170,7 +174,7 @@ def run_demo(args) -> int:
         log.info("demo farm running", extra=fields(folder=folder))
         for ticker in tickers:
             ticker.start()
-        return run(config, args)
+        yield config
     finally:
         for ticker in tickers:
             ticker.stop()

@@ -21,7 +21,7 @@ import os
 import time
 from typing import Any, Dict, List
 
-from exporter.royalrender import simformat
+from exporter.simulation import simformat
 
 MODULE_VERSION = "stand-in 1.0 (renderfarm-exporter; not Royal Render)"
 

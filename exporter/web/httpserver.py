@@ -43,7 +43,6 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Deque, Dict, List, Mapping, Optional, Sequence, Set, Tuple, cast
 
 from exporter import __version__
-from exporter.basicauth import BasicAuth
 from exporter.exposition import (
     OPENMETRICS_CONTENT_TYPE,
     TEXT_CONTENT_TYPE,
@@ -52,7 +51,8 @@ from exporter.exposition import (
     wants_openmetrics,
 )
 from exporter.logs import fields
-from exporter.webconfig import WebConfigFile
+from exporter.web.basicauth import BasicAuth
+from exporter.web.webconfig import WebConfigFile
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import random
 import time
 from typing import Any, Callable, Dict, Optional
 
-from exporter.royalrender import simformat
-from exporter.royalrender.standin import RR8_NAMES, RR9_GLOBAL_FIELDS
+from exporter.simulation import simformat
+from exporter.simulation.standin import RR8_NAMES, RR9_GLOBAL_FIELDS
 
 SHAPES = {
     "rr9": {"day_max": 1440, "client_items": 2880},
