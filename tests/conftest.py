@@ -19,6 +19,12 @@ Samples = Dict[Tuple[str, FrozenSet[Tuple[str, str]]], float]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked ``needs_root`` says so when it is not run as root, instead of failing obscurely."""
+    if item.get_closest_marker("needs_root") is not None and os.geteuid() != 0:
+        pytest.fail("needs root (mounts or namespaces), as CI has: run scripts/test as root", pytrace=False)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -211,7 +211,7 @@ def test_rr_file_replaced_while_a_read_hangs(tmp_path, start_daemon, write_confi
     daemon.wait_for_value("renderfarm_exporter_source_up", 1, kind="royalrender_server_stats", path=path)
 
     farm.inject("server_stats", "hang")
-    time.sleep(0.5)  # the worker is now stuck in the read
+    farm.wait_until_hung("server_stats")
     farm.heal("server_stats")
     farm.write_server_stats()  # a new file renamed over the one being read
     daemon.wait_for_value("renderfarm_exporter_source_up", 0, kind="royalrender_server_stats", path=path,

@@ -9,6 +9,7 @@ import resource
 import socket
 import time
 
+import pytest
 from conftest import value, wait_until
 from fusefs import HangingFile
 
@@ -136,6 +137,7 @@ def test_fifo_device_and_socket_at_a_watched_path_never_block(tmp_path, start_da
     assert daemon.get("/-/ready")[0] == 200
 
 
+@pytest.mark.needs_root
 def test_a_read_stuck_on_a_hung_share_is_reported_down(tmp_path, start_daemon, write_config):
     share = tmp_path / "share"
     share.mkdir()

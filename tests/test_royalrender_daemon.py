@@ -1,7 +1,6 @@
 """The real daemon over a simulated RR farm: worker faults, recovery, files coming and going."""
 
 import os
-import time
 
 import pytest
 from conftest import value, wait_until
@@ -91,7 +90,7 @@ def test_a_hung_rr_read_does_not_delay_rush(farm, start_daemon, write_config, tm
     rush = "rush:\n  cpu_acct: ['%s']\n" % acct
     daemon = start_daemon("--config", rr_config(write_config, farm, timeout="20s", extra=rush))
     farm.inject("server_stats", "hang")
-    time.sleep(0.5)  # the RR ingest thread is now waiting on the hung worker
+    farm.wait_until_hung("server_stats")
     with open(acct, "a") as handle:
         handle.write("p 948300000 tahoe.1 T anna 1 render01 100 10 0 0 0 1\n")
     daemon.wait_for_value("rush_frames_total", 1, host="render01", status="done", timeout=3)

@@ -277,11 +277,12 @@ def test_simulator_saves_each_kind_on_the_vendors_cadence(tmp_path):
     sim = RrFarmSimulator(str(tmp_path / "rr"), clients=2, shape="rr8", seed=1, speed=1000.0)
     assert sim.cadence()["server_stats"] == 90.0 and sim.cadence()["client_stats"] == 20.0
     sim.write_all()
-    sim.step()  # first step: everything is due
-    stamps = {kind: os.stat(sim.path(kind, sim.clients[0])).st_mtime_ns
+    started = time.monotonic()
+    sim.step(started)  # first step: everything is due
+    # A save writes a new file and renames it over the old one: a new inode (mtimes can tie within a tick).
+    stamps = {kind: os.stat(sim.path(kind, sim.clients[0])).st_ino
               for kind in ("server_stats", "client_stats", "daily_stats")}
-    time.sleep(0.1)  # 90 s / 1000 = 0.09 s: server stats due again, daily stats (0.9 s) not yet
-    sim.step()
-    assert os.stat(sim.path("server_stats")).st_mtime_ns > stamps["server_stats"]
-    assert os.stat(sim.path("client_stats", sim.clients[0])).st_mtime_ns > stamps["client_stats"]
-    assert os.stat(sim.path("daily_stats")).st_mtime_ns == stamps["daily_stats"]
+    sim.step(started + 0.1)  # 90 s / 1000 = 0.09 s: server stats due again, daily stats (0.9 s) not yet
+    assert os.stat(sim.path("server_stats")).st_ino != stamps["server_stats"]
+    assert os.stat(sim.path("client_stats", sim.clients[0])).st_ino != stamps["client_stats"]
+    assert os.stat(sim.path("daily_stats")).st_ino == stamps["daily_stats"]

@@ -114,9 +114,12 @@ class RrFarmSimulator:
                 "daily_stats": 900.0, "client_info": 60.0, "render_time": 600.0, "licenses": 3600.0,
                 "client_groups": 3600.0, "frame_stats": 300.0}
 
-    def step(self) -> None:
-        """Rewrites the files whose save is due, as the RR server and clients would."""
-        now = time.monotonic()
+    def step(self, now: Optional[float] = None) -> None:
+        """Rewrites the files whose save is due, as the RR server and clients would.
+
+        ``now`` (monotonic seconds) lets a test step the cadence without waiting for it.
+        """
+        now = time.monotonic() if now is None else now
 
         def write_all_client_stats() -> None:
             for client in self.clients:
@@ -143,6 +146,18 @@ class RrFarmSimulator:
     def heal(self, kind: str, client: str = "") -> None:
         self._faults.pop(kind + client, None)
 
+    def wait_until_hung(self, kind: str, client: str = "", timeout: float = 10.0) -> None:
+        """Returns once the module hangs in a read of the ``hang`` file ``inject`` made (a state, not a guess)."""
+        marker = self._hang_marker(kind, client)
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(marker):
+            if time.monotonic() > deadline:
+                raise TimeoutError("no read of %s hung within %.0f s" % (self.path(kind, client), timeout))
+            time.sleep(0.02)
+
+    def _hang_marker(self, kind: str, client: str) -> str:
+        return self.path(kind, client) + ".hanging"
+
     def _write(self, kind: str, client: str, payload: Dict[str, Any]) -> None:
         path = self.path(kind, client)
         fault = self._faults.get(kind + client)
@@ -154,8 +169,10 @@ class RrFarmSimulator:
             with open(path, "wb") as handle:
                 handle.write(os.urandom(512))
             return
-        if fault in ("crash", "hang"):
+        if fault == "crash":
             payload = dict(payload, fault=fault)
+        if fault == "hang":
+            payload = dict(payload, fault=fault, hang_marker=self._hang_marker(kind, client))
         if fault == "half_written":
             simformat.write(path, cls, payload)
             with open(path, "r+b") as handle:

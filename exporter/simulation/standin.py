@@ -112,6 +112,10 @@ def _fault(data: Dict[str, Any]) -> None:
     if fault == "crash":
         os._exit(139)
     if fault == "hang":
+        marker = data.get("hang_marker")
+        if marker:  # tells a test that the module now hangs (simulator.wait_until_hung)
+            with open(marker, "w"):
+                pass
         while True:
             time.sleep(3600)
 
