@@ -3,7 +3,10 @@
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO, parse_samples, value
+
+from exporter import cli
 
 
 def run(*args, timeout=30):
@@ -95,11 +98,18 @@ def test_version_and_usage_errors():
     assert result.returncode == 2 and "HOST:PORT" in result.stderr
 
 
-def test_help_documents_every_flag():
-    result = run("--help")
-    for flag in ("--config.file", "--config", "--web.listen-address", "--web.telemetry-path", "--once",
-                 "--check-config", "--demo", "--log.level", "--log.format", "--version"):
-        assert flag in result.stdout
+@pytest.mark.parametrize("command, parser", [((), cli.build_parser), (("probe",), cli.build_probe_parser),
+                                             (("backfill",), cli.build_backfill_parser)])
+def test_help_documents_every_flag(command, parser):
+    """Every flag the parser knows is in the --help the binary prints, with a help text of its own."""
+    result = run(*command, "--help")
+    assert result.returncode == 0
+    actions = [action for action in parser()._actions if action.option_strings and action.dest != "help"]
+    assert len(actions) >= 3
+    for action in actions:
+        assert action.help and action.help.strip(), "%s has no help text" % action.option_strings
+        for flag in action.option_strings:
+            assert flag in result.stdout, flag
 
 
 def test_config_file_flag_as_prometheus_tools_spell_it():
