@@ -12,19 +12,16 @@ summed into ``__other__`` (averages are not exported for it).
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Mapping
+from typing import Any, Dict, Iterable, List, Mapping, Tuple
 
 from prometheus_client.metrics_core import Metric
 
 from exporter.budget import OTHER
 from exporter.families import gauge
+from exporter.royalrender.contract import Kind
 from exporter.royalrender.vendor.daily_stats import DIMENSIONS, FIELDS
 from exporter.schema import Field, Integer
 
-NAME = "daily_stats"
-VENDOR_CLASS = "_dailyStats_data"
-DEFAULT_PATH = "sub/stats/server/*"
-SELECT = "newest"
 STATES = ("waiting", "disabled", "idle", "rendering", "done")
 SERIES_PER_NAME = 20
 EXTRA_OPTIONS = {
@@ -43,7 +40,8 @@ _COMBINE = {
 assert set(_COMBINE) == {key for key, _, _ in FIELDS}, "every extracted value needs a rule for __other__"
 
 
-def history_families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Iterable:
+def history_families(data: Mapping[str, Dict[str, Any]],
+                     options: Mapping[str, Any]) -> Iterable[Tuple[float, List[Metric]]]:
     """(time, families) for every slot time of every daily file."""
     by_time: Dict[float, Dict[str, Dict[str, Dict[str, Any]]]] = {}
     for stats in data.values():
@@ -72,8 +70,8 @@ def _within_budget(rows: Dict[str, Dict[str, Any]], budget: int) -> Dict[str, Di
     return kept
 
 
-def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Iterable[Metric]:
-    for stats in data.values():  # SELECT = newest: one file
+def families(data: Mapping[str, Dict[str, Any]], options: Mapping[str, Any]) -> Iterable[Metric]:
+    for stats in data.values():  # select="newest": one file
         for dimension in DIMENSIONS:
             yield from _dimension_families(dimension, _within_budget(stats[dimension], options["series_budget"]))
 
@@ -105,3 +103,14 @@ def _dimension_families(dimension: str, rows: Dict[str, Dict[str, Any]]) -> Iter
     yield metric("frames_rendered", "frames_rendered", "Frames rendered in the 15-minute slot")
     yield metric("frames_left", "frames_left", "Frames left to render")
     yield metric("slot_timestamp_seconds", "time", "Start of the slot the values are from")
+
+
+KIND = Kind(
+    name="daily_stats",
+    vendor_class="_dailyStats_data",
+    default_path="sub/stats/server/*",
+    select="newest",
+    families=families,
+    extra_options=EXTRA_OPTIONS,
+    history_families=history_families,
+)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from types import MappingProxyType, ModuleType
+from types import MappingProxyType
 from typing import Any, Collection, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from prometheus_client.core import InfoMetricFamily
@@ -23,6 +23,7 @@ from exporter.families import counter, gauge
 from exporter.logs import fields
 from exporter.paths import PathPattern
 from exporter.royalrender.client import WorkerClient, WorkerCrashed, WorkerError
+from exporter.royalrender.contract import Kind
 from exporter.sources import FileStatus
 from exporter.wholefile import ReadFailed, WholeFileReader
 
@@ -54,14 +55,14 @@ def worker_options(options: Mapping[str, Any]) -> Dict[str, Any]:
     return {k: v for k, v in options.items() if isinstance(v, (str, int, float, bool)) or v is None}
 
 
-def file_reader(kind: ModuleType, patterns: Sequence[str], options: Mapping[str, Any], worker: WorkerClient,
+def file_reader(kind: Kind, patterns: Sequence[str], options: Mapping[str, Any], worker: WorkerClient,
                 member_failures: MemberFailures) -> WholeFileReader:
     """The reader of one RR file kind: a whole-file reader whose files are read through the worker."""
-    label = "royalrender_" + kind.NAME
+    label = "royalrender_" + kind.name
 
     def parse(path: str) -> Any:
         try:
-            reply = worker.read(kind.NAME, path, worker_options(options))
+            reply = worker.read(kind.name, path, worker_options(options))
         except WorkerCrashed as exc:  # the file is to blame, unless a risky call was (it is avoided from now on)
             raise ReadFailed(str(exc), back_off=exc.step is None) from None
         except WorkerError as exc:
@@ -69,8 +70,7 @@ def file_reader(kind: ModuleType, patterns: Sequence[str], options: Mapping[str,
         member_failures.add(label, reply.member_failures, path)
         return reply.data
 
-    newest = None if kind.SELECT == "all" else kind.newest_count(options) if hasattr(kind, "newest_count") else 1
-    return WholeFileReader(label, patterns, parse, lambda data: kind.families(data, options), newest)
+    return WholeFileReader(label, patterns, parse, lambda data: kind.families(data, options), kind.newest(options))
 
 
 @dataclass(frozen=True)

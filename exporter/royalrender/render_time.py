@@ -15,12 +15,9 @@ from typing import Any, Dict, Iterable, List, Mapping
 from prometheus_client.metrics_core import Metric
 
 from exporter.families import gauge
+from exporter.royalrender.contract import Kind
 from exporter.schema import Field, Integer
 
-NAME = "render_time"
-VENDOR_CLASS = "_StatsRenderTime"
-DEFAULT_PATH = None
-SELECT = "newest"
 SERIES_PER_LAYER = 3
 EXTRA_OPTIONS = {
     "series_budget": Field(Integer(minimum=SERIES_PER_LAYER), default=3000,
@@ -37,8 +34,8 @@ def _rows(projects: List[Dict[str, Any]], budget: int):
     return rows[:capacity], max(0, len(rows) - capacity)
 
 
-def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Iterable[Metric]:
-    for stats in data.values():  # SELECT = newest: one file
+def families(data: Mapping[str, Dict[str, Any]], options: Mapping[str, Any]) -> Iterable[Metric]:
+    for stats in data.values():  # select="newest": one file
         rows, dropped = _rows(stats["projects"], options["series_budget"])
 
         def per_layer(key: str) -> Dict:
@@ -55,3 +52,13 @@ def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Ite
                     ["project", "layer"], per_layer("jobs_added"))
         yield gauge("royalrender_render_time_layers_dropped", "Layers not exported because of the series budget",
                     [], {(): dropped})
+
+
+KIND = Kind(
+    name="render_time",
+    vendor_class="_StatsRenderTime",
+    default_path=None,
+    select="newest",
+    families=families,
+    extra_options=EXTRA_OPTIONS,
+)
