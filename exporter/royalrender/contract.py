@@ -23,6 +23,10 @@ DataByPath = Mapping[str, Any]
 Bound = Callable[[Any], Any]
 
 
+def _unbounded(data: Any) -> Any:
+    return data
+
+
 def _one_file(options: Options) -> int:
     return 1
 
@@ -50,6 +54,10 @@ class Kind:
     newest_count: Callable[[Options], int] = _one_file
     bounded: Optional[Callable[[Options], Bound]] = None
     history_families: Optional[Callable[[DataByPath, Options], Iterable[Tuple[float, List[Metric]]]]] = None
+
+    def budget(self, options: Options) -> Bound:
+        """A fresh series budget for one reader's life (``bounded``); kinds without one pass data through."""
+        return self.bounded(options) if self.bounded is not None else _unbounded
 
     def newest(self, options: Options) -> Optional[int]:
         """How many of the most recently changed matches to read; None: every match."""

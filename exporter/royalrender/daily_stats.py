@@ -6,8 +6,12 @@ matched by the configured glob is read, and the day it describes is the
 local day of its modification time (in ``royalrender.timezone``). How the
 type ids of RR 8 and RR 9 are told apart: ``vendor.daily_stats``.
 
-Names are unbounded: past ``series_budget`` a dimension's further names are
-summed into ``__other__`` (averages are not exported for it).
+Names are unbounded, so each dimension has a ``budget.LabelBudget`` of
+``series_budget`` series: a name keeps its series from the first read that
+saw it while there was room, and later names are combined into
+``__other__`` (averages are not exported for it). Names first seen in the
+same read are offered most recently active first (their latest slot), then
+by name.
 """
 
 from __future__ import annotations
@@ -16,9 +20,9 @@ from typing import Any, Dict, Iterable, List, Mapping, Tuple
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.budget import OTHER
+from exporter.budget import OTHER, LabelBudget
 from exporter.families import gauge
-from exporter.royalrender.contract import Kind
+from exporter.royalrender.contract import Bound, Kind
 from exporter.royalrender.vendor.daily_stats import DIMENSIONS, FIELDS
 from exporter.schema import Field, Integer
 
@@ -42,27 +46,41 @@ assert set(_COMBINE) == {key for key, _, _ in FIELDS}, "every extracted value ne
 
 def history_families(data: Mapping[str, Dict[str, Any]],
                      options: Mapping[str, Any]) -> Iterable[Tuple[float, List[Metric]]]:
-    """(time, families) for every slot time of every daily file."""
+    """(time, families) for every slot time of every daily file, through one budget in time order."""
     by_time: Dict[float, Dict[str, Dict[str, Dict[str, Any]]]] = {}
     for stats in data.values():
         for dimension in DIMENSIONS:
             for name, slots in stats[dimension].items():
                 for slot in slots:
                     by_time.setdefault(slot["time"], {d: {} for d in DIMENSIONS})[dimension][name] = slot
+    bound = bounded(options)
     for when in sorted(by_time):
-        yield when, [f for dimension in DIMENSIONS
-                     for f in _dimension_families(dimension, _within_budget(by_time[when][dimension],
-                                                                             options["series_budget"]))
+        yield when, [f for dimension, rows in bound(by_time[when]).items()
+                     for f in _dimension_families(dimension, rows)
                      if not f.name.endswith("_slot_timestamp_seconds")]
 
 
-def _within_budget(rows: Dict[str, Dict[str, Any]], budget: int) -> Dict[str, Dict[str, Any]]:
-    capacity = max(0, budget // SERIES_PER_NAME - 1)
-    names = sorted(rows)
-    kept = {name: rows[name] for name in names[:capacity]}
-    rest = [rows[name] for name in names[capacity:]]
+def bounded(options: Mapping[str, Any]) -> Bound:
+    """One budget per dimension for a reader's life; applied to each file's data as it is read."""
+    budgets = {dimension: LabelBudget(options["series_budget"], SERIES_PER_NAME) for dimension in DIMENSIONS}
+
+    def bound(stats: Mapping[str, Dict[str, Dict[str, Any]]]) -> Dict[str, Dict[str, Dict[str, Any]]]:
+        return dict(stats, **{dimension: _within(budgets[dimension], stats[dimension]) for dimension in DIMENSIONS})
+
+    return bound
+
+
+def _within(budget: LabelBudget, rows: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """The admitted names' rows, and one ``__other__`` row combining the rest (``_COMBINE``)."""
+    kept: Dict[str, Dict[str, Any]] = {}
+    rest: List[Dict[str, Any]] = []
+    for name in sorted(rows, key=lambda name: (-(rows[name]["time"] or 0), name)):
+        if budget.admits(name):
+            kept[name] = rows[name]
+        else:
+            rest.append(rows[name])
     if rest:
-        other: Dict[str, Any] = {"time": max(r["time"] for r in rest)}
+        other: Dict[str, Any] = {"time": max(r["time"] or 0 for r in rest)}
         for key, combine in _COMBINE.items():
             values = [r[key] for r in rest if r.get(key) is not None]
             other[key] = combine(values) if combine and values else None
@@ -71,9 +89,10 @@ def _within_budget(rows: Dict[str, Dict[str, Any]], budget: int) -> Dict[str, Di
 
 
 def families(data: Mapping[str, Dict[str, Any]], options: Mapping[str, Any]) -> Iterable[Metric]:
+    """The families of data the reader has already passed through ``bounded``."""
     for stats in data.values():  # select="newest": one file
         for dimension in DIMENSIONS:
-            yield from _dimension_families(dimension, _within_budget(stats[dimension], options["series_budget"]))
+            yield from _dimension_families(dimension, stats[dimension])
 
 
 def _values(rows: Dict[str, Dict[str, Any]], key: str) -> Dict[str, Any]:
@@ -112,5 +131,6 @@ KIND = Kind(
     select="newest",
     families=families,
     extra_options=EXTRA_OPTIONS,
+    bounded=bounded,
     history_families=history_families,
 )

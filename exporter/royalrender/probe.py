@@ -173,7 +173,8 @@ def _report_file(kind: Kind, options: Mapping[str, Any], path: str, worker: Work
         out.write("      member failed, its values are not exported: %s: %s\n" % (member, error))
     text = json.dumps(_with_readable_times(reply.data, zone), indent=2, sort_keys=True, default=str)
     out.write("      loaded; what was read:\n" + "".join("      " + line + "\n" for line in text.splitlines()))
-    exposition = render_section(kind.families({path: reply.data}, options)).text.decode()
+    data = kind.budget(options)(reply.data)  # as a reader starting now would see it
+    exposition = render_section(kind.families({path: data}, options)).text.decode()
     out.write("      would export:\n" + "".join("      " + line + "\n" for line in exposition.splitlines()
                                                if not line.startswith("#")))
     return ["%s: member %s failed" % (path, member) for member in sorted(reply.member_failures)]

@@ -59,6 +59,7 @@ def file_reader(kind: Kind, patterns: Sequence[str], options: Mapping[str, Any],
                 member_failures: MemberFailures) -> WholeFileReader:
     """The reader of one RR file kind: a whole-file reader whose files are read through the worker."""
     label = "royalrender_" + kind.name
+    within_budget = kind.budget(options)
 
     def parse(path: str) -> Any:
         try:
@@ -68,7 +69,7 @@ def file_reader(kind: Kind, patterns: Sequence[str], options: Mapping[str, Any],
         except WorkerError as exc:
             raise ReadFailed(str(exc)) from None
         member_failures.add(label, reply.member_failures, path)
-        return reply.data
+        return within_budget(reply.data)  # on the ingest thread: every render of this data shows the same series
 
     return WholeFileReader(label, patterns, parse, lambda data: kind.families(data, options), kind.newest(options))
 
