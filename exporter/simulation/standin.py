@@ -1,7 +1,7 @@
 """Stand-in for Royal Render's ``libpyRR*_datafiles`` module. NOT the vendor's module.
 
-It has the classes, methods, parameters and index semantics documented in
-the vendor's reference (``shared/spec/royalrender-libpyRR2_datafiles.txt``)
+It has the classes, methods, parameters and index semantics of the vendor's
+reference, as summed up in docs/royalrender.md ("The stand-in module"),
 and reads files that the farm simulator writes in its own JSON format
 (``simformat``). It exists so that the tests, the demo and
 ``royalrender.module: simulated`` run the exporter's real path: worker
