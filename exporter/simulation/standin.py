@@ -125,7 +125,7 @@ RR9_GLOBAL_FIELDS = (
     "serverMemUsage_Process", "serverMemUsage_TCPSocket", "serverMemUsage_TCPData", "serverMemUsage_JobBuffer",
     "serverMemUsage_TCPDataCompressed", "frameTime", "framesLeft",
 )
-#: RR 8 names as seen in the vendor's older binding (royalrender-facts.md).
+#: RR 8 names as seen in the vendor's older binding (the aliases in docs/royalrender.md).
 RR8_NAMES = {
     "framesPerMin": "framesPer90s", "clients_rendering": "client_rendering",
     "clients_avTemperature": "avclientTemperature", "serverMemUsage_Machine": "MemUsageMachine",
