@@ -1,9 +1,21 @@
-"""Bounds on label values taken from files: their length, and how many distinct ones become series.
+"""The one cardinality budget every breakdown by a name taken from a file uses (Rush hosts, users, titles;
+Royal Render users, projects, render apps, render time layers).
 
-Values are admitted first come, first served, and stay admitted, so a
-value's counters never move between its own series and ``__other__`` (which
-would make both look like counter resets). Once the budget is spent, new
-values are counted under ``__other__``.
+The policy, the same everywhere:
+
+- **first come, stays admitted.** A value gets a series of its own the
+  first time it is seen while the budget has room, and keeps it for the
+  reader's life (until the exporter restarts or a reload changes the
+  source's section). The set of series therefore never flaps between reads or
+  renders, and a value's counters never move between its own series and
+  ``__other__`` (which would make both look like counter resets).
+- **the rest is** ``__other__``. Once the budget is spent, new values are
+  counted under ``__other__``, whose series are reserved out of the budget
+  (one value's worth), so the series never exceed ``series_budget``.
+- **seen together, offered in the breakdown's order.** Values first seen in
+  the same read are offered in the order the breakdown gives them (Rush:
+  record order; RR: the most recently active first, then by name), so which
+  ones get in is deterministic.
 
 A value longer than ``max_length`` is cut and ends in ``TRUNCATED_SUFFIX``,
 so the cut is visible in every query; values that only differ after the cut
@@ -12,32 +24,50 @@ share one series. Memory is then bounded by the budget times the length.
 
 from __future__ import annotations
 
-from typing import Set
+from typing import Hashable, Optional, Set
 
 OTHER = "__other__"
 TRUNCATED_SUFFIX = "...[truncated]"
 
 
 class LabelBudget:
-    def __init__(self, series_budget: int, series_per_value: int, max_length: int):
+    """Which values of one breakdown have series of their own; used by one thread (a source's ingest).
+
+    ``series_per_value``: the series one admitted value can create, so
+    ``series_budget // series_per_value - 1`` values are admitted.
+    ``max_length``: longer string values are cut (None: never cut).
+    """
+
+    def __init__(self, series_budget: int, series_per_value: int, max_length: Optional[int] = None):
         # One value's worth of series stays reserved for __other__ itself.
         self.capacity = max(0, series_budget // series_per_value - 1)
         self.max_length = max_length
-        self._admitted: Set[str] = set()
-        self.overflowed = 0
-        self.truncated = 0
+        self._admitted: Set[Hashable] = set()
+        self.overflowed = 0  # values counted as __other__, once per offer
+        self.truncated = 0  # values cut, once per offer
 
     def label(self, value: str) -> str:
         """``value`` (cut to ``max_length``) if admitted, now or before, else ``__other__``."""
         if value in self._admitted:
             return value
-        if len(value) > self.max_length:
+        if self.max_length is not None and len(value) > self.max_length:
             self.truncated += 1
             value = value[: self.max_length - len(TRUNCATED_SUFFIX)] + TRUNCATED_SUFFIX
-            if value in self._admitted:
-                return value
-        if len(self._admitted) < self.capacity and value != OTHER:
-            self._admitted.add(value)
-            return value
+        return value if self.admits(value) else OTHER
+
+    def admits(self, key: Hashable) -> bool:
+        """Whether ``key`` (a value, or a tuple of them such as (project, layer)) has series of its own.
+
+        A key that is or holds ``__other__`` itself is never admitted: it would share the overflow's series.
+        """
+        if key in self._admitted:
+            return True
+        if len(self._admitted) < self.capacity and not _names_other(key):
+            self._admitted.add(key)
+            return True
         self.overflowed += 1
-        return OTHER
+        return False
+
+
+def _names_other(key: Hashable) -> bool:
+    return key == OTHER or (isinstance(key, tuple) and OTHER in key)

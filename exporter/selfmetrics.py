@@ -70,8 +70,14 @@ def families(status: RuntimeStatus, sections: Mapping[str, PlacedSection]) -> It
     yield gauge("renderfarm_exporter_pattern_matched_files",
                 "Files each configured pattern matches now; 0 means a wrong path or an unmounted share",
                 ["kind", "pattern"], matched_files(status.patterns, files))
-    yield counter("renderfarm_exporter_source_parse_errors", "Failed reads of the file; the last good values are kept",
-                  ["kind", "path"], _per_file(files, "errors_total"))
+    yield counter("renderfarm_exporter_source_parse_errors",
+                  "Reads of the file whose content was rejected (not loadable as a whole); the last good values are "
+                  "kept", ["kind", "path"], _per_file(files, "parse_errors_total"))
+    yield counter("renderfarm_exporter_source_read_failures",
+                  "Reads of the file that failed for a reason other than its content: the reading helper crashed or "
+                  "timed out, an I/O error, the reader unavailable; the last good values are kept",
+                  ["kind", "path", "reason"],
+                  {(f.kind, f.path, reason): n for f in files for reason, n in f.read_failures_by_reason().items()})
     yield counter("renderfarm_exporter_source_malformed_lines", "Lines of the file skipped as malformed",
                   ["kind", "path"], _per_file(files, "malformed_lines_total"))
     yield counter("renderfarm_exporter_source_read_bytes", "Bytes consumed from the file",

@@ -37,10 +37,23 @@ from prometheus_client.metrics_core import Metric
 from exporter.paths import PathPattern
 from exporter.schema import Schema
 
+#: Why a read failed when the file's content is not to blame (``FileStatus.read_failures``): the helper that
+#: reads it crashed (or broke its protocol) or hung past its timeout, the file system refused (``io``), or the
+#: reader could not run at all (``unavailable``: Royal Render's module did not load).
+READ_FAILURE_REASONS = ("crash", "timeout", "io", "unavailable")
+
 
 @dataclass(frozen=True)
 class FileStatus:
-    """How reading one file went; the exporter's own per-file metrics."""
+    """How reading one file went; the exporter's own per-file metrics.
+
+    ``errors_total`` counts every failed read. Of those, ``parse_errors_total``
+    are reads that got the file but rejected its content (a whole-file parser
+    or the vendor's ``loadFromFile`` refused it); ``read_failures`` counts
+    others by reason (``READ_FAILURE_REASONS``). A reader that classifies
+    nothing (a tailer, whose malformed lines are counted apart) leaves both
+    at their defaults: its failed reads are I/O failures.
+    """
 
     kind: str
     path: str
@@ -51,6 +64,17 @@ class FileStatus:
     bytes_read_total: int
     lines_read_total: int
     last_error: Optional[str] = None  # why the last read failed, while the file is down (the status page shows it)
+    parse_errors_total: int = 0
+    #: (reason, count), reasons from READ_FAILURE_REASONS; zeros included for the reasons the reader can meet
+    read_failures: Tuple[Tuple[str, int], ...] = ()
+
+    def read_failures_by_reason(self) -> Dict[str, int]:
+        """Failed reads not due to the content, by reason, zeros included; ``io`` always, with what the reader
+        left unclassified."""
+        failures = dict(self.read_failures)
+        unclassified = self.errors_total - self.parse_errors_total - sum(failures.values())
+        failures["io"] = failures.get("io", 0) + max(0, unclassified)
+        return failures
 
 
 class Snapshot(Protocol):

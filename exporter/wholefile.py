@@ -5,7 +5,9 @@ What every such file needs, in one place:
 - a file is read again only when its (inode, size, mtime) changed, or its
   last read failed;
 - a failed read keeps the file's last good values and marks it down, with
-  the reason, logged at most once a minute per file;
+  the reason, logged at most once a minute per file, and is counted as a
+  parse error (the content was rejected) or a read failure by reason
+  (``sources.READ_FAILURE_REASONS``: ``ReadFailed.failure``);
 - a read that says it harmed the reader (``ReadFailed(back_off=True)``: a
   crashed or hung helper process) backs that file off on its own, 1 s
   doubling to 60 s; a new version of the file is tried at once;
@@ -24,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Collection, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -44,11 +47,18 @@ Signature = Tuple[int, int, int]
 
 
 class ReadFailed(Exception):
-    """One file could not be read; ``back_off``: the read harmed the reader, so wait before the next try."""
+    """One file could not be read.
 
-    def __init__(self, reason: str, back_off: bool = False):
+    ``back_off``: the read harmed the reader, so wait before the next try.
+    ``failure``: None when the file's content was rejected (a parse error),
+    else why the read failed without the content being to blame, one of
+    ``sources.READ_FAILURE_REASONS``.
+    """
+
+    def __init__(self, reason: str, back_off: bool = False, failure: Optional[str] = None):
         super().__init__(reason)
         self.back_off = back_off
+        self.failure = failure
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,8 @@ class _FileState:
         self.up = True
         self.last_success_time: Optional[float] = None
         self.errors = 0
+        self.parse_errors = 0
+        self.read_failures: Counter = Counter()
         self.bytes = 0
         self.backoff = 0.0
         self.retry_at = 0.0
@@ -81,12 +93,15 @@ class _FileState:
 
 class WholeFileReader:
     def __init__(self, kind: str, patterns: Sequence[str], parse: Callable[[str], Any],
-                 families: Callable[[Mapping[str, Any]], Iterable[Metric]], newest: Optional[int] = None):
+                 families: Callable[[Mapping[str, Any]], Iterable[Metric]], newest: Optional[int] = None,
+                 failure_reasons: Sequence[str] = ("io",)):
+        """``failure_reasons``: the ``ReadFailed.failure`` values ``parse`` raises, exported at zero from the start."""
         self.kind = kind
         self.patterns = [PathPattern(p) for p in patterns]
         self._parse = parse
         self._families = families
         self._newest = newest
+        self._failure_reasons = tuple(failure_reasons)
         self._files: Dict[str, _FileState] = {}
         self._data: Dict[str, Any] = {}
         self._failure_log = RateLimitedLog(log)
@@ -127,7 +142,7 @@ class WholeFileReader:
             self._forget(path)
             return
         except OSError as exc:
-            self._failed(path, str(exc), None)
+            self._failed(path, str(exc), None, "io")
             return
         state = self._files.setdefault(path, _FileState())
         signature = (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -136,11 +151,11 @@ class WholeFileReader:
         try:
             data = self._parse(path)
         except ReadFailed as exc:
-            self._failed(path, str(exc), signature if exc.back_off else None)
+            self._failed(path, str(exc), signature if exc.back_off else None, exc.failure)
             return
         problem = self._unexportable(path, data)
         if problem:
-            self._failed(path, problem, None)
+            self._failed(path, problem, None, None)
             return
         self._data[path] = data
         state.signature, state.up, state.last_success_time, state.backoff = signature, True, time.time(), 0.0
@@ -154,11 +169,16 @@ class WholeFileReader:
             return "the data of this file cannot be exported: %s: %s" % (type(exc).__name__, exc)
         return None
 
-    def _failed(self, path: str, reason: str, harmful: Optional[Signature]) -> None:
-        """Marks the file down; ``harmful``: the signature of the file version whose read harmed the reader."""
+    def _failed(self, path: str, reason: str, harmful: Optional[Signature], failure: Optional[str]) -> None:
+        """Marks the file down; ``harmful``: the signature of the file version whose read harmed the reader;
+        ``failure``: as in ``ReadFailed`` (None: a parse error)."""
         state = self._files.setdefault(path, _FileState())
         state.up = False
         state.errors += 1
+        if failure is None:
+            state.parse_errors += 1
+        else:
+            state.read_failures[failure] += 1
         state.last_error = reason[:500]
         if harmful is not None:
             state.back_off(harmful)
@@ -170,7 +190,9 @@ class WholeFileReader:
         files: List[FileStatus] = [
             FileStatus(kind=self.kind, path=path, up=s.up, last_success_time=s.last_success_time,
                        errors_total=s.errors, malformed_lines_total=0, bytes_read_total=s.bytes, lines_read_total=0,
-                       last_error=None if s.up else s.last_error)
+                       last_error=None if s.up else s.last_error, parse_errors_total=s.parse_errors,
+                       read_failures=tuple((reason, s.read_failures[reason]) for reason
+                                           in sorted(set(self._failure_reasons) | set(s.read_failures))))
             for path, s in sorted(self._files.items())
         ]
         return WholeFileSnapshot(files=tuple(files), data=MappingProxyType(dict(self._data)))

@@ -54,7 +54,7 @@ def documented_as(key):
     """The forms a key may be documented in: itself, or with the RR file kind written as ``<kind>``."""
     forms = {key}
     for kind in KINDS:
-        prefix = "royalrender.%s." % kind.NAME
+        prefix = "royalrender.%s." % kind.name
         if key.startswith(prefix):
             forms.add("royalrender.<kind>." + key[len(prefix):])
     return forms

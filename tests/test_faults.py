@@ -219,8 +219,10 @@ def test_rr_file_replaced_while_a_read_hangs(tmp_path, start_daemon, write_confi
     samples = daemon.wait_for_value("renderfarm_exporter_source_up", 1, kind="royalrender_server_stats", path=path,
                                     timeout=15)
     assert "Royal Render worker failed; the next read starts a new one" in daemon.log()
+    assert value(samples, "renderfarm_exporter_source_read_failures_total", kind="royalrender_server_stats",
+                 path=path, reason="timeout") >= 1
     assert value(samples, "renderfarm_exporter_source_parse_errors_total", kind="royalrender_server_stats",
-                 path=path) >= 1
+                 path=path) == 0, "a hung read is not the file's fault"
     fresh = parse_samples(subprocess.run([sys.executable, "-m", "exporter", "--config", config, "--once"], cwd=REPO,
                                          capture_output=True, text=True, timeout=60, check=True).stdout)
     for name in ("royalrender_jobs", "royalrender_jobs_rendering", "royalrender_server_temperature_celsius"):

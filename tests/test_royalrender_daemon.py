@@ -57,9 +57,17 @@ def test_fault_keeps_last_values_marks_file_down_and_recovers(farm, start_daemon
     assert value(samples, "royalrender_jobs") == jobs, "last good values are kept"
     assert up(samples, "client_info", farm.path("client_info")) == 1
     assert value(samples, "royalrender_client_wol_last_success", client=client) is not None
-    errors = value(samples, "renderfarm_exporter_source_parse_errors_total", kind="royalrender_server_stats",
-                   path=path)
-    assert errors >= 1
+    parse_errors = value(samples, "renderfarm_exporter_source_parse_errors_total", kind="royalrender_server_stats",
+                         path=path)
+    failures = {reason: value(samples, "renderfarm_exporter_source_read_failures_total",
+                              kind="royalrender_server_stats", path=path, reason=reason)
+                for reason in ("crash", "timeout", "io", "unavailable")}
+    what_failed = {"crash": "crash", "hang": "timeout"}.get(fault)  # random or half-written bytes: the content
+    if what_failed:
+        assert parse_errors == 0 and failures.pop(what_failed) >= 1
+    else:
+        assert parse_errors >= 1
+    assert set(failures.values()) == {0}, failures
 
     farm.heal("server_stats")
     farm.write_server_stats()

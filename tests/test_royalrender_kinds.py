@@ -1,5 +1,6 @@
 """Each RR file kind's extractor against the stand-in module, in both RR shapes, with exact values."""
 
+import copy
 import json
 import os
 import re
@@ -7,6 +8,7 @@ import time
 
 import pytest
 
+from exporter.budget import OTHER
 from exporter.royalrender import client_stats, daily_stats, server_stats
 from exporter.royalrender.vendor import extractors
 from exporter.royalrender.vendor.calls import MIB, LoadFailed, local_to_unix
@@ -154,15 +156,31 @@ def test_daily_stats_latest_set_slot_skips_unset_ones(farm):
     assert result["project"]["Teaser_v12"]["frames_left"] == 4242
 
 
-def test_daily_stats_budget_sums_the_rest_into_other(farm):
+def test_daily_stats_budget_admits_the_most_recently_active_and_sums_the_rest_into_other(farm):
     result = extract("daily_stats", farm.path("daily_stats"), {})
-    budget = daily_stats.SERIES_PER_NAME * 3  # two names of their own, one for __other__
-    families = {f.name: f for f in daily_stats.families({"x": result}, {"series_budget": budget})}
+    options = {"series_budget": daily_stats.SERIES_PER_NAME * 3}  # two names of their own, one for __other__
+    bound = daily_stats.KIND.budget(options)
+    families = {f.name: f for f in daily_stats.families({"x": bound(result)}, options)}
     users = {s.labels["user"] for s in families["royalrender_user_frames_left"].samples}
-    assert users == {"anna", "bjorn", "__other__"}
-    other = next(s.value for s in families["royalrender_user_frames_left"].samples if s.labels["user"] == "__other__")
-    assert other == sum(result["user"][u]["frames_left"] for u in ("chen", "dara", "emil", "fatima"))
-    assert not any(s.labels["user"] == "__other__" for s in families["royalrender_user_ps_usage_average"].samples)
+    by_activity = sorted(result["user"], key=lambda u: (-result["user"][u]["time"], u))
+    assert users == set(by_activity[:2]) | {OTHER}
+    other = next(s.value for s in families["royalrender_user_frames_left"].samples if s.labels["user"] == OTHER)
+    assert other == sum(result["user"][u]["frames_left"] for u in by_activity[2:])
+    assert not any(s.labels["user"] == OTHER for s in families["royalrender_user_ps_usage_average"].samples)
+
+
+def test_daily_stats_budget_keeps_its_names_from_read_to_read(farm):
+    """First come, stays admitted: a newcomer, however active, does not push an admitted name into __other__."""
+    result = extract("daily_stats", farm.path("daily_stats"), {})
+    bound = daily_stats.KIND.budget({"series_budget": daily_stats.SERIES_PER_NAME * 3})
+    admitted = set(bound(result)["user"]) - {OTHER}
+    later = copy.deepcopy(result)
+    newest = max(row["time"] for row in result["user"].values())
+    later["user"]["aaron"] = dict(result["user"][sorted(admitted)[0]], time=newest + 900)
+    gone = sorted(admitted)[1]
+    del later["user"][gone]  # gone from today's file: its place is not handed to another name
+    assert set(bound(later)["user"]) == admitted - {gone} | {OTHER}
+    assert set(bound(result)["user"]) == admitted | {OTHER}, "the same data, the same series"
 
 
 def test_client_stats_latest_item_threads_and_hour(farm):
@@ -226,13 +244,25 @@ def test_render_time_latest_and_mean_with_budget(farm):
     layer = result["projects"][0]["layers"][0]
     assert layer["latest"] == first["times"][0]
     assert layer["mean"] == pytest.approx(sum(first["times"]) / len(first["times"]))
-    budget = render_time.SERIES_PER_LAYER * 4  # 4 of the 9 layers fit
-    families = {f.name: f for f in render_time.families({path: result}, {"series_budget": budget})}
+    options = {"series_budget": render_time.SERIES_PER_LAYER * 4}  # 3 of the 9 layers fit, and __other__
+    bound = render_time.KIND.budget(options)
+    families = {f.name: f for f in render_time.families({path: bound(result)}, options)}
     kept = {(s.labels["project"], s.labels["layer"]) for s in families[
         "royalrender_render_time_latest_job_frame_ps_seconds"].samples}
-    newest = max(raw, key=lambda p: p["lastUsed"])["name"]
-    assert len(kept) == 4 and {p for p, _ in kept} >= {newest}
-    assert families["royalrender_render_time_layers_dropped"].samples[0].value == 5
+    by_use = sorted(result["projects"], key=lambda p: (-p["last_used_time"], p["name"]))
+    pairs = [(p["name"], layer["name"]) for p in by_use for layer in p["layers"]]
+    assert kept == set(pairs[:3]), "the layers of the most recently used projects come first"
+    assert families["royalrender_render_time_layers_dropped"].samples[0].value == len(pairs) - 3
+    jobs = {(s.labels["project"], s.labels["layer"]): s.value
+            for s in families["royalrender_render_time_jobs_added"].samples}
+    rest = [layer for p in by_use for layer in p["layers"]
+            if (p["name"], layer["name"]) not in kept and layer["jobs_added"] is not None]
+    assert jobs[(OTHER, OTHER)] == sum(layer["jobs_added"] for layer in rest)
+    projects = copy.deepcopy(result["projects"])
+    for p in projects:
+        p["last_used_time"] = -p["last_used_time"]  # the least recently used is now the most recent
+    again = bound(dict(result, projects=projects))
+    assert {(p["name"], layer["name"]) for p in again["projects"] for layer in p["layers"]} == kept | {(OTHER, OTHER)}
 
 
 def test_render_time_needs_loadfile_not_loadfromfile(farm):

@@ -145,6 +145,14 @@ def test_label_budget_is_stable_and_reserves_other():
     assert budget.label(OTHER) == OTHER and budget.overflowed == 3
 
 
+def test_label_budget_admits_tuples_but_never_other_itself():
+    budget = LabelBudget(series_budget=12, series_per_value=3)  # 3 of their own, and __other__
+    assert [budget.admits(k) for k in (("p", "a"), (OTHER, "b"), OTHER, ("p", "b"), ("q", "c"), ("q", "d"))] == [
+        True, False, False, True, True, False]
+    assert budget.admits(("p", "a")) and budget.overflowed == 3
+    assert budget.label("y" * 500) == OTHER and budget.truncated == 0, "no max_length: never cut"
+
+
 def test_label_budget_cuts_long_values_visibly_and_counts_them():
     budget = LabelBudget(series_budget=15, series_per_value=5, max_length=20)
     cut = "x" * 6 + TRUNCATED_SUFFIX

@@ -70,12 +70,14 @@ class WorkerCrashed(WorkerError):
     """The worker crashed, hung or broke the protocol; it was killed and the next call starts a new one.
 
     ``step`` is the risky step it was in, if any: then the step is to blame
-    (and is avoided from now on), not the file.
+    (and is avoided from now on), not the file. ``timed_out``: it hung past
+    ``read_timeout`` (else it crashed or broke the protocol).
     """
 
-    def __init__(self, message: str, step: Optional[str] = None):
+    def __init__(self, message: str, step: Optional[str] = None, timed_out: bool = False):
         super().__init__(message)
         self.step = step
+        self.timed_out = timed_out
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,7 @@ class WorkerClient:
                 self._crashed("protocol error %s: a reply line over %d bytes" % (doing, LARGEST_REPLY_BYTES), None)
             left = deadline - time.monotonic()
             if left <= 0:
-                self._crashed("worker timed out after %.0f s %s" % (timeout, doing), step)
+                self._crashed("worker timed out after %.0f s %s" % (timeout, doing), step, timed_out=True)
             # in slices: a child the module forked may hold the pipe open after the worker died
             ready = self._poller.poll(1000 * min(left, EXIT_CHECK_SECONDS))
             if not ready and self._proc is not None and self._proc.poll() is not None:
@@ -198,7 +200,7 @@ class WorkerClient:
         except ValueError:
             self._crashed("protocol error %s: not a JSON line: %.200r" % (doing, line), None)
 
-    def _crashed(self, message: str, step: Optional[str]) -> NoReturn:
+    def _crashed(self, message: str, step: Optional[str], timed_out: bool = False) -> NoReturn:
         self._kill()
         self.restarts += 1
         if step is not None:
@@ -208,7 +210,7 @@ class WorkerClient:
             message = "%s, in %s (skipped from now on)" % (message, step)
         else:
             log.warning("Royal Render worker failed; the next read starts a new one", extra=fields(reason=message))
-        raise WorkerCrashed(message, step)
+        raise WorkerCrashed(message, step, timed_out)
 
     # -- the process -------------------------------------------------------------------------
 

@@ -15,18 +15,13 @@ from prometheus_client.core import InfoMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from exporter.families import gauge
-
-NAME = "client_groups"
-VENDOR_CLASS = "_ClientGroupList"
-DEFAULT_PATH = "sub/cfg_user/clientgroups.ini"
-SELECT = "newest"
-EXTRA_OPTIONS: Dict[str, Any] = {}
+from exporter.royalrender.contract import Kind
 
 _NOTE = " (from clientgroups.ini; cached between changes of the file)"
 
 
-def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Iterable[Metric]:
-    for groups in data.values():  # SELECT = newest: one file
+def families(data: Mapping[str, Dict[str, Any]], options: Mapping[str, Any]) -> Iterable[Metric]:
+    for groups in data.values():  # select="newest": one file
         info = InfoMetricFamily("royalrender_client_group", "Membership of a client in a client group" + _NOTE,
                                 labels=["group", "client"])
         for group, clients in sorted(groups["groups"].items()):
@@ -35,3 +30,12 @@ def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Ite
         yield info
         yield gauge("royalrender_client_group_clients", "Clients in each client group" + _NOTE, ["group"],
                     {group: len(clients) for group, clients in groups["groups"].items()})
+
+
+KIND = Kind(
+    name="client_groups",
+    vendor_class="_ClientGroupList",
+    default_path="sub/cfg_user/clientgroups.ini",
+    select="newest",
+    families=families,
+)

@@ -8,12 +8,7 @@ from prometheus_client.core import InfoMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from exporter.families import gauge
-
-NAME = "client_info"
-VENDOR_CLASS = "_server_clientInfo"
-DEFAULT_PATH = "sub/stats/clientIPstats82.db"
-SELECT = "newest"
-EXTRA_OPTIONS: Dict[str, Any] = {}
+from exporter.royalrender.contract import Kind
 
 _NOTE = " (from clientIPstats82.db; cached between changes of the file)"
 
@@ -22,8 +17,8 @@ def _by_client(clients, key: str) -> Dict[str, Any]:
     return {c["name"]: c[key] for c in clients if c[key] is not None}
 
 
-def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Iterable[Metric]:
-    for table in data.values():  # SELECT = newest: one file
+def families(data: Mapping[str, Dict[str, Any]], options: Mapping[str, Any]) -> Iterable[Metric]:
+    for table in data.values():  # select="newest": one file
         clients = table["clients"]
         info = InfoMetricFamily("royalrender_client", "Last known rrClient version" + _NOTE,
                                 labels=["client", "version"])
@@ -40,3 +35,12 @@ def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Ite
                     ["client"], _by_client(clients, "last_wol_success"))
         yield gauge("royalrender_client_wol_last_boot_seconds", "Seconds from the latest successful Wake-on-LAN "
                     "to the rrClient being online" + _NOTE, ["client"], _by_client(clients, "last_wol_boot_seconds"))
+
+
+KIND = Kind(
+    name="client_info",
+    vendor_class="_server_clientInfo",
+    default_path="sub/stats/clientIPstats82.db",
+    select="newest",
+    families=families,
+)

@@ -18,13 +18,10 @@ from typing import Any, Dict, Iterable, Mapping, Tuple
 from prometheus_client.metrics_core import Metric
 
 from exporter.families import gauge
+from exporter.royalrender.contract import Kind
 from exporter.royalrender.naming import name_from_path
 from exporter.schema import Field, GroupRegex
 
-NAME = "client_stats"
-VENDOR_CLASS = "_rrClientStats_data"
-DEFAULT_PATH = None
-SELECT = "all"
 EXTRA_OPTIONS = {
     "client_from_path": Field(GroupRegex("client"), doc="regex with (?P<client>...) searched in the file's path"),
 }
@@ -32,11 +29,11 @@ EXTRA_OPTIONS = {
 _NOTE = " (from the client's stats file, latest item; cached between changes of the file)"
 
 
-def client_name(path: str, options: Dict[str, Any]) -> str:
+def client_name(path: str, options: Mapping[str, Any]) -> str:
     return name_from_path(path, options.get("client_from_path"), "client")
 
 
-def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Iterable[Metric]:
+def families(data: Mapping[str, Dict[str, Any]], options: Mapping[str, Any]) -> Iterable[Metric]:
     items = {client_name(path, options): d["item"] for path, d in sorted(data.items()) if d["item"] is not None}
 
     def per_client(key: str) -> Dict[str, Any]:
@@ -76,3 +73,13 @@ def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Ite
                 per_hour("aborts"))
     yield gauge("royalrender_client_hour_job_successes", "Successful job renders in the current hour" + _NOTE,
                 ["client"], per_hour("successes"))
+
+
+KIND = Kind(
+    name="client_stats",
+    vendor_class="_rrClientStats_data",
+    default_path=None,
+    select="all",
+    families=families,
+    extra_options=EXTRA_OPTIONS,
+)

@@ -11,6 +11,7 @@ from typing import Any, List, Mapping, Optional, Tuple
 from exporter.paths import glob_problems, missing_root
 from exporter.royalrender import timezone
 from exporter.royalrender.client import WorkerSettings, default_python
+from exporter.royalrender.contract import Kind
 from exporter.royalrender.kinds import KINDS
 from exporter.royalrender.vendor import module
 from exporter.schema import Boolean, Duration, Either, Field, Glob, ListOf, Scalar, String, Struct
@@ -53,21 +54,21 @@ def _paths(value) -> Tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value or ())
 
 
-def _kind_schema(kind) -> Struct:
+def _kind_schema(kind: Kind) -> Struct:
     """A kind with a public default path is read unless disabled; one without, when its path is set."""
     def build(enabled, path, **options):
         paths = _paths(path)
-        wanted = bool(kind.DEFAULT_PATH or paths) if enabled is None else enabled
+        wanted = bool(kind.default_path or paths) if enabled is None else enabled
         return KindConfig(enabled=wanted, paths=paths, options=options,
-                          path_missing=bool(enabled) and not paths and not kind.DEFAULT_PATH)
+                          path_missing=bool(enabled) and not paths and not kind.default_path)
 
-    where = "default %s (relative to root)" % kind.DEFAULT_PATH if kind.DEFAULT_PATH else "no public default: set it"
+    where = "default %s (relative to root)" % kind.default_path if kind.default_path else "no public default: set it"
     return Struct(
         {
             "enabled": Field(Boolean(), default=None,
                              doc="read this file kind; default: yes when it has a path (set, or a public default)"),
             "path": Field(Either(Glob(), ListOf(Glob())), doc="file or glob, or a list; " + where),
-            **kind.EXTRA_OPTIONS,
+            **kind.extra_options,
         },
         build=build,
     )
@@ -91,17 +92,17 @@ def _schema() -> Struct:
                                           "default: the exporter's own"),
             "worker_memory_limit": Field(Scalar("a size such as 4GiB, or 0", parse_size), default=4 << 30,
                                          doc="address-space limit of the worker; a read over it fails that file"),
-            **{kind.NAME: Field(_kind_schema(kind), default=_kind_schema(kind).defaults()) for kind in KINDS},
+            **{kind.name: Field(_kind_schema(kind), default=_kind_schema(kind).defaults()) for kind in KINDS},
         },
         build=build,
     )
 
 
 def _wanted_paths(kind, config: KindConfig) -> List[str]:
-    return list(config.paths) or ([kind.DEFAULT_PATH] if kind.DEFAULT_PATH else [])
+    return list(config.paths) or ([kind.default_path] if kind.default_path else [])
 
 
-def kind_paths(kind, config: KindConfig, root: Optional[str]) -> List[str]:
+def kind_paths(kind: Kind, config: KindConfig, root: Optional[str]) -> List[str]:
     """The kind's patterns as absolute paths; relative ones without a root are left out (a config notice)."""
     wanted = _wanted_paths(kind, config)
     if not root:
@@ -125,8 +126,8 @@ def relative_to(config: RoyalRenderConfig, folder: str) -> RoyalRenderConfig:
 
 def _check_root(config: RoyalRenderConfig) -> List[ConfigNotice]:
     root = module.resolve_root(config.root)
-    relying = [kind.NAME for kind in KINDS if kind.DEFAULT_PATH and config.kinds[kind.NAME].enabled
-               and not config.kinds[kind.NAME].paths]
+    relying = [kind.name for kind in KINDS if kind.default_path and config.kinds[kind.name].enabled
+               and not config.kinds[kind.name].paths]
     if root is None and not relying:
         return []  # every kind has a path of its own
     if root is None:
@@ -138,25 +139,25 @@ def _check_root(config: RoyalRenderConfig) -> List[ConfigNotice]:
 
 def _check_kind(kind, kind_config: KindConfig, root: Optional[str]) -> List[ConfigNotice]:
     if kind_config.path_missing:
-        return [ConfigNotice(kind.NAME + ".enabled", "true, but no path: where RR keeps these files is not public; "
-                                                     "set royalrender.%s.path" % kind.NAME)]
-    notices = [ConfigNotice(kind.NAME + ".path", "%s is relative, but there is no root" % path)
+        return [ConfigNotice(kind.name + ".enabled", "true, but no path: where RR keeps these files is not public; "
+                                                     "set royalrender.%s.path" % kind.name)]
+    notices = [ConfigNotice(kind.name + ".path", "%s is relative, but there is no root" % path)
                for path in kind_config.paths if not os.path.isabs(path) and root is None]
     for pattern in kind_paths(kind, kind_config, root):
-        notices += [ConfigNotice(kind.NAME + ".path", problem) for problem in glob_problems(pattern)]
+        notices += [ConfigNotice(kind.name + ".path", problem) for problem in glob_problems(pattern)]
         folder = missing_root(pattern)
         if folder is not None and (root is None or os.path.isdir(root)):
-            notices.append(ConfigNotice(kind.NAME + ".path", "folder %s does not exist" % folder))
+            notices.append(ConfigNotice(kind.name + ".path", "folder %s does not exist" % folder))
     return notices
 
 
 def check(config: RoyalRenderConfig) -> List[ConfigNotice]:
     notices = _check_root(config)
     root = module.resolve_root(config.root)
-    enabled = [kind for kind in KINDS if config.kinds[kind.NAME].enabled]
+    enabled = [kind for kind in KINDS if config.kinds[kind.name].enabled]
     for kind in enabled:
-        notices += _check_kind(kind, config.kinds[kind.NAME], root)
-    if not any(kind_paths(kind, config.kinds[kind.NAME], root) for kind in enabled):
+        notices += _check_kind(kind, config.kinds[kind.name], root)
+    if not any(kind_paths(kind, config.kinds[kind.name], root) for kind in enabled):
         notices.append(ConfigNotice("", "nothing to read: no file kind has a path"))
     return notices
 

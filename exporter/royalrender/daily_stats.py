@@ -6,25 +6,26 @@ matched by the configured glob is read, and the day it describes is the
 local day of its modification time (in ``royalrender.timezone``). How the
 type ids of RR 8 and RR 9 are told apart: ``vendor.daily_stats``.
 
-Names are unbounded: past ``series_budget`` a dimension's further names are
-summed into ``__other__`` (averages are not exported for it).
+Names are unbounded, so each dimension has a ``budget.LabelBudget`` of
+``series_budget`` series: a name keeps its series from the first read that
+saw it while there was room, and later names are combined into
+``__other__`` (averages are not exported for it). Names first seen in the
+same read are offered most recently active first (their latest slot), then
+by name.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Mapping
+from typing import Any, Dict, Iterable, List, Mapping, Tuple
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.budget import OTHER
+from exporter.budget import OTHER, LabelBudget
 from exporter.families import gauge
+from exporter.royalrender.contract import Bound, Kind
 from exporter.royalrender.vendor.daily_stats import DIMENSIONS, FIELDS
 from exporter.schema import Field, Integer
 
-NAME = "daily_stats"
-VENDOR_CLASS = "_dailyStats_data"
-DEFAULT_PATH = "sub/stats/server/*"
-SELECT = "newest"
 STATES = ("waiting", "disabled", "idle", "rendering", "done")
 SERIES_PER_NAME = 20
 EXTRA_OPTIONS = {
@@ -43,28 +44,43 @@ _COMBINE = {
 assert set(_COMBINE) == {key for key, _, _ in FIELDS}, "every extracted value needs a rule for __other__"
 
 
-def history_families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Iterable:
-    """(time, families) for every slot time of every daily file."""
+def history_families(data: Mapping[str, Dict[str, Any]],
+                     options: Mapping[str, Any]) -> Iterable[Tuple[float, List[Metric]]]:
+    """(time, families) for every slot time of every daily file, through one budget in time order."""
     by_time: Dict[float, Dict[str, Dict[str, Dict[str, Any]]]] = {}
     for stats in data.values():
         for dimension in DIMENSIONS:
             for name, slots in stats[dimension].items():
                 for slot in slots:
                     by_time.setdefault(slot["time"], {d: {} for d in DIMENSIONS})[dimension][name] = slot
+    bound = bounded(options)
     for when in sorted(by_time):
-        yield when, [f for dimension in DIMENSIONS
-                     for f in _dimension_families(dimension, _within_budget(by_time[when][dimension],
-                                                                             options["series_budget"]))
+        yield when, [f for dimension, rows in bound(by_time[when]).items()
+                     for f in _dimension_families(dimension, rows)
                      if not f.name.endswith("_slot_timestamp_seconds")]
 
 
-def _within_budget(rows: Dict[str, Dict[str, Any]], budget: int) -> Dict[str, Dict[str, Any]]:
-    capacity = max(0, budget // SERIES_PER_NAME - 1)
-    names = sorted(rows)
-    kept = {name: rows[name] for name in names[:capacity]}
-    rest = [rows[name] for name in names[capacity:]]
+def bounded(options: Mapping[str, Any]) -> Bound:
+    """One budget per dimension for a reader's life; applied to each file's data as it is read."""
+    budgets = {dimension: LabelBudget(options["series_budget"], SERIES_PER_NAME) for dimension in DIMENSIONS}
+
+    def bound(stats: Mapping[str, Dict[str, Dict[str, Any]]]) -> Dict[str, Dict[str, Dict[str, Any]]]:
+        return dict(stats, **{dimension: _within(budgets[dimension], stats[dimension]) for dimension in DIMENSIONS})
+
+    return bound
+
+
+def _within(budget: LabelBudget, rows: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """The admitted names' rows, and one ``__other__`` row combining the rest (``_COMBINE``)."""
+    kept: Dict[str, Dict[str, Any]] = {}
+    rest: List[Dict[str, Any]] = []
+    for name in sorted(rows, key=lambda name: (-(rows[name]["time"] or 0), name)):
+        if budget.admits(name):
+            kept[name] = rows[name]
+        else:
+            rest.append(rows[name])
     if rest:
-        other: Dict[str, Any] = {"time": max(r["time"] for r in rest)}
+        other: Dict[str, Any] = {"time": max(r["time"] or 0 for r in rest)}
         for key, combine in _COMBINE.items():
             values = [r[key] for r in rest if r.get(key) is not None]
             other[key] = combine(values) if combine and values else None
@@ -72,10 +88,11 @@ def _within_budget(rows: Dict[str, Dict[str, Any]], budget: int) -> Dict[str, Di
     return kept
 
 
-def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Iterable[Metric]:
-    for stats in data.values():  # SELECT = newest: one file
+def families(data: Mapping[str, Dict[str, Any]], options: Mapping[str, Any]) -> Iterable[Metric]:
+    """The families of data the reader has already passed through ``bounded``."""
+    for stats in data.values():  # select="newest": one file
         for dimension in DIMENSIONS:
-            yield from _dimension_families(dimension, _within_budget(stats[dimension], options["series_budget"]))
+            yield from _dimension_families(dimension, stats[dimension])
 
 
 def _values(rows: Dict[str, Dict[str, Any]], key: str) -> Dict[str, Any]:
@@ -105,3 +122,15 @@ def _dimension_families(dimension: str, rows: Dict[str, Dict[str, Any]]) -> Iter
     yield metric("frames_rendered", "frames_rendered", "Frames rendered in the 15-minute slot")
     yield metric("frames_left", "frames_left", "Frames left to render")
     yield metric("slot_timestamp_seconds", "time", "Start of the slot the values are from")
+
+
+KIND = Kind(
+    name="daily_stats",
+    vendor_class="_dailyStats_data",
+    default_path="sub/stats/server/*",
+    select="newest",
+    families=families,
+    extra_options=EXTRA_OPTIONS,
+    bounded=bounded,
+    history_families=history_families,
+)

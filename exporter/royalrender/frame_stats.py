@@ -13,13 +13,10 @@ from typing import Any, Dict, Iterable, Mapping
 from prometheus_client.metrics_core import Metric
 
 from exporter.families import gauge
+from exporter.royalrender.contract import Kind
 from exporter.royalrender.naming import name_from_path
 from exporter.schema import Field, GroupRegex, Integer
 
-NAME = "frame_stats"
-VENDOR_CLASS = "_frameStatJob"
-DEFAULT_PATH = None
-SELECT = "newest"
 EXTRA_OPTIONS = {
     "max_jobs": Field(Integer(minimum=1), default=20, doc="read only this many most recently changed job files"),
     "job_from_path": Field(GroupRegex("job"), doc="regex with (?P<job>...) searched in the path; default: file name"),
@@ -28,15 +25,15 @@ EXTRA_OPTIONS = {
 _NOTE = " (from the job's frame stats; cached between changes of the file)"
 
 
-def newest_count(options: Dict[str, Any]) -> int:
+def newest_count(options: Mapping[str, Any]) -> int:
     return options["max_jobs"]
 
 
-def job_name(path: str, options: Dict[str, Any]) -> str:
+def job_name(path: str, options: Mapping[str, Any]) -> str:
     return name_from_path(path, options.get("job_from_path"), "job")
 
 
-def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Iterable[Metric]:
+def families(data: Mapping[str, Dict[str, Any]], options: Mapping[str, Any]) -> Iterable[Metric]:
     jobs = {job_name(path, options): stats for path, stats in data.items()}
 
     def per_job(key: str) -> Dict:
@@ -50,3 +47,14 @@ def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Ite
                 ["job"], per_job("render_seconds_max"))
     yield gauge("royalrender_job_memory_max_bytes", "Largest memory use seen while the job rendered" + _NOTE,
                 ["job"], per_job("memory_max"))
+
+
+KIND = Kind(
+    name="frame_stats",
+    vendor_class="_frameStatJob",
+    default_path=None,
+    select="newest",
+    families=families,
+    extra_options=EXTRA_OPTIONS,
+    newest_count=newest_count,
+)

@@ -12,19 +12,14 @@ from typing import Any, Dict, Iterable, Mapping
 from prometheus_client.metrics_core import Metric
 
 from exporter.families import gauge
-
-NAME = "licenses"
-VENDOR_CLASS = "_AppLicenses_v8"
-DEFAULT_PATH = None
-SELECT = "newest"
-EXTRA_OPTIONS: Dict[str, Any] = {}
+from exporter.royalrender.contract import Kind
 
 _NOTE = " (from the render license config; cached between changes of the file)"
 
 
-def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Iterable[Metric]:
+def families(data: Mapping[str, Dict[str, Any]], options: Mapping[str, Any]) -> Iterable[Metric]:
     labels = ["render_app", "plugin", "version", "region"]
-    for config in data.values():  # SELECT = newest: one file
+    for config in data.values():  # select="newest": one file
         rows = {tuple(r[label] for label in labels): r for r in config["licenses"]}
         yield gauge("royalrender_render_licenses", "Render licenses configured (ignored when unlimited)" + _NOTE,
                     labels, _known(rows, "count"))
@@ -36,3 +31,12 @@ def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Ite
 
 def _known(rows: Dict[tuple, Dict[str, Any]], key: str) -> Dict[tuple, Any]:
     return {labels: row[key] for labels, row in rows.items() if row[key] is not None}
+
+
+KIND = Kind(
+    name="licenses",
+    vendor_class="_AppLicenses_v8",
+    default_path=None,
+    select="newest",
+    families=families,
+)

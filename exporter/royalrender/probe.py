@@ -28,7 +28,8 @@ from typing import Any, Dict, List, Mapping, TextIO
 from exporter import __version__
 from exporter.exposition import render_section
 from exporter.royalrender.client import ModuleNotLoaded, WorkerClient, WorkerCrashed, WorkerError, WorkerStartFailed
-from exporter.royalrender.config import RoyalRenderConfig, kind_paths, worker_settings
+from exporter.royalrender.config import KindConfig, RoyalRenderConfig, kind_paths, worker_settings
+from exporter.royalrender.contract import Kind
 from exporter.royalrender.kinds import KINDS
 from exporter.royalrender.reader import MemberFailures, file_reader, worker_options
 from exporter.royalrender.timezone import Timezone
@@ -121,20 +122,20 @@ def _report_api(worker: WorkerClient, out: TextIO) -> List[str]:
     return unusable
 
 
-def _report_kind(kind, kind_config, settings, worker: WorkerClient, out: TextIO) -> List[str]:
+def _report_kind(kind: Kind, kind_config: KindConfig, settings, worker: WorkerClient, out: TextIO) -> List[str]:
     """Prints one kind's files; returns its problems."""
-    out.write("== %s (%s)\n" % (kind.NAME, kind.VENDOR_CLASS))
+    out.write("== %s (%s)\n" % (kind.name, kind.vendor_class))
     if not kind_config.enabled:
         out.write("   disabled in the configuration\n\n")
         return []
     patterns = kind_paths(kind, kind_config, settings.root)
     if not patterns:
-        out.write("   no path: %s\n\n" % ("set royalrender.root or RR_ROOT" if kind.DEFAULT_PATH else
-                                         "its location is not public; set royalrender.%s.path" % kind.NAME))
-        return ["%s: no path" % kind.NAME] if kind.DEFAULT_PATH else []
+        out.write("   no path: %s\n\n" % ("set royalrender.root or RR_ROOT" if kind.default_path else
+                                         "its location is not public; set royalrender.%s.path" % kind.name))
+        return ["%s: no path" % kind.name] if kind.default_path else []
     files = sorted(file_reader(kind, patterns, kind_config.options, worker, MemberFailures()).selected())
     out.write("   patterns: %s\n   files read: %d\n" % (", ".join(patterns), len(files)))
-    problems = [] if files else ["%s: no file matches %s" % (kind.NAME, ", ".join(patterns))]
+    problems = [] if files else ["%s: no file matches %s" % (kind.name, ", ".join(patterns))]
     for path in files[:DETAILED_FILES]:
         problems += _report_file(kind, kind_config.options, path, worker, settings.timezone, out)
     rest = files[DETAILED_FILES:]
@@ -151,20 +152,20 @@ def _report_kind(kind, kind_config, settings, worker: WorkerClient, out: TextIO)
     return problems
 
 
-def _outcome(kind, options: Dict[str, Any], path: str, worker: WorkerClient) -> str:
+def _outcome(kind: Kind, options: Mapping[str, Any], path: str, worker: WorkerClient) -> str:
     """"loaded", "members failed" (loaded, some values dropped) or "not loaded"."""
     try:
-        return "members failed" if worker.read(kind.NAME, path, worker_options(options)).member_failures else "loaded"
+        return "members failed" if worker.read(kind.name, path, worker_options(options)).member_failures else "loaded"
     except WorkerError:
         return "not loaded"
 
 
-def _report_file(kind, options: Dict[str, Any], path: str, worker: WorkerClient, zone: Timezone,
+def _report_file(kind: Kind, options: Mapping[str, Any], path: str, worker: WorkerClient, zone: Timezone,
                  out: TextIO) -> List[str]:
     st = os.stat(path)
     out.write("   -- %s (%d bytes, modified %s)\n" % (path, st.st_size, zone.show(st.st_mtime)))
     try:
-        reply = worker.read(kind.NAME, path, worker_options(options))
+        reply = worker.read(kind.name, path, worker_options(options))
     except WorkerError as exc:
         out.write("      NOT READ: %s\n" % exc)
         return ["%s: %s" % (path, exc)]
@@ -172,7 +173,8 @@ def _report_file(kind, options: Dict[str, Any], path: str, worker: WorkerClient,
         out.write("      member failed, its values are not exported: %s: %s\n" % (member, error))
     text = json.dumps(_with_readable_times(reply.data, zone), indent=2, sort_keys=True, default=str)
     out.write("      loaded; what was read:\n" + "".join("      " + line + "\n" for line in text.splitlines()))
-    exposition = render_section(kind.families({path: reply.data}, options)).text.decode()
+    data = kind.budget(options)(reply.data)  # as a reader starting now would see it
+    exposition = render_section(kind.families({path: data}, options)).text.decode()
     out.write("      would export:\n" + "".join("      " + line + "\n" for line in exposition.splitlines()
                                                if not line.startswith("#")))
     return ["%s: member %s failed" % (path, member) for member in sorted(reply.member_failures)]
@@ -212,7 +214,7 @@ def run(rr: RoyalRenderConfig, out: TextIO = sys.stdout) -> int:
             out.write("The worker could not check the module: %s\n" % exc)
             return EXIT_PROBLEMS
         for kind in KINDS:
-            problems += _report_kind(kind, rr.kinds[kind.NAME], settings, worker, out)
+            problems += _report_kind(kind, rr.kinds[kind.name], settings, worker, out)
     finally:
         worker.close()
         _report_vendor_output(worker, out)

@@ -11,9 +11,10 @@ the source's last reader, exports those counts with the worker's state.
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass
-from types import MappingProxyType, ModuleType
+from types import MappingProxyType
 from typing import Any, Collection, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from prometheus_client.core import InfoMetricFamily
@@ -22,8 +23,9 @@ from prometheus_client.metrics_core import Metric
 from exporter.families import counter, gauge
 from exporter.logs import fields
 from exporter.paths import PathPattern
-from exporter.royalrender.client import WorkerClient, WorkerCrashed, WorkerError
-from exporter.sources import FileStatus
+from exporter.royalrender.client import WorkerClient, WorkerCrashed, WorkerError, WorkerStartFailed
+from exporter.royalrender.contract import Kind
+from exporter.sources import READ_FAILURE_REASONS, FileStatus
 from exporter.wholefile import ReadFailed, WholeFileReader
 
 log = logging.getLogger(__name__)
@@ -54,23 +56,37 @@ def worker_options(options: Mapping[str, Any]) -> Dict[str, Any]:
     return {k: v for k, v in options.items() if isinstance(v, (str, int, float, bool)) or v is None}
 
 
-def file_reader(kind: ModuleType, patterns: Sequence[str], options: Mapping[str, Any], worker: WorkerClient,
+def file_reader(kind: Kind, patterns: Sequence[str], options: Mapping[str, Any], worker: WorkerClient,
                 member_failures: MemberFailures) -> WholeFileReader:
     """The reader of one RR file kind: a whole-file reader whose files are read through the worker."""
-    label = "royalrender_" + kind.NAME
+    label = "royalrender_" + kind.name
+    within_budget = kind.budget(options)
 
     def parse(path: str) -> Any:
         try:
-            reply = worker.read(kind.NAME, path, worker_options(options))
+            reply = worker.read(kind.name, path, worker_options(options))
         except WorkerCrashed as exc:  # the file is to blame, unless a risky call was (it is avoided from now on)
-            raise ReadFailed(str(exc), back_off=exc.step is None) from None
+            raise ReadFailed(str(exc), back_off=exc.step is None,
+                             failure="timeout" if exc.timed_out else "crash") from None
+        except WorkerStartFailed as exc:
+            raise ReadFailed(str(exc), failure="unavailable") from None
         except WorkerError as exc:
-            raise ReadFailed(str(exc)) from None
+            raise ReadFailed(str(exc), failure=_unopenable(path)) from None
         member_failures.add(label, reply.member_failures, path)
-        return reply.data
+        return within_budget(reply.data)  # on the ingest thread: every render of this data shows the same series
 
-    newest = None if kind.SELECT == "all" else kind.newest_count(options) if hasattr(kind, "newest_count") else 1
-    return WholeFileReader(label, patterns, parse, lambda data: kind.families(data, options), newest)
+    return WholeFileReader(label, patterns, parse, lambda data: kind.families(data, options), kind.newest(options),
+                           failure_reasons=READ_FAILURE_REASONS)
+
+
+def _unopenable(path: str) -> Optional[str]:
+    """``io`` if the daemon cannot open the file the vendor's module refused either (gone, no permission);
+    None if it can: then the module rejected the content, a parse error."""
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+    except OSError:
+        return "io"
+    return None
 
 
 @dataclass(frozen=True)

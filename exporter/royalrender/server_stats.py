@@ -14,18 +14,13 @@ from typing import Any, Dict, Iterable, List, Mapping, Tuple
 from prometheus_client.metrics_core import Metric
 
 from exporter.families import gauge
-
-NAME = "server_stats"
-VENDOR_CLASS = "_rrGlobalStatsLS"
-DEFAULT_PATH = "sub/stats/server_stats.db"
-SELECT = "newest"
-EXTRA_OPTIONS: Dict[str, Any] = {}
+from exporter.royalrender.contract import Kind
 
 _NOTE = " (from server_stats.db, latest valid slot; cached between changes of the file)"
 
 
 def history_families(data: Mapping[str, Dict[str, Any]],
-                     options: Dict[str, Any]) -> Iterable[Tuple[float, List[Metric]]]:
+                     options: Mapping[str, Any]) -> Iterable[Tuple[float, List[Metric]]]:
     """One set of families per slot, to be stamped with the slot's time."""
     for stats in data.values():
         for slot in stats["slots"]:
@@ -37,8 +32,8 @@ def _present(pairs) -> Dict:
     return {key: value for key, value in pairs if value is not None}
 
 
-def families(data: Mapping[str, Dict[str, Any]], options: Dict[str, Any]) -> Iterable[Metric]:
-    for stats in data.values():  # SELECT = newest: one file
+def families(data: Mapping[str, Dict[str, Any]], options: Mapping[str, Any]) -> Iterable[Metric]:
+    for stats in data.values():  # select="newest": one file
         yield gauge("royalrender_server_stats_last_save_timestamp_seconds",
                     "When the RR server last saved server_stats.db; stale means the server stopped", [],
                     _present([((), stats["last_save_time"])]))
@@ -82,3 +77,13 @@ def _slot_families(s: Dict[str, Any]) -> Iterable[Metric]:
     yield gauge("royalrender_average_frame_time_seconds", "Average frame time of all jobs" + _NOTE, [],
                 one("average_frame_seconds"))
     yield gauge("royalrender_frames_left", "Frames still to render in all jobs" + _NOTE, [], one("frames_left"))
+
+
+KIND = Kind(
+    name="server_stats",
+    vendor_class="_rrGlobalStatsLS",
+    default_path="sub/stats/server_stats.db",
+    select="newest",
+    families=families,
+    history_families=history_families,
+)

@@ -15,6 +15,7 @@ from exporter.paths import PathPattern
 from exporter.royalrender import config, probe
 from exporter.royalrender.client import WorkerClient, WorkerError
 from exporter.royalrender.config import KindConfig, RoyalRenderConfig, kind_paths, worker_settings
+from exporter.royalrender.contract import Kind
 from exporter.royalrender.kinds import KINDS, with_history
 from exporter.royalrender.reader import BoundaryReport, MemberFailures, file_reader, worker_options
 from exporter.sources import HistorySink, Source
@@ -28,28 +29,29 @@ def _readers(section: Optional[RoyalRenderConfig]):
     failures = MemberFailures()
     readers: List[Any] = []
     for kind in KINDS:
-        kind_config: KindConfig = section.kinds[kind.NAME]
+        kind_config: KindConfig = section.kinds[kind.name]
         paths = kind_paths(kind, kind_config, settings.root) if kind_config.enabled else []
         if paths:
             readers.append(file_reader(kind, paths, kind_config.options, worker, failures))
     return readers + [BoundaryReport(worker, failures)] if readers else []
 
 
-def _kind_history(kind, kind_config: KindConfig, root: Optional[str], worker: WorkerClient,
+def _kind_history(kind: Kind, kind_config: KindConfig, root: Optional[str], worker: WorkerClient,
                   sink: HistorySink) -> List[str]:
     """Every slot of one kind's files into ``sink``; returns the files the worker could not read."""
     paths = sorted({p for pattern in kind_paths(kind, kind_config, root) for p in PathPattern(pattern).scan()})
     data, problems = {}, []
-    progress = sink.progress("royalrender %s" % kind.NAME)
+    progress = sink.progress("royalrender %s" % kind.name)
     for done, path in enumerate(paths, 1):
         progress(done, len(paths), done)
         try:
-            data[path] = worker.history(kind.NAME, path, worker_options(kind_config.options)).data
+            data[path] = worker.history(kind.name, path, worker_options(kind_config.options)).data
         except WorkerError as exc:
             problems.append("%s: %s" % (path, exc))
+    assert kind.history_families is not None  # kinds.with_history() chose it
     for when, families in kind.history_families(data, kind_config.options):
         sink.add(when, families)
-    sink.note("royalrender %s: %d files read" % (kind.NAME, len(data)))
+    sink.note("royalrender %s: %d files read" % (kind.name, len(data)))
     return problems
 
 
@@ -60,8 +62,8 @@ def _history(section: RoyalRenderConfig, sink: HistorySink) -> List[str]:
     problems: List[str] = []
     try:
         for kind in with_history():
-            if section.kinds[kind.NAME].enabled:
-                problems += _kind_history(kind, section.kinds[kind.NAME], settings.root, worker, sink)
+            if section.kinds[kind.name].enabled:
+                problems += _kind_history(kind, section.kinds[kind.name], settings.root, worker, sink)
     finally:
         worker.close()
     return problems

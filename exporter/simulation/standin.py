@@ -1,7 +1,7 @@
 """Stand-in for Royal Render's ``libpyRR*_datafiles`` module. NOT the vendor's module.
 
-It has the classes, methods, parameters and index semantics documented in
-the vendor's reference (``shared/spec/royalrender-libpyRR2_datafiles.txt``)
+It has the classes, methods, parameters and index semantics of the vendor's
+reference, as summed up in docs/royalrender.md ("The stand-in module"),
 and reads files that the farm simulator writes in its own JSON format
 (``simformat``). It exists so that the tests, the demo and
 ``royalrender.module: simulated`` run the exporter's real path: worker
@@ -129,7 +129,7 @@ RR9_GLOBAL_FIELDS = (
     "serverMemUsage_Process", "serverMemUsage_TCPSocket", "serverMemUsage_TCPData", "serverMemUsage_JobBuffer",
     "serverMemUsage_TCPDataCompressed", "frameTime", "framesLeft",
 )
-#: RR 8 names as seen in the vendor's older binding (royalrender-facts.md).
+#: RR 8 names as seen in the vendor's older binding (the aliases in docs/royalrender.md).
 RR8_NAMES = {
     "framesPerMin": "framesPer90s", "clients_rendering": "client_rendering",
     "clients_avTemperature": "avclientTemperature", "serverMemUsage_Machine": "MemUsageMachine",

@@ -19,7 +19,7 @@ from typing import List, Optional, Sequence, Tuple
 
 SIMULATED = "simulated"
 AUTO = "auto"
-#: Python versions the vendor ships modules for (royalrender-facts.md).
+#: Python versions the vendor ships modules for (docs/royalrender.md).
 VENDOR_PYTHON_VERSIONS = ("2.7", "3.7", "3.9", "3.10", "3.11", "3.13")
 
 
