@@ -20,11 +20,12 @@ import threading
 import time
 from typing import Dict, Optional, Sequence
 
-from exporter import sdnotify, selfmetrics
+from exporter import sdnotify
 from exporter.config import Config, ConfigError, load
 from exporter.logs import fields
 from exporter.runtime import Runtime
 from exporter.sources import Reader, registered_sources
+from exporter.status import ReloadStatus
 from exporter.web import statuspage
 from exporter.web.httpserver import App, display_address, make_server
 from exporter.web.webconfig import CHECK_INTERVAL, WebConfigFile
@@ -60,7 +61,7 @@ class Reloader:
         self._runtime = runtime
         self.web = web
         self._lock = threading.Lock()
-        runtime.reload_status = selfmetrics.ReloadStatus(last_success_time=time.time())
+        runtime.reload_status = ReloadStatus(last_success_time=time.time())
         runtime.web_reload_status = web.status
         web.on_change = self._web_changed
 

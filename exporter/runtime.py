@@ -31,6 +31,7 @@ from exporter.ingest import SourceIngest
 from exporter.logs import fields
 from exporter.memory import HeapTrimmer
 from exporter.sources import Described, Reader
+from exporter.status import ReloadStatus, RuntimeStatus
 from exporter.watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,8 @@ class Runtime:
         self._ingests = [SourceIngest(section, rs, watch, self._published) for section, rs in readers.items() if rs]
         self.cache = ExpositionCache(list(readers) + [EXPORTER_SECTION, PROCESS_SECTION])
         self.watcher = self._new_watcher()
-        self.reload_status = selfmetrics.ReloadStatus()
-        self.web_reload_status = selfmetrics.ReloadStatus()  # set by the daemon when the web config is re-read
+        self.reload_status = ReloadStatus()
+        self.web_reload_status = ReloadStatus()  # set by the daemon when the web config is re-read
         # Totals of ingests and watchers retired by reloads, so the global counters never go down.
         self._retired_failures: Counter = Counter()
         self._retired_rescans = 0
@@ -250,7 +251,7 @@ class Runtime:
         return [f for ingest in self._ingests if ingest.section == section
                 for reader, snapshot in dict(ingest.snapshots).items() for f in reader.families(snapshot)]
 
-    def status(self) -> selfmetrics.RuntimeStatus:
+    def status(self) -> RuntimeStatus:
         snapshots = [snapshot for ingest in self._ingests for snapshot in dict(ingest.snapshots).values()]
         with self._retire_lock:
             counted = self._ingests + self._retiring
@@ -259,7 +260,7 @@ class Runtime:
             watcher, watch_restarts = self.watcher, self._retired_watch_restarts + self.watcher.restarts
         for ingest in counted:
             failures.update(ingest.failures)
-        return selfmetrics.RuntimeStatus(
+        return RuntimeStatus(
             files=tuple(f for snapshot in snapshots for f in snapshot.files),
             watches=watcher.statuses(),
             reader_failures=dict(failures),
