@@ -119,7 +119,8 @@ class Renderer:
     def stop(self) -> None:
         self._stop.set()
         self._dirty.close()
-        self._thread.join(timeout=1.0)
+        if self._thread.is_alive():  # never started with --once
+            self._thread.join(timeout=1.0)
 
     def alive(self) -> bool:
         return self._thread.is_alive()
