@@ -53,9 +53,9 @@ class CountedWatcher(Protocol):
 class Readings:
     """What the running readers report now: their files, their patterns and their sources' set-up."""
 
-    files: Tuple[FileStatus, ...] = ()
-    patterns: Tuple[Tuple[str, PathPattern], ...] = ()  # (kind, pattern)
-    notes: Tuple[Tuple[str, str], ...] = ()  # (what, value)
+    files: Tuple[FileStatus, ...]
+    patterns: Tuple[Tuple[str, PathPattern], ...]  # (kind, pattern)
+    notes: Tuple[Tuple[str, str], ...]  # (what, value)
 
 
 class StatusBoard:
