@@ -1,4 +1,4 @@
-"""Assembles the daemon: config -> readers -> runtime -> HTTP, and its life cycle.
+"""Assembles the daemon: config -> readers -> pipeline -> renderer -> HTTP, and its life cycle.
 
 Start-up binds the port first (a busy port fails before systemd hears
 READY=1), then starts watching. SIGTERM and SIGINT stop it cleanly within
@@ -13,18 +13,20 @@ never delays a ping.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import signal
 import threading
 import time
-from typing import Dict, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
-from exporter import sdnotify, selfmetrics
-from exporter.config import Config, ConfigError, load
+from exporter import sdnotify
+from exporter.config import Config, ConfigError, WatchConfig, load
 from exporter.logs import fields
-from exporter.runtime import Runtime
+from exporter.pipeline import Pipeline
+from exporter.renderer import DirtySections, Renderer
 from exporter.sources import Reader, registered_sources
+from exporter.status import RuntimeStatus
+from exporter.statusboard import StatusBoard
 from exporter.web import statuspage
 from exporter.web.httpserver import App, display_address, make_server
 from exporter.web.webconfig import CHECK_INTERVAL, WebConfigFile
@@ -36,32 +38,61 @@ def build_readers(config: Config) -> Dict[str, Sequence[Reader]]:
     return {source.name: source.readers(config.sources[source.name]) for source in registered_sources()}
 
 
+class Parts:
+    """The core, wired: the pipeline marks sources dirty, the renderer renders them from the pipeline's
+    snapshots, and both report to the status board, which the exporter's section and the status page read."""
+
+    def __init__(self, readers: Mapping[str, Sequence[Reader]], watch: WatchConfig):
+        dirty = DirtySections()
+        self.board = StatusBoard(changed=dirty.changed)
+        self.pipeline = Pipeline(readers, watch, self.board, dirty.changed)
+        self.renderer = Renderer(list(readers), self.pipeline, self.status, dirty)
+
+    def status(self) -> RuntimeStatus:
+        return self.board.status(self.pipeline.readings())
+
+    def start(self) -> None:
+        self.pipeline.start()
+        self.renderer.start()
+
+    def stop(self) -> None:
+        self.renderer.stop()
+        self.pipeline.stop()
+
+    def alive(self) -> bool:
+        return self.pipeline.alive() and self.renderer.alive()
+
+
 def render_once(config: Config, openmetrics: bool = False) -> bytes:
     """Reads every configured file once and returns the exposition (for ``--once``)."""
-    runtime = Runtime(build_readers(config), config.watch)
+    parts = Parts(build_readers(config), config.watch)
     try:
-        runtime.ingest_once()
-        return runtime.cache.current.body(openmetrics, compressed=False)
+        parts.renderer.render_now(parts.pipeline.ingest_once())
+        return parts.renderer.current().body(openmetrics, compressed=False)
     finally:
-        runtime.close_readers()
+        parts.pipeline.close_readers()
 
 
 class Reloader:
-    """Re-reads the config file into the running runtime; one reload at a time.
+    """Re-reads the config file into the running pipeline; one reload at a time.
 
     Only sources whose section changed get new readers: the others keep
     theirs, and with them their counters and file offsets. An invalid file
     changes nothing and is reported, with every problem, to the caller.
+    Each outcome, and each re-read of the web config file, goes on the
+    status board.
     """
 
-    def __init__(self, config_path: Optional[str], config: Config, runtime: Runtime, web: WebConfigFile):
+    def __init__(self, config_path: Optional[str], config: Config, pipeline: Pipeline, board: StatusBoard,
+                 web: WebConfigFile):
         self._path = config_path
         self._config = config
-        self._runtime = runtime
+        self._pipeline = pipeline
+        self._board = board
         self.web = web
         self._lock = threading.Lock()
-        runtime.reload_status = selfmetrics.ReloadStatus(last_success_time=time.time())
-        runtime.web_reload_status = web.status
+        board.config_loaded(time.time())
+        board.web_config_read(web.status)
         web.on_change = self._web_changed
 
     def run(self, stop: threading.Event, requested: threading.Event) -> None:
@@ -79,8 +110,7 @@ class Reloader:
                 log.exception("reload thread: unexpected failure; going on")
 
     def _web_changed(self) -> None:
-        self._runtime.web_reload_status = self.web.status
-        self._runtime.status_changed()
+        self._board.web_config_read(self.web.status)
 
     def reload(self) -> Optional[str]:
         """None when the new config runs, else why it was rejected."""
@@ -96,34 +126,28 @@ class Reloader:
                 log.exception("applying the new configuration failed")
                 problem = "applying the new configuration failed: %s" % exc
             self._record(problem)
-            self._runtime.request_rescan()
+            self._pipeline.request_rescan()
             return problem
 
     def _apply(self, new: Config) -> None:
-        running = self._runtime.readers()
+        running = self._pipeline.readers()
         changed = [source.name for source in registered_sources()
                    if new.sources[source.name] != self._config.sources[source.name]]
         readers: Dict[str, Sequence[Reader]] = {
             source.name: source.readers(new.sources[source.name]) if source.name in changed
             else running.get(source.name, ()) for source in registered_sources()}
         if changed or new.watch != self._config.watch:
-            self._runtime.reconfigure(readers, new.watch)
+            self._pipeline.reconfigure(readers, new.watch)
         self._config = new
         log.info("configuration reloaded", extra=fields(file=self._path, changed_sources=",".join(changed) or "none"))
 
     def _record(self, problem: Optional[str]) -> None:
-        now = time.time()
-        before = self._runtime.reload_status
         if problem is None:
-            status = dataclasses.replace(before, successful=True, last_attempt_time=now, last_success_time=now,
-                                         successes=before.successes + 1)
+            self._board.reload_succeeded(time.time())
         else:
             log.error("configuration reload failed; the previous configuration keeps running",
                       extra=fields(file=self._path, error=problem))
-            status = dataclasses.replace(before, successful=False, last_attempt_time=now,
-                                         failures=before.failures + 1)
-        self._runtime.reload_status = status
-        self._runtime.status_changed()
+            self._board.reload_failed(time.time())
 
 
 def serve(config: Config, listen_addresses: Sequence[str], telemetry_path: str,
@@ -135,11 +159,12 @@ def serve(config: Config, listen_addresses: Sequence[str], telemetry_path: str,
     """
     stop = stop or threading.Event()
     web = WebConfigFile(web_config_file)
-    runtime = Runtime(build_readers(config), config.watch)
-    reloader = Reloader(config_path, config, runtime, web)
-    app = App(telemetry_path, runtime.scraped, runtime.ready.is_set,
-              lambda query: statuspage.render(runtime.status(), runtime.cache.sections(), telemetry_path,
-                                              runtime.ready.is_set(), config_path, query),
+    parts = Parts(build_readers(config), config.watch)
+    reloader = Reloader(config_path, config, parts.pipeline, parts.board, web)
+    renderer = parts.renderer
+    app = App(telemetry_path, renderer.exposition_for_scrape, renderer.is_ready,
+              lambda query: statuspage.render(parts.status(), renderer.sections(), telemetry_path,
+                                              renderer.is_ready(), config_path, query),
               web=web, reload=reloader.reload if enable_lifecycle else None)
     server = make_server(listen_addresses, app, systemd_socket)
     http_thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
@@ -147,7 +172,7 @@ def serve(config: Config, listen_addresses: Sequence[str], telemetry_path: str,
     reload_thread = threading.Thread(target=reloader.run, args=(stop, reload_requested), name="reload",
                                      daemon=True)
     _install_signal_handlers(stop, reload_requested)
-    runtime.start()
+    parts.start()
     http_thread.start()
     reload_thread.start()
     sdnotify.notify("READY=1")
@@ -156,12 +181,12 @@ def serve(config: Config, listen_addresses: Sequence[str], telemetry_path: str,
                                            telemetry_path=telemetry_path, systemd_socket=systemd_socket,
                                            tls=web.current().ssl_context is not None,
                                            basic_auth=web.current().auth is not None))
-    _supervise(stop, runtime, (http_thread, reload_thread))
+    _supervise(stop, parts, (http_thread, reload_thread))
     log.info("shutting down")
     sdnotify.notify("STOPPING=1")
     server.shutdown()
     server.server_close()
-    runtime.stop()
+    parts.stop()
     return 0
 
 
@@ -174,7 +199,7 @@ def _install_signal_handlers(stop: threading.Event, reload_requested: threading.
     signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
 
 
-def _supervise(stop: threading.Event, runtime: Runtime, threads: Sequence[threading.Thread]) -> None:
+def _supervise(stop: threading.Event, parts: Parts, threads: Sequence[threading.Thread]) -> None:
     """Pings the systemd watchdog, only while the pipeline and the HTTP and reload threads are alive.
 
     Nothing else runs here, so no reload or read can hold a ping back.
@@ -185,7 +210,7 @@ def _supervise(stop: threading.Event, runtime: Runtime, threads: Sequence[thread
             pass
         return
     while True:
-        if runtime.alive() and all(thread.is_alive() for thread in threads):
+        if parts.alive() and all(thread.is_alive() for thread in threads):
             sdnotify.notify("WATCHDOG=1")
         else:
             log.error("a pipeline thread died; withholding the systemd watchdog ping so systemd restarts us")

@@ -8,8 +8,7 @@ read succeeded and when it last did, so users alert on ``up == 0`` or on
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Iterable, Mapping, Sequence, Tuple
 
 from prometheus_client.core import InfoMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -17,42 +16,8 @@ from prometheus_client.metrics_core import Metric
 from exporter import __version__
 from exporter.exposition import PlacedSection
 from exporter.families import counter, gauge
-from exporter.paths import PathPattern
 from exporter.sources import FileStatus
-
-
-@dataclass(frozen=True)
-class WatchStatus:
-    directory: str
-    mode: str  # "events" or "poll"
-    fstype: str
-    up: bool
-
-
-@dataclass(frozen=True)
-class ReloadStatus:
-    """The outcome of the last configuration reload (SIGHUP or POST /-/reload)."""
-
-    successful: bool = True
-    last_success_time: Optional[float] = None
-    last_attempt_time: Optional[float] = None
-    successes: int = 0
-    failures: int = 0
-
-
-@dataclass(frozen=True)
-class RuntimeStatus:
-    """What the ingest side reports about itself, as one immutable value."""
-
-    files: Tuple[FileStatus, ...]
-    watches: Tuple[WatchStatus, ...]
-    reader_failures: Mapping[str, int]
-    rescans: int
-    watch_restarts: int
-    reload: ReloadStatus = ReloadStatus()
-    web_reload: ReloadStatus = ReloadStatus()  # re-reads of --web.config.file
-    patterns: Tuple[Tuple[str, PathPattern], ...] = ()  # (kind, pattern) of every configured pattern
-    notes: Tuple[Tuple[str, str], ...] = ()  # (what, value) from sources that describe their set-up
+from exporter.status import ReloadStatus, RuntimeStatus, WatchStatus, matched_files
 
 
 def families(status: RuntimeStatus, sections: Mapping[str, PlacedSection]) -> Iterable[Metric]:
@@ -125,11 +90,6 @@ def _web_reload_families(reload: ReloadStatus) -> Iterable[Metric]:
                   "seen and tried", [], {(): reload.successes + reload.failures})
     yield counter("renderfarm_exporter_web_config_reload_failures",
                   "Changes of the web config file refused; the previous settings stay", [], {(): reload.failures})
-
-
-def matched_files(patterns: Sequence[Tuple[str, PathPattern]], files: Sequence[FileStatus]):
-    return {(kind, pattern.pattern): sum(1 for f in files if f.kind == kind and pattern.matches(f.path))
-            for kind, pattern in patterns}
 
 
 def _per_file(files: Sequence[FileStatus], attribute: str) -> Mapping[Tuple[str, str], float]:

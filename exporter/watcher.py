@@ -49,7 +49,7 @@ from exporter.config import WatchConfig
 from exporter.logs import fields
 from exporter.mounts import fstype_of, is_network, read_mounts
 from exporter.paths import PathPattern
-from exporter.selfmetrics import WatchStatus
+from exporter.status import WatchStatus
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from exporter import __version__
 from exporter.exposition import PlacedSection
-from exporter.selfmetrics import RuntimeStatus, WatchStatus, matched_files
 from exporter.sources import FileStatus
+from exporter.status import RuntimeStatus, WatchStatus, matched_files
 
 _STYLE = (
     "body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin-bottom:1.5em}"

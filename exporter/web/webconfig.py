@@ -29,7 +29,7 @@ from typing import Callable, List, Mapping, Optional, Tuple
 from exporter.config import ConfigError
 from exporter.logs import fields
 from exporter.schema import Boolean, Errors, Field, MapOf, OneOf, Problem, Scalar, String, Struct, load_document
-from exporter.selfmetrics import ReloadStatus
+from exporter.status import ReloadStatus
 from exporter.web.basicauth import MAX_COST, MIN_COST, BasicAuth, cost, is_bcrypt_hash
 
 log = logging.getLogger(__name__)

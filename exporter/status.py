@@ -1,0 +1,66 @@
+"""The exporter's status as immutable values: how files are read, folders watched and config reloaded.
+
+A leaf module that the input side (``watcher``, ``statusboard``) and the
+output side (``selfmetrics``, ``web.statuspage``) both import, so input never
+depends on output. Per-file status is ``sources.FileStatus``: it is part of
+a source's contract.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+from exporter.paths import PathPattern
+from exporter.sources import FileStatus
+
+
+@dataclass(frozen=True)
+class WatchStatus:
+    directory: str
+    mode: str  # "events" or "poll"
+    fstype: str
+    up: bool
+
+
+@dataclass(frozen=True)
+class ReloadStatus:
+    """The outcome of the last configuration reload (SIGHUP or POST /-/reload)."""
+
+    successful: bool = True
+    last_success_time: Optional[float] = None
+    last_attempt_time: Optional[float] = None
+    successes: int = 0
+    failures: int = 0
+
+    def succeeded(self, when: float) -> ReloadStatus:
+        """This status after one more reload that succeeded at ``when``."""
+        return dataclasses.replace(self, successful=True, last_attempt_time=when, last_success_time=when,
+                                   successes=self.successes + 1)
+
+    def failed(self, when: float) -> ReloadStatus:
+        """This status after one more reload that failed at ``when``: the last success stays."""
+        return dataclasses.replace(self, successful=False, last_attempt_time=when, failures=self.failures + 1)
+
+
+@dataclass(frozen=True)
+class RuntimeStatus:
+    """What the ingest side reports about itself, as one immutable value."""
+
+    files: Tuple[FileStatus, ...]
+    watches: Tuple[WatchStatus, ...]
+    reader_failures: Mapping[str, int]
+    rescans: int
+    watch_restarts: int
+    reload: ReloadStatus = ReloadStatus()
+    web_reload: ReloadStatus = ReloadStatus()  # re-reads of --web.config.file
+    patterns: Tuple[Tuple[str, PathPattern], ...] = ()  # (kind, pattern) of every configured pattern
+    notes: Tuple[Tuple[str, str], ...] = ()  # (what, value) from sources that describe their set-up
+
+
+def matched_files(patterns: Sequence[Tuple[str, PathPattern]],
+                  files: Sequence[FileStatus]) -> Dict[Tuple[str, str], int]:
+    """(kind, pattern) -> how many of the files read now that pattern matches; 0 points at a wrong path."""
+    return {(kind, pattern.pattern): sum(1 for f in files if f.kind == kind and pattern.matches(f.path))
+            for kind, pattern in patterns}

@@ -1,0 +1,143 @@
+"""The status board: what the exporter knows about itself, written only through its methods.
+
+Each writer tells the board about what it owns:
+
+- the pipeline, which ingests and which watcher are counted, and when a
+  reload retires one (its counts then move into the retired totals in one
+  step, so the global counters never go down);
+- the reloader, how the configuration was loaded and each reload went;
+- the web config file, how its last re-read went.
+
+``status`` joins these with the readings of the running readers into one
+immutable ``RuntimeStatus``, which the exporter's own metrics and the status
+page read. The writes that change what ``status`` returns call ``changed``,
+so the exporter's section is rendered again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, List, Mapping, Optional, Protocol, Tuple
+
+from exporter.paths import PathPattern
+from exporter.sources import FileStatus
+from exporter.status import ReloadStatus, RuntimeStatus, WatchStatus
+
+
+class CountedIngest(Protocol):
+    """What the board reads of a source's ingest: its counters."""
+
+    @property
+    def failures(self) -> Mapping[str, int]:
+        """Unexpected reader failures by kind."""
+
+    @property
+    def rescans(self) -> int:
+        ...
+
+
+class CountedWatcher(Protocol):
+    """What the board reads of the watcher: its restarts and the state of each watch."""
+
+    @property
+    def restarts(self) -> int:
+        ...
+
+    def statuses(self) -> Tuple[WatchStatus, ...]:
+        ...
+
+
+@dataclass(frozen=True)
+class Readings:
+    """What the running readers report now: their files, their patterns and their sources' set-up."""
+
+    files: Tuple[FileStatus, ...]
+    patterns: Tuple[Tuple[str, PathPattern], ...]  # (kind, pattern)
+    notes: Tuple[Tuple[str, str], ...]  # (what, value)
+
+
+class StatusBoard:
+    def __init__(self, changed: Callable[[], None] = lambda: None):
+        self._changed = changed
+        self._lock = threading.Lock()  # one consistent view of what is counted live and what is retired
+        self._reload = ReloadStatus()
+        self._web_reload = ReloadStatus()
+        self._counted: List[CountedIngest] = []
+        self._watcher: Optional[CountedWatcher] = None
+        self._retired_failures: Counter[str] = Counter()
+        self._retired_rescans = 0
+        self._retired_watch_restarts = 0
+
+    # -- the reloader's and the web config's -----------------------------------
+
+    def config_loaded(self, when: float) -> None:
+        """The configuration now running was loaded at start-up, at ``when``."""
+        self._set_reload(ReloadStatus(last_success_time=when))
+
+    def reload_succeeded(self, when: float) -> None:
+        self._set_reload(self._reload.succeeded(when))
+
+    def reload_failed(self, when: float) -> None:
+        self._set_reload(self._reload.failed(when))
+
+    def web_config_read(self, status: ReloadStatus) -> None:
+        """The web config file's own account of its re-reads (it counts them itself)."""
+        with self._lock:
+            self._web_reload = status
+        self._changed()
+
+    def _set_reload(self, status: ReloadStatus) -> None:
+        with self._lock:
+            self._reload = status
+        self._changed()
+
+    # -- the pipeline's --------------------------------------------------------
+    # These only move counts between live and retired, so the totals stay and ``changed`` is not called.
+
+    def counting(self, ingest: CountedIngest) -> None:
+        """Counts the ingest's failures and rescans from now on, until it is ``retired``."""
+        with self._lock:
+            self._counted.append(ingest)
+
+    def retired(self, ingest: CountedIngest) -> None:
+        """The ingest stopped for good: its counts join the retired totals in the same step."""
+        with self._lock:
+            self._counted.remove(ingest)
+            self._retired_failures.update(ingest.failures)
+            self._retired_rescans += ingest.rescans
+
+    def watching(self, watcher: CountedWatcher) -> None:
+        """The watcher now running; the restarts of the one it replaces join the retired total."""
+        with self._lock:
+            if self._watcher is not None:
+                self._retired_watch_restarts += self._watcher.restarts
+            self._watcher = watcher
+
+    # -- readers ---------------------------------------------------------------
+
+    def status(self, readings: Readings) -> RuntimeStatus:
+        """Everything the board knows, with ``readings`` of the running readers, as one immutable value."""
+        with self._lock:
+            counted = list(self._counted)
+            failures: Counter[str] = Counter(self._retired_failures)
+            rescans = self._retired_rescans
+            watcher, watch_restarts = self._watcher, self._retired_watch_restarts
+            reload, web_reload = self._reload, self._web_reload
+        for ingest in counted:
+            failures.update(ingest.failures)
+            rescans += ingest.rescans
+        if watcher is not None:
+            watch_restarts += watcher.restarts
+        return RuntimeStatus(
+            files=readings.files,
+            watches=watcher.statuses() if watcher is not None else (),
+            reader_failures=dict(failures),
+            rescans=rescans,
+            watch_restarts=watch_restarts,
+            reload=reload,
+            web_reload=web_reload,
+            patterns=readings.patterns,
+            notes=readings.notes,
+        )

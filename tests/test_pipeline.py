@@ -1,0 +1,150 @@
+"""The pipeline and the status board in-process: real files in tmp_path, real watcher and ingest threads.
+
+Beside the subprocess tests of the whole daemon, these point at the part
+that broke: reading, reconfiguring, or counting.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Dict, Iterable, List, Set
+
+import pytest
+from conftest import wait_until
+from linereader import KIND, LineReader
+
+from exporter.config import WatchConfig
+from exporter.pipeline import Pipeline
+from exporter.statusboard import StatusBoard
+
+
+class Changes:
+    """What the pipeline reported as changed, from its threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.sources: Set[str] = set()
+        self.count = 0
+
+    def record(self, sources: Iterable[str]) -> None:
+        with self._lock:
+            self.sources.update(sources)
+            self.count += 1
+
+
+def lines(pipeline: Pipeline, source: str) -> Dict[str, float]:
+    return {sample.labels["file"]: sample.value for family in pipeline.families(source) for sample in family.samples}
+
+
+def ingest_threads(source: str) -> List[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "ingest-" + source and thread.is_alive()]
+
+
+@pytest.fixture
+def running():
+    """Starts pipelines for a test and stops them after it, whatever the test's outcome."""
+    started: List[Pipeline] = []
+
+    def start(pipeline: Pipeline) -> Pipeline:
+        started.append(pipeline)
+        pipeline.start()
+        return pipeline
+
+    yield start
+    for pipeline in started:
+        pipeline.stop()
+
+
+def test_an_appended_line_is_read_and_its_source_reported_changed(tmp_path, running):
+    log = tmp_path / "a.log"
+    log.write_text("one\n")
+    changes = Changes()
+    pipeline = running(Pipeline({"appended": [LineReader(str(tmp_path / "*.log"))]}, WatchConfig(), StatusBoard(),
+                                changes.record))
+    wait_until(lambda: pipeline.ingested() and lines(pipeline, "appended") == {"a.log": 1}, 10, "the first read")
+    assert pipeline.alive()
+    with open(log, "a") as handle:
+        handle.write("two\n")
+    wait_until(lambda: lines(pipeline, "appended") == {"a.log": 2}, 10, "the appended line")
+    assert changes.sources == {"appended"}
+    (tmp_path / "b.log").write_text("x\ny\nz\n")
+    wait_until(lambda: lines(pipeline, "appended") == {"a.log": 2, "b.log": 3}, 10, "a new file")
+    readings = pipeline.readings()
+    assert sorted((f.path, f.lines_read_total) for f in readings.files) == [(str(log), 2),
+                                                                             (str(tmp_path / "b.log"), 3)]
+    assert [(kind, pattern.pattern) for kind, pattern in readings.patterns] == [(KIND, str(tmp_path / "*.log"))]
+
+
+def test_ingest_once_reads_everything_in_the_calling_thread_without_watching(tmp_path):
+    (tmp_path / "a.log").write_text("one\ntwo\n")
+    pipeline = Pipeline({"once": [LineReader(str(tmp_path / "*.log"))], "empty": []}, WatchConfig(), StatusBoard(),
+                        Changes().record)
+    try:
+        assert pipeline.ingest_once() == ["once"]
+        assert lines(pipeline, "once") == {"a.log": 2}
+        assert not ingest_threads("once")
+    finally:
+        pipeline.close_readers()
+
+
+def test_reconfigure_keeps_the_ingest_whose_readers_are_the_same_objects(tmp_path, running):
+    log = tmp_path / "a.log"
+    log.write_text("one\n")
+    reader = LineReader(str(tmp_path / "*.log"))
+    board = StatusBoard()
+    pipeline = running(Pipeline({"kept": [reader]}, WatchConfig(), board, Changes().record))
+    wait_until(lambda: lines(pipeline, "kept") == {"a.log": 1}, 10, "the first read")
+    rescans = board.status(pipeline.readings()).rescans
+
+    pipeline.reconfigure({"kept": [reader]}, WatchConfig(debounce=0.05, debounce_max_wait=0.2))
+
+    assert pipeline.readers() == {"kept": (reader,)}
+    assert len(ingest_threads("kept")) == 1, "a second thread would read the same reader and count lines twice"
+    assert not reader.closed.is_set()
+    # The kept ingest goes on with its counters, rescans at once for the new settings, and still reads.
+    wait_until(lambda: board.status(pipeline.readings()).rescans > rescans, 10, "the rescan the new settings ask")
+    with open(log, "a") as handle:
+        handle.write("two\n")
+    wait_until(lambda: lines(pipeline, "kept") == {"a.log": 2}, 10, "the appended line")
+    assert pipeline.alive()
+
+
+def test_reconfigure_retires_replaced_readers_and_no_counter_goes_down(tmp_path, running):
+    (tmp_path / "good.log").write_text("one\n")
+    bad = tmp_path / "bad.log"
+    bad.write_text("fail\n")
+    pattern = str(tmp_path / "*.log")
+    old = LineReader(pattern)
+    board = StatusBoard()
+    pipeline = running(Pipeline({"swapped": [old]}, WatchConfig(), board, Changes().record))
+
+    def counters():
+        status = board.status(pipeline.readings())
+        return status.rescans, status.reader_failures.get(KIND, 0), status.watch_restarts
+
+    wait_until(lambda: counters()[:2] >= (1, 1), 10, "the first read and its failure")
+    seen = [counters()]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            seen.append(counters())
+
+    sampler = threading.Thread(target=sample, name="sampler")
+    sampler.start()
+    try:
+        new = LineReader(pattern)
+        pipeline.reconfigure({"swapped": [new]}, WatchConfig())
+        assert pipeline.readers() == {"swapped": (new,)}
+        wait_until(old.closed.is_set, 10, "the replaced reader to be closed")
+        wait_until(lambda: counters()[:2] >= (seen[0][0] + 1, seen[0][1] + 1), 10,
+                   "the new reader's first read and failure, on top of the old one's")
+    finally:
+        done.set()
+        sampler.join()
+    assert len(seen) > 2
+    for name, column in zip(("rescans", "reader failures", "watch restarts"), zip(*seen)):
+        assert list(column) == sorted(column), "%s went down during a reload: %s" % (name, column)
+    assert len(ingest_threads("swapped")) == 1
+    bad.unlink()
+    wait_until(lambda: lines(pipeline, "swapped") == {"good.log": 1}, 10, "the new reader's snapshot")

@@ -1,0 +1,84 @@
+"""The reloader in-process, on the wired parts (``daemon.Parts``) and a real config file in tmp_path.
+
+The subprocess tests in test_reload.py check the same through SIGHUP and
+HTTP; these call ``reload()`` directly and look at the parts it changed.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import parse_samples, value, wait_until
+
+from exporter.config import load
+from exporter.daemon import Parts, Reloader, build_readers
+from exporter.web.webconfig import WebConfigFile
+
+LINE = "p 948300000 tahoe-1 T anna %d render01 100 30 1 2 0 77\n"
+
+
+@pytest.fixture
+def farm(tmp_path):
+    """A running exporter over one Rush file, and its reloader."""
+    acct = tmp_path / "cpu.acct"
+    acct.write_text(LINE % 1)
+    config_path = tmp_path / "config.yml"
+    config_path.write_text("rush:\n  cpu_acct: ['%s']\n" % acct)
+    config = load(str(config_path))
+    parts = Parts(build_readers(config), config.watch)
+    reloader = Reloader(str(config_path), config, parts.pipeline, parts.board, WebConfigFile(None))
+    parts.start()
+    assert parts.renderer.wait_ready(20)
+    yield parts, reloader, config_path
+    parts.stop()
+
+
+def served(parts: Parts):
+    return parse_samples(parts.renderer.current().text.decode())
+
+
+def frames(parts: Parts):
+    return value(served(parts), "rush_frames_total", host="render01", status="done")
+
+
+def test_an_invalid_config_changes_nothing_and_is_reported(farm):
+    parts, reloader, config_path = farm
+    running = parts.pipeline.readers()
+    loaded_at = parts.status().reload.last_success_time
+    config_path.write_text("rush:\n  cpu_acct: 5\n")
+
+    problem = reloader.reload()
+
+    assert problem is not None and "rush.cpu_acct" in problem
+    assert parts.pipeline.readers() == running
+    reload = parts.status().reload
+    assert (reload.successful, reload.successes, reload.failures) == (False, 0, 1)
+    assert reload.last_success_time == loaded_at and reload.last_attempt_time is not None
+    wait_until(lambda: value(served(parts), "renderfarm_exporter_config_last_reload_successful") == 0, 5,
+               "the exporter section to show the failed reload")
+    assert frames(parts) == 1
+
+
+def test_a_changed_source_gets_new_readers_and_a_watch_only_change_keeps_them(farm, tmp_path):
+    parts, reloader, config_path = farm
+    assert frames(parts) == 1
+    other = tmp_path / "other.acct"
+    other.write_text(LINE % 2 + LINE % 3)
+    config_path.write_text("rush:\n  cpu_acct: ['%s']\n" % other)
+    before = parts.pipeline.readers()
+
+    assert reloader.reload() is None
+
+    after = parts.pipeline.readers()
+    assert after["rush"] and not set(map(id, after["rush"])) & set(map(id, before["rush"]))
+    wait_until(lambda: frames(parts) == 2, 10, "the new file's frames")
+
+    config_path.write_text("rush:\n  cpu_acct: ['%s']\nwatch:\n  debounce: 50ms\n" % other)
+    assert reloader.reload() is None
+    assert parts.pipeline.readers() == after, "a watch-only change keeps the readers, their offsets and counters"
+    with open(other, "a") as handle:
+        handle.write(LINE % 4)
+    wait_until(lambda: frames(parts) == 3, 10, "the appended frame, counted once")
+    status = parts.status()
+    assert (status.reload.successful, status.reload.successes, status.reload.failures) == (True, 2, 0)
+    wait_until(lambda: value(served(parts), "renderfarm_exporter_config_reloads_total", result="success") == 2, 5,
+               "the exporter section to count both reloads")
