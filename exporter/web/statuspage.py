@@ -3,7 +3,7 @@
 No JavaScript and no external resources, so it works in any browser on a
 locked-down network. The file list is filtered on the server from a plain
 GET form (``?status=down&kind=...&q=...``). Built per request from the
-runtime's immutable status.
+status board's immutable ``RuntimeStatus``.
 """
 
 from __future__ import annotations

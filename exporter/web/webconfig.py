@@ -17,7 +17,6 @@ is logged and counted: only a restart can turn TLS or authentication off.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import ssl
@@ -269,14 +268,11 @@ class WebConfigFile:
         return None
 
     def _record(self, problem: Optional[str]) -> None:
-        now, before = time.time(), self.status
         if problem is None:
-            self.status = dataclasses.replace(before, successful=True, last_attempt_time=now, last_success_time=now,
-                                              successes=before.successes + 1)
+            self.status = self.status.succeeded(time.time())
         else:
             log.error("web config change REFUSED; keeping the previous settings",
                       extra=fields(file=self.path, reason=problem, tls=self._settings.ssl_context is not None,
                                    basic_auth=self._settings.auth is not None))
-            self.status = dataclasses.replace(before, successful=False, last_attempt_time=now,
-                                              failures=before.failures + 1)
+            self.status = self.status.failed(time.time())
         self.on_change()
