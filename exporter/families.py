@@ -5,10 +5,12 @@ into a family, sorted so that the exposition is stable between renders.
 Every HELP of data read from files says that it is a cached value.
 
 The families are prometheus-client's counter and gauge families, but they
-keep their rows (label values, value) and build Sample objects only when
-someone asks for ``samples``: the section renderer reads the rows directly,
-which makes an incremental render several times cheaper (one appended
-Rush line re-renders thousands of unchanged rows).
+are also ``RowFamily``: they keep their rows (label values, value) and build
+Sample objects only when someone asks for ``samples``. The section renderer
+tells them apart with ``isinstance`` and reads the rows directly: comparing
+a family's rows with its previous render's is one C-level tuple comparison,
+so an unchanged family (most of them after one appended Rush line) costs no
+formatting at all.
 """
 
 from __future__ import annotations
@@ -24,8 +26,13 @@ Row = Tuple[Tuple[str, ...], float]
 Key = TypeVar("Key", bound=LabelValues)
 
 
-class _RowFamily:
-    """Mixin over a prometheus-client family: ``rows`` first, ``samples`` made from them on demand."""
+class RowFamily:
+    """Mixin over a prometheus-client family: ``rows`` first, ``samples`` made from them on demand.
+
+    ``rows`` are sorted by label values, one per sample named ``sample_name``
+    with labels ``label_names``: what the renderer needs to format and to
+    compare a family without building a Sample per row.
+    """
 
     rows: Tuple[Row, ...] = ()
     label_names: Tuple[str, ...] = ()
@@ -58,11 +65,11 @@ class _RowFamily:
         self._samples = value or None
 
 
-class RowCounter(_RowFamily, CounterMetricFamily):
+class RowCounter(RowFamily, CounterMetricFamily):
     pass
 
 
-class RowGauge(_RowFamily, GaugeMetricFamily):
+class RowGauge(RowFamily, GaugeMetricFamily):
     pass
 
 

@@ -2,7 +2,7 @@
 
 import math
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.exposition import generate_latest as text_of
@@ -80,3 +80,51 @@ def test_demo_sections_match(tmp_path):
         fams = list(reader.families(reader.sync(None)))
         section = renderer.render(fams)
         assert (section.text, section.openmetrics) == expected(fams)
+
+
+ROW_VALUES = st.one_of(st.sampled_from([0.0, -0.0, 0, 1, 1.0, math.nan, math.inf, -math.inf, 1e21, 2**53 + 1]),
+                       st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**12, 10**12))
+
+
+@settings(max_examples=300, deadline=None)
+@given(renders=st.lists(st.dictionaries(st.sampled_from(["a", "b", "c", 'q"\n\\', "é"]), ROW_VALUES, max_size=5),
+                        min_size=1, max_size=5),
+       kind=st.sampled_from(["row_gauge", "gauge"]))
+@example(renders=[{"a": 0.0}, {"a": -0.0}, {"a": 0}, {"a": -0.0, "b": 0.0}, {"b": -0.0}], kind="row_gauge")
+@example(renders=[{"a": 0.0}, {"a": -0.0}, {"a": 0}, {"a": -0.0, "b": 0.0}, {"b": -0.0}], kind="gauge")
+def test_new_values_in_known_rows_match_prometheus_client(renders, kind):
+    """The same series render after render, their values changing (zero signs, NaN, big integers too)."""
+    renderer = SectionRenderer()
+    for values in renders:
+        if kind == "row_gauge":
+            family = rows_gauge("demo_value", "value", ["key"], values)
+        else:
+            family = GaugeMetricFamily("demo_value", "value", labels=["key"])
+            for key in sorted(values):
+                family.add_metric([key], values[key])
+        fams = [family, rows_counter("demo_total_seen", "seen", ["key"], {k: 1 for k in values})]
+        section = renderer.render(fams)
+        assert (section.text, section.openmetrics) == expected(fams)
+
+
+def test_an_unchanged_family_is_not_formatted_again_and_a_new_value_reuses_its_line(monkeypatch):
+    import exporter.exposition as exposition
+
+    renderer = SectionRenderer()
+    hosts = {("render%03d" % i, status): i for i in range(200) for status in ("done", "fail")}
+    renderer.render([rows_counter("demo_frames", "frames", ["host", "status"], hosts),
+                     rows_gauge("demo_busy", "busy", ["host"], {"render000": 1})])
+    formatted = []
+    original = exposition._formatted
+    monkeypatch.setattr(exposition, "_formatted", lambda family, samples: formatted.append(samples) or
+                        original(family, samples))
+    changed = {**hosts, ("render007", "done"): 8, ("render010", "fail"): -0.0}
+    fams = [rows_counter("demo_frames", "frames", ["host", "status"], changed),
+            rows_gauge("demo_busy", "busy", ["host"], {"render000": 1})]
+    section = renderer.render(fams)
+    assert (section.text, section.openmetrics) == expected(fams)
+    assert formatted == []
+    fams.append(rows_gauge("demo_busy", "busy", ["host"], {"render001": 0.0}))  # a second family of one name
+    section = renderer.render(fams)
+    assert (section.text, section.openmetrics) == expected(fams)
+    assert len(formatted) == 1  # its one line (the header is known); the others are reused
