@@ -34,6 +34,10 @@ from exporter.logs import RateLimitedLog, fields
 from exporter.paths import PathPattern
 from exporter.rush.config import SERIES_PER_BREAKDOWN_VALUE, SERIES_PER_HOST, CpuAcctEntry, RushConfig
 from exporter.rush.records import (
+    STATUSES,
+    SYSTEM,
+    USER,
+    WALL,
     DaemonEvent,
     MalformedLine,
     Midnight,
@@ -42,7 +46,9 @@ from exporter.rush.records import (
     StateChange,
     Utilization,
     frame_status,
+    new_totals,
     parse_line,
+    status_slot,
 )
 from exporter.sources import FileStatus
 from exporter.tailer import MAX_LINE_BYTES, Tailer
@@ -50,10 +56,6 @@ from exporter.tailer import MAX_LINE_BYTES, Tailer
 log = logging.getLogger(__name__)
 
 KIND = "rush_cpu_acct"
-STATUSES = ("done", "fail", "requeue", "killed")
-# Per-host totals are one list: a frame costs one dict lookup on the hot path.
-_DONE, _FAIL, _REQUEUE, _KILLED, _WALL, _SYSTEM, _USER = range(7)
-_STATUS_SLOT = {0: _DONE, 1: _FAIL, 2: _REQUEUE}
 RECORD_NAMES = {
     Process: "process",
     Utilization: "utilization",
@@ -293,14 +295,14 @@ class CpuAcctReader:
         host = self._host_budget.label(frame.host)
         totals = self._hosts.get(host)
         if totals is None:
-            totals = self._hosts[host] = [0, 0, 0, 0, 0.0, 0.0, 0.0]
+            totals = self._hosts[host] = new_totals()
         if state.seen_host is None:
             state.seen_host = host
         code = frame.exit_code
-        totals[_STATUS_SLOT.get(code, _KILLED if code < 0 else _FAIL)] += 1
-        totals[_WALL] += frame.wall_seconds
-        totals[_SYSTEM] += frame.system_seconds
-        totals[_USER] += frame.user_seconds
+        totals[status_slot(code)] += 1
+        totals[WALL] += frame.wall_seconds
+        totals[SYSTEM] += frame.system_seconds
+        totals[USER] += frame.user_seconds
         if self._users is not None:
             self._users.add(frame.owner, frame_status(code), frame.wall_seconds)
         if self._titles is not None:
@@ -376,9 +378,9 @@ class CpuAcctReader:
             files=self._file_statuses(),
             frames=_frozen({(host, status): t[slot] for host, t in self._hosts.items()
                             for slot, status in enumerate(STATUSES)}),
-            wall_seconds=_frozen({host: t[_WALL] for host, t in self._hosts.items()}),
-            system_seconds=_frozen({host: t[_SYSTEM] for host, t in self._hosts.items()}),
-            user_seconds=_frozen({host: t[_USER] for host, t in self._hosts.items()}),
+            wall_seconds=_frozen({host: t[WALL] for host, t in self._hosts.items()}),
+            system_seconds=_frozen({host: t[SYSTEM] for host, t in self._hosts.items()}),
+            user_seconds=_frozen({host: t[USER] for host, t in self._hosts.items()}),
             records=_frozen(records),
             daemon_starts=_frozen(starts),
             utilization=_frozen(_latest_by_host((host, s.utilization) for host, s in current)),

@@ -91,15 +91,35 @@ _PRIORITY = re.compile(r"^[0-9]+[A-Za-z]?$")
 _ONLINE = {"online": True, "offline": False}
 
 
-def frame_status(exit_code: int) -> str:
-    """Rush's meaning of a frame's exit code: 0 done, 2 requeue, <0 killed, else fail."""
+#: Rush's frame statuses. A status's index is its slot in per-host totals, which continue with ``SECONDS_SLOTS``.
+STATUSES = ("done", "fail", "requeue", "killed")
+DONE, FAIL, REQUEUE, KILLED = range(len(STATUSES))
+#: Slots of wall, system and user seconds in per-host totals, after the statuses.
+WALL, SYSTEM, USER = SECONDS_SLOTS = (4, 5, 6)
+TOTALS_SLOTS = 7
+
+
+def status_slot(exit_code: int) -> int:
+    """Rush's meaning of a frame's exit code, as a slot of ``STATUSES``: 0 done, 2 requeue, <0 killed, else fail.
+
+    The one place of this rule: live reading and backfill both use it."""
     if exit_code == 0:
-        return "done"
+        return DONE
     if exit_code == 2:
-        return "requeue"
+        return REQUEUE
     if exit_code < 0:
-        return "killed"
-    return "fail"
+        return KILLED
+    return FAIL
+
+
+def frame_status(exit_code: int) -> str:
+    """The status name of ``exit_code`` (see ``status_slot``)."""
+    return STATUSES[status_slot(exit_code)]
+
+
+def new_totals() -> list:
+    """Per-host totals: frames per status slot, then wall, system and user seconds (exact: int or Fraction)."""
+    return [0] * TOTALS_SLOTS
 
 
 def parse_line(line: str) -> Optional[Record]:
