@@ -102,10 +102,15 @@ class BacklogReader:
         if self.processes <= 1 or total < PARALLEL_MIN_BYTES:
             return [self._in_process(task, None) for task in tasks]
         started = time.monotonic()
-        context = multiprocessing.get_context(start_method())
-        with ProcessPoolExecutor(min(self.processes, len(tasks)), mp_context=context) as pool:
-            futures = [pool.submit(tally_range, task) for task in tasks]
-            results = [self._collect(future, task) for future, task in zip(futures, tasks)]
+        try:
+            context = multiprocessing.get_context(start_method())
+            with ProcessPoolExecutor(min(self.processes, len(tasks)), mp_context=context) as pool:
+                futures = [pool.submit(tally_range, task) for task in tasks]
+                results = [self._collect(future, task) for future, task in zip(futures, tasks)]
+        except OSError as exc:  # no process could be started (a limit on processes, memory)
+            log.warning("cannot start worker processes; reading the backlog in the daemon",
+                        extra=fields(error=exc))
+            return [self._in_process(task, None) for task in tasks]
         log.debug("backlog read in worker processes", extra=fields(
             bytes=total, ranges=len(tasks), processes=self.processes, seconds=round(time.monotonic() - started, 3)))
         return results
