@@ -45,7 +45,16 @@ from exporter.families import counter, gauge
 from exporter.logs import RateLimitedLog, fields
 from exporter.paths import PathPattern
 from exporter.rush import saved
-from exporter.rush.backlog import BACKLOG_BYTES, BacklogReader, RangeResult, Settings, Task, plan, processes_to_use
+from exporter.rush.backlog import (
+    BACKLOG_BYTES,
+    BacklogReader,
+    RangeResult,
+    Settings,
+    Task,
+    plan,
+    prepare_workers,
+    processes_to_use,
+)
 from exporter.rush.config import SERIES_PER_BREAKDOWN_VALUE, SERIES_PER_HOST, Breakdown, CpuAcctEntry, RushConfig
 from exporter.rush.records import STATUSES, SYSTEM, USER, WALL
 from exporter.rush.tally import BREAKDOWN_WALL, RECORD_NAMES, Exact, Tally, Timed
@@ -228,6 +237,8 @@ class CpuAcctReader:
         self.patterns = [pattern for pattern, _ in self._entries]
         self._tailer = Tailer(self._consume, discarded=self._discarded, backlog=self._defer)
         self._backlogs = BacklogReader(processes_to_use(config.read_processes))
+        if self._backlogs.processes > 1 and config.cpu_acct:
+            prepare_workers()
         self._files: Dict[str, _FileState] = {}
         self._present: Set[str] = set()
         self._gauge_host: Dict[str, str] = {}
