@@ -28,10 +28,15 @@ LABEL org.opencontainers.image.title="renderfarm-exporter" \
       org.opencontainers.image.version="${VERSION}"
 
 COPY --from=builder /opt/renderfarm-exporter /opt/renderfarm-exporter
+# STATE_DIRECTORY: where checkpoints of what was read are kept (--storage.path defaults to it), so a
+# restart reads only new bytes; mount a volume there to keep them across containers.
 ENV PATH=/opt/renderfarm-exporter/bin:$PATH \
     TZ=UTC \
-    TZDIR=/opt/renderfarm-exporter/lib/python3.11/site-packages/tzdata/zoneinfo
-RUN useradd --system --uid 10001 --no-create-home exporter
+    TZDIR=/opt/renderfarm-exporter/lib/python3.11/site-packages/tzdata/zoneinfo \
+    STATE_DIRECTORY=/var/lib/renderfarm-exporter
+RUN useradd --system --uid 10001 --no-create-home exporter \
+    && install -d -o 10001 -g 10001 -m 0700 /var/lib/renderfarm-exporter
+VOLUME ["/var/lib/renderfarm-exporter"]
 
 USER 10001
 EXPOSE 19100

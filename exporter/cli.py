@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="treat configuration warnings as errors: --check-config and start-up exit 2")
     parser.add_argument("--demo", action="store_true",
                         help="run on a built-in demo farm that writes live statistics to a temporary folder")
+    parser.add_argument("--storage.path", dest="storage_path", metavar="DIR", default=None,
+                        help="folder for checkpoints of what was read, so a restart reads only new bytes (default "
+                             "$STATE_DIRECTORY when set, as systemd's StateDirectory= sets it, else none; '' for "
+                             "none)")
     parser.add_argument("--log.level", dest="log_level", choices=logs.LEVELS, default="info",
                         help="least severe level logged (default %(default)s)")
     parser.add_argument("--log.format", dest="log_format", choices=logs.FORMATS, default="logfmt",
@@ -241,12 +245,13 @@ def listen_addresses(args) -> List[str]:
 
 def run(config, args) -> int:
     """``--once`` or the daemon, for a loaded configuration."""
-    from exporter import daemon
+    from exporter import checkpoint, daemon
 
     if args.once:
         sys.stdout.buffer.write(daemon.render_once(config))
         sys.stdout.flush()
         return EXIT_OK
+    checkpoint.use_storage(checkpoint.default_path() if args.storage_path is None else args.storage_path)
     try:
         return daemon.serve(config, listen_addresses(args), args.telemetry_path, config_path=args.config,
                             web_config_file=args.web_config_file, enable_lifecycle=args.enable_lifecycle,

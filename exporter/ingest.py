@@ -9,9 +9,13 @@ for the next change of the file.
 
 A read that hangs (a share whose server went away, with a hard mount) cannot
 be interrupted from Python, but it is made visible: a reader that says what
-it is reading (``reading``: path and start) and takes longer than
-``watch.stuck_read_timeout`` has that file marked down in its snapshot and
-logged, from a small monitor thread, until the read returns.
+it is reading (``sources.ReportsReading``: path and start) and takes longer
+than ``watch.stuck_read_timeout`` has that file marked down in its snapshot
+and logged, from a small monitor thread, until the read returns.
+
+Readers that can be checkpointed (``sources.Checkpointed``) are restored
+before the first sync and saved after syncs and at a clean stop, by this
+thread, when a checkpoint store is configured (``exporter.checkpoint``).
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ import time
 from collections import Counter
 from typing import Callable, Collection, Dict, Optional, Sequence, Set, Tuple
 
+from exporter.checkpoint import Checkpointer, CheckpointStore, default_store
 from exporter.config import WatchConfig
 from exporter.debounce import Debouncer
 from exporter.logs import fields
-from exporter.sources import FileStatus, Reader, Snapshot
+from exporter.sources import FileStatus, Reader, ReportsReading, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +43,11 @@ STUCK_CHECK_SECONDS = 0.5
 
 class SourceIngest:
     def __init__(self, section: str, readers: Sequence[Reader], watch: WatchConfig,
-                 published: Callable[[str], None]):
+                 published: Callable[[str], None], store: Optional[CheckpointStore] = None):
         self.section = section
         self.readers = list(readers)
+        store = store if store is not None else default_store()
+        self.checkpoints = Checkpointer(store, section, self.readers) if store is not None else None
         self._watch = watch
         self._published = published
         self.debouncer = Debouncer(watch.debounce, watch.debounce_max_wait)
@@ -106,22 +113,44 @@ class SourceIngest:
             self.ingested_once.set()
 
     def _loop(self) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.restore()
+        try:
+            self._follow()
+        finally:
+            if self.checkpoints is not None:
+                self.checkpoints.save()
+
+    def _follow(self) -> None:
         next_rescan = time.monotonic()
         retry_at: Optional[float] = None
         while not self._stop.is_set():
-            wake = next_rescan if retry_at is None else min(next_rescan, retry_at)
+            wake = min(t for t in (next_rescan, retry_at, self._checkpoint_due()) if t is not None)
             paths, rescan = self.debouncer.take(max(0.0, wake - time.monotonic()))
             if self._stop.is_set():
                 return
             now = time.monotonic()
             full = rescan or now >= next_rescan
+            retry = retry_at is not None and now >= retry_at
+            if not (full or paths or retry):  # woken only to write a checkpoint
+                self._save_checkpoint_if_due()
+                continue
             if full:
                 next_rescan = now + self._watch.rescan_interval
-            elif retry_at is not None and now >= retry_at:
+            elif retry:
                 paths = set(paths) | self._down_paths()
             self.sync(None if full else paths)
             self._published(self.section)
+            if self.checkpoints is not None:
+                self.checkpoints.after_sync()
             retry_at = self._next_retry(retry_at, now)
+
+    def _checkpoint_due(self) -> Optional[float]:
+        return self.checkpoints.due_at() if self.checkpoints is not None else None
+
+    def _save_checkpoint_if_due(self) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.save_if_due()
 
     def _next_retry(self, retry_at: Optional[float], now: float) -> Optional[float]:
         """When to read the down files again; reads of other files do not postpone it."""
@@ -135,7 +164,7 @@ class SourceIngest:
     def _monitor_loop(self) -> None:
         while not self._stop.wait(STUCK_CHECK_SECONDS):
             for reader in self.readers:
-                reading = getattr(reader, "reading", None)
+                reading = reader.reading if isinstance(reader, ReportsReading) else None
                 if reading is not None and time.monotonic() - reading[1] > self._watch.stuck_read_timeout:
                     self._report_stuck(reader, reading)
 
@@ -145,7 +174,7 @@ class SourceIngest:
             return
         path = reading[0]
         with self._snapshots_lock:
-            if getattr(reader, "reading", None) != reading or reader not in self.snapshots:
+            if not isinstance(reader, ReportsReading) or reader.reading != reading or reader not in self.snapshots:
                 return
             self.snapshots[reader] = _marked_down(self.snapshots[reader], reader.kind, path)
         self._reported_stuck[reader] = reading

@@ -119,6 +119,31 @@ class Reader(Protocol[SnapshotT]):
         ...
 
 
+@runtime_checkable
+class ReportsReading(Protocol):
+    """A reader that says which file it is reading, for the ingest's stuck-read monitor (optional)."""
+
+    #: (path, monotonic start) of the read in progress; None between reads.
+    reading: Optional[Tuple[str, float]]
+
+
+@runtime_checkable
+class Checkpointed(Protocol):
+    """A reader whose state can be saved and loaded (optional), so that a restart reads only the bytes
+    written since (``exporter.checkpoint`` keeps one file per source and reader kind).
+
+    The ingest thread calls these between syncs: ``restore`` before the first one."""
+
+    def checkpoint_config(self) -> str:
+        """What the state depends on (the reader's configuration): a checkpoint taken under another is ignored."""
+
+    def checkpoint(self) -> bytes:
+        """Everything needed so that totals after ``restore`` and a sync equal those of a full re-read."""
+
+    def restore(self, state: bytes) -> bool:
+        """Loads what ``checkpoint`` returned; False, changing nothing, if the state cannot be used."""
+
+
 @dataclass(frozen=True)
 class ConfigNotice:
     """Something in a valid configuration that will not do what its author wants (a missing folder ...)."""

@@ -34,7 +34,16 @@ refused (``NotRegularFile``), never waited on. Paths point at cursors, so
 Complete lines are handed over in blocks as raw bytes; decoding and parsing
 belong to the reader of the file kind. A line longer than ``MAX_LINE_BYTES``
 is discarded up to its newline and reported once to ``discarded``, with its
-bytes, so a file's bytes are accounted for exactly.
+bytes, so a file's bytes are accounted for exactly. Which lines are discarded
+does not depend on where reads started (``CHUNK_BYTES <= MAX_LINE_BYTES``).
+
+A big backlog (a cold start) can be read elsewhere: with ``defer_bytes``
+set, a file with at least that many unread bytes is not read but handed to
+``backlog`` as a ``Backlog`` (its cursor already moved to the end, and
+skipped by further reads), which the owner reads with ``read_range``, in
+ranges cut at line starts (``line_starts``), maybe in other processes, and
+completes with ``caught_up``. ``position``/``restore`` save and load every
+cursor (a checkpoint).
 """
 
 from __future__ import annotations
@@ -63,6 +72,26 @@ Identity = Tuple[int, int]
 BlockSink = Callable[[str, bytes], None]
 #: ``discarded(label, nbytes, new_line)``: bytes of an over-long line; ``new_line`` on its first part.
 DiscardSink = Callable[[str, int, bool], None]
+
+
+class Backlog(NamedTuple):
+    """Unread bytes ``[start, end)`` of a file, handed over instead of read; ``ticket`` for ``caught_up``.
+
+    ``partial`` and ``skipping`` are the line state at ``start`` (an incomplete
+    line carried over, or the rest of an over-long line being discarded)."""
+
+    ticket: int
+    label: str
+    path: str
+    identity: Identity
+    start: int
+    end: int
+    partial: bytes
+    skipping: bool
+
+
+#: ``backlog(backlog, fd)``: a deferred read; ``fd`` (open during the call) is the file, to cut it into ranges.
+BacklogSink = Callable[[Backlog, int], None]
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
 _FILE_TYPES = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
@@ -131,7 +160,7 @@ class _Cursor:
     """
 
     __slots__ = ("identity", "offset", "partial", "skipping", "fingerprint", "tail", "paths", "label",
-                 "retired_at", "where")
+                 "retired_at", "where", "pending")
 
     def __init__(self, identity: Identity, label: str):
         self.identity = identity
@@ -139,6 +168,8 @@ class _Cursor:
         self.label = label
         self.retired_at: Optional[float] = None
         self.where: Optional[str] = None
+        #: Ticket of a backlog handed over and not caught up yet: the cursor is not read meanwhile.
+        self.pending: Optional[int] = None
         self.restart()
 
     def restart(self) -> None:
@@ -161,6 +192,117 @@ def _continues(fd: int, size: int, position: _Position) -> bool:
     )
 
 
+def _text(raw: bytes) -> str:
+    """Bytes as a JSON string that gives the same bytes back (``_bytes``)."""
+    return raw.decode("latin-1")
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode("latin-1")
+
+
+class LineState:
+    """Where cutting a stream into lines stands: an incomplete last line, or the rest of an over-long one."""
+
+    __slots__ = ("partial", "skipping")
+
+    def __init__(self, partial: bytes = b"", skipping: bool = False):
+        self.partial = partial
+        self.skipping = skipping
+
+
+def emit(state: LineState | _Cursor, label: str, chunk: bytes, sink: BlockSink, discarded: DiscardSink) -> None:
+    """Hands the complete lines of ``state``'s carried bytes plus ``chunk`` to ``sink``; keeps the rest.
+
+    A line whose content is longer than ``MAX_LINE_BYTES`` is discarded,
+    whatever the chunks it arrived in: cut off while incomplete, or found
+    complete at the start of the data (it began in the carried bytes)."""
+    if state.skipping:
+        chunk = _skip(state, label, chunk, discarded)
+    carried = state.partial
+    data = carried + chunk if carried else chunk
+    if carried:
+        newline = data.find(b"\n")
+        if newline > MAX_LINE_BYTES:
+            discarded(label, newline + 1, True)
+            data = data[newline + 1 :]
+    cut = data.rfind(b"\n")
+    if cut < 0:
+        state.partial = data
+    else:
+        state.partial = data[cut + 1 :]
+        sink(label, data[: cut + 1])
+    if len(state.partial) > MAX_LINE_BYTES:
+        discarded(label, len(state.partial), True)
+        state.partial, state.skipping = b"", True
+
+
+def _skip(state: LineState | _Cursor, label: str, chunk: bytes, discarded: DiscardSink) -> bytes:
+    """Discards the rest of an over-long line, up to and with its newline; returns what follows it."""
+    newline = chunk.find(b"\n")
+    end = len(chunk) if newline < 0 else newline + 1
+    discarded(label, end, False)
+    state.skipping = newline < 0
+    return chunk[end:]
+
+
+class FileChanged(OSError):
+    """The file of a backlog is no longer found (renamed away and deleted, or replaced)."""
+
+
+def read_range(backlog: Backlog, start: int, end: int, state: LineState, sink: BlockSink,
+               discarded: DiscardSink) -> None:
+    """Reads ``[start, end)`` of the backlog's file (found by identity, also after a rename) into ``sink``."""
+    with _opened_identity(backlog.path, backlog.identity) as fd:
+        offset = start
+        while offset < end:
+            chunk = os.pread(fd, min(CHUNK_BYTES, end - offset), offset)
+            if not chunk:
+                raise FileChanged(errno.EIO, "file shrank while its backlog was read", backlog.path)
+            offset += len(chunk)
+            emit(state, backlog.label, chunk, sink, discarded)
+
+
+@contextmanager
+def _opened_identity(path: str, identity: Identity) -> Iterator[int]:
+    for candidate in (path, locate(identity, os.path.dirname(path))):
+        if candidate is None:
+            break
+        try:
+            with opened(candidate) as (fd, st):
+                if _identity(st) == identity:
+                    yield fd
+                    return
+        except FileNotFoundError:
+            continue
+    raise FileChanged(errno.ENOENT, "file gone before its backlog was read", path)
+
+
+def line_starts(fd: int, start: int, end: int, parts: int) -> List[int]:
+    """At most ``parts`` offsets cutting ``[start, end)`` into ranges of about equal size that begin at line
+    starts (``start`` first); fewer when lines are longer than a range."""
+    cuts = [start]
+    for index in range(1, parts):
+        cut = _line_start_after(fd, max(start + (end - start) * index // parts, cuts[-1]), end)
+        if cut is None:
+            break
+        cuts.append(cut)
+    return cuts
+
+
+def _line_start_after(fd: int, position: int, end: int) -> Optional[int]:
+    """The offset just after the first newline at or after ``position``, if it is before ``end``."""
+    while position < end:
+        window = os.pread(fd, min(1 << 16, end - position), position)
+        if not window:
+            return None
+        newline = window.find(b"\n")
+        if newline >= 0:
+            return position + newline + 1 if position + newline + 1 < end else None
+        position += len(window)
+    return None
+
+
 class Tailer:
     """Follows a set of paths; ``sink(label, block)`` receives complete lines.
 
@@ -170,9 +312,15 @@ class Tailer:
     """
 
     def __init__(self, sink: BlockSink, grace_seconds: float = RETIRE_GRACE_SECONDS,
-                 discarded: DiscardSink = lambda label, nbytes, new_line: None):
+                 discarded: DiscardSink = lambda label, nbytes, new_line: None,
+                 backlog: Optional[BacklogSink] = None):
         self._sink = sink
         self._discarded = discarded
+        self._backlog = backlog
+        #: Files with at least this many unread bytes go to ``backlog`` instead of being read (None: never).
+        self.defer_bytes: Optional[int] = None
+        self._tickets = 0
+        self._pending: Dict[int, _Cursor] = {}
         self._grace = grace_seconds
         self._by_path: Dict[str, _Cursor] = {}
         self._by_identity: Dict[Identity, _Cursor] = {}
@@ -343,12 +491,17 @@ class Tailer:
             cursor.restart()
 
     def _read(self, cursor: _Cursor, fd: int) -> int:
-        """Consumes everything after the cursor; returns the number of bytes read."""
+        """Consumes everything after the cursor; returns the number of bytes read (or handed over)."""
+        if cursor.pending is not None:
+            return 0
         size = os.fstat(fd).st_size
         self._check_start(cursor, fd, size)
         if size == cursor.offset:
             return 0
         start = cursor.offset
+        if self._backlog is not None and self.defer_bytes is not None and size - start >= self.defer_bytes:
+            self._hand_over(cursor, fd, size)
+            return size - start
         while True:
             chunk = os.pread(fd, CHUNK_BYTES, cursor.offset)
             if not chunk:
@@ -361,26 +514,72 @@ class Tailer:
         return cursor.offset - start
 
     def _emit(self, cursor: _Cursor, chunk: bytes) -> None:
-        if cursor.skipping:
-            chunk = self._skip(cursor, chunk)
-        data = cursor.partial + chunk if cursor.partial else chunk
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            cursor.partial = data
-        else:
-            cursor.partial = data[cut + 1 :]
-            self._sink(cursor.label, data[: cut + 1])
-        if len(cursor.partial) > MAX_LINE_BYTES:
-            self._discarded(cursor.label, len(cursor.partial), True)
-            cursor.partial, cursor.skipping = b"", True
+        emit(cursor, cursor.label, chunk, self._sink, self._discarded)
 
-    def _skip(self, cursor: _Cursor, chunk: bytes) -> bytes:
-        """Discards the rest of an over-long line, up to and with its newline; returns what follows it."""
-        newline = chunk.find(b"\n")
-        end = len(chunk) if newline < 0 else newline + 1
-        self._discarded(cursor.label, end, False)
-        cursor.skipping = newline < 0
-        return chunk[end:]
+    def _hand_over(self, cursor: _Cursor, fd: int, size: int) -> None:
+        """Gives the unread bytes to ``backlog``; the cursor moves to the end and waits for ``caught_up``."""
+        self._tickets += 1
+        backlog = Backlog(self._tickets, cursor.label, next(iter(cursor.paths), cursor.where or cursor.label),
+                          cursor.identity, cursor.offset, size, cursor.partial, cursor.skipping)
+        cursor.offset, cursor.partial, cursor.skipping = size, b"", False
+        cursor.tail = os.pread(fd, min(TAIL_BYTES, size), size - min(TAIL_BYTES, size))
+        if not cursor.fingerprint:
+            cursor.fingerprint = self._first_line(fd)
+        cursor.pending = backlog.ticket
+        self._pending[backlog.ticket] = cursor
+        assert self._backlog is not None
+        self._backlog(backlog, fd)
+
+    # -- checkpoint ------------------------------------------------------------
+
+    def save(self) -> Dict[str, object]:
+        """Every cursor (identity, offset, incomplete line, fingerprint, paths) and the remembered positions,
+        as JSON values; between syncs (no backlog pending)."""
+        cursors = [{"identity": list(c.identity), "offset": c.offset, "partial": _text(c.partial),
+                    "skipping": c.skipping, "fingerprint": _text(c.fingerprint), "tail": _text(c.tail),
+                    "paths": sorted(c.paths), "label": c.label, "where": c.where}
+                   for c in self._by_identity.values() if c.pending is None]
+        gone = [[label, _text(p.fingerprint), p.offset, _text(p.tail)] for label, p in self._gone.items()]
+        return {"cursors": cursors, "gone": gone}
+
+    def load(self, saved: Dict[str, object]) -> None:
+        """Replaces every cursor by those ``save`` returned; the next ``follow`` of each path checks its file."""
+        self.close()
+        self._gone.clear()
+        for raw in saved["cursors"]:  # type: ignore[attr-defined]
+            cursor = _Cursor((raw["identity"][0], raw["identity"][1]), raw["label"])
+            cursor.offset, cursor.skipping = raw["offset"], raw["skipping"]
+            cursor.partial, cursor.fingerprint, cursor.tail = (_bytes(raw[k]) for k in ("partial", "fingerprint",
+                                                                                          "tail"))
+            self._by_identity[cursor.identity] = cursor
+            for path in raw["paths"]:
+                self._attach(cursor, path)
+            if not cursor.paths:
+                cursor.where, cursor.retired_at = raw["where"] or raw["label"], time.monotonic()
+                self._retired.append(cursor)
+        for label, fingerprint, offset, tail in saved["gone"]:  # type: ignore[attr-defined]
+            self._gone[label] = _Position(_bytes(fingerprint), offset, _bytes(tail))
+
+    def mismatched(self) -> List[str]:
+        """Labels of loaded cursors whose file (same inode at one of its paths) no longer holds what was read:
+        truncated or rewritten meanwhile. Those cursors start again from the beginning."""
+        changed = []
+        for cursor in list(self._by_identity.values()):
+            for path in sorted(cursor.paths):
+                try:
+                    with opened(path) as (fd, st):
+                        if _identity(st) == cursor.identity and not _continues(fd, st.st_size, cursor.position()):
+                            cursor.restart()
+                            changed.append(cursor.label)
+                        break
+                except OSError:
+                    continue
+        return changed
+
+    def caught_up(self, ticket: int, state: LineState) -> None:
+        """The backlog ``ticket`` was read up to its end, leaving ``state`` (its last incomplete line)."""
+        cursor = self._pending.pop(ticket)
+        cursor.partial, cursor.skipping, cursor.pending = state.partial, state.skipping, None
 
     @staticmethod
     def _first_line(fd: int) -> bytes:

@@ -153,7 +153,9 @@ def test_dockerfile_is_two_stages_with_oci_labels_constraints_and_no_root(docker
     # Final: only the venv comes from the builder; nothing is pip-installed or fetched here.
     assert [a for k, a in final if k == "COPY"] == ["--from=builder %s %s" % (VENV_IN_IMAGE, VENV_IN_IMAGE)]
     assert not [k for k, _ in final if k == "ADD"]
-    assert [a for k, a in final if k == "RUN"] == ["useradd --system --uid 10001 --no-create-home exporter"]
+    assert [a for k, a in final if k == "RUN"] == [
+        "useradd --system --uid 10001 --no-create-home exporter"
+        " && install -d -o 10001 -g 10001 -m 0700 /var/lib/renderfarm-exporter"]
 
     found = labels(final)
     assert set(found) == OCI_LABELS
@@ -169,6 +171,9 @@ def test_dockerfile_is_two_stages_with_oci_labels_constraints_and_no_root(docker
     variables = env(final)
     assert variables["PATH"] == VENV_IN_IMAGE + "/bin:$PATH" and variables["TZ"] == "UTC"
     assert variables["TZDIR"] == VENV_IN_IMAGE + "/lib/python3.11/site-packages/tzdata/zoneinfo"
+    # Checkpoints: --storage.path defaults to $STATE_DIRECTORY, a volume owned by the exporter's user.
+    assert variables["STATE_DIRECTORY"] == "/var/lib/renderfarm-exporter"
+    assert [a for k, a in final if k == "VOLUME"] == ['["/var/lib/renderfarm-exporter"]']
 
     # Runs as user 10001 from the first instruction after the last RUN on.
     keywords = [k for k, _ in final]

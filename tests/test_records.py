@@ -3,6 +3,11 @@
 import pytest
 
 from exporter.rush.records import (
+    DONE,
+    FAIL,
+    KILLED,
+    REQUEUE,
+    STATUSES,
     DaemonEvent,
     MalformedLine,
     Midnight,
@@ -12,6 +17,7 @@ from exporter.rush.records import (
     Utilization,
     frame_status,
     parse_line,
+    status_slot,
 )
 
 # Verbatim from rush-files-cpu-acct.txt (102.21), including its stray tab.
@@ -123,3 +129,10 @@ def test_malformed_lines_say_why(line, reason):
                                                (-15, "killed"), (-3, "killed"), (3, "fail"), (139, "fail")])
 def test_frame_status(exit_code, status):
     assert frame_status(exit_code) == status
+
+
+@pytest.mark.parametrize("exit_code", [0, 1, 2, 3, -1, -9, 139])
+def test_status_slot_names_the_status_frame_status_gives(exit_code):
+    """One rule: live totals and backfill index per-host totals by ``status_slot``; its name is ``frame_status``."""
+    assert STATUSES[status_slot(exit_code)] == frame_status(exit_code)
+    assert (DONE, FAIL, REQUEUE, KILLED) == tuple(STATUSES.index(s) for s in ("done", "fail", "requeue", "killed"))

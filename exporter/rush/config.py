@@ -60,6 +60,8 @@ class RushConfig:
     host_series_budget: int = DEFAULT_HOST_SERIES_BUDGET
     max_label_length: int = DEFAULT_MAX_LABEL_LENGTH
     max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW
+    #: Processes that read a big backlog (a cold start); None is ``auto``: one per core.
+    read_processes: Optional[int] = None
 
 
 def _entry_from_string(value) -> CpuAcctEntry:
@@ -103,9 +105,19 @@ _HOSTS = Struct({
 })
 
 
-def _rush_config(cpu_acct, host_from_path, breakdowns, hosts, max_label_length, max_clock_skew) -> RushConfig:
+def _read_processes(value) -> Optional[int]:
+    """``auto`` (None: one per core) or a number of processes; 1 reads in the daemon's own process."""
+    if value == "auto":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError()
+    return value
+
+
+def _rush_config(cpu_acct, host_from_path, breakdowns, hosts, max_label_length, max_clock_skew,
+                 read_processes) -> RushConfig:
     return RushConfig(cpu_acct, host_from_path, breakdowns["users"], breakdowns["titles"], hosts["series_budget"],
-                      max_label_length, max_clock_skew)
+                      max_label_length, max_clock_skew, read_processes)
 
 
 SCHEMA = Struct(
@@ -118,6 +130,9 @@ SCHEMA = Struct(
                                   doc="longest label value taken from a file; longer ones are cut and marked"),
         "max_clock_skew": Field(Duration(), default=DEFAULT_MAX_CLOCK_SKEW,
                                 doc="records dated further ahead of the clock never become the latest"),
+        "read_processes": Field(Scalar("auto or a number of processes, at least 1", _read_processes),
+                                default=None, doc="processes that read a big backlog (a cold start); "
+                                                  "auto: one per core; 1: the daemon's own process"),
     },
     build=_rush_config,
 )

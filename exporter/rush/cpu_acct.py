@@ -21,53 +21,66 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, defaultdict
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Collection, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import (
+    Any,
+    Collection,
+    Dict,
+    Generic,
+    Hashable,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Set,
+    Tuple,
+    TypeVar,
+)
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.budget import LabelBudget
+from exporter.budget import OTHER, LabelBudget
 from exporter.families import counter, gauge
 from exporter.logs import RateLimitedLog, fields
 from exporter.paths import PathPattern
-from exporter.rush.config import SERIES_PER_BREAKDOWN_VALUE, SERIES_PER_HOST, CpuAcctEntry, RushConfig
-from exporter.rush.records import (
-    DaemonEvent,
-    MalformedLine,
-    Midnight,
-    Process,
-    Rotation,
-    StateChange,
-    Utilization,
-    frame_status,
-    parse_line,
+from exporter.rush import saved
+from exporter.rush.backlog import (
+    BACKLOG_BYTES,
+    BacklogReader,
+    RangeResult,
+    Settings,
+    Task,
+    plan,
+    prepare_workers,
+    processes_to_use,
 )
+from exporter.rush.config import SERIES_PER_BREAKDOWN_VALUE, SERIES_PER_HOST, Breakdown, CpuAcctEntry, RushConfig
+from exporter.rush.records import STATUSES, SYSTEM, USER, WALL
+from exporter.rush.tally import BREAKDOWN_WALL, RECORD_NAMES, Exact, Tally, Timed
 from exporter.sources import FileStatus
-from exporter.tailer import MAX_LINE_BYTES, Tailer
+from exporter.tailer import MAX_LINE_BYTES, Backlog, LineState, Tailer
 
 log = logging.getLogger(__name__)
 
 KIND = "rush_cpu_acct"
-STATUSES = ("done", "fail", "requeue", "killed")
-# Per-host totals are one list: a frame costs one dict lookup on the hot path.
-_DONE, _FAIL, _REQUEUE, _KILLED, _WALL, _SYSTEM, _USER = range(7)
-_STATUS_SLOT = {0: _DONE, 1: _FAIL, 2: _REQUEUE}
-RECORD_NAMES = {
-    Process: "process",
-    Utilization: "utilization",
-    Rotation: "rotation",
-    StateChange: "state_change",
-    Midnight: "midnight",
-    DaemonEvent: "daemon",
-}
+#: Version of the checkpoint's content; a checkpoint of another version is ignored (files read again).
+STATE_VERSION = 1
 
 _CACHE_NOTE = " (read from cpu.acct; cached between changes of the file)"
+Totals = List[Exact]
+K = TypeVar("K", bound=Hashable)
 
 
 class _FileState:
-    """Everything learnt from one file (by the path it was first opened under)."""
+    """Everything learnt from one file (by the path it was first opened under), and what it contributed.
+
+    ``hosts``, ``users`` and ``titles`` are the file's share of the reader's
+    totals (by label after the budgets), so that a file found rewritten while
+    the exporter was stopped can be taken out of them (``CpuAcctReader.restore``)."""
+
+    __slots__ = ("up", "down_reason", "last_success_time", "errors", "malformed", "bytes", "lines", "seen_host",
+                 "records", "daemon_starts", "utilization", "online", "last_record_time", "hosts", "users", "titles")
 
     def __init__(self) -> None:
         self.up = True
@@ -78,11 +91,14 @@ class _FileState:
         self.bytes = 0
         self.lines = 0
         self.seen_host: Optional[str] = None
-        self.records: Counter = Counter()
+        self.records: Dict[str, int] = {}
         self.daemon_starts = 0
-        self.utilization: Optional[Tuple[int, float]] = None
+        self.utilization: Optional[Timed] = None
         self.online: Optional[Tuple[int, int]] = None
         self.last_record_time: Optional[int] = None
+        self.hosts: Dict[str, Totals] = {}
+        self.users: Dict[str, Totals] = {}
+        self.titles: Dict[str, Totals] = {}
 
 
 @dataclass(frozen=True)
@@ -111,37 +127,105 @@ def _frozen(mapping) -> Mapping:
     return MappingProxyType(dict(mapping))
 
 
-def _with_all_statuses(frames: Mapping[Tuple[str, str], int]) -> Mapping[Tuple[str, str], int]:
-    """Every status of every host, zeros included, so alerts see a series before the first failure."""
-    full = {(name, status): 0 for name, _ in frames for status in STATUSES}
-    full.update(frames)
-    return _frozen(full)
+class _View(Generic[K]):
+    """A snapshot mapping kept up to date key by key; handed out as an immutable copy, copied only after a change.
+
+    So a sync that touched one host costs one host's keys plus a C-level copy, not a rebuild of every host."""
+
+    def __init__(self) -> None:
+        self.values: Dict[K, Any] = {}
+        self._frozen: Mapping[K, Any] = MappingProxyType({})
+        self._changed = False
+
+    def set(self, key: K, value: Any) -> None:
+        if key not in self.values or self.values[key] != value:
+            self.values[key] = value
+            self._changed = True
+
+    def discard(self, key: K) -> None:
+        if self.values.pop(key, None) is not None:
+            self._changed = True
+
+    def frozen(self) -> Mapping[K, Any]:
+        if self._changed:
+            self._frozen, self._changed = MappingProxyType(dict(self.values)), False
+        return self._frozen
 
 
-def _latest_by_host(values: Iterable[Tuple[str, Optional[Tuple[int, float]]]]) -> Dict[str, float]:
-    latest: Dict[str, Tuple[int, float]] = {}
-    for host, timed in values:
-        if timed is not None and (host not in latest or timed[0] >= latest[host][0]):
-            latest[host] = timed
-    return {host: value for host, (_, value) in latest.items()}
+def _add(into: Dict[str, Totals], key: str, totals: Totals) -> None:
+    mine = into.get(key)
+    if mine is None:
+        mine = into[key] = [0] * len(totals)
+    for slot, value in enumerate(totals):
+        mine[slot] += value
 
 
-def _timed(when: Optional[int]) -> Optional[Tuple[int, float]]:
-    return None if when is None else (when, when)
+def _count(totals: Totals) -> int:
+    """Frames in ``totals``: one budget decision each."""
+    return int(totals[0] + totals[1] + totals[2] + totals[3])
+
+
+class _Budget(LabelBudget):
+    """A LabelBudget that remembers what it admitted, so a checkpoint can save and restore it."""
+
+    def __init__(self, series_budget: int, series_per_value: int, max_length: int):
+        super().__init__(series_budget, series_per_value, max_length)
+        self.admitted: Dict[str, None] = {}
+
+    def label(self, value: str) -> str:
+        label = super().label(value)
+        if label != OTHER:
+            self.admitted[label] = None
+        return label
+
+    def label_many(self, value: str, count: int) -> str:
+        """``label(value)`` for ``count`` records at once, counted as ``count`` calls would count them.
+
+        Later calls with the same value decide as the first did (an admitted value stays admitted, a full
+        budget stays full), so tallies merged in file order admit exactly what a line-by-line read admits."""
+        label = self.label(value)
+        if count > 1:
+            if len(value) > self.max_length:
+                self.truncated += count - 1
+            if label == OTHER:
+                self.overflowed += count - 1
+        return label
 
 
 class _Breakdown:
     """Frames and wall seconds per user or per job title, within a series budget."""
 
     def __init__(self, series_budget: int, max_length: int):
-        self.budget = LabelBudget(series_budget, SERIES_PER_BREAKDOWN_VALUE, max_length)
-        self.frames: Counter = Counter()
-        self.wall: Dict[str, float] = defaultdict(float)
+        self.budget = _Budget(series_budget, SERIES_PER_BREAKDOWN_VALUE, max_length)
+        self.totals: Dict[str, Totals] = {}
+        self.frames: _View[Tuple[str, str]] = _View()
+        self.wall: _View[str] = _View()
+        self.dirty: Set[str] = set()
 
-    def add(self, value: str, status: str, wall_seconds: float) -> None:
-        label = self.budget.label(value)
-        self.frames[(label, status)] += 1
-        self.wall[label] += wall_seconds
+    def merge(self, raw: Dict[str, Totals], contributed: Dict[str, Totals]) -> None:
+        for value, totals in raw.items():
+            label = self.budget.label_many(value, _count(totals))
+            _add(self.totals, label, totals)
+            _add(contributed, label, totals)
+            self.dirty.add(label)
+
+    def views(self) -> Tuple[Mapping[Tuple[str, str], int], Mapping[str, float]]:
+        """Every status of every value, zeros included, so alerts see a series before the first failure."""
+        for label in self.dirty:
+            totals = self.totals[label]
+            for slot, status in enumerate(STATUSES):
+                self.frames.set((label, status), totals[slot])
+            self.wall.set(label, float(totals[BREAKDOWN_WALL]))
+        self.dirty.clear()
+        return self.frames.frozen(), self.wall.frozen()
+
+
+def _latest(candidates: Iterable[Optional[Tuple[int, Any]]]) -> Optional[Any]:
+    latest: Optional[Tuple[int, Any]] = None
+    for timed in candidates:
+        if timed is not None and (latest is None or timed[0] >= latest[0]):
+            latest = timed
+    return None if latest is None else latest[1]
 
 
 class CpuAcctReader:
@@ -151,20 +235,41 @@ class CpuAcctReader:
         self._config = config
         self._entries = [(PathPattern(entry.path), entry) for entry in config.cpu_acct]
         self.patterns = [pattern for pattern, _ in self._entries]
-        self._tailer = Tailer(self._consume, discarded=self._discarded)
+        self._tailer = Tailer(self._consume, discarded=self._discarded, backlog=self._defer)
+        self._backlogs = BacklogReader(processes_to_use(config.read_processes))
+        if self._backlogs.processes > 1 and config.cpu_acct:
+            prepare_workers()
         self._files: Dict[str, _FileState] = {}
-        self._present: set = set()
+        self._present: Set[str] = set()
         self._gauge_host: Dict[str, str] = {}
-        self._hosts: Dict[str, List[float]] = {}
-        self._host_budget = LabelBudget(config.host_series_budget, SERIES_PER_HOST, config.max_label_length)
+        self._hosts: Dict[str, Totals] = {}
+        self._host_budget = _Budget(config.host_series_budget, SERIES_PER_HOST, config.max_label_length)
         self._users = self._breakdown(config.users)
         self._titles = self._breakdown(config.titles)
         self._file_log = RateLimitedLog(log)
         #: (path, monotonic start) of the read in progress, for the ingest's stuck-read monitor.
         self.reading: Optional[Tuple[str, float]] = None
+        #: Tallies and backlogs of this sync in file order, once a backlog was deferred (merged at the end).
+        self._queue: List[Tuple[str, Tally] | Tuple[Backlog, List[Task]]] = []
+        self._horizon = 0.0
+        self._init_views()
 
-    def _breakdown(self, config) -> Optional[_Breakdown]:
+    def _breakdown(self, config: Breakdown) -> Optional[_Breakdown]:
         return _Breakdown(config.series_budget, self._config.max_label_length) if config.enabled else None
+
+    def _init_views(self) -> None:
+        self._frames_view: _View[Tuple[str, str]] = _View()
+        self._seconds_views: Tuple[_View[str], ...] = (_View(), _View(), _View())
+        self._records_view: _View[Tuple[str, str]] = _View()
+        self._starts_view: _View[str] = _View()
+        self._gauge_views: Tuple[_View[str], ...] = (_View(), _View(), _View())
+        self._statuses: Dict[str, FileStatus] = {}
+        self._status_tuple: Tuple[FileStatus, ...] = ()
+        self._label_host: Dict[str, str] = {}
+        self._labels_by_host: Dict[str, Set[str]] = {}
+        self._live: Set[str] = set()
+        self._dirty_hosts: Set[str] = set()
+        self._dirty_labels: Set[str] = set(self._files) | self._present
 
     # -- reading -------------------------------------------------------------
 
@@ -175,9 +280,16 @@ class CpuAcctReader:
             candidates = matched | self._present | self._tailer.paths
         else:
             candidates = {path for path in paths if self._entry_for(path) is not None}
-        for path in sorted(candidates):
-            self._visit(path)
-        self._tailer.drain_retired()
+        self._horizon = time.time() + self._config.max_clock_skew
+        self._tailer.defer_bytes = BACKLOG_BYTES if self._backlogs.processes > 1 else None
+        try:
+            for path in sorted(candidates):
+                self._visit(path)
+            self._tailer.drain_retired()
+        finally:
+            self._tailer.defer_bytes = None
+            if self._queue:
+                self._catch_up()
         return self._snapshot()
 
     def close(self) -> None:
@@ -188,7 +300,9 @@ class CpuAcctReader:
         if self._entry_for(path) is None:
             self._absent(path)
             return
-        self._present.add(path)
+        if path not in self._present:
+            self._present.add(path)
+            self._dirty_labels.add(path)
         self.reading = (path, time.monotonic())
         try:
             self._tailer.follow(path)
@@ -203,7 +317,9 @@ class CpuAcctReader:
 
     def _absent(self, path: str) -> None:
         self._tailer.forget(path)
-        self._present.discard(path)
+        if path in self._present:
+            self._present.discard(path)
+            self._dirty_labels.add(path)
 
     def _went_down(self, state: _FileState, path: str, exc: OSError) -> None:
         """Marks the file down; logs once per outage (retries every 2 s must not flood the log), and at
@@ -214,11 +330,12 @@ class CpuAcctReader:
             self._file_log.warning("down: " + reason, "cannot read cpu.acct; keeping what was read before, retrying",
                                    path=path, error=reason)
         state.up, state.down_reason = False, reason
+        self._dirty_labels.add(path)
 
-    @staticmethod
-    def _came_up(state: _FileState, path: str) -> None:
+    def _came_up(self, state: _FileState, path: str) -> None:
         if not state.up:
             log.info("cpu.acct readable again", extra=fields(path=path))
+            self._dirty_labels.add(path)
         state.up, state.down_reason = True, None
         state.last_success_time = time.time()
 
@@ -226,85 +343,101 @@ class CpuAcctReader:
         state = self._files.get(label)
         if state is None:
             state = self._files[label] = _FileState()
+            self._dirty_labels.add(label)
         return state
+
+    def _new_tally(self) -> Tally:
+        return Tally(self._users is not None, self._titles is not None)
 
     def _discarded(self, label: str, nbytes: int, new_line: bool) -> None:
         """An over-long line: its bytes are consumed, and it is one malformed line."""
-        state = self._state(label)
-        state.bytes += nbytes
-        if new_line:
-            state.lines += 1
-            state.malformed += 1
-            self._file_log.warning(label, "over-long cpu.acct line skipped", path=label,
-                                   reason="longer than %d bytes" % MAX_LINE_BYTES)
+        tally = self._new_tally()
+        tally.discarded(nbytes, new_line)
+        self._take(label, tally)
 
     def _consume(self, label: str, block: bytes) -> None:
         """Counts the complete lines of ``block``; malformed lines are counted and skipped."""
+        tally = self._new_tally()
+        tally.add_block(block, self._horizon)
+        self._take(label, tally)
+
+    def _take(self, label: str, tally: Tally) -> None:
+        """Merges now, or after the backlogs queued before it in this sync (file order decides admissions)."""
+        if self._queue:
+            self._queue.append((label, tally))
+        else:
+            self._merge(label, tally)
+
+    def _defer(self, backlog: Backlog, fd: int) -> None:
+        """A file with a big backlog: planned into ranges now (its descriptor is open), read at the sync's end."""
+        settings = Settings(self._users is not None, self._titles is not None, self._horizon)
+        ranges = plan(backlog, fd, self._backlogs.range_bytes(backlog.end - backlog.start))
+        self._queue.append((backlog, [Task(backlog, start, end, settings) for start, end in ranges]))
+
+    def _catch_up(self) -> None:
+        """Reads the queued backlogs (in worker processes when big) and merges everything in file order."""
+        queue, self._queue = self._queue, []
+        tasks = [task for _, item in queue if isinstance(item, list) for task in item]
+        self.reading = (tasks[0].backlog.label, time.monotonic()) if tasks else None
+        try:
+            results = iter(self._backlogs.read(tasks))
+        finally:
+            self.reading = None
+        for head, item in queue:
+            if isinstance(head, Backlog) and isinstance(item, list):
+                self._merge_backlog(head, [next(results) for _ in item])
+            elif isinstance(head, str) and isinstance(item, Tally):
+                self._merge(head, item)
+
+    def _merge_backlog(self, backlog: Backlog, results: List[Optional[RangeResult]]) -> None:
+        for result in results:
+            if result is not None:
+                self._merge(backlog.label, result.tally)
+        last = results[-1] if results else None
+        self._tailer.caught_up(backlog.ticket, last.state if last is not None else LineState())
+
+    def _merge(self, label: str, tally: Tally) -> None:
+        """Adds a tally of ``label``'s lines: labels through the budgets in order, totals, gauges."""
         state = self._state(label)
-        state.bytes += len(block)
-        lines = block.decode("utf-8", "replace").split("\n")
-        lines.pop()
-        state.lines += len(lines)
-        count_frame, apply_other = self._count_frame, self._apply_other
-        records = state.records
-        newest = state.last_record_time or 0
-        horizon = time.time() + self._config.max_clock_skew
-        for line in lines:
-            try:
-                record = parse_line(line)
-            except MalformedLine as exc:
-                state.malformed += 1
-                self._file_log.warning(
-                    label, "malformed cpu.acct line skipped", path=label, reason=exc, line=line[:200]
-                )
-                continue
-            if record is None:
-                continue
-            kind = type(record)
-            records[kind] += 1
-            future = record.time > horizon
-            if future:
-                self._file_log.warning(label + "#future", "cpu.acct record dated ahead of the clock; "
-                                       "counted, but not taken as the latest", path=label, time=record.time)
-            elif record.time > newest:
-                newest = record.time
-            if isinstance(record, Process):  # no record type subclasses another
-                count_frame(state, record)
+        state.bytes += tally.bytes
+        state.lines += tally.lines
+        state.malformed += tally.malformed
+        self._log_problems(label, tally)
+        for name, count in tally.records.items():
+            state.records[name] = state.records.get(name, 0) + count
+        state.daemon_starts += tally.daemon_starts
+        if tally.utilization is not None and (state.utilization is None
+                                              or tally.utilization[0] >= state.utilization[0]):
+            state.utilization = tally.utilization
+        if tally.online is not None and (state.online is None or tally.online[0] >= state.online[0]):
+            state.online = tally.online
+        if state.records:
+            state.last_record_time = max(state.last_record_time or 0, tally.newest) or None
+        for raw, totals in tally.hosts.items():
+            host = self._host_budget.label_many(raw, _count(totals))
+            if state.seen_host is None:
+                state.seen_host = host
+            _add(self._hosts, host, totals)
+            _add(state.hosts, host, totals)
+            self._dirty_hosts.add(host)
+        if self._users is not None and tally.users is not None:
+            self._users.merge(tally.users, state.users)
+        if self._titles is not None and tally.titles is not None:
+            self._titles.merge(tally.titles, state.titles)
+        self._dirty_labels.add(label)
+
+    def _log_problems(self, label: str, tally: Tally) -> None:
+        if tally.problem is not None:
+            reason, line = tally.problem
+            if line or reason != "over-long line":
+                self._file_log.warning(label, "malformed cpu.acct line skipped", path=label, reason=reason,
+                                       line=line, malformed=tally.malformed)
             else:
-                apply_other(state, kind, record, future)
-        if records:
-            state.last_record_time = newest or None
-
-    @staticmethod
-    def _apply_other(state: _FileState, kind: type, record, future: bool) -> None:
-        """Utilization and daemon state: the latest record by time wins (never one from the future)."""
-        if kind is DaemonEvent and record.action == "start":
-            state.daemon_starts += 1
-        if future:
-            return
-        if kind is Utilization:
-            if state.utilization is None or record.time >= state.utilization[0]:
-                state.utilization = (record.time, record.ratio)
-        elif kind is not Midnight:
-            if state.online is None or record.time >= state.online[0]:
-                state.online = (record.time, int(record.online))
-
-    def _count_frame(self, state: _FileState, frame: Process) -> None:
-        host = self._host_budget.label(frame.host)
-        totals = self._hosts.get(host)
-        if totals is None:
-            totals = self._hosts[host] = [0, 0, 0, 0, 0.0, 0.0, 0.0]
-        if state.seen_host is None:
-            state.seen_host = host
-        code = frame.exit_code
-        totals[_STATUS_SLOT.get(code, _KILLED if code < 0 else _FAIL)] += 1
-        totals[_WALL] += frame.wall_seconds
-        totals[_SYSTEM] += frame.system_seconds
-        totals[_USER] += frame.user_seconds
-        if self._users is not None:
-            self._users.add(frame.owner, frame_status(code), frame.wall_seconds)
-        if self._titles is not None:
-            self._titles.add(frame.title, frame_status(code), frame.wall_seconds)
+                self._file_log.warning(label, "over-long cpu.acct line skipped", path=label,
+                                       reason="longer than %d bytes" % MAX_LINE_BYTES)
+        if tally.future is not None:
+            self._file_log.warning(label + "#future", "cpu.acct record dated ahead of the clock; "
+                                   "counted, but not taken as the latest", path=label, time=tally.future)
 
     # -- host labels ---------------------------------------------------------
 
@@ -340,57 +473,108 @@ class CpuAcctReader:
 
     # -- snapshot ------------------------------------------------------------
 
-    def _file_statuses(self) -> Tuple[FileStatus, ...]:
-        statuses = []
-        for path in sorted(self._present):
-            state = self._files.get(path) or _FileState()
-            statuses.append(
-                FileStatus(
-                    kind=KIND,
-                    path=path,
-                    up=state.up,
-                    last_success_time=state.last_success_time,
-                    errors_total=state.errors,
-                    malformed_lines_total=state.malformed,
-                    bytes_read_total=state.bytes,
-                    lines_read_total=state.lines,
-                    last_error=None if state.up else state.down_reason,
-                )
-            )
-        return tuple(statuses)
-
     def _snapshot(self) -> CpuAcctSnapshot:
-        hosts = {label: self._host_of(label, state) for label, state in self._files.items()}
-        live = self._tailer.live_labels() | self._present
-        live_hosts = {hosts[label] for label in live if label in hosts}
-        current = [(hosts[label], state) for label, state in self._files.items() if hosts[label] in live_hosts]
-        records: Counter = Counter()
-        starts: Counter = Counter()
-        for label, state in self._files.items():
-            for kind, count in state.records.items():
-                records[(hosts[label], RECORD_NAMES[kind])] += count
-            if state.daemon_starts:
-                starts[hosts[label]] += state.daemon_starts
+        """The snapshot, updated for the hosts and files this sync changed; the rest is reused as it was."""
+        self._update_liveness()
+        self._update_labels()
+        self._update_host_totals()
         users, titles = self._users, self._titles
+        user_frames, user_wall = users.views() if users else (None, None)
+        title_frames, title_wall = titles.views() if titles else (None, None)
+        wall, system, user = (view.frozen() for view in self._seconds_views)
+        utilization, online, last_record = (view.frozen() for view in self._gauge_views)
         return CpuAcctSnapshot(
-            files=self._file_statuses(),
-            frames=_frozen({(host, status): t[slot] for host, t in self._hosts.items()
-                            for slot, status in enumerate(STATUSES)}),
-            wall_seconds=_frozen({host: t[_WALL] for host, t in self._hosts.items()}),
-            system_seconds=_frozen({host: t[_SYSTEM] for host, t in self._hosts.items()}),
-            user_seconds=_frozen({host: t[_USER] for host, t in self._hosts.items()}),
-            records=_frozen(records),
-            daemon_starts=_frozen(starts),
-            utilization=_frozen(_latest_by_host((host, s.utilization) for host, s in current)),
-            online=_frozen(_latest_by_host((host, s.online) for host, s in current)),
-            last_record_time=_frozen(_latest_by_host((host, _timed(s.last_record_time)) for host, s in current)),
-            user_frames=_with_all_statuses(users.frames) if users else None,
-            user_wall_seconds=_frozen(users.wall) if users else None,
-            title_frames=_with_all_statuses(titles.frames) if titles else None,
-            title_wall_seconds=_frozen(titles.wall) if titles else None,
+            files=self._status_tuple,
+            frames=self._frames_view.frozen(),
+            wall_seconds=wall,
+            system_seconds=system,
+            user_seconds=user,
+            records=self._records_view.frozen(),
+            daemon_starts=self._starts_view.frozen(),
+            utilization=utilization,
+            online=online,
+            last_record_time=last_record,
+            user_frames=user_frames,
+            user_wall_seconds=user_wall,
+            title_frames=title_frames,
+            title_wall_seconds=title_wall,
             labels_truncated=_frozen({name: b.truncated for name, b in self._label_budgets()}),
             labels_over_budget=_frozen({name: b.overflowed for name, b in self._label_budgets()}),
         )
+
+    def _update_liveness(self) -> None:
+        """Files followed or present decide which hosts have gauges; a change dirties the files concerned."""
+        live = self._tailer.live_labels() | self._present
+        if live != self._live:
+            self._dirty_labels |= live ^ self._live
+            self._live = live
+
+    def _update_labels(self) -> None:
+        """File statuses and the per-host rows that sum over files (records, starts, gauges) of changed files."""
+        if not self._dirty_labels:
+            return
+        for label in self._dirty_labels:
+            state = self._files.get(label)
+            self._update_status(label, state)
+            if state is None:
+                continue
+            host = self._host_of(label, state)
+            previous = self._label_host.get(label)
+            if previous != host:
+                if previous is not None:
+                    self._labels_by_host[previous].discard(label)
+                    self._dirty_hosts.add(previous)
+                self._labels_by_host.setdefault(host, set()).add(label)
+                self._label_host[label] = host
+            self._dirty_hosts.add(host)
+        self._dirty_labels.clear()
+        self._status_tuple = tuple(self._statuses[path] for path in sorted(self._statuses))
+
+    def _update_status(self, path: str, state: Optional[_FileState]) -> None:
+        if path not in self._present:
+            self._statuses.pop(path, None)
+            return
+        state = state or _FileState()
+        self._statuses[path] = FileStatus(
+            kind=KIND, path=path, up=state.up, last_success_time=state.last_success_time,
+            errors_total=state.errors, malformed_lines_total=state.malformed, bytes_read_total=state.bytes,
+            lines_read_total=state.lines, last_error=None if state.up else state.down_reason)
+
+    def _update_host_totals(self) -> None:
+        for host in self._dirty_hosts:
+            totals = self._hosts.get(host)
+            if totals is not None:
+                for slot, status in enumerate(STATUSES):
+                    self._frames_view.set((host, status), totals[slot])
+                for view, slot in zip(self._seconds_views, (WALL, SYSTEM, USER)):
+                    view.set(host, float(totals[slot]))
+            self._update_host_rows(host)
+        self._dirty_hosts.clear()
+
+    def _update_host_rows(self, host: str) -> None:
+        """Records and daemon starts of every file of ``host``; gauges from them while one of them is live."""
+        states = [self._files[label] for label in self._labels_by_host.get(host, ())]
+        for name in RECORD_NAMES.values():
+            count = sum(state.records.get(name, 0) for state in states)
+            if count:
+                self._records_view.set((host, name), count)
+            else:
+                self._records_view.discard((host, name))
+        starts = sum(state.daemon_starts for state in states)
+        if starts:
+            self._starts_view.set(host, starts)
+        else:
+            self._starts_view.discard(host)
+        live = any(label in self._live for label in self._labels_by_host.get(host, ()))
+        candidates: Tuple[List[Optional[Tuple[int, Any]]], ...] = (
+            [s.utilization for s in states], [s.online for s in states],
+            [None if s.last_record_time is None else (s.last_record_time, s.last_record_time) for s in states])
+        for view, timed in zip(self._gauge_views, candidates):
+            value = _latest(timed) if live else None
+            if value is None:
+                view.discard(host)
+            else:
+                view.set(host, value)
 
     def _label_budgets(self) -> Iterable[Tuple[str, LabelBudget]]:
         yield "host", self._host_budget
@@ -400,6 +584,69 @@ class CpuAcctReader:
 
     def families(self, snap: CpuAcctSnapshot) -> Iterable[Metric]:
         return families(snap)
+
+    # -- checkpoint ------------------------------------------------------------
+
+    def checkpoint_config(self) -> str:
+        """What a checkpoint's content depends on: the section as configured (``read_processes`` aside)."""
+        return repr(saved.config_key(self._config))
+
+    def checkpoint(self) -> bytes:
+        """Every file's cursor and contribution, the budgets and the hosts: totals as they are now."""
+        return saved.dump({
+            "version": STATE_VERSION,
+            "tailer": self._tailer.save(),
+            "present": sorted(self._present),
+            "gauge_host": self._gauge_host,
+            "budgets": {name: saved.budget(b) for name, b in self._all_budgets()},
+            "files": {label: saved.file_state(state) for label, state in self._files.items()},
+        })
+
+    def restore(self, state: bytes) -> bool:
+        """Loads a checkpoint taken by ``checkpoint`` before the first sync; False (nothing changed) if unusable.
+
+        A file whose cursor no longer matches the file at its path (same inode, other content: truncated
+        or rewritten while the exporter was stopped) is read from the start, and its checkpointed
+        contribution is taken out of the totals; a file that is gone keeps its contribution."""
+        loaded = saved.load(state)
+        if loaded.get("version") != STATE_VERSION:
+            return False
+        files = {label: saved.to_file_state(_FileState(), raw) for label, raw in loaded["files"].items()}
+        self._tailer.load(loaded["tailer"])
+        self._files = files
+        self._present = set(loaded["present"])
+        self._gauge_host = dict(loaded["gauge_host"])
+        for name, budget in self._all_budgets():
+            saved.to_budget(budget, loaded["budgets"].get(name))
+        for label in self._tailer.mismatched():
+            log.info("cpu.acct changed while the exporter was stopped; reading it from the start",
+                     extra=fields(path=label))
+            self._files.pop(label, None)
+        self._rebuild_totals()
+        return True
+
+    def _all_budgets(self) -> Iterable[Tuple[str, _Budget]]:
+        yield "host", self._host_budget
+        for name, breakdown in (("user", self._users), ("title", self._titles)):
+            if breakdown is not None:
+                yield name, breakdown.budget
+
+    def _rebuild_totals(self) -> None:
+        """Totals as the sum of every file's contribution (exact: the same as when they were added up)."""
+        self._hosts = {}
+        for breakdown in (self._users, self._titles):
+            if breakdown is not None:
+                breakdown.totals, breakdown.dirty = {}, set()
+        for state in self._files.values():
+            for host, totals in state.hosts.items():
+                _add(self._hosts, host, totals)
+            for breakdown, contributed in ((self._users, state.users), (self._titles, state.titles)):
+                if breakdown is not None:
+                    for label, totals in contributed.items():
+                        _add(breakdown.totals, label, totals)
+                    breakdown.dirty |= set(contributed)
+        self._init_views()
+        self._dirty_hosts = set(self._hosts)
 
 
 def families(snap: CpuAcctSnapshot) -> Iterable[Metric]:

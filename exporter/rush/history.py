@@ -16,8 +16,18 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 
 from exporter.paths import PathPattern
 from exporter.rush.config import RushConfig
-from exporter.rush.cpu_acct import STATUSES, CpuAcctSnapshot, families
-from exporter.rush.records import MalformedLine, Process, frame_status, parse_line
+from exporter.rush.cpu_acct import CpuAcctSnapshot, families
+from exporter.rush.records import (
+    STATUSES,
+    SYSTEM,
+    USER,
+    WALL,
+    MalformedLine,
+    Process,
+    new_totals,
+    parse_line,
+    status_slot,
+)
 from exporter.sources import HistorySink
 from exporter.tailer import open_regular
 
@@ -85,9 +95,9 @@ def _snapshot(totals: Dict[str, List[float]], hosts: Iterable[str]) -> CpuAcctSn
     return CpuAcctSnapshot(
         files=(), records=EMPTY, daemon_starts=EMPTY, utilization=EMPTY, online=EMPTY, last_record_time=EMPTY,
         frames=MappingProxyType({(h, s): totals[h][i] for h in hosts for i, s in enumerate(STATUSES)}),
-        wall_seconds=MappingProxyType({h: totals[h][4] for h in hosts}),
-        system_seconds=MappingProxyType({h: totals[h][5] for h in hosts}),
-        user_seconds=MappingProxyType({h: totals[h][6] for h in hosts}),
+        wall_seconds=MappingProxyType({h: totals[h][WALL] for h in hosts}),
+        system_seconds=MappingProxyType({h: totals[h][SYSTEM] for h in hosts}),
+        user_seconds=MappingProxyType({h: totals[h][USER] for h in hosts}),
         user_frames=None, user_wall_seconds=None, title_frames=None, title_wall_seconds=None,
     )
 
@@ -109,11 +119,11 @@ def history(replay: Replay, step: float, hold: Optional[float] = None) -> Iterat
         while frame.time >= boundary:
             yield at(boundary)
             boundary += step
-        slots = totals.setdefault(frame.host, [0, 0, 0, 0, 0.0, 0.0, 0.0])
-        slots[STATUSES.index(frame_status(frame.exit_code))] += 1
-        slots[4] += frame.wall_seconds
-        slots[5] += frame.system_seconds
-        slots[6] += frame.user_seconds
+        slots = totals.setdefault(frame.host, new_totals())
+        slots[status_slot(frame.exit_code)] += 1
+        slots[WALL] += frame.wall_seconds
+        slots[SYSTEM] += frame.system_seconds
+        slots[USER] += frame.user_seconds
         last_seen[frame.host] = frame.time
     if boundary is not None:
         yield at(boundary)

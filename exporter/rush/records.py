@@ -85,21 +85,41 @@ PROCESS_FIELDS = 13
 MAX_FRAME_SECONDS = 1e8
 #: Longest job id or priority: Rush's are a host name and a number; longer ones are not remembered.
 MAX_ID_LENGTH = 256
-_OTHER_WHITESPACE = re.compile(r"[^\S \t\r\n]")
+OTHER_WHITESPACE = re.compile(r"[^\S \t\r\n]")
 _JOBID = re.compile(r"^\S+[-.][0-9]+$")
 _PRIORITY = re.compile(r"^[0-9]+[A-Za-z]?$")
 _ONLINE = {"online": True, "offline": False}
 
 
-def frame_status(exit_code: int) -> str:
-    """Rush's meaning of a frame's exit code: 0 done, 2 requeue, <0 killed, else fail."""
+#: Rush's frame statuses. A status's index is its slot in per-host totals, which continue with ``SECONDS_SLOTS``.
+STATUSES = ("done", "fail", "requeue", "killed")
+DONE, FAIL, REQUEUE, KILLED = range(len(STATUSES))
+#: Slots of wall, system and user seconds in per-host totals, after the statuses.
+WALL, SYSTEM, USER = SECONDS_SLOTS = (4, 5, 6)
+TOTALS_SLOTS = 7
+
+
+def status_slot(exit_code: int) -> int:
+    """Rush's meaning of a frame's exit code, as a slot of ``STATUSES``: 0 done, 2 requeue, <0 killed, else fail.
+
+    The one place of this rule: live reading and backfill both use it."""
     if exit_code == 0:
-        return "done"
+        return DONE
     if exit_code == 2:
-        return "requeue"
+        return REQUEUE
     if exit_code < 0:
-        return "killed"
-    return "fail"
+        return KILLED
+    return FAIL
+
+
+def frame_status(exit_code: int) -> str:
+    """The status name of ``exit_code`` (see ``status_slot``)."""
+    return STATUSES[status_slot(exit_code)]
+
+
+def new_totals() -> list:
+    """Per-host totals: frames per status slot, then wall, system and user seconds (exact: int or Fraction)."""
+    return [0] * TOTALS_SLOTS
 
 
 def parse_line(line: str) -> Optional[Record]:
@@ -110,7 +130,7 @@ def parse_line(line: str) -> Optional[Record]:
     parse = _PARSERS.get(tokens[0])
     if parse is None:
         raise MalformedLine("unknown record type %r" % tokens[0][:20])
-    if _OTHER_WHITESPACE.search(line):
+    if OTHER_WHITESPACE.search(line):
         raise MalformedLine("fields separated by whitespace other than blanks and TABs")
     return parse(line, tokens)
 
@@ -181,12 +201,24 @@ _known_priorities: Set[str] = set()
 
 
 def _remember_if_valid(value: str, regex: Pattern, known: Set[str]) -> bool:
+    if value in known:
+        return True
     if len(value) > MAX_ID_LENGTH or not regex.match(value):
         return False
     if len(known) >= _KNOWN_LIMIT:
         known.clear()
     known.add(value)
     return True
+
+
+def plausible_jobid(value: str) -> bool:
+    """Whether ``value`` is a job id Rush writes (``host-number`` or ``host.number``, not too long)."""
+    return _remember_if_valid(value, _JOBID, _known_jobids)
+
+
+def plausible_priority(value: str) -> bool:
+    """Whether ``value`` is a priority Rush writes (a number with an optional flag letter)."""
+    return _remember_if_valid(value, _PRIORITY, _known_priorities)
 
 
 _new_process = tuple.__new__
@@ -209,8 +241,8 @@ def _parse_process(line: str, tokens: list) -> Process:
         or when < 0
         or not (0 <= wall <= MAX_FRAME_SECONDS and 0 <= system <= MAX_FRAME_SECONDS
                 and 0 <= user <= MAX_FRAME_SECONDS)
-        or (f[2] not in _known_jobids and not _remember_if_valid(f[2], _JOBID, _known_jobids))
-        or (f[7] not in _known_priorities and not _remember_if_valid(f[7], _PRIORITY, _known_priorities))
+        or (f[2] not in _known_jobids and not plausible_jobid(f[2]))
+        or (f[7] not in _known_priorities and not plausible_priority(f[7]))
     ):
         _explain_bad_process(f)
     return record

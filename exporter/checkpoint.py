@@ -1,0 +1,223 @@
+"""Checkpoints: readers' state on disk, so that a restart reads only the bytes written since.
+
+A reader that implements ``sources.Checkpointed`` gets one file per source
+and reader kind under the storage directory (``--storage.path``): a header
+line (format version, exporter version, source, kind, a fingerprint of the
+reader's configuration and a SHA-256 of the state), then the state. It is
+written atomically (a temporary file in the same directory, fsync, rename,
+fsync of the directory), by the ingest thread after a sync at most every
+``WRITE_INTERVAL`` seconds when the state changed, and once more at a clean
+stop; it is restored before the first sync. A checkpoint that is missing,
+corrupt, or from another format, exporter version or configuration is
+ignored with a log line saying why: the files are then read from the start,
+which is slower, never wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from typing import Dict, Optional, Sequence
+
+from exporter import __version__
+from exporter.logs import fields
+from exporter.sources import Checkpointed, Reader
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MAGIC = b"renderfarm-exporter checkpoint "
+#: Most seconds between two writes of a changed state (a crash loses at most this much re-reading, never data).
+WRITE_INTERVAL = 2.0
+#: The systemd ``StateDirectory=`` of the unit; ``--storage.path`` defaults to it.
+STATE_DIRECTORY_ENV = "STATE_DIRECTORY"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def default_path(environ: Optional[Dict[str, str]] = None) -> str:
+    """``$STATE_DIRECTORY`` (its first entry: systemd may list several), or "" (no checkpoints)."""
+    value = (os.environ if environ is None else environ).get(STATE_DIRECTORY_ENV, "")
+    return value.split(":")[0]
+
+
+def fingerprint(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class CheckpointStore:
+    """Checkpoint files in one directory, one per (source, reader kind)."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+
+    def path(self, source: str, kind: str) -> str:
+        return os.path.join(self.directory, "%s.%s.checkpoint" % (_UNSAFE.sub("_", source), _UNSAFE.sub("_", kind)))
+
+    def write(self, source: str, kind: str, config: str, state: bytes) -> None:
+        """Replaces the checkpoint atomically; raises OSError (the caller logs it and keeps running)."""
+        header = {"format": FORMAT_VERSION, "exporter": __version__, "source": source, "kind": kind,
+                  "config": fingerprint(config), "sha256": hashlib.sha256(state).hexdigest(), "bytes": len(state)}
+        data = MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + state
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(prefix=".checkpoint-", dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.path(source, kind))
+        except BaseException:
+            _remove(temporary)
+            raise
+        _fsync_directory(self.directory)
+
+    def read(self, source: str, kind: str, config: str) -> Optional[bytes]:
+        """The state saved for this source, kind and configuration; None (and why, logged) if there is none."""
+        path = self.path(source, kind)
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:
+            log.info("no checkpoint yet: reading the files from the start", extra=fields(path=path))
+            return None
+        except OSError as exc:
+            log.warning("cannot read the checkpoint: reading the files from the start",
+                        extra=fields(path=path, error=exc))
+            return None
+        state, problem = _verified(data, source, kind, config)
+        if problem is not None:
+            log.warning("checkpoint ignored: reading the files from the start", extra=fields(path=path, reason=problem))
+        return state
+
+
+def _verified(data: bytes, source: str, kind: str, config: str):
+    """(state, None) if ``data`` is a sound checkpoint for this source, kind and configuration, else (None, why)."""
+    head, newline, state = data.partition(b"\n")
+    if not head.startswith(MAGIC) or not newline:
+        return None, "not a checkpoint file"
+    try:
+        header = json.loads(head[len(MAGIC):])
+    except ValueError:
+        return None, "corrupt header"
+    if not isinstance(header, dict):
+        return None, "corrupt header"
+    checks = (
+        (header.get("format") == FORMAT_VERSION, "written in format %r, this exporter reads %d"
+         % (header.get("format"), FORMAT_VERSION)),
+        (header.get("exporter") == __version__, "written by exporter version %r, this is %s"
+         % (header.get("exporter"), __version__)),
+        ((header.get("source"), header.get("kind")) == (source, kind), "written for another source or kind"),
+        (header.get("config") == fingerprint(config), "written under another configuration of the source"),
+        (header.get("bytes") == len(state) and header.get("sha256") == hashlib.sha256(state).hexdigest(),
+         "corrupt: checksum mismatch"),
+    )
+    problem = next((why for passed, why in checks if not passed), None)
+    return (None, problem) if problem is not None else (state, None)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _fsync_directory(directory: str) -> None:
+    """The rename is durable only once the directory is on disk too."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Checkpointer:
+    """The checkpoints of one source's readers, driven by its ingest thread (the readers' only user)."""
+
+    def __init__(self, store: CheckpointStore, source: str, readers: Sequence[Reader],
+                 interval: float = WRITE_INTERVAL):
+        self._store = store
+        self._source = source
+        self._readers = [reader for reader in readers if isinstance(reader, Checkpointed)]
+        self._interval = interval
+        self._written: Dict[int, str] = {}
+        self._last_write = time.monotonic()
+        self._pending = False
+        #: For the exporter's own metrics: checkpoints written, and readers restored at start.
+        self.writes = 0
+        self.restored = 0
+
+    def restore(self) -> None:
+        """Before the first sync: each reader takes its checkpoint, if there is a sound one."""
+        for reader in self._readers:
+            assert isinstance(reader, Checkpointed)
+            config = reader.checkpoint_config()
+            state = self._store.read(self._source, reader.kind, config)
+            if state is None:
+                continue
+            started = time.monotonic()
+            try:
+                restored = reader.restore(state)
+            except Exception as exc:  # noqa: BLE001 - a state that loads but does not fit: read from the start
+                log.warning("checkpoint not usable: reading the files from the start",
+                            extra=fields(source=self._source, kind=reader.kind, error=repr(exc)))
+                restored = False
+            if restored:
+                self.restored += 1
+                self._written[id(reader)] = hashlib.sha256(state).hexdigest()
+                log.info("checkpoint restored: reading only what was written since",
+                         extra=fields(source=self._source, kind=reader.kind,
+                                      seconds=round(time.monotonic() - started, 3)))
+
+    def after_sync(self) -> None:
+        """A sync ran: the states may have changed; they are saved now if the last write is ``interval`` old,
+        else when ``due_at`` comes (the ingest thread wakes up for it)."""
+        self._pending = True
+        self.save_if_due()
+
+    def due_at(self) -> Optional[float]:
+        """Monotonic time of the next save, None while nothing waits to be saved."""
+        return self._last_write + self._interval if self._pending else None
+
+    def save_if_due(self) -> None:
+        due = self.due_at()
+        if due is not None and time.monotonic() >= due:
+            self.save()
+
+    def save(self) -> None:
+        """Writes every reader's state that changed since its last write (errors are logged, not raised)."""
+        self._last_write = time.monotonic()
+        self._pending = False
+        for reader in self._readers:
+            assert isinstance(reader, Checkpointed)
+            state = reader.checkpoint()
+            digest = hashlib.sha256(state).hexdigest()
+            if self._written.get(id(reader)) == digest:
+                continue
+            try:
+                self._store.write(self._source, reader.kind, reader.checkpoint_config(), state)
+            except OSError as exc:
+                log.warning("cannot write the checkpoint; a restart will read more", extra=fields(
+                    path=self._store.path(self._source, reader.kind), error=exc))
+                continue
+            self._written[id(reader)] = digest
+            self.writes += 1
+
+
+_default: Optional[CheckpointStore] = None
+
+
+def use_storage(path: str) -> None:
+    """Sets where the daemon keeps checkpoints (``--storage.path``); "" keeps none."""
+    global _default
+    _default = CheckpointStore(path) if path else None
+
+
+def default_store() -> Optional[CheckpointStore]:
+    """The store ``use_storage`` set, for ingests created without an explicit one."""
+    return _default

@@ -1,0 +1,303 @@
+"""Checkpoints: a restart reads only new bytes, and its totals equal a full re-read, also after kill -9."""
+
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+from conftest import REPO, parse_samples, value, wait_until
+
+from exporter import checkpoint
+from exporter.checkpoint import Checkpointer, CheckpointStore
+from exporter.rush.config import Breakdown, CpuAcctEntry, RushConfig
+from exporter.rush.cpu_acct import CpuAcctReader
+from exporter.sources import Checkpointed
+
+HOSTS = ("render01", "render02", "render03", "render04")
+USERS = ("anna", "bob", "chloé")
+TITLES = ("SHOT_010/beauty", "SHOT 020 fx", "SHOT_030")
+
+
+def random_line(rng: random.Random, when: int, host: str) -> str:
+    roll = rng.random()
+    if roll < 0.8:
+        wall = rng.choice((str(rng.randrange(1, 900)), "%d.%d" % (rng.randrange(900), rng.randrange(10))))
+        return "p\t%d\ttahoe.%d\t%s\t%s\t%04d\t%s\t100k\t%s\t%d\t%d\t%d\t%d\n" % (
+            when, rng.randrange(50), rng.choice(TITLES), rng.choice(USERS), rng.randrange(1000), host, wall,
+            rng.randrange(20), rng.randrange(200), rng.choice((0, 0, 0, 1, 2, -9)), rng.randrange(1000, 9000))
+    if roll < 0.9:
+        return "u %d %d\n" % (when, rng.randrange(101))
+    if roll < 0.95:
+        return "d start %d online\n" % when
+    return "p %d broken line\n" % when
+
+
+def write_lines(path: str, rng: random.Random, count: int, start: int, host: str) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write("".join(random_line(rng, start + i, host) for i in range(count)))
+
+
+def config_for(folder) -> RushConfig:
+    return RushConfig(cpu_acct=(CpuAcctEntry(path=os.path.join(str(folder), "*", "cpu.acct")),),
+                      users=Breakdown(enabled=True), titles=Breakdown(enabled=True), read_processes=1)
+
+
+def rush_values(snapshot) -> dict:
+    """Every mapping of a snapshot but the file statuses' times."""
+    values = {name: dict(getattr(snapshot, name)) for name in snapshot.__dataclass_fields__
+              if name != "files" and getattr(snapshot, name) is not None}
+    values["files"] = [(f.path, f.bytes_read_total, f.lines_read_total, f.malformed_lines_total)
+                       for f in snapshot.files]
+    return values
+
+
+def farm(tmp_path, rng, lines=300):
+    paths = []
+    for host in HOSTS:
+        (tmp_path / host).mkdir()
+        path = str(tmp_path / host / "cpu.acct")
+        write_lines(path, rng, lines, 1700000000, host)
+        paths.append(path)
+    return paths
+
+
+def full_read(config: RushConfig) -> dict:
+    reader = CpuAcctReader(config)
+    return rush_values(reader.sync(None))
+
+
+def restarted(config: RushConfig, state: bytes) -> CpuAcctReader:
+    reader = CpuAcctReader(config)
+    assert reader.restore(state)
+    return reader
+
+
+def test_the_rush_reader_is_checkpointed():
+    assert isinstance(CpuAcctReader(RushConfig()), Checkpointed)
+
+
+def test_restart_after_appends_and_a_half_written_line_equals_a_full_re_read(tmp_path):
+    rng = random.Random(7)
+    paths = farm(tmp_path, rng)
+    config = config_for(tmp_path)
+    reader = CpuAcctReader(config)
+    reader.sync(None)
+    with open(paths[0], "a") as handle:
+        handle.write("p\t1700009999\ttahoe.1\tT\tanna\t0001\trender01\t100\t5")  # no newline yet
+    reader.sync(None)
+    state = reader.checkpoint()
+    with open(paths[0], "a") as handle:
+        handle.write("\t1\t2\t0\t77\n")
+    for path, host in zip(paths, HOSTS):
+        write_lines(path, rng, 50, 1700001000, host)
+    assert rush_values(restarted(config, state).sync(None)) == full_read(config)
+
+
+def test_a_file_rewritten_while_stopped_is_read_again_without_its_old_contribution(tmp_path):
+    rng = random.Random(8)
+    paths = farm(tmp_path, rng)
+    config = config_for(tmp_path)
+    reader = CpuAcctReader(config)
+    reader.sync(None)
+    state = reader.checkpoint()
+    with open(paths[1], "r+") as handle:  # same inode, other content (copytruncate, an editor)
+        handle.truncate(0)
+        handle.write("p 1700000000 tahoe.1 T anna 0001 render02 100 5 1 2 0 77\n")
+    again = restarted(config, state).sync(None)
+    assert rush_values(again) == full_read(config)
+    assert again.frames[("render02", "done")] == 1
+
+
+def test_a_file_deleted_while_stopped_keeps_what_it_contributed(tmp_path):
+    rng = random.Random(9)
+    paths = farm(tmp_path, rng)
+    config = config_for(tmp_path)
+    reader = CpuAcctReader(config)
+    before = reader.sync(None)
+    state = reader.checkpoint()
+    os.unlink(paths[2])
+    after = restarted(config, state).sync(None)
+    assert after.frames == before.frames and after.wall_seconds == before.wall_seconds
+    assert after.user_frames == before.user_frames and after.records == before.records
+
+
+def test_a_file_rotated_while_stopped_is_drained_under_its_new_name(tmp_path):
+    rng = random.Random(10)
+    paths = farm(tmp_path, rng)
+    config = config_for(tmp_path)
+    reader = CpuAcctReader(config)
+    reader.sync(None)
+    state = reader.checkpoint()
+    write_lines(paths[3], rng, 20, 1700002000, HOSTS[3])  # written before the rotation, not read yet
+    os.rename(paths[3], paths[3].replace("cpu.acct", "Ocpu.acct"))
+    write_lines(paths[3], rng, 30, 1700003000, HOSTS[3])
+    after = restarted(config, state).sync(None)
+    rotated_and_new = CpuAcctReader(RushConfig(cpu_acct=(CpuAcctEntry(path=os.path.join(str(tmp_path), "*", "*")),),
+                                               users=config.users, titles=config.titles, read_processes=1))
+    assert after.frames == rotated_and_new.sync(None).frames
+
+
+def test_store_round_trip_and_every_reason_to_ignore_a_checkpoint(tmp_path, caplog):
+    store = CheckpointStore(str(tmp_path / "state"))
+    store.write("rush", "rush_cpu_acct", "config A", b"state")
+    assert store.read("rush", "rush_cpu_acct", "config A") == b"state"
+    assert [name for name in os.listdir(tmp_path / "state")] == ["rush.rush_cpu_acct.checkpoint"]
+    caplog.set_level(logging.INFO, logger="exporter.checkpoint")
+
+    def logged():
+        return " ".join(record.getMessage() + " " + str(getattr(record, "fields", ""))
+                        for record in caplog.records)
+
+    assert store.read("rush", "rush_cpu_acct", "config B") is None
+    assert "another configuration" in logged()
+    path = store.path("rush", "rush_cpu_acct")
+    with open(path, "r+b") as handle:
+        handle.seek(-1, os.SEEK_END)
+        handle.write(b"X")
+    assert store.read("rush", "rush_cpu_acct", "config A") is None
+    assert "checksum mismatch" in logged()
+    head, _, state = open(path, "rb").read().partition(b"\n")
+    header = json.loads(head[len(checkpoint.MAGIC):])
+    header["exporter"] = "0.0.0-older"
+    with open(path, "wb") as handle:
+        handle.write(checkpoint.MAGIC + json.dumps(header).encode() + b"\n" + state)
+    assert store.read("rush", "rush_cpu_acct", "config A") is None
+    assert "exporter version" in logged()
+    os.unlink(path)
+    assert store.read("rush", "rush_cpu_acct", "config A") is None
+    assert "no checkpoint yet" in logged()
+
+
+def test_checkpointer_writes_only_a_changed_state_and_restores_it(tmp_path):
+    rng = random.Random(11)
+    (tmp_path / "farm").mkdir()
+    paths = farm(tmp_path / "farm", rng)
+    config = config_for(tmp_path / "farm")
+    store = CheckpointStore(str(tmp_path / "state"))
+    reader = CpuAcctReader(config)
+    saver = Checkpointer(store, "rush", [reader], interval=0.0)
+    reader.sync(None)
+    saver.after_sync()
+    saver.after_sync()
+    assert saver.writes == 1
+    write_lines(paths[0], rng, 10, 1700005000, HOSTS[0])
+    reader.sync(None)
+    saver.after_sync()
+    assert saver.writes == 2
+    again = CpuAcctReader(config)
+    loader = Checkpointer(store, "rush", [again])
+    loader.restore()
+    assert loader.restored == 1
+    assert rush_values(again.sync(None)) == full_read(config)
+
+
+def test_storage_path_defaults_to_the_systemd_state_directory():
+    assert checkpoint.default_path({"STATE_DIRECTORY": "/var/lib/renderfarm-exporter"}) == \
+        "/var/lib/renderfarm-exporter"
+    assert checkpoint.default_path({"STATE_DIRECTORY": "/var/lib/a:/var/lib/b"}) == "/var/lib/a"
+    assert checkpoint.default_path({}) == ""
+
+
+# -- a real daemon killed at random moments ------------------------------------------------------
+
+
+def scrape(url: str) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
+        return parse_samples(response.read().decode())
+
+
+def rush_samples(samples) -> dict:
+    """The Rush series and the per-file read counters: what a restart must not change."""
+    keep = ("rush_", "renderfarm_exporter_source_read_", "renderfarm_exporter_source_malformed_lines")
+    return {key: sample for key, sample in samples.items() if key[0].startswith(keep)}
+
+
+def test_kill_9_at_random_moments_then_totals_equal_a_full_re_read(tmp_path):
+    seed = int(os.environ.get("CHECKPOINT_SEED", random.randrange(1 << 30)))
+    print("kill -9 test seed: %d (rerun with CHECKPOINT_SEED=%d)" % (seed, seed))
+    rng = random.Random(seed)
+    farm_dir = tmp_path / "farm"
+    farm_dir.mkdir()
+    paths = farm(farm_dir, rng, lines=20000)  # about 1.3 MiB each: the first read goes to worker processes
+    config = tmp_path / "config.yml"
+    config.write_text("rush:\n  cpu_acct: ['%s/*/cpu.acct']\n  breakdowns:\n    users: {enabled: true}\n"
+                      "    titles: {enabled: true}\nwatch:\n  debounce: 50ms\n" % farm_dir)
+    state = tmp_path / "state"
+    clock = [1700100000]
+    for iteration in range(5):
+        daemon = _Daemon(config, state, tmp_path / ("daemon-%d.log" % iteration))
+        appender = threading.Thread(target=_append_for, args=(rng, paths, clock, rng.uniform(0.2, 1.5)))
+        appender.start()
+        deadline = rng.uniform(0.1, 2 * checkpoint.WRITE_INTERVAL + 1)
+        if iteration == 4:  # the last kill comes after a checkpoint, however slow the machine: restore is tested
+            saved = os.path.join(str(state), "rush.rush_cpu_acct.checkpoint")
+            wait_until(lambda: os.path.exists(saved), 120, "a checkpoint")
+        with pytest.raises(subprocess.TimeoutExpired):  # a random moment: the daemon must still be running
+            daemon.proc.wait(timeout=deadline)
+        daemon.proc.send_signal(signal.SIGKILL)
+        daemon.proc.wait()
+        appender.join()
+    daemon = _Daemon(config, state, tmp_path / "final.log")
+    try:
+        sizes = {path: os.path.getsize(path) for path in paths}
+        wait_until(lambda: daemon.caught_up(sizes), 60, "the restarted daemon to catch up")
+        restarted_samples = rush_samples(scrape(daemon.url))
+    finally:
+        daemon.proc.send_signal(signal.SIGTERM)
+        daemon.proc.wait(timeout=20)
+    once = subprocess.run([sys.executable, "-m", "exporter", "--config", str(config), "--once"],
+                          capture_output=True, cwd=REPO, check=True)
+    full = rush_samples(parse_samples(once.stdout.decode()))
+    assert restarted_samples == full, "seed %d" % seed
+    assert "checkpoint restored" in open(tmp_path / "final.log").read()
+
+
+def _append_for(rng: random.Random, paths, clock, seconds: float) -> None:
+    """Appends lines (and now and then half a line, finished later) to random files for ``seconds``."""
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        path = rng.choice(paths)
+        line = random_line(rng, clock[0], HOSTS[paths.index(path)])
+        clock[0] += 1
+        cut = rng.randrange(len(line)) if rng.random() < 0.2 else len(line)
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(line[:cut])
+            handle.flush()
+            time.sleep(rng.uniform(0, 0.01))
+            handle.write(line[cut:])
+
+
+class _Daemon:
+    def __init__(self, config, state, log_path):
+        from conftest import free_port
+
+        self.url = "http://127.0.0.1:%d" % free_port()
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "--config", str(config), "--storage.path", str(state),
+             "--web.listen-address", self.url[len("http://"):], "--log.level", "debug"],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=self._log)
+
+    def caught_up(self, sizes) -> bool:
+        try:
+            samples = scrape(self.url)
+        except OSError:
+            return False
+        return all(value(samples, "renderfarm_exporter_source_read_bytes_total", kind="rush_cpu_acct",
+                         path=path) == size for path, size in sizes.items())
+
+
+@pytest.fixture(autouse=True)
+def _no_default_store():
+    checkpoint.use_storage("")
+    yield
+    checkpoint.use_storage("")
