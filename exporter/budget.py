@@ -24,7 +24,7 @@ share one series. Memory is then bounded by the budget times the length.
 
 from __future__ import annotations
 
-from typing import Hashable, Optional, Set
+from typing import Dict, Hashable, Iterable, Optional
 
 OTHER = "__other__"
 TRUNCATED_SUFFIX = "...[truncated]"
@@ -42,7 +42,7 @@ class LabelBudget:
         # One value's worth of series stays reserved for __other__ itself.
         self.capacity = max(0, series_budget // series_per_value - 1)
         self.max_length = max_length
-        self._admitted: Set[Hashable] = set()
+        self._admitted: Dict[Hashable, None] = {}  # a dict: admissions in order, for checkpoints
         self.overflowed = 0  # values counted as __other__, once per offer
         self.truncated = 0  # values cut, once per offer
 
@@ -63,10 +63,34 @@ class LabelBudget:
         if key in self._admitted:
             return True
         if len(self._admitted) < self.capacity and not _names_other(key):
-            self._admitted.add(key)
+            self._admitted[key] = None
             return True
         self.overflowed += 1
         return False
+
+
+    def label_many(self, value: str, count: int) -> str:
+        """``label(value)`` for ``count`` records at once, counted as ``count`` calls would count them.
+
+        Later offers of a value decide as the first did (an admitted value stays admitted, a full budget
+        stays full), so tallies merged in file order admit exactly what a line-by-line read admits."""
+        label = self.label(value)
+        if count > 1:
+            if self.max_length is not None and len(value) > self.max_length:
+                self.truncated += count - 1
+            if label == OTHER:
+                self.overflowed += count - 1
+        return label
+
+    def admitted(self) -> Iterable[Hashable]:
+        """The admitted values, in the order they were admitted (what a checkpoint saves)."""
+        return tuple(self._admitted)
+
+    def readmit(self, values: Iterable[Hashable], overflowed: int, truncated: int) -> None:
+        """Restores a saved budget: the same values admitted in the same order, the same counts."""
+        for value in values:
+            self.admits(value)
+        self.overflowed, self.truncated = overflowed, truncated
 
 
 def _names_other(key: Hashable) -> bool:

@@ -207,17 +207,3 @@ class Checkpointer:
                 continue
             self._written[id(reader)] = digest
             self.writes += 1
-
-
-_default: Optional[CheckpointStore] = None
-
-
-def use_storage(path: str) -> None:
-    """Sets where the daemon keeps checkpoints (``--storage.path``); "" keeps none."""
-    global _default
-    _default = CheckpointStore(path) if path else None
-
-
-def default_store() -> Optional[CheckpointStore]:
-    """The store ``use_storage`` set, for ingests created without an explicit one."""
-    return _default

@@ -251,11 +251,11 @@ def run(config, args) -> int:
         sys.stdout.buffer.write(daemon.render_once(config))
         sys.stdout.flush()
         return EXIT_OK
-    checkpoint.use_storage(checkpoint.default_path() if args.storage_path is None else args.storage_path)
     try:
         return daemon.serve(config, listen_addresses(args), args.telemetry_path, config_path=args.config,
                             web_config_file=args.web_config_file, enable_lifecycle=args.enable_lifecycle,
-                            systemd_socket=args.systemd_socket)
+                            systemd_socket=args.systemd_socket,
+                            storage_path=checkpoint.default_path() if args.storage_path is None else args.storage_path)
     except ConfigError as exc:  # the web config file changed between the check above and now
         print(str(exc), file=sys.stderr)
         return EXIT_INVALID

@@ -20,6 +20,7 @@ import time
 from typing import Dict, Mapping, Optional, Sequence
 
 from exporter import sdnotify
+from exporter.checkpoint import CheckpointStore
 from exporter.config import Config, ConfigError, WatchConfig, load
 from exporter.logs import fields
 from exporter.pipeline import Pipeline
@@ -42,10 +43,11 @@ class Parts:
     """The core, wired: the pipeline marks sources dirty, the renderer renders them from the pipeline's
     snapshots, and both report to the status board, which the exporter's section and the status page read."""
 
-    def __init__(self, readers: Mapping[str, Sequence[Reader]], watch: WatchConfig):
+    def __init__(self, readers: Mapping[str, Sequence[Reader]], watch: WatchConfig,
+                 store: Optional[CheckpointStore] = None):
         dirty = DirtySections()
         self.board = StatusBoard(changed=dirty.changed)
-        self.pipeline = Pipeline(readers, watch, self.board, dirty.changed)
+        self.pipeline = Pipeline(readers, watch, self.board, dirty.changed, store)
         self.renderer = Renderer(list(readers), self.pipeline, self.status, dirty)
 
     def status(self) -> RuntimeStatus:
@@ -152,14 +154,17 @@ class Reloader:
 
 def serve(config: Config, listen_addresses: Sequence[str], telemetry_path: str,
           stop: Optional[threading.Event] = None, config_path: Optional[str] = None,
-          web_config_file: Optional[str] = None, enable_lifecycle: bool = False, systemd_socket: bool = False) -> int:
+          web_config_file: Optional[str] = None, enable_lifecycle: bool = False, systemd_socket: bool = False,
+          storage_path: str = "") -> int:
     """Runs until SIGTERM/SIGINT (or ``stop`` is set); returns the exit code.
+
+    ``storage_path``: the folder of the readers' checkpoints ("" keeps none).
 
     An invalid ``web_config_file`` raises ConfigError before anything starts.
     """
     stop = stop or threading.Event()
     web = WebConfigFile(web_config_file)
-    parts = Parts(build_readers(config), config.watch)
+    parts = Parts(build_readers(config), config.watch, CheckpointStore(storage_path) if storage_path else None)
     reloader = Reloader(config_path, config, parts.pipeline, parts.board, web)
     renderer = parts.renderer
     app = App(telemetry_path, renderer.exposition_for_scrape, renderer.is_ready,

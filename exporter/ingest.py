@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from typing import Callable, Collection, Dict, Optional, Sequence, Set, Tuple
 
-from exporter.checkpoint import Checkpointer, CheckpointStore, default_store
+from exporter.checkpoint import Checkpointer, CheckpointStore
 from exporter.config import WatchConfig
 from exporter.debounce import Debouncer
 from exporter.logs import fields
@@ -46,7 +46,6 @@ class SourceIngest:
                  published: Callable[[str], None], store: Optional[CheckpointStore] = None):
         self.section = section
         self.readers = list(readers)
-        store = store if store is not None else default_store()
         self.checkpoints = Checkpointer(store, section, self.readers) if store is not None else None
         self._watch = watch
         self._published = published

@@ -16,10 +16,11 @@ ones a reload retires are kept.
 from __future__ import annotations
 
 import threading
-from typing import Callable, Dict, Iterable, List, Mapping, Sequence
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from prometheus_client.metrics_core import Metric
 
+from exporter.checkpoint import CheckpointStore
 from exporter.config import WatchConfig
 from exporter.ingest import SourceIngest
 from exporter.sources import Described, Reader
@@ -29,10 +30,12 @@ from exporter.watcher import Watcher
 
 class Pipeline:
     def __init__(self, readers: Mapping[str, Sequence[Reader]], watch: WatchConfig, board: StatusBoard,
-                 changed: Callable[[Iterable[str]], None]):
+                 changed: Callable[[Iterable[str]], None], store: Optional[CheckpointStore] = None):
         """``changed(sources)`` is called from the pipeline's threads: those sources published new
-        snapshots (none: only the pipeline's status changed)."""
+        snapshots (none: only the pipeline's status changed). ``store`` keeps the readers' checkpoints
+        (``--storage.path``; None: none kept)."""
         self._watch = watch
+        self._store = store
         self._board = board
         self._changed = changed
         self._ingests = [self._new_ingest(source, rs) for source, rs in readers.items() if rs]
@@ -159,7 +162,7 @@ class Pipeline:
     # -- wiring ----------------------------------------------------------------
 
     def _new_ingest(self, source: str, readers: Sequence[Reader]) -> SourceIngest:
-        ingest = SourceIngest(source, readers, self._watch, self._published)
+        ingest = SourceIngest(source, readers, self._watch, self._published, self._store)
         self._board.counting(ingest)
         return ingest
 

@@ -238,7 +238,7 @@ def test_kill_9_at_random_moments_then_totals_equal_a_full_re_read(tmp_path):
         deadline = rng.uniform(0.1, 2 * checkpoint.WRITE_INTERVAL + 1)
         if iteration == 4:  # the last kill comes after a checkpoint, however slow the machine: restore is tested
             saved = os.path.join(str(state), "rush.rush_cpu_acct.checkpoint")
-            wait_until(lambda: os.path.exists(saved), 120, "a checkpoint")
+            wait_until(lambda saved=saved: os.path.exists(saved), 120, "a checkpoint")
         with pytest.raises(subprocess.TimeoutExpired):  # a random moment: the daemon must still be running
             daemon.proc.wait(timeout=deadline)
         daemon.proc.send_signal(signal.SIGKILL)
@@ -294,10 +294,3 @@ class _Daemon:
             return False
         return all(value(samples, "renderfarm_exporter_source_read_bytes_total", kind="rush_cpu_acct",
                          path=path) == size for path, size in sizes.items())
-
-
-@pytest.fixture(autouse=True)
-def _no_default_store():
-    checkpoint.use_storage("")
-    yield
-    checkpoint.use_storage("")

@@ -40,7 +40,7 @@ from typing import (
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.budget import OTHER, LabelBudget
+from exporter.budget import LabelBudget
 from exporter.families import counter, gauge
 from exporter.logs import RateLimitedLog, fields
 from exporter.paths import PathPattern
@@ -165,38 +165,11 @@ def _count(totals: Totals) -> int:
     return int(totals[0] + totals[1] + totals[2] + totals[3])
 
 
-class _Budget(LabelBudget):
-    """A LabelBudget that remembers what it admitted, so a checkpoint can save and restore it."""
-
-    def __init__(self, series_budget: int, series_per_value: int, max_length: int):
-        super().__init__(series_budget, series_per_value, max_length)
-        self.admitted: Dict[str, None] = {}
-
-    def label(self, value: str) -> str:
-        label = super().label(value)
-        if label != OTHER:
-            self.admitted[label] = None
-        return label
-
-    def label_many(self, value: str, count: int) -> str:
-        """``label(value)`` for ``count`` records at once, counted as ``count`` calls would count them.
-
-        Later calls with the same value decide as the first did (an admitted value stays admitted, a full
-        budget stays full), so tallies merged in file order admit exactly what a line-by-line read admits."""
-        label = self.label(value)
-        if count > 1:
-            if len(value) > self.max_length:
-                self.truncated += count - 1
-            if label == OTHER:
-                self.overflowed += count - 1
-        return label
-
-
 class _Breakdown:
     """Frames and wall seconds per user or per job title, within a series budget."""
 
     def __init__(self, series_budget: int, max_length: int):
-        self.budget = _Budget(series_budget, SERIES_PER_BREAKDOWN_VALUE, max_length)
+        self.budget = LabelBudget(series_budget, SERIES_PER_BREAKDOWN_VALUE, max_length)
         self.totals: Dict[str, Totals] = {}
         self.frames: _View[Tuple[str, str]] = _View()
         self.wall: _View[str] = _View()
@@ -243,7 +216,7 @@ class CpuAcctReader:
         self._present: Set[str] = set()
         self._gauge_host: Dict[str, str] = {}
         self._hosts: Dict[str, Totals] = {}
-        self._host_budget = _Budget(config.host_series_budget, SERIES_PER_HOST, config.max_label_length)
+        self._host_budget = LabelBudget(config.host_series_budget, SERIES_PER_HOST, config.max_label_length)
         self._users = self._breakdown(config.users)
         self._titles = self._breakdown(config.titles)
         self._file_log = RateLimitedLog(log)
@@ -625,7 +598,7 @@ class CpuAcctReader:
         self._rebuild_totals()
         return True
 
-    def _all_budgets(self) -> Iterable[Tuple[str, _Budget]]:
+    def _all_budgets(self) -> Iterable[Tuple[str, LabelBudget]]:
         yield "host", self._host_budget
         for name, breakdown in (("user", self._users), ("title", self._titles)):
             if breakdown is not None:

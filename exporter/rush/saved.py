@@ -74,15 +74,13 @@ def to_file_state(state: Any, saved: Dict[str, Any]) -> Any:
     return state
 
 
-def budget(value: Any) -> Dict[str, Any]:
-    """A label budget's admissions (in order) and counters; ``value`` is ``cpu_acct._Budget``."""
-    return {"admitted": list(value.admitted), "overflowed": value.overflowed, "truncated": value.truncated}
+def budget(value: LabelBudget) -> Dict[str, Any]:
+    """A label budget's admissions (in order) and counters."""
+    return {"admitted": list(value.admitted()), "overflowed": value.overflowed, "truncated": value.truncated}
 
 
 def to_budget(value: LabelBudget, saved: Optional[Dict[str, Any]]) -> None:
     """Admits again what was admitted (the budget is the one configured then: the config is the same)."""
     if saved is None:
         return
-    for label in saved["admitted"]:
-        value.label(label)
-    value.overflowed, value.truncated = saved["overflowed"], saved["truncated"]
+    value.readmit(saved["admitted"], saved["overflowed"], saved["truncated"])
