@@ -75,8 +75,9 @@ class _OverflowReportingInotify(InotifyFD):
     watchdog answers an overflow by removing and re-adding the watch of every
     folder below a recursive root, in the thread that reads the queue. Each
     removal queues an ``IN_IGNORED`` event, so from about 16,000 folders (the
-    kernel's default ``max_queued_events``) the repair overflows the queue
-    again, and repairs forever. The watcher replaces the whole observer
+    kernel's default ``max_queued_events``) the repair would overflow the
+    queue again and repair again (read from watchdog 7.1's code; not
+    measured). The watcher replaces the whole observer
     instead: the fresh instance starts with an empty queue, and the old one's
     removals go to the old queue, which is closed.
     """
