@@ -58,7 +58,9 @@ def main() -> int:
             ("cold start and restart", lambda: cold.cold_start(folder, sizes["cold_files"], sizes["cold_lines"])),
         ):
             print("bench: %s ..." % name, file=sys.stderr, flush=True)
-            rows += run()
+            measured = run()
+            print(table(measured), file=sys.stderr, flush=True)  # a later failure keeps what was measured
+            rows += measured
     result = table(rows)
     print(result)
     print("bench: %d figures in %.0f s" % (len(rows), time.monotonic() - started), file=sys.stderr)

@@ -33,8 +33,9 @@ from bench.common import (
 )
 from bench.data import write_mtail_progs
 
-LINE = "p %d tahoe.1 T u %d %s 100 1 0 0 0 1\n"
-MARKER = "marker"
+LINE = "p %d tahoe.1 T u %d %s 100 1 0 0 %d 1\n"
+#: The marker is a failed frame of the first host: the load's frames are all done.
+MARKER_HOST, MARKER_EXIT = "h0000", 1
 
 
 class Appenders:
@@ -50,18 +51,17 @@ class Appenders:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def append(self, index: int, host: str) -> None:
+    def append(self, index: int, exit_code: int = 0) -> None:
         """One frame line, opened, written and closed as a Rush daemon does."""
         with self._lock:
             with open(self.paths[index], "a") as handle:
-                handle.write(LINE % (self.written, self.written, host))
+                handle.write(LINE % (self.written, self.written, "h%04d" % index, exit_code))
             self.written += 1
 
     def _run(self) -> None:
         due, turn = time.monotonic(), 0
         while not self._stop.wait(max(0.0, due - time.monotonic())):
-            index = turn % len(self.paths)
-            self.append(index, "h%04d" % index)
+            self.append(turn % len(self.paths))
             turn, due = turn + 1, due + self._period
 
     def __enter__(self) -> Appenders:
@@ -82,7 +82,9 @@ def steady_state(folder: str, hosts: int, rate: float, seconds: float, rounds: i
     os.makedirs(base)
     files = os.path.join(base, "*.acct")
     load = Appenders(base, hosts, rate)
-    config = write_text(base + ".yml", "rush:\n  cpu_acct: ['%s']\n" % files)
+    # The default host budget (2,000 hosts) is spent before 2,000 files' hosts are all counted: room for all.
+    config = write_text(base + ".yml", "rush:\n  cpu_acct: ['%s']\n  hosts:\n    series_budget: %d\n" % (
+        files, 100 * hosts))
     exporter, url = start_exporter(config)
     mtail, mtail_url = start_mtail(write_mtail_progs(folder), files)
     try:
@@ -110,8 +112,8 @@ def steady_state(folder: str, hosts: int, rate: float, seconds: float, rounds: i
 
 
 def _freshness(url: str, load: Appenders, count: int) -> float:
-    expected = b'rush_frames_total{host="%s",status="done"} %d.0' % (MARKER.encode(), count)
-    return visible_after(url, lambda: load.append(0, MARKER), lambda body: expected in body, 10)
+    expected = b'rush_frames_total{host="%s",status="fail"} %d.0' % (MARKER_HOST.encode(), count)
+    return visible_after(url, lambda: load.append(0, MARKER_EXIT), lambda body: expected in body, 10)
 
 
 def many_folders(folder: str, count: int, seconds: float) -> List[Row]:
@@ -120,7 +122,7 @@ def many_folders(folder: str, count: int, seconds: float) -> List[Row]:
     names = ["h%05d/cpu.acct" % i for i in range(count)]
     for i, name in enumerate(names):
         os.makedirs(os.path.join(base, os.path.dirname(name)))
-        write_text(os.path.join(base, name), LINE % (i, i, "h%05d" % i))
+        write_text(os.path.join(base, name), LINE % (i, i, "h%05d" % i, 0))
     config = write_text(base + ".yml", "rush:\n  cpu_acct: ['%s/*/cpu.acct']\nwatch:\n  rescan_interval: 1h\n"
                         % base)
     log_path = base + ".log"
