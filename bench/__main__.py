@@ -13,13 +13,17 @@ import sys
 import tempfile
 import time
 
-from bench import figures
+from bench import cold, figures, steady
 from bench.common import REPO
 
 FULL = {"lines": 1_000_000, "clients": 1000, "rush_hosts": 200, "scrapes": 300, "idle": 60.0, "rounds": 100,
-        "poll_rounds": 10, "big_lines": 13_000_000, "appends": 100}
+        "poll_rounds": 10, "big_lines": 13_000_000, "appends": 100,
+        "steady": ((200, 1.0), (2000, 0.1)), "steady_seconds": 60.0, "folders": 10_000,
+        "cold_files": 200, "cold_lines": 50_000}
 SMOKE = {"lines": 20_000, "clients": 30, "rush_hosts": 20, "scrapes": 20, "idle": 2.0, "rounds": 5,
-         "poll_rounds": 2, "big_lines": 20_000, "appends": 5}
+         "poll_rounds": 2, "big_lines": 20_000, "appends": 5,
+         "steady": ((20, 1.0), (40, 0.5)), "steady_seconds": 3.0, "folders": 300,
+         "cold_files": 5, "cold_lines": 2_000}
 
 
 def table(rows) -> str:
@@ -47,9 +51,16 @@ def main() -> int:
                                                   sizes["idle"])),
             ("freshness", lambda: figures.freshness(folder, sizes["rounds"], sizes["poll_rounds"])),
             ("incremental", lambda: figures.incremental(folder, sizes["big_lines"], sizes["appends"])),
+            *(("steady state, %d hosts" % hosts, lambda hosts=hosts, rate=rate: steady.steady_state(
+                folder, hosts, rate, sizes["steady_seconds"], sizes["rounds"], sizes["scrapes"]))
+              for hosts, rate in sizes["steady"]),
+            ("many folders", lambda: steady.many_folders(folder, sizes["folders"], sizes["idle"])),
+            ("cold start and restart", lambda: cold.cold_start(folder, sizes["cold_files"], sizes["cold_lines"])),
         ):
             print("bench: %s ..." % name, file=sys.stderr, flush=True)
-            rows += run()
+            measured = run()
+            print(table(measured), file=sys.stderr, flush=True)  # a later failure keeps what was measured
+            rows += measured
     result = table(rows)
     print(result)
     print("bench: %d figures in %.0f s" % (len(rows), time.monotonic() - started), file=sys.stderr)

@@ -8,7 +8,29 @@ import subprocess
 import sys
 import time
 import urllib.request
-from typing import List, Sequence, Tuple
+from dataclasses import dataclass
+from typing import IO, Callable, List, Optional, Sequence, Tuple
+
+
+@dataclass
+class Row:
+    figure: str
+    exporter: str
+    peer: str
+    ratio: str
+    target: str
+    met: Optional[bool]
+
+
+def ms(seconds: float) -> str:
+    return "%.2f ms" % (1000 * seconds)
+
+
+def write_text(path: str, text: str) -> str:
+    with open(path, "w") as handle:
+        handle.write(text)
+    return path
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -37,11 +59,21 @@ def wait_http(url: str, timeout: float = 600.0) -> None:
     raise SystemExit("no answer from %s after %.0f s" % (url, timeout))
 
 
-def start_exporter(config_path: str, timeout: float = 1800.0) -> Tuple[subprocess.Popen, str]:
+class ExporterExited(Exception):
+    """The exporter ended before it was ready (``log`` holds its stderr when one was given)."""
+
+    def __init__(self, returncode: int, log: str):
+        super().__init__("exporter exited with %d before it was ready: %s" % (returncode, log[-2000:]))
+        self.returncode = returncode
+        self.log = log
+
+
+def start_exporter(config_path: str, *extra: str, timeout: float = 1800.0,
+                   log: Optional[IO[bytes]] = None) -> Tuple[subprocess.Popen, str]:
     """The exporter on a free loopback port, once ready (its first full read done)."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "exporter", "--config", config_path, "--web.listen-address",
-                             "127.0.0.1:%d" % port, "--log.level", "warn"], cwd=REPO)
+                             "127.0.0.1:%d" % port, "--log.level", "warn", *extra], cwd=REPO, stderr=log)
     url = "http://127.0.0.1:%d" % port
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -49,9 +81,29 @@ def start_exporter(config_path: str, timeout: float = 1800.0) -> Tuple[subproces
             if urllib.request.urlopen(url + "/-/ready", timeout=2).status == 200:
                 return proc, url
         except OSError:
-            time.sleep(0.05)
+            if proc.poll() is not None:
+                raise ExporterExited(proc.returncode, _read_log(log)) from None
+            time.sleep(0.02)
     proc.kill()
     raise SystemExit("exporter not ready after %.0f s" % timeout)
+
+
+def _read_log(log: Optional[IO[bytes]]) -> str:
+    if log is None:
+        return ""
+    log.flush()
+    with open(log.name, "rb") as handle:
+        return handle.read().decode(errors="replace")
+
+
+def start_mtail(progs: str, logs: str) -> Tuple[subprocess.Popen, str]:
+    """mtail tailing ``logs`` (a glob) on a free loopback port. It reads files found at start from their end."""
+    port = free_port()
+    proc = subprocess.Popen(["mtail", "--progs", progs, "--logs", logs, "--address", "127.0.0.1", "--port",
+                             str(port), "--logtostderr"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = "http://127.0.0.1:%d" % port
+    wait_http(url + "/metrics", timeout=60)
+    return proc, url
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -65,9 +117,56 @@ def stop(proc: subprocess.Popen) -> None:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of one process (the RR worker is a separate process)."""
+    return sum(_stat_ticks(pid, children=False)) / CLOCK_TICKS
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process, its reaped children and its live descendants (reader processes, workers)."""
+    return _tree_ticks(pid) / CLOCK_TICKS
+
+
+def _tree_ticks(pid: int) -> int:
+    total = sum(_stat_ticks(pid, children=True))
+    for child in _children(pid):
+        try:
+            total += _tree_ticks(child)
+        except OSError:  # ended meanwhile: its time is in our reaped-children fields from now on
+            pass
+    return total
+
+
+def _stat_ticks(pid: int, children: bool) -> List[int]:
     with open("/proc/%d/stat" % pid) as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return [int(f) for f in fields[11:15 if children else 13]]
+
+
+def _children(pid: int) -> List[int]:
+    found: List[int] = []
+    for task in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, task)) as handle:
+                found += [int(child) for child in handle.read().split()]
+        except OSError:
+            pass
+    return found
+
+
+def metric_sum(body: bytes, name: str) -> float:
+    """The sum of a metric's samples over all its labels (0 when absent)."""
+    prefix = name.encode()
+    return sum(float(line.rsplit(b" ", 1)[1]) for line in body.splitlines()
+               if line.startswith(prefix) and line[len(prefix):len(prefix) + 1] in (b"{", b" "))
+
+
+def wait_for(check, what: str, timeout: float) -> float:
+    """Polls ``check()`` until true; the seconds it took."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise SystemExit("%s: not reached after %.0f s" % (what, timeout))
+        time.sleep(0.01)
+    return time.monotonic() - started
 
 
 def rss_mb(pid: int) -> float:
@@ -88,3 +187,31 @@ def timed(command: List[str], **kwargs) -> Tuple[float, subprocess.CompletedProc
 
 def series_count(body: bytes) -> int:
     return sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+
+
+def latencies(url: str, gzip: bool, count: int) -> List[float]:
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        fetch(url, gzip)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def visible_after(url: str, change: Callable[[], None], visible: Callable[[bytes], bool],
+                   timeout: float) -> float:
+    change()
+    started = time.monotonic()
+    while not visible(fetch(url + "/metrics")):
+        if time.monotonic() - started > timeout:
+            raise SystemExit("change not visible after %.0f s" % timeout)
+        time.sleep(0.005)
+    return time.monotonic() - started
+
+
+def cpu_percent(pids: Sequence[int], seconds: float) -> List[float]:
+    """Each process tree's CPU over the same ``seconds``, in percent of one core."""
+    before, started = [tree_cpu_seconds(pid) for pid in pids], time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - started
+    return [100.0 * (tree_cpu_seconds(pid) - was) / elapsed for pid, was in zip(pids, before)]

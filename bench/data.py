@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter, defaultdict
-from typing import Dict, Tuple
+from typing import Dict, Mapping, Tuple
 
 # Frames by host and status, wall seconds by host, utilization: what mtail can be asked for too.
 MTAIL_PROGRAM = r"""
@@ -34,6 +35,15 @@ gauge rush_utilization_ratio
 """  # noqa: E501 - an mtail pattern is one line
 
 
+def write_mtail_progs(folder: str) -> str:
+    """A folder holding the mtail program (written once per run)."""
+    progs = os.path.join(folder, "progs")
+    os.makedirs(progs, exist_ok=True)
+    with open(os.path.join(progs, "rush.mtail"), "w") as handle:
+        handle.write(MTAIL_PROGRAM)
+    return progs
+
+
 class Totals:
     """What the generated file holds, counted while writing it."""
 
@@ -42,6 +52,14 @@ class Totals:
         self.wall: Dict[str, float] = defaultdict(float)
         self.last_utilization = 0.0
         self.lines = 0
+
+    def times(self, copies: int) -> Totals:
+        """What ``copies`` copies of the file hold."""
+        scaled = Totals()
+        scaled.frames = Counter({key: count * copies for key, count in self.frames.items()})
+        scaled.wall = defaultdict(float, {host: wall * copies for host, wall in self.wall.items()})
+        scaled.last_utilization, scaled.lines = self.last_utilization, self.lines * copies
+        return scaled
 
 
 def _status(code: int) -> str:
@@ -93,3 +111,16 @@ def parse_exposition(text: str) -> Dict[Tuple[str, Tuple[Tuple[str, str], ...]],
             labels = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "prog"))
             values[(sample.name, labels)] = sample.value
     return values
+
+
+def check_totals(name: str, values: Mapping, totals: Totals) -> None:
+    """Both tools must report exactly what the file holds."""
+    for (host, status), count in totals.frames.items():
+        got = values.get(("rush_frames_total", (("host", host), ("status", status))), 0)
+        if got != count:
+            raise SystemExit("%s: rush_frames_total{host=%s,status=%s} is %s, the file holds %d" % (
+                name, host, status, got, count))
+    for host, wall in totals.wall.items():
+        got = values.get(("rush_frame_wall_seconds_total", (("host", host),)))
+        if got != wall:
+            raise SystemExit("%s: wall seconds of %s are %s, the file holds %s" % (name, host, got, wall))

@@ -9,77 +9,46 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, List
 
 from bench.common import (
     REPO,
+    Row,
     cpu_seconds,
     fetch,
     free_port,
+    latencies,
+    ms,
     percentile,
     rss_mb,
     series_count,
     start_exporter,
     stop,
     timed,
+    visible_after,
     wait_http,
+    write_text,
 )
-from bench.data import MTAIL_PROGRAM, Totals, parse_exposition, write_cpu_acct
+from bench.data import check_totals, parse_exposition, write_cpu_acct, write_mtail_progs
 from exporter.simulation.simulator import RrFarmSimulator
-
-
-@dataclass
-class Row:
-    figure: str
-    exporter: str
-    peer: str
-    ratio: str
-    target: str
-    met: Optional[bool]
-
-
-def _ms(seconds: float) -> str:
-    return "%.2f ms" % (1000 * seconds)
-
-
-def _write(path: str, text: str) -> str:
-    with open(path, "w") as handle:
-        handle.write(text)
-    return path
-
-
-def _check_totals(name: str, values, totals: Totals) -> None:
-    """Both tools must report exactly what the file holds."""
-    for (host, status), count in totals.frames.items():
-        got = values.get(("rush_frames_total", (("host", host), ("status", status))), 0)
-        if got != count:
-            raise SystemExit("%s: rush_frames_total{host=%s,status=%s} is %s, the file holds %d" % (
-                name, host, status, got, count))
-    for host, wall in totals.wall.items():
-        got = values.get(("rush_frame_wall_seconds_total", (("host", host),)))
-        if got != wall:
-            raise SystemExit("%s: wall seconds of %s are %s, the file holds %s" % (name, host, got, wall))
 
 
 def ingest(folder: str, lines: int) -> List[Row]:
     path = os.path.join(folder, "cpu.acct")
     totals = write_cpu_acct(path, lines)
-    progs = os.path.join(folder, "progs")
-    os.makedirs(progs, exist_ok=True)
-    _write(os.path.join(progs, "rush.mtail"), MTAIL_PROGRAM)
+    progs = write_mtail_progs(folder)
     mtail_seconds, mtail = timed(["mtail", "--one_shot", "--one_shot_format", "prometheus", "--progs", progs,
                                   "--logs", path, "--logtostderr", "--address", "127.0.0.1",
                                   "--port", str(free_port())], timeout=3600)
     if mtail.returncode != 0:
         raise SystemExit("mtail failed: %s" % mtail.stderr.decode()[-2000:])
-    _check_totals("mtail", parse_exposition(mtail.stdout.decode()), totals)
-    config = _write(os.path.join(folder, "ingest.yml"), "rush:\n  cpu_acct: ['%s']\n" % path)
+    check_totals("mtail", parse_exposition(mtail.stdout.decode()), totals)
+    config = write_text(os.path.join(folder, "ingest.yml"), "rush:\n  cpu_acct: ['%s']\n" % path)
     exporter_seconds, once = timed([sys.executable, "-m", "exporter", "--config", config, "--once"], cwd=REPO,
                                    timeout=3600)
     if once.returncode != 0:
         raise SystemExit("exporter --once failed: %s" % once.stderr.decode()[-2000:])
-    _check_totals("exporter", parse_exposition(once.stdout.decode()), totals)
+    check_totals("exporter", parse_exposition(once.stdout.decode()), totals)
     wc_seconds = min(timed(["wc", "-l", path])[0] for _ in range(3))
     ratio = mtail_seconds / exporter_seconds
     return [
@@ -88,15 +57,6 @@ def ingest(folder: str, lines: int) -> List[Row]:
         Row("physical limit: wc -l, warm cache", "%.2f s" % exporter_seconds, "wc %.3f s" % wc_seconds,
             "%.0fx slower" % (exporter_seconds / wc_seconds), "report", None),
     ]
-
-
-def _latencies(url: str, gzip: bool, count: int) -> List[float]:
-    times = []
-    for _ in range(count):
-        started = time.perf_counter()
-        fetch(url, gzip)
-        times.append(time.perf_counter() - started)
-    return times
 
 
 def _node_exporter(folder: str, exposition: bytes):
@@ -122,8 +82,11 @@ def farm_figures(folder: str, clients: int, rush_hosts: int, scrapes: int, idle_
     sim.write_all()
     acct = os.path.join(folder, "farm.acct")
     write_cpu_acct(acct, rush_hosts * 20, hosts=rush_hosts)
-    config = _write(os.path.join(folder, "farm.yml"),
+    config = write_text(os.path.join(folder, "farm.yml"),
                     sim.config_text() + "rush:\n  cpu_acct: ['%s']\nwatch:\n  rescan_interval: 1h\n" % acct)
+    empty, _ = start_exporter(write_text(os.path.join(folder, "empty.yml"), "rush:\n  cpu_acct: []\n"))
+    empty_rss = rss_mb(empty.pid)
+    stop(empty)
     proc, url = start_exporter(config)
     rows = []
     try:
@@ -133,14 +96,14 @@ def farm_figures(folder: str, clients: int, rush_hosts: int, scrapes: int, idle_
         try:
             node_series = series_count(fetch(node_url))
             for gzip in (False, True):
-                mine = _latencies(url + "/metrics", gzip, scrapes)
-                theirs = _latencies(node_url, gzip, scrapes)
+                mine = latencies(url + "/metrics", gzip, scrapes)
+                theirs = latencies(node_url, gzip, scrapes)
                 ratio = statistics.median(mine) / statistics.median(theirs)
                 rows.append(Row("scrape %s, %d series (node_exporter: %d)" % ("gzip" if gzip else "text", series,
                                                                             node_series),
-                                "median %s, p99 %s" % (_ms(statistics.median(mine)), _ms(percentile(mine, 0.99))),
+                                "median %s, p99 %s" % (ms(statistics.median(mine)), ms(percentile(mine, 0.99))),
                                 "node_exporter textfile: median %s, p99 %s" % (
-                                    _ms(statistics.median(theirs)), _ms(percentile(theirs, 0.99))),
+                                    ms(statistics.median(theirs)), ms(percentile(theirs, 0.99))),
                                 "%.3fx" % ratio, "<= 0.1x node_exporter", ratio <= 0.1))
         finally:
             stop(node)
@@ -148,8 +111,11 @@ def farm_figures(folder: str, clients: int, rush_hosts: int, scrapes: int, idle_
         before = cpu_seconds(proc.pid)
         time.sleep(idle_seconds)
         idle = 100.0 * (cpu_seconds(proc.pid) - before) / idle_seconds
-        rows.append(Row("footprint, %d series" % series, "RSS %.0f MB; idle CPU %.2f%% of a core over %.0f s" % (
-            rss, idle, idle_seconds), "", "", "RSS <= 60 MB, idle <= 0.2%", rss <= 60 and idle <= 0.2))
+        per_series = (rss - empty_rss) * 1024 * 1024 / series
+        rows.append(Row("footprint, %d series" % series, "RSS %.0f MB (%.0f bytes per series over an empty "
+                        "exporter's %.0f MB); idle CPU %.2f%% of a core over %.0f s" % (
+                            rss, per_series, empty_rss, idle, idle_seconds), "", "",
+                        "RSS <= 60 MB, about 0.9 KiB per series, idle <= 0.2%", rss <= 60 and idle <= 0.2))
         rows.append(_rr_reread(sim, offset, url, clients))
     finally:
         stop(proc)
@@ -189,24 +155,13 @@ def _rr_reread(sim: RrFarmSimulator, offset: List[float], url: str, clients: int
         scraper.join()
     return Row("RR re-read of %d client files through the worker" % clients, "%.1f s after the rewrite" % seconds,
                "", "", "report; scrapes meanwhile p99 %s (median %s)" % (
-                   _ms(percentile(latencies, 0.99)), _ms(statistics.median(latencies))), None)
-
-
-def _visible_after(url: str, change: Callable[[], None], visible: Callable[[bytes], bool],
-                   timeout: float) -> float:
-    change()
-    started = time.monotonic()
-    while not visible(fetch(url + "/metrics")):
-        if time.monotonic() - started > timeout:
-            raise SystemExit("change not visible after %.0f s" % timeout)
-        time.sleep(0.005)
-    return time.monotonic() - started
+                   ms(percentile(latencies, 0.99)), ms(statistics.median(latencies))), None)
 
 
 def freshness(folder: str, rounds: int, poll_rounds: int) -> List[Row]:
     acct = os.path.join(folder, "fresh.acct")
     open(acct, "w").close()
-    proc, url = start_exporter(_write(os.path.join(folder, "fresh.yml"), "rush:\n  cpu_acct: ['%s']\n" % acct))
+    proc, url = start_exporter(write_text(os.path.join(folder, "fresh.yml"), "rush:\n  cpu_acct: ['%s']\n" % acct))
     try:
         def append(n: int) -> Callable[[], None]:
             def write() -> None:
@@ -214,14 +169,14 @@ def freshness(folder: str, rounds: int, poll_rounds: int) -> List[Row]:
                     handle.write("p 1 tahoe.1 T u %d fresh 100 1 0 0 0 1\n" % n)
             return write
 
-        events = [_visible_after(url, append(n), lambda body, n=n: (
+        events = [visible_after(url, append(n), lambda body, n=n: (
             b'rush_frames_total{host="fresh",status="done"} %d.0' % n) in body, 5) for n in range(1, rounds + 1)]
     finally:
         stop(proc)
     offset = [0.0]
     sim = RrFarmSimulator(os.path.join(folder, "fresh-rr"), clients=2, seed=2, clock=lambda: time.time() + offset[0])
     sim.write_all()
-    config = _write(os.path.join(folder, "fresh-rr.yml"),
+    config = write_text(os.path.join(folder, "fresh-rr.yml"),
                     sim.config_text() + "watch:\n  mode: poll\n  poll_interval: 2s\n  rescan_interval: 1h\n")
     proc, url = start_exporter(config)
     try:
@@ -233,15 +188,15 @@ def freshness(folder: str, rounds: int, poll_rounds: int) -> List[Row]:
         for _ in range(poll_rounds):
             old = [line for line in fetch(url + "/metrics").splitlines()
                    if line.startswith(b"royalrender_server_stats_last_save_timestamp_seconds ")]
-            polled.append(_visible_after(url, rewrite, lambda body, old=old: old[0] not in body, 10))
+            polled.append(visible_after(url, rewrite, lambda body, old=old: old[0] not in body, 10))
     finally:
         stop(proc)
     return [
         Row("freshness, events: append one line (%d rounds)" % rounds,
-            "p50 %s, p99 %s" % (_ms(statistics.median(events)), _ms(percentile(events, 0.99))), "", "",
+            "p50 %s, p99 %s" % (ms(statistics.median(events)), ms(percentile(events, 0.99))), "", "",
             "p99 <= 250 ms", percentile(events, 0.99) <= 0.25),
         Row("freshness, poll 2 s: rewrite an RR file (%d rounds)" % poll_rounds,
-            "p50 %s, p99 %s" % (_ms(statistics.median(polled)), _ms(percentile(polled, 0.99))), "", "",
+            "p50 %s, p99 %s" % (ms(statistics.median(polled)), ms(percentile(polled, 0.99))), "", "",
             "p99 <= 2.25 s", percentile(polled, 0.99) <= 2.25),
     ]
 
@@ -250,7 +205,7 @@ def _cpu_per_append(folder: str, name: str, lines: int, appends: int) -> float:
     """CPU seconds one appended line costs the exporter, idle CPU subtracted; nothing scrapes meanwhile."""
     path = os.path.join(folder, name + ".acct")
     write_cpu_acct(path, lines, seed=3)
-    proc, url = start_exporter(_write(os.path.join(folder, name + ".yml"), "rush:\n  cpu_acct: ['%s']\n" % path))
+    proc, url = start_exporter(write_text(os.path.join(folder, name + ".yml"), "rush:\n  cpu_acct: ['%s']\n" % path))
     try:
         time.sleep(2)
         idle_start, wall_start = cpu_seconds(proc.pid), time.monotonic()

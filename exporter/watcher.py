@@ -16,8 +16,11 @@ are covered here (see shared/notes/conventions.md):
 - inotify watch limits raise OSError: that folder is polled instead; with
   no inotify instance left at all (watchdog 7 takes one per observer), every
   folder is polled until the supervisor manages to create one;
+- an inotify queue overflow (events lost) is counted and answered, at the
+  next supervision tick, by one fresh inotify observer and one rescan
+  request, however many overflows came in between (see ``_OverflowReportingInotify``);
 - every (re)schedule asks for a full rescan, and the runtime rescans
-  periodically anyway, because inotify queue overflows are lost silently.
+  periodically anyway, as a safety net for anything else missed.
 
 The watcher only reports paths; it never reads files.
 """
@@ -27,7 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple, TypeVar
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -41,8 +44,9 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver, ObservedWatch
+from watchdog.observers.api import DEFAULT_OBSERVER_TIMEOUT, BaseObserver, ObservedWatch
+from watchdog.observers.inotify import InotifyEmitter, InotifyObserver
+from watchdog.observers.inotify_c import InotifyEvent, InotifyFD
 from watchdog.observers.polling import PollingObserver
 
 from exporter.config import WatchConfig
@@ -62,6 +66,47 @@ CHANGES = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent,
 SUPERVISE_INTERVAL = 1.0
 _FILE_EVENTS = frozenset({"created", "modified", "moved", "deleted", "closed"})
 _DIR_EVENTS = frozenset({"created", "moved", "deleted"})
+_Observer = TypeVar("_Observer", bound=BaseObserver)
+
+
+class _OverflowReportingInotify(InotifyFD):
+    """An inotify instance that reports queue overflows instead of repairing its watches itself.
+
+    watchdog answers an overflow by removing and re-adding the watch of every
+    folder below a recursive root, in the thread that reads the queue. Each
+    removal queues an ``IN_IGNORED`` event, so from about 16,000 folders (the
+    kernel's default ``max_queued_events``) the repair would overflow the
+    queue again and repair again (read from watchdog 7.1's code; not
+    measured). The watcher replaces the whole observer
+    instead: the fresh instance starts with an empty queue, and the old one's
+    removals go to the old queue, which is closed.
+    """
+
+    def __init__(self, on_overflow: Callable[[], None]):
+        super().__init__()
+        self._on_overflow = on_overflow
+
+    def handle_event(self, event: InotifyEvent) -> None:
+        if event.is_queue_overflow:
+            self._on_overflow()
+            return
+        super().handle_event(event)
+
+
+class _EventsObserver(InotifyObserver):
+    """watchdog's inotify observer on an instance that reports overflows (watchdog hard-codes its own)."""
+
+    def __init__(self, count_overflow: Callable[[], None]):
+        self.overflowed = False
+        self._count_overflow = count_overflow
+        self._inotify_fd = _OverflowReportingInotify(self._on_overflow)
+        self._inotify_fd.start()
+        BaseObserver.__init__(self, InotifyEmitter, timeout=DEFAULT_OBSERVER_TIMEOUT, inotify_fd=self._inotify_fd)
+
+    def _on_overflow(self) -> None:
+        """In the inotify thread: only noted, so that a burst of overflows costs one recovery."""
+        self.overflowed = True
+        self._count_overflow()
 
 
 class _Root:
@@ -122,14 +167,18 @@ class Watcher:
         on_path: Callable[[str], None],
         on_rescan: Callable[[], None],
         on_status_change: Callable[[], None] = lambda: None,
+        supervise_interval: float = SUPERVISE_INTERVAL,
     ):
         self._config = config
+        self._supervise_interval = supervise_interval
         self._on_rescan = on_rescan
         self._on_status_change = on_status_change
         self._handler = _Handler(on_path, on_rescan)
         self._roots = [_Root(d, r) for d, r in sorted(watch_roots(patterns).items())]
         self._said_no_inotify = False
-        self._events: Optional[BaseObserver] = self._new_events_observer()
+        self._overflow_lock = threading.Lock()
+        self.overflows = 0
+        self._events: Optional[_EventsObserver] = self._new_events_observer()
         self._polls: BaseObserver = PollingObserver(timeout=config.poll_interval)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._supervise_loop, name="watch-supervisor", daemon=True)
@@ -154,10 +203,10 @@ class Watcher:
     def _observers(self) -> List[BaseObserver]:
         return [o for o in (self._events, self._polls) if o is not None]
 
-    def _new_events_observer(self) -> Optional[BaseObserver]:
+    def _new_events_observer(self) -> Optional[_EventsObserver]:
         """An inotify observer, or None when the user has no inotify instance left (polling then)."""
         try:
-            return Observer()
+            return _EventsObserver(self._count_overflow)
         except OSError as exc:
             if not self._said_no_inotify:
                 self._said_no_inotify = True
@@ -177,7 +226,7 @@ class Watcher:
 
     def _supervise_loop(self) -> None:
         last = self.statuses()
-        while not self._stop.wait(SUPERVISE_INTERVAL):
+        while not self._stop.wait(self._supervise_interval):
             try:
                 self.supervise()
                 now = self.statuses()
@@ -187,10 +236,31 @@ class Watcher:
             except Exception:  # the supervisor must outlive any one failure
                 log.exception("watch supervision failed; retrying")
 
+    def _count_overflow(self) -> None:
+        with self._overflow_lock:
+            self.overflows += 1
+
+    def _retire_overflowed_observer(self) -> Optional[BaseObserver]:
+        """The events observer whose queue overflowed since the last tick, replaced by a fresh one.
+
+        Its folders are scheduled on the fresh observer by ``supervise`` (a
+        walk of each root, once), which then asks for one rescan: the files
+        whose events were lost are read then.
+        """
+        overflowed = self._events
+        if overflowed is None or not overflowed.overflowed or self._stop.is_set():
+            return None
+        fresh = self._new_events_observer()
+        if fresh is None:
+            return None  # no inotify instance left: keep the old one, whose watches still work
+        self._events = self._restart_observer(overflowed, fresh, "inotify queue overflowed (events lost)")
+        return overflowed
+
     def supervise(self) -> None:
-        """Re-creates dead observers and (re)schedules every folder that is not watched."""
+        """Re-creates dead or overflowed observers and (re)schedules every folder that is not watched."""
+        overflowed = self._retire_overflowed_observer()
         self._revive_observers()
-        rescan = False
+        rescan = overflowed is not None
         for root in self._roots:
             if root.watch is not None and self._emitter_alive(root) and root.still_same_folder():
                 continue
@@ -204,6 +274,8 @@ class Watcher:
                 except FileNotFoundError:
                     continue
                 rescan = True
+        if overflowed is not None:
+            overflowed.stop()  # after the folders are watched again: no gap
         if rescan:
             self._on_rescan()
 
@@ -217,14 +289,17 @@ class Watcher:
                 log.info("inotify available again; folders watched from now on use events")
         elif not self._events.is_alive():
             fresh = self._new_events_observer()
-            self._events = None if fresh is None else self._restart_observer(self._events, fresh)
+            self._events = (None if fresh is None
+                            else self._restart_observer(self._events, fresh, "watcher thread died"))
         if not self._polls.is_alive():
-            self._polls = self._restart_observer(self._polls, PollingObserver(timeout=self._config.poll_interval))
+            self._polls = self._restart_observer(self._polls, PollingObserver(timeout=self._config.poll_interval),
+                                                 "watcher thread died")
 
-    def _restart_observer(self, dead: BaseObserver, fresh: BaseObserver) -> BaseObserver:
-        log.warning("watcher thread died; restarting it")
+    def _restart_observer(self, old: BaseObserver, fresh: _Observer, why: str) -> _Observer:
+        """``fresh`` started in place of ``old``; the folders ``old`` watched are left for ``supervise``."""
+        log.warning("%s; restarting the watcher thread", why)
         for root in self._roots:
-            if root.observer is dead:
+            if root.observer is old:
                 root.watch = root.observer = None
         fresh.start()
         return fresh

@@ -1,8 +1,8 @@
 """The benchmark's smoke run: every figure is measured end to end, so bench/ cannot rot.
 
 Targets are not asserted here (timings on shared machines are noise); the
-ingest figure does assert that mtail and the exporter report the totals the
-generated file holds.
+ingest, cold start and steady state figures do assert that mtail and the
+exporter report the totals the files hold (the bench exits otherwise).
 """
 
 import subprocess
@@ -11,7 +11,9 @@ import sys
 from conftest import REPO
 
 FIGURES = ("cpu.acct ingest", "physical limit: wc -l", "scrape text", "scrape gzip", "footprint",
-           "RR re-read", "freshness, events", "freshness, poll 2 s", "incremental")
+           "RR re-read", "freshness, events", "freshness, poll 2 s", "incremental",
+           "steady state, 20 hosts x 1 line/s", "steady state, 40 hosts x 0.5 line/s", "many folders",
+           "inotify queue overflow", "cold start", "restart with checkpoint")
 
 
 def test_bench_smoke_run_measures_every_figure():
@@ -21,3 +23,4 @@ def test_bench_smoke_run_measures_every_figure():
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and not line.startswith("| figure")]
     assert [any(row.startswith("| " + figure) for row in rows) for figure in FIGURES] == [True] * len(FIGURES)
     assert "(identical totals checked)" in result.stdout
+    assert "both totals checked" in result.stdout
