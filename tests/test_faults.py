@@ -58,7 +58,9 @@ def test_an_unmounted_share_goes_down_and_recovers_within_two_poll_intervals(tmp
         samples = daemon.wait_for_value("renderfarm_exporter_pattern_matched_files", 0, kind="rush_cpu_acct",
                                         pattern=pattern, timeout=5)
         assert done(samples, "render01") == 3, "values are kept while the share is away"
-        assert value(samples, "renderfarm_exporter_watch_restarts_total") >= 1, "the new folder is watched"
+        # The file's absence is seen by the next poll, the new folder by the next supervision tick (1 s).
+        wait_until(lambda: value(daemon.samples(), "renderfarm_exporter_watch_restarts_total") >= 1, 5,
+                   "the new folder to be watched")
 
         mount_tmpfs(folder)  # back, with what the writer appended meanwhile
         (folder / "cpu.acct").write_text(lines + frame(random.Random(7), "render01"))
