@@ -22,7 +22,7 @@ import os
 import re
 import tempfile
 import time
-from typing import Dict, Optional, Sequence
+from typing import Dict, NamedTuple, Optional, Sequence
 
 from exporter import __version__
 from exporter.logs import fields
@@ -136,6 +136,14 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
+class CheckpointCounts(NamedTuple):
+    """What the exporter's own metrics show of one source's checkpoints."""
+
+    writes: int
+    write_failures: int
+    restored: int  # readers that started from a checkpoint
+
+
 class Checkpointer:
     """The checkpoints of one source's readers, driven by its ingest thread (the readers' only user)."""
 
@@ -148,8 +156,9 @@ class Checkpointer:
         self._written: Dict[int, str] = {}
         self._last_write = time.monotonic()
         self._pending = False
-        #: For the exporter's own metrics: checkpoints written, and readers restored at start.
+        #: For the exporter's own metrics: checkpoints written, writes that failed, readers restored at start.
         self.writes = 0
+        self.write_failures = 0
         self.restored = 0
 
     def restore(self) -> None:
@@ -204,6 +213,7 @@ class Checkpointer:
             except OSError as exc:
                 log.warning("cannot write the checkpoint; a restart will read more", extra=fields(
                     path=self._store.path(self._source, reader.kind), error=exc))
+                self.write_failures += 1
                 continue
             self._written[id(reader)] = digest
             self.writes += 1

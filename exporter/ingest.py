@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from typing import Callable, Collection, Dict, Optional, Sequence, Set, Tuple
 
-from exporter.checkpoint import Checkpointer, CheckpointStore
+from exporter.checkpoint import CheckpointCounts, Checkpointer, CheckpointStore
 from exporter.config import WatchConfig
 from exporter.debounce import Debouncer
 from exporter.logs import fields
@@ -61,6 +61,12 @@ class SourceIngest:
         self._snapshots_lock = threading.Lock()
         self._reported_stuck: Dict[Reader, Tuple[str, float]] = {}
         self._monitor = threading.Thread(target=self._monitor_loop, name="stuck-" + section, daemon=True)
+
+    @property
+    def checkpoint_counts(self) -> CheckpointCounts:
+        """Checkpoints written, writes failed, readers restored (zeros without a store)."""
+        c = self.checkpoints
+        return CheckpointCounts(0, 0, 0) if c is None else CheckpointCounts(c.writes, c.write_failures, c.restored)
 
     def use(self, watch: WatchConfig) -> None:
         """New watch settings for the same readers (a reload that changed only ``watch``).
@@ -132,7 +138,7 @@ class SourceIngest:
             full = rescan or now >= next_rescan
             retry = retry_at is not None and now >= retry_at
             if not (full or paths or retry):  # woken only to write a checkpoint
-                self._save_checkpoint_if_due()
+                self._save_checkpoint(due_only=True)
                 continue
             if full:
                 next_rescan = now + self._watch.rescan_interval
@@ -140,16 +146,24 @@ class SourceIngest:
                 paths = set(paths) | self._down_paths()
             self.sync(None if full else paths)
             self._published(self.section)
-            if self.checkpoints is not None:
-                self.checkpoints.after_sync()
+            self._save_checkpoint(due_only=False)
             retry_at = self._next_retry(retry_at, now)
 
     def _checkpoint_due(self) -> Optional[float]:
         return self.checkpoints.due_at() if self.checkpoints is not None else None
 
-    def _save_checkpoint_if_due(self) -> None:
-        if self.checkpoints is not None:
+    def _save_checkpoint(self, due_only: bool) -> None:
+        """After a sync (``due_only`` False) or on the checkpoint timer; a write is published, after the
+        values it saved, so the exporter's own checkpoint counters are fresh without delaying the values."""
+        if self.checkpoints is None:
+            return
+        writes = self.checkpoints.writes + self.checkpoints.write_failures
+        if due_only:
             self.checkpoints.save_if_due()
+        else:
+            self.checkpoints.after_sync()
+        if self.checkpoints.writes + self.checkpoints.write_failures != writes:
+            self._published(self.section)
 
     def _next_retry(self, retry_at: Optional[float], now: float) -> Optional[float]:
         """When to read the down files again; reads of other files do not postpone it."""

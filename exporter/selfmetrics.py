@@ -55,6 +55,17 @@ def families(status: RuntimeStatus, sections: Mapping[str, PlacedSection]) -> It
     yield counter("renderfarm_exporter_watch_restarts",
                   "Watches re-established after their folder or watcher thread went away", [],
                   {(): status.watch_restarts})
+    yield counter("renderfarm_exporter_watch_overflows",
+                  "inotify queue overflows: events were lost; each burst costs one fresh watch and one rescan", [],
+                  {(): status.watch_overflows})
+    yield counter("renderfarm_exporter_checkpoint_writes", "Checkpoints written to --storage.path", [],
+                  {(): status.checkpoint_writes})
+    yield counter("renderfarm_exporter_checkpoint_write_failures",
+                  "Checkpoints that could not be written (a restart then reads more; never a wrong total)", [],
+                  {(): status.checkpoint_write_failures})
+    yield gauge("renderfarm_exporter_checkpoint_restored_readers",
+                "Readers of the source that started from a checkpoint (0: every file read from its start)",
+                ["source"], status.checkpoint_restored)
     yield from _reload_families(status.reload)
     yield from _web_reload_families(status.web_reload)
     yield _watch_info(status.watches)

@@ -53,6 +53,10 @@ class RuntimeStatus:
     reader_failures: Mapping[str, int]
     rescans: int
     watch_restarts: int
+    watch_overflows: int = 0  # inotify queue overflows: events were lost, a rescan followed
+    checkpoint_writes: int = 0
+    checkpoint_write_failures: int = 0
+    checkpoint_restored: Mapping[str, int] = dataclasses.field(default_factory=dict)  # source -> readers restored
     reload: ReloadStatus = ReloadStatus()
     web_reload: ReloadStatus = ReloadStatus()  # re-reads of --web.config.file
     patterns: Tuple[Tuple[str, PathPattern], ...] = ()  # (kind, pattern) of every configured pattern

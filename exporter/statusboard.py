@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, List, Mapping, Optional, Protocol, Tuple
 
+from exporter.checkpoint import CheckpointCounts
 from exporter.paths import PathPattern
 from exporter.sources import FileStatus
 from exporter.status import ReloadStatus, RuntimeStatus, WatchStatus
@@ -37,12 +38,24 @@ class CountedIngest(Protocol):
     def rescans(self) -> int:
         ...
 
+    @property
+    def section(self) -> str:
+        """The source it reads."""
+
+    @property
+    def checkpoint_counts(self) -> CheckpointCounts:
+        ...
+
 
 class CountedWatcher(Protocol):
     """What the board reads of the watcher: its restarts and the state of each watch."""
 
     @property
     def restarts(self) -> int:
+        ...
+
+    @property
+    def overflows(self) -> int:
         ...
 
     def statuses(self) -> Tuple[WatchStatus, ...]:
@@ -69,6 +82,8 @@ class StatusBoard:
         self._retired_failures: Counter[str] = Counter()
         self._retired_rescans = 0
         self._retired_watch_restarts = 0
+        self._retired_watch_overflows = 0
+        self._retired_checkpoints = CheckpointCounts(0, 0, 0)
 
     # -- the reloader's and the web config's -----------------------------------
 
@@ -107,12 +122,14 @@ class StatusBoard:
             self._counted.remove(ingest)
             self._retired_failures.update(ingest.failures)
             self._retired_rescans += ingest.rescans
+            self._retired_checkpoints = _plus(self._retired_checkpoints, ingest.checkpoint_counts)
 
     def watching(self, watcher: CountedWatcher) -> None:
         """The watcher now running; the restarts of the one it replaces join the retired total."""
         with self._lock:
             if self._watcher is not None:
                 self._retired_watch_restarts += self._watcher.restarts
+                self._retired_watch_overflows += self._watcher.overflows
             self._watcher = watcher
 
     # -- readers ---------------------------------------------------------------
@@ -124,20 +141,35 @@ class StatusBoard:
             failures: Counter[str] = Counter(self._retired_failures)
             rescans = self._retired_rescans
             watcher, watch_restarts = self._watcher, self._retired_watch_restarts
+            watch_overflows, checkpoints = self._retired_watch_overflows, self._retired_checkpoints
             reload, web_reload = self._reload, self._web_reload
+        restored: Counter[str] = Counter()
         for ingest in counted:
             failures.update(ingest.failures)
             rescans += ingest.rescans
+            counts = ingest.checkpoint_counts
+            checkpoints = _plus(checkpoints, counts)
+            restored[ingest.section] += counts.restored
         if watcher is not None:
             watch_restarts += watcher.restarts
+            watch_overflows += watcher.overflows
         return RuntimeStatus(
             files=readings.files,
             watches=watcher.statuses() if watcher is not None else (),
             reader_failures=dict(failures),
             rescans=rescans,
             watch_restarts=watch_restarts,
+            watch_overflows=watch_overflows,
+            checkpoint_writes=checkpoints.writes,
+            checkpoint_write_failures=checkpoints.write_failures,
+            checkpoint_restored=dict(restored),
             reload=reload,
             web_reload=web_reload,
             patterns=readings.patterns,
             notes=readings.notes,
         )
+
+
+def _plus(a: CheckpointCounts, b: CheckpointCounts) -> CheckpointCounts:
+    """Totals of two counts; ``restored`` is not a total (it is per live source) and keeps ``a``'s."""
+    return CheckpointCounts(a.writes + b.writes, a.write_failures + b.write_failures, a.restored)

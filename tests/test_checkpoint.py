@@ -248,14 +248,21 @@ def test_kill_9_at_random_moments_then_totals_equal_a_full_re_read(tmp_path):
     try:
         sizes = {path: os.path.getsize(path) for path in paths}
         wait_until(lambda: daemon.caught_up(sizes), 60, "the restarted daemon to catch up")
-        restarted_samples = rush_samples(scrape(daemon.url))
+        served = scrape(daemon.url)
+        restarted_samples = rush_samples(served)
+        wait_until(lambda: value(scrape(daemon.url), "renderfarm_exporter_checkpoint_writes_total") >= 1, 10,
+                   "a checkpoint of the caught-up state")
     finally:
         daemon.proc.send_signal(signal.SIGTERM)
         daemon.proc.wait(timeout=20)
     once = subprocess.run([sys.executable, "-m", "exporter", "--config", str(config), "--once"],
                           capture_output=True, cwd=REPO, check=True)
-    full = rush_samples(parse_samples(once.stdout.decode()))
+    once_samples = parse_samples(once.stdout.decode())
+    full = rush_samples(once_samples)
     assert restarted_samples == full, "seed %d" % seed
+    assert value(served, "renderfarm_exporter_checkpoint_restored_readers", source="rush") == 1
+    once_restored = value(once_samples, "renderfarm_exporter_checkpoint_restored_readers", source="rush")
+    assert once_restored == 0, "--once uses no checkpoint"
     assert "checkpoint restored" in open(tmp_path / "final.log").read()
 
 
