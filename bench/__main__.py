@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 
-from bench import cold, figures, steady
+from bench import cold, figures, floor, steady
 from bench.common import REPO
 
 FULL = {"lines": 1_000_000, "clients": 1000, "rush_hosts": 200, "scrapes": 300, "idle": 60.0, "rounds": 100,
@@ -54,6 +54,7 @@ def main() -> int:
             *(("steady state, %d hosts" % hosts, lambda hosts=hosts, rate=rate: steady.steady_state(
                 folder, hosts, rate, sizes["steady_seconds"], sizes["rounds"], sizes["scrapes"]))
               for hosts, rate in sizes["steady"]),
+            ("steady state floor", lambda: floor.floor_row(folder, *sizes["steady"][0], sizes["steady_seconds"])),
             ("many folders", lambda: steady.many_folders(folder, sizes["folders"], sizes["idle"])),
             ("cold start and restart", lambda: cold.cold_start(folder, sizes["cold_files"], sizes["cold_lines"])),
         ):

@@ -12,7 +12,8 @@ from conftest import REPO
 
 FIGURES = ("cpu.acct ingest", "physical limit: wc -l", "scrape text", "scrape gzip", "footprint",
            "RR re-read", "freshness, events", "freshness, poll 2 s", "incremental",
-           "steady state, 20 hosts x 1 line/s", "steady state, 40 hosts x 0.5 line/s", "many folders",
+           "steady state, 20 hosts x 1 line/s", "steady state, 40 hosts x 0.5 line/s", "floor of the steady state",
+           "many folders",
            "inotify queue overflow", "cold start", "restart with checkpoint")
 
 
