@@ -72,12 +72,15 @@ def main() -> int:
 
 
 def report(result: str, smoke: bool) -> str:
+    """BENCHMARKS.md: the table of this run, then ``bench/reading.md`` (what the misses come from)."""
+    with open(os.path.join(os.path.dirname(__file__), "reading.md")) as handle:
+        reading = handle.read()
     return (
         "# Benchmarks\n\n"
         "One run of `python -m bench%s --write` on %s, on %s.\n"
         "Peers from Debian's packages, on the same machine in the same run; loopback only.\n"
-        "Absolute times on these shared machines are noise: read the ratios.\n\n%s\n"
-        % (" --smoke" if smoke else "", time.strftime("%Y-%m-%d"), figures.machine(), result)
+        "Absolute times on these shared machines are noise: read the ratios.\n\n%s\n\n%s"
+        % (" --smoke" if smoke else "", time.strftime("%Y-%m-%d"), figures.machine(), result, reading)
     )
 
 
