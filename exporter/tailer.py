@@ -42,8 +42,9 @@ set, a file with at least that many unread bytes is not read but handed to
 ``backlog`` as a ``Backlog`` (its cursor already moved to the end, and
 skipped by further reads), which the owner reads with ``read_range``, in
 ranges cut at line starts (``line_starts``), maybe in other processes, and
-completes with ``caught_up``. ``position``/``restore`` save and load every
-cursor (a checkpoint).
+completes with ``caught_up`` (or, when the read failed, ``rewind``: the
+bytes are read again later). ``save``/``load`` save and load every cursor
+(a checkpoint).
 """
 
 from __future__ import annotations
@@ -246,6 +247,10 @@ def _skip(state: LineState | _Cursor, label: str, chunk: bytes, discarded: Disca
     return chunk[end:]
 
 
+class TailerClosed(RuntimeError):
+    """The tailer was closed: it has no cursors left to save."""
+
+
 class FileChanged(OSError):
     """The file of a backlog is no longer found (renamed away and deleted, or replaced)."""
 
@@ -320,12 +325,14 @@ class Tailer:
         #: Files with at least this many unread bytes go to ``backlog`` instead of being read (None: never).
         self.defer_bytes: Optional[int] = None
         self._tickets = 0
-        self._pending: Dict[int, _Cursor] = {}
+        #: Per ticket: the cursor waiting for its backlog, and its tail before the hand-over (for ``rewind``).
+        self._pending: Dict[int, Tuple[_Cursor, Backlog, bytes]] = {}
         self._grace = grace_seconds
         self._by_path: Dict[str, _Cursor] = {}
         self._by_identity: Dict[Identity, _Cursor] = {}
         self._retired: List[_Cursor] = []
         self._gone: OrderedDict[str, _Position] = OrderedDict()
+        self.closed = False
 
     @property
     def paths(self) -> Set[str]:
@@ -401,6 +408,11 @@ class Tailer:
         self._retired = still
 
     def close(self) -> None:
+        """Forgets every cursor; ``save`` refuses from now on (it would save no cursor at all)."""
+        self._clear()
+        self.closed = True
+
+    def _clear(self) -> None:
         self._by_identity.clear()
         self._by_path.clear()
         self._retired.clear()
@@ -521,12 +533,12 @@ class Tailer:
         self._tickets += 1
         backlog = Backlog(self._tickets, cursor.label, next(iter(cursor.paths), cursor.where or cursor.label),
                           cursor.identity, cursor.offset, size, cursor.partial, cursor.skipping)
+        self._pending[backlog.ticket] = (cursor, backlog, cursor.tail)
         cursor.offset, cursor.partial, cursor.skipping = size, b"", False
         cursor.tail = os.pread(fd, min(TAIL_BYTES, size), size - min(TAIL_BYTES, size))
         if not cursor.fingerprint:
             cursor.fingerprint = self._first_line(fd)
         cursor.pending = backlog.ticket
-        self._pending[backlog.ticket] = cursor
         assert self._backlog is not None
         self._backlog(backlog, fd)
 
@@ -534,7 +546,9 @@ class Tailer:
 
     def save(self) -> Dict[str, object]:
         """Every cursor (identity, offset, incomplete line, fingerprint, paths) and the remembered positions,
-        as JSON values; between syncs (no backlog pending)."""
+        as JSON values; between syncs (no backlog pending). Raises ``TailerClosed`` after ``close``."""
+        if self.closed:
+            raise TailerClosed("closed: its cursors are gone, a checkpoint now would read every file again")
         cursors = [{"identity": list(c.identity), "offset": c.offset, "partial": _text(c.partial),
                     "skipping": c.skipping, "fingerprint": _text(c.fingerprint), "tail": _text(c.tail),
                     "paths": sorted(c.paths), "label": c.label, "where": c.where}
@@ -544,7 +558,7 @@ class Tailer:
 
     def load(self, saved: Dict[str, object]) -> None:
         """Replaces every cursor by those ``save`` returned; the next ``follow`` of each path checks its file."""
-        self.close()
+        self._clear()
         self._gone.clear()
         for raw in saved["cursors"]:  # type: ignore[attr-defined]
             cursor = _Cursor((raw["identity"][0], raw["identity"][1]), raw["label"])
@@ -578,8 +592,16 @@ class Tailer:
 
     def caught_up(self, ticket: int, state: LineState) -> None:
         """The backlog ``ticket`` was read up to its end, leaving ``state`` (its last incomplete line)."""
-        cursor = self._pending.pop(ticket)
+        cursor, _, _ = self._pending.pop(ticket)
         cursor.partial, cursor.skipping, cursor.pending = state.partial, state.skipping, None
+
+    def rewind(self, ticket: int) -> None:
+        """The backlog ``ticket`` was not read (its read failed): the cursor goes back to where the backlog
+        started, and the next ``follow`` reads those bytes."""
+        cursor, backlog, tail = self._pending.pop(ticket)
+        cursor.offset, cursor.partial, cursor.skipping, cursor.tail = (backlog.start, backlog.partial,
+                                                                       backlog.skipping, tail)
+        cursor.pending = None
 
     @staticmethod
     def _first_line(fd: int) -> bytes:

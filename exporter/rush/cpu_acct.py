@@ -30,6 +30,7 @@ from typing import (
     Generic,
     Hashable,
     Iterable,
+    Iterator,
     List,
     Mapping,
     Optional,
@@ -204,12 +205,13 @@ def _latest(candidates: Iterable[Optional[Tuple[int, Any]]]) -> Optional[Any]:
 class CpuAcctReader:
     kind = KIND
 
-    def __init__(self, config: RushConfig):
+    def __init__(self, config: RushConfig, backlogs: Optional[BacklogReader] = None):
+        """``backlogs``: what reads big backlogs (tests give one with their own worker function)."""
         self._config = config
         self._entries = [(PathPattern(entry.path), entry) for entry in config.cpu_acct]
         self.patterns = [pattern for pattern, _ in self._entries]
         self._tailer = Tailer(self._consume, discarded=self._discarded, backlog=self._defer)
-        self._backlogs = BacklogReader(processes_to_use(config.read_processes))
+        self._backlogs = backlogs or BacklogReader(processes_to_use(config.read_processes))
         if self._backlogs.processes > 1 and config.cpu_acct:
             prepare_workers()
         self._files: Dict[str, _FileState] = {}
@@ -267,6 +269,11 @@ class CpuAcctReader:
 
     def close(self) -> None:
         self._tailer.close()
+
+    def interrupt(self) -> None:
+        """Cuts a backlog read in worker processes short (from another thread, at a stop): see
+        ``BacklogReader.interrupt``; the sync then raises, its backlogs unread and left for a later start."""
+        self._backlogs.interrupt()
 
     def _visit(self, path: str) -> None:
         """Reads ``path``; whatever is there (nothing, a FIFO, a directory, EMFILE) never raises."""
@@ -352,13 +359,23 @@ class CpuAcctReader:
         queue, self._queue = self._queue, []
         tasks = [task for _, item in queue if isinstance(item, list) for task in item]
         self.reading = (tasks[0].backlog.label, time.monotonic()) if tasks else None
+        results: List[Optional[RangeResult]] = []
         try:
-            results = iter(self._backlogs.read(tasks))
-        finally:
+            results = self._backlogs.read(tasks)
+        finally:  # also when the read raised: every tally queued is merged, every backlog settled
             self.reading = None
+            self._merge_queue(queue, iter(results) if len(results) == len(tasks) else None)
+
+    def _merge_queue(self, queue: List[Tuple[str, Tally] | Tuple[Backlog, List[Task]]],
+                     results: Optional[Iterator[Optional[RangeResult]]]) -> None:
+        """Merges in file order; without ``results`` (the read failed) each backlog's cursor goes back to the
+        backlog's start, so its bytes are read by a later sync: none lost, none counted twice."""
         for head, item in queue:
             if isinstance(head, Backlog) and isinstance(item, list):
-                self._merge_backlog(head, [next(results) for _ in item])
+                if results is None:
+                    self._tailer.rewind(head.ticket)
+                else:
+                    self._merge_backlog(head, [next(results) for _ in item])
             elif isinstance(head, str) and isinstance(item, Tally):
                 self._merge(head, item)
 
