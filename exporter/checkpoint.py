@@ -204,7 +204,12 @@ class Checkpointer:
         self._pending = False
         for reader in self._readers:
             assert isinstance(reader, Checkpointed)
-            state = reader.checkpoint()
+            try:
+                state = reader.checkpoint()
+            except Exception as exc:  # noqa: BLE001 - a closed reader: the checkpoint on disk stays as it was
+                log.warning("cannot take the checkpoint; the one on disk is kept", extra=fields(
+                    source=self._source, kind=reader.kind, error=repr(exc)))
+                continue
             digest = hashlib.sha256(state).hexdigest()
             if self._written.get(id(reader)) == digest:
                 continue

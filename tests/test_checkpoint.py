@@ -14,9 +14,13 @@ from conftest import REPO, parse_samples, value, wait_until
 
 from exporter import checkpoint
 from exporter.checkpoint import Checkpointer, CheckpointStore
+from exporter.config import WatchConfig
+from exporter.pipeline import Pipeline
 from exporter.rush.config import Breakdown, CpuAcctEntry, RushConfig
 from exporter.rush.cpu_acct import CpuAcctReader
 from exporter.sources import Checkpointed
+from exporter.statusboard import StatusBoard
+from exporter.tailer import TailerClosed
 
 HOSTS = ("render01", "render02", "render03", "render04")
 USERS = ("anna", "bob", "chloé")
@@ -140,6 +144,45 @@ def test_a_file_rotated_while_stopped_is_drained_under_its_new_name(tmp_path):
     rotated_and_new = CpuAcctReader(RushConfig(cpu_acct=(CpuAcctEntry(path=os.path.join(str(tmp_path), "*", "*")),),
                                                users=config.users, titles=config.titles, read_processes=1))
     assert after.frames == rotated_and_new.sync(None).frames
+
+
+class HeldReader(CpuAcctReader):
+    """The Rush reader, whose syncs wait for ``release``: a long cold read in progress when the daemon stops."""
+
+    def __init__(self, config: RushConfig):
+        super().__init__(config)
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def sync(self, paths=None):
+        self.entered.set()
+        assert self.release.wait(30)
+        return super().sync(paths)
+
+
+def closed(reader: CpuAcctReader) -> bool:
+    try:
+        reader.checkpoint()
+    except TailerClosed:
+        return True
+    return False
+
+
+def test_a_stop_during_a_long_sync_saves_every_cursor_then_closes_the_reader(tmp_path):
+    (tmp_path / "farm").mkdir()
+    farm(tmp_path / "farm", random.Random(11))
+    config = config_for(tmp_path / "farm")
+    store = CheckpointStore(str(tmp_path / "state"))
+    reader = HeldReader(config)
+    pipeline = Pipeline({"rush": [reader]}, WatchConfig(), StatusBoard(), lambda sources: None, store)
+    pipeline.start()
+    assert reader.entered.wait(10)
+    pipeline.stop()  # gives the ingest thread 1 s; its sync goes on
+    assert not closed(reader)  # closed by the ingest thread once it has saved, not under it
+    reader.release.set()
+    wait_until(lambda: closed(reader), what="the ingest thread to save and close its reader")
+    state = store.read("rush", reader.kind, reader.checkpoint_config())
+    assert state is not None and json.loads(state)["tailer"]["cursors"]
+    assert rush_values(restarted(config, state).sync(None)) == full_read(config)
 
 
 def test_store_round_trip_and_every_reason_to_ignore_a_checkpoint(tmp_path, caplog):
