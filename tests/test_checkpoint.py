@@ -441,3 +441,18 @@ def test_a_file_state_is_saved_whole():
     saved = json.loads(json.dumps(state.to_json()))
     assert set(saved) == {f.name for f in dataclasses.fields(FileState)}
     assert FileState.from_json(saved, "test") == state
+
+
+def test_anything_but_a_regular_file_at_the_checkpoint_path_is_refused_without_blocking(tmp_path, caplog):
+    store = CheckpointStore(str(tmp_path / "state"))
+    store.write("rush", "k", "config", b"state")
+    path = store.path("rush", "k")
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert store.read("rush", "k", "config") == b"state"
+    os.rename(path, path + ".real")
+    os.symlink(path + ".real", path)
+    assert store.read("rush", "k", "config") is None  # not followed
+    os.unlink(path)
+    os.mkfifo(path)
+    assert store.read("rush", "k", "config") is None  # not waited on: no writer will ever come
+    assert caplog.text.count("cannot read the checkpoint") == 2
