@@ -14,7 +14,7 @@ from fractions import Fraction
 import pytest
 from conftest import REPO, parse_samples, value, wait_until
 
-from exporter import checkpoint
+from exporter import checkpoint, cli
 from exporter.checkpoint import Checkpointer, CheckpointStore
 from exporter.config import WatchConfig
 from exporter.pipeline import Pipeline
@@ -247,6 +247,15 @@ def test_storage_path_defaults_to_the_systemd_state_directory():
         "/var/lib/renderfarm-exporter"
     assert checkpoint.default_path({"STATE_DIRECTORY": "/var/lib/a:/var/lib/b"}) == "/var/lib/a"
     assert checkpoint.default_path({}) == ""
+
+
+def test_demo_keeps_no_checkpoints_unless_a_storage_path_is_given():
+    parser = cli.build_parser()
+    state = "/var/lib/renderfarm-exporter"
+    assert cli.storage_path(parser.parse_args(["--demo"]), state) == ""
+    assert cli.storage_path(parser.parse_args(["--demo", "--storage.path", "/tmp/s"]), state) == "/tmp/s"
+    assert cli.storage_path(parser.parse_args(["--config", "c.yml"]), state) == state
+    assert cli.storage_path(parser.parse_args(["--config", "c.yml", "--storage.path="]), state) == ""
 
 
 # -- a real daemon killed at random moments ------------------------------------------------------
