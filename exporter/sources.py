@@ -147,7 +147,8 @@ class Checkpointed(Protocol):
         """What the state depends on (the reader's configuration): a checkpoint taken under another is ignored."""
 
     def checkpoint(self) -> bytes:
-        """Everything needed so that totals after ``restore`` and a sync equal those of a full re-read."""
+        """Everything needed so that totals after ``restore`` and a sync equal those of a full re-read; raises
+        after ``close`` (a closed reader has nothing left to save)."""
 
     def restore(self, state: bytes) -> bool:
         """Loads what ``checkpoint`` returned; False, changing nothing, if the state cannot be used."""
