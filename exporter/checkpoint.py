@@ -10,16 +10,19 @@ fsync of the directory), by the ingest thread after a sync at most every
 stop; it is restored before the first sync. A checkpoint that is missing,
 corrupt, or from another format, exporter version or configuration is
 ignored with a log line saying why: the files are then read from the start,
-which is slower, never wrong.
+which is slower, never wrong. So is anything else at the path: a symlink, a
+FIFO, a file larger than ``MAX_BYTES``. Checkpoints are written mode 0600.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import re
+import stat
 import tempfile
 import time
 from typing import Dict, NamedTuple, Optional, Sequence
@@ -37,6 +40,10 @@ WRITE_INTERVAL = 2.0
 #: The systemd ``StateDirectory=`` of the unit; ``--storage.path`` defaults to it.
 STATE_DIRECTORY_ENV = "STATE_DIRECTORY"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+#: A bigger checkpoint file is ignored (files read from the start): far above 20,000 files' state, far below
+#: what would strain the daemon's memory.
+MAX_BYTES = 512 << 20
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
 
 
 def default_path(environ: Optional[Dict[str, str]] = None) -> str:
@@ -66,6 +73,7 @@ class CheckpointStore:
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         fd, temporary = tempfile.mkstemp(prefix=".checkpoint-", dir=self.directory)
         try:
+            os.fchmod(fd, 0o600)  # mkstemp's mode already; said here because the rename keeps it
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
@@ -80,8 +88,7 @@ class CheckpointStore:
         """The state saved for this source, kind and configuration; None (and why, logged) if there is none."""
         path = self.path(source, kind)
         try:
-            with open(path, "rb") as handle:
-                data = handle.read()
+            data = _read_regular(path)
         except FileNotFoundError:
             log.info("no checkpoint yet: reading the files from the start", extra=fields(path=path))
             return None
@@ -93,6 +100,34 @@ class CheckpointStore:
         if problem is not None:
             log.warning("checkpoint ignored: reading the files from the start", extra=fields(path=path, reason=problem))
         return state
+
+
+def _read_regular(path: str) -> bytes:
+    """The content of the regular file at ``path``, not through a symlink, at most ``MAX_BYTES``; OSError else.
+
+    ``O_NONBLOCK`` keeps a FIFO planted at the path from blocking the open, and the type and size are checked
+    on the descriptor (as ``tailer.open_regular`` does), so nothing planted in the directory can hang the start
+    or fill the memory."""
+    fd = os.open(path, _READ_FLAGS)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "refused: not a regular file", path)
+        if st.st_size > MAX_BYTES:
+            raise OSError(errno.EFBIG, "refused: larger than %d bytes" % MAX_BYTES, path)
+        chunks = []
+        left = MAX_BYTES + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        if left <= 0:
+            raise OSError(errno.EFBIG, "refused: larger than %d bytes" % MAX_BYTES, path)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _verified(data: bytes, source: str, kind: str, config: str):
@@ -204,7 +239,12 @@ class Checkpointer:
         self._pending = False
         for reader in self._readers:
             assert isinstance(reader, Checkpointed)
-            state = reader.checkpoint()
+            try:
+                state = reader.checkpoint()
+            except Exception as exc:  # noqa: BLE001 - a closed reader: the checkpoint on disk stays as it was
+                log.warning("cannot take the checkpoint; the one on disk is kept", extra=fields(
+                    source=self._source, kind=reader.kind, error=repr(exc)))
+                continue
             digest = hashlib.sha256(state).hexdigest()
             if self._written.get(id(reader)) == digest:
                 continue

@@ -75,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run on a built-in demo farm that writes live statistics to a temporary folder")
     parser.add_argument("--storage.path", dest="storage_path", metavar="DIR", default=None,
                         help="folder for checkpoints of what was read, so a restart reads only new bytes (default "
-                             "$STATE_DIRECTORY when set, as systemd's StateDirectory= sets it, else none; '' for "
-                             "none)")
+                             "$STATE_DIRECTORY when set, as systemd's StateDirectory= sets it, else none; none with "
+                             "--demo; '' for none)")
     parser.add_argument("--log.level", dest="log_level", choices=logs.LEVELS, default="info",
                         help="least severe level logged (default %(default)s)")
     parser.add_argument("--log.format", dest="log_format", choices=logs.FORMATS, default="logfmt",
@@ -243,6 +243,14 @@ def listen_addresses(args) -> List[str]:
     return args.listen_addresses or [DEFAULT_LISTEN_ADDRESS]
 
 
+def storage_path(args, default: str) -> str:
+    """``--storage.path``; else ``default`` ($STATE_DIRECTORY), except with ``--demo``: a demo farm lives in a
+    temporary folder, so its checkpoints would only fill a real state directory (the container sets it)."""
+    if args.storage_path is not None:
+        return args.storage_path
+    return "" if args.demo else default
+
+
 def run(config, args) -> int:
     """``--once`` or the daemon, for a loaded configuration."""
     from exporter import checkpoint, daemon
@@ -255,7 +263,7 @@ def run(config, args) -> int:
         return daemon.serve(config, listen_addresses(args), args.telemetry_path, config_path=args.config,
                             web_config_file=args.web_config_file, enable_lifecycle=args.enable_lifecycle,
                             systemd_socket=args.systemd_socket,
-                            storage_path=checkpoint.default_path() if args.storage_path is None else args.storage_path)
+                            storage_path=storage_path(args, checkpoint.default_path()))
     except ConfigError as exc:  # the web config file changed between the check above and now
         print(str(exc), file=sys.stderr)
         return EXIT_INVALID

@@ -16,6 +16,8 @@ and logged, from a small monitor thread, until the read returns.
 Readers that can be checkpointed (``sources.Checkpointed``) are restored
 before the first sync and saved after syncs and at a clean stop, by this
 thread, when a checkpoint store is configured (``exporter.checkpoint``).
+Readers are closed only after that last save: a stop that does not wait for
+a long read leaves the closing to this thread.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from exporter.checkpoint import CheckpointCounts, Checkpointer, CheckpointStore
 from exporter.config import WatchConfig
 from exporter.debounce import Debouncer
 from exporter.logs import fields
-from exporter.sources import FileStatus, Reader, ReportsReading, Snapshot
+from exporter.sources import FileStatus, Interruptible, Reader, ReportsReading, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,10 @@ class SourceIngest:
         self._snapshots_lock = threading.Lock()
         self._reported_stuck: Dict[Reader, Tuple[str, float]] = {}
         self._monitor = threading.Thread(target=self._monitor_loop, name="stuck-" + section, daemon=True)
+        # Whether the thread has ended, and whether it closes its readers then (``close``), under one lock.
+        self._end_lock = threading.Lock()
+        self._ended = False
+        self._close_at_end = False
 
     @property
     def checkpoint_counts(self) -> CheckpointCounts:
@@ -86,16 +92,31 @@ class SourceIngest:
         self._monitor.start()
 
     def stop(self, timeout: Optional[float] = 1.0) -> None:
-        """Stops the thread; ``timeout=None`` waits for a read in progress (before its readers are closed)."""
+        """Stops the thread; ``timeout=None`` waits for a read in progress. A read still running after
+        ``timeout`` is interrupted where the reader can be (``sources.Interruptible``: worker processes it
+        waits on are stopped, so they cannot hold the daemon's exit)."""
         self._stop.set()
         self.debouncer.close()
         if self._thread.is_alive():
             self._thread.join(timeout=timeout)
+        if self._thread.is_alive():
+            for reader in self.readers:
+                if isinstance(reader, Interruptible):
+                    reader.interrupt()
 
     def alive(self) -> bool:
         return self._thread.is_alive()
 
     def close(self) -> None:
+        """Closes the readers: now if the thread ended (or never ran), else as soon as it ends, after its last
+        checkpoint (a reader closed under the running thread would let it save a checkpoint without cursors)."""
+        with self._end_lock:
+            if self._thread.is_alive() and not self._ended:
+                self._close_at_end = True
+                return
+        self._close_readers()
+
+    def _close_readers(self) -> None:
         for reader in self.readers:
             reader.close()
 
@@ -123,8 +144,15 @@ class SourceIngest:
         try:
             self._follow()
         finally:
-            if self.checkpoints is not None:
-                self.checkpoints.save()
+            try:
+                if self.checkpoints is not None:
+                    self.checkpoints.save()
+            finally:
+                with self._end_lock:
+                    self._ended = True
+                    close = self._close_at_end
+                if close:
+                    self._close_readers()
 
     def _follow(self) -> None:
         next_rescan = time.monotonic()

@@ -48,7 +48,8 @@ class Pipeline:
             ingest.start()
 
     def stop(self) -> None:
-        """Stops watching and reading, then closes the readers."""
+        """Stops watching and reading, then closes the readers (those of an ingest still reading are closed
+        by its thread when it ends, after its last checkpoint)."""
         self._watcher.stop()
         for ingest in self._ingests:
             ingest.stop()

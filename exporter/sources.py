@@ -128,6 +128,15 @@ class ReportsReading(Protocol):
 
 
 @runtime_checkable
+class Interruptible(Protocol):
+    """A reader whose long read can be cut short from another thread (optional): at a stop, when its ingest
+    thread did not end in time, so that worker processes it waits on do not keep the daemon from exiting."""
+
+    def interrupt(self) -> None:
+        """Makes the read in progress (if any) end soon, by raising; later reads raise too."""
+
+
+@runtime_checkable
 class Checkpointed(Protocol):
     """A reader whose state can be saved and loaded (optional), so that a restart reads only the bytes
     written since (``exporter.checkpoint`` keeps one file per source and reader kind).
@@ -138,7 +147,8 @@ class Checkpointed(Protocol):
         """What the state depends on (the reader's configuration): a checkpoint taken under another is ignored."""
 
     def checkpoint(self) -> bytes:
-        """Everything needed so that totals after ``restore`` and a sync equal those of a full re-read."""
+        """Everything needed so that totals after ``restore`` and a sync equal those of a full re-read; raises
+        after ``close`` (a closed reader has nothing left to save)."""
 
     def restore(self, state: bytes) -> bool:
         """Loads what ``checkpoint`` returned; False, changing nothing, if the state cannot be used."""

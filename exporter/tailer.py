@@ -42,8 +42,9 @@ set, a file with at least that many unread bytes is not read but handed to
 ``backlog`` as a ``Backlog`` (its cursor already moved to the end, and
 skipped by further reads), which the owner reads with ``read_range``, in
 ranges cut at line starts (``line_starts``), maybe in other processes, and
-completes with ``caught_up``. ``position``/``restore`` save and load every
-cursor (a checkpoint).
+completes with ``caught_up`` (or, when the read failed, ``rewind``: the
+bytes are read again later). ``save``/``load`` save and load every cursor
+(a checkpoint).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ import stat
 import time
 from collections import OrderedDict
 from contextlib import contextmanager
-from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
 
 from exporter.logs import fields
 
@@ -192,6 +193,45 @@ def _continues(fd: int, size: int, position: _Position) -> bool:
     )
 
 
+def _list(value: Any, where: str) -> List[Any]:
+    if not isinstance(value, list):
+        raise ValueError("%s: not a list" % where)
+    return value
+
+
+def _field(raw: Any, key: str, kind: Any, where: str) -> Any:
+    """``raw[key]`` if it is of ``kind`` (a non-negative int for ``int``; bool is not an int here)."""
+    value = raw.get(key) if isinstance(raw, dict) else None
+    if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
+        raise ValueError("%s.%s: not a %s" % (where, key, getattr(kind, "__name__", kind)))
+    return value
+
+
+def _loaded_cursor(raw: Any) -> Tuple[_Cursor, List[str]]:
+    """A saved cursor and its paths; ValueError if it is not what ``Tailer.save`` writes."""
+    where = "tailer.cursors[]"
+    identity = _list(_field(raw, "identity", list, where), where + ".identity")
+    if len(identity) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) for n in identity):
+        raise ValueError(where + ".identity: not (device, inode)")
+    paths = _list(_field(raw, "paths", list, where), where + ".paths")
+    if not all(isinstance(path, str) for path in paths):
+        raise ValueError(where + ".paths: not a list of paths")
+    cursor = _Cursor((identity[0], identity[1]), _field(raw, "label", str, where))
+    cursor.offset, cursor.skipping = _field(raw, "offset", int, where), _field(raw, "skipping", bool, where)
+    cursor.partial, cursor.fingerprint, cursor.tail = (_bytes(_field(raw, key, str, where))
+                                                       for key in ("partial", "fingerprint", "tail"))
+    cursor.where = _field(raw, "where", (str, type(None)), where) or (None if paths else cursor.label)
+    return cursor, paths
+
+
+def _loaded_position(raw: Any) -> Tuple[str, _Position]:
+    """A remembered position of a closed file: [label, fingerprint, offset, tail]."""
+    if (not isinstance(raw, list) or len(raw) != 4 or not all(isinstance(raw[i], str) for i in (0, 1, 3))
+            or not isinstance(raw[2], int) or isinstance(raw[2], bool) or raw[2] < 0):
+        raise ValueError("tailer.gone[]: not [label, fingerprint, offset, tail]")
+    return raw[0], _Position(_bytes(raw[1]), raw[2], _bytes(raw[3]))
+
+
 def _text(raw: bytes) -> str:
     """Bytes as a JSON string that gives the same bytes back (``_bytes``)."""
     return raw.decode("latin-1")
@@ -244,6 +284,10 @@ def _skip(state: LineState | _Cursor, label: str, chunk: bytes, discarded: Disca
     discarded(label, end, False)
     state.skipping = newline < 0
     return chunk[end:]
+
+
+class TailerClosed(RuntimeError):
+    """The tailer was closed: it has no cursors left to save."""
 
 
 class FileChanged(OSError):
@@ -320,12 +364,14 @@ class Tailer:
         #: Files with at least this many unread bytes go to ``backlog`` instead of being read (None: never).
         self.defer_bytes: Optional[int] = None
         self._tickets = 0
-        self._pending: Dict[int, _Cursor] = {}
+        #: Per ticket: the cursor waiting for its backlog, and its tail before the hand-over (for ``rewind``).
+        self._pending: Dict[int, Tuple[_Cursor, Backlog, bytes]] = {}
         self._grace = grace_seconds
         self._by_path: Dict[str, _Cursor] = {}
         self._by_identity: Dict[Identity, _Cursor] = {}
         self._retired: List[_Cursor] = []
         self._gone: OrderedDict[str, _Position] = OrderedDict()
+        self.closed = False
 
     @property
     def paths(self) -> Set[str]:
@@ -401,6 +447,11 @@ class Tailer:
         self._retired = still
 
     def close(self) -> None:
+        """Forgets every cursor; ``save`` refuses from now on (it would save no cursor at all)."""
+        self._clear()
+        self.closed = True
+
+    def _clear(self) -> None:
         self._by_identity.clear()
         self._by_path.clear()
         self._retired.clear()
@@ -521,12 +572,12 @@ class Tailer:
         self._tickets += 1
         backlog = Backlog(self._tickets, cursor.label, next(iter(cursor.paths), cursor.where or cursor.label),
                           cursor.identity, cursor.offset, size, cursor.partial, cursor.skipping)
+        self._pending[backlog.ticket] = (cursor, backlog, cursor.tail)
         cursor.offset, cursor.partial, cursor.skipping = size, b"", False
         cursor.tail = os.pread(fd, min(TAIL_BYTES, size), size - min(TAIL_BYTES, size))
         if not cursor.fingerprint:
             cursor.fingerprint = self._first_line(fd)
         cursor.pending = backlog.ticket
-        self._pending[backlog.ticket] = cursor
         assert self._backlog is not None
         self._backlog(backlog, fd)
 
@@ -534,7 +585,9 @@ class Tailer:
 
     def save(self) -> Dict[str, object]:
         """Every cursor (identity, offset, incomplete line, fingerprint, paths) and the remembered positions,
-        as JSON values; between syncs (no backlog pending)."""
+        as JSON values; between syncs (no backlog pending). Raises ``TailerClosed`` after ``close``."""
+        if self.closed:
+            raise TailerClosed("closed: its cursors are gone, a checkpoint now would read every file again")
         cursors = [{"identity": list(c.identity), "offset": c.offset, "partial": _text(c.partial),
                     "skipping": c.skipping, "fingerprint": _text(c.fingerprint), "tail": _text(c.tail),
                     "paths": sorted(c.paths), "label": c.label, "where": c.where}
@@ -542,44 +595,60 @@ class Tailer:
         gone = [[label, _text(p.fingerprint), p.offset, _text(p.tail)] for label, p in self._gone.items()]
         return {"cursors": cursors, "gone": gone}
 
-    def load(self, saved: Dict[str, object]) -> None:
-        """Replaces every cursor by those ``save`` returned; the next ``follow`` of each path checks its file."""
-        self.close()
+    def load(self, saved: Dict[str, Any]) -> None:
+        """Replaces every cursor by those ``save`` returned; the next ``follow`` of each path checks its file.
+
+        Raises ValueError, changing nothing, if ``saved`` does not have the shape ``save`` gives."""
+        cursors = [_loaded_cursor(raw) for raw in _list(saved.get("cursors"), "tailer.cursors")]
+        gone = [_loaded_position(raw) for raw in _list(saved.get("gone"), "tailer.gone")]
+        if len({cursor.identity for cursor, _ in cursors}) != len(cursors):
+            raise ValueError("tailer.cursors: one file twice")
+        self._clear()
         self._gone.clear()
-        for raw in saved["cursors"]:  # type: ignore[attr-defined]
-            cursor = _Cursor((raw["identity"][0], raw["identity"][1]), raw["label"])
-            cursor.offset, cursor.skipping = raw["offset"], raw["skipping"]
-            cursor.partial, cursor.fingerprint, cursor.tail = (_bytes(raw[k]) for k in ("partial", "fingerprint",
-                                                                                          "tail"))
+        for cursor, paths in cursors:
             self._by_identity[cursor.identity] = cursor
-            for path in raw["paths"]:
+            for path in paths:
                 self._attach(cursor, path)
             if not cursor.paths:
-                cursor.where, cursor.retired_at = raw["where"] or raw["label"], time.monotonic()
+                cursor.retired_at = time.monotonic()
                 self._retired.append(cursor)
-        for label, fingerprint, offset, tail in saved["gone"]:  # type: ignore[attr-defined]
-            self._gone[label] = _Position(_bytes(fingerprint), offset, _bytes(tail))
+        for label, position in gone:
+            self._gone[label] = position
 
     def mismatched(self) -> List[str]:
-        """Labels of loaded cursors whose file (same inode at one of its paths) no longer holds what was read:
-        truncated or rewritten meanwhile. Those cursors start again from the beginning."""
-        changed = []
+        """Labels of loaded cursors whose file (same inode at one of its paths, or where a rotated file was
+        found) no longer holds what was read: truncated or rewritten meanwhile. Every cursor of such a label
+        starts again from the beginning (the reader drops the label's contribution), and a remembered
+        position of the label is forgotten."""
+        changed = set()
         for cursor in list(self._by_identity.values()):
-            for path in sorted(cursor.paths):
+            for path in sorted(cursor.paths) or [cursor.where or cursor.label]:
                 try:
                     with opened(path) as (fd, st):
                         if _identity(st) == cursor.identity and not _continues(fd, st.st_size, cursor.position()):
-                            cursor.restart()
-                            changed.append(cursor.label)
+                            changed.add(cursor.label)
                         break
                 except OSError:
                     continue
-        return changed
+        for cursor in self._by_identity.values():
+            if cursor.label in changed:
+                cursor.restart()
+        for label in changed:
+            self._gone.pop(label, None)
+        return sorted(changed)
 
     def caught_up(self, ticket: int, state: LineState) -> None:
         """The backlog ``ticket`` was read up to its end, leaving ``state`` (its last incomplete line)."""
-        cursor = self._pending.pop(ticket)
+        cursor, _, _ = self._pending.pop(ticket)
         cursor.partial, cursor.skipping, cursor.pending = state.partial, state.skipping, None
+
+    def rewind(self, ticket: int) -> None:
+        """The backlog ``ticket`` was not read (its read failed): the cursor goes back to where the backlog
+        started, and the next ``follow`` reads those bytes."""
+        cursor, backlog, tail = self._pending.pop(ticket)
+        cursor.offset, cursor.partial, cursor.skipping, cursor.tail = (backlog.start, backlog.partial,
+                                                                       backlog.skipping, tail)
+        cursor.pending = None
 
     @staticmethod
     def _first_line(fd: int) -> bytes:

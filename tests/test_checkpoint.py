@@ -1,5 +1,6 @@
 """Checkpoints: a restart reads only new bytes, and its totals equal a full re-read, also after kill -9."""
 
+import dataclasses
 import json
 import logging
 import os
@@ -8,15 +9,21 @@ import signal
 import subprocess
 import sys
 import threading
+from fractions import Fraction
 
 import pytest
 from conftest import REPO, parse_samples, value, wait_until
 
-from exporter import checkpoint
+from exporter import checkpoint, cli
 from exporter.checkpoint import Checkpointer, CheckpointStore
+from exporter.config import WatchConfig
+from exporter.pipeline import Pipeline
 from exporter.rush.config import Breakdown, CpuAcctEntry, RushConfig
 from exporter.rush.cpu_acct import CpuAcctReader
+from exporter.rush.saved import FileState
 from exporter.sources import Checkpointed
+from exporter.statusboard import StatusBoard
+from exporter.tailer import TailerClosed
 
 HOSTS = ("render01", "render02", "render03", "render04")
 USERS = ("anna", "bob", "chloé")
@@ -142,6 +149,45 @@ def test_a_file_rotated_while_stopped_is_drained_under_its_new_name(tmp_path):
     assert after.frames == rotated_and_new.sync(None).frames
 
 
+class HeldReader(CpuAcctReader):
+    """The Rush reader, whose syncs wait for ``release``: a long cold read in progress when the daemon stops."""
+
+    def __init__(self, config: RushConfig):
+        super().__init__(config)
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def sync(self, paths=None):
+        self.entered.set()
+        assert self.release.wait(30)
+        return super().sync(paths)
+
+
+def closed(reader: CpuAcctReader) -> bool:
+    try:
+        reader.checkpoint()
+    except TailerClosed:
+        return True
+    return False
+
+
+def test_a_stop_during_a_long_sync_saves_every_cursor_then_closes_the_reader(tmp_path):
+    (tmp_path / "farm").mkdir()
+    farm(tmp_path / "farm", random.Random(11))
+    config = config_for(tmp_path / "farm")
+    store = CheckpointStore(str(tmp_path / "state"))
+    reader = HeldReader(config)
+    pipeline = Pipeline({"rush": [reader]}, WatchConfig(), StatusBoard(), lambda sources: None, store)
+    pipeline.start()
+    assert reader.entered.wait(10)
+    pipeline.stop()  # gives the ingest thread 1 s; its sync goes on
+    assert not closed(reader)  # closed by the ingest thread once it has saved, not under it
+    reader.release.set()
+    wait_until(lambda: closed(reader), what="the ingest thread to save and close its reader")
+    state = store.read("rush", reader.kind, reader.checkpoint_config())
+    assert state is not None and json.loads(state)["tailer"]["cursors"]
+    assert rush_values(restarted(config, state).sync(None)) == full_read(config)
+
+
 def test_store_round_trip_and_every_reason_to_ignore_a_checkpoint(tmp_path, caplog):
     store = CheckpointStore(str(tmp_path / "state"))
     store.write("rush", "rush_cpu_acct", "config A", b"state")
@@ -201,6 +247,15 @@ def test_storage_path_defaults_to_the_systemd_state_directory():
         "/var/lib/renderfarm-exporter"
     assert checkpoint.default_path({"STATE_DIRECTORY": "/var/lib/a:/var/lib/b"}) == "/var/lib/a"
     assert checkpoint.default_path({}) == ""
+
+
+def test_demo_keeps_no_checkpoints_unless_a_storage_path_is_given():
+    parser = cli.build_parser()
+    state = "/var/lib/renderfarm-exporter"
+    assert cli.storage_path(parser.parse_args(["--demo"]), state) == ""
+    assert cli.storage_path(parser.parse_args(["--demo", "--storage.path", "/tmp/s"]), state) == "/tmp/s"
+    assert cli.storage_path(parser.parse_args(["--config", "c.yml"]), state) == state
+    assert cli.storage_path(parser.parse_args(["--config", "c.yml", "--storage.path="]), state) == ""
 
 
 # -- a real daemon killed at random moments ------------------------------------------------------
@@ -301,3 +356,112 @@ class _Daemon:
             return False
         return all(value(samples, "renderfarm_exporter_source_read_bytes_total", kind="rush_cpu_acct",
                          path=path) == size for path, size in sizes.items())
+
+
+def _without_present(state):
+    del state["present"]
+
+
+def _short_host_totals(state):
+    for saved in state["files"].values():
+        saved["hosts"] = {host: [1] for host in saved["hosts"]}
+
+
+def _huge_exponent(state):
+    saved = next(iter(state["files"].values()))
+    saved["hosts"] = {host: ["1e999999999"] + totals[1:] for host, totals in saved["hosts"].items()}
+
+
+def _negative_offset(state):
+    state["tailer"]["cursors"][0]["offset"] = -5
+
+
+def _identity_of_one_number(state):
+    state["tailer"]["cursors"][-1]["identity"] = [1]
+
+
+def _budget_as_a_list(state):
+    state["budgets"]["host"] = [1, 2]
+
+
+def _bool_as_count(state):
+    next(iter(state["files"].values()))["lines"] = True
+
+
+@pytest.mark.parametrize("spoil", [_without_present, _short_host_totals, _huge_exponent, _negative_offset,
+                                   _identity_of_one_number, _budget_as_a_list, _bool_as_count])
+def test_a_checkpoint_of_another_shape_changes_nothing_and_the_files_are_read_from_the_start(tmp_path, spoil):
+    paths = farm(tmp_path, random.Random(12))
+    config = config_for(tmp_path)
+    reader = CpuAcctReader(config)
+    reader.sync(None)
+    state = json.loads(reader.checkpoint())
+    spoil(state)
+    fresh = CpuAcctReader(config)
+    assert fresh.restore(json.dumps(state).encode()) is False
+    write_lines(paths[0], random.Random(13), 1, 1700005000, HOSTS[0])
+    assert rush_values(fresh.sync(None)) == full_read(config)
+    assert rush_values(fresh.sync(None)) == full_read(config)  # and every later sync works
+
+
+def test_budget_counters_of_a_file_rewritten_while_stopped_are_not_counted_twice(tmp_path):
+    (tmp_path / "a").mkdir()
+    path = tmp_path / "a" / "cpu.acct"
+    line = "p\t%d\ttahoe.1\tT\tanna\t0001\t" + "h" * 40 + "\t100k\t10\t1\t1\t0\t1234\n"
+    path.write_text("".join(line % (1700000000 + i) for i in range(3)))
+    config = RushConfig(cpu_acct=(CpuAcctEntry(path=str(tmp_path / "*" / "cpu.acct")),), read_processes=1,
+                        max_label_length=20, host_series_budget=17 * 2)
+    reader = CpuAcctReader(config)
+    assert reader.sync(None).labels_truncated["host"] == 3
+    state = reader.checkpoint()
+    path.write_text("".join(line % (1800000000 + i) for i in range(3)))  # same inode, other content
+    again = restarted(config, state).sync(None)
+    assert rush_values(again) == full_read(config)
+    assert again.labels_truncated["host"] == 3
+
+
+def test_a_rotated_file_rewritten_while_stopped_is_read_again_without_its_old_contribution(tmp_path):
+    rng = random.Random(14)
+    paths = farm(tmp_path, rng)
+    config = config_for(tmp_path)
+    reader = CpuAcctReader(config)
+    reader.sync(None)
+    rotated = paths[3].replace("cpu.acct", "cpu.acct.1")  # not matched: only its cursor follows it
+    os.rename(paths[3], rotated)
+    write_lines(paths[3], rng, 30, 1700003000, HOSTS[3])
+    reader.sync(None)
+    state = reader.checkpoint()  # within the grace period: the rotated file's cursor is saved
+    assert any(not cursor["paths"] for cursor in json.loads(state)["tailer"]["cursors"])
+    with open(rotated, "r+") as handle:  # same inode, other content
+        handle.truncate(0)
+        handle.write("p 1700000000 tahoe.1 T anna 0001 render04 100 5 1 2 0 77\n")
+    after = restarted(config, state).sync(None)
+    both = RushConfig(cpu_acct=(CpuAcctEntry(path=os.path.join(str(tmp_path), "*", "cpu.acct*")),),
+                      users=config.users, titles=config.titles, read_processes=1)
+    assert after.frames == CpuAcctReader(both).sync(None).frames
+
+
+def test_a_file_state_is_saved_whole():
+    state = FileState(up=False, down_reason="gone", last_success_time=1.5, errors=1, malformed=2, bytes=3, lines=4,
+                      seen_host="h", records={"process": 4}, daemon_starts=1, utilization=(5, 0.5), online=(6, 1),
+                      last_record_time=7, hosts={"h": [1, 0, 0, 0, Fraction(1, 3), 2, 0]},
+                      users={"u": [1, 0, 0, 0, 9]}, titles={"t": [0, 1, 0, 0, Fraction(7, 2)]},
+                      truncated={"host": 1}, over_budget={"user": 2})
+    saved = json.loads(json.dumps(state.to_json()))
+    assert set(saved) == {f.name for f in dataclasses.fields(FileState)}
+    assert FileState.from_json(saved, "test") == state
+
+
+def test_anything_but_a_regular_file_at_the_checkpoint_path_is_refused_without_blocking(tmp_path, caplog):
+    store = CheckpointStore(str(tmp_path / "state"))
+    store.write("rush", "k", "config", b"state")
+    path = store.path("rush", "k")
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert store.read("rush", "k", "config") == b"state"
+    os.rename(path, path + ".real")
+    os.symlink(path + ".real", path)
+    assert store.read("rush", "k", "config") is None  # not followed
+    os.unlink(path)
+    os.mkfifo(path)
+    assert store.read("rush", "k", "config") is None  # not waited on: no writer will ever come
+    assert caplog.text.count("cannot read the checkpoint") == 2

@@ -117,7 +117,9 @@ def test_fifo_device_and_socket_at_a_watched_path_never_block(tmp_path, start_da
         os.unlink(swapped)
         make()
         wait_until(lambda: reason in daemon.log(), 10, "the refusal to be logged")
-        assert value(daemon.samples(), "renderfarm_exporter_source_up", **up) == 0
+        # logged during the sync, published after it: wait for the render (at most 80 ms later)
+        wait_until(lambda: value(daemon.samples(), "renderfarm_exporter_source_up", **up) == 0, 5,
+                   "the file to be reported down")
         with open(other, "a") as handle:  # the ingest thread is not stuck in the swapped path
             handle.write(frame("render02"))
         daemon.wait_for_value("rush_frames_total", appended, host="render02", status="done", timeout=5)

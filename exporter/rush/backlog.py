@@ -11,8 +11,10 @@ Workers are started with ``forkserver`` (``spawn`` where it is missing), not
 ``fork``: the daemon has threads (HTTP, ingest, watcher) whose locks a forked
 child would inherit in whatever state they were. The forkserver is started
 once, from a clean single-threaded process, so later pools start in a few
-milliseconds (measured: docs/rush.md). A worker that dies or raises loses
-nothing: its ranges are read again in the daemon's own process, once.
+milliseconds (measured: docs/rush.md). A worker that dies or raises, a
+pool that breaks while tasks are submitted, or workers still busy at a
+deadline (a hung share) lose nothing: the ranges without a result are read
+in the daemon's own process, once (tests/test_rush_tally.py).
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from concurrent.futures import TimeoutError as FuturesTimeout
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from exporter.logs import fields
 from exporter.rush.tally import Tally
@@ -98,43 +102,141 @@ def plan(backlog: Backlog, fd: int, range_bytes: int) -> List[Tuple[int, int]]:
     return list(zip(cuts, cuts[1:]))
 
 
-class BacklogReader:
-    """Reads the ranges of a sync's backlogs: in a pool of processes when big enough, else in this one."""
+class ReadInterrupted(RuntimeError):
+    """The daemon is stopping: the backlog read was cut short (``BacklogReader.interrupt``); nothing of it counted."""
 
-    def __init__(self, processes: int):
+
+#: A pool gets at least this long for a sync's backlogs before its unfinished ranges are read in the daemon,
+MIN_DEADLINE_SECONDS = 60.0
+#: or one second per this many bytes if that is longer: generous for any disk or share that answers at all.
+DEADLINE_BYTES_PER_SECOND = 1 << 20
+
+
+def deadline_seconds(total: int) -> float:
+    """How long a pool may take for ``total`` bytes of backlogs (a worker stuck on a hung share is not waited
+    for longer)."""
+    return max(MIN_DEADLINE_SECONDS, total / DEADLINE_BYTES_PER_SECOND)
+
+
+def new_pool(processes: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context(start_method()))
+
+
+Work = Callable[[Task], RangeResult]
+Submitted = Union["Future[RangeResult]", BaseException]
+
+
+class BacklogReader:
+    """Reads the ranges of a sync's backlogs: in a pool of processes when big enough, else in this one.
+
+    Whatever happens to the pool (no process can start, a worker is killed
+    while tasks are submitted or run, a worker hangs past the deadline),
+    each range is still read once: in the daemon's process, in order.
+
+    ``work``, ``pools`` and ``deadline`` are for tests: what a worker runs for a task, how a pool of so many
+    processes is made, and how long a pool may take for so many bytes.
+    """
+
+    def __init__(self, processes: int, work: Work = tally_range,
+                 pools: Callable[[int], ProcessPoolExecutor] = new_pool,
+                 deadline: Callable[[int], float] = deadline_seconds):
         self.processes = processes
+        self._work = work
+        self._pools = pools
+        self._deadline = deadline
+        self._lock = threading.Lock()  # guards _pool and _interrupted against interrupt() from another thread
+        self._pool: Optional[ProcessPoolExecutor] = None
+        self._interrupted = False
 
     def range_bytes(self, total: int) -> int:
         """Ranges small enough to keep every process busy to the end (four per process)."""
         return max(MIN_RANGE_BYTES, total // (self.processes * 4))
 
     def read(self, tasks: Sequence[Task]) -> List[Optional[RangeResult]]:
-        """The result of every task, in order; None for a range whose file is gone (logged)."""
+        """The result of every task, in order; None for a range whose file is gone (logged).
+
+        Raises only ``ReadInterrupted`` (after ``interrupt``)."""
         total = sum(task.end - task.start for task in tasks)
         if self.processes <= 1 or total < PARALLEL_MIN_BYTES:
             return [self._in_process(task, None) for task in tasks]
         started = time.monotonic()
-        try:
-            context = multiprocessing.get_context(start_method())
-            with ProcessPoolExecutor(min(self.processes, len(tasks)), mp_context=context) as pool:
-                futures = [pool.submit(tally_range, task) for task in tasks]
-                results = [self._collect(future, task) for future, task in zip(futures, tasks)]
-        except OSError as exc:  # no process could be started (a limit on processes, memory)
-            log.warning("cannot start worker processes; reading the backlog in the daemon",
-                        extra=fields(error=exc))
+        pool = self._start_pool(len(tasks))
+        if pool is None:
             return [self._in_process(task, None) for task in tasks]
+        submitted: List[Submitted] = []
+        try:
+            submitted = self._submit(pool, tasks)
+            deadline = started + self._deadline(total)
+            results = [self._collect(pool, item, task, deadline) for item, task in zip(submitted, tasks)]
+        finally:
+            self._close_pool(pool, all(isinstance(item, Future) and item.done() for item in submitted))
         log.debug("backlog read in worker processes", extra=fields(
             bytes=total, ranges=len(tasks), processes=self.processes, seconds=round(time.monotonic() - started, 3)))
         return results
 
-    def _collect(self, future: Future[RangeResult], task: Task) -> Optional[RangeResult]:
+    def interrupt(self) -> None:
+        """From another thread, when the daemon stops: the read in progress raises ``ReadInterrupted`` and its
+        workers are killed, so that no worker (stuck on a hung share) keeps the daemon from exiting."""
+        with self._lock:
+            self._interrupted = True
+            pool = self._pool
+        if pool is not None:
+            _kill_workers(pool)
+
+    def _start_pool(self, tasks: int) -> Optional[ProcessPoolExecutor]:
         try:
-            return future.result()
-        except Exception as exc:  # noqa: BLE001 - a worker died (BrokenProcessPool) or raised: read it here
+            with self._lock:
+                self._check_interrupted()
+                self._pool = self._pools(min(self.processes, tasks))
+                return self._pool
+        except ReadInterrupted:
+            raise
+        except Exception as exc:  # noqa: BLE001 - no process could be started (a limit on processes, memory)
+            log.warning("cannot start worker processes; reading the backlog in the daemon",
+                        extra=fields(error=repr(exc)))
+            return None
+
+    def _submit(self, pool: ProcessPoolExecutor, tasks: Sequence[Task]) -> List[Submitted]:
+        """A future per task; the error instead for the tasks after a failed submit (a worker died meanwhile:
+        ``BrokenProcessPool``, or no process could be started)."""
+        submitted: List[Submitted] = []
+        for task in tasks:
+            try:
+                submitted.append(pool.submit(self._work, task))
+            except Exception as exc:  # noqa: BLE001 - those ranges are read here (_collect)
+                return submitted + [exc] * (len(tasks) - len(submitted))
+        return submitted
+
+    def _collect(self, pool: ProcessPoolExecutor, item: Submitted, task: Task,
+                 deadline: float) -> Optional[RangeResult]:
+        try:
+            if isinstance(item, BaseException):
+                raise item
+            try:
+                return item.result(timeout=max(0.0, deadline - time.monotonic()))
+            except FuturesTimeout:
+                log.warning("worker processes took longer than their deadline (a hung share?); stopping them",
+                            extra=fields(path=task.backlog.label, start=task.start, end=task.end))
+                _kill_workers(pool)  # the other unfinished ranges fail now, and are read here too
+                raise
+        except Exception as exc:  # noqa: BLE001 - a worker died (BrokenProcessPool), raised or hung: read it here
+            with self._lock:
+                self._check_interrupted()
             return self._in_process(task, exc)
 
-    @staticmethod
-    def _in_process(task: Task, worker_error: Optional[BaseException]) -> Optional[RangeResult]:
+    def _close_pool(self, pool: ProcessPoolExecutor, finished: bool) -> None:
+        """Waits for a pool whose every task finished; kills one that still works (its results are not needed)."""
+        with self._lock:
+            self._pool = None
+        if not finished:
+            _kill_workers(pool)
+        pool.shutdown(wait=finished, cancel_futures=True)
+
+    def _check_interrupted(self) -> None:
+        if self._interrupted:
+            raise ReadInterrupted("the daemon is stopping")
+
+    def _in_process(self, task: Task, worker_error: Optional[BaseException]) -> Optional[RangeResult]:
         if worker_error is not None and not isinstance(worker_error, FileChanged):
             log.warning("a worker process failed reading a backlog range; reading it in the daemon instead",
                         extra=fields(path=task.backlog.label, start=task.start, end=task.end,
@@ -145,3 +247,11 @@ class BacklogReader:
             log.error("cannot read a backlog range: its file is gone or changed; its lines are not counted",
                       extra=fields(path=task.backlog.label, start=task.start, end=task.end, error=exc))
             return None
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """Kills the pool's worker processes; the pool breaks, its unfinished futures fail (BrokenProcessPool).
+
+    Python before 3.14 has no public call for it (3.14: ``ProcessPoolExecutor.kill_workers``)."""
+    for process in list((pool._processes or {}).values()):
+        process.kill()

@@ -30,6 +30,7 @@ from typing import (
     Generic,
     Hashable,
     Iterable,
+    Iterator,
     List,
     Mapping,
     Optional,
@@ -57,7 +58,8 @@ from exporter.rush.backlog import (
 )
 from exporter.rush.config import SERIES_PER_BREAKDOWN_VALUE, SERIES_PER_HOST, Breakdown, CpuAcctEntry, RushConfig
 from exporter.rush.records import STATUSES, SYSTEM, USER, WALL
-from exporter.rush.tally import BREAKDOWN_WALL, RECORD_NAMES, Exact, Tally, Timed
+from exporter.rush.saved import FileState, SavedBudget, SavedReader
+from exporter.rush.tally import BREAKDOWN_WALL, RECORD_NAMES, Exact, Tally
 from exporter.sources import FileStatus
 from exporter.tailer import MAX_LINE_BYTES, Backlog, LineState, Tailer
 
@@ -70,35 +72,6 @@ STATE_VERSION = 1
 _CACHE_NOTE = " (read from cpu.acct; cached between changes of the file)"
 Totals = List[Exact]
 K = TypeVar("K", bound=Hashable)
-
-
-class _FileState:
-    """Everything learnt from one file (by the path it was first opened under), and what it contributed.
-
-    ``hosts``, ``users`` and ``titles`` are the file's share of the reader's
-    totals (by label after the budgets), so that a file found rewritten while
-    the exporter was stopped can be taken out of them (``CpuAcctReader.restore``)."""
-
-    __slots__ = ("up", "down_reason", "last_success_time", "errors", "malformed", "bytes", "lines", "seen_host",
-                 "records", "daemon_starts", "utilization", "online", "last_record_time", "hosts", "users", "titles")
-
-    def __init__(self) -> None:
-        self.up = True
-        self.down_reason: Optional[str] = None
-        self.last_success_time: Optional[float] = None
-        self.errors = 0
-        self.malformed = 0
-        self.bytes = 0
-        self.lines = 0
-        self.seen_host: Optional[str] = None
-        self.records: Dict[str, int] = {}
-        self.daemon_starts = 0
-        self.utilization: Optional[Timed] = None
-        self.online: Optional[Tuple[int, int]] = None
-        self.last_record_time: Optional[int] = None
-        self.hosts: Dict[str, Totals] = {}
-        self.users: Dict[str, Totals] = {}
-        self.titles: Dict[str, Totals] = {}
 
 
 @dataclass(frozen=True)
@@ -204,15 +177,16 @@ def _latest(candidates: Iterable[Optional[Tuple[int, Any]]]) -> Optional[Any]:
 class CpuAcctReader:
     kind = KIND
 
-    def __init__(self, config: RushConfig):
+    def __init__(self, config: RushConfig, backlogs: Optional[BacklogReader] = None):
+        """``backlogs``: what reads big backlogs (tests give one with their own worker function)."""
         self._config = config
         self._entries = [(PathPattern(entry.path), entry) for entry in config.cpu_acct]
         self.patterns = [pattern for pattern, _ in self._entries]
         self._tailer = Tailer(self._consume, discarded=self._discarded, backlog=self._defer)
-        self._backlogs = BacklogReader(processes_to_use(config.read_processes))
+        self._backlogs = backlogs or BacklogReader(processes_to_use(config.read_processes))
         if self._backlogs.processes > 1 and config.cpu_acct:
             prepare_workers()
-        self._files: Dict[str, _FileState] = {}
+        self._files: Dict[str, FileState] = {}
         self._present: Set[str] = set()
         self._gauge_host: Dict[str, str] = {}
         self._hosts: Dict[str, Totals] = {}
@@ -268,6 +242,11 @@ class CpuAcctReader:
     def close(self) -> None:
         self._tailer.close()
 
+    def interrupt(self) -> None:
+        """Cuts a backlog read in worker processes short (from another thread, at a stop): see
+        ``BacklogReader.interrupt``; the sync then raises, its backlogs unread and left for a later start."""
+        self._backlogs.interrupt()
+
     def _visit(self, path: str) -> None:
         """Reads ``path``; whatever is there (nothing, a FIFO, a directory, EMFILE) never raises."""
         if self._entry_for(path) is None:
@@ -294,7 +273,7 @@ class CpuAcctReader:
             self._present.discard(path)
             self._dirty_labels.add(path)
 
-    def _went_down(self, state: _FileState, path: str, exc: OSError) -> None:
+    def _went_down(self, state: FileState, path: str, exc: OSError) -> None:
         """Marks the file down; logs once per outage (retries every 2 s must not flood the log), and at
         most once a minute per reason (EMFILE would otherwise log every one of 20,000 files)."""
         state.errors += 1
@@ -305,17 +284,17 @@ class CpuAcctReader:
         state.up, state.down_reason = False, reason
         self._dirty_labels.add(path)
 
-    def _came_up(self, state: _FileState, path: str) -> None:
+    def _came_up(self, state: FileState, path: str) -> None:
         if not state.up:
             log.info("cpu.acct readable again", extra=fields(path=path))
             self._dirty_labels.add(path)
         state.up, state.down_reason = True, None
         state.last_success_time = time.time()
 
-    def _state(self, label: str) -> _FileState:
+    def _state(self, label: str) -> FileState:
         state = self._files.get(label)
         if state is None:
-            state = self._files[label] = _FileState()
+            state = self._files[label] = FileState()
             self._dirty_labels.add(label)
         return state
 
@@ -352,13 +331,23 @@ class CpuAcctReader:
         queue, self._queue = self._queue, []
         tasks = [task for _, item in queue if isinstance(item, list) for task in item]
         self.reading = (tasks[0].backlog.label, time.monotonic()) if tasks else None
+        results: List[Optional[RangeResult]] = []
         try:
-            results = iter(self._backlogs.read(tasks))
-        finally:
+            results = self._backlogs.read(tasks)
+        finally:  # also when the read raised: every tally queued is merged, every backlog settled
             self.reading = None
+            self._merge_queue(queue, iter(results) if len(results) == len(tasks) else None)
+
+    def _merge_queue(self, queue: List[Tuple[str, Tally] | Tuple[Backlog, List[Task]]],
+                     results: Optional[Iterator[Optional[RangeResult]]]) -> None:
+        """Merges in file order; without ``results`` (the read failed) each backlog's cursor goes back to the
+        backlog's start, so its bytes are read by a later sync: none lost, none counted twice."""
         for head, item in queue:
             if isinstance(head, Backlog) and isinstance(item, list):
-                self._merge_backlog(head, [next(results) for _ in item])
+                if results is None:
+                    self._tailer.rewind(head.ticket)
+                else:
+                    self._merge_backlog(head, [next(results) for _ in item])
             elif isinstance(head, str) and isinstance(item, Tally):
                 self._merge(head, item)
 
@@ -372,6 +361,7 @@ class CpuAcctReader:
     def _merge(self, label: str, tally: Tally) -> None:
         """Adds a tally of ``label``'s lines: labels through the budgets in order, totals, gauges."""
         state = self._state(label)
+        counters = self._budget_counters()
         state.bytes += tally.bytes
         state.lines += tally.lines
         state.malformed += tally.malformed
@@ -397,7 +387,20 @@ class CpuAcctReader:
             self._users.merge(tally.users, state.users)
         if self._titles is not None and tally.titles is not None:
             self._titles.merge(tally.titles, state.titles)
+        self._count_budget_changes(state, counters)
         self._dirty_labels.add(label)
+
+    def _budget_counters(self) -> Dict[str, Tuple[int, int]]:
+        return {name: (budget.truncated, budget.overflowed) for name, budget in self._label_budgets()}
+
+    def _count_budget_changes(self, state: FileState, before: Dict[str, Tuple[int, int]]) -> None:
+        """The file's share of what the budgets counted since ``before`` (taken out with the file in ``restore``)."""
+        for name, budget in self._label_budgets():
+            truncated, overflowed = before[name]
+            if budget.truncated != truncated:
+                state.truncated[name] = state.truncated.get(name, 0) + budget.truncated - truncated
+            if budget.overflowed != overflowed:
+                state.over_budget[name] = state.over_budget.get(name, 0) + budget.overflowed - overflowed
 
     def _log_problems(self, label: str, tally: Tally) -> None:
         if tally.problem is not None:
@@ -420,7 +423,7 @@ class CpuAcctReader:
                 return entry
         return None
 
-    def _host_of(self, label: str, state: _FileState) -> str:
+    def _host_of(self, label: str, state: FileState) -> str:
         """The file's gauge host, through the host budget once per file (seen hosts passed it already)."""
         host = self._gauge_host.get(label)
         if host is None:
@@ -503,11 +506,11 @@ class CpuAcctReader:
         self._dirty_labels.clear()
         self._status_tuple = tuple(self._statuses[path] for path in sorted(self._statuses))
 
-    def _update_status(self, path: str, state: Optional[_FileState]) -> None:
+    def _update_status(self, path: str, state: Optional[FileState]) -> None:
         if path not in self._present:
             self._statuses.pop(path, None)
             return
-        state = state or _FileState()
+        state = state or FileState()
         self._statuses[path] = FileStatus(
             kind=KIND, path=path, up=state.up, last_success_time=state.last_success_time,
             errors_total=state.errors, malformed_lines_total=state.malformed, bytes_read_total=state.bytes,
@@ -565,44 +568,60 @@ class CpuAcctReader:
         return repr(saved.config_key(self._config))
 
     def checkpoint(self) -> bytes:
-        """Every file's cursor and contribution, the budgets and the hosts: totals as they are now."""
-        return saved.dump({
-            "version": STATE_VERSION,
-            "tailer": self._tailer.save(),
-            "present": sorted(self._present),
-            "gauge_host": self._gauge_host,
-            "budgets": {name: saved.budget(b) for name, b in self._all_budgets()},
-            "files": {label: saved.file_state(state) for label, state in self._files.items()},
-        })
+        """Every file's cursor and contribution, the budgets and the hosts: totals as they are now.
+
+        Raises ``TailerClosed`` after ``close`` (no cursors left: such a checkpoint would count every file
+        again)."""
+        return saved.dump(SavedReader(
+            version=STATE_VERSION,
+            tailer=self._tailer.save(),
+            present=self._present,
+            gauge_host=self._gauge_host,
+            budgets={name: SavedBudget.of(budget) for name, budget in self._label_budgets()},
+            files=self._files,
+        ))
 
     def restore(self, state: bytes) -> bool:
-        """Loads a checkpoint taken by ``checkpoint`` before the first sync; False (nothing changed) if unusable.
+        """Loads a checkpoint taken by ``checkpoint`` before the first sync; False, changing nothing, if it is
+        of another version or does not have its shape (logged: the files are then read from the start).
 
         A file whose cursor no longer matches the file at its path (same inode, other content: truncated
         or rewritten while the exporter was stopped) is read from the start, and its checkpointed
-        contribution is taken out of the totals; a file that is gone keeps its contribution."""
-        loaded = saved.load(state)
-        if loaded.get("version") != STATE_VERSION:
+        contribution is taken out of the totals and the budgets' counters; a file that is gone keeps its
+        contribution."""
+        try:
+            if saved.version_of(state) != STATE_VERSION:
+                return False
+            loaded = saved.load(state)
+            unknown = set(loaded.budgets) - {name for name, _ in self._label_budgets()}
+            if unknown:
+                raise ValueError("budgets of labels this reader does not have: %s" % sorted(unknown))
+            self._tailer.load(loaded.tailer)  # checks everything before it changes anything
+        except ValueError as exc:
+            log.warning("checkpoint does not have the expected shape; reading the files from the start",
+                        extra=fields(kind=KIND, reason=str(exc)[:500]))
             return False
-        files = {label: saved.to_file_state(_FileState(), raw) for label, raw in loaded["files"].items()}
-        self._tailer.load(loaded["tailer"])
-        self._files = files
-        self._present = set(loaded["present"])
-        self._gauge_host = dict(loaded["gauge_host"])
-        for name, budget in self._all_budgets():
-            saved.to_budget(budget, loaded["budgets"].get(name))
+        self._files = loaded.files
+        self._present = loaded.present
+        self._gauge_host = loaded.gauge_host
+        for name, budget in self._label_budgets():
+            if name in loaded.budgets:
+                loaded.budgets[name].restore(budget)
         for label in self._tailer.mismatched():
             log.info("cpu.acct changed while the exporter was stopped; reading it from the start",
                      extra=fields(path=label))
-            self._files.pop(label, None)
+            self._forget_contribution(label)
         self._rebuild_totals()
         return True
 
-    def _all_budgets(self) -> Iterable[Tuple[str, LabelBudget]]:
-        yield "host", self._host_budget
-        for name, breakdown in (("user", self._users), ("title", self._titles)):
-            if breakdown is not None:
-                yield name, breakdown.budget
+    def _forget_contribution(self, label: str) -> None:
+        """Takes a file's contribution out of the budgets' counters (its totals go with its state)."""
+        state = self._files.pop(label, None)
+        if state is None:
+            return
+        for name, budget in self._label_budgets():
+            budget.truncated = max(0, budget.truncated - state.truncated.get(name, 0))
+            budget.overflowed = max(0, budget.overflowed - state.over_budget.get(name, 0))
 
     def _rebuild_totals(self) -> None:
         """Totals as the sum of every file's contribution (exact: the same as when they were added up)."""

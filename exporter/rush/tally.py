@@ -5,7 +5,7 @@ the host, owner and title *as written* (label budgets are applied when the
 reader merges tallies in file order, so a value is admitted exactly as when
 the lines are read one by one), records by type, the latest gauges, and
 the malformed lines. The reader tallies appended lines in its own process,
-and a cold start's backlog in worker processes (``exporter.rush.parallel``);
+and a cold start's backlog in worker processes (``exporter.rush.backlog``);
 so this module imports nothing heavy, and a tally pickles small.
 
 ``records.parse_line`` stays the reference: the common exact shapes (a
