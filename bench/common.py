@@ -209,6 +209,11 @@ def visible_after(url: str, change: Callable[[], None], visible: Callable[[bytes
     return time.monotonic() - started
 
 
+def cpu_ratio(mine: float, theirs: float) -> str:
+    """``mine / theirs`` as a ratio; a peer that used no measurable CPU (a short smoke run) has none."""
+    return "%.2fx" % (mine / theirs) if theirs > 0 else "peer under one clock tick"
+
+
 def cpu_percent(pids: Sequence[int], seconds: float) -> List[float]:
     """Each process tree's CPU over the same ``seconds``, in percent of one core."""
     before, started = [tree_cpu_seconds(pid) for pid in pids], time.monotonic()

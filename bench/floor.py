@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Dict, List, Set
 
-from bench.common import Row, cpu_percent, start_mtail, stop, wait_for
+from bench.common import Row, cpu_percent, cpu_ratio, start_mtail, stop, wait_for
 from bench.data import write_mtail_progs
 from bench.steady import Appenders
 
@@ -93,7 +93,7 @@ def floor_row(folder: str, hosts: int, rate: float, seconds: float) -> List[Row]
         stop(mtail)
     return [Row("floor of the steady state: CPython prototype (raw inotify, read, split, count; no metrics), "
                 "%d hosts x %g line/s, %.0f s" % (hosts, rate, seconds), "CPU %.1f%% of a core" % mine,
-                "mtail %.1f%%" % theirs, "%.2fx" % (mine / theirs), "report: the least CPython can do", None)]
+                "mtail %.1f%%" % theirs, cpu_ratio(mine, theirs), "report: the least CPython can do", None)]
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import List, Optional, Tuple
 from bench.common import (
     Row,
     cpu_percent,
+    cpu_ratio,
     fetch,
     latencies,
     metric_sum,
@@ -101,7 +102,7 @@ def steady_state(folder: str, hosts: int, rate: float, seconds: float, rounds: i
     what = "steady state, %d hosts x %g line/s, %.0f s" % (hosts, rate, seconds)
     return [
         Row(what + " (%d lines, both totals checked)" % load.written, "CPU %.1f%% of a core" % mine,
-            "mtail %.1f%%" % theirs, "%.2fx" % (mine / theirs), "<= 0.5x mtail", mine <= 0.5 * theirs),
+            "mtail %.1f%%" % theirs, cpu_ratio(mine, theirs), "<= 0.5x mtail", mine <= 0.5 * theirs),
         Row(what + ": freshness, append to one host (%d rounds)" % rounds,
             "p50 %s, p99 %s" % (ms(statistics.median(fresh)), ms(percentile(fresh, 0.99))), "", "",
             "p99 <= 250 ms", percentile(fresh, 0.99) <= 0.25),
