@@ -103,3 +103,31 @@ def test_a_hung_rr_read_does_not_delay_rush(farm, start_daemon, write_config, tm
         handle.write("p 948300000 tahoe.1 T anna 1 render01 100 10 0 0 0 1\n")
     daemon.wait_for_value("rush_frames_total", 1, host="render01", status="done", timeout=3)
     assert "Royal Render worker failed" not in daemon.log(), "the RR read was still hung while Rush was served"
+
+
+def _workers_of(farm) -> list:
+    """PIDs of the RR worker processes started for ``farm`` (their command line names its folder)."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as handle:
+                command = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if b"exporter.royalrender.vendor.worker" in command and farm.root.encode() in command:
+            pids.append(int(pid))
+    return pids
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_worker_hung_in_a_read_ends_with_the_exporter(farm, start_daemon, write_config, how):
+    daemon = start_daemon("--config", rr_config(write_config, farm, timeout="1h"))
+    farm.inject("server_stats", "hang")
+    farm.wait_until_hung("server_stats")
+    assert _workers_of(farm), "a worker hangs in the read"
+    if how == "SIGKILL":
+        daemon.proc.kill()
+        daemon.proc.wait()
+    else:
+        daemon.stop()
+    wait_until(lambda: not _workers_of(farm), 10, "the hung worker to end with its exporter")

@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import sys
+import threading
 import time
 import traceback
 from typing import Any, Dict, List, Optional, TextIO
@@ -118,6 +119,28 @@ def serve(rr: Any, requests: TextIO, channel: Channel, zone: Optional[str]) -> N
         channel.send(dict(reply, id=request["id"]))
 
 
+#: How often the worker checks that the exporter that started it still runs.
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _exit_with_parent() -> None:
+    """Ends this process once the exporter that started it is gone, even while the module hangs in a read.
+
+    A hung read holds the main thread, and the exporter kills the worker only
+    while it runs: an exporter killed (or stopped) meanwhile would leave the
+    worker hanging for ever. A module stuck in C code that holds the GIL
+    stops this thread too; systemd's control group still ends it.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Royal Render module worker (started by the exporter)")
     parser.add_argument("--module", required=True)
@@ -127,6 +150,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--reply-fd", type=int, required=True)
     parser.add_argument("--memory-limit", type=int, default=0, help="address-space limit in bytes; 0: none")
     args = parser.parse_args(argv)
+    _exit_with_parent()
     requests = os.fdopen(_high(args.request_fd), "r", encoding="utf-8")
     channel = Channel(os.fdopen(_high(args.reply_fd), "w", encoding="utf-8"))
     _limit_memory(args.memory_limit)
