@@ -89,3 +89,47 @@ def test_workers_past_their_deadline_are_killed_and_their_ranges_read_here(tmp_p
     assert done(reader.sync(None), "ab") == {"a": BIG_LINES, "b": BIG_LINES}
     assert "longer than their deadline" in caplog.text
     assert not multiprocessing.active_children()
+
+
+def _children(pid: int) -> list:
+    """Every live process whose parent is ``pid``."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/stat" % entry) as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def test_worker_processes_end_when_the_exporter_is_killed_during_a_backlog_read(tmp_path, start_daemon,
+                                                                                write_config):
+    line = b"p 1700000000 tahoe.1 T anna 0001 render01 100 5 1 2 0 77\n"
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "cpu.acct").write_bytes(line * 600000)  # 35 MB each: read by worker processes
+    daemon = start_daemon("--config", write_config("rush:\n  cpu_acct: ['%s/*/cpu.acct']\n  read_processes: 2\n"
+                                                   % tmp_path), ready=False)
+    forkservers = []
+
+    def workers_running() -> bool:
+        forkservers[:] = _children(daemon.proc.pid)
+        return any(_children(server) for server in forkservers)
+
+    wait_until(workers_running, 30, "worker processes reading the backlog")
+    spawned = forkservers + [worker for server in forkservers for worker in _children(server)]
+    daemon.proc.kill()  # as the OOM killer or kill -9 would
+    daemon.proc.wait()
+    wait_until(lambda: not any(os.path.exists("/proc/%d" % pid) and _state(pid) != "Z" for pid in spawned), 15,
+               "the forkserver and its workers to end with the exporter")
+
+
+def _state(pid: int) -> str:
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"

@@ -118,8 +118,34 @@ def deadline_seconds(total: int) -> float:
     return max(MIN_DEADLINE_SECONDS, total / DEADLINE_BYTES_PER_SECOND)
 
 
+#: How often a worker process checks that the exporter that started it still runs.
+DAEMON_CHECK_SECONDS = 1.0
+
+
 def new_pool(processes: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context(start_method()))
+    return ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context(start_method()),
+                               initializer=_end_with, initargs=(os.getpid(),))
+
+
+def _end_with(daemon: int) -> None:
+    """In a worker: exits once the exporter ``daemon`` is gone.
+
+    A worker's parent is the forkserver, and each worker holds the write end
+    of the pool's queue and the forkserver's keep-alive pipe: after the
+    exporter is killed (``kill -9``, the OOM killer) nothing would ever end
+    them, nor the forkserver, which lives while a worker does.
+    """
+    def watch() -> None:
+        while True:
+            time.sleep(DAEMON_CHECK_SECONDS)
+            try:
+                os.kill(daemon, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:  # another user's process now has the number: ours is gone
+                os._exit(0)
+
+    threading.Thread(target=watch, name="end-with-exporter", daemon=True).start()
 
 
 Work = Callable[[Task], RangeResult]
