@@ -2,7 +2,7 @@
 
 One watch per root folder of the configured patterns: inotify on local file
 systems, polling on network ones (or as configured). watchdog's weak spots
-are covered here (see shared/notes/conventions.md):
+are covered here:
 
 - an exception in a handler kills the observer thread silently, so the
   handler catches everything, and a supervisor thread checks every second

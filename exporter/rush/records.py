@@ -1,8 +1,8 @@
 """Parses one line of Rush's ``cpu.acct`` accounting log into a record.
 
 Pure functions, no I/O: the tailer hands over complete lines, the reader
-accumulates the records. Formats: ``rush-files-cpu-acct.txt`` (102.21) and
-``rush-cpu-acct-newer.md`` (102.42 .. 103.07): space-aligned or TAB-delimited
+accumulates the records. Formats (docs/rush.md): Rush 102.21's and the newer
+ones of 102.42 .. 103.07: space-aligned or TAB-delimited
 fields (sometimes mixed in one line), CRLF endings, job ids ``tahoe-798`` or
 ``tahoe.798``, priorities with a letter flag (``100k``).
 

@@ -1,7 +1,7 @@
 """The documented API of Royal Render's ``libpyRR*_datafiles`` module, as a checklist for ``rr-probe``.
 
-Documented means: in the vendor's Python reference
-(``royalrender-libpyRR2_datafiles.txt`` in the project's spec folder).
+Documented means: in the vendor's Python reference for the module, whose
+classes and members docs/royalrender.md lists.
 Anything else the exporter may use is *optional*: RR 9 additions, and
 ``_ClientGroupList``, which the reference names without members (the
 members listed are those the vendor's own scripts call). A missing optional
