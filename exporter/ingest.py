@@ -135,8 +135,6 @@ class SourceIngest:
             except Exception:  # keep serving the last good snapshot
                 self.failures[reader.kind] += 1
                 log.exception("reader failed; keeping its last good values")
-        if paths is None:
-            self.ingested_once.set()
 
     def _loop(self) -> None:
         if self.checkpoints is not None:
@@ -174,6 +172,8 @@ class SourceIngest:
                 paths = set(paths) | self._down_paths()
             self.sync(None if full else paths)
             self._published(self.section)
+            if full:  # after the publish: /-/ready waits for the render of what the first read found
+                self.ingested_once.set()
             self._save_checkpoint(due_only=False)
             retry_at = self._next_retry(retry_at, now)
 
