@@ -62,11 +62,21 @@ def test_idle_connections_beyond_the_descriptor_limit_make_room_for_scrapes(tmp_
             sock.close()
 
 
+def _links(pid):
+    """What the process's descriptors point at; one closed while they are listed is skipped."""
+    links = []
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            links.append(os.readlink("/proc/%d/fd/%s" % (pid, fd)))
+        except FileNotFoundError:  # the daemon closed it meanwhile (a file read, a finished request)
+            continue
+    return links
+
+
 def take_every_descriptor(pid):
     """Lowers the limit to the lowest free descriptor number, once no client connection is left open."""
     def only_own_sockets():  # the listener and the loop's wake-up pair
-        links = [os.readlink("/proc/%d/fd/%s" % (pid, fd)) for fd in os.listdir("/proc/%d/fd" % pid)]
-        return sum(link.startswith("socket:") for link in links) == 3
+        return sum(link.startswith("socket:") for link in _links(pid)) == 3
 
     wait_until(only_own_sockets, 5, "the readiness probes' connections to close")
     used = {int(fd) for fd in os.listdir("/proc/%d/fd" % pid)}
