@@ -11,6 +11,7 @@ After renders it hands freed heap back to the system (``memory.HeapTrimmer``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -180,27 +181,28 @@ class Renderer:
                 self._ready.set()
 
     def _render_pass(self, names: Set[str]) -> None:
-        """The exporter's section last: it reports the other sections' renders."""
-        self._publish(sorted(names - {EXPORTER_SECTION}))
-        if EXPORTER_SECTION in names:
-            self._publish([EXPORTER_SECTION])
-
-    def _publish(self, names: Sequence[str]) -> None:
-        """Renders the sections into the cache in one update; a section whose render fails keeps its last."""
+        """Renders the sections and publishes them in one update, so a scrape never sees a source's new
+        values beside the exporter's older account of them. The exporter's section is rendered last: it
+        reports the other sections' renders, these ones included."""
         rendered: Dict[str, Section] = {}
-        for name in names:
-            try:
-                renderer = self._section_renderers.setdefault(name, SectionRenderer())
-                rendered[name] = renderer.render(self._families(name))
-            except Exception:  # one bad section must not break the scrape
-                log.exception("rendering a section failed; serving its previous render",
-                              extra=fields(section=name))
+        for name in sorted(names - {EXPORTER_SECTION}):
+            self._render_into(rendered, name, functools.partial(self._families, name))
+        if EXPORTER_SECTION in names:
+            sections: Dict[str, PlacedSection] = {**self._cache.sections(), **rendered}
+            self._render_into(rendered, EXPORTER_SECTION,
+                              lambda: list(selfmetrics.families(self._status(), sections)))
         if rendered:
             self._cache.update(rendered)
+
+    def _render_into(self, rendered: Dict[str, Section], name: str, families: Callable[[], List[Metric]]) -> None:
+        """Adds the section's render to ``rendered``; a section whose render fails keeps its last."""
+        try:
+            renderer = self._section_renderers.setdefault(name, SectionRenderer())
+            rendered[name] = renderer.render(families())
+        except Exception:  # one bad section must not break the scrape
+            log.exception("rendering a section failed; serving its previous render", extra=fields(section=name))
 
     def _families(self, section: str) -> List[Metric]:
         if section == PROCESS_SECTION:
             return list(self._process_registry.collect())
-        if section == EXPORTER_SECTION:
-            return list(selfmetrics.families(self._status(), self._cache.sections()))
         return self._content.families(section)
