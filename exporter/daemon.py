@@ -177,15 +177,16 @@ def serve(config: Config, listen_addresses: Sequence[str], telemetry_path: str,
     reload_thread = threading.Thread(target=reloader.run, args=(stop, reload_requested), name="reload",
                                      daemon=True)
     _install_signal_handlers(stop, reload_requested)
-    parts.start()
-    http_thread.start()
-    reload_thread.start()
-    sdnotify.notify("READY=1")
+    # Logged before the first request can be answered: the sockets are bound and listening already.
     for listener in server.listeners:
         log.info("listening", extra=fields(address=display_address(listener.getsockname()),
                                            telemetry_path=telemetry_path, systemd_socket=systemd_socket,
                                            tls=web.current().ssl_context is not None,
                                            basic_auth=web.current().auth is not None))
+    parts.start()
+    http_thread.start()
+    reload_thread.start()
+    sdnotify.notify("READY=1")
     _supervise(stop, parts, (http_thread, reload_thread))
     log.info("shutting down")
     sdnotify.notify("STOPPING=1")
