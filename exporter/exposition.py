@@ -30,8 +30,8 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import compress
-from operator import eq, itemgetter, ne
+from itertools import accumulate, chain, compress
+from operator import is_, itemgetter, ne, sub
 from typing import Dict, Hashable, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple, cast
 
 from prometheus_client.exposition import generate_latest as render_text
@@ -50,13 +50,13 @@ _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 _FINAL_EMPTY_BLOCK = b"\x03\x00"
 
 
-def _deflate_piece(data: bytes) -> bytes:
-    """Raw deflate of ``data`` ending byte-aligned and not final, so pieces concatenate."""
+def _deflate_piece(parts: Sequence[bytes]) -> bytes:
+    """Raw deflate of the joined ``parts`` ending byte-aligned and not final, so pieces concatenate."""
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
-    return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return b"".join([*map(compressor.compress, parts), compressor.flush(zlib.Z_SYNC_FLUSH)])
 
 
-_EOF_DEFLATED = _deflate_piece(_EOF)
+_EOF_DEFLATED = _deflate_piece([_EOF])
 
 
 def _gzip_join(parts: Sequence[bytes], pieces: Sequence[bytes]) -> bytes:
@@ -70,19 +70,39 @@ def _gzip_join(parts: Sequence[bytes], pieces: Sequence[bytes]) -> bytes:
 
 @dataclass(frozen=True)
 class Section:
-    """One rendered section; its deflated pieces are made when a gzip scrape first needs them."""
+    """One rendered section: its families' bytes, joined only when a scrape asks, deflated on first need.
 
-    text: bytes
-    openmetrics: bytes
+    The families' bytes are shared with the previous render of the section
+    wherever they did not change, so a render copies nothing unchanged and
+    the section's text exists once in memory (the OpenMetrics text shares
+    the lines it has in common with it).
+    """
+
+    families: Tuple[_RenderedFamily, ...]
     series: int
     render_seconds: float
     # openmetrics? -> deflate piece. Two scrapes may both make one; they are equal, one is kept.
     _deflated: Dict[bool, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
 
+    def parts(self, openmetrics: bool) -> List[bytes]:
+        """The section's bytes in order, in pieces (a header, then a family's lines, ...)."""
+        parts: List[bytes] = []
+        for family in self.families:
+            parts += family.parts(openmetrics)
+        return parts
+
+    @property
+    def text(self) -> bytes:
+        return b"".join(self.parts(False))
+
+    @property
+    def openmetrics(self) -> bytes:
+        return b"".join(self.parts(True))
+
     def deflated(self, openmetrics: bool) -> bytes:
         piece = self._deflated.get(openmetrics)
         if piece is None:
-            piece = _deflate_piece(self.openmetrics if openmetrics else self.text)
+            piece = _deflate_piece(self.parts(openmetrics))
             piece = self._deflated.setdefault(openmetrics, piece)
         return piece
 
@@ -111,22 +131,25 @@ class Exposition:
 
     sections: Tuple[Section, ...]
 
+    def parts(self, openmetrics: bool) -> List[bytes]:
+        parts = [part for section in self.sections for part in section.parts(openmetrics)]
+        return parts + [_EOF] if openmetrics else parts
+
     @property
     def text(self) -> bytes:
-        return b"".join([section.text for section in self.sections])
+        return b"".join(self.parts(False))
 
     @property
     def openmetrics(self) -> bytes:
-        return b"".join([*(section.openmetrics for section in self.sections), _EOF])
+        return b"".join(self.parts(True))
 
     @cached_property
     def text_gzip(self) -> bytes:
-        return _gzip_join([s.text for s in self.sections], [s.deflated(False) for s in self.sections])
+        return _gzip_join(self.parts(False), [s.deflated(False) for s in self.sections])
 
     @cached_property
     def openmetrics_gzip(self) -> bytes:
-        return _gzip_join([*(s.openmetrics for s in self.sections), _EOF],
-                          [*(s.deflated(True) for s in self.sections), _EOF_DEFLATED])
+        return _gzip_join(self.parts(True), [*(s.deflated(True) for s in self.sections), _EOF_DEFLATED])
 
     def body(self, openmetrics: bool, compressed: bool) -> bytes:
         if openmetrics:
@@ -144,9 +167,7 @@ class _Families:
         return iter(self._families)
 
 
-Line = Tuple[bytes, bytes]  # one sample's text and OpenMetrics line
-#: What a line is made from: its labels (a RowFamily's label values, else the sample's name and labels), its value.
-Row = Tuple[Hashable, float]
+Line = Tuple[bytes, bytes]  # one sample's text and OpenMetrics line (one object when they are equal)
 
 
 def _formatted(family: Metric, samples: List[Sample]) -> Line:
@@ -161,11 +182,10 @@ def _line(family: Metric, header: Line, sample: Sample) -> Line:
     """One sample's text and OpenMetrics lines, formatted by prometheus-client."""
     text_line, openmetrics_line = _formatted(family, [sample])
     text_line, openmetrics_line = text_line[len(header[0]):], openmetrics_line[len(header[1]):]
-    # Usually identical: keep one object for both (half the cache's memory).
     return text_line, text_line if openmetrics_line == text_line else openmetrics_line
 
 
-def _with_value(line: Line, old: float, new: float) -> Optional[Line]:
+def _with_value(line: bytes, old: float, new: float) -> Optional[bytes]:
     """``line``, formatted for the value ``old``, for the value ``new`` instead.
 
     Both formats print a sample without timestamp or exemplar as its name and
@@ -174,81 +194,151 @@ def _with_value(line: Line, old: float, new: float) -> Optional[Line]:
     does not end that way gives None, and is formatted by prometheus-client.
     """
     old_end = b" %s\n" % floatToGoString(old).encode()
-    new_end = b" %s\n" % floatToGoString(new).encode()
-    text, openmetrics = line
-    if not (text.endswith(old_end) and openmetrics.endswith(old_end)):
+    if not line.endswith(old_end):
         return None
-    text = text[:-len(old_end)] + new_end
-    return text, text if openmetrics is line[0] else openmetrics[:-len(old_end)] + new_end
+    return b"%s %s\n" % (line[:-len(old_end)], floatToGoString(new).encode())
 
 
-def _rows(family: Metric) -> Optional[Sequence[Row]]:
-    """What each line of ``family`` is made from; None when a sample is more than labels and a number.
-
-    A timestamp, an exemplar or a native histogram is not part of a row, so
-    such a family is formatted anew each time.
-    """
-    if isinstance(family, RowFamily):
-        return family.rows
-    samples = family.samples
-    if not all(sample.timestamp is None and sample.exemplar is None and isinstance(sample.value, (int, float))
-               for sample in samples):
-        return None
-    return [((sample.name, tuple(sample.labels.items())), sample.value) for sample in samples]
-
-
-def _value_bits(rows: Sequence[Row]) -> array.array:
+def _value_bits(values: Sequence[float]) -> array.array:
     """Each value as the 64 bits of its double, which is all prometheus-client prints of it.
 
     Equal bits print alike, and compare as integers in C. Values themselves
     would not do: 0.0 == -0.0, yet they print differently.
     """
-    return array.array("q", array.array("d", map(itemgetter(1), rows)).tobytes())
+    return array.array("q", array.array("d", values).tobytes())
+
+
+def _same_value(old: float, new: float) -> bool:
+    return struct.pack("d", old) == struct.pack("d", new)
+
+
+@dataclass(frozen=True)
+class _Lines:
+    """The lines of a family in one format: one bytes object and where each line ends, no object per line."""
+
+    body: bytes
+    ends: array.array
+
+    @classmethod
+    def of(cls, lines: Sequence[bytes]) -> _Lines:
+        return cls(b"".join(lines), array.array("L", accumulate(map(len, lines))))
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def line(self, index: int) -> bytes:
+        return self.body[self.ends[index - 1] if index else 0:self.ends[index]]
+
+    def patched(self, changes: Mapping[int, bytes]) -> _Lines:
+        """These lines with ``changes`` (index -> new line) written over theirs; the rest is copied in C."""
+        view, at, resized = memoryview(self.body), 0, False
+        pieces: List[bytes | memoryview] = []
+        for index in sorted(changes):
+            start, end = self.ends[index - 1] if index else 0, self.ends[index]
+            pieces += (view[at:start], changes[index])
+            at, resized = end, resized or len(changes[index]) != end - start
+        pieces.append(view[at:])
+        ends = self.ends
+        if resized:
+            lengths = array.array("L", map(sub, ends, chain((0,), ends)))
+            for index, line in changes.items():
+                lengths[index] = len(line)
+            ends = array.array("L", accumulate(lengths))
+        return _Lines(b"".join(pieces), ends)
 
 
 @dataclass(frozen=True)
 class _RenderedFamily:
-    """A family as last rendered: the rows it was made from, its lines, and its bytes in the section."""
+    """A family as last rendered: what its lines were made from, and its lines.
 
+    ``labels`` and ``values`` are the rows the lines were made from (a
+    RowFamily's own tuples, shared, so an unchanged family is known by
+    identity); None for a family formatted anew every time. ``openmetrics``
+    is None when its OpenMetrics lines are its text lines (every counter
+    and gauge of plain samples): one copy of the lines serves both.
+    """
+
+    header: Line
     label_names: Tuple[str, ...]
-    rows: Sequence[Row]
-    value_bits: array.array
-    lines: Sequence[Line]
-    text: bytes | memoryview  # header and lines
-    openmetrics: bytes | memoryview
+    labels: Optional[Sequence[Hashable]]
+    values: Sequence[float]
+    text: _Lines
+    openmetrics: Optional[_Lines]
 
-    def same_as(self, label_names: Tuple[str, ...], rows: Sequence[Row], value_bits: array.array) -> bool:
-        return self.value_bits == value_bits and self.label_names == label_names and self.rows == rows
+    @classmethod
+    def of(cls, header: Line, label_names: Tuple[str, ...], labels: Optional[Sequence[Hashable]],
+           values: Sequence[float], lines: Sequence[Line]) -> _RenderedFamily:
+        text, openmetrics = list(map(itemgetter(0), lines)), list(map(itemgetter(1), lines))
+        shared = all(map(is_, text, openmetrics))
+        return cls(header, label_names, labels, values, _Lines.of(text), None if shared else _Lines.of(openmetrics))
 
-    def same_labels(self, label_names: Tuple[str, ...], rows: Sequence[Row]) -> bool:
-        """Whether ``rows`` have this family's labels, in the same order (then only values differ)."""
-        return (self.label_names == label_names and len(self.rows) == len(rows)
-                and all(map(eq, map(itemgetter(0), self.rows), map(itemgetter(0), rows))))
+    def parts(self, openmetrics: bool) -> Tuple[bytes, bytes]:
+        if openmetrics:
+            return self.header[1], (self.openmetrics or self.text).body
+        return self.header[0], self.text.body
+
+    def same_rows(self, label_names: Tuple[str, ...], labels: Sequence[Hashable]) -> bool:
+        """Whether ``labels`` are this family's rows, in the same order (then only values may differ)."""
+        return self.labels is not None and self.label_names == label_names and (
+            self.labels is labels or self.labels == labels)
 
     def by_labels(self, label_names: Tuple[str, ...]) -> Dict[Hashable, int]:
         """Index of each row by its labels (none when the label names changed)."""
-        if self.label_names != label_names:
+        if self.labels is None or self.label_names != label_names:
             return {}
-        return dict(zip(map(itemgetter(0), self.rows), range(len(self.rows))))
+        return dict(zip(self.labels, range(len(self.labels))))
 
-    def line_for(self, index: int, value: float, bits: int) -> Optional[Line]:
-        """The line of row ``index`` made for ``value`` (whose double has ``bits``); None if it cannot be."""
-        if self.value_bits[index] == bits:
-            return self.lines[index]
-        return _with_value(self.lines[index], self.rows[index][1], value)
+    def line_for(self, index: int, value: float) -> Optional[Line]:
+        """The lines of row ``index`` made for ``value``; None if they cannot be."""
+        text = self.text.line(index)
+        openmetrics = text if self.openmetrics is None else self.openmetrics.line(index)
+        old = self.values[index]
+        if _same_value(old, value):
+            return text, openmetrics
+        new_text = _with_value(text, old, value)
+        new_openmetrics = new_text if self.openmetrics is None else _with_value(openmetrics, old, value)
+        if new_text is None or new_openmetrics is None:
+            return None
+        return new_text, new_openmetrics
+
+    def with_lines(self, values: Sequence[float], changes: Mapping[int, Line]) -> _RenderedFamily:
+        """This family with new ``values`` whose changed rows' lines are ``changes``."""
+        text = self.text.patched({index: line[0] for index, line in changes.items()})
+        openmetrics = self.openmetrics
+        if openmetrics is not None or any(line[1] is not line[0] for line in changes.values()):
+            openmetrics = (openmetrics or self.text).patched({index: line[1] for index, line in changes.items()})
+        return _RenderedFamily(self.header, self.label_names, self.labels, values, text, openmetrics)
+
+
+def _rows(family: Metric) -> Optional[Tuple[Tuple[str, ...], Sequence[Hashable], Sequence[float]]]:
+    """Label names, labels and values of each line of ``family``; None when a sample is more than labels and a
+    number.
+
+    A timestamp, an exemplar or a native histogram is not part of a row, so
+    such a family is formatted anew each time.
+    """
+    if isinstance(family, RowFamily):
+        return family.label_names, family.rows.label_values, family.rows.sample_values
+    samples = family.samples
+    if not all(sample.timestamp is None and sample.exemplar is None and isinstance(sample.value, (int, float))
+               for sample in samples):
+        return None
+    return (), [(sample.name, tuple(sample.labels.items())) for sample in samples], [s.value for s in samples]
 
 
 class SectionRenderer:
     """Renders one section, formatting only what changed since its previous render.
 
     prometheus-client's output for a family is its HELP/TYPE header followed
-    by one line per sample, in order. Each family's rows, lines and bytes are
-    kept from the previous render: a family whose rows are equal (one C-level
-    comparison) is copied as it was, and in a changed family a row whose
-    labels were there before keeps the start of its line, so only new label
-    sets are formatted by prometheus-client (one appended Rush line changes
-    a few values of a few families). Output is byte-for-byte what
-    prometheus-client renders (tested). Only the latest render is kept.
+    by one line per sample, in order. Each family's rows and lines are kept
+    from the previous render: a family whose values are the same objects
+    (a ``LiveRows`` that did not change) or equal (one C-level comparison)
+    is reused as it was; in a family whose rows are the same and values
+    changed, only the changed rows' lines are written (the new value into
+    the old line) and the rest is copied in C; a family with new rows keeps
+    the start of every line it had, so only new label sets are formatted by
+    prometheus-client. Output is byte-for-byte what prometheus-client
+    renders (tested). Only the latest render is kept.
     """
 
     def __init__(self) -> None:
@@ -257,78 +347,60 @@ class SectionRenderer:
 
     def render(self, families: Iterable[Metric]) -> Section:
         started = time.perf_counter()
-        rendered: List[Tuple[Tuple[object, ...], _RenderedFamily]] = []
+        rendered: Dict[Tuple[object, ...], _RenderedFamily] = {}
         occurrences: Dict[Tuple[str, str, str, str], int] = {}
         for family in families:
             header_key = (family.name, family.type, family.documentation, family.unit)
             occurrence = occurrences[header_key] = occurrences.get(header_key, -1) + 1
             key = (*header_key, occurrence)  # a section may hold two families of one name (two readers)
-            rendered.append((key, self._render_family(family, self._families.get(key))))
-        text = b"".join([family.text for _, family in rendered])
-        openmetrics = b"".join([family.openmetrics for _, family in rendered])
-        self._families = self._placed(rendered, text, openmetrics)
-        return Section(text=text, openmetrics=openmetrics, series=sum(len(f.lines) for _, f in rendered),
+            rendered[key] = self._render_family(family, self._families.get(key))
+        self._families = rendered
+        return Section(families=tuple(rendered.values()), series=sum(len(f.text) for f in rendered.values()),
                        render_seconds=time.perf_counter() - started)
 
     def _render_family(self, family: Metric, previous: Optional[_RenderedFamily]) -> _RenderedFamily:
-        label_names = family.label_names if isinstance(family, RowFamily) else ()
         rows = _rows(family)
-        if rows is None:
-            header = self._header(family)
-            return self._assembled(header, label_names, [], array.array("q"),
-                                   [_line(family, header, sample) for sample in family.samples])
-        value_bits = _value_bits(rows)
-        if previous is not None and previous.same_as(label_names, rows, value_bits):
-            return previous
         header = self._header(family)
-        lines = self._lines(family, header, previous, label_names, rows, value_bits)
-        return self._assembled(header, label_names, rows, value_bits, lines)
+        if rows is None:
+            return _RenderedFamily.of(header, (), None, (), [_line(family, header, s) for s in family.samples])
+        label_names, labels, values = rows
+        if previous is not None and previous.same_rows(label_names, labels):
+            if previous.values is values:
+                return previous
+            return self._with_values(family, header, previous, values)
+        return _RenderedFamily.of(header, label_names, labels, values,
+                                  self._lines(family, header, previous, label_names, labels, values))
+
+    def _with_values(self, family: Metric, header: Line, previous: _RenderedFamily,
+                     values: Sequence[float]) -> _RenderedFamily:
+        """The usual change (counters went up): only the rows whose values' bits differ are visited."""
+        new_bits = _value_bits(values)
+        if new_bits == _value_bits(previous.values):
+            return previous
+        changes: Dict[int, Line] = {}
+        for index in compress(range(len(new_bits)), map(ne, new_bits, _value_bits(previous.values))):
+            value = values[index]
+            changes[index] = (previous.line_for(index, value)
+                              or _line(family, header, self._sample(family, index, previous.labels, value)))
+        return previous.with_lines(values, changes)
 
     def _lines(self, family: Metric, header: Line, previous: Optional[_RenderedFamily], label_names: Tuple[str, ...],
-               rows: Sequence[Row], value_bits: array.array) -> List[Line]:
-        """The lines of a changed family: the previous ones where they fit, new values written into old lines."""
-        if previous is not None and previous.same_labels(label_names, rows):
-            # The usual change (counters went up): only the rows whose bits differ are visited.
-            lines = list(previous.lines)
-            for index in compress(range(len(rows)), map(ne, value_bits, previous.value_bits)):
-                labels, value = rows[index]
-                lines[index] = (previous.line_for(index, value, value_bits[index])
-                                or _line(family, header, self._sample(family, index, labels, value)))
-            return lines
+               labels: Sequence[Hashable], values: Sequence[float]) -> List[Line]:
+        """The lines of a family whose rows changed: the previous ones where they fit, new values written in."""
         known = {} if previous is None else previous.by_labels(label_names)
         lines = []
-        for index, (labels, value) in enumerate(rows):
-            was = known.get(labels)
-            line = None if was is None or previous is None else previous.line_for(was, value, value_bits[index])
+        for index, (row, value) in enumerate(zip(labels, values)):
+            was = known.get(row)
+            line = None if was is None or previous is None else previous.line_for(was, value)
             lines.append(line or _line(family, header, self._sample(family, index, labels, value)))
         return lines
 
     @staticmethod
-    def _sample(family: Metric, index: int, labels: Hashable, value: float) -> Sample:
-        if isinstance(family, RowFamily):
-            return Sample(family.sample_name, dict(zip(family.label_names, cast(Tuple[str, ...], labels))), value)
+    def _sample(family: Metric, index: int, labels: Optional[Sequence[Hashable]], value: float) -> Sample:
+        if isinstance(family, RowFamily) and labels is not None:
+            return Sample(family.sample_name, dict(zip(family.label_names, cast(Tuple[str, ...], labels[index]))),
+                          value)
         return family.samples[index]
-
-    @staticmethod
-    def _assembled(header: Line, label_names: Tuple[str, ...], rows: Sequence[Row], value_bits: array.array,
-                   lines: List[Line]) -> _RenderedFamily:
-        text = b"".join([header[0], *map(itemgetter(0), lines)])
-        openmetrics = b"".join([header[1], *map(itemgetter(1), lines)])
-        return _RenderedFamily(label_names, rows, value_bits, lines, text, openmetrics)
-
-    @staticmethod
-    def _placed(rendered: List[Tuple[Tuple[object, ...], _RenderedFamily]], text: bytes,
-                openmetrics: bytes) -> Dict[Tuple[object, ...], _RenderedFamily]:
-        """The families kept for the next render, their bytes as views into the section's (no copy)."""
-        text_view, openmetrics_view = memoryview(text), memoryview(openmetrics)
-        placed: Dict[Tuple[object, ...], _RenderedFamily] = {}
-        text_at = openmetrics_at = 0
-        for key, family in rendered:
-            text_end, openmetrics_end = text_at + len(family.text), openmetrics_at + len(family.openmetrics)
-            placed[key] = _RenderedFamily(family.label_names, family.rows, family.value_bits, family.lines,
-                                          text_view[text_at:text_end], openmetrics_view[openmetrics_at:openmetrics_end])
-            text_at, openmetrics_at = text_end, openmetrics_end
-        return placed
 
     def _header(self, family: Metric) -> Line:
         key = (family.name, family.type, family.documentation, family.unit)

@@ -19,7 +19,7 @@ def section(name, count):
 def test_an_update_compresses_nothing_and_a_gzip_scrape_deflates_only_the_changed_section(monkeypatch):
     deflated = []
     original = exposition._deflate_piece
-    monkeypatch.setattr(exposition, "_deflate_piece", lambda data: deflated.append(data) or original(data))
+    monkeypatch.setattr(exposition, "_deflate_piece", lambda parts: deflated.append(b"".join(parts)) or original(parts))
     cache = ExpositionCache(["big", "small"])
     big = section("big", 5000)
     cache.update({"big": big, "small": section("small", 3)})

@@ -27,7 +27,6 @@ from typing import (
     Any,
     Collection,
     Dict,
-    Generic,
     Hashable,
     Iterable,
     Iterator,
@@ -42,7 +41,7 @@ from typing import (
 from prometheus_client.metrics_core import Metric
 
 from exporter.budget import LabelBudget
-from exporter.families import counter, gauge
+from exporter.families import LiveRows, counter, gauge
 from exporter.logs import RateLimitedLog, fields
 from exporter.paths import PathPattern
 from exporter.rush import saved
@@ -100,31 +99,6 @@ def _frozen(mapping) -> Mapping:
     return MappingProxyType(dict(mapping))
 
 
-class _View(Generic[K]):
-    """A snapshot mapping kept up to date key by key; handed out as an immutable copy, copied only after a change.
-
-    So a sync that touched one host costs one host's keys plus a C-level copy, not a rebuild of every host."""
-
-    def __init__(self) -> None:
-        self.values: Dict[K, Any] = {}
-        self._frozen: Mapping[K, Any] = MappingProxyType({})
-        self._changed = False
-
-    def set(self, key: K, value: Any) -> None:
-        if key not in self.values or self.values[key] != value:
-            self.values[key] = value
-            self._changed = True
-
-    def discard(self, key: K) -> None:
-        if self.values.pop(key, None) is not None:
-            self._changed = True
-
-    def frozen(self) -> Mapping[K, Any]:
-        if self._changed:
-            self._frozen, self._changed = MappingProxyType(dict(self.values)), False
-        return self._frozen
-
-
 def _add(into: Dict[str, Totals], key: str, totals: Totals) -> None:
     mine = into.get(key)
     if mine is None:
@@ -144,8 +118,8 @@ class _Breakdown:
     def __init__(self, series_budget: int, max_length: int):
         self.budget = LabelBudget(series_budget, SERIES_PER_BREAKDOWN_VALUE, max_length)
         self.totals: Dict[str, Totals] = {}
-        self.frames: _View[Tuple[str, str]] = _View()
-        self.wall: _View[str] = _View()
+        self.frames: LiveRows[Tuple[str, str]] = LiveRows()
+        self.wall: LiveRows[str] = LiveRows()
         self.dirty: Set[str] = set()
 
     def merge(self, raw: Dict[str, Totals], contributed: Dict[str, Totals]) -> None:
@@ -205,11 +179,11 @@ class CpuAcctReader:
         return _Breakdown(config.series_budget, self._config.max_label_length) if config.enabled else None
 
     def _init_views(self) -> None:
-        self._frames_view: _View[Tuple[str, str]] = _View()
-        self._seconds_views: Tuple[_View[str], ...] = (_View(), _View(), _View())
-        self._records_view: _View[Tuple[str, str]] = _View()
-        self._starts_view: _View[str] = _View()
-        self._gauge_views: Tuple[_View[str], ...] = (_View(), _View(), _View())
+        self._frames_view: LiveRows[Tuple[str, str]] = LiveRows()
+        self._seconds_views: Tuple[LiveRows[str], ...] = (LiveRows(), LiveRows(), LiveRows())
+        self._records_view: LiveRows[Tuple[str, str]] = LiveRows()
+        self._starts_view: LiveRows[str] = LiveRows()
+        self._gauge_views: Tuple[LiveRows[str], ...] = (LiveRows(), LiveRows(), LiveRows())
         self._statuses: Dict[str, FileStatus] = {}
         self._status_tuple: Tuple[FileStatus, ...] = ()
         self._label_host: Dict[str, str] = {}
