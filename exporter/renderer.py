@@ -105,6 +105,7 @@ class Renderer:
         self._dirty = dirty
         self._cache = ExpositionCache(list(sources) + [EXPORTER_SECTION, PROCESS_SECTION])
         self._section_renderers: Dict[str, SectionRenderer] = {}
+        self._self_metrics = selfmetrics.SelfMetrics()
         self._process_registry = CollectorRegistry(auto_describe=False)
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
             collector(registry=self._process_registry)
@@ -190,7 +191,7 @@ class Renderer:
         if EXPORTER_SECTION in names:
             sections: Dict[str, PlacedSection] = {**self._cache.sections(), **rendered}
             self._render_into(rendered, EXPORTER_SECTION,
-                              lambda: list(selfmetrics.families(self._status(), sections)))
+                              lambda: self._self_metrics.families(self._status(), sections))
         if rendered:
             self._cache.update(rendered)
 

@@ -3,52 +3,138 @@
 Modelled on node_exporter's textfile collector: per file whether the last
 read succeeded and when it last did, so users alert on ``up == 0`` or on
 ``time() - last_success_timestamp_seconds``.
+
+A farm has thousands of files and a render pass follows every few changed
+ones, so the per-file rows are kept (``FileRows``) and updated for the files
+whose status changed: readers hand out a new ``FileStatus`` only for a file
+they read, so the others are found unchanged by identity, in C.
 """
 
 from __future__ import annotations
 
 import platform
-from typing import Iterable, Mapping, Sequence, Tuple
+from itertools import compress
+from operator import is_not
+from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from prometheus_client.core import InfoMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from exporter import __version__
 from exporter.exposition import PlacedSection
-from exporter.families import counter, gauge
-from exporter.sources import FileStatus
+from exporter.families import LiveRows, counter, gauge
+from exporter.paths import PathPattern
+from exporter.sources import READ_FAILURE_REASONS, FileStatus
 from exporter.status import ReloadStatus, RuntimeStatus, WatchStatus, matched_files
 
 
-def families(status: RuntimeStatus, sections: Mapping[str, PlacedSection]) -> Iterable[Metric]:
-    files = status.files
+class FileRows:
+    """The per-file rows of the exporter's metrics, updated for the files whose status is a new object."""
+
+    def __init__(self) -> None:
+        self._files: Tuple[FileStatus, ...] = ()
+        self._patterns: Tuple[Tuple[str, PathPattern], ...] = ()
+        self.up: LiveRows[Tuple[str, str]] = LiveRows()
+        self.last_success: LiveRows[Tuple[str, str]] = LiveRows()
+        self.parse_errors: LiveRows[Tuple[str, str]] = LiveRows()
+        self.read_failures: LiveRows[Tuple[str, str, str]] = LiveRows()
+        self.malformed_lines: LiveRows[Tuple[str, str]] = LiveRows()
+        self.read_bytes: LiveRows[Tuple[str, str]] = LiveRows()
+        self.read_lines: LiveRows[Tuple[str, str]] = LiveRows()
+        self.matched: Mapping[Tuple[str, str], int] = {}
+
+    def update(self, files: Tuple[FileStatus, ...], patterns: Tuple[Tuple[str, PathPattern], ...]) -> None:
+        """Takes in the files' statuses now; a file not among them any more loses its rows."""
+        changed: Optional[Sequence[FileStatus]] = _changed_in_place(files, self._files)
+        moved = changed is None
+        if changed is None:
+            for gone in {_key(f) for f in self._files} - {_key(f) for f in files}:
+                self._forget(gone)
+            changed = files
+        for status in changed:
+            self._set(status)
+        if moved or patterns != self._patterns:
+            self.matched = matched_files(patterns, files)
+        self._files, self._patterns = files, patterns
+
+    def _set(self, status: FileStatus) -> None:
+        key = _key(status)
+        self.up.set(key, int(status.up))
+        if status.last_success_time is None:
+            self.last_success.discard(key)
+        else:
+            self.last_success.set(key, status.last_success_time)
+        self.parse_errors.set(key, status.parse_errors_total)
+        failures = status.read_failures_by_reason()
+        for reason, count in failures.items():
+            self.read_failures.set((*key, reason), count)
+        for reason in set(READ_FAILURE_REASONS) - set(failures):
+            self.read_failures.discard((*key, reason))
+        self.malformed_lines.set(key, status.malformed_lines_total)
+        self.read_bytes.set(key, status.bytes_read_total)
+        self.read_lines.set(key, status.lines_read_total)
+
+    def _forget(self, key: Tuple[str, str]) -> None:
+        for rows in (self.up, self.last_success, self.parse_errors, self.malformed_lines, self.read_bytes,
+                     self.read_lines):
+            rows.discard(key)
+        for reason in READ_FAILURE_REASONS:
+            self.read_failures.discard((*key, reason))
+
+
+def _key(status: FileStatus) -> Tuple[str, str]:
+    return status.kind, status.path
+
+
+def _changed_in_place(files: Sequence[FileStatus], old: Sequence[FileStatus]) -> Optional[List[FileStatus]]:
+    """The statuses that are new objects for the same files in the same places (found in C); None when files
+    came, went or moved."""
+    if len(files) != len(old):
+        return None
+    at = list(compress(range(len(files)), map(is_not, files, old)))
+    if any(_key(files[index]) != _key(old[index]) for index in at):
+        return None
+    return [files[index] for index in at]
+
+
+class SelfMetrics:
+    """Makes the exporter's own families, keeping the per-file rows between calls."""
+
+    def __init__(self) -> None:
+        self._files = FileRows()
+
+    def families(self, status: RuntimeStatus, sections: Mapping[str, PlacedSection]) -> List[Metric]:
+        self._files.update(status.files, status.patterns)
+        return list(_families(status, sections, self._files))
+
+
+def _families(status: RuntimeStatus, sections: Mapping[str, PlacedSection], files: FileRows) -> Iterable[Metric]:
+    """The exporter's own families, the per-file ones from ``files`` (updated to ``status.files``)."""
     yield InfoMetricFamily(
         "renderfarm_exporter_build",
         "Version of the exporter and of the Python running it",
         value={"version": __version__, "python_version": platform.python_version()},
     )
     yield gauge("renderfarm_exporter_source_up", "1 if the last read of the file succeeded",
-                ["kind", "path"], {k: int(v) for k, v in _per_file(files, "up").items()})
+                ["kind", "path"], files.up.frozen())
     yield gauge("renderfarm_exporter_source_last_success_timestamp_seconds",
-                "When the file was last read successfully", ["kind", "path"],
-                {(f.kind, f.path): f.last_success_time for f in files if f.last_success_time is not None})
+                "When the file was last read successfully", ["kind", "path"], files.last_success.frozen())
     yield gauge("renderfarm_exporter_pattern_matched_files",
                 "Files each configured pattern matches now; 0 means a wrong path or an unmounted share",
-                ["kind", "pattern"], matched_files(status.patterns, files))
+                ["kind", "pattern"], files.matched)
     yield counter("renderfarm_exporter_source_parse_errors",
                   "Reads of the file whose content was rejected (not loadable as a whole); the last good values are "
-                  "kept", ["kind", "path"], _per_file(files, "parse_errors_total"))
+                  "kept", ["kind", "path"], files.parse_errors.frozen())
     yield counter("renderfarm_exporter_source_read_failures",
                   "Reads of the file that failed for a reason other than its content: the reading helper crashed or "
                   "timed out, an I/O error, the reader unavailable; the last good values are kept",
-                  ["kind", "path", "reason"],
-                  {(f.kind, f.path, reason): n for f in files for reason, n in f.read_failures_by_reason().items()})
+                  ["kind", "path", "reason"], files.read_failures.frozen())
     yield counter("renderfarm_exporter_source_malformed_lines", "Lines of the file skipped as malformed",
-                  ["kind", "path"], _per_file(files, "malformed_lines_total"))
+                  ["kind", "path"], files.malformed_lines.frozen())
     yield counter("renderfarm_exporter_source_read_bytes", "Bytes consumed from the file",
-                  ["kind", "path"], _per_file(files, "bytes_read_total"))
+                  ["kind", "path"], files.read_bytes.frozen())
     yield counter("renderfarm_exporter_source_read_lines", "Complete lines consumed from the file",
-                  ["kind", "path"], _per_file(files, "lines_read_total"))
+                  ["kind", "path"], files.read_lines.frozen())
     yield counter("renderfarm_exporter_reader_failures",
                   "Unexpected errors of a file kind's reader (a bug: please report)", ["kind"], status.reader_failures)
     yield counter("renderfarm_exporter_rescans", "Full rescans of every configured pattern", [], {(): status.rescans})
@@ -101,10 +187,6 @@ def _web_reload_families(reload: ReloadStatus) -> Iterable[Metric]:
                   "seen and tried", [], {(): reload.successes + reload.failures})
     yield counter("renderfarm_exporter_web_config_reload_failures",
                   "Changes of the web config file refused; the previous settings stay", [], {(): reload.failures})
-
-
-def _per_file(files: Sequence[FileStatus], attribute: str) -> Mapping[Tuple[str, str], float]:
-    return {(f.kind, f.path): getattr(f, attribute) for f in files}
 
 
 def _watch_info(watches: Sequence[WatchStatus]) -> Metric:

@@ -16,7 +16,7 @@ from exporter.royalrender import daily_stats, server_stats
 from exporter.royalrender.client import WorkerClient, WorkerSettings
 from exporter.royalrender.reader import MemberFailures, file_reader
 from exporter.royalrender.timezone import Timezone
-from exporter.selfmetrics import RuntimeStatus, families
+from exporter.selfmetrics import RuntimeStatus, SelfMetrics
 from exporter.simulation import simformat
 from exporter.simulation.simulator import RrFarmSimulator
 from exporter.sources import FileStatus
@@ -44,7 +44,7 @@ def one_file(reader, path):
 
 
 def exported(statuses):
-    text = render_section(families(RuntimeStatus(files=tuple(statuses), watches=(), reader_failures={}, rescans=0,
+    text = render_section(SelfMetrics().families(RuntimeStatus(files=tuple(statuses), watches=(), reader_failures={}, rescans=0,
                                                  watch_restarts=0), {})).text.decode()
     return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
             if line.startswith("renderfarm_exporter_source_")}
