@@ -31,7 +31,7 @@ import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import accumulate, chain, compress
-from operator import is_, itemgetter, ne, sub
+from operator import is_, is_not, itemgetter, ne, sub
 from typing import Dict, Hashable, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple, cast
 
 from prometheus_client.exposition import generate_latest as render_text
@@ -212,6 +212,22 @@ def _same_value(old: float, new: float) -> bool:
     return struct.pack("d", old) == struct.pack("d", new)
 
 
+#: Above this many candidates, changed values are found by comparing every value's bits in C.
+_FEW_CANDIDATES = 64
+
+
+def _changed(old: Sequence[float], new: Sequence[float]) -> Iterable[int]:
+    """Indexes of the values that print differently in ``new`` than in ``old`` (of equal length).
+
+    Values kept by a ``LiveRows`` are the same objects unless they changed, so identity (in C) leaves a few
+    candidates to compare; values made afresh each time are compared as bits, also in C.
+    """
+    candidates = list(compress(range(len(new)), map(is_not, old, new)))
+    if len(candidates) <= _FEW_CANDIDATES:
+        return [index for index in candidates if not _same_value(old[index], new[index])]
+    return compress(range(len(new)), map(ne, _value_bits(new), _value_bits(old)))
+
+
 @dataclass(frozen=True)
 class _Lines:
     """The lines of a family in one format: one bytes object and where each line ends, no object per line."""
@@ -373,16 +389,13 @@ class SectionRenderer:
 
     def _with_values(self, family: Metric, header: Line, previous: _RenderedFamily,
                      values: Sequence[float]) -> _RenderedFamily:
-        """The usual change (counters went up): only the rows whose values' bits differ are visited."""
-        new_bits = _value_bits(values)
-        if new_bits == _value_bits(previous.values):
-            return previous
+        """The usual change (counters went up): only the rows whose values changed are visited."""
         changes: Dict[int, Line] = {}
-        for index in compress(range(len(new_bits)), map(ne, new_bits, _value_bits(previous.values))):
+        for index in _changed(previous.values, values):
             value = values[index]
             changes[index] = (previous.line_for(index, value)
                               or _line(family, header, self._sample(family, index, previous.labels, value)))
-        return previous.with_lines(values, changes)
+        return previous.with_lines(values, changes) if changes else previous
 
     def _lines(self, family: Metric, header: Line, previous: Optional[_RenderedFamily], label_names: Tuple[str, ...],
                labels: Sequence[Hashable], values: Sequence[float]) -> List[Line]:
