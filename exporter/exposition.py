@@ -2,7 +2,7 @@
 
 Rendering costs about 10 µs a series under the GIL, so it happens once per
 change of data, never per scrape, and only for what changed: a family whose
-rows equal its previous render's reuses its bytes, and a changed family
+rows equal its previous render's is reused as it was, and a changed family
 formats only its changed lines. The exposition is made of named sections
 (one per source, the exporter's own metrics, the process metrics); a change
 re-renders only its section and publishes the sections as one immutable
@@ -10,15 +10,17 @@ re-renders only its section and publishes the sections as one immutable
 one consistent exposition and never touch files or parse anything.
 
 The bodies (text 0.0.4, OpenMetrics, gzip copies of both) are made from the
-sections on the first scrape that asks for each, and kept with the
-exposition: data changes many times between two scrapes (every 15-60 s), so
-joining and compressing on every change would be wasted.
+families' bytes on the first scrape that asks for each: data changes many
+times between two scrapes (every 15-60 s), so joining and compressing on
+every change would be wasted. The gzip bodies are kept with the exposition;
+the uncompressed ones are joined per scrape (see ``Exposition``).
 
-gzip: each section is deflated once, on the first gzip scrape that needs it,
-ending in a sync flush (byte-aligned, not final). The gzip body of the whole
-exposition is those pieces in order, an empty final block, and the CRC-32
-and length of the joined text: one valid gzip member (the technique of
-pigz), so a change of one section never recompresses the others.
+gzip: each family is deflated once, on the first gzip scrape that needs it,
+ending in a sync flush (byte-aligned, not final), and the piece is kept
+while the family is unchanged. The gzip body of the whole exposition is the
+pieces in order, an empty final block, and the CRC-32 and length of the
+joined text: one valid gzip member (the technique of pigz), so a change of
+some rows recompresses only their families.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ class Section:
     def deflated(self, openmetrics: bool) -> bytes:
         piece = self._deflated.get(openmetrics)
         if piece is None:
-            piece = _deflate_piece(self.parts(openmetrics))
+            piece = b"".join([family.deflated(openmetrics) for family in self.families])
             piece = self._deflated.setdefault(openmetrics, piece)
         return piece
 
@@ -280,6 +282,9 @@ class _RenderedFamily:
     values: Sequence[float]
     text: _Lines
     openmetrics: Optional[_Lines]
+    # openmetrics? -> deflate piece, made on the first gzip scrape that needs it and kept while the family is
+    # unchanged: a gzip scrape after a render deflates only the families that changed.
+    _deflated: Dict[bool, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def of(cls, header: Line, label_names: Tuple[str, ...], labels: Optional[Sequence[Hashable]],
@@ -292,6 +297,12 @@ class _RenderedFamily:
         if openmetrics:
             return self.header[1], (self.openmetrics or self.text).body
         return self.header[0], self.text.body
+
+    def deflated(self, openmetrics: bool) -> bytes:
+        piece = self._deflated.get(openmetrics)
+        if piece is None:
+            piece = self._deflated.setdefault(openmetrics, _deflate_piece(self.parts(openmetrics)))
+        return piece
 
     def same_rows(self, label_names: Tuple[str, ...], labels: Sequence[Hashable]) -> bool:
         """Whether ``labels`` are this family's rows, in the same order (then only values may differ)."""

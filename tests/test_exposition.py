@@ -1,4 +1,4 @@
-"""The published exposition: bodies made on the first scrape that asks, each section deflated once."""
+"""The published exposition: bodies made on the first scrape that asks, each family deflated once."""
 
 import gzip
 import threading
@@ -6,7 +6,8 @@ import threading
 from prometheus_client.core import GaugeMetricFamily
 
 import exporter.exposition as exposition
-from exporter.exposition import ExpositionCache, render_section
+from exporter.exposition import ExpositionCache, SectionRenderer, render_section
+from exporter.families import counter, gauge
 
 
 def section(name, count):
@@ -39,6 +40,21 @@ def test_an_update_compresses_nothing_and_a_gzip_scrape_deflates_only_the_change
     assert deflated == [big.openmetrics, cache.sections()["small"].openmetrics, cache.sections()["small"].text]
     assert first.text != current.text  # the older exposition still serves what it held
     assert first.text.startswith(big.text) and current.text == big.text + section("small", 7).text
+
+
+def test_a_gzip_scrape_after_a_render_deflates_only_the_families_that_changed(monkeypatch):
+    deflated = []
+    original = exposition._deflate_piece
+    monkeypatch.setattr(exposition, "_deflate_piece", lambda parts: deflated.append(b"".join(parts)) or original(parts))
+    hosts = {"render%03d" % i: i for i in range(500)}
+    renderer, cache = SectionRenderer(), ExpositionCache(["rush"])
+    for busy in (0, 1):
+        families = [counter("demo_frames", "frames", ["host"], hosts),
+                    gauge("demo_busy", "busy", ["host"], {"a": busy})]
+        cache.update({"rush": renderer.render(families)})
+        assert gzip.decompress(cache.current.body(openmetrics=False, compressed=True)) == cache.current.text
+    frames, busy = (render_section([family]).text for family in families)
+    assert deflated == [frames, render_section([gauge("demo_busy", "busy", ["host"], {"a": 0})]).text, busy]
 
 
 def test_concurrent_scrapes_get_equal_bodies():

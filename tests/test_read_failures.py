@@ -44,8 +44,8 @@ def one_file(reader, path):
 
 
 def exported(statuses):
-    text = render_section(SelfMetrics().families(RuntimeStatus(files=tuple(statuses), watches=(), reader_failures={}, rescans=0,
-                                                 watch_restarts=0), {})).text.decode()
+    status = RuntimeStatus(files=tuple(statuses), watches=(), reader_failures={}, rescans=0, watch_restarts=0)
+    text = render_section(SelfMetrics().families(status, {})).text.decode()
     return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
             if line.startswith("renderfarm_exporter_source_")}
 
