@@ -31,7 +31,6 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from functools import cached_property
 from itertools import accumulate, chain, compress
 from operator import is_, is_not, itemgetter, ne, sub
 from typing import Dict, Hashable, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple, cast
@@ -132,6 +131,7 @@ class Exposition:
     """
 
     sections: Tuple[Section, ...]
+    _gzip: Dict[bool, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def parts(self, openmetrics: bool) -> List[bytes]:
         parts = [part for section in self.sections for part in section.parts(openmetrics)]
@@ -145,18 +145,20 @@ class Exposition:
     def openmetrics(self) -> bytes:
         return b"".join(self.parts(True))
 
-    @cached_property
-    def text_gzip(self) -> bytes:
-        return _gzip_join(self.parts(False), [s.deflated(False) for s in self.sections])
-
-    @cached_property
-    def openmetrics_gzip(self) -> bytes:
-        return _gzip_join(self.parts(True), [*(s.deflated(True) for s in self.sections), _EOF_DEFLATED])
+    def gzip(self, openmetrics: bool) -> bytes:
+        """The gzip body, made once (not ``cached_property``: before Python 3.12 its lock is one for every
+        instance, so a scrape of a new exposition would wait for another's compression)."""
+        body = self._gzip.get(openmetrics)
+        if body is None:
+            pieces = [section.deflated(openmetrics) for section in self.sections]
+            body = _gzip_join(self.parts(openmetrics), pieces + [_EOF_DEFLATED] if openmetrics else pieces)
+            body = self._gzip.setdefault(openmetrics, body)
+        return body
 
     def body(self, openmetrics: bool, compressed: bool) -> bytes:
-        if openmetrics:
-            return self.openmetrics_gzip if compressed else self.openmetrics
-        return self.text_gzip if compressed else self.text
+        if compressed:
+            return self.gzip(openmetrics)
+        return self.openmetrics if openmetrics else self.text
 
 
 class _Families:
@@ -282,6 +284,7 @@ class _RenderedFamily:
     values: Sequence[float]
     text: _Lines
     openmetrics: Optional[_Lines]
+    series: int
     # openmetrics? -> deflate piece, made on the first gzip scrape that needs it and kept while the family is
     # unchanged: a gzip scrape after a render deflates only the families that changed.
     _deflated: Dict[bool, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -291,7 +294,15 @@ class _RenderedFamily:
            values: Sequence[float], lines: Sequence[Line]) -> _RenderedFamily:
         text, openmetrics = list(map(itemgetter(0), lines)), list(map(itemgetter(1), lines))
         shared = all(map(is_, text, openmetrics))
-        return cls(header, label_names, labels, values, _Lines.of(text), None if shared else _Lines.of(openmetrics))
+        return cls(header, label_names, labels, values, _Lines.of(text), None if shared else _Lines.of(openmetrics),
+                   len(lines))
+
+    @classmethod
+    def whole(cls, header: Line, family: Metric) -> _RenderedFamily:
+        """A family formatted by prometheus-client in one piece (its lines are not rows: never patched)."""
+        text, openmetrics = _formatted(family, family.samples)
+        return cls(header, (), None, (), _Lines.of([text[len(header[0]):]]),
+                   _Lines.of([openmetrics[len(header[1]):]]), len(family.samples))
 
     def parts(self, openmetrics: bool) -> Tuple[bytes, bytes]:
         if openmetrics:
@@ -334,21 +345,28 @@ class _RenderedFamily:
         openmetrics = self.openmetrics
         if openmetrics is not None or any(line[1] is not line[0] for line in changes.values()):
             openmetrics = (openmetrics or self.text).patched({index: line[1] for index, line in changes.items()})
-        return _RenderedFamily(self.header, self.label_names, self.labels, values, text, openmetrics)
+        return _RenderedFamily(self.header, self.label_names, self.labels, values, text, openmetrics, self.series)
+
+
+#: Samples that prometheus-client's text format moves to the end of their family, under a header of their own.
+_MOVED_SUFFIXES = ("_created", "_gsum", "_gcount")
 
 
 def _rows(family: Metric) -> Optional[Tuple[Tuple[str, ...], Sequence[Hashable], Sequence[float]]]:
     """Label names, labels and values of each line of ``family``; None when a sample is more than labels and a
     number.
 
-    A timestamp, an exemplar or a native histogram is not part of a row, so
-    such a family is formatted anew each time.
+    A timestamp, an exemplar or a native histogram is not part of a row, and
+    the text format moves ``_created``, ``_gsum`` and ``_gcount`` samples to
+    the end of their family, so such a family is formatted anew, whole, each
+    time.
     """
     if isinstance(family, RowFamily):
         return family.label_names, family.rows.label_values, family.rows.sample_values
     samples = family.samples
+    moved = {family.name + suffix for suffix in _MOVED_SUFFIXES}
     if not all(sample.timestamp is None and sample.exemplar is None and isinstance(sample.value, (int, float))
-               for sample in samples):
+               and sample.name not in moved for sample in samples):
         return None
     return (), [(sample.name, tuple(sample.labels.items())) for sample in samples], [s.value for s in samples]
 
@@ -382,14 +400,14 @@ class SectionRenderer:
             key = (*header_key, occurrence)  # a section may hold two families of one name (two readers)
             rendered[key] = self._render_family(family, self._families.get(key))
         self._families = rendered
-        return Section(families=tuple(rendered.values()), series=sum(len(f.text) for f in rendered.values()),
+        return Section(families=tuple(rendered.values()), series=sum(f.series for f in rendered.values()),
                        render_seconds=time.perf_counter() - started)
 
     def _render_family(self, family: Metric, previous: Optional[_RenderedFamily]) -> _RenderedFamily:
         rows = _rows(family)
         header = self._header(family)
         if rows is None:
-            return _RenderedFamily.of(header, (), None, (), [_line(family, header, s) for s in family.samples])
+            return _RenderedFamily.whole(header, family)
         label_names, labels, values = rows
         if previous is not None and previous.same_rows(label_names, labels):
             if previous.values is values:

@@ -42,14 +42,18 @@ class FileRows:
         self.read_bytes: LiveRows[Tuple[str, str]] = LiveRows()
         self.read_lines: LiveRows[Tuple[str, str]] = LiveRows()
         self.matched: Mapping[Tuple[str, str], int] = {}
+        #: Whether two of the files have one (kind, path); the last of them then wins, as in a fresh mapping.
+        self._duplicates = False
 
     def update(self, files: Tuple[FileStatus, ...], patterns: Tuple[Tuple[str, PathPattern], ...]) -> None:
         """Takes in the files' statuses now; a file not among them any more loses its rows."""
-        changed: Optional[Sequence[FileStatus]] = _changed_in_place(files, self._files)
+        changed: Optional[Sequence[FileStatus]] = None if self._duplicates else _changed_in_place(files, self._files)
         moved = changed is None
         if changed is None:
-            for gone in {_key(f) for f in self._files} - {_key(f) for f in files}:
+            keys = {_key(f) for f in files}
+            for gone in {_key(f) for f in self._files} - keys:
                 self._forget(gone)
+            self._duplicates = len(keys) != len(files)
             changed = files
         for status in changed:
             self._set(status)

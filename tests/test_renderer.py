@@ -128,3 +128,25 @@ def test_an_unchanged_family_is_not_formatted_again_and_a_new_value_reuses_its_l
     section = renderer.render(fams)
     assert (section.text, section.openmetrics) == expected(fams)
     assert len(formatted) == 1  # its one line (the header is known); the others are reused
+
+
+def test_samples_the_text_format_moves_to_the_end_of_their_family_match_prometheus_client():
+    """Counters and summaries with ``_created``, gauge histograms with ``_gsum``/``_gcount``, over two label sets:
+    the text format gathers those samples after the others, under a header of their own."""
+    from prometheus_client.core import GaugeHistogramMetricFamily, SummaryMetricFamily
+    from prometheus_client.samples import Sample
+
+    renderer = SectionRenderer()
+    for value in (1, 2, 2):
+        jobs = CounterMetricFamily("demo_jobs", "jobs", labels=["queue"])
+        latency = SummaryMetricFamily("demo_latency", "latency", labels=["queue"])
+        depth = GaugeHistogramMetricFamily("demo_depth", "depth", labels=["queue"])
+        for queue in ("a", "b"):
+            jobs.add_metric([queue], value, created=100.0 + value)
+            latency.add_metric([queue], count_value=value, sum_value=2.5)
+            latency.samples.append(Sample("demo_latency_created", {"queue": queue}, 100.0))
+            depth.add_metric([queue], [("+Inf", value)], gsum_value=3 * value)
+        fams = [jobs, latency, depth]
+        section = renderer.render(fams)
+        assert (section.text, section.openmetrics) == expected(fams)
+        assert section.series == sum(len(family.samples) for family in fams)

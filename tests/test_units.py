@@ -80,12 +80,12 @@ def test_gzip_body_is_one_valid_member_after_section_updates(tmp_path):
     cache.update({"b": render_section([CounterMetricFamily("demo_events", "help", value=7)])})
     cache.update({"b": render_section([CounterMetricFamily("demo_events", "help", value=8)])})
     current = cache.current
-    assert gzip.decompress(current.text_gzip) == current.text
-    assert gzip.decompress(current.openmetrics_gzip) == current.openmetrics
+    assert gzip.decompress(current.gzip(False)) == current.text
+    assert gzip.decompress(current.gzip(True)) == current.openmetrics
     assert current.text.endswith(b"demo_events_total 8.0\n")
     assert current.openmetrics.endswith(b"demo_events_total 8.0\n# EOF\n")
     path = tmp_path / "body.gz"
-    path.write_bytes(current.text_gzip)
+    path.write_bytes(current.gzip(False))
     checked = subprocess.run(["gzip", "-t", str(path)], capture_output=True)
     assert checked.returncode == 0, checked.stderr
 
@@ -202,6 +202,6 @@ def test_cache_bodies_equal_the_latest_sections_joined_whatever_the_update_order
         present = [latest[n] for n in "abc" if n in latest]
         assert current.text == b"".join(s.text for s in present)
         assert current.openmetrics == b"".join(s.openmetrics for s in present) + b"# EOF\n"
-        assert gzip.decompress(current.text_gzip) == current.text
-        assert gzip.decompress(current.openmetrics_gzip) == current.openmetrics
+        assert gzip.decompress(current.gzip(False)) == current.text
+        assert gzip.decompress(current.gzip(True)) == current.openmetrics
     assert {n: s.series for n, s in cache.sections().items()} == {n: s.series for n, s in latest.items()}
