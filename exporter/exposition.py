@@ -31,8 +31,8 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from itertools import accumulate, chain, compress
-from operator import is_, is_not, itemgetter, ne, sub
+from itertools import accumulate, chain, compress, repeat
+from operator import add, is_, is_not, itemgetter, ne, sub
 from typing import Dict, Hashable, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple, cast
 
 from prometheus_client.exposition import generate_latest as render_text
@@ -246,15 +246,21 @@ class _Lines:
     def __len__(self) -> int:
         return len(self.ends)
 
+    def start(self, index: int) -> int:
+        return self.ends[index - 1] if index else 0
+
     def line(self, index: int) -> bytes:
-        return self.body[self.ends[index - 1] if index else 0:self.ends[index]]
+        return self.body[self.start(index):self.ends[index]]
+
+    def lengths(self) -> array.array:
+        return array.array("L", map(sub, self.ends, chain((0,), self.ends)))
 
     def patched(self, changes: Mapping[int, bytes]) -> _Lines:
         """These lines with ``changes`` (index -> new line) written over theirs; the rest is copied in C."""
         view, at, resized = memoryview(self.body), 0, False
         pieces: List[bytes | memoryview] = []
         for index in sorted(changes):
-            start, end = self.ends[index - 1] if index else 0, self.ends[index]
+            start, end = self.start(index), self.ends[index]
             pieces += (view[at:start], changes[index])
             at, resized = end, resized or len(changes[index]) != end - start
         pieces.append(view[at:])
@@ -265,6 +271,26 @@ class _Lines:
                 lengths[index] = len(line)
             ends = array.array("L", accumulate(lengths))
         return _Lines(b"".join(pieces), ends)
+
+    def rearranged(self, olds: Sequence[int], runs: Sequence[int], new_lines: Mapping[int, bytes]) -> _Lines:
+        """Lines for rows whose old index is ``olds[row]``, ``new_lines[row]`` for rows that are new.
+
+        ``runs`` are where runs of consecutive old indexes start (each new row is a run of its own), and
+        the row count at the end: each run of kept lines is copied as one slice, in C.
+        """
+        view, old_lengths = memoryview(self.body), self.lengths()
+        pieces: List[bytes | memoryview] = []
+        lengths = array.array("L")
+        for start, end in zip(runs, runs[1:]):
+            line = new_lines.get(start)
+            if line is not None:
+                pieces.append(line)
+                lengths.append(len(line))
+            else:
+                first, last = olds[start], olds[end - 1]
+                pieces.append(view[self.start(first):self.ends[last]])
+                lengths.extend(old_lengths[first:last + 1])
+        return _Lines(b"".join(pieces), array.array("L", accumulate(lengths)))
 
 
 @dataclass(frozen=True)
@@ -413,8 +439,7 @@ class SectionRenderer:
             if previous.values is values:
                 return previous
             return self._with_values(family, header, previous, values)
-        return _RenderedFamily.of(header, label_names, labels, values,
-                                  self._lines(family, header, previous, label_names, labels, values))
+        return self._rearranged(family, header, previous, label_names, labels, values)
 
     def _with_values(self, family: Metric, header: Line, previous: _RenderedFamily,
                      values: Sequence[float]) -> _RenderedFamily:
@@ -426,16 +451,31 @@ class SectionRenderer:
                               or _line(family, header, self._sample(family, index, previous.labels, value)))
         return previous.with_lines(values, changes) if changes else previous
 
-    def _lines(self, family: Metric, header: Line, previous: Optional[_RenderedFamily], label_names: Tuple[str, ...],
-               labels: Sequence[Hashable], values: Sequence[float]) -> List[Line]:
-        """The lines of a family whose rows changed: the previous ones where they fit, new values written in."""
+    def _rearranged(self, family: Metric, header: Line, previous: Optional[_RenderedFamily],
+                    label_names: Tuple[str, ...], labels: Sequence[Hashable],
+                    values: Sequence[float]) -> _RenderedFamily:
+        """A family whose rows changed (a host appeared): the kept rows' lines are copied in runs, only new rows
+        are formatted, then changed values are written in as usual."""
         known = {} if previous is None else previous.by_labels(label_names)
-        lines = []
-        for index, (row, value) in enumerate(zip(labels, values)):
-            was = known.get(row)
-            line = None if was is None or previous is None else previous.line_for(was, value)
-            lines.append(line or _line(family, header, self._sample(family, index, labels, value)))
-        return lines
+        if not known or not labels or previous is None or previous.labels is None:
+            return _RenderedFamily.of(header, label_names, labels, values, [
+                _line(family, header, self._sample(family, row, labels, value)) for row, value in enumerate(values)])
+        absent = len(previous.labels) + 1  # neither a kept index nor one past a kept index
+        olds = list(map(known.get, labels, repeat(absent)))
+        runs = [0, *compress(range(1, len(olds)), map(ne, olds[1:], map(add, olds, repeat(1)))), len(olds)]
+        lines = {row: _line(family, header, self._sample(family, row, labels, values[row]))
+                 for row in runs[:-1] if olds[row] == absent}
+        text = previous.text.rearranged(olds, runs, {row: line[0] for row, line in lines.items()})
+        openmetrics = None
+        if previous.openmetrics is not None or any(line[1] is not line[0] for line in lines.values()):
+            openmetrics = (previous.openmetrics or previous.text).rearranged(
+                olds, runs, {row: line[1] for row, line in lines.items()})
+        kept_values = [*previous.values, 0.0, 0.0]  # the two past the end are replaced by new rows' values
+        moved_values = list(map(kept_values.__getitem__, olds))
+        for row in lines:
+            moved_values[row] = values[row]
+        moved = _RenderedFamily(header, label_names, labels, moved_values, text, openmetrics, len(olds))
+        return self._with_values(family, header, moved, values)
 
     @staticmethod
     def _sample(family: Metric, index: int, labels: Optional[Sequence[Hashable]], value: float) -> Sample:

@@ -21,6 +21,9 @@ then costs in proportion to the changed rows, not to the mapping's size
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from itertools import compress, repeat
+from operator import is_not
 from typing import (
     Any,
     Dict,
@@ -134,13 +137,21 @@ class LiveRows(Generic[Key]):
         return self._frozen
 
     def _rebuild(self) -> None:
-        """New keys or removed keys: sort again, and index afresh."""
-        current = {key: value for key, value in zip(self._frozen._keys, self._values) if value is not _ABSENT}
-        current.update(self._added)
-        self._frozen = Rows.of(current)
-        self._index = dict(self._frozen._index)
-        self._values = list(self._frozen.sample_values)
-        self._added, self._removed = {}, False
+        """Keys were added or removed: removed ones are left out and added ones inserted in their sorted
+        places, so the keys are never sorted again (a farm whose hosts appear one by one)."""
+        frozen = self._frozen
+        keys, labels, values = list(frozen._keys), list(frozen.label_values), self._values
+        if self._removed:
+            present = list(map(is_not, values, repeat(_ABSENT)))
+            keys, labels, values = (list(compress(column, present)) for column in (keys, labels, values))
+        for key in sorted(self._added):
+            at = bisect_left(keys, key)
+            keys.insert(at, key)
+            labels.insert(at, key if isinstance(key, tuple) else (key,))
+            values.insert(at, self._added[key])
+        self._index = dict(zip(keys, range(len(keys))))
+        self._frozen = Rows(tuple(keys), tuple(labels), self._index, tuple(values))
+        self._values, self._added, self._removed = values, {}, False
 
 
 _ABSENT: Any = object()

@@ -150,3 +150,36 @@ def test_samples_the_text_format_moves_to_the_end_of_their_family_match_promethe
         section = renderer.render(fams)
         assert (section.text, section.openmetrics) == expected(fams)
         assert section.series == sum(len(family.samples) for family in fams)
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(st.tuples(st.sets(st.integers(0, 40), max_size=6), st.sets(st.integers(0, 40), max_size=6),
+                                st.integers(0, 3)), min_size=1, max_size=6))
+def test_hosts_appearing_and_going_keep_the_other_lines_and_format_only_the_new_ones(steps):
+    """A farm's hosts come and go among many kept ones; each render equals prometheus-client's, and only the rows
+    that are new are formatted (the kept rows' lines are copied, their new values written in)."""
+    import exporter.exposition as exposition
+    from exporter.families import LiveRows
+
+    formatted = []
+    original = exposition._formatted
+    exposition._formatted = lambda family, samples: formatted.append(samples) or original(family, samples)
+    try:
+        live, renderer, shown = LiveRows(), SectionRenderer(), set(range(0, 40, 3))
+        for host in shown:
+            live.set(("render%02d" % host, "done"), host)
+        renderer.render([rows_counter("demo_frames", "frames", ["host", "status"], live.frozen())])
+        for added, removed, bump in steps:
+            for host in added:
+                live.set(("render%02d" % host, "done"), host + bump)
+            for host in removed - added:
+                live.discard(("render%02d" % host, "done"))
+            new = added - shown
+            shown = (shown | added) - (removed - added)
+            formatted.clear()
+            fams = [rows_counter("demo_frames", "frames", ["host", "status"], live.frozen())]
+            section = renderer.render(fams)
+            assert (section.text, section.openmetrics) == expected(fams)
+            assert len([samples for samples in formatted if samples]) <= len(new)
+    finally:
+        exposition._formatted = original
