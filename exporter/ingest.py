@@ -27,6 +27,8 @@ import logging
 import threading
 import time
 from collections import Counter
+from itertools import chain
+from operator import attrgetter
 from typing import Callable, Collection, Dict, Optional, Sequence, Set, Tuple
 
 from exporter.checkpoint import CheckpointCounts, Checkpointer, CheckpointStore
@@ -36,6 +38,7 @@ from exporter.logs import fields
 from exporter.sources import FileStatus, Interruptible, Reader, ReportsReading, Snapshot
 
 log = logging.getLogger(__name__)
+_UP = attrgetter("up")  # of a FileStatus
 
 #: A file that failed to read is tried again this soon (a half-written file, a restarting worker).
 RETRY_SECONDS = 2.0
@@ -195,7 +198,7 @@ class SourceIngest:
 
     def _next_retry(self, retry_at: Optional[float], now: float) -> Optional[float]:
         """When to read the down files again; reads of other files do not postpone it."""
-        if not self._down_paths():
+        if all(map(_UP, chain.from_iterable(snapshot.files for snapshot in list(self.snapshots.values())))):
             return None
         return time.monotonic() + RETRY_SECONDS if retry_at is None or now >= retry_at else retry_at
 

@@ -56,11 +56,13 @@ import stat
 import time
 from collections import OrderedDict
 from contextlib import contextmanager
+from operator import attrgetter
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
 
 from exporter.logs import fields
 
 log = logging.getLogger(__name__)
+_LABEL = attrgetter("label")  # of a cursor
 
 CHUNK_BYTES = 1 << 20
 FINGERPRINT_BYTES = 128
@@ -383,7 +385,7 @@ class Tailer:
 
     def live_labels(self) -> Set[str]:
         """Labels of every followed file, including rotated ones still in their grace period."""
-        return {cursor.label for cursor in self._by_identity.values()}
+        return set(map(_LABEL, self._by_identity.values()))
 
     def follow(self, path: str) -> None:
         """Reads what is new at ``path``. Raises OSError (``NotRegularFile`` too) if it cannot be read.

@@ -185,6 +185,7 @@ class CpuAcctReader:
         self._starts_view: LiveRows[str] = LiveRows()
         self._gauge_views: Tuple[LiveRows[str], ...] = (LiveRows(), LiveRows(), LiveRows())
         self._statuses: Dict[str, FileStatus] = {}
+        self._status_paths: List[str] = []  # sorted keys of _statuses
         self._status_tuple: Tuple[FileStatus, ...] = ()
         self._label_host: Dict[str, str] = {}
         self._labels_by_host: Dict[str, Set[str]] = {}
@@ -478,7 +479,10 @@ class CpuAcctReader:
                 self._label_host[label] = host
             self._dirty_hosts.add(host)
         self._dirty_labels.clear()
-        self._status_tuple = tuple(self._statuses[path] for path in sorted(self._statuses))
+        if len(self._status_paths) != len(self._statuses) or not all(map(self._statuses.__contains__,
+                                                                           self._status_paths)):
+            self._status_paths = sorted(self._statuses)  # files came or went
+        self._status_tuple = tuple(map(self._statuses.__getitem__, self._status_paths))
 
     def _update_status(self, path: str, state: Optional[FileState]) -> None:
         if path not in self._present:
