@@ -3,12 +3,14 @@
 import dataclasses
 import json
 import logging
+import math
 import os
 import random
 import signal
 import subprocess
 import sys
 import threading
+import time
 from fractions import Fraction
 
 import pytest
@@ -226,7 +228,7 @@ def test_checkpointer_writes_only_a_changed_state_and_restores_it(tmp_path):
     config = config_for(tmp_path / "farm")
     store = CheckpointStore(str(tmp_path / "state"))
     reader = CpuAcctReader(config)
-    saver = Checkpointer(store, "rush", [reader], interval=0.0)
+    saver = Checkpointer(store, "rush", [reader], interval=0.0, cpu_share=math.inf)
     reader.sync(None)
     saver.after_sync()
     saver.after_sync()
@@ -240,6 +242,44 @@ def test_checkpointer_writes_only_a_changed_state_and_restores_it(tmp_path):
     loader.restore()
     assert loader.restored == 1
     assert rush_values(again.sync(None)) == full_read(config)
+
+
+class SlowToCheckpoint:
+    """A checkpointed reader whose state costs ``cpu_seconds`` of CPU to take (a big farm's)."""
+
+    kind = "slow"
+    patterns = ()
+
+    def __init__(self, cpu_seconds):
+        self.cpu_seconds, self.taken = cpu_seconds, 0
+
+    def checkpoint_config(self):
+        return "slow"
+
+    def checkpoint(self):
+        started = time.thread_time()
+        while time.thread_time() - started < self.cpu_seconds:
+            pass
+        self.taken += 1
+        return b"state %d" % self.taken
+
+    def restore(self, state):
+        return False
+
+
+def test_a_checkpoint_that_costs_much_cpu_is_written_less_often(tmp_path):
+    """Writing checkpoints takes at most CPU_SHARE of a core: a 50 ms checkpoint is next due 5 s later, not 2 s."""
+    reader = SlowToCheckpoint(0.05)
+    saver = Checkpointer(CheckpointStore(str(tmp_path)), "slow", [reader])
+    saver.save()
+    saver.after_sync()
+    wait = saver.due_at() - time.monotonic()
+    assert 0.05 / checkpoint.CPU_SHARE - 0.5 < wait <= 0.06 / checkpoint.CPU_SHARE
+    assert reader.taken == 1 and saver.writes == 1
+    cheap = Checkpointer(CheckpointStore(str(tmp_path)), "slow", [SlowToCheckpoint(0.0)])
+    cheap.save()
+    cheap.after_sync()
+    assert cheap.due_at() - time.monotonic() <= checkpoint.WRITE_INTERVAL
 
 
 def test_storage_path_defaults_to_the_systemd_state_directory():
