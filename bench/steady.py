@@ -4,7 +4,9 @@ Both daemons run at the same time on the same load, and each one's CPU is read
 from /proc for its own process tree: the load, the machine's noise and the
 page cache are then the same for both, which alternating runs cannot promise.
 Freshness and scrape latency are measured after the CPU window (their scrapes
-would be charged to the exporter alone), with the load still running.
+would be charged to the exporter alone), with the load still running. The
+exporter runs as installed: with checkpoints (``--storage.path``), whose
+writes are part of its steady-state cost.
 """
 
 from __future__ import annotations
@@ -86,7 +88,9 @@ def steady_state(folder: str, hosts: int, rate: float, seconds: float, rounds: i
     # The default host budget (2,000 hosts) is spent before 2,000 files' hosts are all counted: room for all.
     config = write_text(base + ".yml", "rush:\n  cpu_acct: ['%s']\n  hosts:\n    series_budget: %d\n" % (
         files, 100 * hosts))
-    exporter, url = start_exporter(config)
+    state = os.path.join(folder, "state-%d" % hosts)
+    os.makedirs(state)
+    exporter, url = start_exporter(config, "--storage.path", state)
     mtail, mtail_url = start_mtail(write_mtail_progs(folder), files)
     try:
         with load:
