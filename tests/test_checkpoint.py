@@ -221,6 +221,18 @@ def test_store_round_trip_and_every_reason_to_ignore_a_checkpoint(tmp_path, capl
     assert "no checkpoint yet" in logged()
 
 
+def test_a_state_encoded_in_pieces_is_the_text_json_gives_for_it_whole(tmp_path):
+    from exporter.rush import saved
+
+    (tmp_path / "farm").mkdir()
+    farm(tmp_path / "farm", random.Random(5))
+    reader = CpuAcctReader(config_for(tmp_path / "farm"))
+    reader.sync(None)
+    state = reader.checkpoint()
+    assert state == json.dumps(json.loads(state), separators=(",", ":"), sort_keys=True).encode()
+    assert saved.load(state) == saved.load(saved.dump(saved.load(state)))
+
+
 def test_checkpointer_writes_only_a_changed_state_and_restores_it(tmp_path):
     rng = random.Random(11)
     (tmp_path / "farm").mkdir()
