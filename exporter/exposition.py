@@ -266,7 +266,7 @@ class _Lines:
         pieces.append(view[at:])
         ends = self.ends
         if resized:
-            lengths = array.array("L", map(sub, ends, chain((0,), ends)))
+            lengths = self.lengths()
             for index, line in changes.items():
                 lengths[index] = len(line)
             ends = array.array("L", accumulate(lengths))
