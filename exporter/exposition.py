@@ -47,6 +47,9 @@ TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 _EOF = b"# EOF\n"
 GZIP_LEVEL = 3  # 3x faster than 6 for an 11% larger body (measured on a Rush section); paid in the scrape
+#: Lines deflated together: a piece is kept until one of its lines changes. Smaller blocks deflate less after a
+#: few changed rows, bigger ones compress better.
+BLOCK_LINES = 256
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 _FINAL_EMPTY_BLOCK = b"\x03\x00"
 
@@ -255,6 +258,14 @@ class _Lines:
     def lengths(self) -> array.array:
         return array.array("L", map(sub, self.ends, chain((0,), self.ends)))
 
+    def blocks(self) -> int:
+        """How many blocks of ``BLOCK_LINES`` lines (the last one shorter) the lines make."""
+        return -(-len(self.ends) // BLOCK_LINES)
+
+    def block(self, number: int) -> memoryview:
+        first, end = number * BLOCK_LINES, min((number + 1) * BLOCK_LINES, len(self.ends))
+        return memoryview(self.body)[self.start(first):self.ends[end - 1]]
+
     def patched(self, changes: Mapping[int, bytes]) -> _Lines:
         """These lines with ``changes`` (index -> new line) written over theirs; the rest is copied in C."""
         view, at, resized = memoryview(self.body), 0, False
@@ -311,9 +322,11 @@ class _RenderedFamily:
     text: _Lines
     openmetrics: Optional[_Lines]
     series: int
-    # openmetrics? -> deflate piece, made on the first gzip scrape that needs it and kept while the family is
-    # unchanged: a gzip scrape after a render deflates only the families that changed.
-    _deflated: Dict[bool, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
+    #: (OpenMetrics?, block) -> deflate piece, block -1 being the header; OpenMetrics lines that are the text
+    #: lines use the text's pieces. Made on the first gzip scrape that needs them; a family with new values
+    #: keeps the pieces of the blocks its changed rows are not in (``with_lines``), so a gzip scrape after a
+    #: render deflates only the blocks that changed.
+    _deflated: Dict[Tuple[bool, int], bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def of(cls, header: Line, label_names: Tuple[str, ...], labels: Optional[Sequence[Hashable]],
@@ -336,9 +349,16 @@ class _RenderedFamily:
         return self.header[0], self.text.body
 
     def deflated(self, openmetrics: bool) -> bytes:
-        piece = self._deflated.get(openmetrics)
+        own_lines = openmetrics and self.openmetrics is not None
+        lines = self.openmetrics if own_lines and self.openmetrics is not None else self.text
+        pieces = [self._piece((openmetrics, -1), self.header[openmetrics])]
+        pieces += [self._piece((own_lines, number), lines.block(number)) for number in range(lines.blocks())]
+        return b"".join(pieces)
+
+    def _piece(self, key: Tuple[bool, int], data: bytes | memoryview) -> bytes:
+        piece = self._deflated.get(key)
         if piece is None:
-            piece = self._deflated.setdefault(openmetrics, _deflate_piece(self.parts(openmetrics)))
+            piece = self._deflated.setdefault(key, _deflate_piece([data]))
         return piece
 
     def same_rows(self, label_names: Tuple[str, ...], labels: Sequence[Hashable]) -> bool:
@@ -371,7 +391,11 @@ class _RenderedFamily:
         openmetrics = self.openmetrics
         if openmetrics is not None or any(line[1] is not line[0] for line in changes.values()):
             openmetrics = (openmetrics or self.text).patched({index: line[1] for index, line in changes.items()})
-        return _RenderedFamily(self.header, self.label_names, self.labels, values, text, openmetrics, self.series)
+        changed = _RenderedFamily(self.header, self.label_names, self.labels, values, text, openmetrics, self.series)
+        touched = {index // BLOCK_LINES for index in changes}
+        pieces = dict(self._deflated)  # one C-level copy: a scrape may be adding pieces meanwhile
+        changed._deflated.update((key, piece) for key, piece in pieces.items() if key[1] not in touched)
+        return changed
 
 
 #: Samples that prometheus-client's text format moves to the end of their family, under a header of their own.
