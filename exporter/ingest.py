@@ -42,8 +42,9 @@ _UP = attrgetter("up")  # of a FileStatus
 
 #: A file that failed to read is tried again this soon (a half-written file, a restarting worker).
 RETRY_SECONDS = 2.0
-#: How often the monitor looks for a stuck read.
-STUCK_CHECK_SECONDS = 0.5
+#: The monitor looks for a stuck read every tenth of ``watch.stuck_read_timeout``, within these bounds: a stuck
+#: read is reported at most 10% late, and an idle exporter wakes up once a second (default 10 s), not more.
+STUCK_CHECK_SECONDS = (0.05, 2.0)
 
 
 class SourceIngest:
@@ -206,7 +207,8 @@ class SourceIngest:
         return {f.path for snapshot in list(self.snapshots.values()) for f in snapshot.files if not f.up}
 
     def _monitor_loop(self) -> None:
-        while not self._stop.wait(STUCK_CHECK_SECONDS):
+        least, most = STUCK_CHECK_SECONDS
+        while not self._stop.wait(min(most, max(least, self._watch.stuck_read_timeout / 10))):
             for reader in self.readers:
                 reading = reader.reading if isinstance(reader, ReportsReading) else None
                 if reading is not None and time.monotonic() - reading[1] > self._watch.stuck_read_timeout:

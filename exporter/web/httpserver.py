@@ -352,7 +352,8 @@ class Server:
         next_tick = time.monotonic() + TICK
         try:
             while not self._stopping.is_set():
-                timeout = 0.0 if self._runnable else max(0.0, next_tick - time.monotonic())
+                timeout = 0.0 if self._runnable else None if self._nothing_to_tick() else max(
+                    0.0, next_tick - time.monotonic())
                 for key, _ in self._selector.select(timeout):
                     self._dispatch_event(key.data, self._step)
                 for _ in range(len(self._runnable)):
@@ -394,6 +395,11 @@ class Server:
     def _step(self, conn: Connection) -> None:
         {"handshake": self._handshake, "reading": self._read, "writing": self._write,
          "lingering": self._drain}[conn.state](conn)
+
+    def _nothing_to_tick(self) -> bool:
+        """No connection with a deadline, no paused listener, a full reserve: the loop sleeps until an event
+        (an idle exporter does not wake up four times a second)."""
+        return not self._connections and self._paused_until is None and len(self._reserve) >= RESERVE_DESCRIPTORS
 
     def _tick(self, now: float) -> None:
         """Drops connections past their deadline; resumes a paused listener; refills the reserve."""
