@@ -231,6 +231,8 @@ def test_a_state_encoded_in_pieces_is_the_text_json_gives_for_it_whole(tmp_path)
     state = reader.checkpoint()
     assert state == json.dumps(json.loads(state), separators=(",", ":"), sort_keys=True).encode()
     assert saved.load(state) == saved.load(saved.dump(saved.load(state)))
+    with pytest.raises(TypeError, match="must be a string"):  # json.dumps would quote it; never write bad JSON
+        "".join(saved._pieces({"files": {1: "a"}}, 0))
 
 
 def test_checkpointer_writes_only_a_changed_state_and_restores_it(tmp_path):

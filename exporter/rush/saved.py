@@ -166,6 +166,8 @@ def _pieces(value: Any, depth: int) -> Iterator[str]:
     if not isinstance(value, (dict, list)) or (depth >= _WHOLE_BELOW_DEPTH and len(value) <= _WHOLE_UP_TO_ITEMS):
         yield _ENCODE(value)
         return
+    if isinstance(value, dict) and not all(isinstance(key, str) for key in value):
+        raise TypeError("checkpoint state: every key must be a string, as JSON's are")
     items = sorted(value.items()) if isinstance(value, dict) else list(enumerate(value))
     yield "{" if isinstance(value, dict) else "["
     for index, (key, item) in enumerate(items):
