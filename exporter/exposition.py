@@ -72,8 +72,23 @@ def _gzip_join(parts: Sequence[bytes], pieces: Sequence[bytes]) -> bytes:
     return b"".join([_GZIP_HEADER, *pieces, _FINAL_EMPTY_BLOCK, trailer])
 
 
+class _Joined:
+    """Text and OpenMetrics bodies joined from ``parts`` when asked, not kept: the parts hold those bytes."""
+
+    def parts(self, openmetrics: bool) -> List[bytes]:
+        raise NotImplementedError
+
+    @property
+    def text(self) -> bytes:
+        return b"".join(self.parts(False))
+
+    @property
+    def openmetrics(self) -> bytes:
+        return b"".join(self.parts(True))
+
+
 @dataclass(frozen=True)
-class Section:
+class Section(_Joined):
     """One rendered section: its families' bytes, joined only when a scrape asks, deflated on first need.
 
     The families' bytes are shared with the previous render of the section
@@ -95,14 +110,6 @@ class Section:
             parts += family.parts(openmetrics)
         return parts
 
-    @property
-    def text(self) -> bytes:
-        return b"".join(self.parts(False))
-
-    @property
-    def openmetrics(self) -> bytes:
-        return b"".join(self.parts(True))
-
     def deflated(self, openmetrics: bool) -> bytes:
         piece = self._deflated.get(openmetrics)
         if piece is None:
@@ -122,7 +129,7 @@ class PlacedSection(Protocol):
 
 
 @dataclass(frozen=True, eq=False)
-class Exposition:
+class Exposition(_Joined):
     """One consistent set of sections; each gzip body is made on first use, then kept.
 
     Immutable for its readers: every scrape of this exposition gets the
@@ -139,14 +146,6 @@ class Exposition:
     def parts(self, openmetrics: bool) -> List[bytes]:
         parts = [part for section in self.sections for part in section.parts(openmetrics)]
         return parts + [_EOF] if openmetrics else parts
-
-    @property
-    def text(self) -> bytes:
-        return b"".join(self.parts(False))
-
-    @property
-    def openmetrics(self) -> bytes:
-        return b"".join(self.parts(True))
 
     def gzip(self, openmetrics: bool) -> bytes:
         """The gzip body, made once (not ``cached_property``: before Python 3.12 its lock is one for every
