@@ -7,8 +7,8 @@ reader's configuration and a SHA-256 of the state), then the state. It is
 written atomically (a temporary file in the same directory, fsync, rename,
 fsync of the directory), by the ingest thread after a sync at most every
 ``WRITE_INTERVAL`` seconds when the state changed (longer on a big farm,
-see ``CPU_SHARE``), and once more at a clean stop; it is restored before the first sync. A checkpoint that is missing,
-corrupt, or from another format, exporter version or configuration is
+see ``CPU_SHARE``), and once more at a clean stop; it is restored before
+the first sync. A checkpoint that is missing, corrupt, or from another format, exporter version or configuration is
 ignored with a log line saying why: the files are then read from the start,
 which is slower, never wrong. So is anything else at the path: a symlink, a
 FIFO, a file larger than ``MAX_BYTES``. Checkpoints are written mode 0600.

@@ -86,17 +86,22 @@ class Rows(Mapping[Key, Any], Generic[Key]):
 
 def _label_values(keys: Sequence[LabelValues]) -> Tuple[Tuple[str, ...], ...]:
     if keys and not isinstance(keys[0], tuple):
-        return tuple((cast(str, key),) for key in keys)
+        return tuple(map(_as_labels, keys))
     return cast(Tuple[Tuple[str, ...], ...], tuple(keys))  # every key of one mapping has the first one's shape
+
+
+def _as_labels(key: LabelValues) -> Tuple[str, ...]:
+    """A key as its tuple of label values (a one-label key is a plain string)."""
+    return key if isinstance(key, tuple) else (key,)
 
 
 class LiveRows(Generic[Key]):
     """A mapping kept up to date key by key, handed out as ``Rows``.
 
     Setting a known key changes one value; ``frozen`` then copies the values
-    (one C-level copy) and keeps the keys' tuples. A key added or removed
-    sorts the keys again at the next ``frozen``. Nothing is copied while
-    nothing changed.
+    (one C-level copy) and keeps the keys' tuples. A key added is inserted in
+    its sorted place, a removed one left out, at the next ``frozen``. Nothing
+    is copied while nothing changed.
     """
 
     def __init__(self) -> None:
@@ -147,7 +152,7 @@ class LiveRows(Generic[Key]):
         for key in sorted(self._added):
             at = bisect_left(keys, key)
             keys.insert(at, key)
-            labels.insert(at, key if isinstance(key, tuple) else (key,))
+            labels.insert(at, _as_labels(key))
             values.insert(at, self._added[key])
         self._index = dict(zip(keys, range(len(keys))))
         self._frozen = Rows(tuple(keys), tuple(labels), self._index, tuple(values))

@@ -29,7 +29,7 @@ import time
 from collections import Counter
 from itertools import chain
 from operator import attrgetter
-from typing import Callable, Collection, Dict, Optional, Sequence, Set, Tuple
+from typing import Callable, Collection, Dict, Iterable, Optional, Sequence, Set, Tuple
 
 from exporter.checkpoint import CheckpointCounts, Checkpointer, CheckpointStore
 from exporter.config import WatchConfig
@@ -199,12 +199,16 @@ class SourceIngest:
 
     def _next_retry(self, retry_at: Optional[float], now: float) -> Optional[float]:
         """When to read the down files again; reads of other files do not postpone it."""
-        if all(map(_UP, chain.from_iterable(snapshot.files for snapshot in list(self.snapshots.values())))):
+        if all(map(_UP, self._files())):
             return None
         return time.monotonic() + RETRY_SECONDS if retry_at is None or now >= retry_at else retry_at
 
     def _down_paths(self) -> Set[str]:
-        return {f.path for snapshot in list(self.snapshots.values()) for f in snapshot.files if not f.up}
+        return {f.path for f in self._files() if not f.up}
+
+    def _files(self) -> Iterable[FileStatus]:
+        """Every file of the newest snapshots (iterating a copy: the stuck-read monitor may replace one meanwhile)."""
+        return chain.from_iterable(snapshot.files for snapshot in list(self.snapshots.values()))
 
     def _monitor_loop(self) -> None:
         least, most = STUCK_CHECK_SECONDS

@@ -27,7 +27,6 @@ from typing import (
     Any,
     Collection,
     Dict,
-    Hashable,
     Iterable,
     Iterator,
     List,
@@ -35,7 +34,6 @@ from typing import (
     Optional,
     Set,
     Tuple,
-    TypeVar,
 )
 
 from prometheus_client.metrics_core import Metric
@@ -70,7 +68,6 @@ STATE_VERSION = 1
 
 _CACHE_NOTE = " (read from cpu.acct; cached between changes of the file)"
 Totals = List[Exact]
-K = TypeVar("K", bound=Hashable)
 
 
 @dataclass(frozen=True)
