@@ -2,6 +2,11 @@
 
 Exit codes: 0 success, 1 runtime failure (e.g. port in use), 2 invalid
 configuration or usage.
+
+Each mode imports the parts it uses when it runs (the demo farm, the web
+config, the daemon and its HTTP server): ``--once`` and ``--check-config``
+do not pay for the rest, which is most of the start-up time of a one-shot
+read (docs/rush.md, cold ingest).
 """
 
 from __future__ import annotations
@@ -14,10 +19,8 @@ from typing import List, Optional
 
 from exporter import __version__, logs
 from exporter.config import ConfigError, load, notices
-from exporter.simulation.demo import demo_farm
 from exporter.sources import registered_sources
-from exporter.web import webconfig
-from exporter.web.httpserver import DEFAULT_LISTEN_ADDRESS, parse_listen_address
+from exporter.web.addresses import DEFAULT_LISTEN_ADDRESS, parse_listen_address
 
 log = logging.getLogger("exporter.cli")
 
@@ -206,6 +209,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup(args.log_level, args.log_format)
     if args.demo:
+        from exporter.simulation.demo import demo_farm
+
         with demo_farm() as config:
             return run(config, args)
     if not args.config:
@@ -214,6 +219,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         config = load(args.config)
         if args.web_config_file:
+            from exporter.web import webconfig
+
             webconfig.load(args.web_config_file)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
@@ -253,12 +260,14 @@ def storage_path(args, default: str) -> str:
 
 def run(config, args) -> int:
     """``--once`` or the daemon, for a loaded configuration."""
-    from exporter import checkpoint, daemon
-
     if args.once:
-        sys.stdout.buffer.write(daemon.render_once(config))
+        from exporter import core
+
+        sys.stdout.buffer.write(core.render_once(config))
         sys.stdout.flush()
         return EXIT_OK
+    from exporter import checkpoint, daemon
+
     try:
         return daemon.serve(config, listen_addresses(args), args.telemetry_path, config_path=args.config,
                             web_config_file=args.web_config_file, enable_lifecycle=args.enable_lifecycle,

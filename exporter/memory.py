@@ -13,7 +13,6 @@ Elsewhere than glibc this does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import time
 from typing import Callable, Optional
 
@@ -21,9 +20,10 @@ TRIM_INTERVAL_SECONDS = 10.0
 
 
 def _malloc_trim() -> Optional[Callable[[int], int]]:
+    """glibc's ``malloc_trim``, found among the symbols the interpreter already has loaded (``dlopen(NULL)``):
+    no library search, which would run ``ldconfig -p`` in a child process at every start."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc.malloc_trim
+        return ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None
 

@@ -26,6 +26,24 @@ def test_once_prints_the_exposition_and_exits_zero(tmp_path, write_config):
     assert not any(name.startswith("renderfarm_exporter_watch") and name.endswith("info") for name, _ in samples)
 
 
+#: Modules only serving uses: the daemon, its HTTP server and web config, the demo farm.
+SERVING_ONLY = ("exporter.daemon", "exporter.web.httpserver", "exporter.web.webconfig", "exporter.simulation.demo")
+
+
+@pytest.mark.parametrize("mode", ["--once", "--check-config"])
+def test_one_shot_modes_do_not_import_what_only_serving_uses(tmp_path, write_config, mode):
+    """Their start-up time is most of a one-shot read of a big file (BENCHMARKS.md, cold ingest)."""
+    path = tmp_path / "cpu.acct"
+    path.write_text("p 948300000 tahoe-1 T anna 1 render01 100 30 1 2 0 77\n")
+    config = write_config("rush:\n  cpu_acct: ['%s']\n" % path)
+    script = ("import sys\nfrom exporter import cli\ncode = cli.main(['--config', %r, %r])\n"
+              "print('exit', code, 'imported', *sorted(m for m in %r if m in sys.modules), file=sys.stderr)"
+              % (config, mode, SERVING_ONLY))
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[-1].split() == ["exit", "0", "imported"]
+
+
 def test_once_with_invalid_config_fails_with_message(write_config):
     result = run("--config", write_config("rush:\n  cpu_acct: 5\n"), "--once")
     assert result.returncode == 2

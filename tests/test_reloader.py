@@ -10,7 +10,8 @@ import pytest
 from conftest import parse_samples, value, wait_until
 
 from exporter.config import load
-from exporter.daemon import Parts, Reloader, build_readers
+from exporter.core import Parts, build_readers
+from exporter.daemon import Reloader
 from exporter.web.webconfig import WebConfigFile
 
 LINE = "p 948300000 tahoe-1 T anna %d render01 100 30 1 2 0 77\n"

@@ -51,23 +51,11 @@ from exporter.exposition import (
     wants_openmetrics,
 )
 from exporter.logs import fields
+from exporter.web.addresses import parse_listen_address
 from exporter.web.basicauth import BasicAuth
 from exporter.web.webconfig import WebConfigFile
 
 log = logging.getLogger(__name__)
-
-DEFAULT_PORT = 19100
-DEFAULT_LISTEN_ADDRESS = ":%d" % DEFAULT_PORT
-
-
-def parse_listen_address(value: str) -> Tuple[str, int]:
-    """``HOST:PORT``, ``:PORT`` (all addresses) or ``[IPv6]:PORT``, as Go exporters take it."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError("expected HOST:PORT, :PORT or [IPV6]:PORT, got %r" % value)
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, int(port)
 
 
 class App:
@@ -724,14 +712,6 @@ def systemd_listeners() -> List[socket.socket]:
         os.set_inheritable(fd, False)
         listeners.append(socket.socket(fileno=fd))
     return listeners
-
-
-def display_address(address) -> str:
-    """``[::]:19100`` or ``127.0.0.1:19100``, as Go exporters log where they listen (a Unix socket: its path)."""
-    if isinstance(address, (str, bytes)):
-        return address.decode() if isinstance(address, bytes) else address
-    host, port = address[:2]
-    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
 
 
 def _bind(host: str, port: int) -> socket.socket:
