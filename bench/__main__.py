@@ -14,7 +14,7 @@ import tempfile
 import time
 
 from bench import cold, figures, floor, steady
-from bench.common import REPO
+from bench.common import REPO, compile_exporter
 
 FULL = {"lines": 1_000_000, "clients": 1000, "rush_hosts": 200, "scrapes": 300, "idle": 60.0, "rounds": 100,
         "poll_rounds": 10, "big_lines": 13_000_000, "appends": 100,
@@ -42,6 +42,7 @@ def main() -> int:
     args = parser.parse_args()
     sizes = SMOKE if args.smoke else FULL
     figures.ensure_peers()
+    compile_exporter()
     started = time.monotonic()
     rows = []
     with tempfile.TemporaryDirectory(prefix="renderfarm-bench-") as folder:
