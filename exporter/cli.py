@@ -6,7 +6,7 @@ configuration or usage.
 Each mode imports the parts it uses when it runs (the demo farm, the web
 config, the daemon and its HTTP server): ``--once`` and ``--check-config``
 do not pay for the rest, which is most of the start-up time of a one-shot
-read (docs/rush.md, cold ingest).
+read (BENCHMARKS.md, cold ingest).
 """
 
 from __future__ import annotations

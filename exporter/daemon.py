@@ -1,4 +1,4 @@
-"""Assembles the daemon: config -> readers -> pipeline -> renderer -> HTTP, and its life cycle.
+"""Serves the core (``exporter.core.Parts``: readers -> pipeline -> renderer) over HTTP, and its life cycle.
 
 Start-up binds the port first (a busy port fails before systemd hears
 READY=1), then starts watching. SIGTERM and SIGINT stop it cleanly within

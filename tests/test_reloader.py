@@ -1,4 +1,4 @@
-"""The reloader in-process, on the wired parts (``daemon.Parts``) and a real config file in tmp_path.
+"""The reloader in-process, on the wired parts (``core.Parts``) and a real config file in tmp_path.
 
 The subprocess tests in test_reload.py check the same through SIGHUP and
 HTTP; these call ``reload()`` directly and look at the parts it changed.
