@@ -40,18 +40,19 @@ class Pipeline:
         self._board = board
         self._changed = changed
         self._ingests = [self._new_ingest(source, rs) for source, rs in readers.items() if rs]
-        self._watcher = self._new_watcher()
-        board.watching(self._watcher)
+        #: Made by ``start``: a one-shot read (``ingest_once``) watches nothing, and so runs no thread.
+        self._watcher: Optional[Watcher] = None
 
     def start(self) -> None:
-        self._watcher.start()
+        self._swap_watcher()
         for ingest in self._ingests:
             ingest.start()
 
     def stop(self) -> None:
         """Stops watching and reading, then closes the readers (those of an ingest still reading are closed
         by its thread when it ends, after its last checkpoint)."""
-        self._watcher.stop()
+        if self._watcher is not None:
+            self._watcher.stop()
         for ingest in self._ingests:
             ingest.stop()
         self.close_readers()
@@ -62,7 +63,8 @@ class Pipeline:
 
     def alive(self) -> bool:
         """Whether every thread of the pipeline still runs (the systemd watchdog asks)."""
-        return all(ingest.alive() for ingest in self._ingests) and self._watcher.alive()
+        watching = self._watcher is not None and self._watcher.alive()
+        return watching and all(ingest.alive() for ingest in self._ingests)
 
     def ingest_once(self) -> List[str]:
         """One full read in the calling thread, without watching (``--once``); returns the sources read."""
@@ -138,12 +140,13 @@ class Pipeline:
         self._changed(list(readers))
 
     def _swap_watcher(self) -> None:
-        """A watcher for the current readers' patterns, started before the old one stops."""
+        """A watcher for the current readers' patterns, started before the old one (if any) stops."""
         watcher = self._new_watcher()
         watcher.start()
         self._board.watching(watcher)
         old, self._watcher = self._watcher, watcher
-        old.stop()
+        if old is not None:
+            old.stop()
 
     def _retire(self, ingest: SourceIngest, dropped: Sequence[Reader]) -> None:
         """Stops an ingest replaced by a reload, on a thread of its own.
