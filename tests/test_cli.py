@@ -26,6 +26,22 @@ def test_once_prints_the_exposition_and_exits_zero(tmp_path, write_config):
     assert not any(name.startswith("renderfarm_exporter_watch") and name.endswith("info") for name, _ in samples)
 
 
+def test_once_forks_its_worker_processes_from_itself(tmp_path, write_config):
+    """A one-shot read runs no other thread, so the workers of a big backlog are forked from it, with everything
+    imported, instead of from a forkserver started for them (BENCHMARKS.md, cold ingest)."""
+    path = tmp_path / "cpu.acct"
+    frames = 120000
+    path.write_text("p 948300000 tahoe-1 T anna 1 render01 100 30 1 2 0 77\n" * frames)  # 6.5 MB: a pool reads it
+    config = write_config("rush:\n  cpu_acct: ['%s']\n  read_processes: 2\n" % path)
+    result = run("--config", config, "--once", "--log.level", "debug")
+    assert result.returncode == 0, result.stderr
+    started = [line for line in result.stderr.splitlines() if 'msg="starting worker processes"' in line]
+    assert len(started) == 1 and "start_method=fork" in started[0].split(), result.stderr
+    samples = parse_samples(result.stdout)
+    assert value(samples, "rush_frames_total", host="render01", status="done") == frames
+    assert value(samples, "rush_frame_wall_seconds_total", host="render01") == 30 * frames
+
+
 #: Modules only serving uses: the daemon, its HTTP server and web config, the demo farm.
 SERVING_ONLY = ("exporter.daemon", "exporter.web.httpserver", "exporter.web.webconfig", "exporter.simulation.demo")
 

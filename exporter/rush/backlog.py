@@ -7,11 +7,13 @@ file are tallied in parallel by a pool of processes, one per core by default
 state; the reader merges them in file and offset order, so label budgets
 admit values as a sequential read would and totals are identical.
 
-Workers are started with ``forkserver`` (``spawn`` where it is missing), not
-``fork``: the daemon has threads (HTTP, ingest, watcher) whose locks a forked
-child would inherit in whatever state they were. The forkserver is started
-once, from a clean single-threaded process, so later pools start in a few
-milliseconds (measured: docs/rush.md). A worker that dies or raises, a
+Workers are forked from the reading process while it has one thread (a
+one-shot read, ``--once``): they start at once, with everything imported.
+The daemon has threads (HTTP, ingest, watcher) whose locks a forked child
+would inherit in whatever state they were, so its workers are forked from a
+forkserver instead (``spawn`` where it is missing): a fresh interpreter with
+this module imported, started at the first backlog; later pools start in a
+few milliseconds (measured: docs/rush.md). A worker that dies or raises, a
 pool that breaks while tasks are submitted, or workers still busy at a
 deadline (a hung share) lose nothing: the ranges without a result are read
 in the daemon's own process, once (tests/test_rush_tally.py).
@@ -80,19 +82,12 @@ def processes_to_use(configured: Optional[int]) -> int:
 
 
 def start_method() -> str:
-    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-
-
-def prepare_workers() -> None:
-    """Starts the forkserver now, with this module imported, so the first backlog does not wait for it.
-
-    The server is a fresh interpreter (not a fork of the daemon), started before the backlog is there;
-    each worker is then a fork of it: ~50 ms for a pool instead of ~300 ms (docs/rush.md)."""
-    if start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        multiprocessing.get_context("forkserver").set_forkserver_preload([__name__])
-        forkserver.ensure_running()
+    """``fork`` while this process has only the calling thread (no other thread can hold a lock the child would
+    inherit); else ``forkserver``, or ``spawn`` where that is missing."""
+    methods = multiprocessing.get_all_start_methods()
+    if threading.active_count() == 1 and "fork" in methods:
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
 
 
 def plan(backlog: Backlog, fd: int, range_bytes: int) -> List[Tuple[int, int]]:
@@ -123,17 +118,21 @@ DAEMON_CHECK_SECONDS = 1.0
 
 
 def new_pool(processes: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context(start_method()),
-                               initializer=_end_with, initargs=(os.getpid(),))
+    method = start_method()
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload([__name__])  # for the server's first start: its workers have this module
+    log.debug("starting worker processes", extra=fields(processes=processes, start_method=method))
+    return ProcessPoolExecutor(processes, mp_context=context, initializer=_end_with, initargs=(os.getpid(),))
 
 
 def _end_with(daemon: int) -> None:
     """In a worker: exits once the exporter ``daemon`` is gone.
 
-    A worker's parent is the forkserver, and each worker holds the write end
-    of the pool's queue and the forkserver's keep-alive pipe: after the
-    exporter is killed (``kill -9``, the OOM killer) nothing would ever end
-    them, nor the forkserver, which lives while a worker does.
+    Each worker holds the write end of the pool's queue, and in the daemon
+    its parent is the forkserver, whose keep-alive pipe it holds too: after
+    the exporter is killed (``kill -9``, the OOM killer) nothing would ever
+    end them, nor the forkserver, which lives while a worker does.
     """
     def watch() -> None:
         while True:

@@ -50,7 +50,6 @@ from exporter.rush.backlog import (
     Settings,
     Task,
     plan,
-    prepare_workers,
     processes_to_use,
 )
 from exporter.rush.config import SERIES_PER_BREAKDOWN_VALUE, SERIES_PER_HOST, Breakdown, CpuAcctEntry, RushConfig
@@ -155,8 +154,6 @@ class CpuAcctReader:
         self.patterns = [pattern for pattern, _ in self._entries]
         self._tailer = Tailer(self._consume, discarded=self._discarded, backlog=self._defer)
         self._backlogs = backlogs or BacklogReader(processes_to_use(config.read_processes))
-        if self._backlogs.processes > 1 and config.cpu_acct:
-            prepare_workers()
         self._files: Dict[str, FileState] = {}
         self._present: Set[str] = set()
         self._gauge_host: Dict[str, str] = {}
