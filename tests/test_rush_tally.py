@@ -96,6 +96,24 @@ def test_seconds_are_summed_exactly_whatever_the_grouping():
     assert float(whole.hosts["h"][WALL]) == math.fsum([0.1] * 10 + [0.2] * 7)
 
 
+
+def test_the_horizon_divides_past_from_future_as_parse_line_records_do():
+    """The lean loop compares times to the horizon as an int: a fractional, infinite or NaN horizon gives
+    what ``add_record`` gives for the same records, one by one."""
+    when = 1700000000
+    text = []
+    for moment in (when - 1, when, when + 1):
+        text.append("p\t%d\ttahoe.1\tT\tanna\t0001\trender01\t100\t10\t1\t2\t0\t77" % moment)
+        text.append("u\t%d\t53" % moment)
+    for horizon in (when - 0.5, when + 0.5, when + 0.0, math.inf, math.nan):
+        lean, reference_tally = Tally(False, False), Tally(False, False)
+        lean.add_block("".join(line + "\n" for line in text).encode(), horizon)
+        for line in text:
+            reference_tally.add_record(parse_line(line), horizon)
+        assert (lean.newest, lean.future, lean.utilization) == (
+            reference_tally.newest, reference_tally.future, reference_tally.utilization), horizon
+        assert lean.hosts == reference_tally.hosts
+
 def write_farm(folder, files=3, lines=40000, seed=3):
     """Files big enough to be backlogs; hosts, users and titles enough to spend small budgets."""
     rng = random.Random(seed)
