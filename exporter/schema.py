@@ -115,7 +115,7 @@ def parse_duration(value) -> float:
         if not match:
             raise ValueError("use e.g. 250ms, 2s, 1m")
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if seconds <= 0:
+    if not seconds > 0:  # also NaN (YAML's .nan), which no comparison would reject later
         raise ValueError("must be positive")
     return seconds
 

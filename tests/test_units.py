@@ -17,6 +17,7 @@ from exporter.exposition import ExpositionCache, accepts_gzip, render_section, w
 from exporter.logs import LogfmtFormatter, fields
 from exporter.mounts import fstype_of, is_network, read_mounts
 from exporter.paths import PathPattern
+from exporter.schema import parse_duration
 
 
 @pytest.mark.parametrize(
@@ -40,6 +41,17 @@ from exporter.paths import PathPattern
 )
 def test_path_patterns(pattern, path, matches):
     assert PathPattern(pattern).matches(path) is matches
+
+
+@pytest.mark.parametrize("value, seconds", [("250ms", 0.25), ("2s", 2.0), ("1m", 60.0), ("1h", 3600.0), (3, 3.0)])
+def test_durations(value, seconds):
+    assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["0s", 0, -1, float("nan"), "nan", "2 weeks", True])
+def test_a_duration_that_is_not_positive_or_not_a_duration_is_refused(value):
+    with pytest.raises(ValueError):
+        parse_duration(value)
 
 
 def test_pattern_roots_and_scan(tmp_path):
