@@ -85,7 +85,7 @@ def test_ingest_once_reads_everything_in_the_calling_thread_without_watching(tmp
     try:
         assert pipeline.ingest_once() == ["once"]
         assert lines(pipeline, "once") == {"a.log": 2}
-        assert set(threading.enumerate()) == threads_before
+        assert set(threading.enumerate()) <= threads_before  # threads of earlier tests may end meanwhile
     finally:
         pipeline.close_readers()
 

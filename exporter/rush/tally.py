@@ -64,6 +64,9 @@ Timed = Tuple[int, float]
 # derived from the one rule, ``status_slot``. Any other spelling goes through ``parse_line``.
 _SLOT_OF_CODE = {str(code): status_slot(code) for code in range(-256, 256)}
 _MAX_SECONDS = int(MAX_FRAME_SECONDS)
+#: Most digits a line's numbers may have in all for the hot loop, far below what ``int()`` converts (at least
+#: 640 digits, ``sys.get_int_max_str_digits``): longer ones (zero-padded?) are ``parse_line``'s to judge.
+_LEAN_DIGITS = 64
 #: The ASCII characters of ``records.OTHER_WHITESPACE``, looked for in a block with ``in``.
 _ASCII_OTHER_WHITESPACE = tuple(bytes([code]) for code in range(128) if OTHER_WHITESPACE.match(chr(code)))
 #: Job ids and priorities that passed their check: they repeat on every frame (bounded, like records' own).
@@ -146,7 +149,8 @@ class Tally:
                 _, when_s, jobid, title, owner, _frame, host, priority, wall_s, system_s, user_s, code_s, pid = tokens
                 digits = f"{when_s}{wall_s}{system_s}{user_s}{pid}"
                 if (
-                    code_s in slot_of and digits.isdigit() and (all_ascii or digits.isascii())
+                    code_s in slot_of and len(digits) <= _LEAN_DIGITS and digits.isdigit()
+                    and (all_ascii or digits.isascii())
                     and (jobid in good_ids or _passes(jobid, plausible_jobid, good_ids))
                     and (priority in good_priorities or _passes(priority, plausible_priority, good_priorities))
                 ):
@@ -174,7 +178,8 @@ class Tally:
                         continue
             elif len(tokens) == 3 and tokens[0] == "u":
                 digits = tokens[1] + tokens[2]
-                if digits.isdigit() and (all_ascii or digits.isascii()) and int(tokens[2]) <= 100:
+                if (len(digits) <= _LEAN_DIGITS and digits.isdigit() and (all_ascii or digits.isascii())
+                        and int(tokens[2]) <= 100):
                     when = int(tokens[1])
                     self.records["utilization"] = self.records.get("utilization", 0) + 1
                     if when > latest:
