@@ -7,6 +7,7 @@ all problems are reported at once, not just the first.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -117,6 +118,8 @@ def parse_duration(value) -> float:
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     if not seconds > 0:  # also NaN (YAML's .nan), which no comparison would reject later
         raise ValueError("must be positive")
+    if math.isinf(seconds):  # YAML's .inf, or more digits than a float holds: threads' waits raise on it
+        raise ValueError("must be finite")
     return seconds
 
 

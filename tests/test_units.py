@@ -48,7 +48,7 @@ def test_durations(value, seconds):
     assert parse_duration(value) == seconds
 
 
-@pytest.mark.parametrize("value", ["0s", 0, -1, float("nan"), "nan", "2 weeks", True])
+@pytest.mark.parametrize("value", ["0s", 0, -1, float("nan"), "nan", float("inf"), "9" * 400, "2 weeks", True])
 def test_a_duration_that_is_not_positive_or_not_a_duration_is_refused(value):
     with pytest.raises(ValueError):
         parse_duration(value)
