@@ -41,8 +41,8 @@ def compile_exporter() -> None:
     """The exporter's modules compiled, as a ``pip install`` leaves them (scripts/install, the Dockerfile).
 
     A checkout installed with ``pip install -e`` under ``PYTHONDONTWRITEBYTECODE`` (set on this machine)
-    would otherwise compile every module at each start: ~80 ms of a one-shot read, in the daemon and again in
-    the worker processes' server (measured: empty-config ``--once`` after the start-up cut, median 0.49 -> 0.41 s)."""
+    would otherwise compile every module at each start: ~80 ms of a one-shot read, and again in the daemon's
+    forkserver for its worker processes (measured: empty-config ``--once`` after the start-up cut, median 0.49 -> 0.41 s)."""
     if not compileall.compile_dir(os.path.join(REPO, "exporter"), quiet=1):
         raise SystemExit("bench: cannot compile the exporter's modules")
 
