@@ -8,8 +8,8 @@ state; the reader merges them in file and offset order, so label budgets
 admit values as a sequential read would and totals are identical.
 
 Workers are forked from the reading process while it has one thread (a
-one-shot read, ``--once``): they start at once, with everything imported.
-The daemon has threads (HTTP, ingest, watcher) whose locks a forked child
+one-shot read, ``--once``, of Rush alone): they start at once, with
+everything imported. The daemon has threads (HTTP, ingest, watcher) whose locks a forked child
 would inherit in whatever state they were, so its workers are forked from a
 forkserver instead (``spawn`` where it is missing): a fresh interpreter with
 this module imported, started at the first backlog; later pools start in a

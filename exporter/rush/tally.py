@@ -256,7 +256,8 @@ class Tally:
 
 def _comparable(horizon: float) -> int | float:
     """``horizon`` as an int where ``when > horizon`` gives the same for every int ``when`` (an int compares to an
-    int faster than to a float); an infinite or NaN horizon (a config's ``.inf``) as it is."""
+    int faster than to a float); an infinite or NaN one, which ``math.floor`` refuses, as it is (the config
+    refuses such durations, but ``add_block`` takes any float)."""
     return math.floor(horizon) if math.isfinite(horizon) else horizon
 
 
