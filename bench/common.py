@@ -42,7 +42,8 @@ def compile_exporter() -> None:
 
     A checkout installed with ``pip install -e`` under ``PYTHONDONTWRITEBYTECODE`` (set on this machine)
     would otherwise compile every module at each start: ~80 ms of a one-shot read, and again in the daemon's
-    forkserver for its worker processes (measured: empty-config ``--once`` after the start-up cut, median 0.49 -> 0.41 s)."""
+    forkserver for its worker processes (measured: empty-config ``--once`` after the start-up cut, median
+    0.49 -> 0.41 s)."""
     if not compileall.compile_dir(os.path.join(REPO, "exporter"), quiet=1):
         raise SystemExit("bench: cannot compile the exporter's modules")
 
