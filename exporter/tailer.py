@@ -55,7 +55,7 @@ import os
 import stat
 import time
 from collections import OrderedDict
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from operator import attrgetter
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
 
@@ -311,16 +311,22 @@ def read_range(backlog: Backlog, start: int, end: int, state: LineState, sink: B
 
 @contextmanager
 def _opened_identity(path: str, identity: Identity) -> Iterator[int]:
+    """The file ``identity`` open, found at ``path`` or renamed in its folder. Only opening is retried
+    elsewhere: an error while reading (even ENOENT, which a FUSE share may answer) is the caller's."""
     for candidate in (path, locate(identity, os.path.dirname(path))):
         if candidate is None:
             break
-        try:
-            with opened(candidate) as (fd, st):
-                if _identity(st) == identity:
-                    yield fd
-                    return
-        except FileNotFoundError:
-            continue
+        with ExitStack() as attempt:
+            try:
+                fd, st = attempt.enter_context(opened(candidate))
+            except FileNotFoundError:
+                continue
+            if _identity(st) != identity:
+                continue
+            found = attempt.pop_all()
+        with found:
+            yield fd
+        return
     raise FileChanged(errno.ENOENT, "file gone before its backlog was read", path)
 
 

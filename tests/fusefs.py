@@ -1,4 +1,4 @@
-"""A one-file FUSE file system served from the test process, whose reads can be made to hang.
+"""A one-file FUSE file system served from the test process, whose reads can be made to hang or fail.
 
 It speaks the kernel's FUSE protocol on ``/dev/fuse`` directly (no libfuse
 needed): a real mount, so a reader in another process blocks in ``pread``
@@ -16,7 +16,7 @@ import stat
 import struct
 import subprocess
 import threading
-from typing import List
+from typing import List, Optional, Tuple
 
 _IN_HEADER = struct.Struct("<IIQQIIIHH")
 _OUT_HEADER = struct.Struct("<IiQ")
@@ -38,6 +38,7 @@ class HangingFile:
     """Mounts at ``mountpoint`` a folder holding one file ``name`` with ``content``.
 
     While ``hang`` is set, reads are not answered; clearing it answers them.
+    While ``failing`` is ``(errno, start, end)``, reads of any byte in ``[start, end)`` fail with that errno.
     """
 
     def __init__(self, mountpoint: str, name: str, content: bytes):
@@ -46,6 +47,7 @@ class HangingFile:
         self.content = content
         self.hang = threading.Event()
         self.reads_waiting = 0
+        self.failing: Optional[Tuple[int, int, int]] = None
         self._held: List[bytes] = []
         self._lock = threading.Lock()
         self._fd = os.open("/dev/fuse", os.O_RDWR)
@@ -116,7 +118,11 @@ class HangingFile:
     def _answer_read(self, request: bytes) -> None:
         unique = _IN_HEADER.unpack_from(request)[2]
         _, offset, size = _READ_IN.unpack_from(request, _IN_HEADER.size)
-        self._reply(unique, 0, self.content[offset:offset + size])
+        failing = self.failing
+        if failing is not None and offset < failing[2] and failing[1] < offset + size:
+            self._reply(unique, -failing[0], b"")
+        else:
+            self._reply(unique, 0, self.content[offset:offset + size])
 
     def _reply(self, unique: int, error: int, body: bytes) -> None:
         try:

@@ -1,5 +1,6 @@
 """A backlog read in worker processes that fails, hangs or is interrupted loses no line and counts none twice."""
 
+import errno
 import multiprocessing
 import os
 import threading
@@ -9,6 +10,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 from conftest import wait_until
+from fusefs import HangingFile
 
 from exporter.rush.backlog import BacklogReader, ReadInterrupted, Task, new_pool, tally_range
 from exporter.rush.config import CpuAcctEntry, RushConfig
@@ -89,6 +91,34 @@ def test_workers_past_their_deadline_are_killed_and_their_ranges_read_here(tmp_p
     assert done(reader.sync(None), "ab") == {"a": BIG_LINES, "b": BIG_LINES}
     assert "longer than their deadline" in caplog.text
     assert not multiprocessing.active_children()
+
+
+@pytest.mark.parametrize("read_error", [errno.EIO, errno.ENOENT])
+@pytest.mark.parametrize("local_lines", [5, BIG_LINES], ids=["in-process", "pool"])
+def test_a_backlog_that_cannot_be_read_is_read_again_later_and_the_others_are_counted(tmp_path, read_error,
+                                                                                       local_lines):
+    """A share that answers a read with an error (ENOENT too: a FUSE server may) while its backlog is read:
+    that file is down and its backlog read again once the share answers; the other files are counted now."""
+    local = write_files(tmp_path, {"a": local_lines})["a"]
+    share = tmp_path / "share"
+    share.mkdir()
+    lines = 20000  # 1.2 MB: a backlog
+    content = "".join(LINE % (1700000000 + i, "b") for i in range(lines)).encode()
+    fs = HangingFile(str(share), "cpu.acct", content)
+    try:
+        shared = str(share / "cpu.acct")
+        reader = CpuAcctReader(RushConfig(cpu_acct=(CpuAcctEntry(path=local), CpuAcctEntry(path=shared)),
+                                          read_processes=2))
+        fs.failing = (read_error, len(content) // 2, len(content) // 2 + 1)  # the range read, not the hand-over
+        snapshot = reader.sync(None)
+        assert done(snapshot, "ab") == {"a": local_lines, "b": None}
+        assert [file.up for file in snapshot.files if file.path == shared] == [False]
+        fs.failing = None
+        snapshot = reader.sync([shared])
+        assert done(snapshot, "ab") == {"a": local_lines, "b": lines}
+        assert all(file.up for file in snapshot.files)
+    finally:
+        fs.close()
 
 
 def _children(pid: int) -> list:

@@ -64,6 +64,18 @@ class RangeResult(NamedTuple):
     state: LineState  # the line state at the range's end
 
 
+class RangeFailed(NamedTuple):
+    """A range of a file that is still there but could not be read (an I/O error, a share that refused): the
+    reader reads that file's backlog again later, from its start."""
+
+    error: OSError
+
+
+#: What reading a range gives: its tally; None when its file is gone or changed (its lines are no longer
+#: there to count); or the error of a file that is there but could not be read.
+Outcome = Union[RangeResult, RangeFailed, None]
+
+
 def tally_range(task: Task) -> RangeResult:
     """Tallies ``[start, end)`` of a backlog's file; the first range starts with the cursor's line state."""
     backlog, settings = task.backlog, task.settings
@@ -177,8 +189,8 @@ class BacklogReader:
         """Ranges small enough to keep every process busy to the end (four per process)."""
         return max(MIN_RANGE_BYTES, total // (self.processes * 4))
 
-    def read(self, tasks: Sequence[Task]) -> List[Optional[RangeResult]]:
-        """The result of every task, in order; None for a range whose file is gone (logged).
+    def read(self, tasks: Sequence[Task]) -> List[Outcome]:
+        """The outcome of every task, in order (see ``Outcome``; a file gone is logged here).
 
         Raises only ``ReadInterrupted`` (after ``interrupt``)."""
         total = sum(task.end - task.start for task in tasks)
@@ -233,7 +245,7 @@ class BacklogReader:
         return submitted
 
     def _collect(self, pool: ProcessPoolExecutor, item: Submitted, task: Task,
-                 deadline: float) -> Optional[RangeResult]:
+                 deadline: float) -> Outcome:
         try:
             if isinstance(item, BaseException):
                 raise item
@@ -261,17 +273,19 @@ class BacklogReader:
         if self._interrupted:
             raise ReadInterrupted("the daemon is stopping")
 
-    def _in_process(self, task: Task, worker_error: Optional[BaseException]) -> Optional[RangeResult]:
+    def _in_process(self, task: Task, worker_error: Optional[BaseException]) -> Outcome:
         if worker_error is not None and not isinstance(worker_error, FileChanged):
             log.warning("a worker process failed reading a backlog range; reading it in the daemon instead",
                         extra=fields(path=task.backlog.label, start=task.start, end=task.end,
                                      error=repr(worker_error)))
         try:
             return tally_range(task)
-        except OSError as exc:
+        except FileChanged as exc:
             log.error("cannot read a backlog range: its file is gone or changed; its lines are not counted",
                       extra=fields(path=task.backlog.label, start=task.start, end=task.end, error=exc))
             return None
+        except OSError as exc:  # the reader marks the file down (logged there) and reads the backlog again
+            return RangeFailed(exc)
 
 
 def _kill_workers(pool: ProcessPoolExecutor) -> None:

@@ -46,6 +46,8 @@ from exporter.rush import saved
 from exporter.rush.backlog import (
     BACKLOG_BYTES,
     BacklogReader,
+    Outcome,
+    RangeFailed,
     RangeResult,
     Settings,
     Task,
@@ -300,7 +302,7 @@ class CpuAcctReader:
         queue, self._queue = self._queue, []
         tasks = [task for _, item in queue if isinstance(item, list) for task in item]
         self.reading = (tasks[0].backlog.label, time.monotonic()) if tasks else None
-        results: List[Optional[RangeResult]] = []
+        results: List[Outcome] = []
         try:
             results = self._backlogs.read(tasks)
         finally:  # also when the read raised: every tally queued is merged, every backlog settled
@@ -308,7 +310,7 @@ class CpuAcctReader:
             self._merge_queue(queue, iter(results) if len(results) == len(tasks) else None)
 
     def _merge_queue(self, queue: List[Tuple[str, Tally] | Tuple[Backlog, List[Task]]],
-                     results: Optional[Iterator[Optional[RangeResult]]]) -> None:
+                     results: Optional[Iterator[Outcome]]) -> None:
         """Merges in file order; without ``results`` (the read failed) each backlog's cursor goes back to the
         backlog's start, so its bytes are read by a later sync: none lost, none counted twice."""
         for head, item in queue:
@@ -320,12 +322,20 @@ class CpuAcctReader:
             elif isinstance(head, str) and isinstance(item, Tally):
                 self._merge(head, item)
 
-    def _merge_backlog(self, backlog: Backlog, results: List[Optional[RangeResult]]) -> None:
+    def _merge_backlog(self, backlog: Backlog, results: List[Outcome]) -> None:
+        """A backlog's ranges, merged in order. If one could not be read (its file is there: an I/O error),
+        none is: the file is marked down and its cursor goes back to the backlog's start, so a later sync
+        (down files are retried) reads those bytes: none lost, none counted twice."""
+        failed = next((result for result in results if isinstance(result, RangeFailed)), None)
+        if failed is not None:
+            self._tailer.rewind(backlog.ticket)
+            self._went_down(self._state(backlog.label), backlog.label, failed.error)
+            return
         for result in results:
-            if result is not None:
+            if isinstance(result, RangeResult):
                 self._merge(backlog.label, result.tally)
         last = results[-1] if results else None
-        self._tailer.caught_up(backlog.ticket, last.state if last is not None else LineState())
+        self._tailer.caught_up(backlog.ticket, last.state if isinstance(last, RangeResult) else LineState())
 
     def _merge(self, label: str, tally: Tally) -> None:
         """Adds a tally of ``label``'s lines: labels through the budgets in order, totals, gauges."""
