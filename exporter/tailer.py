@@ -29,7 +29,9 @@ refused (``NotRegularFile``), never waited on. Paths point at cursors, so
   unmounted and mounted again, a restore from backup): the read position of
   every closed file is remembered by path (a few hundred bytes each, the
   newest ``REMEMBERED_FILES``), and a reappearing file that continues it is
-  not counted again.
+  not counted again; and a copy at the path of a file renamed away but kept
+  (``rsync --backup``), which also takes over the kept file's incomplete last
+  line, and its backlog if one is being read.
 
 Complete lines are handed over in blocks as raw bytes; decoding and parsing
 belong to the reader of the file kind. A line longer than ``MAX_LINE_BYTES``
@@ -448,7 +450,8 @@ class Tailer:
             if cursor.paths:
                 continue
             grew = self._read_retired(cursor)
-            if grew is not None and (grew or now - (cursor.retired_at or now) < self._grace):
+            if grew is not None and (grew or cursor.pending is not None  # its backlog's last line is not known yet
+                                     or now - (cursor.retired_at or now) < self._grace):
                 still.append(cursor)
             else:
                 self._close(cursor)
@@ -515,12 +518,16 @@ class Tailer:
         return True
 
     def _resume(self, cursor: _Cursor, path: str, fd: int) -> None:
-        """Starts a new file where an earlier file at ``path`` stopped, if it is that file's content plus more."""
+        """Starts a new file where an earlier file at ``path`` stopped, if it is that file's content plus more.
+
+        A predecessor still renamed away hands over its incomplete last line (which the new file continues)
+        and, if its backlog is being read, the wait for it: the new cursor reads on at its first read after
+        ``caught_up`` (the next change or rescan)."""
         predecessor = next((c for c in self._retired if c.label == path and not c.paths), None)
         position: Optional[_Position]
         if predecessor is not None:
             self._read_retired(predecessor)
-            if predecessor.partial or not predecessor.fingerprint:
+            if not predecessor.fingerprint:
                 return
             position = predecessor.position()
         else:
@@ -530,6 +537,11 @@ class Tailer:
         if predecessor is not None:
             self._retired.remove(predecessor)
             del self._by_identity[predecessor.identity]
+            cursor.partial, cursor.skipping, cursor.pending = (predecessor.partial, predecessor.skipping,
+                                                               predecessor.pending)
+            if predecessor.pending is not None:
+                _, backlog, tail = self._pending[predecessor.pending]
+                self._pending[predecessor.pending] = (cursor, backlog, tail)
         self._gone.pop(path, None)
         cursor.fingerprint, cursor.offset, cursor.tail = position
         log.info("file came back with the lines already read; continuing after them",

@@ -1,8 +1,11 @@
 """The tailer on real files: every complete line exactly once, whatever happens to the file."""
 
 import os
+import shutil
 
-from exporter.tailer import Tailer
+import pytest
+
+from exporter.tailer import LineState, Tailer, read_range
 
 
 class Collector:
@@ -16,6 +19,33 @@ class Collector:
 def make(grace=0.0):
     sink = Collector()
     return Tailer(sink, grace_seconds=grace), sink
+
+
+class Backlogs:
+    """Reads the backlogs a tailer hands over, later, as the Rush reader does (``read_range``, then
+    ``caught_up``): every unread byte is a backlog."""
+
+    def __init__(self, tailer, sink):
+        self.tailer, self.sink, self.waiting = tailer, sink, []
+        tailer.defer_bytes = 1
+
+    def __call__(self, backlog, fd):
+        self.waiting.append(backlog)
+
+    def catch_up(self):
+        for backlog in self.waiting:
+            state = LineState(backlog.partial, backlog.skipping)
+            read_range(backlog, backlog.start, backlog.end, state, self.sink, lambda *discarded: None)
+            self.tailer.caught_up(backlog.ticket, state)
+        self.waiting = []
+
+
+def deferring(grace=0.0):
+    """A tailer that hands every unread byte over as a backlog, and what reads them."""
+    sink = Collector()
+    tailer = Tailer(sink, grace_seconds=grace, backlog=lambda backlog, fd: backlogs(backlog, fd))
+    backlogs = Backlogs(tailer, sink)
+    return tailer, sink, backlogs
 
 
 def append(path, text):
@@ -198,3 +228,48 @@ def test_a_file_that_comes_back_with_other_content_is_read_whole(tmp_path):
     tailer.follow(path)
     tailer.drain_retired()
     assert sink.lines == ["first", "second", "first", "second-other", "third"]
+
+
+@pytest.mark.parametrize("deferred", [False, True], ids=["read", "backlog"])
+def test_a_copy_at_the_name_of_a_file_renamed_away_mid_line_continues_it(tmp_path, deferred):
+    """rsync --backup: the file is kept under another name and a copy with more lines takes its name, while
+    the file ended in an incomplete line. Every line once, the torn one whole (it was read twice, or torn)."""
+    path, kept = str(tmp_path / "cpu.acct"), str(tmp_path / "cpu.acct~")
+    if deferred:
+        tailer, sink, backlogs = deferring(grace=60.0)
+    else:
+        tailer, sink = make(grace=60.0)
+
+    def sync():
+        tailer.follow(path)
+        if deferred:
+            backlogs.catch_up()
+
+    append(path, "1\n")
+    sync()
+    append(path, "2\n3-hal")
+    os.rename(path, kept)
+    shutil.copyfile(kept, path)
+    append(path, "f\n4\n")
+    sync()  # the kept file's rest is read (or handed over); the copy continues after it
+    if deferred:
+        sync()  # the copy's own bytes: read once the line the kept file's backlog ended in is known
+    tailer.drain_retired()
+    assert sink.lines == ["1", "2", "3-half", "4"]
+
+
+def test_a_rotated_file_is_not_closed_before_its_backlog_is_read(tmp_path):
+    """Its last line, without a newline, is only known once the backlog is read: it counts at the close."""
+    path, rotated = str(tmp_path / "cpu.acct"), str(tmp_path / "Ocpu.acct")
+    tailer, sink, backlogs = deferring(grace=0.0)
+    append(path, "1\n")
+    tailer.follow(path)
+    backlogs.catch_up()
+    append(path, "2\nlast")
+    os.rename(path, rotated)
+    append(path, "new\n")
+    tailer.follow(path)  # the rest of the rotated file and the new file are handed over
+    tailer.drain_retired()  # the rotated file's grace is over, but its backlog is not read yet
+    backlogs.catch_up()
+    tailer.drain_retired()
+    assert sink.lines == ["1", "2", "new", "last"]
