@@ -23,28 +23,28 @@ def make(grace=0.0):
 
 class Backlogs:
     """Reads the backlogs a tailer hands over, later, as the Rush reader does (``read_range``, then
-    ``caught_up``): every unread byte is a backlog."""
+    ``caught_up``)."""
 
-    def __init__(self, tailer, sink):
-        self.tailer, self.sink, self.waiting = tailer, sink, []
-        tailer.defer_bytes = 1
+    def __init__(self, sink):
+        self.sink, self.waiting = sink, []
 
     def __call__(self, backlog, fd):
         self.waiting.append(backlog)
 
-    def catch_up(self):
+    def catch_up(self, tailer):
         for backlog in self.waiting:
             state = LineState(backlog.partial, backlog.skipping)
             read_range(backlog, backlog.start, backlog.end, state, self.sink, lambda *discarded: None)
-            self.tailer.caught_up(backlog.ticket, state)
+            tailer.caught_up(backlog.ticket, state)
         self.waiting = []
 
 
 def deferring(grace=0.0):
     """A tailer that hands every unread byte over as a backlog, and what reads them."""
     sink = Collector()
-    tailer = Tailer(sink, grace_seconds=grace, backlog=lambda backlog, fd: backlogs(backlog, fd))
-    backlogs = Backlogs(tailer, sink)
+    backlogs = Backlogs(sink)
+    tailer = Tailer(sink, grace_seconds=grace, backlog=backlogs)
+    tailer.defer_bytes = 1
     return tailer, sink, backlogs
 
 
@@ -243,7 +243,7 @@ def test_a_copy_at_the_name_of_a_file_renamed_away_mid_line_continues_it(tmp_pat
     def sync():
         tailer.follow(path)
         if deferred:
-            backlogs.catch_up()
+            backlogs.catch_up(tailer)
 
     append(path, "1\n")
     sync()
@@ -264,12 +264,12 @@ def test_a_rotated_file_is_not_closed_before_its_backlog_is_read(tmp_path):
     tailer, sink, backlogs = deferring(grace=0.0)
     append(path, "1\n")
     tailer.follow(path)
-    backlogs.catch_up()
+    backlogs.catch_up(tailer)
     append(path, "2\nlast")
     os.rename(path, rotated)
     append(path, "new\n")
     tailer.follow(path)  # the rest of the rotated file and the new file are handed over
     tailer.drain_retired()  # the rotated file's grace is over, but its backlog is not read yet
-    backlogs.catch_up()
+    backlogs.catch_up(tailer)
     tailer.drain_retired()
     assert sink.lines == ["1", "2", "new", "last"]
