@@ -21,7 +21,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from conftest import REPO, value, wait_until
 
+from exporter.royalrender import server_stats
 from exporter.royalrender.client import WorkerClient, WorkerCrashed, WorkerError, WorkerSettings
+from exporter.royalrender.reader import written
 from exporter.royalrender.timezone import Timezone
 from exporter.royalrender.vendor.calls import MIB, SKIPPED
 from exporter.simulation.simulator import RrFarmSimulator
@@ -48,7 +50,7 @@ class FakeFarm:
     """An RR folder with the fake module in bin/lx64/lib and one file of each kind it loads."""
 
     SAVED = (2026, 11, 20, 14, 30)  # the server's last save, farm wall clock
-    DAILY_MTIME = (2026, 11, 20, 16, 0)
+    DAILY_MTIME = (2026, 11, 20, 10, 20)  # five minutes into anna's newest slot (40: 10:00-10:15)
 
     def __init__(self, root):
         self.root = str(root)
@@ -56,6 +58,7 @@ class FakeFarm:
         os.makedirs(self.lib)
         shutil.copy(os.path.join(HERE, "fake_rr_module.py"), os.path.join(self.lib, MODULE_NAME + ".py"))
         self.server = os.path.join(self.root, "sub", "stats", "server_stats.db")
+        self.server_writes = 0
         self.daily = os.path.join(self.root, "sub", "stats", "server", "daily.db")
         self.clients = os.path.join(self.root, "sub", "stats", "clientIPstats82.db")
         self.write_server()
@@ -76,6 +79,9 @@ class FakeFarm:
         older = dict(latest, clients_rendering=99, jobs_total=1)
         fake_file(self.server, "_rrGlobalStatsLS", lastSaveDay=local_seconds // 60, lastSaveMonth=0,
                   day={"870": latest, "869": older})
+        self.server_writes += 1  # the server writes the file as it saves, each write a second later
+        written = farm_time(*self.SAVED) + 20 + self.server_writes
+        os.utime(self.server, (written, written))
 
     def write_daily(self, numbering=0, **extra):
         def entry(name, kind, slots):
@@ -254,9 +260,10 @@ def test_a_risky_call_that_crashed_the_worker_is_never_made_again(fake_farm):
     try:
         reply = read_after_a_crash_in("_dailyStats_data.getJobsByType(3)", worker, fake_farm.daily)
         assert reply.member_failures == {"_dailyStats_data.getJobsByType(3)": SKIPPED}
-        assert reply.data["sizes"]["type_ids_used"] == "1..3 (RR 9)"
-        assert reply.data["user"]["anna"]["jobs_rendering"] == 2
-        assert reply.data["project"]["tahoe"]["jobs_waiting"] == 4
+        assert reply.data["shape"]["type_ids"] == "1..3"
+        assert reply.data["shape"]["evidence"] == "the entries of id 1 are typed 0 (users)"
+        assert reply.data["user"]["anna"]["set"][0]["jobs_rendering"] == 2
+        assert reply.data["project"]["tahoe"]["set"][0]["jobs_waiting"] == 4
         assert reply.data["render_app"] == {}
         assert list(worker.avoided) == ["_dailyStats_data.getJobsByType(3)"] and worker.restarts == 1
     finally:
@@ -345,7 +352,9 @@ def test_an_rr9_module_numbering_0_to_2_still_puts_each_entry_under_its_own_type
     worker = WorkerClient(fake_farm.settings())
     try:
         reply = read_after_a_crash_in("_dailyStats_data.getJobsByType(3)", worker, fake_farm.daily)
-        assert reply.data["sizes"]["type_ids_used"] == "0..2 (RR 8)"
+        assert reply.data["shape"]["type_ids"] == "0..2"
+        assert reply.data["shape"]["evidence"] == ("getJobsByType(3) failed although the module has RR 9's "
+                                                   "_dailyStats_timeline, and getJobsByType(0) had entries")
         assert list(reply.data["user"]) == ["anna"] and list(reply.data["project"]) == ["tahoe"]
         assert list(reply.data["render_app"]) == ["arnold"]
         assert reply.member_failures == {"_dailyStats_data.getJobsByType(3)": SKIPPED}
@@ -397,12 +406,15 @@ def test_children_the_module_forks_die_with_the_worker_and_a_crash_is_seen_at_on
 
 
 def test_a_module_that_changes_the_time_zone_does_not_shift_rr_times(fake_farm):
+    """RR's local times are converted on the daemon's side, in the configured zone, whatever the worker's TZ."""
     fake_farm.patch_module("os.environ['TZ'] = 'UTC'\nimport time as _t\n_t.tzset()\n")
     worker = WorkerClient(fake_farm.settings())
     try:
-        assert worker.read("server_stats", fake_farm.server, {}).data["last_save_time"] == farm_time(*FakeFarm.SAVED)
+        reply = worker.read("server_stats", fake_farm.server, {})
     finally:
         worker.close()
+    interpreted = server_stats.interpret(reply.data, written(fake_farm.server, worker))
+    assert interpreted["last_save_time"] == farm_time(*FakeFarm.SAVED)
 
 
 def test_absurd_values_drop_only_themselves(fake_farm):
@@ -412,7 +424,7 @@ def test_absurd_values_drop_only_themselves(fake_farm):
         reply = worker.read("server_stats", fake_farm.server, {})
     finally:
         worker.close()
-    assert reply.data["last_save_time"] is None and reply.data["sizes"]["dayMax"] == 1440
+    assert reply.data["last_save"] is None and reply.data["sizes"]["dayMax"] == 1440
     assert reply.member_failures == {
         "_rrGlobalStatsLS.lastSaveDay": "expected a finite number up to 2**53, got 9223372036854775807"}
 

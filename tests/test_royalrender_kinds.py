@@ -10,8 +10,11 @@ import pytest
 
 from exporter.budget import OTHER
 from exporter.royalrender import client_stats, daily_stats, server_stats
+from exporter.royalrender.kinds import KINDS
+from exporter.royalrender.times import Written
+from exporter.royalrender.timezone import Timezone
 from exporter.royalrender.vendor import extractors
-from exporter.royalrender.vendor.calls import MIB, LoadFailed, local_to_unix
+from exporter.royalrender.vendor.calls import MIB, LoadFailed
 from exporter.simulation import simformat, standin
 from exporter.simulation.simulator import YEAR_SLOTS_KEPT, RrFarmSimulator, local_seconds
 
@@ -25,11 +28,20 @@ def farm(request, tmp_path):
     return sim
 
 
+def written(path):
+    """The stand-in farm writes in the machine's zone, stamping each file with its (fixed) clock."""
+    return Written(os.stat(path).st_mtime, Timezone().zone())
+
+
+def local_to_unix(local_seconds):
+    return Written(0, Timezone().zone()).unix(local_seconds)
+
+
 def extract(kind, path, options=None):
-    """What the worker would reply for one file: its plain data (member failures must be none here)."""
+    """What the worker would reply for one file, as the daemon interprets it (member failures must be none)."""
     data, failures = extractors.run(standin, kind, "extract", path, options or {})
     assert failures == {}, failures
-    return data
+    return next(k for k in KINDS if k.name == kind).interpret(data, written(path))
 
 
 def payload(path):
@@ -38,9 +50,10 @@ def payload(path):
 
 
 def rewrite(path, cls, change):
+    """Changes a file as its writer would at the farm's (fixed) clock: the modification time stays."""
     data = payload(path)
     change(data)
-    simformat.write(path, cls, data)
+    simformat.write(path, cls, data, mtime=os.stat(path).st_mtime)
 
 
 def test_server_stats_latest_slot_with_aliases_and_units(farm):
@@ -97,10 +110,11 @@ def test_server_stats_field_missing_in_this_rr_version_drops_only_that_value(far
 
     standin._rrGlobalStats_item.__init__ = without_temperature
     try:
-        result, failures = extractors.run(standin, "server_stats", "extract", path, {})
+        raw, failures = extractors.run(standin, "server_stats", "extract", path, {})
     finally:
         standin._rrGlobalStats_item.__init__ = original
     assert failures == {"_rrGlobalStats_item.serverTemperature": "missing"}
+    result = server_stats.interpret(raw, written(path))
     assert result["slot"]["server_temperature"] is None
     assert result["slot"]["jobs_total"] is not None
     names = {family.name for family in server_stats.families({path: result}, {})}

@@ -20,6 +20,7 @@ from prometheus_client.metrics_core import Metric
 from exporter.families import gauge
 from exporter.royalrender.contract import Kind
 from exporter.royalrender.naming import name_from_path
+from exporter.royalrender.times import STALE_SLOTS, Written, checked
 from exporter.schema import Field, GroupRegex
 
 EXTRA_OPTIONS = {
@@ -27,10 +28,23 @@ EXTRA_OPTIONS = {
 }
 
 _NOTE = " (from the client's stats file, latest item; cached between changes of the file)"
+_PER_HOUR = (" in the local clock hour of the latest item, so far: a count that restarts every hour, not a running "
+             "total")
 
 
 def client_name(path: str, options: Mapping[str, Any]) -> str:
     return name_from_path(path, options.get("client_from_path"), "client")
+
+
+def interpret(data: Mapping[str, Any], written: Written) -> Dict[str, Any]:
+    """The latest item stamped in RR's zone; left out when it started ``STALE_SLOTS`` items before the write."""
+    item = data["item"]
+    if item is None:
+        return dict(data, check={"offset": None, "implausible": None, "stale": False})
+    when = written.unix(item["local_time"])
+    check = checked(when, written, item["item_seconds"], True, "the client's latest item")
+    current = when is not None and when >= written.mtime - STALE_SLOTS * item["item_seconds"]
+    return dict(data, item=dict(item, time=when) if current else None, check=dict(check, stale=not current))
 
 
 def families(data: Mapping[str, Dict[str, Any]], options: Mapping[str, Any]) -> Iterable[Metric]:
@@ -65,13 +79,13 @@ def families(data: Mapping[str, Dict[str, Any]], options: Mapping[str, Any]) -> 
                 ["client", "thread"], per_thread("memory"))
     yield gauge("royalrender_client_job_thread_status", "RR's status code of each job thread (enumeration _Status)"
                 + _NOTE, ["client", "thread"], per_thread("status"))
-    yield gauge("royalrender_client_hour_frames_done", "Frames done in the current hour" + _NOTE, ["client"],
+    yield gauge("royalrender_client_hour_frames_done", "Frames done" + _PER_HOUR + _NOTE, ["client"],
                 per_hour("frames_done"))
-    yield gauge("royalrender_client_hour_job_crashes", "Job crashes in the current hour" + _NOTE, ["client"],
+    yield gauge("royalrender_client_hour_job_crashes", "Job crashes" + _PER_HOUR + _NOTE, ["client"],
                 per_hour("crashes"))
-    yield gauge("royalrender_client_hour_job_aborts", "Job aborts in the current hour" + _NOTE, ["client"],
+    yield gauge("royalrender_client_hour_job_aborts", "Job aborts" + _PER_HOUR + _NOTE, ["client"],
                 per_hour("aborts"))
-    yield gauge("royalrender_client_hour_job_successes", "Successful job renders in the current hour" + _NOTE,
+    yield gauge("royalrender_client_hour_job_successes", "Successful job renders" + _PER_HOUR + _NOTE,
                 ["client"], per_hour("successes"))
 
 
@@ -82,4 +96,5 @@ KIND = Kind(
     select="all",
     families=families,
     extra_options=EXTRA_OPTIONS,
+    interpret=interpret,
 )

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, List, Literal, Mapping, Optional, Tu
 
 from prometheus_client.metrics_core import Metric
 
+from exporter.royalrender.times import Written
 from exporter.schema import Field
 
 #: a kind's options: its config keys beyond ``enabled`` and ``path`` (``extra_options``), with their values
@@ -29,6 +30,10 @@ def _unbounded(data: Any) -> Any:
 
 def _one_file(options: Options) -> int:
     return 1
+
+
+def _as_read(data: Any, written: Written) -> Any:
+    return data
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,8 @@ class Kind:
     newest_count: Callable[[Options], int] = _one_file
     bounded: Optional[Callable[[Options], Bound]] = None
     history_families: Optional[Callable[[DataByPath, Options], Iterable[Tuple[float, List[Metric]]]]] = None
+    interpret: Callable[[Any, Written], Any] = _as_read
+    interpret_history: Callable[[Any, Written], Any] = _as_read
 
     def budget(self, options: Options) -> Bound:
         """A fresh series budget for one reader's life (``bounded``); kinds without one pass data through."""

@@ -1,17 +1,11 @@
-"""Today's file in ``[RR]/sub/stats/server/`` through ``_dailyStats_data``.
+"""Today's file in ``[RR]/sub/stats/server/`` through ``_dailyStats_data``: each name's latest current slot.
 
-For each user, project and render app: its latest set 15-minute slot
-(``slotSet``). The file name pattern is not public, so the newest file
-matched by the configured glob is read, and the day it describes is the
-local day of its modification time (in ``royalrender.timezone``). How the
-type ids of RR 8 and RR 9 are told apart: ``vendor.daily_stats``.
-
-Names are unbounded, so each dimension has a ``budget.LabelBudget`` of
-``series_budget`` series: a name keeps its series from the first read that
-saw it while there was room, and later names are combined into
-``__other__`` (averages are not exported for it). Names first seen in the
-same read are offered most recently active first (their latest slot), then
-by name.
+For each user, project and render app: its latest set slot, stamped in
+RR's zone (``times``) and exported only while current. Names are
+unbounded, so each dimension has a ``budget.LabelBudget`` of
+``series_budget`` series; later names are combined into ``__other__``.
+How the dimensions, the day and the slot times are decided:
+docs/royalrender.md.
 """
 
 from __future__ import annotations
@@ -23,6 +17,7 @@ from prometheus_client.metrics_core import Metric
 from exporter.budget import OTHER, LabelBudget
 from exporter.families import gauge
 from exporter.royalrender.contract import Bound, Kind
+from exporter.royalrender.times import STALE_SLOTS, Written, checked
 from exporter.royalrender.vendor.daily_stats import DIMENSIONS, FIELDS
 from exporter.schema import Field, Integer
 
@@ -33,7 +28,11 @@ EXTRA_OPTIONS = {
                            doc="most series per dimension (user, project, render app); the rest is __other__"),
 }
 
-_NOTE = " (from today's daily stats, latest set 15-minute slot; cached between changes of the file)"
+_NOTE = " (from today's daily stats, latest current slot; cached between changes of the file)"
+_PER_SLOT = (" during the slot that starts at royalrender_%s_slot_timestamp_seconds (15 min with 96 slots a day): "
+             "a count per slot, not a running total")
+#: a file whose newest slot would start this long after it was written describes the day before
+_PREVIOUS_DAY_SECONDS = 12 * 3600
 #: how ``__other__`` combines each value of the names past the budget (None: not exported for it)
 _COMBINE = {
     "jobs_waiting": sum, "jobs_disabled": sum, "jobs_idle": sum, "jobs_rendering": sum, "jobs_done": sum,
@@ -44,6 +43,47 @@ _COMBINE = {
 assert set(_COMBINE) == {key for key, _, _ in FIELDS}, "every extracted value needs a rule for __other__"
 
 
+def _day_start(data: Mapping[str, Any], written: Written) -> float:
+    """Local midnight of the day the file describes: that of its modification time, unless its newest slot
+    would then start half a day after the write (a file finished just after midnight)."""
+    day = written.day_start()
+    starts = [day + named["set"][0]["index"] * 86400.0 / named["slots"]
+              for dimension in DIMENSIONS for named in data[dimension].values()]
+    newest = written.unix(max(starts)) if starts else None
+    return day - 86400 if newest is not None and newest > written.mtime + _PREVIOUS_DAY_SECONDS else day
+
+
+def _timed(data: Mapping[str, Any], written: Written) -> Dict[str, Dict[str, List[Dict[str, Any]]]]:
+    """Every set slot of every name with its start as Unix time, newest first."""
+    day = _day_start(data, written)
+    return {dimension: {name: [dict(slot, time=written.unix(day + slot["index"] * 86400.0 / named["slots"]),
+                                    seconds=86400.0 / named["slots"]) for slot in named["set"]]
+                        for name, named in data[dimension].items()}
+            for dimension in DIMENSIONS}
+
+
+def interpret(data: Mapping[str, Any], written: Written) -> Dict[str, Any]:
+    """The worker's reply as each name's latest slot, names whose latest slot is not current left out."""
+    timed = _timed(data, written)
+    latest = {dimension: {name: slots[0] for name, slots in names.items()} for dimension, names in timed.items()}
+    rows = [row for names in latest.values() for row in names.values() if row["time"] is not None]
+    newest = max(rows, key=lambda row: row["time"], default=None)
+    check = checked(None if newest is None else newest["time"], written,
+                    0.0 if newest is None else newest["seconds"], False, "the newest set slot")
+    current = {dimension: {name: row for name, row in names.items() if _current(row, written)}
+               for dimension, names in latest.items()}
+    withheld = sum(len(latest[d]) - len(current[d]) for d in DIMENSIONS)
+    return dict(current, shape=data["shape"], check=dict(check, stale=withheld > 0))
+
+
+def _current(row: Dict[str, Any], written: Written) -> bool:
+    return row["time"] is not None and row["time"] >= written.mtime - STALE_SLOTS * row["seconds"]
+
+
+def interpret_history(data: Mapping[str, Any], written: Written) -> Dict[str, Any]:
+    return _timed(data, written)
+
+
 def history_families(data: Mapping[str, Dict[str, Any]],
                      options: Mapping[str, Any]) -> Iterable[Tuple[float, List[Metric]]]:
     """(time, families) for every slot time of every daily file, through one budget in time order."""
@@ -52,7 +92,8 @@ def history_families(data: Mapping[str, Dict[str, Any]],
         for dimension in DIMENSIONS:
             for name, slots in stats[dimension].items():
                 for slot in slots:
-                    by_time.setdefault(slot["time"], {d: {} for d in DIMENSIONS})[dimension][name] = slot
+                    if slot["time"] is not None:
+                        by_time.setdefault(slot["time"], {d: {} for d in DIMENSIONS})[dimension][name] = slot
     bound = bounded(options)
     for when in sorted(by_time):
         yield when, [f for dimension, rows in bound(by_time[when]).items()
@@ -113,13 +154,14 @@ def _dimension_families(dimension: str, rows: Dict[str, Dict[str, Any]]) -> Iter
     yield metric("ps_usage_max", "ps_usage_max", "Maximum PS usage")
     yield metric("ps_needed", "ps_needed", "Estimated PS needed for all unassigned segments")
     yield metric("render_licenses_needed", "render_licenses_needed", "Estimated render licenses needed")
-    yield metric("job_sends", "job_sends", "Times a job was sent to a client in the slot")
-    yield metric("job_finishes", "job_finishes", "Times a job finished in the slot")
+    yield metric("job_sends", "job_sends", "Times a job was sent to a client" + _PER_SLOT % dimension)
+    yield metric("job_finishes", "job_finishes", "Times a job finished" + _PER_SLOT % dimension)
     yield metric("memory_average_bytes", "memory_average", "Average memory usage")
     yield metric("memory_max_bytes", "memory_max", "Maximum memory usage")
-    yield metric("frame_time_average_seconds", "frame_time_average", "Average frame time")
-    yield metric("frame_time_max_seconds", "frame_time_max", "Maximum frame time")
-    yield metric("frames_rendered", "frames_rendered", "Frames rendered in the 15-minute slot")
+    yield metric("frame_time_average_seconds", "frame_time_average", "Average frame time (RR's unit assumed to be "
+                 "seconds; docs/royalrender.md says how to confirm it)")
+    yield metric("frame_time_max_seconds", "frame_time_max", "Maximum frame time (RR's unit assumed to be seconds)")
+    yield metric("frames_rendered", "frames_rendered", "Frames rendered" + _PER_SLOT % dimension)
     yield metric("frames_left", "frames_left", "Frames left to render")
     yield metric("slot_timestamp_seconds", "time", "Start of the slot the values are from")
 
@@ -133,4 +175,6 @@ KIND = Kind(
     extra_options=EXTRA_OPTIONS,
     bounded=bounded,
     history_families=history_families,
+    interpret=interpret,
+    interpret_history=interpret_history,
 )

@@ -31,9 +31,11 @@ from exporter.royalrender.client import ModuleNotLoaded, WorkerClient, WorkerCra
 from exporter.royalrender.config import KindConfig, RoyalRenderConfig, kind_paths, worker_settings
 from exporter.royalrender.contract import Kind
 from exporter.royalrender.kinds import KINDS
-from exporter.royalrender.reader import MemberFailures, file_reader, worker_options
+from exporter.royalrender.reader import MemberFailures, TimeChecks, file_reader, worker_options, written
 from exporter.royalrender.timezone import Timezone
 from exporter.royalrender.vendor import module
+from exporter.royalrender.vendor.daily_stats import DIMENSIONS
+from exporter.wholefile import ReadFailed
 
 DETAILED_FILES = 3
 #: each crash of the API check adds one avoided member, so this many tries reach every member
@@ -133,7 +135,7 @@ def _report_kind(kind: Kind, kind_config: KindConfig, settings, worker: WorkerCl
         out.write("   no path: %s\n\n" % ("set royalrender.root or RR_ROOT" if kind.default_path else
                                          "its location is not public; set royalrender.%s.path" % kind.name))
         return ["%s: no path" % kind.name] if kind.default_path else []
-    files = sorted(file_reader(kind, patterns, kind_config.options, worker, MemberFailures()).selected())
+    files = sorted(file_reader(kind, patterns, kind_config.options, worker, MemberFailures(), TimeChecks()).selected())
     out.write("   patterns: %s\n   files read: %d\n" % (", ".join(patterns), len(files)))
     problems = [] if files else ["%s: no file matches %s" % (kind.name, ", ".join(patterns))]
     for path in files[:DETAILED_FILES]:
@@ -165,19 +167,41 @@ def _report_file(kind: Kind, options: Mapping[str, Any], path: str, worker: Work
     st = os.stat(path)
     out.write("   -- %s (%d bytes, modified %s)\n" % (path, st.st_size, zone.show(st.st_mtime)))
     try:
+        when = written(path, worker)
         reply = worker.read(kind.name, path, worker_options(options))
-    except WorkerError as exc:
+    except (WorkerError, ReadFailed) as exc:
         out.write("      NOT READ: %s\n" % exc)
         return ["%s: %s" % (path, exc)]
     for member, error in sorted(reply.member_failures.items()):
         out.write("      member failed, its values are not exported: %s: %s\n" % (member, error))
-    text = json.dumps(_with_readable_times(reply.data, zone), indent=2, sort_keys=True, default=str)
-    out.write("      loaded; what was read:\n" + "".join("      " + line + "\n" for line in text.splitlines()))
-    data = kind.budget(options)(reply.data)  # as a reader starting now would see it
-    exposition = render_section(kind.families({path: data}, options)).text.decode()
+    data = kind.interpret(reply.data, when)
+    for title, shown in (("loaded; what the module said", reply.data),
+                         ("as the exporter reads it (times in RR's zone)", _with_readable_times(data, zone))):
+        text = json.dumps(shown, indent=2, sort_keys=True, default=str)
+        out.write("      %s:\n" % title + "".join("      " + line + "\n" for line in text.splitlines()))
+    problems = ["%s: member %s failed" % (path, member) for member in sorted(reply.member_failures)]
+    problems += _report_interpretation(path, data, out)
+    exposition = render_section(kind.families({path: kind.budget(options)(data)}, options)).text.decode()
     out.write("      would export:\n" + "".join("      " + line + "\n" for line in exposition.splitlines()
                                                if not line.startswith("#")))
-    return ["%s: member %s failed" % (path, member) for member in sorted(reply.member_failures)]
+    return problems
+
+
+def _report_interpretation(path: str, data: Mapping[str, Any], out: TextIO) -> List[str]:
+    """The shape decided (which names land under which dimension) and the check of the file's times."""
+    shape, check = data.get("shape"), data.get("check")
+    if shape is not None:
+        out.write("      job type ids %s, because %s\n" % (shape["type_ids"], shape["evidence"]))
+        for dimension in DIMENSIONS:
+            out.write("      %s: %s\n" % (dimension, ", ".join(sorted(data[dimension])) or "(none current)"))
+    if check is None or check["offset"] is None:
+        return []
+    out.write("      newest time minus modification time: %+.0f s%s\n" % (
+        check["offset"], "; latest values NOT CURRENT, not exported" if check["stale"] else ""))
+    if check["implausible"] is None:
+        return []
+    out.write("      IMPLAUSIBLE: %s (royalrender.timezone)\n" % check["implausible"])
+    return ["%s: royalrender.timezone: %s" % (path, check["implausible"])]
 
 
 def _report_vendor_output(worker: WorkerClient, out: TextIO) -> None:

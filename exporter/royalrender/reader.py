@@ -25,10 +25,68 @@ from exporter.logs import fields
 from exporter.paths import PathPattern
 from exporter.royalrender.client import WorkerClient, WorkerCrashed, WorkerError, WorkerStartFailed
 from exporter.royalrender.contract import Kind
+from exporter.royalrender.times import STALE_SLOTS, TOLERANCE_SECONDS, Written
 from exporter.sources import READ_FAILURE_REASONS, FileStatus
 from exporter.wholefile import ReadFailed, WholeFileReader
 
 log = logging.getLogger(__name__)
+
+
+class TimeChecks:
+    """What the reads of each kind said about RR's times (``times.checked``) and the shape decided.
+
+    Per kind: reads whose latest values were not current (withheld), reads
+    whose times were implausible, the last read's offset from its write,
+    and the implausibility of the last read, logged whenever its text
+    changes. Written only by the source's ingest thread.
+    """
+
+    def __init__(self) -> None:
+        self.stale: Counter = Counter()
+        self.implausible: Counter = Counter()
+        self.offsets: Dict[str, float] = {}
+        self.problems: Dict[str, str] = {}
+        self.shape: Dict[str, str] = {}
+
+    def add(self, kind: str, data: Mapping[str, Any], path: str) -> None:
+        check = data.get("check")
+        if check is not None:
+            self._check(kind, check, path)
+        shape = data.get("shape")
+        if shape is not None:
+            self.shape = {"daily_stats_type_ids": shape["type_ids"], "daily_stats_evidence": shape["evidence"]}
+
+    def _check(self, kind: str, check: Mapping[str, Any], path: str) -> None:
+        self.stale[kind] += bool(check["stale"])
+        if check["offset"] is not None:
+            self.offsets[kind] = check["offset"]
+        problem = check["implausible"]
+        self.implausible[kind] += problem is not None
+        if problem != self.problems.get(kind):
+            if problem is not None:
+                log.warning("Royal Render times: %s", problem, extra=fields(kind=kind, path=path))
+            else:
+                log.info("Royal Render times plausible again", extra=fields(kind=kind, path=path))
+        if problem is None:
+            self.problems.pop(kind, None)
+        else:
+            self.problems[kind] = problem
+
+    def snapshot(self) -> TimeCheckSnapshot:
+        return TimeCheckSnapshot(stale=MappingProxyType(dict(self.stale)),
+                                 implausible=MappingProxyType(dict(self.implausible)),
+                                 offsets=MappingProxyType(dict(self.offsets)),
+                                 problems=MappingProxyType(dict(self.problems)),
+                                 shape=MappingProxyType(dict(self.shape)))
+
+
+@dataclass(frozen=True)
+class TimeCheckSnapshot:
+    stale: Mapping[str, int]
+    implausible: Mapping[str, int]
+    offsets: Mapping[str, float]
+    problems: Mapping[str, str]
+    shape: Mapping[str, str]
 
 
 class MemberFailures:
@@ -56,13 +114,23 @@ def worker_options(options: Mapping[str, Any]) -> Dict[str, Any]:
     return {k: v for k, v in options.items() if isinstance(v, (str, int, float, bool)) or v is None}
 
 
+def written(path: str, worker: WorkerClient) -> Written:
+    """When ``path`` was written, in RR's zone; taken before the worker reads it."""
+    try:
+        mtime = os.stat(path).st_mtime
+    except OSError as exc:
+        raise ReadFailed(str(exc), failure="io") from None
+    return Written(mtime, worker.settings.timezone.zone())
+
+
 def file_reader(kind: Kind, patterns: Sequence[str], options: Mapping[str, Any], worker: WorkerClient,
-                member_failures: MemberFailures) -> WholeFileReader:
+                member_failures: MemberFailures, time_checks: TimeChecks) -> WholeFileReader:
     """The reader of one RR file kind: a whole-file reader whose files are read through the worker."""
     label = "royalrender_" + kind.name
     within_budget = kind.budget(options)
 
     def parse(path: str) -> Any:
+        when = written(path, worker)
         try:
             reply = worker.read(kind.name, path, worker_options(options))
         except WorkerCrashed as exc:  # the file is to blame, unless a risky call was (it is avoided from now on)
@@ -73,7 +141,9 @@ def file_reader(kind: Kind, patterns: Sequence[str], options: Mapping[str, Any],
         except WorkerError as exc:
             raise ReadFailed(str(exc), failure=_unopenable(path)) from None
         member_failures.add(label, reply.member_failures, path)
-        return within_budget(reply.data)  # on the ingest thread: every render of this data shows the same series
+        data = kind.interpret(reply.data, when)
+        time_checks.add(label, data, path)
+        return within_budget(data)  # on the ingest thread: every render of this data shows the same series
 
     return WholeFileReader(label, patterns, parse, lambda data: kind.families(data, options), kind.newest(options),
                            failure_reasons=READ_FAILURE_REASONS)
@@ -93,6 +163,7 @@ def _unopenable(path: str) -> Optional[str]:
 class BoundarySnapshot:
     files: Tuple[FileStatus, ...]
     member_failures: Mapping[Tuple[str, str], int]
+    times: TimeCheckSnapshot
     restarts: int
     avoided: Tuple[str, ...]
     module: Mapping[str, str]
@@ -109,20 +180,29 @@ class BoundaryReport:
     kind = "royalrender_boundary"
     patterns: Sequence[PathPattern] = ()
 
-    def __init__(self, worker: WorkerClient, member_failures: MemberFailures):
+    def __init__(self, worker: WorkerClient, member_failures: MemberFailures, time_checks: TimeChecks):
         self._worker = worker
         self._member_failures = member_failures
+        self._time_checks = time_checks
 
     def sync(self, paths: Optional[Collection[str]] = None) -> BoundarySnapshot:
         info = self._worker.module_info
+        times = self._time_checks.snapshot()
         module = {"module": str(info.get("module", "")), "file": str(info.get("file", "")),
                   "python": str(info.get("python", "")), "timezone": self._worker.settings.timezone.describe(),
-                  "version": self._version()}
-        notes = (("Royal Render module", "%s (%s)" % (module["module"] or "not loaded yet", module["file"])),
+                  "version": self._version(), "daily_stats_type_ids": times.shape.get("daily_stats_type_ids", ""),
+                  "daily_stats_evidence": times.shape.get("daily_stats_evidence", "")}
+        notes: Tuple[Tuple[str, str], ...] = (
+                 ("Royal Render module", "%s (%s)" % (module["module"] or "not loaded yet", module["file"])),
                  ("Royal Render module version", module["version"] or "not known yet"),
                  ("Royal Render worker's Python", module["python"] or self._worker.settings.python),
                  ("Royal Render time zone", module["timezone"]))
-        return BoundarySnapshot(files=(), member_failures=self._member_failures.snapshot(),
+        notes += tuple(("Royal Render times of %s" % kind, "IMPLAUSIBLE: " + problem)
+                       for kind, problem in sorted(times.problems.items()))
+        if times.shape:
+            notes += (("Royal Render daily stats type ids", "%s (%s)" % (
+                times.shape["daily_stats_type_ids"], times.shape["daily_stats_evidence"])),)
+        return BoundarySnapshot(files=(), member_failures=self._member_failures.snapshot(), times=times,
                                 restarts=self._worker.restarts, avoided=tuple(sorted(self._worker.avoided)),
                                 module=MappingProxyType(module), notes=notes)
 
@@ -144,6 +224,17 @@ class BoundaryReport:
         yield counter("renderfarm_exporter_royalrender_worker_restarts_total",
                       "Times the Royal Render worker crashed, hung or broke the protocol and was replaced", [],
                       {(): snapshot.restarts})
+        yield counter("renderfarm_exporter_royalrender_stale_slots_total",
+                      "Reads of a Royal Render file whose latest slot (of the server, a user, project or render app, "
+                      "a client) started more than %d slot lengths before the file was written or last saved; "
+                      "those values were not exported as current" % STALE_SLOTS, ["kind"], dict(snapshot.times.stale))
+        yield counter("renderfarm_exporter_royalrender_implausible_times_total",
+                      "Reads of a Royal Render file whose newest time lay more than %d s and one slot from the file's "
+                      "modification time (a wrong royalrender.timezone or time base)" % TOLERANCE_SECONDS, ["kind"],
+                      dict(snapshot.times.implausible))
+        yield gauge("renderfarm_exporter_royalrender_time_offset_seconds",
+                    "The newest time the last read file of a kind states (last save, newest slot or item) minus "
+                    "its modification time", ["kind"], dict(snapshot.times.offsets))
         yield gauge("renderfarm_exporter_royalrender_avoided_calls",
                     "1 per call outside the documented contract that crashed or hung the worker; it is no longer "
                     "made", ["call"], {call: 1 for call in snapshot.avoided})

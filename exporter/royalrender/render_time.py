@@ -75,7 +75,9 @@ def families(data: Mapping[str, Dict[str, Any]], options: Mapping[str, Any]) -> 
         yield gauge("royalrender_render_time_mean_frame_ps_seconds",
                     "Mean of the average frame times of the layer's recent jobs, in processor-seconds" + _NOTE,
                     ["project", "layer"], per_layer("mean"))
-        yield gauge("royalrender_render_time_jobs_added", "Jobs added to the layer's list so far" + _NOTE,
+        yield gauge("royalrender_render_time_jobs_added",
+                    "Jobs added to the layer's list so far (RR's int16: a sharp drop is a wrap at 32767, not a reset)"
+                    + _NOTE,
                     ["project", "layer"], per_layer("jobs_added"))
         yield gauge("royalrender_render_time_layers_dropped", "Layers over the series budget, exported as the "
                     "__other__ layer of project __other__", [], {(): stats.get("layers_over_budget", 0)})

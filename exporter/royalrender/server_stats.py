@@ -1,22 +1,83 @@
 """``server_stats.db`` through ``_rrGlobalStatsLS``: the farm overview of rrControl's Global Info.
 
-The latest valid slot of the day array is exported. Its index comes from
-``lastSaveDay`` (local time divided by the slot length; the slot length is
-86400 / ``dayMax()``: 90 s in RR 8, 60 s in RR 9); if that slot is not
-``slot_used`` the newest used one before it is taken. ``lastSaveDay`` also
-says when the server last saved: a stale value means the RR server stopped.
+The latest used slot of the day array is exported while current, stamped
+in RR's zone (``times``); ``lastSaveDay`` says when the server last saved:
+a stale value means the RR server stopped. Which time base ``lastSaveDay``
+counts in is chosen from the file's modification time (docs/royalrender.md).
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Mapping, Tuple
+import math
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from prometheus_client.metrics_core import Metric
 
 from exporter.families import gauge
 from exporter.royalrender.contract import Kind
+from exporter.royalrender.times import STALE_SLOTS, Written, checked
+from exporter.royalrender.vendor.server_stats import last_save_steps
 
 _NOTE = " (from server_stats.db, latest valid slot; cached between changes of the file)"
+
+
+def _last_save(last_save: int, steps: Iterable[float], written: Written) -> Tuple[float, Optional[float]]:
+    """The step ``lastSaveDay`` counts in (the one putting the last save nearest the write), and that time."""
+    def distance(step: float) -> float:
+        when = written.unix(last_save * step)
+        return math.inf if when is None else abs(when - written.mtime)
+
+    step = min(steps, key=distance)
+    return step, written.unix(last_save * step)
+
+
+def _slot_start(last_save: int, step: float, slot_seconds: float, back: int) -> float:
+    """Local seconds of the start of the day slot ``back`` slots before the one holding the last save."""
+    return (last_save * step // slot_seconds - back) * slot_seconds
+
+
+def interpret(data: Mapping[str, Any], written: Written) -> Dict[str, Any]:
+    """The latest used slot while current (at most ``STALE_SLOTS`` before the last save), stamped."""
+    interpreted: Dict[str, Any] = {"slot_seconds": None, "last_save_time": None, "last_save_step": None, "slot": None,
+                                   "check": {"offset": None, "implausible": None, "stale": False}}
+    if data["last_save"] is None or not data["walks"]:
+        return interpreted
+    walks = {walk["step"]: walk for walk in data["walks"]}
+    step, last_save_time = _last_save(data["last_save"], walks, written)
+    walk, slot_seconds = walks[step], data["slot_seconds"]
+    current = walk["back"] is not None and walk["back"] <= STALE_SLOTS
+    interpreted.update(slot_seconds=slot_seconds, last_save_time=last_save_time, last_save_step=step, check=dict(
+        checked(last_save_time, written, slot_seconds, True, "the last save (lastSaveDay)"),
+        stale=walk["back"] is not None and not current))
+    if current:
+        start = _slot_start(data["last_save"], step, slot_seconds, walk["back"])
+        interpreted["slot"] = dict(walk["slot"], time=written.unix(start))
+    return interpreted
+
+
+def interpret_history(data: Mapping[str, Any], written: Written) -> Dict[str, Any]:
+    """Every used slot with its start: day slots from the last save back, then the pushed-down month and year
+    arrays where no finer one covers (the last index holds the last completed slot)."""
+    slots: List[Dict[str, Any]] = []
+    day = data.get("day")
+    if day is not None:
+        size, slot_seconds = day["size"], day["slot_seconds"]
+        step, _ = _last_save(day["last_save"], last_save_steps(slot_seconds), written)
+        newest = int(day["last_save"] * step % 86400 // slot_seconds)
+        slots += [dict(values, time=written.unix(_slot_start(day["last_save"], step, slot_seconds,
+                                                             (newest - idx) % size)))
+                  for idx, values in day["used"]]
+    for array in ("month", "year"):
+        pushed = data.get(array)
+        if pushed is None:
+            continue
+        earliest = min((s["time"] for s in slots if s["time"] is not None), default=math.inf)
+        size, seconds, last = pushed["size"], pushed["slot_seconds"], pushed["last_save"]
+        for idx, values in pushed["used"]:
+            start = written.unix((last - 1 - (size - 1 - idx)) * seconds)
+            if start is not None and start < earliest:
+                slots.append(dict(values, time=start))
+    return {"slots": sorted((s for s in slots if s["time"] is not None), key=lambda s: s["time"])}
 
 
 def history_families(data: Mapping[str, Dict[str, Any]],
@@ -35,7 +96,8 @@ def _present(pairs) -> Dict:
 def families(data: Mapping[str, Dict[str, Any]], options: Mapping[str, Any]) -> Iterable[Metric]:
     for stats in data.values():  # select="newest": one file
         yield gauge("royalrender_server_stats_last_save_timestamp_seconds",
-                    "When the RR server last saved server_stats.db; stale means the server stopped", [],
+                    "When the RR server last saved server_stats.db (lastSaveDay in RR's zone); stale means "
+                    "the server stopped", [],
                     _present([((), stats["last_save_time"])]))
         slot = stats["slot"]
         if slot is None:
@@ -68,13 +130,15 @@ def _slot_families(s: Dict[str, Any]) -> Iterable[Metric]:
     yield gauge("royalrender_jobs", "Jobs in the queue" + _NOTE, [], one("jobs_total"))
     yield gauge("royalrender_server_machine_memory_bytes", "Memory used on the rrServer machine (RR reports "
                 "MiB, assumed)" + _NOTE, [], one("memory_machine"))
-    yield gauge("royalrender_server_process_memory_bytes", "Memory used by the rrServer process" + _NOTE, [],
+    yield gauge("royalrender_server_process_memory_bytes", "Memory used by the rrServer process (RR reports MiB, "
+                "assumed)" + _NOTE, [],
                 one("memory_process"))
     yield gauge("royalrender_server_buffer_memory_bytes", "Memory of the rrServer's buffers" + _NOTE, ["buffer"],
                 _present((b, s["memory_" + b]) for b in ("tcp_socket", "tcp_data", "job_data")))
     yield gauge("royalrender_server_tcp_buffer_compressed_max_bytes", "Largest TCP buffer after compression"
                 + _NOTE, [], one("memory_tcp_compressed_max"))
-    yield gauge("royalrender_average_frame_time_seconds", "Average frame time of all jobs" + _NOTE, [],
+    yield gauge("royalrender_average_frame_time_seconds", "Average frame time of all jobs (RR's unit assumed to be "
+                "seconds; it may be processor-seconds, docs/royalrender.md)" + _NOTE, [],
                 one("average_frame_seconds"))
     yield gauge("royalrender_frames_left", "Frames still to render in all jobs" + _NOTE, [], one("frames_left"))
 
@@ -86,4 +150,6 @@ KIND = Kind(
     select="newest",
     families=families,
     history_families=history_families,
+    interpret=interpret,
+    interpret_history=interpret_history,
 )

@@ -17,8 +17,9 @@ from exporter.royalrender.client import WorkerClient, WorkerError
 from exporter.royalrender.config import KindConfig, RoyalRenderConfig, kind_paths, worker_settings
 from exporter.royalrender.contract import Kind
 from exporter.royalrender.kinds import KINDS, with_history
-from exporter.royalrender.reader import BoundaryReport, MemberFailures, file_reader, worker_options
+from exporter.royalrender.reader import BoundaryReport, MemberFailures, TimeChecks, file_reader, worker_options, written
 from exporter.sources import HistorySink, Source
+from exporter.wholefile import ReadFailed
 
 
 def _readers(section: Optional[RoyalRenderConfig]):
@@ -26,14 +27,14 @@ def _readers(section: Optional[RoyalRenderConfig]):
         return []
     settings = worker_settings(section)
     worker = WorkerClient(settings)
-    failures = MemberFailures()
+    failures, time_checks = MemberFailures(), TimeChecks()
     readers: List[Any] = []
     for kind in KINDS:
         kind_config: KindConfig = section.kinds[kind.name]
         paths = kind_paths(kind, kind_config, settings.root) if kind_config.enabled else []
         if paths:
-            readers.append(file_reader(kind, paths, kind_config.options, worker, failures))
-    return readers + [BoundaryReport(worker, failures)] if readers else []
+            readers.append(file_reader(kind, paths, kind_config.options, worker, failures, time_checks))
+    return readers + [BoundaryReport(worker, failures, time_checks)] if readers else []
 
 
 def _kind_history(kind: Kind, kind_config: KindConfig, root: Optional[str], worker: WorkerClient,
@@ -45,8 +46,10 @@ def _kind_history(kind: Kind, kind_config: KindConfig, root: Optional[str], work
     for done, path in enumerate(paths, 1):
         progress(done, len(paths), done)
         try:
-            data[path] = worker.history(kind.name, path, worker_options(kind_config.options)).data
-        except WorkerError as exc:
+            saved = written(path, worker)
+            data[path] = kind.interpret_history(
+                worker.history(kind.name, path, worker_options(kind_config.options)).data, saved)
+        except (WorkerError, ReadFailed) as exc:
             problems.append("%s: %s" % (path, exc))
     assert kind.history_families is not None  # kinds.with_history() chose it
     for when, families in kind.history_families(data, kind_config.options):

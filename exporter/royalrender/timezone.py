@@ -10,6 +10,7 @@ worker keeps the machine's zone (and ``TZ``, if set).
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 from dataclasses import dataclass
 from typing import Dict, Optional
@@ -60,6 +61,27 @@ def machine_zone() -> str:
     return time.tzname[0]
 
 
+def _machine_tzinfo() -> datetime.tzinfo:
+    return _machine_tzinfo_for(os.environ.get("TZ", "").lstrip(":"))
+
+
+@functools.lru_cache(maxsize=4)
+def _machine_tzinfo_for(configured: str) -> datetime.tzinfo:
+    """The machine's zone as a tzinfo: ``$TZ`` (a name or a file), else /etc/localtime, else UTC."""
+    from zoneinfo import ZoneInfo
+
+    try:
+        if configured and os.path.isabs(configured):
+            with open(configured, "rb") as handle:
+                return ZoneInfo.from_file(handle, key=configured)
+        if configured:
+            return _zone(configured)
+        with open("/etc/localtime", "rb") as handle:
+            return ZoneInfo.from_file(handle, key=machine_zone())
+    except (OSError, ValueError):
+        return datetime.timezone.utc
+
+
 @dataclass(frozen=True)
 class Timezone:
     """A configured IANA zone, or None for the machine's."""
@@ -73,15 +95,13 @@ class Timezone:
     def describe(self) -> str:
         return self.name if self.name else "%s (the machine's zone; royalrender.timezone not set)" % machine_zone()
 
-    def tzinfo(self) -> Optional[datetime.tzinfo]:
-        """For showing times to people (rr-probe); None: the machine's zone."""
-        return _zone(self.name) if self.name else None
+    def zone(self) -> datetime.tzinfo:
+        """The zone RR's local times are converted in: the configured one, else the machine's."""
+        return _zone(self.name) if self.name else _machine_tzinfo()
 
     def show(self, unix: float) -> str:
         """A Unix time as a local date in this zone."""
-        when = datetime.datetime.fromtimestamp(unix, self.tzinfo()) if self.name else \
-            datetime.datetime.fromtimestamp(unix).astimezone()
-        return when.strftime("%Y-%m-%d %H:%M:%S %Z")
+        return datetime.datetime.fromtimestamp(unix, self.zone()).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def parse(value: str) -> Timezone:

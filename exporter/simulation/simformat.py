@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 MAGIC = "renderfarm-exporter stand-in statistics; not a Royal Render file"
 FORMAT_VERSION = 1
@@ -21,24 +21,32 @@ class SimFormatError(Exception):
     """The file is missing, half written, or not of the expected class."""
 
 
-def write(path: str, cls: str, payload: Dict[str, Any], atomic: bool = True) -> None:
-    """Writes one stats file; ``atomic=False`` writes in place as a crashing writer might."""
+def write(path: str, cls: str, payload: Dict[str, Any], atomic: bool = True, mtime: Optional[float] = None) -> None:
+    """Writes one stats file; ``atomic=False`` writes in place as a crashing writer might. ``mtime``: the
+    writer's clock (a simulated one), since the exporter checks RR's times against the file's."""
     text = json.dumps({"magic": MAGIC, "format_version": FORMAT_VERSION, "class": cls, "data": payload},
                       separators=(",", ":"))
     if not atomic:
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(text)
+        _stamp(path, mtime)
         return
     folder = os.path.dirname(path) or "."
     fd, temp = tempfile.mkstemp(dir=folder, prefix=".sim-")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        _stamp(temp, mtime)
         os.replace(temp, path)
     except BaseException:
         if os.path.exists(temp):
             os.unlink(temp)
         raise
+
+
+def _stamp(path: str, mtime: Optional[float]) -> None:
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
 
 
 def read(path: str, cls: str) -> Dict[str, Any]:

@@ -178,7 +178,7 @@ class RrFarmSimulator:
             with open(path, "r+b") as handle:
                 handle.truncate(max(1, os.path.getsize(path) // 2))
             return
-        simformat.write(path, cls, payload)
+        simformat.write(path, cls, payload, mtime=self._clock())
 
     # -- the farm's state at a time ------------------------------------------------------
 

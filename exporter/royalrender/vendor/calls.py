@@ -21,9 +21,8 @@ Runs in the worker process: standard library only, Python 3.7 and later.
 from __future__ import annotations
 
 import math
-import time
 from contextlib import contextmanager
-from typing import Any, Callable, Collection, Dict, Iterator, Optional, Sequence
+from typing import Any, Callable, Collection, Dict, Iterator, Optional, Sequence, Tuple
 
 MIB = 1024 * 1024
 SKIPPED = "skipped: it crashed or hung the worker before"
@@ -31,8 +30,6 @@ SKIPPED = "skipped: it crashed or hung the worker before"
 LARGEST_NUMBER = 2 ** 53
 #: no documented array is larger (1440 slots, 2880 items, 180 days); beyond, a loop would outlast any timeout
 LARGEST_SIZE = 100000
-#: RR's local times are plausible between 1970 and 2100; anything else is not a time
-LATEST_LOCAL_SECONDS = 4102444800
 
 
 class LoadFailed(Exception):
@@ -50,6 +47,8 @@ def number(value: Any) -> Any:
     """An int or float that is finite and not absurdly large (bools are not numbers here)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError("expected a number, got %.80r" % (value,))
+    # the stored value as a plain int or float: a subclass may lie in its comparisons or its repr
+    value = int.__index__(value) if isinstance(value, int) else float.__float__(value)
     if not (isinstance(value, int) or math.isfinite(value)) or abs(value) > LARGEST_NUMBER:
         raise TypeError("expected a finite number up to 2**53, got %.80r" % (value,))
     return value
@@ -169,6 +168,18 @@ class Calls:
         with self.step(key):
             return self.call(obj, method, *args, expect=expect)
 
+    def attempt(self, obj: Any, method: str, *args: Any,
+                expect: Callable[[Any], Any] = instance) -> Tuple[Any, Optional[str]]:
+        """A risky call whose failure is itself an answer (which shape the module has): (value, None), or
+        (None, what went wrong), the failure not recorded as one of the file's."""
+        recorded = dict(self.failures)
+        try:
+            return self.risky(obj, method, *args, expect=expect), None
+        except MemberFailed:
+            errors = [error for key, error in self.failures.items() if key not in recorded]
+            self.failures = recorded
+            return None, "; ".join(errors) or "failed"
+
     def avoided(self, step: str) -> bool:
         """True when the daemon saw this risky step crash or hang the worker before: it is not taken again."""
         return step in self._avoid
@@ -217,22 +228,3 @@ def scaled(value: Optional[float], factor: float) -> Optional[float]:
         return None
     result = value * factor
     return result if math.isfinite(result) else None
-
-
-def local_to_unix(local_seconds: float) -> Optional[float]:
-    """RR stores local wall-clock seconds; Prometheus wants Unix time. None for what cannot be a time.
-
-    "Local" is the worker's time zone, which the daemon sets to
-    ``royalrender.timezone`` (the farm's zone) through ``TZ``.
-    """
-    if not 0 <= local_seconds <= LATEST_LOCAL_SECONDS:
-        return None
-    whole = int(local_seconds)
-    broken_down = time.gmtime(whole)[:8] + (-1,)
-    return time.mktime(broken_down) + (local_seconds - whole)
-
-
-def local_midnight(unix_seconds: float) -> float:
-    """Unix time of the local midnight that starts the day of ``unix_seconds``."""
-    day = time.localtime(unix_seconds)
-    return time.mktime((day.tm_year, day.tm_mon, day.tm_mday, 0, 0, 0, 0, 0, -1))

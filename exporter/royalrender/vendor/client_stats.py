@@ -4,14 +4,15 @@
 ``hasData()`` gives CPU, GPU, memory, whether a user is logged in and each
 job thread; the hourly array gives the current hour's frames, crashes,
 aborts and successes summed over job threads. Item length is 86400 /
-``dataMax()`` (20 s in RR 8, 30 s in RR 9).
+``dataMax()`` (20 s in RR 8, 30 s in RR 9); the item's start is returned
+as RR's local seconds, for the daemon to convert.
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
-from exporter.royalrender.vendor.calls import MIB, Calls, count, flag, local_to_unix, scaled
+from exporter.royalrender.vendor.calls import MIB, Calls, count, flag, scaled
 
 CLASS = "_rrClientStats_data"
 HOUR_FIELDS = (("frames_done", "framesDone"), ("crashes", "jobCrashed"), ("aborts", "jobAborted"),
@@ -55,7 +56,8 @@ def _item(c: Calls, day: Any, day_number: int, size: int) -> Optional[Dict[str, 
     hour = c.guarded(c.call, day, "dataHourly", int(idx * item_seconds // 3600))
     return {
         "index": idx,
-        "time": local_to_unix(day_number * 86400 + idx * item_seconds),
+        "local_time": day_number * 86400 + idx * item_seconds,
+        "item_seconds": item_seconds,
         "cpu": c.value(item, "cpuTotal"),
         "gpu": c.value(item, "gpuTotal"),
         "memory": scaled(c.value(item, "memTotal10MB"), 10 * MIB),

@@ -1,36 +1,20 @@
 """Today's file in ``[RR]/sub/stats/server/`` through ``_dailyStats_data``: set slots per user, project, app.
 
-``getJobsByType`` takes 0..2 in the RR 8 reference and 1..3 on RR 9's page
-(user, project, render app), and the two pages may disagree with the
-installed module. So the lists are fetched by id, but every entry is put
-under the dimension its own ``type`` field names:
-
-- ids 1 and 2 (documented in both) are plain calls; the third id is a
-  *risky* call, announced so a module that crashes on it is never asked
-  again: 0 first on RR 8's shape, 3 first on RR 9's (a module with the
-  ``_dailyStats_timeline`` class), the other one only when the first gave
-  nothing and the entries say the lists are numbered that other way;
-- the ``type`` values are 0-based when any entry says 0, 1-based when any
-  says 3, otherwise numbered like the ids used;
-- an entry whose ``type`` does not fit its list's id is counted as a failure
-  of ``_jobStatDay.type`` (and put where its type says); one without a
-  readable ``type`` goes where its list's id says; a name seen twice in one
-  dimension is taken once.
-
-The day a file describes is the local day of its modification time (the
-file name pattern is not public).
+``getJobsByType`` takes 0..2 in the RR 8 reference and 1..3 on RR 9's page;
+which one this module uses is decided per read from evidence (``_shape``),
+and reported with it. Slot indexes are returned as they are: the daemon
+turns them into times (``exporter.royalrender.times``). The rules are in
+docs/royalrender.md.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, List, Optional, Tuple
 
-from exporter.royalrender.vendor.calls import MIB, Calls, count, flag, local_midnight, sequence, text
+from exporter.royalrender.vendor.calls import MIB, Calls, count, flag, sequence, text
 
 CLASS = "_dailyStats_data"
 DIMENSIONS = ("user", "project", "render_app")
-SLOT_SECONDS = 900
 RR8_IDS = (0, 1, 2)
 RR9_IDS = (1, 2, 3)
 #: (exported key, vendor field, scale)
@@ -44,24 +28,25 @@ FIELDS = (
 )
 
 
-def _slot_values(c: Calls, slot: Any, time: float) -> Dict[str, Any]:
-    values: Dict[str, Any] = {"time": time}
+def _slot_values(c: Calls, slot: Any, index: int) -> Dict[str, Any]:
+    values: Dict[str, Any] = {"index": index}
     for key, name, scale in FIELDS:
         raw = c.value(slot, name)
         values[key] = None if raw is None else raw * scale
     return values
 
 
-def _set_slots(c: Calls, entry: Any, day_start: float, newest_only: bool) -> List[Dict[str, Any]]:
-    """The entry's set slots, newest first (only the newest when ``newest_only``)."""
+def _set_slots(c: Calls, entry: Any, newest_only: bool) -> Dict[str, Any]:
+    """The entry's slot count and its set slots, newest first (only the newest when ``newest_only``)."""
+    size = c.call(entry, "timeSlotCount", expect=count)
     found = []
-    for idx in range(c.call(entry, "timeSlotCount", expect=count) - 1, -1, -1):
+    for idx in range(size - 1, -1, -1):
         slot = c.call(entry, "getTimeSlot", idx)
         if c.value(slot, "slotSet", expect=flag):
-            found.append(_slot_values(c, slot, day_start + idx * SLOT_SECONDS))
+            found.append(_slot_values(c, slot, idx))
             if newest_only:
                 break
-    return found
+    return {"slots": size, "set": found}
 
 
 def _fetch(c: Calls, stats: Any, type_id: int, risky: bool) -> Optional[list]:
@@ -69,25 +54,52 @@ def _fetch(c: Calls, stats: Any, type_id: int, risky: bool) -> Optional[list]:
     return c.guarded(method, stats, "getJobsByType", type_id, expect=sequence)
 
 
-def _types(c: Calls, lists: Dict[int, Optional[list]]) -> Dict[int, List[Optional[int]]]:
-    return {type_id: [c.value(entry, "type", expect=count) for entry in entries or ()]
-            for type_id, entries in lists.items()}
+def _types(c: Calls, entries: Optional[list]) -> List[Optional[int]]:
+    return [c.value(entry, "type", expect=count) for entry in entries or ()]
 
 
-def _lists(c: Calls, stats: Any) -> Tuple[Tuple[int, ...], Dict[int, Optional[list]]]:
-    """The ids of user, project and render app in this file, and the list each gave."""
+def _shape(c: Calls, stats: Any, lists: Dict[int, Optional[list]]) -> Tuple[Tuple[int, ...], str]:
+    """The ids of user, project and render app, and the evidence they were chosen from; fetches the third list.
+
+    RR 9's numbering when the entries' own types say so, when the module has
+    RR 9's timeline class and answers id 3, or when id 0 fails (raises,
+    crashed the worker before, returns no list) or is empty while ids 1 and
+    2 are not; RR 8's (the reference's) otherwise. Id 0 is asked only when
+    nothing else decided, as a risky call whose failure is the answer.
+    """
+    types_of_1 = set(_types(c, lists[1])) - {None}
+    if 3 in types_of_1 | set(_types(c, lists[2])):
+        return _rr9(c, stats, lists, "entries of ids 1 and 2 are typed up to 3")
+    if types_of_1 == {0}:
+        return _rr9(c, stats, lists, "the entries of id 1 are typed 0 (users)")
+    prefix = ""
+    if hasattr(c.rr, "_dailyStats_timeline"):
+        lists[3] = _fetch(c, stats, 3, True)
+        if lists[3] is not None:
+            return RR9_IDS, "the module has RR 9's _dailyStats_timeline"
+        prefix = "getJobsByType(3) failed although the module has RR 9's _dailyStats_timeline, and "
+    zero, error = c.attempt(stats, "getJobsByType", 0, expect=sequence)
+    if error is not None:
+        return _rr9(c, stats, lists, prefix + "getJobsByType(0) failed: %s" % error)
+    if not zero and (lists[1] or lists[2]):
+        return _rr9(c, stats, lists, prefix + "getJobsByType(0) was empty while ids 1 and 2 had entries")
+    lists[0] = zero
+    if zero:
+        return RR8_IDS, prefix + "getJobsByType(0) had entries"
+    return RR8_IDS, prefix + "no list had entries (the reference's 0..2 assumed)"
+
+
+def _rr9(c: Calls, stats: Any, lists: Dict[int, Optional[list]], evidence: str) -> Tuple[Tuple[int, ...], str]:
+    if 3 not in lists:
+        lists[3] = _fetch(c, stats, 3, True)
+    return RR9_IDS, evidence
+
+
+def _lists(c: Calls, stats: Any) -> Tuple[Tuple[int, ...], Dict[int, Optional[list]], str]:
+    """The ids of user, project and render app in this file, the list each gave, and why those ids."""
     lists = {1: _fetch(c, stats, 1, False), 2: _fetch(c, stats, 2, False)}
-    first, other = (3, 0) if hasattr(c.rr, "_dailyStats_timeline") else (0, 3)
-    lists[first] = _fetch(c, stats, first, True)
-    numbered_the_other_way = False
-    if not lists[first]:
-        # RR 8's ids give users of type 0 under id 0; RR 9's give them under id 1
-        types_of_1 = set(_types(c, {1: lists[1]})[1])
-        numbered_the_other_way = types_of_1 == {0} if other == 3 else bool(types_of_1) and types_of_1 <= {1}
-        if numbered_the_other_way:
-            lists[other] = _fetch(c, stats, other, True)
-    used = other if numbered_the_other_way else first
-    return (RR9_IDS if used == 3 else RR8_IDS), lists
+    ids, evidence = _shape(c, stats, lists)
+    return ids, lists, evidence
 
 
 def _dimension_of(type_value: Optional[int], type_base: int) -> Optional[str]:
@@ -97,7 +109,7 @@ def _dimension_of(type_value: Optional[int], type_base: int) -> Optional[str]:
 
 def _by_dimension(c: Calls, ids: Tuple[int, ...], lists: Dict[int, Optional[list]]) -> Dict[str, list]:
     """Every entry under the dimension its own type names (its list's id where it has none)."""
-    types = _types(c, lists)
+    types = {type_id: _types(c, entries) for type_id, entries in lists.items()}
     seen = {t for values in types.values() for t in values if t is not None}
     type_base = 0 if 0 in seen else 1 if 3 in seen else ids[0]
     placed: Dict[str, list] = {dimension: [] for dimension in DIMENSIONS}
@@ -113,39 +125,43 @@ def _by_dimension(c: Calls, ids: Tuple[int, ...], lists: Dict[int, Optional[list
     return placed
 
 
-def _entries(c: Calls, path: str) -> Tuple[List[Tuple[str, list]], float, Dict[str, Any]]:
-    """(dimension, entries), the day's start, and sizes for rr-probe."""
+def _entries(c: Calls, path: str) -> Tuple[List[Tuple[str, list]], Dict[str, Any]]:
+    """(dimension, entries), and the shape: type ids, why, and sizes for rr-probe."""
     stats = c.load(CLASS, path, True)
-    ids, lists = _lists(c, stats)
-    sizes = {"jobTypeCount": c.guarded(c.call, stats, "jobTypeCount", expect=count),
-             "entries_by_type_id": {str(i): (None if v is None else len(v)) for i, v in sorted(lists.items())},
-             "type_ids_used": "0..2 (RR 8)" if ids == RR8_IDS else "1..3 (RR 9)"}
+    ids, lists, evidence = _lists(c, stats)
+    shape = {"type_ids": "0..2" if ids == RR8_IDS else "1..3", "evidence": evidence,
+             "jobTypeCount": c.guarded(c.call, stats, "jobTypeCount", expect=count),
+             "entries_by_type_id": {str(i): (None if v is None else len(v)) for i, v in sorted(lists.items())}}
     placed = _by_dimension(c, ids, lists)
-    return [(dimension, placed[dimension]) for dimension in DIMENSIONS], local_midnight(os.stat(path).st_mtime), sizes
+    return [(dimension, placed[dimension]) for dimension in DIMENSIONS], shape
 
 
-def _named(c: Calls, entries: list, day_start: float, newest_only: bool) -> Dict[str, List[Dict[str, Any]]]:
-    """Set slots per entry name; an entry whose name or slots cannot be read is left out."""
-    named: Dict[str, List[Dict[str, Any]]] = {}
+def _named(c: Calls, entries: list, newest_only: bool) -> Dict[str, Dict[str, Any]]:
+    """Slot count and set slots per entry name; an entry whose name or slots cannot be read is left out."""
+    named: Dict[str, Dict[str, Any]] = {}
     for entry in entries:
         name = c.value(entry, "name", expect=text)
         if name is None or name in named:
             continue
-        slots = c.guarded(_set_slots, c, entry, day_start, newest_only)
-        if slots:
+        slots = c.guarded(_set_slots, c, entry, newest_only)
+        if slots and slots["set"]:
             named[name] = slots
     return named
 
 
-def extract(c: Calls, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
-    dimensions, day_start, sizes = _entries(c, path)
-    result: Dict[str, Any] = {"sizes": sizes}
+def _read(c: Calls, path: str, newest_only: bool) -> Dict[str, Any]:
+    dimensions, shape = _entries(c, path)
+    result: Dict[str, Any] = {"shape": shape}
     for dimension, entries in dimensions:
-        result[dimension] = {name: slots[0] for name, slots in _named(c, entries, day_start, True).items()}
+        result[dimension] = _named(c, entries, newest_only)
     return result
+
+
+def extract(c: Calls, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
+    """Each name's latest set slot."""
+    return _read(c, path, True)
 
 
 def history(c: Calls, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
     """Every set slot of the day, per dimension and name, for backfill."""
-    dimensions, day_start, _ = _entries(c, path)
-    return {dimension: _named(c, entries, day_start, False) for dimension, entries in dimensions}
+    return _read(c, path, False)

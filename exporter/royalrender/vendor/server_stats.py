@@ -1,16 +1,17 @@
 """``server_stats.db`` through ``_rrGlobalStatsLS``: its latest used day slot, and every slot for backfill.
 
-The latest slot's index comes from ``lastSaveDay`` (local time divided by
-the slot length; the slot length is 86400 / ``dayMax()``: 90 s in RR 8,
-60 s in RR 9); if that slot is not ``slot_used`` the newest used one before
-it is taken.
+The reference gives ``lastSaveDay`` two time bases (local time / slot
+length, and local time / 90), so the latest used slot is looked up for
+each reading; the daemon keeps the one that puts the last save nearest the
+file's modification time and turns indexes into times
+(``exporter.royalrender.server_stats``).
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
-from exporter.royalrender.vendor.calls import MIB, Calls, count, flag, local_to_unix, number, scaled
+from exporter.royalrender.vendor.calls import MIB, Calls, count, flag, number, scaled
 
 CLASS = "_rrGlobalStatsLS"
 
@@ -57,11 +58,20 @@ def _used(c: Calls, item: Any) -> bool:
     return bool(c.value(item, "slot_used", expect=flag))
 
 
-def _day_slots(c: Calls, stats: Any, size: int, last_save: int, newest_only: bool) -> List[Tuple[int, Any]]:
-    """(steps back from the last save, item) of used day slots, newest first."""
+#: the readings of ``lastSaveDay`` besides the slot length: the reference says "divided by 90", and 60 s slots
+LAST_SAVE_STEPS = (90.0, 60.0)
+
+
+def last_save_steps(slot_seconds: float) -> List[float]:
+    """Every step ``lastSaveDay`` may count in: the day array's slot length first, then the reference's others."""
+    return list(dict.fromkeys((slot_seconds,) + LAST_SAVE_STEPS))
+
+
+def _day_slots(c: Calls, stats: Any, size: int, newest: int, newest_only: bool) -> List[Tuple[int, Any]]:
+    """(steps back from index ``newest``, item) of used day slots, newest first."""
     found = []
     for back in range(size):
-        item = c.call(stats, "day", (last_save - back) % size)
+        item = c.call(stats, "day", (newest - back) % size)
         if _used(c, item):
             found.append((back, item))
             if newest_only:
@@ -69,19 +79,27 @@ def _day_slots(c: Calls, stats: Any, size: int, last_save: int, newest_only: boo
     return found
 
 
+def _walk(c: Calls, stats: Any, size: int, last_save: int, step: float) -> Dict[str, Any]:
+    """The newest used day slot if ``lastSaveDay`` counts in ``step`` seconds: how far back, and its values."""
+    slot = 86400.0 / size
+    newest = int(last_save * step % 86400 // slot)
+    found = c.guarded(_day_slots, c, stats, size, newest, True, default=[])
+    if not found:
+        return {"step": step, "back": None, "slot": None}
+    back, item = found[0]
+    return {"step": step, "back": back, "slot": dict(_slot_values(c, item, slot), index=(newest - back) % size)}
+
+
 def extract(c: Calls, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
     stats = c.load(CLASS, path)
     sizes = {name: _size(c, stats, name) for name in ("dayMax", "monthMax", "yearMax")}
     size, last_save = sizes["dayMax"], c.value(stats, "lastSaveDay")
-    result: Dict[str, Any] = {"slot_seconds": None, "last_save_time": None, "slot": None, "sizes": sizes}
+    result: Dict[str, Any] = {"slot_seconds": None, "last_save": None, "walks": [], "sizes": sizes}
     if size is None or last_save is None:
         return result
-    last_save = int(last_save)
     slot = 86400.0 / size
-    result.update(slot_seconds=slot, last_save_time=local_to_unix(last_save * slot))
-    for back, item in c.guarded(_day_slots, c, stats, size, last_save, True, default=[]):
-        result["slot"] = dict(_slot_values(c, item, slot), index=(last_save - back) % size,
-                              time=local_to_unix((last_save - back) * slot))
+    result.update(slot_seconds=slot, last_save=int(last_save),
+                  walks=[_walk(c, stats, size, int(last_save), step) for step in last_save_steps(slot)])
     return result
 
 
@@ -89,37 +107,25 @@ def extract(c: Calls, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
 _HISTORY_ARRAYS = (("month", "monthMax", 1800.0, "lastSaveMonth"), ("year", "yearMax", 21600.0, "lastSaveYear"))
 
 
-def _pushed_down_slots(c: Calls, stats: Any, array: str, size: int, seconds: float, last_save: int,
-                       before: float) -> List[Dict[str, Any]]:
+def _used_slots(c: Calls, stats: Any, array: str, size: int, seconds: float) -> List[Tuple[int, Dict[str, Any]]]:
+    """(index, values) of every used slot of one array."""
     slots = []
     for idx in range(size):
         item = c.call(stats, array, idx)
-        start = local_to_unix((last_save - 1 - (size - 1 - idx)) * seconds)
-        if start is not None and start < before and _used(c, item):
-            slots.append(dict(_slot_values(c, item, seconds), time=start))
+        if _used(c, item):
+            slots.append((idx, _slot_values(c, item, seconds)))
     return slots
 
 
 def history(c: Calls, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
-    """Every used slot of the day, month and year arrays with its real start time, for backfill.
-
-    The day array is indexed by time of day; the month and year arrays are
-    pushed down, the last index holding the last completed slot. A finer
-    array wins where arrays overlap: month slots are kept only before the
-    first day slot, year slots only before the first month slot.
-    """
+    """Every used slot of the day, month and year arrays by index, with the array's size and last save."""
     stats = c.load(CLASS, path)
-    size, last_save = _size(c, stats, "dayMax"), c.value(stats, "lastSaveDay")
-    slots: List[Dict[str, Any]] = []
-    if size is not None and last_save is not None:
-        slot = 86400.0 / size
-        for back, item in c.guarded(_day_slots, c, stats, size, int(last_save), False, default=[]):
-            slots.append(dict(_slot_values(c, item, slot), time=local_to_unix((int(last_save) - back) * slot)))
-    for array, max_name, seconds, last_save_name in _HISTORY_ARRAYS:
-        array_size, array_last = _size(c, stats, max_name), c.value(stats, last_save_name, expect=number)
-        if array_size is None or array_last is None:
+    arrays: Dict[str, Any] = {}
+    for array, max_name, seconds, last_save_name in (("day", "dayMax", None, "lastSaveDay"),) + _HISTORY_ARRAYS:
+        size, last_save = _size(c, stats, max_name), c.value(stats, last_save_name, expect=number)
+        if size is None or last_save is None:
             continue
-        earliest = min((s["time"] for s in slots if s["time"] is not None), default=float("inf"))
-        slots += c.guarded(_pushed_down_slots, c, stats, array, array_size, seconds, int(array_last), earliest,
-                           default=[])
-    return {"slots": sorted((s for s in slots if s["time"] is not None), key=lambda s: s["time"])}
+        slot = seconds or 86400.0 / size
+        arrays[array] = {"size": size, "slot_seconds": slot, "last_save": int(last_save),
+                         "used": c.guarded(_used_slots, c, stats, array, size, slot, default=[])}
+    return arrays
