@@ -1,3 +1,4 @@
+# ruff: noqa: N801, N802, N803, N815, A002  -- the vendor's class, method and argument names are the API
 """REFERENCE FAKE of Royal Render's ``libpyRR*_datafiles`` module -- NOT Royal Render's module.
 
 Written from the vendor's reference (``royalrender-libpyRR2_datafiles.txt``)
@@ -115,7 +116,7 @@ def _check_index(idx, size):
         raise IndexError("index %d out of range 0..%d" % (idx, size - 1))
 
 
-class _Loader(object):
+class _Loader:
     """Shared loadFromFile/getError: reads the JSON file and checks magic and class."""
 
     _class = None
@@ -129,7 +130,7 @@ class _Loader(object):
         try:
             with open(path, "rb") as handle:
                 raw = handle.read()
-        except (OSError, IOError) as exc:
+        except OSError as exc:
             self._error = "Unable to open file %s: %s" % (path, exc)
             return False
         try:
@@ -164,7 +165,7 @@ _JOBSTAT_FIELDS = {
 }
 
 
-class _jobStat(object):
+class _jobStat:
     __slots__ = ("_fields",)
 
     def __init__(self, fields):
@@ -178,7 +179,7 @@ for _name, _default in _JOBSTAT_FIELDS.items():
     setattr(_jobStat, _name, _read_only(_name, _default))
 
 
-class _jobStatDay(object):
+class _jobStatDay:
     __slots__ = ("_name", "_type", "_slots", "_count")
 
     def __init__(self, name, kind, slots, count):
@@ -254,7 +255,7 @@ class _dailyStats_data(_Loader):
 
 
 if _FEATURES.get("timeline"):
-    class _dailyStats_timeline(object):
+    class _dailyStats_timeline:
         """RR 9's class; the facts name its members only, so it does the least that fits them."""
 
         def __init__(self):
@@ -287,7 +288,7 @@ _GLOBAL_ITEM_FIELDS = {
 }
 
 
-class _rrGlobalStats_item(object):
+class _rrGlobalStats_item:
     __slots__ = ("_fields",)
 
     def __init__(self, fields):
@@ -354,7 +355,7 @@ class _rrGlobalStatsLS(_Loader):
 
 # -- client stats ----------------------------------------------------------------
 
-class _rrClientStats_day_data_jobthread(object):
+class _rrClientStats_day_data_jobthread:
     __slots__ = ("_fields",)
 
     def __init__(self, fields):
@@ -368,7 +369,7 @@ for _name, _default in {"status": 0, "cpuRender": 0.0, "memRender10MB": 0, "jobI
     setattr(_rrClientStats_day_data_jobthread, _name, _read_only(_name, _default))
 
 
-class _rrClientStats_day_data(object):
+class _rrClientStats_day_data:
     __slots__ = ("_fields",)
 
     def __init__(self, fields):
@@ -391,7 +392,7 @@ for _name, _default in {"userLoggedIn": False, "cpuTotal": 0.0, "gpuTotal": 0.0,
     setattr(_rrClientStats_day_data, _name, _read_only(_name, _default))
 
 
-class _rrClientStats_day_data_hourly_jobthread(object):
+class _rrClientStats_day_data_hourly_jobthread:
     __slots__ = ("_fields",)
 
     def __init__(self, fields):
@@ -402,7 +403,7 @@ for _name in ("framesDone", "jobCrashed", "jobAborted", "jobSuccessful"):
     setattr(_rrClientStats_day_data_hourly_jobthread, _name, _read_only(_name, 0))
 
 
-class _rrClientStats_day_data_hourly(object):
+class _rrClientStats_day_data_hourly:
     __slots__ = ("_threads",)
 
     def __init__(self, threads):
@@ -416,7 +417,7 @@ class _rrClientStats_day_data_hourly(object):
         return _rrClientStats_day_data_hourly_jobthread(self._threads[idx])
 
 
-class _rrClientStats_day(object):
+class _rrClientStats_day:
     __slots__ = ("_fields", "_data_max")
 
     def __init__(self, fields, data_max):
