@@ -84,8 +84,15 @@ IDLE_TIMEOUT = 30.0
 HEAD_TIMEOUT = 10.0
 #: Request line plus headers; a longer head gets 431.
 MAX_HEAD_BYTES = 16 * 1024
-#: Writing a response must progress within this time, or the connection is dropped.
+#: A response must be written within this time plus its size at ``MIN_WRITE_RATE``; progress does not renew it,
+#: so a client reading a byte now and then cannot hold a response for ever.
 WRITE_TIMEOUT = 30.0
+MIN_WRITE_RATE = 256 * 1024
+#: Bodies held by responses still being written, each counted once however many connections share it (an
+#: exposition is one immutable buffer): past this, the response writing longest is dropped for the new one.
+MAX_PENDING_BODY_BYTES = 32 * 1024 * 1024
+#: TLS handshake steps taken per round of the loop: a flood of handshakes waits its turn behind requests.
+HANDSHAKES_PER_ROUND = 4
 #: Connections open at once, and at most half the process's descriptor limit (the other half is left to
 #: the files). An idle one costs about 4 KB (plain) or 40 KB (TLS); at the limit the one waiting longest
 #: for a request is closed for the new one.
@@ -182,8 +189,9 @@ class Response:
     headers: Mapping[str, str] = field(default_factory=dict)
     close: bool = False  # the connection ends after this response
 
-    def encode(self, send_body: bool, keep_alive: bool) -> bytes:
-        """Status line, headers and (unless HEAD) the body, as one buffer."""
+    def encode(self, send_body: bool, keep_alive: bool) -> Tuple[bytes, bytes]:
+        """Status line and headers, and the body (empty for HEAD): the body is not copied, so every connection
+        sending the same exposition shares one buffer."""
         lines = ["HTTP/1.1 %d %s" % (self.status, http.HTTPStatus(self.status).phrase),
                  "Server: renderfarm-exporter/" + __version__,
                  "Date: " + email.utils.formatdate(usegmt=True),
@@ -193,7 +201,7 @@ class Response:
         if not keep_alive:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        return head + self.body if send_body else head
+        return head, self.body if send_body else b""
 
 
 def error(status: int, message: str) -> Response:
@@ -287,21 +295,24 @@ class Responder:
 class Connection:
     """One client's socket and where it is in its exchange; touched only by the loop thread."""
 
-    __slots__ = ("sock", "address", "state", "buffer", "out", "deadline", "started", "keep_alive", "events",
-                 "reserved", "closed")
+    __slots__ = ("sock", "address", "state", "buffer", "out", "body", "writing_since", "deadline", "started",
+                 "keep_alive", "events", "reserved", "closed", "queued")
 
     def __init__(self, sock: socket.socket, address, reserved: bool, deadline: float):
         self.sock = sock
         self.address = address
         self.state = "handshake" if isinstance(sock, ssl.SSLSocket) else "reading"
         self.buffer = bytearray()
-        self.out = memoryview(b"")
+        self.out: List[memoryview] = []  # what is left to send of the response: head, then body
+        self.body = b""  # the response's body while it is being written (counted in the pending bytes)
+        self.writing_since = 0.0
         self.deadline: Optional[float] = deadline
         self.started = False  # a byte of the current request head has arrived
         self.keep_alive = True
         self.events = 0
         self.reserved = reserved  # holds a descriptor taken from the reserve
         self.closed = False
+        self.queued = False  # waiting for its turn at a TLS handshake step
 
 
 class Server:
@@ -331,6 +342,11 @@ class Server:
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._warned: Dict[str, Tuple[float, int]] = {}
+        #: bodies of responses being written: id -> (connections sending it, its size)
+        self._pending: Dict[int, Tuple[int, int]] = {}
+        self._pending_bytes = 0
+        #: connections whose next TLS handshake step waits for a later round
+        self._handshakes: Deque[Connection] = collections.deque()
 
     # -- life cycle --
 
@@ -340,12 +356,16 @@ class Server:
         next_tick = time.monotonic() + TICK
         try:
             while not self._stopping.is_set():
-                timeout = 0.0 if self._runnable else None if self._nothing_to_tick() else max(
+                timeout = 0.0 if self._runnable or self._handshakes else None if self._nothing_to_tick() else max(
                     0.0, next_tick - time.monotonic())
                 for key, _ in self._selector.select(timeout):
                     self._dispatch_event(key.data, self._step)
                 for _ in range(len(self._runnable)):
                     self._dispatch_event(self._runnable.popleft(), self._resume)
+                for _ in range(min(HANDSHAKES_PER_ROUND, len(self._handshakes))):
+                    conn = self._handshakes.popleft()
+                    conn.queued = False
+                    self._dispatch_event(conn, self._handshake)
                 now = time.monotonic()
                 if now >= next_tick:
                     self._tick(now)
@@ -381,8 +401,15 @@ class Server:
                 self._close(data)
 
     def _step(self, conn: Connection) -> None:
-        {"handshake": self._handshake, "reading": self._read, "writing": self._write,
+        {"handshake": self._queue_handshake, "reading": self._read, "writing": self._write,
          "lingering": self._drain}[conn.state](conn)
+
+    def _queue_handshake(self, conn: Connection) -> None:
+        """A handshake step waits for its turn (``HANDSHAKES_PER_ROUND``), unwatched meanwhile."""
+        self._watch(conn, 0)
+        if not conn.queued:
+            conn.queued = True
+            self._handshakes.append(conn)
 
     def _nothing_to_tick(self) -> bool:
         """No connection with a deadline, no paused listener, a full reserve: the loop sleeps until an event
@@ -479,7 +506,7 @@ class Server:
         self._connections.add(conn)
         self._waiting[conn] = None
         if conn.state == "handshake":
-            self._handshake(conn)
+            self._queue_handshake(conn)
         else:
             self._read(conn)
 
@@ -591,18 +618,48 @@ class Server:
 
     def _respond(self, conn: Connection, request: Optional[Request], response: Response) -> None:
         conn.keep_alive = request is not None and request.keep_alive and not response.close
-        conn.out = memoryview(response.encode(request is None or request.method != "HEAD", conn.keep_alive))
+        head, body = response.encode(request is None or request.method != "HEAD", conn.keep_alive)
+        self._make_room(body)
+        conn.out, conn.body = [memoryview(head), memoryview(body)], body
+        self._pin(body, 1)
         conn.state = "writing"
-        conn.deadline = time.monotonic() + WRITE_TIMEOUT
+        conn.writing_since = time.monotonic()
+        conn.deadline = conn.writing_since + WRITE_TIMEOUT + (len(head) + len(body)) / MIN_WRITE_RATE
         if request is not None and log.isEnabledFor(logging.DEBUG):
             log.debug("http", extra=fields(client=str(conn.address[0]), method=request.method, path=request.path,
                                            status=response.status))
         self._write(conn)
 
+    def _pin(self, body: bytes, change: int) -> None:
+        """Counts a connection starting (+1) or ending (-1) the write of ``body``; each body counts once."""
+        if not body:
+            return
+        users, size = self._pending.get(id(body), (0, len(body)))
+        users += change
+        if users == 1 and change > 0:
+            self._pending_bytes += size
+        if not users:
+            self._pending.pop(id(body), None)
+            self._pending_bytes -= size
+        else:
+            self._pending[id(body)] = (users, size)
+
+    def _make_room(self, body: bytes) -> None:
+        """Drops the responses writing longest until ``body`` fits under ``MAX_PENDING_BODY_BYTES``."""
+        if id(body) in self._pending or self._pending_bytes + len(body) <= MAX_PENDING_BODY_BYTES:
+            return
+        writers = sorted((c for c in self._connections if c.state == "writing" and c.body),
+                         key=lambda c: c.writing_since)
+        while writers and self._pending_bytes + len(body) > MAX_PENDING_BODY_BYTES:
+            slowest = writers.pop(0)
+            self._warn("too many bytes pending to slow clients; dropped the response writing longest",
+                       client=str(slowest.address), pending_bytes=self._pending_bytes)
+            self._close(slowest)
+
     def _write(self, conn: Connection) -> None:
         while conn.out:
             try:
-                sent = conn.sock.send(conn.out[:SEND_CHUNK])
+                sent = conn.sock.send(conn.out[0][:SEND_CHUNK])
             except (BlockingIOError, ssl.SSLWantWriteError):
                 self._watch(conn, selectors.EVENT_WRITE)
                 return
@@ -612,12 +669,20 @@ class Server:
             except OSError:
                 self._close(conn)
                 return
-            conn.out = conn.out[sent:]
-            conn.deadline = time.monotonic() + WRITE_TIMEOUT
+            rest = conn.out[0][sent:]
+            if rest:
+                conn.out[0] = rest
+            else:
+                conn.out.pop(0)
+        self._done_writing(conn)
         if conn.keep_alive:
             self._await_request(conn)
         else:
             self._linger(conn)
+
+    def _done_writing(self, conn: Connection) -> None:
+        self._pin(conn.body, -1)
+        conn.out, conn.body = [], b""
 
     def _linger(self, conn: Connection) -> None:
         """Closes after the last response; a plain connection first drains what the client still sends."""
@@ -665,6 +730,7 @@ class Server:
         if conn.closed:
             return
         conn.closed = True
+        self._done_writing(conn)
         self._watch(conn, 0)
         self._waiting.pop(conn, None)
         self._connections.discard(conn)
