@@ -217,7 +217,8 @@ def measure(tree: str, folder: str, hosts: int, slow: int, handshakes: int, seco
     """(figure, p99 of scrapes, failures, RSS growth) for the slow readers and the handshakes."""
     acct = os.path.join(folder, "cpu.acct")
     write_cpu_acct(acct, lines=hosts * 20, hosts=hosts, jobs=hosts)
-    config = write_text(os.path.join(folder, "config.yml"), "rush:\n  cpu_acct: ['%s']\n" % acct)
+    config = write_text(os.path.join(folder, "config.yml"),
+                        "rush:\n  cpu_acct: ['%s']\n  hosts:\n    series_budget: %d\n" % (acct, 100 * hosts))
     results = []
     proc, port = start(tree, config)
     try:

@@ -9,10 +9,11 @@ import ssl
 import time
 
 import trustme
-from conftest import wait_until
+from conftest import value, wait_until
 
 from bench.common import percentile
 from bench.connections import measure, raise_nofile_limit
+from bench.data import write_cpu_acct
 from exporter.web import httpserver
 
 
@@ -179,4 +180,73 @@ def test_stalled_tls_handshakes_hold_up_no_scrape(tmp_path, start_daemon, write_
         assert stalled[0].recv(1) == b"", "a stalled handshake is dropped after HEAD_TIMEOUT"
     finally:
         for sock in stalled:
+            sock.close()
+
+
+def big_rush_daemon(start_daemon, write_config, tmp_path, hosts=2000):
+    """A daemon whose exposition is about 0.8 MB (2,000 hosts): a slow reader's socket buffers hold a quarter."""
+    path = tmp_path / "cpu.acct"
+    write_cpu_acct(str(path), lines=hosts * 20, hosts=hosts, jobs=hosts)
+    return start_daemon("--config", write_config("rush:\n  cpu_acct: ['%s']\n" % path)), path
+
+
+def slow_reader(port):
+    """A client that asks for the metrics with a 4 KiB receive buffer, so the exporter holds the rest."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+    sock.settimeout(0.5)
+    return sock
+
+
+TCP_CLOSE, TCP_CLOSE_WAIT = 7, 8
+
+
+def dropped(sock):
+    """Reads one byte (progress, however slow); True once the exporter reset or closed the connection, seen in
+    the socket's TCP state: the bytes already in its receive buffer would hide it from ``recv`` for minutes."""
+    try:
+        sock.recv(1)
+    except socket.timeout:
+        pass
+    except OSError:
+        return True
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] in (TCP_CLOSE, TCP_CLOSE_WAIT)
+
+
+def test_a_reader_taking_a_byte_now_and_then_is_dropped_when_the_response_outlasts_its_bound(
+        tmp_path, start_daemon, write_config):
+    daemon, _ = big_rush_daemon(start_daemon, write_config, tmp_path)
+    size = len(daemon.get("/metrics")[2])
+    assert size > 700_000
+    bound = httpserver.WRITE_TIMEOUT + size / httpserver.MIN_WRITE_RATE
+    sock = slow_reader(daemon.port)
+    started = time.monotonic()
+    try:
+        wait_until(lambda: dropped(sock), bound + 10, "the slow reader to be dropped")
+    finally:
+        sock.close()
+    assert time.monotonic() - started > httpserver.WRITE_TIMEOUT - 1, "its progress bought it no more time"
+    assert daemon.get("/-/healthy")[0] == 200
+
+
+def test_slow_readers_pinning_old_expositions_are_dropped_oldest_first(tmp_path, start_daemon, write_config):
+    """Each reader holds a different version of a 0.8 MB body; past 32 MiB pending the longest writing goes."""
+    daemon, path = big_rush_daemon(start_daemon, write_config, tmp_path)
+    readers = []
+    try:
+        done = value(daemon.samples(), "rush_frames_total", host="render000", status="done")
+        for n in range(1, 51):
+            with open(path, "a") as handle:
+                handle.write("p %d t.1 S u 1 render000 100k 10 1 2 0 9\n" % (1700200000 + n))
+            daemon.wait_for_value("rush_frames_total", done + n, host="render000", status="done", timeout=10)
+            readers.append(slow_reader(daemon.port))
+        wait_until(lambda: dropped(readers[0]), 10, "the oldest slow reader to be dropped")
+        assert not dropped(readers[-1]), "the newest keeps its response"
+        assert "too many bytes pending to slow clients" in daemon.log()
+        status, _, body = daemon.get("/metrics")
+        assert status == 200 and b"rush_frames_total" in body
+    finally:
+        for sock in readers:
             sock.close()

@@ -36,6 +36,7 @@ import resource
 import selectors
 import socket
 import ssl
+import struct
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -91,6 +92,9 @@ MIN_WRITE_RATE = 256 * 1024
 #: Bodies held by responses still being written, each counted once however many connections share it (an
 #: exposition is one immutable buffer): past this, the response writing longest is dropped for the new one.
 MAX_PENDING_BODY_BYTES = 32 * 1024 * 1024
+#: Kernel send buffer of a connection (the kernel doubles it): what a slow client holds in kernel memory, and
+#: ample for a scrape across a WAN link (bandwidth x delay).
+SEND_BUFFER = 256 * 1024
 #: TLS handshake steps taken per round of the loop: a flood of handshakes waits its turn behind requests.
 HANDSHAKES_PER_ROUND = 4
 #: Connections open at once, and at most half the process's descriptor limit (the other half is left to
@@ -420,7 +424,7 @@ class Server:
         """Drops connections past their deadline; resumes a paused listener; refills the reserve."""
         for conn in [c for c in self._connections if c.deadline is not None and now > c.deadline]:
             log.debug("connection timed out", extra=fields(client=str(conn.address), state=conn.state))
-            self._close(conn)
+            self._close(conn, reset=conn.state == "writing")
         if self._paused_until is not None and now >= self._paused_until:
             self._paused_until = None
             self._listen()
@@ -497,6 +501,7 @@ class Server:
         try:
             if sock.family in (socket.AF_INET, socket.AF_INET6):  # a Unix socket from systemd has no TCP options
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a response's last bytes go at once
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
             if context is not None:
                 sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         except OSError:  # the client already went away
@@ -654,7 +659,7 @@ class Server:
             slowest = writers.pop(0)
             self._warn("too many bytes pending to slow clients; dropped the response writing longest",
                        client=str(slowest.address), pending_bytes=self._pending_bytes)
-            self._close(slowest)
+            self._close(slowest, reset=True)
 
     def _write(self, conn: Connection) -> None:
         while conn.out:
@@ -726,11 +731,17 @@ class Server:
             self._selector.modify(conn.sock, events, conn)
         conn.events = events
 
-    def _close(self, conn: Connection) -> None:
+    def _close(self, conn: Connection, reset: bool = False) -> None:
+        """``reset``: a response cut short, so the kernel drops what it still holds instead of sending it."""
         if conn.closed:
             return
         conn.closed = True
         self._done_writing(conn)
+        if reset:
+            try:
+                conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
         self._watch(conn, 0)
         self._waiting.pop(conn, None)
         self._connections.discard(conn)
