@@ -26,6 +26,8 @@ some rows recompresses only their families.
 from __future__ import annotations
 
 import array
+import copy
+import logging
 import struct
 import threading
 import time
@@ -41,7 +43,10 @@ from prometheus_client.openmetrics.exposition import generate_latest as render_o
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
-from exporter.families import RowFamily
+from exporter.families import RowFamily, is_utf8
+from exporter.logs import RateLimitedLog
+
+log = logging.getLogger(__name__)
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -100,6 +105,8 @@ class Section(_Joined):
     families: Tuple[_RenderedFamily, ...]
     series: int
     render_seconds: float
+    #: (family, series) left out of this render because they could not be rendered (``SectionRenderer``).
+    dropped: Tuple[Tuple[str, int], ...] = ()
     # openmetrics? -> deflate piece. Two scrapes may both make one; they are equal, one is kept.
     _deflated: Dict[bool, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -126,6 +133,9 @@ class PlacedSection(Protocol):
 
     @property
     def render_seconds(self) -> float: ...
+
+    @property
+    def dropped(self) -> Tuple[Tuple[str, int], ...]: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -460,19 +470,51 @@ class SectionRenderer:
     def __init__(self) -> None:
         self._headers: Dict[Tuple[str, str, str, str], Line] = {}
         self._families: Dict[Tuple[object, ...], _RenderedFamily] = {}
+        self._failure_log = RateLimitedLog(log)
 
     def render(self, families: Iterable[Metric]) -> Section:
         started = time.perf_counter()
         rendered: Dict[Tuple[object, ...], _RenderedFamily] = {}
         occurrences: Dict[Tuple[str, str, str, str], int] = {}
+        dropped: Dict[str, int] = {}
         for family in families:
             header_key = (family.name, family.type, family.documentation, family.unit)
             occurrence = occurrences[header_key] = occurrences.get(header_key, -1) + 1
             key = (*header_key, occurrence)  # a section may hold two families of one name (two readers)
-            rendered[key] = self._render_family(family, self._families.get(key))
+            previous = self._families.get(key)
+            try:
+                rendered[key] = self._render_family(family, previous)
+            except Exception as exc:  # noqa: BLE001 - one family must not fail its section
+                left_out, part = self._renderable_part(family, previous, exc)
+                if part is not None:
+                    rendered[key] = part
+                if left_out:
+                    dropped[family.name] = dropped.get(family.name, 0) + left_out
         self._families = rendered
         return Section(families=tuple(rendered.values()), series=sum(f.series for f in rendered.values()),
-                       render_seconds=time.perf_counter() - started)
+                       render_seconds=time.perf_counter() - started, dropped=tuple(sorted(dropped.items())))
+
+    def _renderable_part(self, family: Metric, previous: Optional[_RenderedFamily],
+                         exc: Exception) -> Tuple[int, Optional[_RenderedFamily]]:
+        """A family that could not be rendered, without the samples that cannot be (label values that are not
+        UTF-8): how many were left out, and the render of the rest (None: the family is left out whole).
+
+        Label values are made valid where they enter (``families.label_value``); this is the safety net for
+        what still gets through, so one bad series fails alone, never its family's section."""
+        part = _without_unencodable(family)
+        kept: Optional[_RenderedFamily] = None
+        if part is not None:
+            try:
+                kept = self._render_family(part, previous)
+            except Exception as again:  # noqa: BLE001
+                exc = again
+        series = len(family.rows) if isinstance(family, RowFamily) else len(family.samples)
+        left_out = series - (0 if kept is None else kept.series)
+        if left_out:
+            self._failure_log.warning(family.name, "series left out of the exposition: they cannot be rendered",
+                                      family=family.name, series=left_out,
+                                      error="%s: %s" % (type(exc).__name__, str(exc)[:300]))
+        return left_out, kept
 
     def _render_family(self, family: Metric, previous: Optional[_RenderedFamily]) -> _RenderedFamily:
         rows = _rows(family)
@@ -536,6 +578,25 @@ class SectionRenderer:
         if header is None:
             header = self._headers[key] = _formatted(family, [])
         return header
+
+
+def _without_unencodable(family: Metric) -> Optional[Metric]:
+    """A copy of ``family`` without the samples whose label values are not UTF-8; None if it has none."""
+    if isinstance(family, RowFamily):
+        rows = family.rows
+        keep = [all(map(is_utf8, labels)) for labels in rows.label_values]
+        if all(keep):
+            return None
+        part = copy.copy(family)
+        part.rows = rows.where(keep)
+        part._samples = None
+        return part
+    samples = [sample for sample in family.samples if all(map(is_utf8, sample.labels.values()))]
+    if len(samples) == len(family.samples):
+        return None
+    plain = copy.copy(family)
+    plain.samples = samples
+    return plain
 
 
 def render_section(families: Iterable[Metric]) -> Section:
