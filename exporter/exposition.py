@@ -467,9 +467,12 @@ class SectionRenderer:
     renders (tested). Only the latest render is kept.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, strict: bool = False) -> None:
+        """``strict``: a family that cannot be rendered raises, instead of being rendered without the series that
+        cannot be (the served exposition is not strict: one series must never fail its section)."""
         self._headers: Dict[Tuple[str, str, str, str], Line] = {}
         self._families: Dict[Tuple[object, ...], _RenderedFamily] = {}
+        self._strict = strict
         self._failure_log = RateLimitedLog(log)
 
     def render(self, families: Iterable[Metric]) -> Section:
@@ -484,7 +487,9 @@ class SectionRenderer:
             previous = self._families.get(key)
             try:
                 rendered[key] = self._render_family(family, previous)
-            except Exception as exc:  # noqa: BLE001 - one family must not fail its section
+            except Exception as exc:  # one family must not fail its section (re-raised when strict)
+                if self._strict:
+                    raise
                 left_out, part = self._renderable_part(family, previous, exc)
                 if part is not None:
                     rendered[key] = part
@@ -600,8 +605,9 @@ def _without_unencodable(family: Metric) -> Optional[Metric]:
 
 
 def render_section(families: Iterable[Metric]) -> Section:
-    """A one-off render (no previous render to reuse)."""
-    return SectionRenderer().render(families)
+    """A one-off render (no previous render to reuse); raises if a family cannot be rendered (``wholefile`` checks
+    each file's data with it, so that such data fails its own file)."""
+    return SectionRenderer(strict=True).render(families)
 
 
 class ExpositionCache:

@@ -15,6 +15,7 @@ from test_ecosystem import _query, tool
 
 from exporter.exposition import SectionRenderer, render_section
 from exporter.families import counter, label_value, name_of
+from exporter.simulation.simulator import RrFarmSimulator
 from exporter.status import RuntimeStatus
 from exporter.web import statuspage
 
@@ -143,3 +144,19 @@ def test_a_series_that_cannot_be_rendered_is_left_out_alone_counted_and_on_the_s
     status = RuntimeStatus(files=(), watches=(), reader_failures={}, rescans=0, watch_restarts=0)
     page = statuspage.render(status, {"demo": again}, "/metrics", True).decode()
     assert "demo: demo_rows" in page and "LEFT OUT" in page
+
+
+def test_a_royal_render_client_file_named_with_bytes_that_are_not_utf8_is_read_under_its_escaped_name(
+        tmp_path, start_daemon, write_config):
+    farm = RrFarmSimulator(str(tmp_path / "rr"), clients=2, seed=3)
+    farm.write_all()
+    odd = "rrclient\udcff"  # the file rrclient<0xFF>.db, as os.fsdecode names it
+    farm.clients.append(odd)
+    farm.write_client_stats(odd)
+    daemon = start_daemon("--config", write_config(farm.config_text() + "watch:\n  rescan_interval: 1h\n"))
+    samples = daemon.wait_for_value("renderfarm_exporter_source_up", 1, kind="royalrender_client_stats",
+                                    path=label_value(farm.path("client_stats", odd)))
+    assert value(samples, "royalrender_client_cpu_ratio", client="rrclient\\xff") is not None
+    assert value(samples, "royalrender_client_cpu_ratio", client=farm.clients[0]) is not None
+    assert value(samples, "renderfarm_exporter_source_parse_errors_total", kind="royalrender_client_stats",
+                 path=label_value(farm.path("client_stats", odd))) == 0
