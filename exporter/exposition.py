@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import array
 import copy
+import functools
 import logging
+import re
 import struct
 import threading
 import time
@@ -635,18 +637,65 @@ class ExpositionCache:
             self._current = Exposition(tuple(sections[name] for name in self._order if name in sections))
 
 
+#: An element of Accept or Accept-Encoding: its token and its parameters, which may hold quoted strings.
+_ELEMENT = re.compile(r'\s*((?:[^,"]|"(?:[^"\\]|\\.)*")*)\s*(?:,|$)')
+_PARAMETER = re.compile(r'\s*;\s*([^=;\s]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+#: RFC 9110 section 12.4.2: "0" to "1" with at most three decimals.
+_QVALUE = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)\Z")
+
+
+@functools.lru_cache(maxsize=64)  # scrapers send the same header every time
+def _weighted(header: str) -> Tuple[Tuple[str, float, int], ...]:
+    """Each element of an Accept or Accept-Encoding header as (token in lower case, q, position).
+
+    Parameter names and tokens are case-insensitive; q is 1 when absent. An element whose q is not a valid
+    qvalue (``q=abc``, ``q=2``, ``q=0.0001``) is ignored: never taken as acceptable on a guess."""
+    elements = []
+    for position, match in enumerate(_ELEMENT.finditer(header[:4096])):
+        element = match.group(1)
+        if not element:
+            continue
+        token, _, rest = element.partition(";")
+        q = 1.0
+        valid = True
+        for name, raw in _PARAMETER.findall(";" + rest if rest else ""):
+            if name.lower() == "q":
+                valid = _QVALUE.match(raw.strip()) is not None
+                q = float(raw) if valid else 0.0
+                break  # parameters after q are accept-ext, not the media type's
+        if valid:
+            elements.append((token.strip().lower(), q, position))
+    return tuple(elements)
+
+
+def _quality(elements: Sequence[Tuple[str, float, int]], names: Sequence[str]) -> Tuple[float, int, int]:
+    """(q, specificity, -position) of the most specific element matching any of ``names`` (most specific first,
+    RFC 9110 section 12.5.1); (0, 0, 0) when none does."""
+    for specificity, name in zip(range(len(names), 0, -1), names):
+        for token, q, position in elements:
+            if token == name:
+                return q, specificity, -position
+    return 0.0, 0, 0
+
+
 def wants_openmetrics(accept: str) -> bool:
-    """Content negotiation as Prometheus does it: OpenMetrics when the scraper asks for it."""
-    for part in accept.split(","):
-        media = part.split(";")[0].strip().lower()
-        if media == "application/openmetrics-text":
-            return True
-    return False
+    """Content negotiation (RFC 9110): OpenMetrics when the scraper prefers it to the text format.
+
+    The q of each format is the one of the most specific range that matches it (``application/openmetrics-text``
+    before ``application/*`` before ``*/*``); q=0 means not acceptable. The higher q wins; on equal q the more
+    specific range, then the one listed first; the text format when nothing decides (``*/*``, no header, or
+    neither acceptable)."""
+    elements = _weighted(accept)
+    openmetrics = _quality(elements, ("application/openmetrics-text", "application/*", "*/*"))
+    text = _quality(elements, ("text/plain", "text/*", "*/*"))
+    return openmetrics[0] > 0 and openmetrics > text
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
-    for part in accept_encoding.split(","):
-        pieces = [p.strip() for p in part.split(";")]
-        if pieces[0].lower() == "gzip":
-            return not any(p.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for p in pieces[1:])
-    return False
+    """Whether to send gzip (RFC 9110 section 12.5.3): its q (``gzip``, its alias ``x-gzip``, else ``*``) is above 0
+    and not below the q the header gives sending it unencoded (``identity``, else ``*``; none: no preference).
+    Codings are case-insensitive; an empty or absent header means no coding."""
+    elements = _weighted(accept_encoding)
+    coding = "gzip" if any(token == "gzip" for token, _, _ in elements) else "x-gzip"
+    q = _quality(elements, (coding, "*"))[0]
+    return q > 0 and q >= _quality(elements, ("identity", "*"))[0]
