@@ -22,8 +22,8 @@ from exporter.web import statuspage
 NOW = int(time.time())
 
 
-def frame(host, when=NOW):
-    return b"p %d tahoe.7 T anna 1 %s 100 10 0 0 0 1\n" % (when, host)
+def frame(host, when=NOW, title=b"T", owner=b"anna"):
+    return b"p %d tahoe.7 %s %s 1 %s 100 10 0 0 0 1\n" % (when, title, owner, host)
 
 
 def test_a_folder_named_with_bytes_that_are_not_utf8_is_one_escaped_label_and_stops_nothing(
@@ -31,7 +31,8 @@ def test_a_folder_named_with_bytes_that_are_not_utf8_is_one_escaped_label_and_st
     farm = tmp_path / "farm"
     good = farm / "render01" / "cpu.acct"
     good.parent.mkdir(parents=True)
-    good.write_bytes(frame(b"render01") + frame(b"x\xff") + frame(b"x\xfe") + frame(b"x\\xff"))
+    good.write_bytes(frame(b"render01") + frame(b"x\xff") + frame(b"x\xfe") + frame(b"x\\xff")
+                     + frame(b"render01", NOW, b"SHOT\xe9", b"ann\xe9"))
     bad_folder = os.path.join(os.fsencode(farm), b"host\xff\xfe")
     os.mkdir(bad_folder)
     bad = os.path.join(bad_folder, b"cpu.acct")
@@ -41,6 +42,7 @@ def test_a_folder_named_with_bytes_that_are_not_utf8_is_one_escaped_label_and_st
     good_path = str(good)
     config = write_config(
         "rush:\n  cpu_acct:\n    - path: '%s/**/cpu.acct'\n      host_from_path: '/farm/(?P<host>[^/]+)/'\n"
+        "  breakdowns: {users: {enabled: true}, titles: {enabled: true}}\n"
         "watch:\n  rescan_interval: 1h\n" % farm)
     daemon = start_daemon("--config", config, "--storage.path", str(tmp_path / "state"))
 
@@ -52,12 +54,14 @@ def test_a_folder_named_with_bytes_that_are_not_utf8_is_one_escaped_label_and_st
     assert value(samples, "rush_frames_total", host="x\\xff", status="done") == 1
     assert value(samples, "rush_frames_total", host="x\\xfe", status="done") == 1
     assert value(samples, "rush_frames_total", host="x\\\\xff", status="done") == 1  # written x\xff in the file
-    assert value(samples, "rush_frames_total", host="render01", status="done") == 1
+    assert value(samples, "rush_frames_total", host="render01", status="done") == 2
+    assert value(samples, "rush_user_frames_total", user="ann\\xe9", status="done") == 1  # latin-1 bytes
+    assert value(samples, "rush_job_title_frames_total", title="SHOT\\xe9", status="done") == 1
 
     # Everything keeps updating: an appended frame, and the odd folder's file going down (a FIFO in its place).
     with open(good, "ab") as handle:
         handle.write(frame(b"render01", NOW + 1))
-    daemon.wait_for_value("rush_frames_total", 2, host="render01", status="done")
+    daemon.wait_for_value("rush_frames_total", 3, host="render01", status="done")
     os.unlink(bad)
     os.mkfifo(bad)
     samples = daemon.wait_for_value("renderfarm_exporter_source_up", 0, kind="rush_cpu_acct", path=bad_label)
@@ -108,6 +112,16 @@ def test_a_folder_named_with_bytes_that_are_not_utf8_is_one_escaped_label_and_st
     finally:
         prometheus.terminate()
         prometheus.wait(timeout=10)
+
+    # A restart from the checkpoint that holds the odd path reads nothing twice.
+    daemon.stop()
+    restarted = start_daemon("--config", config, "--storage.path", str(tmp_path / "state"))
+    samples = restarted.samples()
+    assert value(samples, "renderfarm_exporter_checkpoint_restored_readers", source="rush") == 1
+    assert value(samples, "rush_frames_total", host="render01", status="done") == 3
+    assert value(samples, "rush_frames_total", host="x\\xff", status="done") == 1
+    assert value(samples, "rush_user_frames_total", user="ann\\xe9", status="done") == 1
+    assert value(samples, "renderfarm_exporter_source_up", kind="rush_cpu_acct", path=bad_label) == 0
 
 
 def test_label_values_are_one_to_one_and_give_the_bytes_back():
