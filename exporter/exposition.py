@@ -645,8 +645,9 @@ _QVALUE = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)\Z")
 
 
 @functools.lru_cache(maxsize=64)  # scrapers send the same header every time
-def _weighted(header: str) -> Tuple[Tuple[str, float, int], ...]:
-    """Each element of an Accept or Accept-Encoding header as (token in lower case, q, position).
+def _weighted(header: str) -> Tuple[Tuple[str, str, float, int], ...]:
+    """Each element of an Accept or Accept-Encoding header as (token in lower case, its ``version`` parameter or
+    "", q, position).
 
     Parameter names and tokens are case-insensitive; q is 1 when absent. An element whose q is not a valid
     qvalue (``q=abc``, ``q=2``, ``q=0.0001``) is ignored: never taken as acceptable on a guess."""
@@ -656,39 +657,49 @@ def _weighted(header: str) -> Tuple[Tuple[str, float, int], ...]:
         if not element:
             continue
         token, _, rest = element.partition(";")
-        q = 1.0
-        valid = True
+        version, q, valid = "", 1.0, True
         for name, raw in _PARAMETER.findall(";" + rest if rest else ""):
-            if name.lower() == "q":
-                valid = _QVALUE.match(raw.strip()) is not None
+            name, raw = name.lower(), raw.strip()
+            if name == "q":
+                valid = _QVALUE.match(raw) is not None
                 q = float(raw) if valid else 0.0
                 break  # parameters after q are accept-ext, not the media type's
+            if name == "version":
+                version = raw.strip('"')
         if valid:
-            elements.append((token.strip().lower(), q, position))
+            elements.append((token.strip().lower(), version, q, position))
     return tuple(elements)
 
 
-def _quality(elements: Sequence[Tuple[str, float, int]], names: Sequence[str]) -> Tuple[float, int, int]:
-    """(q, specificity, -position) of the most specific element matching any of ``names`` (most specific first,
-    RFC 9110 section 12.5.1); (0, 0, 0) when none does."""
-    for specificity, name in zip(range(len(names), 0, -1), names):
-        for token, q, position in elements:
-            if token == name:
-                return q, specificity, -position
+def _quality(elements: Sequence[Tuple[str, str, float, int]],
+             ranges: Sequence[Tuple[str, str]]) -> Tuple[float, int, int]:
+    """(q, specificity, -position) for what ``ranges`` match, most specific first (RFC 9110 section 12.5.1): each a
+    token and the version it must have ("": a range without one). The most specific matching level decides; in
+    it the highest q, then the first listed. (0, 0, 0) when nothing matches."""
+    for specificity, (name, version) in zip(range(len(ranges), 0, -1), ranges):
+        matches = [(q, -position) for token, its_version, q, position in elements
+                   if token == name and its_version == version]
+        if matches:
+            q, position = max(matches)
+            return q, specificity, position
     return 0.0, 0, 0
 
 
-def wants_openmetrics(accept: str) -> bool:
-    """Content negotiation (RFC 9110): OpenMetrics when the scraper prefers it to the text format.
+_OPENMETRICS_RANGES = (("application/openmetrics-text", "1.0.0"), ("application/openmetrics-text", ""),
+                       ("application/*", ""), ("*/*", ""))
+_TEXT_RANGES = (("text/plain", "0.0.4"), ("text/plain", ""), ("text/*", ""), ("*/*", ""))
 
-    The q of each format is the one of the most specific range that matches it (``application/openmetrics-text``
-    before ``application/*`` before ``*/*``); q=0 means not acceptable. The higher q wins; on equal q the more
-    specific range, then the one listed first; the text format when nothing decides (``*/*``, no header, or
-    neither acceptable)."""
+
+def wants_openmetrics(accept: str) -> bool:
+    """Content negotiation (RFC 9110): OpenMetrics (1.0.0) when the scraper prefers it to the text format (0.0.4).
+
+    A format's q is the one of the most specific range that matches it (``application/openmetrics-text;
+    version=1.0.0``, then without a version, ``application/*``, ``*/*``; a range naming another version does not
+    match); q=0 means not acceptable. The higher q wins; on equal q the more specific range, then the one listed
+    first; the text format when nothing decides (``*/*``, no header, or neither acceptable)."""
     elements = _weighted(accept)
-    openmetrics = _quality(elements, ("application/openmetrics-text", "application/*", "*/*"))
-    text = _quality(elements, ("text/plain", "text/*", "*/*"))
-    return openmetrics[0] > 0 and openmetrics > text
+    openmetrics = _quality(elements, _OPENMETRICS_RANGES)
+    return openmetrics[0] > 0 and openmetrics > _quality(elements, _TEXT_RANGES)
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -696,6 +707,6 @@ def accepts_gzip(accept_encoding: str) -> bool:
     and not below the q the header gives sending it unencoded (``identity``, else ``*``; none: no preference).
     Codings are case-insensitive; an empty or absent header means no coding."""
     elements = _weighted(accept_encoding)
-    coding = "gzip" if any(token == "gzip" for token, _, _ in elements) else "x-gzip"
-    q = _quality(elements, (coding, "*"))[0]
-    return q > 0 and q >= _quality(elements, ("identity", "*"))[0]
+    coding = "gzip" if any(element[0] == "gzip" for element in elements) else "x-gzip"
+    q = _quality(elements, ((coding, ""), ("*", "")))[0]
+    return q > 0 and q >= _quality(elements, (("identity", ""), ("*", "")))[0]

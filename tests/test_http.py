@@ -46,6 +46,12 @@ ACCEPT_CASES = [
     ("Application/OpenMetrics-Text; Q=0", False),
     ("application/openmetrics-text;q=0.000", False),
     ("application/openmetrics-text;q=0.001", True),
+    ("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.5,"
+     "application/openmetrics-text;version=1.0.0;q=0.4,application/openmetrics-text;version=0.0.1;q=0.3,"
+     "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.2,text/plain;version=0.0.4;q=0.1,*/*;q=0.05", True),  # 3
+    ("application/openmetrics-text;version=0.0.1, text/plain;q=0.1", False),  # a version not served: no match
+    ("application/openmetrics-text;version=1.0.0;q=0, application/openmetrics-text", False),  # the exact one
+    ("application/openmetrics-text;q=0.2, application/openmetrics-text;q=0.9, text/plain;q=0.5", True),
     ("application/openmetrics-text;q=0.5, text/plain", False),  # the higher q wins
     ("text/plain;q=0.5, application/openmetrics-text", True),
     ("application/openmetrics-text;q=0, */*", False),  # the most specific range decides
