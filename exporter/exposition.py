@@ -26,6 +26,10 @@ some rows recompresses only their families.
 from __future__ import annotations
 
 import array
+import copy
+import functools
+import logging
+import re
 import struct
 import threading
 import time
@@ -41,7 +45,10 @@ from prometheus_client.openmetrics.exposition import generate_latest as render_o
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
-from exporter.families import RowFamily
+from exporter.families import RowFamily, is_utf8
+from exporter.logs import RateLimitedLog
+
+log = logging.getLogger(__name__)
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -100,6 +107,8 @@ class Section(_Joined):
     families: Tuple[_RenderedFamily, ...]
     series: int
     render_seconds: float
+    #: (family, series) left out of this render because they could not be rendered (``SectionRenderer``).
+    dropped: Tuple[Tuple[str, int], ...] = ()
     # openmetrics? -> deflate piece. Two scrapes may both make one; they are equal, one is kept.
     _deflated: Dict[bool, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -126,6 +135,9 @@ class PlacedSection(Protocol):
 
     @property
     def render_seconds(self) -> float: ...
+
+    @property
+    def dropped(self) -> Tuple[Tuple[str, int], ...]: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -457,22 +469,59 @@ class SectionRenderer:
     renders (tested). Only the latest render is kept.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, strict: bool = False) -> None:
+        """``strict``: a family that cannot be rendered raises, instead of being rendered without the series that
+        cannot be (the served exposition is not strict: one series must never fail its section)."""
         self._headers: Dict[Tuple[str, str, str, str], Line] = {}
         self._families: Dict[Tuple[object, ...], _RenderedFamily] = {}
+        self._strict = strict
+        self._failure_log = RateLimitedLog(log)
 
     def render(self, families: Iterable[Metric]) -> Section:
         started = time.perf_counter()
         rendered: Dict[Tuple[object, ...], _RenderedFamily] = {}
         occurrences: Dict[Tuple[str, str, str, str], int] = {}
+        dropped: Dict[str, int] = {}
         for family in families:
             header_key = (family.name, family.type, family.documentation, family.unit)
             occurrence = occurrences[header_key] = occurrences.get(header_key, -1) + 1
             key = (*header_key, occurrence)  # a section may hold two families of one name (two readers)
-            rendered[key] = self._render_family(family, self._families.get(key))
+            previous = self._families.get(key)
+            try:
+                rendered[key] = self._render_family(family, previous)
+            except Exception as exc:  # one family must not fail its section (re-raised when strict)
+                if self._strict:
+                    raise
+                left_out, part = self._renderable_part(family, previous, exc)
+                if part is not None:
+                    rendered[key] = part
+                if left_out:
+                    dropped[family.name] = dropped.get(family.name, 0) + left_out
         self._families = rendered
         return Section(families=tuple(rendered.values()), series=sum(f.series for f in rendered.values()),
-                       render_seconds=time.perf_counter() - started)
+                       render_seconds=time.perf_counter() - started, dropped=tuple(sorted(dropped.items())))
+
+    def _renderable_part(self, family: Metric, previous: Optional[_RenderedFamily],
+                         exc: Exception) -> Tuple[int, Optional[_RenderedFamily]]:
+        """A family that could not be rendered, without the samples that cannot be (label values that are not
+        UTF-8): how many were left out, and the render of the rest (None: the family is left out whole).
+
+        Label values are made valid where they enter (``families.label_value``); this is the safety net for
+        what still gets through, so one bad series fails alone, never its family's section."""
+        part = _without_unencodable(family)
+        kept: Optional[_RenderedFamily] = None
+        if part is not None:
+            try:
+                kept = self._render_family(part, previous)
+            except Exception as again:  # noqa: BLE001
+                exc = again
+        series = len(family.rows) if isinstance(family, RowFamily) else len(family.samples)
+        left_out = series - (0 if kept is None else kept.series)
+        if left_out:
+            self._failure_log.warning(family.name, "series left out of the exposition: they cannot be rendered",
+                                      family=family.name, series=left_out,
+                                      error="%s: %s" % (type(exc).__name__, str(exc)[:300]))
+        return left_out, kept
 
     def _render_family(self, family: Metric, previous: Optional[_RenderedFamily]) -> _RenderedFamily:
         rows = _rows(family)
@@ -538,9 +587,29 @@ class SectionRenderer:
         return header
 
 
+def _without_unencodable(family: Metric) -> Optional[Metric]:
+    """A copy of ``family`` without the samples whose label values are not UTF-8; None if it has none."""
+    if isinstance(family, RowFamily):
+        rows = family.rows
+        keep = [all(map(is_utf8, labels)) for labels in rows.label_values]
+        if all(keep):
+            return None
+        part = copy.copy(family)
+        part.rows = rows.where(keep)
+        part._samples = None
+        return part
+    samples = [sample for sample in family.samples if all(map(is_utf8, sample.labels.values()))]
+    if len(samples) == len(family.samples):
+        return None
+    plain = copy.copy(family)
+    plain.samples = samples
+    return plain
+
+
 def render_section(families: Iterable[Metric]) -> Section:
-    """A one-off render (no previous render to reuse)."""
-    return SectionRenderer().render(families)
+    """A one-off render (no previous render to reuse); raises if a family cannot be rendered (``wholefile`` checks
+    each file's data with it, so that such data fails its own file)."""
+    return SectionRenderer(strict=True).render(families)
 
 
 class ExpositionCache:
@@ -568,18 +637,76 @@ class ExpositionCache:
             self._current = Exposition(tuple(sections[name] for name in self._order if name in sections))
 
 
+#: An element of Accept or Accept-Encoding: its token and its parameters, which may hold quoted strings.
+_ELEMENT = re.compile(r'\s*((?:[^,"]|"(?:[^"\\]|\\.)*")*)\s*(?:,|$)')
+_PARAMETER = re.compile(r'\s*;\s*([^=;\s]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+#: RFC 9110 section 12.4.2: "0" to "1" with at most three decimals.
+_QVALUE = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)\Z")
+
+
+@functools.lru_cache(maxsize=64)  # scrapers send the same header every time
+def _weighted(header: str) -> Tuple[Tuple[str, str, float, int], ...]:
+    """Each element of an Accept or Accept-Encoding header as (token in lower case, its ``version`` parameter or
+    "", q, position).
+
+    Parameter names and tokens are case-insensitive; q is 1 when absent. An element whose q is not a valid
+    qvalue (``q=abc``, ``q=2``, ``q=0.0001``) is ignored: never taken as acceptable on a guess."""
+    elements = []
+    for position, match in enumerate(_ELEMENT.finditer(header[:4096])):
+        element = match.group(1)
+        if not element:
+            continue
+        token, _, rest = element.partition(";")
+        version, q, valid = "", 1.0, True
+        for name, raw in _PARAMETER.findall(";" + rest if rest else ""):
+            name, raw = name.lower(), raw.strip()
+            if name == "q":
+                valid = _QVALUE.match(raw) is not None
+                q = float(raw) if valid else 0.0
+                break  # parameters after q are accept-ext, not the media type's
+            if name == "version":
+                version = raw.strip('"')
+        if valid:
+            elements.append((token.strip().lower(), version, q, position))
+    return tuple(elements)
+
+
+def _quality(elements: Sequence[Tuple[str, str, float, int]],
+             ranges: Sequence[Tuple[str, str]]) -> Tuple[float, int, int]:
+    """(q, specificity, -position) for what ``ranges`` match, most specific first (RFC 9110 section 12.5.1): each a
+    token and the version it must have ("": a range without one). The most specific matching level decides; in
+    it the highest q, then the first listed. (0, 0, 0) when nothing matches."""
+    for specificity, (name, version) in zip(range(len(ranges), 0, -1), ranges):
+        matches = [(q, -position) for token, its_version, q, position in elements
+                   if token == name and its_version == version]
+        if matches:
+            q, position = max(matches)
+            return q, specificity, position
+    return 0.0, 0, 0
+
+
+_OPENMETRICS_RANGES = (("application/openmetrics-text", "1.0.0"), ("application/openmetrics-text", ""),
+                       ("application/*", ""), ("*/*", ""))
+_TEXT_RANGES = (("text/plain", "0.0.4"), ("text/plain", ""), ("text/*", ""), ("*/*", ""))
+
+
 def wants_openmetrics(accept: str) -> bool:
-    """Content negotiation as Prometheus does it: OpenMetrics when the scraper asks for it."""
-    for part in accept.split(","):
-        media = part.split(";")[0].strip().lower()
-        if media == "application/openmetrics-text":
-            return True
-    return False
+    """Content negotiation (RFC 9110): OpenMetrics (1.0.0) when the scraper prefers it to the text format (0.0.4).
+
+    A format's q is the one of the most specific range that matches it (``application/openmetrics-text;
+    version=1.0.0``, then without a version, ``application/*``, ``*/*``; a range naming another version does not
+    match); q=0 means not acceptable. The higher q wins; on equal q the more specific range, then the one listed
+    first; the text format when nothing decides (``*/*``, no header, or neither acceptable)."""
+    elements = _weighted(accept)
+    openmetrics = _quality(elements, _OPENMETRICS_RANGES)
+    return openmetrics[0] > 0 and openmetrics > _quality(elements, _TEXT_RANGES)
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
-    for part in accept_encoding.split(","):
-        pieces = [p.strip() for p in part.split(";")]
-        if pieces[0].lower() == "gzip":
-            return not any(p.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for p in pieces[1:])
-    return False
+    """Whether to send gzip (RFC 9110 section 12.5.3): its q (``gzip``, its alias ``x-gzip``, else ``*``) is above 0
+    and not below the q the header gives sending it unencoded (``identity``, else ``*``; none: no preference).
+    Codings are case-insensitive; an empty or absent header means no coding."""
+    elements = _weighted(accept_encoding)
+    coding = "gzip" if any(element[0] == "gzip" for element in elements) else "x-gzip"
+    q = _quality(elements, ((coding, ""), ("*", "")))[0]
+    return q > 0 and q >= _quality(elements, (("identity", ""), ("*", "")))[0]

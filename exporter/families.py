@@ -21,6 +21,7 @@ then costs in proportion to the changed rows, not to the mapping's size
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from itertools import compress, repeat
 from operator import is_not
@@ -43,6 +44,68 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.samples import Sample
 
 LabelValues = Union[str, Tuple[str, ...]]
+
+#: ``\\x`` and two hex digits: how an undecodable byte is written, so a name holding it literally is escaped too.
+_BYTE_ESCAPE = re.compile(r"\\x[0-9A-Fa-f]{2}")
+#: What the escaping rewrites: a backslash, and a lone surrogate (U+DC80..U+DCFF is an undecodable byte as
+#: ``os.fsdecode`` and ``surrogateescape`` give it; any other one stands for its UTF-8-style bytes).
+_TO_ESCAPE = re.compile("[\\\\\ud800-\udfff]")
+
+
+def _escaped(match: re.Match) -> str:
+    char = match.group()
+    if char == "\\":
+        return "\\\\"
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:
+        return "\\x%02x" % (code - 0xDC00)
+    return "".join("\\x%02x" % byte for byte in char.encode("utf-8", "surrogatepass"))
+
+
+def label_value(name: str) -> str:
+    """A name taken from outside (a file path, a host, user or title from a file) as a label value: valid
+    UTF-8 by construction, and two different names never give one value (docs/metrics.md, "Label values").
+
+    A name that is valid UTF-8 and holds no ``\\x`` followed by two hex digits is its own label value (every
+    usual name: nothing changes for it). Any other name is escaped: each backslash doubled, each byte that
+    is not UTF-8 (a lone surrogate, as ``os.fsdecode`` and ``surrogateescape`` give one) written ``\\xNN``
+    in lowercase hex. An escaped value always holds ``\\xNN`` and an unescaped one never does, and
+    escaping is reversible, so the rule is one-to-one.
+    """
+    if ("\\x" not in name or _BYTE_ESCAPE.search(name) is None) and (name.isascii() or is_utf8(name)):
+        return name
+    return _TO_ESCAPE.sub(_escaped, name)
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8 (it holds no lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
+
+
+def name_of(value: str) -> bytes:
+    """The name's bytes back from its ``label_value`` (the inverse, for tools and tests)."""
+    if _BYTE_ESCAPE.search(value) is None:
+        return value.encode("utf-8")
+    out = bytearray()
+    at = 0
+    while at < len(value):
+        char = value[at]
+        if char == "\\" and value[at + 1:at + 2] == "\\":
+            out += b"\\"
+            at += 2
+        elif char == "\\" and _BYTE_ESCAPE.match(value, at):
+            out.append(int(value[at + 2:at + 4], 16))
+            at += 4
+        else:
+            out += char.encode("utf-8")
+            at += 1
+    return bytes(out)
+
+
 # Mapping is invariant in its keys: a TypeVar lets callers pass {(str, str): int} or {str: float}.
 Key = TypeVar("Key", bound=LabelValues)
 
@@ -70,6 +133,12 @@ class Rows(Mapping[Key, Any], Generic[Key]):
             return mapping
         keys = tuple(sorted(mapping))
         return cls(keys, _label_values(keys), dict(zip(keys, range(len(keys)))), tuple(map(mapping.__getitem__, keys)))
+
+    def where(self, keep: Sequence[bool]) -> Rows[Key]:
+        """The rows whose ``keep`` is true (in order)."""
+        keys = tuple(compress(self._keys, keep))
+        return Rows(keys, tuple(compress(self.label_values, keep)), dict(zip(keys, range(len(keys)))),
+                    tuple(compress(self.sample_values, keep)))
 
     def __getitem__(self, key: Key) -> Any:
         return self.sample_values[self._index[key]]

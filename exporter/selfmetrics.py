@@ -22,7 +22,7 @@ from prometheus_client.metrics_core import Metric
 
 from exporter import __version__
 from exporter.exposition import PlacedSection
-from exporter.families import LiveRows, counter, gauge
+from exporter.families import LiveRows, counter, gauge, label_value
 from exporter.paths import PathPattern
 from exporter.sources import READ_FAILURE_REASONS, FileStatus
 from exporter.status import ReloadStatus, RuntimeStatus, WatchStatus, matched_files
@@ -58,7 +58,8 @@ class FileRows:
         for status in changed:
             self._set(status)
         if moved or patterns != self._patterns:
-            self.matched = matched_files(patterns, files)
+            self.matched = {(kind, label_value(pattern)): count
+                            for (kind, pattern), count in matched_files(patterns, files).items()}
         self._files, self._patterns = files, patterns
 
     def _set(self, status: FileStatus) -> None:
@@ -87,7 +88,8 @@ class FileRows:
 
 
 def _key(status: FileStatus) -> Tuple[str, str]:
-    return status.kind, status.path
+    """The file's labels: a path is a name from outside, made a valid label value (``families.label_value``)."""
+    return status.kind, label_value(status.path)
 
 
 def _changed_in_place(files: Sequence[FileStatus], old: Sequence[FileStatus]) -> Optional[List[FileStatus]]:
@@ -160,11 +162,15 @@ def _families(status: RuntimeStatus, sections: Mapping[str, PlacedSection], file
     yield from _web_reload_families(status.web_reload)
     yield _watch_info(status.watches)
     yield gauge("renderfarm_exporter_watch_up", "1 if the folder is being watched now", ["directory"],
-                {w.directory: int(w.up) for w in status.watches})
+                {label_value(w.directory): int(w.up) for w in status.watches})
     yield gauge("renderfarm_exporter_exposition_series", "Series in each exposition section at its last render",
                 ["section"], {name: s.series for name, s in sections.items()})
     yield gauge("renderfarm_exporter_exposition_render_seconds", "How long the last render of each section took",
                 ["section"], {name: s.render_seconds for name, s in sections.items()})
+    yield gauge("renderfarm_exporter_exposition_dropped_series",
+                "Series left out of each section's last render because they could not be rendered (a bug: please "
+                "report it with the log); the rest of the section is served", ["section"],
+                {name: sum(count for _, count in s.dropped) for name, s in sections.items()})
 
 
 def _reload_families(reload: ReloadStatus) -> Iterable[Metric]:
@@ -197,5 +203,5 @@ def _watch_info(watches: Sequence[WatchStatus]) -> Metric:
     family = InfoMetricFamily("renderfarm_exporter_watch", "How each watched folder is watched: events or poll",
                               labels=["directory", "mode", "fstype"])
     for w in sorted(watches, key=lambda w: w.directory):
-        family.add_metric([w.directory, w.mode, w.fstype], {})
+        family.add_metric([label_value(w.directory), w.mode, w.fstype], {})
     return family

@@ -16,12 +16,12 @@ refused (``NotRegularFile``), never waited on. Paths point at cursors, so
   drained now and for a short grace period, in case the writer still has it
   open, while the new file is read from its start; when the renamed file is
   still matched (``Ocpu.acct``), its path adopts the existing cursor;
-- truncation (copytruncate) is seen as a changed first line, or as a size
-  below the offset with a changed first line; the new content is then read
-  from its start, once;
-- a file that shrinks in place (its first line unchanged, its size below
-  the offset: an editor or a restore cut lines off its end) continues from
-  its new end: what was read before is not counted again;
+- a file that no longer holds what was read of it (its first line and the
+  ``TAIL_BYTES`` before the offset, checked at every read as a checkpoint's
+  cursors are checked at a restart) was truncated (copytruncate) or
+  rewritten in place: it is read again from its start, as a new file, once.
+  That includes a rewrite with the same first line, shorter or longer, and
+  a file cut shorter in place, whose remaining lines are then counted again;
 - a file replaced whole by a new inode with the same content plus more (rsync
   writes a temporary file and renames it over the old one) continues at the
   old offset, verified by the first line and the bytes before the offset;
@@ -548,17 +548,17 @@ class Tailer:
                  extra=fields(path=path, offset=position.offset))
 
     def _check_start(self, cursor: _Cursor, fd: int, size: int) -> None:
-        """Restarts a truncated or rewritten file; a file shrunk in place continues from its new end."""
-        fp = cursor.fingerprint
-        if fp and os.pread(fd, len(fp), 0) != fp:
-            log.info("file truncated or rewritten; reading it from the start", extra=fields(path=cursor.label))
-            cursor.restart()
-        elif size < cursor.offset and fp:
-            log.info("file shrank in place; continuing from its new end without counting again",
+        """Restarts a file that no longer holds what was read of it: truncated, or rewritten in place.
+
+        The rule a checkpoint's cursors are checked by (``mismatched``), and a replacement or a file that came
+        back (``_continues``): the first line and the ``TAIL_BYTES`` before the offset are still there. A file
+        rewritten in place with the same first line, shorter or longer, fails it, and is a new file counted
+        from its start, once; so is a file cut shorter in place (its lines that are left are counted again:
+        they cannot be told from new ones). Costs two reads of at most ``FINGERPRINT_BYTES`` and
+        ``TAIL_BYTES`` per read of a file, whatever its size."""
+        if cursor.offset and not _continues(fd, size, cursor.position()):
+            log.info("file truncated or rewritten in place; reading it from the start",
                      extra=fields(path=cursor.label, offset=cursor.offset, size=size))
-            cursor.offset, cursor.partial, cursor.skipping = size, b"", False
-            cursor.tail = os.pread(fd, min(TAIL_BYTES, size), size - min(TAIL_BYTES, size))
-        elif size < cursor.offset:
             cursor.restart()
 
     def _read(self, cursor: _Cursor, fd: int) -> int:

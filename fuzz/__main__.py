@@ -19,6 +19,7 @@ from fuzz import properties as prop
 PROPERTIES = (
     ("cpu.acct: arbitrary bytes never raise", st.binary(max_size=4000), prop.cpu_acct_bytes_never_raise),
     ("cpu.acct: frames among junk counted exactly", prop.mixed_lines, prop.frames_among_junk_are_counted_exactly),
+    ("label values: one-to-one and reversible", prop.names, prop.label_values_are_one_to_one),
     ("config: arbitrary text never raises", st.text(max_size=2000), prop.config_text_never_raises),
     ("config: wrongly typed documents rejected", prop.documents, prop.config_structure_never_raises),
     ("web config: any document rejected or loaded", prop.web_documents, prop.web_config_never_raises),

@@ -16,6 +16,8 @@ from hypothesis import assume
 from hypothesis import strategies as st
 
 from exporter.config import ConfigError, parse
+from exporter.exposition import render_section
+from exporter.families import label_value, name_of
 from exporter.rush.cpu_acct import CpuAcctReader
 from exporter.rush.records import Process, parse_line
 from exporter.web import webconfig
@@ -68,10 +70,13 @@ def _read_cpu_acct(content: bytes):
         path = os.path.join(folder, "cpu.acct")
         with open(path, "wb") as handle:
             handle.write(content)
-        config = parse("rush:\n  cpu_acct: ['%s']\n" % path).sources["rush"]
+        config = parse("rush:\n  cpu_acct: ['%s']\n  breakdowns: {users: {enabled: true}, titles: {enabled: true}}\n"
+                       % path).sources["rush"]
         reader = CpuAcctReader(config)
         try:
-            return reader.sync(None), path
+            snapshot = reader.sync(None)
+            render_section(reader.families(snapshot))  # raises if a host, user or title cannot be rendered
+            return snapshot, path
         finally:
             reader.close()
 
@@ -100,6 +105,20 @@ def frames_among_junk_are_counted_exactly(lines) -> None:
     (status,) = [f for f in snapshot.files if f.path == path]
     assert status.lines_read_total == len(lines)
     assert status.malformed_lines_total <= len(lines) - len(frames)
+
+
+def label_values_are_one_to_one(names) -> None:
+    """Any names' bytes: each label value is UTF-8 and gives its bytes back, so no two names share one."""
+    for name in names:
+        value = label_value(os.fsdecode(name))
+        value.encode("utf-8")
+        assert name_of(value) == name, (name, value)
+
+
+#: Names made of the bytes that matter to the escaping: backslashes, ``x``, hex digits, bytes that are not UTF-8.
+names = st.lists(st.lists(st.sampled_from([b"\\", b"x", b"f", b"4", b"a", b"\xff", b"\xc3", b"\xa9", b"\xed",
+                                           b"\xa0", b"\x80"]), max_size=12).map(b"".join)
+                 | st.binary(max_size=30), max_size=10)
 
 
 def config_text_never_raises(text: str) -> None:

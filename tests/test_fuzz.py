@@ -21,6 +21,12 @@ def test_frames_among_junk_are_counted_exactly(lines):
 
 
 @SETTINGS
+@given(prop.names)
+def test_label_values_are_one_to_one(names):
+    prop.label_values_are_one_to_one(names)
+
+
+@SETTINGS
 @given(st.text(max_size=500))
 def test_config_text_never_raises(text):
     prop.config_text_never_raises(text)

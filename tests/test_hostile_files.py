@@ -164,10 +164,43 @@ def test_a_read_stuck_on_a_hung_share_is_reported_down(tmp_path, start_daemon, w
         fs.close()
 
 
-# -- 3. shrink in place ---------------------------------------------------------------------
+# -- 3. rewritten or cut in place ------------------------------------------------------------
 
 
-def test_a_file_shrunk_in_place_continues_from_its_new_end(tmp_path, start_daemon, write_config):
+def _rewrite_in_place(path, text):
+    """Truncated and rewritten: the same inode, as an editor or ``cat new > cpu.acct`` does it."""
+    inode = os.stat(path).st_ino
+    with open(path, "w") as handle:
+        handle.write(text)
+    assert os.stat(path).st_ino == inode
+
+
+@pytest.mark.parametrize("old_frames, new_frames", [(10, 7), (20, 39)], ids=["shorter", "longer"])
+def test_a_file_rewritten_in_place_with_the_same_first_line_is_a_new_file(tmp_path, start_daemon, write_config,
+                                                                            old_frames, new_frames):
+    path = tmp_path / "cpu.acct"
+    first = "r start %d online\n" % NOW
+    path.write_text(first + "".join(frame("render01", when=NOW + i) for i in range(old_frames)))
+    daemon = start_daemon("--config", rush_config(write_config, path))
+    daemon.wait_for_value("rush_frames_total", old_frames, host="render01", status="done")
+    _rewrite_in_place(path, first + "".join(frame("render01", when=NOW + 100 + i, wall="7")
+                                            for i in range(new_frames)))
+    samples = daemon.wait_for_value("rush_frames_total", old_frames + new_frames, host="render01", status="done")
+    assert value(samples, "rush_frame_wall_seconds_total", host="render01") == 100 * old_frames + 7 * new_frames
+    assert value(samples, "rush_records_total", host="render01", record="rotation") == 2
+    per_path = dict(kind="rush_cpu_acct", path=str(path))
+    assert value(samples, "renderfarm_exporter_source_read_lines_total", **per_path) == old_frames + new_frames + 2
+    assert value(samples, "renderfarm_exporter_source_malformed_lines_total", **per_path) == 0
+    with open(path, "a") as handle:  # and it is followed as any file: an append counts once
+        handle.write(frame("render01", when=NOW + 500))
+    samples = daemon.wait_for_value("rush_frames_total", old_frames + new_frames + 1, host="render01", status="done")
+    assert value(samples, "renderfarm_exporter_source_malformed_lines_total", **per_path) == 0
+    assert daemon.log().count("file truncated or rewritten in place") == 1
+
+
+def test_a_file_cut_in_place_is_read_again_from_its_start(tmp_path, start_daemon, write_config):
+    """The lines left after a cut cannot be told from new lines of a rewrite with the same first line: both are
+    a new file (the left lines count again), never a read resumed mid-file."""
     path = tmp_path / "cpu.acct"
     lines = [frame("render01", when=NOW + i) for i in range(10)]
     path.write_text("".join(lines))
@@ -175,11 +208,13 @@ def test_a_file_shrunk_in_place_continues_from_its_new_end(tmp_path, start_daemo
     daemon.wait_for_value("rush_frames_total", 10, host="render01", status="done")
     with open(path, "r+") as handle:  # the same inode, cut after its fifth line
         handle.truncate(len("".join(lines[:5])))
-    wait_until(lambda: "file shrank in place" in daemon.log(), 5, "the shrink to be seen")
+    wait_until(lambda: "file truncated or rewritten in place" in daemon.log(), 5, "the cut to be seen")
     with open(path, "a") as handle:
         handle.write(frame("render01", when=NOW + 20))
-    samples = daemon.wait_for_value("rush_frames_total", 11, host="render01", status="done")
-    assert value(samples, "renderfarm_exporter_source_read_lines_total", kind="rush_cpu_acct", path=str(path)) == 11
+    samples = daemon.wait_for_value("rush_frames_total", 16, host="render01", status="done")
+    assert value(samples, "renderfarm_exporter_source_read_lines_total", kind="rush_cpu_acct", path=str(path)) == 16
+    assert value(samples, "renderfarm_exporter_source_malformed_lines_total", kind="rush_cpu_acct",
+                 path=str(path)) == 0
 
 
 # -- 4. values ---------------------------------------------------------------------------------

@@ -38,6 +38,57 @@ def test_paths_and_content_negotiation(tmp_path, start_daemon, write_config):
     assert gzip.decompress(zipped) == body
 
 
+#: (Accept, OpenMetrics?): q-values as RFC 9110 weighs them, names case-insensitive, q=0 not acceptable.
+ACCEPT_CASES = [
+    ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+     "text/plain;version=0.0.4;q=0.5,*/*;q=0.1", True),  # Prometheus 2
+    ("application/openmetrics-text;q=0", False),
+    ("Application/OpenMetrics-Text; Q=0", False),
+    ("application/openmetrics-text;q=0.000", False),
+    ("application/openmetrics-text;q=0.001", True),
+    ("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.5,"
+     "application/openmetrics-text;version=1.0.0;q=0.4,application/openmetrics-text;version=0.0.1;q=0.3,"
+     "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.2,text/plain;version=0.0.4;q=0.1,*/*;q=0.05", True),  # 3
+    ("application/openmetrics-text;version=0.0.1, text/plain;q=0.1", False),  # a version not served: no match
+    ("application/openmetrics-text;version=1.0.0;q=0, application/openmetrics-text", False),  # the exact one
+    ("application/openmetrics-text;q=0.2, application/openmetrics-text;q=0.9, text/plain;q=0.5", True),
+    ("application/openmetrics-text;q=0.5, text/plain", False),  # the higher q wins
+    ("text/plain;q=0.5, application/openmetrics-text", True),
+    ("application/openmetrics-text;q=0, */*", False),  # the most specific range decides
+    ("application/*", True),
+    ("*/*", False),
+    ("text/plain, application/openmetrics-text", False),  # equal q: the one listed first
+    ("application/openmetrics-text, text/plain", True),
+    ("application/openmetrics-text;q=abc", False),  # a bad q: the range is ignored
+    ("application/openmetrics-text;q=2", False),
+    ('application/openmetrics-text;x="a,b;q=0";q=0.9, text/plain;q=0.5', True),  # quoted parameters
+    ("", False),
+]
+#: (Accept-Encoding, gzip?)
+ENCODING_CASES = [
+    ("gzip", True), ("GZIP", True), ("GZIP;Q=0", False), ("gzip ; q=0.0", False), ("br, gzip;q=0.8", True),
+    ("x-gzip", True), ("*", True), ("*;q=0", False), ("gzip;q=0.5, identity", False),
+    ("gzip, identity;q=0.5", True), ("gzip;q=1.5", False), ("gzip;q=0.0001", False), ("identity", False),
+    ("deflate, gzip;q=0.1, *;q=0", True), ("", False),
+]
+
+
+def test_negotiation_weighs_q_values_as_rfc_9110_does(tmp_path, start_daemon, write_config):
+    daemon = rush_daemon(start_daemon, write_config, tmp_path)
+    for accept, wanted in ACCEPT_CASES:
+        status, headers, body = daemon.get("/metrics", {"Accept": accept} if accept else {})
+        assert status == 200
+        assert headers["Content-Type"].startswith("application/openmetrics-text" if wanted else "text/plain"), accept
+        assert body.endswith(b"# EOF\n") is wanted, accept
+        assert (b"# TYPE rush_frames counter\n" if wanted else b"# TYPE rush_frames_total counter\n") in body
+    for encoding, wanted in ENCODING_CASES:
+        status, headers, body = daemon.get("/metrics", {"Accept-Encoding": encoding})
+        assert status == 200
+        assert headers.get("Content-Encoding") == ("gzip" if wanted else None), encoding
+        text = (gzip.decompress(body) if wanted else body).decode()
+        assert value(parse_samples(text), "rush_frames_total", host="render01", status="done") == 1, encoding
+
+
 def test_only_get_and_head(tmp_path, start_daemon, write_config):
     daemon = rush_daemon(start_daemon, write_config, tmp_path)
     with socket.create_connection(("127.0.0.1", daemon.port)) as sock:

@@ -139,6 +139,39 @@ def test_copytruncate_that_regrew_past_the_offset_is_detected(tmp_path):
     assert sink.lines == ["old 1", "new 1 is longer", "new 2"]
 
 
+@pytest.mark.parametrize("new", ["head\nB 1\n", "head\nB 1\nB 2\n", "head\nB 1\nB 2\nB 3\n"],
+                         ids=["shorter", "same size", "longer"])
+def test_a_rewrite_in_place_with_the_same_first_line_is_a_new_file(tmp_path, new):
+    path = str(tmp_path / "cpu.acct")
+    tailer, sink = make()
+    append(path, "head\nA 1\nA 2\n")
+    tailer.follow(path)
+    with open(path, "w") as handle:  # the same inode and first line, other lines
+        handle.write(new)
+    tailer.follow(path)
+    append(path, "B 9\n")
+    tailer.follow(path)
+    assert sink.lines == ["head", "A 1", "A 2", *new.splitlines(), "B 9"]
+
+
+def test_the_live_check_is_the_one_a_checkpoint_is_restored_with(tmp_path):
+    """A rewrite in place between two reads and one while the exporter was stopped are found by one rule."""
+    path = str(tmp_path / "cpu.acct")
+    tailer, live = make()
+    append(path, "head\nA 1\n")
+    tailer.follow(path)
+    saved = tailer.save()
+    with open(path, "w") as handle:
+        handle.write("head\nB 1\n")
+    restored, sink = make()
+    restored.load(saved)
+    assert restored.mismatched() == [path]
+    restored.follow(path)
+    tailer.follow(path)
+    assert sink.lines == ["head", "B 1"]
+    assert live.lines == ["head", "A 1", "head", "B 1"]
+
+
 def test_delete_and_recreate(tmp_path):
     path = str(tmp_path / "cpu.acct")
     tailer, sink = make()

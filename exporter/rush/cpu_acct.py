@@ -12,9 +12,11 @@ carry no host) is, in order: the entry's ``host``; the ``(?P<host>...)``
 group of ``host_from_path`` (the entry's, else the section's) searched in the
 path; the host of the file's first ``p`` record; the file's path.
 
-Every label value taken from a file (host, user, title) goes through a
-``LabelBudget``: cut to ``max_label_length`` and limited in number, so memory
-and series stay bounded whatever the files contain.
+Every label value taken from a file or a path (host, user, title) is made
+valid UTF-8 by ``families.label_value`` (bytes that are not UTF-8 escaped,
+one-to-one), then goes through a ``LabelBudget``: cut to ``max_label_length``
+and limited in number, so memory and series stay bounded whatever the files
+contain.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from typing import (
 from prometheus_client.metrics_core import Metric
 
 from exporter.budget import LabelBudget
-from exporter.families import LiveRows, counter, gauge
+from exporter.families import LiveRows, counter, gauge, label_value
 from exporter.logs import RateLimitedLog, fields
 from exporter.paths import PathPattern
 from exporter.rush import saved
@@ -122,7 +124,7 @@ class _Breakdown:
 
     def merge(self, raw: Dict[str, Totals], contributed: Dict[str, Totals]) -> None:
         for value, totals in raw.items():
-            label = self.budget.label_many(value, _count(totals))
+            label = self.budget.label_many(label_value(value), _count(totals))
             _add(self.totals, label, totals)
             _add(contributed, label, totals)
             self.dirty.add(label)
@@ -356,7 +358,7 @@ class CpuAcctReader:
         if state.records:
             state.last_record_time = max(state.last_record_time or 0, tally.newest) or None
         for raw, totals in tally.hosts.items():
-            host = self._host_budget.label_many(raw, _count(totals))
+            host = self._host_budget.label_many(label_value(raw), _count(totals))
             if state.seen_host is None:
                 state.seen_host = host
             _add(self._hosts, host, totals)
@@ -408,11 +410,11 @@ class CpuAcctReader:
         if host is None:
             configured = self._configured_host_of(label)  # never "": None when not configured
             if configured is not None:
-                host = self._host_budget.label(configured)
+                host = self._host_budget.label(label_value(configured))
             elif state.seen_host is not None:
                 host = state.seen_host
             else:
-                return self._host_budget.label(label)  # until a p record names the host
+                return self._host_budget.label(label_value(label))  # until a p record names the host
             self._gauge_host[label] = host
         return host
 

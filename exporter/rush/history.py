@@ -14,6 +14,7 @@ import os
 from types import MappingProxyType
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
+from exporter.families import label_value
 from exporter.paths import PathPattern
 from exporter.rush.config import RushConfig
 from exporter.rush.cpu_acct import CpuAcctSnapshot, families
@@ -75,7 +76,7 @@ class Replay:
                 if number % 50000 == 0:
                     self._progress(self.bytes_read, self.records)
                 try:
-                    record = parse_line(raw.decode("utf-8", "replace"))
+                    record = parse_line(raw.decode("utf-8", "surrogateescape"))
                 except MalformedLine:
                     self.malformed += 1
                     continue
@@ -119,12 +120,13 @@ def history(replay: Replay, step: float, hold: Optional[float] = None) -> Iterat
         while frame.time >= boundary:
             yield at(boundary)
             boundary += step
-        slots = totals.setdefault(frame.host, new_totals())
+        host = label_value(frame.host)  # as the live reader labels it
+        slots = totals.setdefault(host, new_totals())
         slots[status_slot(frame.exit_code)] += 1
         slots[WALL] += frame.wall_seconds
         slots[SYSTEM] += frame.system_seconds
         slots[USER] += frame.user_seconds
-        last_seen[frame.host] = frame.time
+        last_seen[host] = frame.time
     if boundary is not None:
         yield at(boundary)
 

@@ -116,7 +116,7 @@ class Tally:
     def add_block(self, block: bytes, horizon: float) -> None:
         """Counts the complete lines of ``block``; records dated after ``horizon`` never become the latest."""
         self.bytes += len(block)
-        text = block.decode("utf-8", "replace")
+        text = block.decode("utf-8", "surrogateescape")  # names keep their bytes: ``families.label_value``
         lines = text.split("\n")
         lines.pop()
         self.lines += len(lines)

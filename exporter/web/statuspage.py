@@ -16,6 +16,7 @@ from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from exporter import __version__
 from exporter.exposition import PlacedSection
+from exporter.families import label_value
 from exporter.sources import FileStatus
 from exporter.status import RuntimeStatus, WatchStatus, matched_files
 
@@ -50,11 +51,16 @@ class Filter:
 
     def keeps(self, f: FileStatus) -> bool:
         return ((self.status == "all" or (self.status == "up") == f.up)
-                and (not self.kind or f.kind == self.kind) and (not self.text or self.text in f.path))
+                and (not self.kind or f.kind == self.kind) and (not self.text or self.text in label_value(f.path)))
 
 
 def _esc(value) -> str:
     return html.escape(str(value))
+
+
+def _name(name: str) -> str:
+    """A file, folder or pattern name as its label value in the metrics (bytes that are not UTF-8 escaped)."""
+    return html.escape(label_value(name))
 
 
 def _age(seconds: Optional[float]) -> str:
@@ -125,13 +131,18 @@ def _summary(status: RuntimeStatus, unmatched: List[Tuple[str, str]], config_pat
             + _table([], rows, "Summary", "summary"))
 
 
-def _problems(status: RuntimeStatus, unmatched: List[Tuple[str, str]], now: float) -> str:
-    rows = [_row(_esc(f.kind), _esc(f.path), "DOWN", _esc(_age(None if f.last_success_time is None
+def _problems(status: RuntimeStatus, unmatched: List[Tuple[str, str]], sections: Mapping[str, PlacedSection],
+              now: float) -> str:
+    rows = [_row(_esc(f.kind), _name(f.path), "DOWN", _esc(_age(None if f.last_success_time is None
                                                              else now - f.last_success_time)),
                  _esc(f.errors_total), _esc(f.last_error or "(no reason recorded)"), classes=("", "", "down"))
             for f in sorted(status.files, key=lambda f: (f.kind, f.path)) if not f.up]
-    rows += [_row(_esc(kind), _esc(pattern), "NO FILE", "", "", "the pattern matches no file: a wrong path, or "
+    rows += [_row(_esc(kind), _name(pattern), "NO FILE", "", "", "the pattern matches no file: a wrong path, or "
                   "a share that is not mounted", classes=("", "", "down")) for kind, pattern in unmatched]
+    rows += [_row("exposition", _esc("%s: %s" % (section, family)), "LEFT OUT", "", _esc(count),
+                  "%d series of this family cannot be rendered and are left out of the metrics; the log says why "
+                  "(\"series left out of the exposition\"): please report it" % count, classes=("", "", "down"))
+             for section, placed in sections.items() for family, count in placed.dropped]
     if not status.reload.successful:
         rows.append(_row("configuration", "", "REJECTED", "", _esc(status.reload.failures),
                          "the last reload was rejected; the log says why (\"configuration reload failed\")",
@@ -155,7 +166,7 @@ def _filter_form(status: RuntimeStatus, chosen: Filter) -> str:
 
 def _files(status: RuntimeStatus, chosen: Filter, now: float) -> str:
     shown = [f for f in sorted(status.files, key=lambda f: (f.up, f.kind, f.path)) if chosen.keeps(f)]
-    rows = [_row(_esc(f.kind), _esc(f.path), "up" if f.up else "DOWN", _esc(_when(f.last_success_time)),
+    rows = [_row(_esc(f.kind), _name(f.path), "up" if f.up else "DOWN", _esc(_when(f.last_success_time)),
                  _esc(_age(None if f.last_success_time is None else now - f.last_success_time)),
                  _esc(f.errors_total), _esc(f.malformed_lines_total), _esc(_watch_of(f.path, status.watches)),
                  classes=("", "", "up" if f.up else "down", "", "num", "num", "num"))
@@ -172,15 +183,16 @@ def render(status: RuntimeStatus, sections: Mapping[str, PlacedSection], telemet
            config_path: Optional[str] = None, query: str = "", now: Optional[float] = None) -> bytes:
     now = time.time() if now is None else now
     unmatched = _unmatched(status)  # matching every file against every pattern: once per page
-    section_rows = [_row(_esc(name), "%d" % s.series, "%.1f ms" % (1000 * s.render_seconds),
-                         classes=("", "num", "num")) for name, s in sections.items()]
+    section_rows = [_row(_esc(name), "%d" % s.series, "%d" % sum(count for _, count in s.dropped),
+                         "%.1f ms" % (1000 * s.render_seconds),
+                         classes=("", "num", "num bad" if s.dropped else "num", "num")) for name, s in sections.items()]
     body = (
         "<h1>renderfarm-exporter</h1><p>Version %s. <a href='%s'>Metrics</a> · <a href='/-/healthy'>Health</a> · "
         "<a href='/-/ready'>Readiness</a></p>" % (_esc(__version__), _esc(telemetry_path))
         + _summary(status, unmatched, config_path, ready)
-        + _problems(status, unmatched, now)
+        + _problems(status, unmatched, sections, now)
         + _files(status, Filter.parse(query), now)
-        + _table(["Section", "Series", "Last render"], section_rows, "Exposition", "exposition")
+        + _table(["Section", "Series", "Left out", "Last render"], section_rows, "Exposition", "exposition")
     )
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>renderfarm-exporter</title>"
-            "<style>%s</style></head><body>%s</body></html>\n" % (_STYLE, body)).encode()
+            "<style>%s</style></head><body>%s</body></html>\n" % (_STYLE, body)).encode("utf-8", "backslashreplace")
