@@ -38,6 +38,7 @@ from typing import IO, Any, Deque, Dict, List, NoReturn, Optional, Tuple
 
 import exporter
 from exporter.logs import RateLimitedLog, fields
+from exporter.royalrender import descendants
 from exporter.royalrender.timezone import Timezone
 from exporter.royalrender.vendor import module
 
@@ -115,6 +116,7 @@ class WorkerClient:
         self._start_not_before = 0.0
         self._output_log = RateLimitedLog(log)
         self._drain: Optional[threading.Thread] = None
+        self._token = secrets.token_hex(8)  # marks every process the worker starts (``descendants``)
 
     def read(self, kind: str, path: str, options: Dict[str, Any]) -> Reply:
         """Plain data extracted from one file, and the members that failed; raises WorkerError."""
@@ -264,6 +266,7 @@ class WorkerClient:
         libraries = module.library_folders(self.settings.root, self.settings.module_paths)
         env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, libraries + [env.get("LD_LIBRARY_PATH", "")]))
         env.update(self.settings.timezone.environment())
+        env[descendants.MARK] = self._token
         return env
 
     def _spawn(self) -> None:
@@ -322,11 +325,14 @@ class WorkerClient:
             self._replies = -1
         if proc is None:
             return
+        started = descendants.descendants(proc.pid, self._token)  # found while the worker still lives
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # the worker and anything the module forked
         except OSError:
             pass
         proc.wait()
+        # and what left the group (setsid) or lost its parent meanwhile: it would hold the output pipe open
+        descendants.kill(started | descendants.descendants(proc.pid, self._token))
 
 
 def _close_quietly(fd: int) -> None:
