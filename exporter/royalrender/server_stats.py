@@ -16,7 +16,7 @@ from prometheus_client.metrics_core import Metric
 from exporter.families import gauge
 from exporter.royalrender.contract import Kind
 from exporter.royalrender.times import STALE_SLOTS, Written, checked
-from exporter.royalrender.vendor.server_stats import last_save_steps
+from exporter.royalrender.vendor.server_stats import last_save_index, last_save_steps
 
 _NOTE = " (from server_stats.db, latest valid slot; cached between changes of the file)"
 
@@ -63,7 +63,7 @@ def interpret_history(data: Mapping[str, Any], written: Written) -> Dict[str, An
     if day is not None:
         size, slot_seconds = day["size"], day["slot_seconds"]
         step, _ = _last_save(day["last_save"], last_save_steps(slot_seconds), written)
-        newest = int(day["last_save"] * step % 86400 // slot_seconds)
+        newest = last_save_index(day["last_save"], step, slot_seconds)
         slots += [dict(values, time=written.unix(_slot_start(day["last_save"], step, slot_seconds,
                                                              (newest - idx) % size)))
                   for idx, values in day["used"]]

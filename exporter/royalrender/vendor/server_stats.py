@@ -67,6 +67,11 @@ def last_save_steps(slot_seconds: float) -> List[float]:
     return list(dict.fromkeys((slot_seconds,) + LAST_SAVE_STEPS))
 
 
+def last_save_index(last_save: int, step: float, slot_seconds: float) -> int:
+    """The day slot holding the last save, if ``lastSaveDay`` counts in ``step`` seconds of local time."""
+    return int(last_save * step % 86400 // slot_seconds)
+
+
 def _day_slots(c: Calls, stats: Any, size: int, newest: int, newest_only: bool) -> List[Tuple[int, Any]]:
     """(steps back from index ``newest``, item) of used day slots, newest first."""
     found = []
@@ -82,7 +87,7 @@ def _day_slots(c: Calls, stats: Any, size: int, newest: int, newest_only: bool) 
 def _walk(c: Calls, stats: Any, size: int, last_save: int, step: float) -> Dict[str, Any]:
     """The newest used day slot if ``lastSaveDay`` counts in ``step`` seconds: how far back, and its values."""
     slot = 86400.0 / size
-    newest = int(last_save * step % 86400 // slot)
+    newest = last_save_index(last_save, step, slot)
     found = c.guarded(_day_slots, c, stats, size, newest, True, default=[])
     if not found:
         return {"step": step, "back": None, "slot": None}
