@@ -98,8 +98,9 @@ def test_check_config_errors_for_interpreters_that_cannot_run(tmp_path, write_co
 
 def test_an_interpreter_that_hangs_is_given_up_on_at_the_deadline(tmp_path):
     # No real interpreter hangs on demand: this script stands in for one on a share that stopped answering.
-    hanging = tmp_path / "python3"
-    hanging.write_text("#!/bin/sh\nexec sleep 60\n")
+    # It is a wrapper whose child hangs (as a launcher script's would): both are ended at the deadline.
+    hanging, child = tmp_path / "python3", tmp_path / "child.pid"
+    hanging.write_text("#!/bin/sh\nsleep 60 &\necho $! > '%s'\nwait\n" % child)
     hanging.chmod(0o755)
     started = time.monotonic()
     with pytest.raises(interpreter.InterpreterProblem) as caught:
@@ -107,6 +108,16 @@ def test_an_interpreter_that_hangs_is_given_up_on_at_the_deadline(tmp_path):
     assert time.monotonic() - started < 10
     assert str(caught.value).startswith("%s did not say its version within 1 s (a hanging interpreter, or a "
                                         "slow share?)" % hanging)
+    pid = int(child.read_text())
+    wait_until(lambda: not os.path.exists("/proc/%d" % pid) or _zombie(pid), 10, "the hung child to be killed")
+
+
+def _zombie(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def test_check_config_warns_when_the_installation_has_no_build_for_the_interpreter(tmp_path, write_config):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -54,15 +55,21 @@ def version(python: str, env: Optional[Dict[str, str]] = None, timeout: float = 
         raise InterpreterProblem("%s is a folder, not an interpreter: %s" % (name, fix))
     elif not os.access(python, os.X_OK):
         raise InterpreterProblem("%s is not executable: make it executable (chmod +x), or %s" % (name, fix))
-    try:
-        answer = subprocess.run([python, "-c", _ASK], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, env=env, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise InterpreterProblem("%s did not say its version within %.0f s (a hanging interpreter, or a slow "
-                                 "share?): %s" % (name, timeout, fix)) from None
+    try:  # in its own process group: a wrapper script's children are killed with it at the deadline
+        asked = subprocess.Popen([python, "-c", _ASK], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
     except OSError as exc:
         raise InterpreterProblem("%s cannot be run (%s): %s" % (name, exc.strerror or exc, fix)) from None
-    text = answer.stdout.decode("utf-8", "replace")
+    try:
+        output = asked.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(asked.pid, signal.SIGKILL)
+        asked.wait()
+        if asked.stdout is not None:
+            asked.stdout.close()
+        raise InterpreterProblem("%s did not say its version within %.0f s (a hanging interpreter, or a slow "
+                                 "share?): %s" % (name, timeout, fix)) from None
+    text = output.decode("utf-8", "replace")
     for line in text.splitlines():
         words = line.split()
         if len(words) == 2 and words[0] == _MARK:
@@ -73,7 +80,7 @@ def version(python: str, env: Optional[Dict[str, str]] = None, timeout: float = 
             return major, minor, micro
     said = " ".join(text.split())
     raise InterpreterProblem("%s does not run as a Python interpreter: asked its version, it exited with code %s%s: "
-                             "%s" % (name, answer.returncode, ", saying: " + said[:300] if said else "", fix))
+                             "%s" % (name, asked.returncode, ", saying: " + said[:300] if said else "", fix))
 
 
 def _wanted(installed: Sequence[str]) -> str:
