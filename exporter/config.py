@@ -104,12 +104,20 @@ def load(path: str) -> Config:
     return replace(config, sources=resolved)
 
 
-def notices(config: Config) -> List[str]:
-    """What the configuration asks for that will not work, each as ``key path: problem``."""
+@dataclass(frozen=True)
+class Notice:
+    """A source's ``ConfigNotice`` with its full key path: ``text`` is ``key path: problem``."""
+
+    text: str
+    error: bool  # cannot work as written (--check-config exits 2), else a warning
+
+
+def notices(config: Config) -> List[Notice]:
+    """What the configuration asks for that will not work, errors and warnings."""
     found = []
     for source in registered_sources():
         section = config.sources[source.name]
         if section is not None:
-            found += ["%s: %s" % (".".join(filter(None, (source.name, n.key))), n.message)
+            found += [Notice("%s: %s" % (".".join(filter(None, (source.name, n.key))), n.message), n.error)
                       for n in source.check(section)]
     return found

@@ -156,10 +156,17 @@ class Checkpointed(Protocol):
 
 @dataclass(frozen=True)
 class ConfigNotice:
-    """Something in a valid configuration that will not do what its author wants (a missing folder ...)."""
+    """Something in a valid configuration that will not do what its author wants.
+
+    A warning (the default) may stop mattering by itself: a folder not mounted yet, a kind without a path.
+    An ``error`` cannot work as written, whatever happens on the machine meanwhile (an interpreter that is
+    missing or too old): ``--check-config`` exits 2 for it. Start-up logs both and runs, so the rest of the
+    configuration works and the status page says why the rest does not (``--strict`` exits 2 on either).
+    """
 
     key: str  # key path below the source's section, "" for the section itself
     message: str
+    error: bool = False
 
 
 def _as_written(section: Any, base_dir: str) -> Any:

@@ -431,10 +431,10 @@ def test_children_that_leave_the_process_group_die_with_the_worker_and_leak_noth
         for restart in range(1, 4):
             with pytest.raises(WorkerCrashed, match="crashed"):
                 worker.read("server_stats", fake_farm.server, {})
-            wait_until(lambda: len(pids.read_text().split()) == restart if pids.exists() else False, 10,
+            wait_until(lambda n=restart: pids.exists() and len(pids.read_text().split()) == n, 10,
                        "the module's child of start %d" % restart)
             for child in [int(line) for line in pids.read_text().split()]:
-                wait_until(lambda: _dead(child), 10, "the escaped child %d to be killed" % child)
+                wait_until(lambda pid=child: _dead(pid), 10, "the escaped child %d to be killed" % child)
     finally:
         worker.close()
     wait_until(lambda: threading.active_count() == threads, 10, "the vendor output threads to end")

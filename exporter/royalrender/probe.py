@@ -4,7 +4,9 @@ It starts the worker exactly as the daemon does (interpreter, module name
 and folders, time zone, limits), then reports:
 
 - which Python versions the installation has module builds for, and which
-  interpreter the worker runs;
+  interpreter the worker runs: its version, and what ``--check-config``
+  says of it (missing, not running, older than 3.7, no build for it, a
+  module named for another Python);
 - for every documented class and member: present, missing, or raised (with
   the error); members the reference does not give a class are *optional*;
 - every configured file read through the worker: loaded (with the plain
@@ -28,7 +30,7 @@ from typing import Any, Dict, List, Mapping, TextIO
 from exporter import __version__
 from exporter.exposition import render_section
 from exporter.royalrender.client import ModuleNotLoaded, WorkerClient, WorkerCrashed, WorkerError, WorkerStartFailed
-from exporter.royalrender.config import KindConfig, RoyalRenderConfig, kind_paths, worker_settings
+from exporter.royalrender.config import KindConfig, RoyalRenderConfig, check_interpreter, kind_paths, worker_settings
 from exporter.royalrender.contract import Kind
 from exporter.royalrender.kinds import KINDS
 from exporter.royalrender.reader import MemberFailures, TimeChecks, file_reader, worker_options, written
@@ -64,7 +66,11 @@ def _header(config, settings, out: TextIO) -> None:
                                                          "(none: the worker searches RR's bin folders)"))
     out.write("module builds in the installation, for Python: %s (in %s)\n" % (
         ", ".join(module.installed_versions(folders)) or "none found", ", ".join(folders) or "no folder found"))
-    out.write("worker interpreter: %s\n" % settings.python)
+    found, notices = check_interpreter(config)
+    out.write("worker interpreter: %s (%s)\n" % (settings.python, "Python %d.%d.%d" % found if found else
+                                                  "does not run"))
+    out.writelines("  %s: royalrender.%s: %s\n" % ("ERROR" if n.error else "warning", n.key, n.message)
+                   for n in notices)
     out.write("time zone of RR's local times: %s\n\n" % settings.timezone.describe())
 
 
