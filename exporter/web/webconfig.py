@@ -25,7 +25,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Mapping, Optional, Tuple
 
-from exporter.config import ConfigError
+from exporter.boundedfile import read_regular
+from exporter.config import READ_TIMEOUT, ConfigError, read_text
 from exporter.logs import fields
 from exporter.schema import Boolean, Errors, Field, MapOf, OneOf, Problem, Scalar, String, Struct, load_document
 from exporter.status import ReloadStatus
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 
 #: How often the daemon's reload thread looks for a changed web config file.
 CHECK_INTERVAL = 1.0
+#: A bigger web config file is refused (a real one is well under 1 KiB).
+MAX_WEB_CONFIG_BYTES = 64 << 10
+#: A bigger certificate, key or CA file is refused (a long chain or a CA bundle is a few hundred KiB).
+MAX_PEM_BYTES = 1 << 20
 
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
@@ -125,11 +130,7 @@ _SCHEMA = Struct({
 
 def load(path: str) -> WebSettings:
     """Reads and checks the file; raises ConfigError listing every problem with its key path."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, [Problem("", None, "cannot read: %s" % exc)]) from None
+    text = read_text(path, MAX_WEB_CONFIG_BYTES)
     errors = Errors()
     document = load_document(text, _SCHEMA, errors)
     if errors.problems:
@@ -176,6 +177,11 @@ def _ssl_context(tls: TlsSettings, problems) -> Optional[ssl.SSLContext]:
     if TLS_VERSIONS[tls.min_version] > TLS_VERSIONS[tls.max_version]:
         problems.append(Problem(where + "min_version", None, "is above max_version"))
         return None
+    unreadable = [(key, problem) for key, problem in ((key, _unreadable(getattr(tls, key))) for key in
+                  ("cert_file", "key_file", "client_ca_file") if getattr(tls, key)) if problem]
+    if unreadable:
+        problems.extend(Problem(where + key, None, problem) for key, problem in unreadable)
+        return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = TLS_VERSIONS[tls.min_version]
     context.maximum_version = TLS_VERSIONS[tls.max_version]
@@ -193,6 +199,18 @@ def _ssl_context(tls: TlsSettings, problems) -> Optional[ssl.SSLContext]:
             problems.append(Problem(where + "client_ca_file", None, "cannot load %s: %s" % (tls.client_ca_file, exc)))
             return None
     return context
+
+
+def _unreadable(path: str) -> Optional[str]:
+    """Why the certificate, key or CA file at ``path`` cannot be loaded safely, or None.
+
+    Read first as the config is (regular file, ``MAX_PEM_BYTES``, ``READ_TIMEOUT``), because the ssl module
+    opens it with a plain blocking ``open()``: a FIFO there, or a hung share, would hang the reload for good."""
+    try:
+        read_regular(path, MAX_PEM_BYTES, timeout=READ_TIMEOUT)
+    except OSError as exc:
+        return "cannot read %s: %s" % (path, exc.strerror or exc)
+    return None
 
 
 def _canonical_headers(headers: Mapping[str, str], problems) -> Mapping[str, str]:
