@@ -33,15 +33,18 @@ class ReloadStatus:
     last_attempt_time: Optional[float] = None
     successes: int = 0
     failures: int = 0
+    last_error: str = ""  # why the last reload failed ("" after a success)
+    stuck: str = ""  # while a reload runs past its deadline: what it is stuck on; else ""
 
     def succeeded(self, when: float) -> ReloadStatus:
         """This status after one more reload that succeeded at ``when``."""
         return dataclasses.replace(self, successful=True, last_attempt_time=when, last_success_time=when,
-                                   successes=self.successes + 1)
+                                   successes=self.successes + 1, last_error="")
 
-    def failed(self, when: float) -> ReloadStatus:
+    def failed(self, when: float, error: str = "") -> ReloadStatus:
         """This status after one more reload that failed at ``when``: the last success stays."""
-        return dataclasses.replace(self, successful=False, last_attempt_time=when, failures=self.failures + 1)
+        return dataclasses.replace(self, successful=False, last_attempt_time=when, failures=self.failures + 1,
+                                   last_error=error)
 
 
 @dataclass(frozen=True)
