@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, Mapping, Optional, Sequence, Tuple
 
 from exporter.paths import PathPattern
 from exporter.sources import FileStatus
@@ -64,6 +64,7 @@ class RuntimeStatus:
     web_reload: ReloadStatus = ReloadStatus()  # re-reads of --web.config.file
     patterns: Tuple[Tuple[str, PathPattern], ...] = ()  # (kind, pattern) of every configured pattern
     notes: Tuple[Tuple[str, str], ...] = ()  # (what, value) from sources that describe their set-up
+    capped_patterns: FrozenSet[str] = frozenset()  # patterns whose last scan stopped at paths.MAX_MATCHES
 
 
 def matched_files(patterns: Sequence[Tuple[str, PathPattern]],

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, List, Mapping, Optional, Protocol, Tuple
 
 from exporter.checkpoint import CheckpointCounts
-from exporter.paths import PathPattern
+from exporter.paths import PathPattern, capped_patterns
 from exporter.sources import FileStatus
 from exporter.status import ReloadStatus, RuntimeStatus, WatchStatus
 
@@ -172,6 +172,7 @@ class StatusBoard:
             web_reload=web_reload,
             patterns=readings.patterns,
             notes=readings.notes,
+            capped_patterns=capped_patterns() & {pattern.pattern for _, pattern in readings.patterns},
         )
 
 

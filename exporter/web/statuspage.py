@@ -14,7 +14,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from exporter import __version__
+from exporter import __version__, paths
 from exporter.exposition import PlacedSection
 from exporter.sources import FileStatus
 from exporter.status import RuntimeStatus, WatchStatus, matched_files
@@ -113,8 +113,8 @@ def _reload_text(status: RuntimeStatus) -> Tuple[str, str]:
 def _summary(status: RuntimeStatus, unmatched: List[Tuple[str, str]], config_path: Optional[str],
              ready: bool) -> str:
     down = [f for f in status.files if not f.up]
-    healthy = (ready and not down and not unmatched and status.reload.successful and not status.reload.stuck
-               and status.web_reload.successful)
+    healthy = (ready and not down and not unmatched and not status.capped_patterns and status.reload.successful
+               and not status.reload.stuck and status.web_reload.successful)
     verdict = ("All files are read." if healthy else "Not ready: first read of the sources in progress."
                if not ready else "Needs attention: see Problems below.")
     reload_text, reload_class = _reload_text(status)
@@ -140,6 +140,9 @@ def _problems(status: RuntimeStatus, unmatched: List[Tuple[str, str]], now: floa
         rows.append(_row("configuration", "", "REJECTED", "", _esc(status.reload.failures),
                          "the last reload was rejected; the log says why (\"configuration reload failed\")",
                          classes=("", "", "down")))
+    rows += [_row(_esc(kind), _esc(pattern.pattern), "LIMIT", "", "", _esc(
+        "the pattern matches more than %d files: only the first found are read; narrow it" % paths.MAX_MATCHES),
+        classes=("", "", "down")) for kind, pattern in status.patterns if pattern.pattern in status.capped_patterns]
     if status.reload.stuck:
         rows.append(_row("configuration", "", "STUCK", "", "", _esc("a reload is stuck past its deadline: %s"
                                                                    % status.reload.stuck), classes=("", "", "down")))
