@@ -11,6 +11,8 @@ import os
 import re
 import signal
 import time
+import urllib.error
+import urllib.request
 
 import bcrypt
 import pytest
@@ -67,7 +69,7 @@ def test_a_fifo_at_the_config_path_is_refused_and_the_next_sighup_applies_a_remo
     config = write_config("rush:\n  cpu_acct: ['%s']\n" % acct)
     web = tmp_path / "web.yml"
     web.write_text(users("alice", "bob"))
-    daemon = authed("--config", config, "--web.config.file", str(web))
+    daemon = authed("--config", config, "--web.config.file", str(web), "--web.enable-lifecycle")
     assert (status_of(daemon, "alice"), status_of(daemon, "bob")) == (200, 200)
 
     os.unlink(config)
@@ -87,6 +89,13 @@ def test_a_fifo_at_the_config_path_is_refused_and_the_next_sighup_applies_a_remo
     assert "FAILED (the previous configuration is still in use): %s is invalid:" % config in page
     assert "cannot read: refused: a FIFO, not a regular file" in page and "REFUSED" in page
     assert daemon.get("/-/healthy")[0] == 200, "a refused file is a reload failure, not a sick daemon"
+    request = urllib.request.Request(daemon.url + "/-/reload", method="POST", data=b"", headers=AUTH["alice"])
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 500
+    assert refused.value.read().decode() == ("Reload failed: %s is invalid:\n  (top level): cannot read: refused: "
+                                             "a FIFO, not a regular file\n" % config)
+    wait_until(lambda: reloads(daemon, "failure") == 2, 5, "the POST's failure counted")
 
     os.unlink(config)
     write_config("rush:\n  cpu_acct: ['%s']\nwatch:\n  debounce: 30ms\n" % acct)
@@ -97,7 +106,7 @@ def test_a_fifo_at_the_config_path_is_refused_and_the_next_sighup_applies_a_remo
     assert status_of(daemon, "alice") == 200
     samples = daemon.samples_as("alice")
     assert value(samples, "renderfarm_exporter_config_last_reload_successful") == 1
-    assert value(samples, "renderfarm_exporter_config_reloads_total", result="failure") == 1
+    assert value(samples, "renderfarm_exporter_config_reloads_total", result="failure") == 2
     assert value(samples, "rush_frames_total", host="render01", status="done") == 1
 
 

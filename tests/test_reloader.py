@@ -16,6 +16,7 @@ from conftest import parse_samples, value, wait_until
 from exporter.config import load
 from exporter.core import Parts, build_readers
 from exporter.daemon import Reloader
+from exporter.web import statuspage
 from exporter.web.webconfig import WebConfigFile
 
 LINE = "p 948300000 tahoe-1 T anna %d render01 100 30 1 2 0 77\n"
@@ -119,6 +120,10 @@ def test_a_reload_stuck_past_its_deadline_is_abandoned_and_the_next_one_runs(far
     assert re.fullmatch(r"configuration reload running for \d s, still re-reading the web config file", reload.stuck)
     wait_until(lambda: (reloader.health() or "").startswith("configuration reload running for"), 5,
                "health to name the stuck reload")
+    page = statuspage.render(parts.status(), parts.renderer.sections(), "/metrics", True).decode()
+    assert "FAILED (the previous configuration is still in use): %s at " % problem in page
+    assert "<td class='down'>STUCK</td><td></td><td></td><td>a reload is stuck past its deadline: configuration " \
+           "reload running for" in page
     assert frames(parts) == 1
 
     assert reloader.reload() is None, "the next reload runs beside the stuck one"
