@@ -111,9 +111,9 @@ class Reloader:
             self._board.reload_stuck(self._stuck_text())
 
     def _stuck(self) -> List[Attempt]:
-        """Attempts running past the deadline."""
+        """Attempts running past the deadline (abandoned, or about to be)."""
         with self._attempts_lock:
-            return [a for a in self._attempts if a.running and a.age() > self.deadline]
+            return [a for a in self._attempts if a.running and (a.abandoned or a.age() > self.deadline)]
 
     def _stuck_text(self) -> str:
         return "; ".join("%s running for %.0f s, still %s" % (a.what, a.age(), a.step) for a in self._stuck())
