@@ -12,10 +12,16 @@ from typing import Any, Dict, List, Mapping
 
 import yaml
 
-from exporter.schema import Duration, Errors, Field, OneOf, Problem, Struct, load_document
+from exporter.boundedfile import read_regular
+from exporter.schema import Duration, Errors, Field, OneOf, Problem, Struct, compose, load_document
 from exporter.sources import registered_sources
 
 WATCH_MODES = ("auto", "events", "poll")
+#: A bigger configuration file is refused: a real one is a few KiB, and the YAML parser holds every node of it.
+MAX_CONFIG_BYTES = 1 << 20
+#: Seconds the open and read of the configuration file (or the web config file, or a certificate it names) may
+#: take before it is abandoned and reported (a hung share): a reload is never held up longer by one file.
+READ_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -74,9 +80,10 @@ def _root_schema() -> Struct:
 
 def _empty(text: str) -> bool:
     try:
-        return yaml.safe_load(text) is None
+        node = compose(text)
     except yaml.YAMLError:
         return False  # load_document reports it with its line
+    return node is None or (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null")
 
 
 def parse(text: str, source: str = "<config>") -> Config:
@@ -90,14 +97,21 @@ def parse(text: str, source: str = "<config>") -> Config:
     return config
 
 
+def read_text(path: str, max_bytes: int) -> str:
+    """The text of a configuration file, read as checkpoints are (``boundedfile.read_regular``): a regular file
+    of at most ``max_bytes`` (a FIFO, a device or a directory is refused, never waited on), read within
+    ``READ_TIMEOUT``; else ConfigError saying why. The configuration and the web config file both use it."""
+    try:
+        return read_regular(path, max_bytes, timeout=READ_TIMEOUT).decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(path, [Problem("", None, "cannot read: %s" % (exc.strerror or exc))]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, [Problem("", None, "cannot read: not UTF-8 text (%s)" % exc)]) from None
+
+
 def load(path: str) -> Config:
     """The configuration in ``path``; relative paths in it are relative to its folder, never the working one."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, [Problem("", None, "cannot read: %s" % exc)]) from None
-    config = parse(text, path)
+    config = parse(read_text(path, MAX_CONFIG_BYTES), path)
     folder = os.path.dirname(os.path.abspath(path))
     resolved = {source.name: source.relative_to(config.sources[source.name], folder)
                 if config.sources[source.name] is not None else None for source in registered_sources()}
