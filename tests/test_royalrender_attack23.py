@@ -1,0 +1,159 @@
+"""Adversarial cases (attack 23) for RR numbering, local-time conversion, stale slots and plausibility.
+
+Harness: the independent reference fake (tests/reference_rr_module.py) through the helpers of
+tests/test_royalrender_rr9_contract.py. Every expected value is derived by hand from the vendor
+reference / royalrender-facts.md / docs/royalrender.md; Unix times were computed with
+``date -u -d '<time> UTC' +%s`` and checked with ``TZ=<zone> date -d @<unix>`` and ``zdump``:
+
+    Europe/Berlin, Sun 2026-10-25: 03:00 CEST falls back to 02:00 CET at 01:00Z, so the wall
+    clock shows 02:00-03:00 twice: first 00:00Z-01:00Z (CEST, UTC+2), then 01:00Z-02:00Z (CET).
+    Australia/Lord_Howe, Sun 2026-04-05: 02:00 (+11) falls back to 01:30 (+10:30) at 15:00Z Apr 4,
+    so 01:30-02:00 is shown twice: first 14:30Z-15:00Z, then 15:00Z-15:30Z.
+"""
+
+import os
+import subprocess
+import sys
+
+from conftest import REPO, parse_samples, value
+from test_royalrender_rr9_contract import (BERLIN, SAVED_LOCAL, SAVED_UNIX, SERVER_VALUES, RRFolder,  # noqa: F401
+                                           client_item, dimension_names, implausible, module_info, offset,
+                                           one_slot, rr, rr9_timeline, run_client, run_daily, run_once,
+                                           run_server, series_of, slot_time, stale, up, write_plain_day)
+
+
+# -- 1. the repeated hour, read while the clock is in its SECOND pass --------------------------------
+#
+# The contract reads a repeated wall-clock time at its first occurrence (fold=0). The existing tests
+# only write files during the first pass. A file written during the second pass (02:xx CET on
+# 2026-10-25, i.e. 01:xxZ) states times of that same second pass; RR's own clock has just written
+# them. The reference: the data item / slot covers "the first 30 seconds of the day ..." style
+# wall-clock intervals and RR writes them as it goes, so the newest item was written seconds ago.
+# docs/royalrender.md, Plausibility: "a whole number of hours is almost always royalrender.timezone
+# unset or wrong" -- here the zone IS right, so nothing may be flagged and nothing withheld.
+
+
+def test_client_item_in_second_pass_of_repeated_hour_is_current_and_plausible(rr, tmp_path):
+    # day 20751 = 2026-10-25; item 300 (dataMax 2880, 30 s) = 9000 s = 02:30:00 wall.
+    # File written 02:30:10 CET (second pass) = 01:30:10Z = 1792891810: the item started 10 s
+    # before, at 02:30:00 CET = 01:30:00Z = 1792891800.
+    days = {"179": {"day": 20751, "daySet": 1, "data": {"300": client_item(0.5)}}}
+    samples = run_client(rr, tmp_path, 1792891810, dataMax=2880, daysMax=180, days=days)
+    assert implausible(samples, "client_stats") == 0
+    assert value(samples, "royalrender_client_cpu_ratio", client="render01") == 0.5
+    assert value(samples, "royalrender_client_stats_timestamp_seconds", client="render01") == 1792891800
+    assert stale(samples, "client_stats") == 0
+
+
+def test_server_last_save_in_second_pass_of_repeated_hour_is_plausible(rr, tmp_path):
+    # lastSaveDay = local 02:30:00 Oct 25 / 60: local-as-UTC 1792895400. Saved at 02:30 CET (second
+    # pass) = 01:30Z = 1792891800; mtime 01:30:05Z = 1792891805. Slot 150 (02:30) used.
+    samples = run_server(rr, tmp_path, 1792891805, dayMax=1440, last_save_local=1792895400,
+                         last_save_divisor="slot", day={"150": SERVER_VALUES})
+    assert implausible(samples, "server_stats") == 0
+    assert value(samples, "royalrender_server_stats_last_save_timestamp_seconds") == 1792891800
+    assert value(samples, "royalrender_server_stats_slot_timestamp_seconds") == 1792891800
+
+
+def test_daily_slot_in_second_pass_of_repeated_hour_is_not_withheld(rr, tmp_path):
+    # 96 slots; slot 10 = 02:30 wall. File written 02:40 CET (second pass) = 01:40Z = 1792892400:
+    # the slot began 10 min before the write (02:30 CET = 01:30Z = 1792891800), well inside 4 slots
+    # (3600 s), so the name is current.
+    samples = run_daily(rr, tmp_path, 1792892400, 96, users=[one_slot("anna", 10)], projects=[],
+                        render_apps=[])
+    assert slot_time(samples, "user", "anna") == 1792891800
+    assert stale(samples, "daily_stats") == 0
+
+
+def test_lord_howe_half_hour_fallback_client_second_pass(rr, tmp_path):
+    # 30-minute DST: Sun 2026-04-05 (day 20548) 01:30-02:00 shown twice. Item 210 (30 s) = 6300 s
+    # = 01:45:00 wall. Written 01:45:10 +10:30 (second pass) = 15:15:10Z Apr 4 = 1775315710;
+    # the item started at 15:15:00Z = 1775315700.
+    days = {"179": {"day": 20548, "daySet": 1, "data": {"210": client_item(0.25)}}}
+    path = rr.write_client("render01", 1775315710, dataMax=2880, daysMax=180, days=days)
+    samples = run_once(rr.config(tmp_path, timezone="Australia/Lord_Howe"))
+    assert up(samples, "client_stats", path) == 1
+    assert implausible(samples, "client_stats") == 0
+    assert value(samples, "royalrender_client_stats_timestamp_seconds", client="render01") == 1775315700
+
+
+# -- 2. numbering: one stray type value decides for everybody ---------------------------------------
+
+
+def test_one_stray_type_0_does_not_move_rr9_users_to_projects(rr9_timeline, tmp_path):
+    # An RR 9 module (ids 1..3, entries typed 1..3, RR 9's timeline class, id 3 answers): ids 1..3
+    # is decided (contract step 3). One project entry carries a garbage type 0 (facts: "assume it
+    # may ... return garbage"). Under the decided numbering 1..3, anna (listed under id 1 and
+    # typed 1) is a user, tahoe (id 2, typed 2) a project, arnold (id 3, typed 3) a render app.
+    # The junk entry's type names no dimension in 1..3, so it goes by its list (project).
+    path = write_plain_day(rr9_timeline, 1, 1)
+    import json
+    with open(path) as handle:
+        data = json.load(handle)
+    data["projects"].append({"name": "junk", "type": 0, "slots": {"56": {"slotSet": 1}}})
+    mtime = os.stat(path).st_mtime
+    with open(path, "w") as handle:
+        json.dump(data, handle)
+    os.utime(path, (mtime, mtime))
+    samples = run_once(rr9_timeline.config(tmp_path))
+    assert module_info(samples)["daily_stats_type_ids"] == "1..3"
+    names = dimension_names(samples)
+    assert "anna" in names["user"], names
+    assert "tahoe" in names["project"], names
+    assert "arnold" in names["render_app"], names
+
+
+def test_rr8_module_with_one_garbage_type_3_still_reads_its_users(rr, tmp_path):
+    # An RR 8 module (ids 0..2, entries typed 0..2; getJobsByType(3) raises IndexError, as the RR 8
+    # reference documents only 0..2). One render-app entry carries a garbage type 3. The module
+    # itself refutes RR 9's numbering (id 3 is refused, id 0 answers with users), and the RR 8
+    # reference says users are id 0: anna must still be exported as a user.
+    path = write_plain_day(rr, 0, 0)
+    import json
+    with open(path) as handle:
+        data = json.load(handle)
+    data["render_apps"].append({"name": "junk", "type": 3, "slots": {"56": {"slotSet": 1}}})
+    mtime = os.stat(path).st_mtime
+    with open(path, "w") as handle:
+        json.dump(data, handle)
+    os.utime(path, (mtime, mtime))
+    samples = run_once(rr.config(tmp_path))
+    names = dimension_names(samples)
+    assert "anna" in names["user"], (names, module_info(samples))
+    assert module_info(samples)["daily_stats_type_ids"] == "0..2"
+
+
+# -- 3. server stale window with the reference's "divided by 90" reading -----------------------------
+
+
+def test_server_slot_starting_more_than_4_slots_before_the_last_save_is_withheld(rr, tmp_path):
+    # dayMax 1440 (60 s slots), lastSaveDay = local / 90 (the reference's text). Last save Fri
+    # 2026-11-20 12:01:30 CET: local-as-UTC 20777*86400 + 43290 = 1795176090 = 90 * 19946401, Unix
+    # 11:01:30Z = 1795172490; mtime 1795172500. Only slot 717 (11:57:00 wall) is used: it starts
+    # 4 min 30 s = 4.5 slot lengths before the last save. Contract: "a slot that starts more than
+    # 4 slot lengths before the last save ... is not [exported]" and the read is counted as stale.
+    samples = run_server(rr, tmp_path, 1795172500, dayMax=1440, last_save_local=1795176090,
+                         last_save_divisor=90, day={"717": SERVER_VALUES})
+    assert value(samples, "royalrender_server_stats_last_save_timestamp_seconds") == 1795172490
+    assert value(samples, "royalrender_server_stats_slot_timestamp_seconds") is None
+    assert stale(samples, "server_stats") == 1
+
+
+# -- 4. the machine's zone given as a POSIX TZ string ------------------------------------------------
+
+
+def test_timezone_unset_tz_posix_rule_string_is_the_machines_zone(rr, tmp_path):
+    # royalrender.timezone unset: the contract converts in "the machine's zone: $TZ, else
+    # /etc/localtime". TZ="CET-1CEST,M3.5.0,M10.5.0/3" is a valid POSIX TZ value (glibc: `TZ=...
+    # date -d @1795181400` prints 14:30 CET), i.e. the machine runs Berlin time. RR saved at 14:30
+    # CET Nov 20 = 13:30Z = 1795181400 (SAVED_UNIX); the file's mtime is that save.
+    rr.write_server(SAVED_UNIX, dayMax=1440, last_save_local=SAVED_LOCAL, last_save_divisor="slot",
+                    day={"870": SERVER_VALUES})
+    env = dict(os.environ, TZ="CET-1CEST,M3.5.0,M10.5.0/3")
+    env.pop("RR_ROOT", None)
+    result = subprocess.run([sys.executable, "-m", "exporter", "--config.file", rr.config(tmp_path, timezone=None),
+                             "--once"], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    samples = parse_samples(result.stdout)
+    assert value(samples, "royalrender_server_stats_last_save_timestamp_seconds") == SAVED_UNIX
+    assert implausible(samples, "server_stats") == 0
