@@ -157,3 +157,112 @@ def test_timezone_unset_tz_posix_rule_string_is_the_machines_zone(rr, tmp_path):
     samples = parse_samples(result.stdout)
     assert value(samples, "royalrender_server_stats_last_save_timestamp_seconds") == SAVED_UNIX
     assert implausible(samples, "server_stats") == 0
+
+
+def run_probe(config_path):
+    env = dict(os.environ, TZ="UTC")
+    env.pop("RR_ROOT", None)
+    return subprocess.run([sys.executable, "-m", "exporter", "rr-probe", "--config.file", config_path], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_probe_on_a_correct_farm_during_the_second_pass_reports_no_problem(rr, tmp_path):
+    # Same file as test_server_last_save_in_second_pass_of_repeated_hour_is_plausible: the zone is
+    # right and RR's clock is right. docs/royalrender.md: exit 0 "everything the configuration needs
+    # works"; a royalrender.timezone problem listed here sends the operator after a non-problem.
+    rr.write_server(1792891805, dayMax=1440, last_save_local=1792895400, last_save_divisor="slot",
+                    day={"150": SERVER_VALUES})
+    result = run_probe(rr.config(tmp_path))
+    assert "IMPLAUSIBLE" not in result.stdout, result.stdout[-2000:]
+
+
+# -- 5. backfill: the repeated hour's slots hold the SECOND pass ---------------------------------------
+
+
+def test_backfill_server_slot_of_the_repeated_hour_is_stamped_at_its_last_write(rr, tmp_path):
+    # Reference, _rrGlobalStatsLS.day(idx): "The stats are constantly overwritten with the
+    # information right now", one index per wall-clock minute. On Sun 2026-10-25 index 150 (02:30
+    # wall) is written at 02:30 CEST (00:30Z) and OVERWRITTEN at 02:30 CET (01:30Z). Last save
+    # 04:00 CET = 03:00Z = 1792897200 (local-as-UTC 1792900800, lastSaveDay = 29881680); mtime
+    # +10 s. So the value index 150 holds is the 01:30Z one: its sample belongs at 1792891800,
+    # and nothing holds 00:30Z's values any more.
+    rr.write_server(1792897210, dayMax=1440, last_save_local=1792900800, last_save_divisor="slot",
+                    day={"150": dict(SERVER_VALUES, jobs_total=150), "240": dict(SERVER_VALUES, jobs_total=240)})
+    out = os.path.join(str(tmp_path), "history.om")
+    env = dict(os.environ, TZ="UTC")
+    env.pop("RR_ROOT", None)
+    result = subprocess.run([sys.executable, "-m", "exporter", "backfill", "--config.file", rr.config(tmp_path),
+                             "--output", out, "--sources", "royalrender"], cwd=REPO, capture_output=True, text=True,
+                            timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    with open(out) as handle:
+        jobs = sorted(line.split()[1:] for line in handle if line.startswith("royalrender_jobs "))
+    assert ["150.0", "1792891800.0"] in jobs, jobs
+    assert ["240.0", "1792897200.0"] in jobs, jobs
+
+
+# -- 6. absurd times: member failures, and no traceback ---------------------------------------------
+
+
+def test_negative_last_save_day_is_a_member_failure(rr, tmp_path):
+    # docs/royalrender.md, Absurd values: "a local time outside 1970..2100 is a member failure: that
+    # value is dropped, the file stays up" (counted in ..._member_failures_total{kind,member}).
+    # lastSaveDay = -100 (local -6000 s, 1969).
+    samples = run_server(rr, tmp_path, 1795181420, dayMax=1440, last_save_local=-6000, last_save_divisor="slot",
+                         day={"1339": SERVER_VALUES})
+    assert value(samples, "royalrender_server_stats_last_save_timestamp_seconds") is None
+    assert value(samples, "renderfarm_exporter_royalrender_member_failures_total", kind="royalrender_server_stats",
+                 member="_rrGlobalStatsLS.lastSaveDay") == 1
+
+
+def test_client_day_number_past_2100_is_a_member_failure(rr, tmp_path):
+    # day 99999 = year 2243: a local time outside 1970..2100 -> member failure of _rrClientStats_day.day
+    days = {"179": {"day": 99999, "daySet": 1, "data": {"300": client_item(0.5)}}}
+    samples = run_client(rr, tmp_path, 1795180220, dataMax=2880, daysMax=180, days=days)
+    assert value(samples, "royalrender_client_cpu_ratio", client="render01") is None
+    assert value(samples, "renderfarm_exporter_royalrender_member_failures_total", kind="royalrender_client_stats",
+                 member="_rrClientStats_day.day") == 1
+
+
+def _tmpfs_rr(tmp_path):
+    # ext4 clamps mtimes to 2446; tmpfs (and xfs bigtime, btrfs, many NFS servers) keep 2**40 (year 36812)
+    import tempfile
+    if not os.path.isdir("/dev/shm"):
+        import pytest
+        pytest.skip("no tmpfs")
+    return RRFolder(os.path.join(tempfile.mkdtemp(dir="/dev/shm", prefix="attack23-"), "rr"))
+
+
+def test_daily_file_with_mtime_beyond_year_9999_does_not_fail_the_reader(tmp_path):
+    # A daily file whose mtime is 2**40 (a broken clock / NFS server): docs/royalrender.md says a
+    # file's failure is that file's (source_up 0, read failure counted), never a traceback; the
+    # reader must not fail as a whole ("reader failed; keeping its last good values").
+    rr = _tmpfs_rr(tmp_path)
+    try:
+        path = write_plain_day(rr, 0, 0)
+        os.utime(path, (2 ** 40, 2 ** 40))
+        env = dict(os.environ, TZ="UTC")
+        env.pop("RR_ROOT", None)
+        result = subprocess.run([sys.executable, "-m", "exporter", "--config.file", rr.config(tmp_path), "--once"],
+                                cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+        assert "Traceback" not in result.stderr, result.stderr[-1500:]
+        samples = parse_samples(result.stdout)
+        assert value(samples, "renderfarm_exporter_reader_failures_total", kind="royalrender_daily_stats") in (None, 0)
+    finally:
+        import shutil
+        shutil.rmtree(os.path.dirname(rr.root), ignore_errors=True)
+
+
+def test_probe_with_a_file_mtime_beyond_year_9999_reports_it_instead_of_crashing(tmp_path):
+    # docs/royalrender.md: exit 1 means "the module did not import or the worker did not start";
+    # a file problem is exit 3 with the problem listed.
+    rr = _tmpfs_rr(tmp_path)
+    try:
+        rr.write_server(2 ** 40, dayMax=1440, last_save_local=SAVED_LOCAL, last_save_divisor="slot",
+                        day={"870": SERVER_VALUES})
+        result = run_probe(rr.config(tmp_path))
+        assert "Traceback" not in result.stderr, result.stderr[-1500:]
+        assert result.returncode == 3, result.returncode
+    finally:
+        import shutil
+        shutil.rmtree(os.path.dirname(rr.root), ignore_errors=True)
