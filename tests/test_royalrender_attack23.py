@@ -266,3 +266,83 @@ def test_probe_with_a_file_mtime_beyond_year_9999_reports_it_instead_of_crashing
     finally:
         import shutil
         shutil.rmtree(os.path.dirname(rr.root), ignore_errors=True)
+
+
+# -- 7. the spring gap: indexes that were never "now" today hold YESTERDAY's stats -----------------------
+
+
+def test_server_walk_back_across_the_spring_gap_does_not_export_yesterdays_slot_as_current(rr, tmp_path):
+    # Reference, _rrGlobalStatsLS.day(idx): "The stats are constantly overwritten with the information
+    # right now, therefore an index larger than the current time returns stats of yesterday." On Sun
+    # 2026-03-29 the wall clock jumps 02:00 CET -> 03:00 CEST, so indexes 120..179 (02:00-02:59) are
+    # never "right now" that day: index 179 still holds Sat 02:59 CET = 01:59Z Mar 28 (1774663140).
+    # Last save 03:01:00 CEST = 01:01Z = 1774746060 (local-as-UTC 1774753260, lastSaveDay 29579221),
+    # mtime +10 s. Slots 181 and 180 unused, 179 used: its data started 23 h before the last save,
+    # far more than 4 slot lengths -> not exported, read counted as stale. (The exporter stamps it
+    # 02:59 "Mar 29" -> 01:59Z Mar 29, 58 min AFTER the last save.)
+    samples = run_server(rr, tmp_path, 1774746070, dayMax=1440, last_save_local=1774753260,
+                         last_save_divisor="slot", day={"179": SERVER_VALUES})
+    assert value(samples, "royalrender_server_stats_last_save_timestamp_seconds") == 1774746060
+    assert value(samples, "royalrender_server_stats_slot_timestamp_seconds") is None
+    assert stale(samples, "server_stats") == 1
+
+
+# -- 8. backfill: the month array is PUSHED every 30 minutes, not indexed by the wall clock --------------
+
+
+def test_backfill_month_array_across_the_autumn_switch_counts_real_half_hours(rr, tmp_path):
+    # Reference, month(idx): "The server adds the stats of the last 30 minutes to the last index
+    # (monthMax()-1) of the array and pushes all other stat items down"; "if the current time is
+    # 18:15, then the last stats are from 17:30 - 18:00". Index monthMax()-1-k therefore holds the
+    # 30 minutes that ended k pushes (k x 30 real minutes) before the last one. Assumption stated:
+    # RR pushes every 30 minutes of real time (the reference names no other clock for pushes).
+    # Last save Sun 2026-10-25 12:10 CET = 11:10Z (local-as-UTC 1792930200; lastSaveMonth*1800 =
+    # 12:00 wall): index 1439 = 11:30 CET = 10:30Z = 1792924200. Index 1415 (k = 24, 12 real hours
+    # earlier) = 22:30Z Oct 24 = 1792881000 (00:30 CEST Oct 25). Wall-clock arithmetic (11:30 - 12 h
+    # = 23:30 CEST Oct 24 = 21:30Z) misses the repeated hour.
+    rr.write_server(1792926610, dayMax=1440, last_save_local=1792930200, last_save_divisor="slot", day={},
+                    month={"1439": dict(SERVER_VALUES, jobs_total=1439), "1415": dict(SERVER_VALUES, jobs_total=1415)})
+    out = os.path.join(str(tmp_path), "history.om")
+    env = dict(os.environ, TZ="UTC")
+    env.pop("RR_ROOT", None)
+    result = subprocess.run([sys.executable, "-m", "exporter", "backfill", "--config.file", rr.config(tmp_path),
+                             "--output", out, "--sources", "royalrender"], cwd=REPO, capture_output=True, text=True,
+                            timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    with open(out) as handle:
+        jobs = sorted(line.split()[1:] for line in handle if line.startswith("royalrender_jobs "))
+    assert ["1439.0", "1792924200.0"] in jobs, jobs
+    assert ["1415.0", "1792881000.0"] in jobs, jobs
+
+
+# -- 9. the daemon: one daily file with an absurd mtime freezes the whole daily section -------------------
+
+
+def test_daemon_daily_section_keeps_updating_after_a_file_with_mtime_past_9999(tmp_path, start_daemon):
+    # docs/royalrender.md: a read that fails "fails that file only: it keeps its last good values, is
+    # marked down (renderfarm_exporter_source_up 0)". A daily file b.stats with mtime 2**40 (tmpfs,
+    # broken NFS clock) appears; it is the newest file, so it is the one read -- it must be marked
+    # up or down as a file, not fail the whole reader with a traceback on every sync.
+    import time as _time
+    from conftest import wait_until
+    from test_royalrender_rr9_contract import exporter_env
+    rr = _tmpfs_rr(tmp_path)
+    try:
+        now = _time.time()
+        rr.write_daily(now - 60, name="a.stats", id_base=0, type_base=0, slots=96,
+                       users=[{"name": "anna", "slots": {str(i): {"slotSet": 1} for i in range(96)}}],
+                       projects=[], render_apps=[])
+        daemon = start_daemon("--config.file", rr.config(tmp_path, timezone="UTC"), env=exporter_env())
+        bad = rr.write_daily(2 ** 40, name="b.stats", id_base=0, type_base=0, slots=96,
+                             users=[{"name": "bert", "slots": {"5": {"slotSet": 1}}}], projects=[], render_apps=[])
+
+        def judged():
+            return up(daemon.samples(), "daily_stats", bad) is not None
+        try:
+            wait_until(judged, 15, "a source_up series for the file with mtime 2**40")
+        finally:
+            log = daemon.log()
+        assert "Traceback" not in log, log[-1500:]
+    finally:
+        import shutil
+        shutil.rmtree(os.path.dirname(rr.root), ignore_errors=True)
