@@ -346,3 +346,29 @@ def test_daemon_daily_section_keeps_updating_after_a_file_with_mtime_past_9999(t
     finally:
         import shutil
         shutil.rmtree(os.path.dirname(rr.root), ignore_errors=True)
+
+
+def test_backfill_skips_a_daily_file_with_mtime_past_9999_and_writes_the_rest(tmp_path):
+    # docs/backfill.md: "An unreadable input is skipped and listed (exit code 1), unless --strict".
+    # The good daily file (anna, slot 56 of Fri 2026-11-20 = 13:00Z = 1795179600) must still be
+    # written; the file with mtime 2**40 is skipped and listed -- no traceback, no lost output.
+    from test_royalrender_rr9_contract import PLAIN_SLOT
+    rr = _tmpfs_rr(tmp_path)
+    try:
+        write_plain_day(rr, 0, 0)
+        rr.write_daily(2 ** 40, name="b.stats", id_base=0, type_base=0, slots=96,
+                       users=[{"name": "bert", "slots": {"5": {"slotSet": 1}}}], projects=[], render_apps=[])
+        out = os.path.join(str(tmp_path), "history.om")
+        env = dict(os.environ, TZ="UTC")
+        env.pop("RR_ROOT", None)
+        result = subprocess.run([sys.executable, "-m", "exporter", "backfill", "--config.file", rr.config(tmp_path),
+                                 "--output", out, "--sources", "royalrender"], cwd=REPO, capture_output=True,
+                                text=True, timeout=120, env=env)
+        assert "Traceback" not in result.stderr, result.stderr[-1500:]
+        assert result.returncode == 1, result.stderr
+        with open(out) as handle:
+            anna = [line for line in handle if line.startswith("royalrender_user_jobs{") and 'user="anna"' in line]
+        assert anna and all(line.split()[-1] == "%.1f" % PLAIN_SLOT[56] for line in anna), anna
+    finally:
+        import shutil
+        shutil.rmtree(os.path.dirname(rr.root), ignore_errors=True)
