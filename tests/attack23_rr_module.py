@@ -223,7 +223,8 @@ class _dailyStats_data(_Loader):
         result = []
         for entry in stored:
             kind = entry.get("type", dimension + type_base)
-            result.append(_jobStatDay(entry["name"], kind, dict(entry.get("slots", {})), int(entry.get("count", count))))
+            size = int(entry.get("count", count))
+            result.append(_jobStatDay(entry["name"], kind, dict(entry.get("slots", {})), size))
         return result
 
     def getJobsByType(self, id):

@@ -11,15 +11,50 @@ reference / royalrender-facts.md / docs/royalrender.md; Unix times were computed
     so 01:30-02:00 is shown twice: first 14:30Z-15:00Z, then 15:00Z-15:30Z.
 """
 
+import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 
-from conftest import REPO, parse_samples, value
-from test_royalrender_rr9_contract import (BERLIN, SAVED_LOCAL, SAVED_UNIX, SERVER_VALUES, RRFolder,  # noqa: F401
-                                           client_item, dimension_names, implausible, module_info, offset,
-                                           one_slot, rr, rr9_timeline, run_client, run_daily, run_once,
-                                           run_server, series_of, slot_time, stale, up, write_plain_day)
+import pytest
+from conftest import REPO, parse_samples, value, wait_until
+from test_royalrender_rr9_contract import (
+    BERLIN,
+    PLAIN_SLOT,
+    SAVED_LOCAL,
+    SAVED_UNIX,
+    SERVER_VALUES,
+    RRFolder,
+    client_item,
+    dimension_names,
+    exporter_env,
+    implausible,
+    module_info,
+    one_slot,
+    run_client,
+    run_daily,
+    run_once,
+    run_server,
+    slot_time,
+    stale,
+    up,
+    write_plain_day,
+)
+
+assert BERLIN  # the zone of every case below unless said otherwise
+
+
+@pytest.fixture
+def rr(tmp_path):
+    return RRFolder(tmp_path / "rr")
+
+
+@pytest.fixture
+def rr9_timeline(tmp_path):
+    return RRFolder(tmp_path / "rr", timeline=True)
 
 
 # -- 1. the repeated hour, read while the clock is in its SECOND pass --------------------------------
@@ -87,7 +122,6 @@ def test_one_stray_type_0_does_not_move_rr9_users_to_projects(rr9_timeline, tmp_
     # typed 1) is a user, tahoe (id 2, typed 2) a project, arnold (id 3, typed 3) a render app.
     # The junk entry's type names no dimension in 1..3, so it goes by its list (project).
     path = write_plain_day(rr9_timeline, 1, 1)
-    import json
     with open(path) as handle:
         data = json.load(handle)
     data["projects"].append({"name": "junk", "type": 0, "slots": {"56": {"slotSet": 1}}})
@@ -109,7 +143,6 @@ def test_rr8_module_with_one_garbage_type_3_still_reads_its_users(rr, tmp_path):
     # itself refutes RR 9's numbering (id 3 is refused, id 0 answers with users), and the RR 8
     # reference says users are id 0: anna must still be exported as a user.
     path = write_plain_day(rr, 0, 0)
-    import json
     with open(path) as handle:
         data = json.load(handle)
     data["render_apps"].append({"name": "junk", "type": 3, "slots": {"56": {"slotSet": 1}}})
@@ -226,46 +259,49 @@ def test_client_day_number_past_2100_is_a_member_failure(rr, tmp_path):
 
 def _tmpfs_rr(tmp_path):
     # ext4 clamps mtimes to 2446; tmpfs (and xfs bigtime, btrfs, many NFS servers) keep 2**40 (year 36812)
-    import tempfile
     if not os.path.isdir("/dev/shm"):
-        import pytest
         pytest.skip("no tmpfs")
-    return RRFolder(os.path.join(tempfile.mkdtemp(dir="/dev/shm", prefix="attack23-"), "rr"))
+    folder = tempfile.mkdtemp(dir="/dev/shm", prefix="attack23-")
+    probe = os.path.join(folder, "probe")
+    open(probe, "w").close()
+    os.utime(probe, (2 ** 40, 2 ** 40))
+    if os.stat(probe).st_mtime != 2 ** 40:
+        shutil.rmtree(folder)
+        pytest.skip("this tmpfs clamps modification times")
+    return RRFolder(os.path.join(folder, "rr"))
 
 
 def test_daily_file_with_mtime_beyond_year_9999_does_not_fail_the_reader(tmp_path):
     # A daily file whose mtime is 2**40 (a broken clock / NFS server): docs/royalrender.md says a
     # file's failure is that file's (source_up 0, read failure counted), never a traceback; the
     # reader must not fail as a whole ("reader failed; keeping its last good values").
-    rr = _tmpfs_rr(tmp_path)
+    farm = _tmpfs_rr(tmp_path)
     try:
-        path = write_plain_day(rr, 0, 0)
+        path = write_plain_day(farm, 0, 0)
         os.utime(path, (2 ** 40, 2 ** 40))
         env = dict(os.environ, TZ="UTC")
         env.pop("RR_ROOT", None)
-        result = subprocess.run([sys.executable, "-m", "exporter", "--config.file", rr.config(tmp_path), "--once"],
+        result = subprocess.run([sys.executable, "-m", "exporter", "--config.file", farm.config(tmp_path), "--once"],
                                 cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
         assert "Traceback" not in result.stderr, result.stderr[-1500:]
         samples = parse_samples(result.stdout)
         assert value(samples, "renderfarm_exporter_reader_failures_total", kind="royalrender_daily_stats") in (None, 0)
     finally:
-        import shutil
-        shutil.rmtree(os.path.dirname(rr.root), ignore_errors=True)
+        shutil.rmtree(os.path.dirname(farm.root), ignore_errors=True)
 
 
 def test_probe_with_a_file_mtime_beyond_year_9999_reports_it_instead_of_crashing(tmp_path):
     # docs/royalrender.md: exit 1 means "the module did not import or the worker did not start";
     # a file problem is exit 3 with the problem listed.
-    rr = _tmpfs_rr(tmp_path)
+    farm = _tmpfs_rr(tmp_path)
     try:
-        rr.write_server(2 ** 40, dayMax=1440, last_save_local=SAVED_LOCAL, last_save_divisor="slot",
+        farm.write_server(2 ** 40, dayMax=1440, last_save_local=SAVED_LOCAL, last_save_divisor="slot",
                         day={"870": SERVER_VALUES})
-        result = run_probe(rr.config(tmp_path))
+        result = run_probe(farm.config(tmp_path))
         assert "Traceback" not in result.stderr, result.stderr[-1500:]
         assert result.returncode == 3, result.returncode
     finally:
-        import shutil
-        shutil.rmtree(os.path.dirname(rr.root), ignore_errors=True)
+        shutil.rmtree(os.path.dirname(farm.root), ignore_errors=True)
 
 
 # -- 7. the spring gap: indexes that were never "now" today hold YESTERDAY's stats -----------------------
@@ -323,17 +359,14 @@ def test_daemon_daily_section_keeps_updating_after_a_file_with_mtime_past_9999(t
     # marked down (renderfarm_exporter_source_up 0)". A daily file b.stats with mtime 2**40 (tmpfs,
     # broken NFS clock) appears; it is the newest file, so it is the one read -- it must be marked
     # up or down as a file, not fail the whole reader with a traceback on every sync.
-    import time as _time
-    from conftest import wait_until
-    from test_royalrender_rr9_contract import exporter_env
-    rr = _tmpfs_rr(tmp_path)
+    farm = _tmpfs_rr(tmp_path)
     try:
-        now = _time.time()
-        rr.write_daily(now - 60, name="a.stats", id_base=0, type_base=0, slots=96,
+        now = time.time()
+        farm.write_daily(now - 60, name="a.stats", id_base=0, type_base=0, slots=96,
                        users=[{"name": "anna", "slots": {str(i): {"slotSet": 1} for i in range(96)}}],
                        projects=[], render_apps=[])
-        daemon = start_daemon("--config.file", rr.config(tmp_path, timezone="UTC"), env=exporter_env())
-        bad = rr.write_daily(2 ** 40, name="b.stats", id_base=0, type_base=0, slots=96,
+        daemon = start_daemon("--config.file", farm.config(tmp_path, timezone="UTC"), env=exporter_env())
+        bad = farm.write_daily(2 ** 40, name="b.stats", id_base=0, type_base=0, slots=96,
                              users=[{"name": "bert", "slots": {"5": {"slotSet": 1}}}], projects=[], render_apps=[])
 
         def judged():
@@ -344,24 +377,22 @@ def test_daemon_daily_section_keeps_updating_after_a_file_with_mtime_past_9999(t
             log = daemon.log()
         assert "Traceback" not in log, log[-1500:]
     finally:
-        import shutil
-        shutil.rmtree(os.path.dirname(rr.root), ignore_errors=True)
+        shutil.rmtree(os.path.dirname(farm.root), ignore_errors=True)
 
 
 def test_backfill_skips_a_daily_file_with_mtime_past_9999_and_writes_the_rest(tmp_path):
     # docs/backfill.md: "An unreadable input is skipped and listed (exit code 1), unless --strict".
     # The good daily file (anna, slot 56 of Fri 2026-11-20 = 13:00Z = 1795179600) must still be
     # written; the file with mtime 2**40 is skipped and listed -- no traceback, no lost output.
-    from test_royalrender_rr9_contract import PLAIN_SLOT
-    rr = _tmpfs_rr(tmp_path)
+    farm = _tmpfs_rr(tmp_path)
     try:
-        write_plain_day(rr, 0, 0)
-        rr.write_daily(2 ** 40, name="b.stats", id_base=0, type_base=0, slots=96,
+        write_plain_day(farm, 0, 0)
+        farm.write_daily(2 ** 40, name="b.stats", id_base=0, type_base=0, slots=96,
                        users=[{"name": "bert", "slots": {"5": {"slotSet": 1}}}], projects=[], render_apps=[])
         out = os.path.join(str(tmp_path), "history.om")
         env = dict(os.environ, TZ="UTC")
         env.pop("RR_ROOT", None)
-        result = subprocess.run([sys.executable, "-m", "exporter", "backfill", "--config.file", rr.config(tmp_path),
+        result = subprocess.run([sys.executable, "-m", "exporter", "backfill", "--config.file", farm.config(tmp_path),
                                  "--output", out, "--sources", "royalrender"], cwd=REPO, capture_output=True,
                                 text=True, timeout=120, env=env)
         assert "Traceback" not in result.stderr, result.stderr[-1500:]
@@ -370,5 +401,4 @@ def test_backfill_skips_a_daily_file_with_mtime_past_9999_and_writes_the_rest(tm
             anna = [line for line in handle if line.startswith("royalrender_user_jobs{") and 'user="anna"' in line]
         assert anna and all(line.split()[-1] == "%.1f" % PLAIN_SLOT[56] for line in anna), anna
     finally:
-        import shutil
-        shutil.rmtree(os.path.dirname(rr.root), ignore_errors=True)
+        shutil.rmtree(os.path.dirname(farm.root), ignore_errors=True)

@@ -12,8 +12,19 @@ import sys
 
 import pytest
 from conftest import REPO, parse_samples, value
-from test_royalrender_rr9_contract import (HERE, MODULE_NAME, SAVED_LOCAL, SAVED_UNIX, SERVER_VALUES, RRFolder,
-                                           client_item, dimension_names, implausible, module_info, slot_time)
+from test_royalrender_rr9_contract import (
+    HERE,
+    MODULE_NAME,
+    SAVED_LOCAL,
+    SAVED_UNIX,
+    SERVER_VALUES,
+    RRFolder,
+    client_item,
+    dimension_names,
+    implausible,
+    module_info,
+    slot_time,
+)
 
 MTIME = 1795180200  # Fri 2026-11-20 14:10 CET = 13:10Z; local midnight = 1795129200
 
