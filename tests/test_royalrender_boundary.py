@@ -262,7 +262,7 @@ def test_a_risky_call_that_crashed_the_worker_is_never_made_again(fake_farm):
         reply = read_after_a_crash_in("_dailyStats_data.getJobsByType(3)", worker, fake_farm.daily)
         assert reply.member_failures == {"_dailyStats_data.getJobsByType(3)": SKIPPED}
         assert reply.data["shape"]["type_ids"] == "1..3"
-        assert reply.data["shape"]["evidence"] == "the entries of id 1 are typed 0 (users)"
+        assert reply.data["shape"]["evidence"] == "every entry of id 1 is typed 0 (users), of id 2 typed 1"
         assert reply.data["user"]["anna"]["set"][0]["jobs_rendering"] == 2
         assert reply.data["project"]["tahoe"]["set"][0]["jobs_waiting"] == 4
         assert reply.data["render_app"] == {}
