@@ -195,6 +195,16 @@ def test_timezone_unset_tz_posix_rule_string_is_said_and_flagged(rr, tmp_path):
     assert implausible(samples, "server_stats") == 1
 
 
+def run_backfill(config_path, tmp_path):
+    """``backfill`` of the RR source in UTC: (the finished process, the path of the history it wrote)."""
+    out = os.path.join(str(tmp_path), "history.om")
+    env = dict(os.environ, TZ="UTC")
+    env.pop("RR_ROOT", None)
+    return subprocess.run([sys.executable, "-m", "exporter", "backfill", "--config.file", config_path, "--output", out,
+                           "--sources", "royalrender"], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env=env), out
+
+
 def run_probe(config_path):
     env = dict(os.environ, TZ="UTC")
     env.pop("RR_ROOT", None)
@@ -224,12 +234,7 @@ def test_backfill_server_slot_of_the_repeated_hour_is_stamped_at_its_last_write(
     # and nothing holds 00:30Z's values any more.
     rr.write_server(1792897210, dayMax=1440, last_save_local=1792900800, last_save_divisor="slot",
                     day={"150": dict(SERVER_VALUES, jobs_total=150), "240": dict(SERVER_VALUES, jobs_total=240)})
-    out = os.path.join(str(tmp_path), "history.om")
-    env = dict(os.environ, TZ="UTC")
-    env.pop("RR_ROOT", None)
-    result = subprocess.run([sys.executable, "-m", "exporter", "backfill", "--config.file", rr.config(tmp_path),
-                             "--output", out, "--sources", "royalrender"], cwd=REPO, capture_output=True, text=True,
-                            timeout=120, env=env)
+    result, out = run_backfill(rr.config(tmp_path), tmp_path)
     assert result.returncode == 0, result.stderr
     with open(out) as handle:
         jobs = sorted(line.split()[1:] for line in handle if line.startswith("royalrender_jobs "))
@@ -338,12 +343,7 @@ def test_backfill_month_array_across_the_autumn_switch_counts_real_half_hours(rr
     # = 23:30 CEST Oct 24 = 21:30Z) misses the repeated hour.
     rr.write_server(1792926610, dayMax=1440, last_save_local=1792930200, last_save_divisor="slot", day={},
                     month={"1439": dict(SERVER_VALUES, jobs_total=1439), "1415": dict(SERVER_VALUES, jobs_total=1415)})
-    out = os.path.join(str(tmp_path), "history.om")
-    env = dict(os.environ, TZ="UTC")
-    env.pop("RR_ROOT", None)
-    result = subprocess.run([sys.executable, "-m", "exporter", "backfill", "--config.file", rr.config(tmp_path),
-                             "--output", out, "--sources", "royalrender"], cwd=REPO, capture_output=True, text=True,
-                            timeout=120, env=env)
+    result, out = run_backfill(rr.config(tmp_path), tmp_path)
     assert result.returncode == 0, result.stderr
     with open(out) as handle:
         jobs = sorted(line.split()[1:] for line in handle if line.startswith("royalrender_jobs "))
@@ -389,12 +389,7 @@ def test_backfill_skips_a_daily_file_with_mtime_past_9999_and_writes_the_rest(tm
         write_plain_day(farm, 0, 0)
         farm.write_daily(2 ** 40, name="b.stats", id_base=0, type_base=0, slots=96,
                        users=[{"name": "bert", "slots": {"5": {"slotSet": 1}}}], projects=[], render_apps=[])
-        out = os.path.join(str(tmp_path), "history.om")
-        env = dict(os.environ, TZ="UTC")
-        env.pop("RR_ROOT", None)
-        result = subprocess.run([sys.executable, "-m", "exporter", "backfill", "--config.file", farm.config(tmp_path),
-                                 "--output", out, "--sources", "royalrender"], cwd=REPO, capture_output=True,
-                                text=True, timeout=120, env=env)
+        result, out = run_backfill(farm.config(tmp_path), tmp_path)
         assert "Traceback" not in result.stderr, result.stderr[-1500:]
         assert result.returncode == 1, result.stderr
         with open(out) as handle:

@@ -1,20 +1,17 @@
 """Attack 23: cases that HELD (pass on the current code), kept as regression tests.
 
 Expected values derived by hand from the vendor reference and docs/royalrender.md (see
-tests/test_royalrender_attack23.py for the conventions). Uses tests/attack23_rr_module.py, a copy of
-the reference fake with per-entry ``timeSlotCount()`` and failing/odd ``getJobsByType(1|2)``.
+tests/test_royalrender_attack23.py for the conventions). Uses the reference fake's
+data-driven extras: per-entry ``timeSlotCount()`` and failing/odd ``getJobsByType(1|2)``.
 """
 
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 from conftest import REPO, parse_samples, value
 from test_royalrender_rr9_contract import (
-    HERE,
-    MODULE_NAME,
     SAVED_LOCAL,
     SAVED_UNIX,
     SERVER_VALUES,
@@ -27,12 +24,6 @@ from test_royalrender_rr9_contract import (
 )
 
 MTIME = 1795180200  # Fri 2026-11-20 14:10 CET = 13:10Z; local midnight = 1795129200
-
-
-class AttackFolder(RRFolder):
-    def __init__(self, root, timeline=False):
-        super().__init__(root, timeline)
-        shutil.copy(os.path.join(HERE, "attack23_rr_module.py"), os.path.join(self.lib, MODULE_NAME + ".py"))
 
 
 def run(config, tz="UTC"):
@@ -49,7 +40,7 @@ def entry(name, slot, **extra):
 
 
 def test_slot_counts_differ_per_entry_and_need_not_divide_a_day(tmp_path):
-    rr = AttackFolder(tmp_path / "rr")
+    rr = RRFolder(tmp_path / "rr")
     rr.write_daily(MTIME, id_base=0, type_base=0, slots=96, users=[entry("anna", 56)],
                    projects=[entry("tahoe", 4, count=7)],
                    render_apps=[entry("arnold", 168, count=288), entry("one", 0, count=1)])
@@ -61,7 +52,7 @@ def test_slot_counts_differ_per_entry_and_need_not_divide_a_day(tmp_path):
 
 
 def test_types_that_are_bools_negative_huge_or_strings_go_by_their_list(tmp_path):
-    rr = AttackFolder(tmp_path / "rr")
+    rr = RRFolder(tmp_path / "rr")
     rr.write_daily(MTIME, id_base=0, type_base=0, slots=96, users=[entry("anna", 56, type=True)],
                    projects=[entry("tahoe", 56, type=-1)], render_apps=[entry("arnold", 56, type=255)])
     samples = run(rr.config(tmp_path))
@@ -79,7 +70,7 @@ def test_types_that_are_bools_negative_huge_or_strings_go_by_their_list(tmp_path
     (1, {"2": "raise"}, False, {"user": {"anna"}, "project": set(), "render_app": {"arnold"}}),
 ])
 def test_ids_1_or_2_failing_drop_only_their_dimension(tmp_path, id_base, behaviour, timeline, expected):
-    rr = AttackFolder(tmp_path / "rr", timeline=timeline)
+    rr = RRFolder(tmp_path / "rr", timeline=timeline)
     rr.write_daily(MTIME, id_base=id_base, type_base=id_base, slots=96, users=[entry("anna", 56)],
                    projects=[entry("tahoe", 56)], render_apps=[entry("arnold", 56)], id_behaviour=behaviour)
     samples = run(rr.config(tmp_path))
