@@ -115,6 +115,17 @@ def test_lord_howe_half_hour_fallback_client_second_pass(rr, tmp_path):
 # -- 2. numbering: one stray type value decides for everybody ---------------------------------------
 
 
+def add_entry(path, dimension, entry):
+    """One more entry in a daily file of the fake, its modification time kept."""
+    with open(path) as handle:
+        data = json.load(handle)
+    data[dimension].append(entry)
+    mtime = os.stat(path).st_mtime
+    with open(path, "w") as handle:
+        json.dump(data, handle)
+    os.utime(path, (mtime, mtime))
+
+
 def test_one_stray_type_0_does_not_move_rr9_users_to_projects(rr9_timeline, tmp_path):
     # An RR 9 module (ids 1..3, entries typed 1..3, RR 9's timeline class, id 3 answers): ids 1..3
     # is decided (contract step 3). One project entry carries a garbage type 0 (facts: "assume it
@@ -122,13 +133,7 @@ def test_one_stray_type_0_does_not_move_rr9_users_to_projects(rr9_timeline, tmp_
     # typed 1) is a user, tahoe (id 2, typed 2) a project, arnold (id 3, typed 3) a render app.
     # The junk entry's type names no dimension in 1..3, so it goes by its list (project).
     path = write_plain_day(rr9_timeline, 1, 1)
-    with open(path) as handle:
-        data = json.load(handle)
-    data["projects"].append({"name": "junk", "type": 0, "slots": {"56": {"slotSet": 1}}})
-    mtime = os.stat(path).st_mtime
-    with open(path, "w") as handle:
-        json.dump(data, handle)
-    os.utime(path, (mtime, mtime))
+    add_entry(path, "projects", {"name": "junk", "type": 0, "slots": {"56": {"slotSet": 1}}})
     samples = run_once(rr9_timeline.config(tmp_path))
     assert module_info(samples)["daily_stats_type_ids"] == "1..3"
     names = dimension_names(samples)
@@ -143,13 +148,7 @@ def test_rr8_module_with_one_garbage_type_3_still_reads_its_users(rr, tmp_path):
     # itself refutes RR 9's numbering (id 3 is refused, id 0 answers with users), and the RR 8
     # reference says users are id 0: anna must still be exported as a user.
     path = write_plain_day(rr, 0, 0)
-    with open(path) as handle:
-        data = json.load(handle)
-    data["render_apps"].append({"name": "junk", "type": 3, "slots": {"56": {"slotSet": 1}}})
-    mtime = os.stat(path).st_mtime
-    with open(path, "w") as handle:
-        json.dump(data, handle)
-    os.utime(path, (mtime, mtime))
+    add_entry(path, "render_apps", {"name": "junk", "type": 3, "slots": {"56": {"slotSet": 1}}})
     samples = run_once(rr.config(tmp_path))
     names = dimension_names(samples)
     assert "anna" in names["user"], (names, module_info(samples))
