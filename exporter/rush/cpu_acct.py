@@ -59,7 +59,7 @@ from exporter.rush.backlog import (
 from exporter.rush.config import SERIES_PER_BREAKDOWN_VALUE, SERIES_PER_HOST, Breakdown, CpuAcctEntry, RushConfig
 from exporter.rush.records import STATUSES, SYSTEM, USER, WALL
 from exporter.rush.saved import FileState, SavedBudget, SavedReader
-from exporter.rush.tally import BREAKDOWN_WALL, RECORD_NAMES, Exact, Tally
+from exporter.rush.tally import BREAKDOWN_WALL, OVER_LONG, RECORD_NAMES, Exact, Tally
 from exporter.sources import FileStatus
 from exporter.tailer import MAX_LINE_BYTES, Backlog, LineState, Tailer
 
@@ -343,10 +343,10 @@ class CpuAcctReader:
         """Adds a tally of ``label``'s lines: labels through the budgets in order, totals, gauges."""
         state = self._state(label)
         counters = self._budget_counters()
+        self._log_problems(label, tally, state.lines)
         state.bytes += tally.bytes
         state.lines += tally.lines
         state.malformed += tally.malformed
-        self._log_problems(label, tally)
         for name, count in tally.records.items():
             state.records[name] = state.records.get(name, 0) + count
         state.daemon_starts += tally.daemon_starts
@@ -383,15 +383,18 @@ class CpuAcctReader:
             if budget.overflowed != overflowed:
                 state.over_budget[name] = state.over_budget.get(name, 0) + budget.overflowed - overflowed
 
-    def _log_problems(self, label: str, tally: Tally) -> None:
+    def _log_problems(self, label: str, tally: Tally, lines_before: int) -> None:
+        """The first malformed line of ``tally`` by its number in the file (counted from the first line read
+        of it) and ``logs.line_fields``, never verbatim."""
         if tally.problem is not None:
-            reason, line = tally.problem
-            if line or reason != "over-long line":
-                self._file_log.warning(label, "malformed cpu.acct line skipped", path=label, reason=reason,
-                                       line=line, malformed=tally.malformed)
-            else:
+            reason, number, shown = tally.problem
+            if reason == OVER_LONG:
                 self._file_log.warning(label, "over-long cpu.acct line skipped", path=label,
-                                       reason="longer than %d bytes" % MAX_LINE_BYTES)
+                                       reason="longer than %d bytes" % MAX_LINE_BYTES,
+                                       line_number=lines_before + number)
+            else:
+                self._file_log.warning(label, "malformed cpu.acct line skipped", path=label, reason=reason,
+                                       line_number=lines_before + number, **shown, malformed=tally.malformed)
         if tally.future is not None:
             self._file_log.warning(label + "#future", "cpu.acct record dated ahead of the clock; "
                                    "counted, but not taken as the latest", path=label, time=tally.future)
