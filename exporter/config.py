@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Mapping
 import yaml
 
 from exporter.boundedfile import read_regular
-from exporter.schema import Duration, Errors, Field, OneOf, Problem, Struct, compose, load_document
+from exporter.schema import Boolean, Duration, Errors, Field, OneOf, Problem, Struct, compose, load_document
 from exporter.sources import registered_sources
 
 WATCH_MODES = ("auto", "events", "poll")
@@ -34,6 +34,7 @@ class WatchConfig:
     debounce: float = 0.02
     debounce_max_wait: float = 0.1
     stuck_read_timeout: float = 10.0
+    follow_symlinks_outside: bool = False
 
 
 WATCH_SCHEMA = Struct(
@@ -46,6 +47,8 @@ WATCH_SCHEMA = Struct(
         "debounce_max_wait": Field(Duration(), default=0.1, doc="longest a busy file waits to be read"),
         "stuck_read_timeout": Field(Duration(), default=10.0,
                                     doc="a file read taking longer is reported stuck (source_up 0, logged)"),
+        "follow_symlinks_outside": Field(Boolean(), default=False,
+                                         doc="read matched paths that lead outside the configured folders"),
     },
     build=WatchConfig,
 )

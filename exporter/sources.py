@@ -38,9 +38,10 @@ from exporter.paths import PathPattern
 from exporter.schema import Schema
 
 #: Why a read failed when the file's content is not to blame (``FileStatus.read_failures``): the helper that
-#: reads it crashed (or broke its protocol) or hung past its timeout, the file system refused (``io``), or the
-#: reader could not run at all (``unavailable``: Royal Render's module did not load).
-READ_FAILURE_REASONS = ("crash", "timeout", "io", "unavailable")
+#: reads it crashed (or broke its protocol) or hung past its timeout, the file system refused (``io``), the
+#: reader could not run at all (``unavailable``: Royal Render's module did not load), or the path leads outside
+#: the configured folders and was not read (``outside``: ``exporter.containment``).
+READ_FAILURE_REASONS = ("crash", "timeout", "io", "unavailable", "outside")
 
 
 @dataclass(frozen=True)

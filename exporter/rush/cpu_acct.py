@@ -41,6 +41,7 @@ from typing import (
 from prometheus_client.metrics_core import Metric
 
 from exporter.budget import LabelBudget
+from exporter.containment import OUTSIDE, Containment, OutsideRoots
 from exporter.families import LiveRows, counter, gauge, label_value
 from exporter.logs import RateLimitedLog, fields
 from exporter.paths import PathPattern
@@ -156,7 +157,10 @@ class CpuAcctReader:
         self._config = config
         self._entries = [(PathPattern(entry.path), entry) for entry in config.cpu_acct]
         self.patterns = [pattern for pattern, _ in self._entries]
-        self._tailer = Tailer(self._consume, discarded=self._discarded, backlog=self._defer)
+        self._tailer = Tailer(self._consume, discarded=self._discarded, backlog=self._defer,
+                              containment=Containment(self.patterns))
+        #: Per file, reads refused because its path leads outside the configured folders (``containment``).
+        self._outside: Dict[str, int] = {}
         self._backlogs = backlogs or BacklogReader(processes_to_use(config.read_processes))
         self._files: Dict[str, FileState] = {}
         self._present: Set[str] = set()
@@ -249,11 +253,14 @@ class CpuAcctReader:
     def _went_down(self, state: FileState, path: str, exc: OSError) -> None:
         """Marks the file down; logs once per outage (retries every 2 s must not flood the log), and at
         most once a minute per reason (EMFILE would otherwise log every one of 20,000 files)."""
-        state.errors += 1
         reason = exc.strerror or str(exc)
-        if state.up or state.down_reason != reason:
-            self._file_log.warning("down: " + reason, "cannot read cpu.acct; keeping what was read before, retrying",
-                                   path=path, error=reason)
+        if isinstance(exc, OutsideRoots):  # logged once by the containment; counted apart, not checkpointed
+            self._outside[path] = self._outside.get(path, 0) + 1
+        else:
+            state.errors += 1
+            if state.up or state.down_reason != reason:
+                self._file_log.warning("down: " + reason, "cannot read cpu.acct; keeping what was read before, "
+                                       "retrying", path=path, error=reason)
         state.up, state.down_reason = False, reason
         self._dirty_labels.add(path)
 
@@ -498,10 +505,12 @@ class CpuAcctReader:
             self._statuses.pop(path, None)
             return
         state = state or FileState()
+        outside = self._outside.get(path, 0)
         self._statuses[path] = FileStatus(
             kind=KIND, path=path, up=state.up, last_success_time=state.last_success_time,
-            errors_total=state.errors, malformed_lines_total=state.malformed, bytes_read_total=state.bytes,
-            lines_read_total=state.lines, last_error=None if state.up else state.down_reason)
+            errors_total=state.errors + outside, malformed_lines_total=state.malformed, bytes_read_total=state.bytes,
+            lines_read_total=state.lines, last_error=None if state.up else state.down_reason,
+            read_failures=((OUTSIDE, outside),) if outside else ())
 
     def _update_host_totals(self) -> None:
         for host in self._dirty_hosts:
