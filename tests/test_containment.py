@@ -3,10 +3,12 @@ published or logged. Against the real daemon over real files and symlinks, and t
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
-from conftest import value, wait_until
+from conftest import REPO, value, wait_until
 
 from exporter import containment
 from exporter.containment import OUTSIDE_REASON, Containment, OutsideRoots
@@ -228,3 +230,27 @@ def test_a_symlink_to_a_big_folder_and_symlink_loops_in_a_polled_folder_are_not_
     assert log.count("symlinks in a polled folder lead outside it and are not followed") == 1
     assert "symlink=%s" % (root / "usr") in log
     assert "MemoryError" not in log and "Traceback" not in log
+
+
+def test_backfill_skips_a_symlink_out_of_the_folders_unless_opted_in(tmp_path, write_config):
+    logs, outside = tmp_path / "logs", tmp_path / "outside"
+    (logs / "render01").mkdir(parents=True)
+    (logs / "evil").mkdir()
+    outside.mkdir()
+    (logs / "render01" / "cpu.acct").write_text(frame("render01", when=NOW - 3600))
+    (outside / "app.conf").write_text(frame("leakhost", when=NOW - 3600) + "db_password=%s\n" % SECRET)
+    os.symlink(outside / "app.conf", logs / "evil" / "cpu.acct")
+    output = tmp_path / "out.om"
+    for extra, code in (("", 1), ("  follow_symlinks_outside: true\n", 0)):
+        result = subprocess.run([sys.executable, "-m", "exporter", "backfill", "--config",
+                                 config(write_config, logs / "**" / "cpu.acct", extra), "--output", str(output),
+                                 "--since", "2h", "--sources", "rush"], cwd=REPO, capture_output=True, text=True,
+                                timeout=120)
+        written = output.read_text()
+        assert result.returncode == code, result.stderr
+        assert 'host="render01"' in written and SECRET not in written + result.stderr
+        if code:
+            assert "skipped: %s: [Errno 13] %s" % (logs / "evil" / "cpu.acct", OUTSIDE_REASON) in result.stderr
+            assert "leakhost" not in written + result.stderr
+        else:
+            assert 'host="leakhost"' in written
