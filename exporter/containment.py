@@ -100,6 +100,7 @@ class Containment:
         resolved = os.path.realpath(path)
         if not self._inside(resolved):
             self._refuse(path, resolved)
+        self.readable(path)
 
     def check_descriptor(self, fd: int, path: str) -> None:
         """Raises ``OutsideRoots`` if the file open at ``fd`` (opened through ``path`` after ``check``) is not

@@ -254,3 +254,23 @@ def test_backfill_skips_a_symlink_out_of_the_folders_unless_opted_in(tmp_path, w
             assert "leakhost" not in written + result.stderr
         else:
             assert 'host="leakhost"' in written
+
+
+def test_a_refusal_is_logged_once_until_the_path_leads_inside_again(tmp_path, caplog):
+    (tmp_path / "logs").mkdir()
+    path, outside = tmp_path / "logs" / "cpu.acct", tmp_path / "elsewhere"
+    outside.write_text("")
+    (tmp_path / "logs" / "real").write_text("")
+    rule = Containment([PathPattern(str(path))])
+    refusals = []
+    for target in (outside, outside, tmp_path / "logs" / "real", outside):
+        if path.is_symlink():
+            os.unlink(path)
+        os.symlink(target, path)
+        try:
+            rule.check(str(path))
+        except OutsideRoots as exc:
+            refusals.append(exc.resolved)
+    assert refusals == [str(outside)] * 3
+    logged = [r.fields for r in caplog.records if r.getMessage().startswith("file refused")]
+    assert logged == [{"path": str(path), "resolved": str(outside)}]  # the third: within the minute, counted
