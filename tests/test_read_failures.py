@@ -60,7 +60,7 @@ def test_each_rr_fault_is_counted_once_under_what_failed(farm, worker, fault, re
     status = one_file(reader, path)
     assert not status.up and status.errors_total == 1
     by_reason = status.read_failures_by_reason()
-    assert set(by_reason) == {"crash", "timeout", "io", "unavailable"}, "every reason exported from the start"
+    assert set(by_reason) == {"crash", "timeout", "io", "unavailable", "outside"}, "every reason, from the start"
     assert status.parse_errors_total == (1 if reason is None else 0)
     assert by_reason == {r: int(r == reason) for r in by_reason}
     samples = exported([status])
