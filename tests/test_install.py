@@ -168,6 +168,28 @@ def test_install_upgrade_and_uninstall_into_a_scratch_root(tmp_path):
     assert config.read_text().endswith("# edited by the administrator\n"), "the configuration is never removed"
 
 
+@pytest.mark.needs_root
+def test_offline_install_from_a_wheelhouse(tmp_path):
+    """installation.md's offline install: a wheelhouse made where there is an index, the install made
+    without any network (a network namespace of its own, no pip configuration)."""
+    source = tmp_path / "source"  # a copy: pip wheel builds in the tree it is given
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__",
+                                                                ".pytest_cache", ".ruff_cache"))
+    wheelhouse = tmp_path / "wheelhouse"
+    made = run(sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--wheel-dir",
+               str(wheelhouse), "-c", "constraints.txt", ".", "setuptools>=77", cwd=str(source))
+    assert made.returncode == 0, made.stderr[-3000:]
+    offline = {key: val for key, val in os.environ.items() if not key.startswith("PIP_")}
+    offline["PIP_CONFIG_FILE"] = os.devnull  # no index, no find-links from this machine's pip.conf
+    root = tmp_path / "root"
+    installed = run(tool("unshare"), "--net", "bash", str(source / "scripts" / "install"), "--root", str(root),
+                    "--python", system_python(), "--wheelhouse", str(wheelhouse), env=offline)
+    assert installed.returncode == 0, installed.stdout + installed.stderr[-3000:]
+    version = run(str(root / PREFIX.lstrip("/") / "venv" / "bin" / "python"), "-m", "exporter", "--version",
+                  cwd=str(tmp_path))
+    assert version.returncode == 0 and version.stdout.startswith("renderfarm-exporter ")
+
+
 def test_purge_goes_only_with_uninstall(tmp_path):
     result = run("bash", INSTALL, "--root", str(tmp_path / "root"), "--purge")
     assert (result.returncode, result.stderr) == (2, "install: --purge goes with --uninstall\n")
