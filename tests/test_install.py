@@ -7,6 +7,7 @@ the unit's ProtectProc=/ProcSubset= settings give it (a private mount and
 PID namespace made by unshare), and needs root, as CI has.
 """
 
+import gzip
 import os
 import re
 import shlex
@@ -188,6 +189,29 @@ def test_offline_install_from_a_wheelhouse(tmp_path):
     version = run(str(root / PREFIX.lstrip("/") / "venv" / "bin" / "python"), "-m", "exporter", "--version",
                   cwd=str(tmp_path))
     assert version.returncode == 0 and version.stdout.startswith("renderfarm-exporter ")
+
+
+def test_the_documented_check_in_the_services_sandbox_matches_the_unit():
+    """installation.md's systemd-run line: the unit's own sandbox settings and command, every property one
+    systemd (252, Debian 12) accepts on a transient service (its TRANSIENT-SETTINGS.md marks them with a tick)."""
+    with open(os.path.join(REPO, "docs", "installation.md")) as handle:
+        page = handle.read()
+    (block,) = [b for b in re.findall(r"```sh\n(.*?)```", page, re.S) if "systemd-run" in b]
+    words = shlex.split(block.replace("\\\n", " "))
+    assert words[:5] == ["sudo", "systemd-run", "--pipe", "--wait", "--collect"]
+    properties = [words[i + 1] for i, word in enumerate(words) if word == "-p"]
+    command = words[5 + 2 * len(properties):]
+    with open(os.path.join(REPO, "systemd", UNIT_NAME)) as handle:
+        unit = handle.read()
+    assert command == exec_commands(unit, "ExecReload")[0], "the reload's check, as the service runs it"
+    settings = dict(p.split("=", 1) for p in properties)
+    assert settings == {key: unit_setting(unit, key) for key in ("DynamicUser", "ProtectSystem", "ProtectHome",
+                                                                 "PrivateTmp")}
+    transient_doc = "/usr/share/doc/systemd/TRANSIENT-SETTINGS.md.gz"
+    assert os.path.exists(transient_doc), "Debian's systemd package installs %s" % transient_doc
+    with gzip.open(transient_doc, "rt") as handle:
+        supported = set(re.findall(r"^✓ (\w+)=$", handle.read(), re.M))
+    assert set(settings) | {"SupplementaryGroups", "RequiresMountsFor"} <= supported
 
 
 def test_purge_goes_only_with_uninstall(tmp_path):
