@@ -147,3 +147,26 @@ def test_every_docs_page_has_a_table_of_contents():
         links = set(re.findall(r"^\s*- \[.+?\]\(#([\w-]+)\)$", text, re.M))
         wanted = anchors("\n".join("## " + section for section in sections)) - {"contents"}
         assert sections and wanted <= links, (path, sorted(wanted - links))
+
+
+def test_the_cpu_acct_record_layout_is_what_the_reader_parses():
+    """docs/rush.md's layout: its example lines parse as documented, its tables name every field and record."""
+    from exporter.rush import records
+
+    page = read(os.path.join(DOCS, "rush.md"))
+    section = page[page.index("## The cpu.acct record layout"):page.index("## How Rush")]
+    blocks = re.findall(r"```\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    parsed = [records.parse_line(line) for block in blocks for line in block.splitlines()]
+    assert [type(record).__name__ for record in parsed] == [
+        "Process", "Utilization", "Rotation", "StateChange", "Midnight", "DaemonEvent"]
+    process, utilization = parsed[:2]
+    # the p table: one row per field, its example the example line's field
+    p_rows = re.findall(r"^\| (\d+) \| `([^`]*)` \|", section.split("| `p` field |")[1].split("\n\n")[0], re.M)
+    assert [int(n) for n, _ in p_rows] == list(range(1, records.PROCESS_FIELDS + 1))
+    assert [example for _, example in p_rows] == blocks[0].splitlines()[0].split()
+    assert (process.host, process.title, process.owner, process.wall_seconds, process.exit_code) == (
+        "superior", "WERNER/C33", "erco", 122.0, 0)
+    assert utilization.ratio == 0.53
+    documented_types = set(re.findall(r"^\| `([a-z])` ", section, re.M)) | {"p", "u"}
+    assert documented_types == set(records._PARSERS)
