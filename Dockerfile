@@ -1,8 +1,11 @@
 # renderfarm-exporter: slim image, non-root, statistics mounted read-only.
 # Time zone: the image runs in UTC; set royalrender.timezone to the RR server's
-# zone (the tzdata dependency brings the zone database), and TZ for log readers.
-# TZDIR points the C library at that same database, so TZ=Area/City works
-# even where the slim base image has no /usr/share/zoneinfo.
+# zone (the tzdata dependency brings the zone database). TZ sets the container's
+# own zone: the status page's times, and RR's when royalrender.timezone is not
+# set; log timestamps are always UTC, whatever TZ says. TZDIR points the C
+# library at that same database, so TZ=Area/City works even where the slim
+# base image has no /usr/share/zoneinfo.
+# Podman/Buildah: build with --format docker, or the HEALTHCHECK is dropped.
 #
 # Two stages: the builder installs the exporter into a virtualenv with the
 # dependencies pinned in constraints.txt (the file CI installs with, too); the

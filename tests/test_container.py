@@ -259,3 +259,19 @@ def test_builder_stage_builds_the_venv_the_image_runs(tmp_path, dockerfile):
         if daemon.poll() is None:
             daemon.kill()
             daemon.wait(timeout=10)
+
+
+def test_the_container_docs_match_the_image(dockerfile):
+    """installation.md's container notes name the image's user, and keep the health check under Podman."""
+    _, final = dockerfile[1]
+    user = dict(final)["USER"]
+    with open(os.path.join(REPO, "docs", "installation.md")) as handle:
+        page = handle.read()
+    section = " ".join(page[page.index("## Container"):page.index("## Prometheus")].split())
+    assert "running as user %s" % user in section
+    assert f"install -d -o {user} -g {user} -m 0700 /srv/renderfarm-exporter-state" in section
+    assert f"podman unshare chown {user}:{user} DIR" in section
+    assert "podman build --format docker" in section and "--group-add" in section
+    # the comments tell the truth: logs are UTC whatever TZ says (exporter/logs.py formats with gmtime)
+    assert "log timestamps are always UTC" in dockerfile[0] and "for log readers" not in dockerfile[0]
+    assert "Logs are always UTC" in section

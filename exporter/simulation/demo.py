@@ -55,6 +55,8 @@ class DemoFarm:
         self._online: Dict[str, bool] = {h: True for h in self._hosts}
         self._now = int(time.time())
         self._steps = 0
+        #: seconds a step advances the farm's clock; the history ``create`` writes ends now, never later
+        self.step_seconds = 5
 
     def path(self, host: str) -> str:
         return os.path.join(self.folder, host, "cpu.acct")
@@ -73,7 +75,12 @@ class DemoFarm:
         )
 
     def create(self, backlog_steps: int = 40) -> None:
-        """Starts every host's log and writes some history so the metrics are not empty."""
+        """Starts every host's log and writes some history so the metrics are not empty.
+
+        The history is dated in the past and ends now; later steps are dated by the clock, so no record is ever
+        ahead of it (a record ahead of the clock is what a host with a wrong clock writes, and is warned about).
+        """
+        self._now = int(time.time()) - backlog_steps * self.step_seconds
         for host in self._hosts:
             os.makedirs(os.path.dirname(self.path(host)), exist_ok=True)
             self._append(host, ["r start %d online" % self._now])
@@ -82,7 +89,7 @@ class DemoFarm:
 
     def step(self) -> None:
         self._steps += 1
-        self._now += 5
+        self._now = min(self._now + self.step_seconds, int(time.time()))
         for host in self._hosts:
             lines = self._host_lines(host)
             if lines:
