@@ -122,6 +122,13 @@ class LiveRows(Generic[Key]):
             self._values[at] = value
             self._changed = True
 
+    def __contains__(self, key: Key) -> bool:
+        """Whether ``key`` has a value now (set and not discarded since)."""
+        if key in self._added:
+            return True
+        at = self._index.get(key)
+        return at is not None and self._values[at] is not _ABSENT
+
     def discard(self, key: Key) -> None:
         if self._added.pop(key, _ABSENT) is not _ABSENT:
             return
@@ -216,3 +223,15 @@ def gauge(name: str, doc: str, labels: Sequence[str], samples: Mapping[Key, floa
     family = RowGauge(name, doc, labels=labels)
     family._set_rows(labels, samples, family.name)
     return family
+
+
+#: A family made of rows by ``counter`` or ``gauge``.
+RowMetric = Union[RowCounter, RowGauge]
+
+
+def like(family: RowMetric, rows: Rows[Any]) -> RowMetric:
+    """A family of ``family``'s name, HELP, type and label names holding ``rows`` (shared, not copied)."""
+    kind = RowCounter if isinstance(family, RowCounter) else RowGauge
+    made = kind(family.name, family.documentation, labels=family.label_names, unit=family.unit)
+    made.label_names, made.sample_name, made.rows = family.label_names, family.sample_name, rows
+    return made

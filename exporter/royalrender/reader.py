@@ -75,8 +75,10 @@ def file_reader(kind: Kind, patterns: Sequence[str], options: Mapping[str, Any],
         member_failures.add(label, reply.member_failures, path)
         return within_budget(reply.data)  # on the ingest thread: every render of this data shows the same series
 
+    # Files of a kind that reads every match (one per client) each give their own series: a changed one
+    # replaces only its own rows (``merged``), whatever the number of files.
     return WholeFileReader(label, patterns, parse, lambda data: kind.families(data, options), kind.newest(options),
-                           failure_reasons=READ_FAILURE_REASONS)
+                           failure_reasons=READ_FAILURE_REASONS, merged=kind.select == "all")
 
 
 def _unopenable(path: str) -> Optional[str]:
