@@ -35,7 +35,7 @@ from exporter.checkpoint import CheckpointCounts, Checkpointer, CheckpointStore
 from exporter.config import WatchConfig
 from exporter.debounce import Debouncer
 from exporter.logs import fields
-from exporter.sources import FileStatus, Interruptible, Reader, ReportsReading, Snapshot
+from exporter.sources import PROGRESS_SECONDS, FileStatus, Interruptible, Progressive, Reader, ReportsReading, Snapshot
 
 log = logging.getLogger(__name__)
 _UP = attrgetter("up")  # of a FileStatus
@@ -125,17 +125,27 @@ class SourceIngest:
             reader.close()
 
     def sync(self, paths: Optional[Collection[str]]) -> None:
-        """Lets each reader read its share of ``paths`` (None: a full rescan)."""
+        """Lets each reader read its share of ``paths`` (None: a full rescan).
+
+        A long pass (a first read of thousands of files) is published as it goes, every ``PROGRESS_SECONDS``:
+        each reader's snapshot once it is read, and a ``Progressive`` reader's partial ones, so what is read is
+        served before the last file is (the caller publishes the end of the pass).
+        """
         if paths is None:
             self.rescans += 1
+        published = time.monotonic()
         for reader in self.readers:
             wanted = None if paths is None else {p for p in paths if any(pt.matches(p) for pt in reader.patterns)}
             if wanted is not None and not wanted and reader.patterns:
                 continue  # a reader without patterns reports on its source: it is synced on every pass
             try:
-                snapshot = reader.sync(wanted)
-                with self._snapshots_lock:
-                    self.snapshots[reader] = snapshot
+                steps = reader.sync_steps(wanted) if isinstance(reader, Progressive) else (reader.sync(wanted),)
+                for snapshot in steps:
+                    with self._snapshots_lock:
+                        self.snapshots[reader] = snapshot
+                    if time.monotonic() - published >= PROGRESS_SECONDS:
+                        self._published(self.section)
+                        published = time.monotonic()
             except Exception:  # keep serving the last good snapshot
                 self.failures[reader.kind] += 1
                 log.exception("reader failed; keeping its last good values")

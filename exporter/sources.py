@@ -23,6 +23,7 @@ from typing import (
     Collection,
     Dict,
     Iterable,
+    Iterator,
     Optional,
     Protocol,
     Sequence,
@@ -36,6 +37,11 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.paths import PathPattern
 from exporter.schema import Schema
+
+#: A pass of reads still going after this long is published as far as it got, and again after each as long
+#: (``Progressive``, ``ingest.SourceIngest.sync``): a first read of thousands of files is served as it goes, with
+#: at most four renders a second of it, the first a quarter second in.
+PROGRESS_SECONDS = 0.25
 
 #: Why a read failed when the file's content is not to blame (``FileStatus.read_failures``): the helper that
 #: reads it crashed (or broke its protocol) or hung past its timeout, the file system refused (``io``), or the
@@ -134,6 +140,16 @@ class Interruptible(Protocol):
 
     def interrupt(self) -> None:
         """Makes the read in progress (if any) end soon, by raising; later reads raise too."""
+
+
+@runtime_checkable
+class Progressive(Protocol):
+    """A reader whose long sync hands out snapshots of what it has read so far (optional), about every
+    ``PROGRESS_SECONDS``, so that a first read of thousands of files is served while it goes on; the ingest
+    publishes them as they come."""
+
+    def sync_steps(self, paths: Optional[Collection[str]]) -> Iterator[Snapshot]:
+        """As ``sync``, yielding a snapshot now and then during a long sync; the last one is the whole sync's."""
 
 
 @runtime_checkable
