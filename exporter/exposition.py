@@ -460,17 +460,26 @@ class SectionRenderer:
     def __init__(self) -> None:
         self._headers: Dict[Tuple[str, str, str, str], Line] = {}
         self._families: Dict[Tuple[object, ...], _RenderedFamily] = {}
+        #: The family objects last rendered: a reader that hands out the same object again (its snapshot did
+        #: not change) gets its render back without a look at its samples (an info family is not rows).
+        self._rendered_from: Dict[Tuple[object, ...], Metric] = {}
 
     def render(self, families: Iterable[Metric]) -> Section:
         started = time.perf_counter()
         rendered: Dict[Tuple[object, ...], _RenderedFamily] = {}
+        rendered_from: Dict[Tuple[object, ...], Metric] = {}
         occurrences: Dict[Tuple[str, str, str, str], int] = {}
         for family in families:
             header_key = (family.name, family.type, family.documentation, family.unit)
             occurrence = occurrences[header_key] = occurrences.get(header_key, -1) + 1
             key = (*header_key, occurrence)  # a section may hold two families of one name (two readers)
-            rendered[key] = self._render_family(family, self._families.get(key))
-        self._families = rendered
+            previous = self._families.get(key)
+            if previous is not None and self._rendered_from.get(key) is family:
+                rendered[key] = previous
+            else:
+                rendered[key] = self._render_family(family, previous)
+            rendered_from[key] = family
+        self._families, self._rendered_from = rendered, rendered_from
         return Section(families=tuple(rendered.values()), series=sum(f.series for f in rendered.values()),
                        render_seconds=time.perf_counter() - started)
 
