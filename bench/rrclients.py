@@ -28,6 +28,7 @@ a line a second each. Measured:
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import statistics
 import sys
@@ -39,7 +40,6 @@ from typing import List, Optional, Tuple
 from bench.common import (
     REPO,
     Row,
-    compile_exporter,
     cpu_seconds,
     fetch,
     latencies,
@@ -272,13 +272,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.rrclients", description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="small inputs")
     parser.add_argument("--against", metavar="TREE", help="also run the exporter of this tree (before/after)")
+    parser.add_argument("--tree", metavar="TREE", help="run only the exporter of this tree")
     args = parser.parse_args()
     sizes = SMOKE if args.smoke else FULL
-    compile_exporter()
     trees: Tuple[Tuple[str, str], ...] = (("", REPO),)
-    if args.against:
+    if args.tree:
+        trees = (("%s: " % os.path.basename(os.path.abspath(args.tree)), os.path.abspath(args.tree)),)
+    elif args.against:
         trees = (("before (%s): " % os.path.basename(os.path.abspath(args.against)), os.path.abspath(args.against)),
                  ("after: ", REPO))
+    for _, tree in trees:  # as an install leaves them (bench.common.compile_exporter)
+        if not compileall.compile_dir(os.path.join(tree, "exporter"), quiet=1):
+            raise SystemExit("bench: cannot compile %s" % tree)
     with tempfile.TemporaryDirectory(prefix="renderfarm-bench-") as folder:
         print(table(rr_clients(folder, trees=trees, **sizes)))
     return 0
