@@ -153,6 +153,17 @@ class Progressive(Protocol):
 
 
 @runtime_checkable
+class Batched(Protocol):
+    """A reader whose changes are read in batches (optional): its source's passes start at most every
+    ``batch_seconds``, whatever changed meanwhile joining the next one. For files saved whole and seldom (an RR
+    client's stats every 20-30 s) that thousands of writers change at their own pace: a pass and the render that
+    follows cost about as much for fifty changed files as for one, and part of that cost grows with the files
+    configured (copies and comparisons in C of every row of a family)."""
+
+    batch_seconds: float
+
+
+@runtime_checkable
 class Checkpointed(Protocol):
     """A reader whose state can be saved and loaded (optional), so that a restart reads only the bytes
     written since (``exporter.checkpoint`` keeps one file per source and reader kind).

@@ -197,11 +197,13 @@ class _FileState:
 class WholeFileReader:
     def __init__(self, kind: str, patterns: Sequence[str], parse: Callable[[str], Any],
                  families: Callable[[Mapping[str, Any]], Iterable[Metric]], newest: Optional[int] = None,
-                 failure_reasons: Sequence[str] = ("io",), merged: bool = False):
+                 failure_reasons: Sequence[str] = ("io",), merged: bool = False, batch_seconds: float = 0.0):
         """``failure_reasons``: the ``ReadFailed.failure`` values ``parse`` raises, exported at zero from the start.
         ``merged``: each file gives its own series (``families`` of all the data is the union of each file's),
-        so the families are kept file by file (see ``_MergedFamilies``)."""
+        so the families are kept file by file (see ``_MergedFamilies``). ``batch_seconds``: changes are read in
+        batches at most this often (``sources.Batched``)."""
         self.kind = kind
+        self.batch_seconds = batch_seconds
         self.patterns = [PathPattern(p) for p in patterns]
         self._parse = parse
         self._families = families
