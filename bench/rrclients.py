@@ -54,7 +54,7 @@ from bench.common import (
 from bench.steady import MARKER_EXIT, MARKER_HOST, Appenders
 from exporter.simulation.simulator import SHAPES, RrFarmSimulator
 
-FULL = {"clients": 5000, "writes": 50.0, "rush_hosts": 200, "seconds": 60.0, "rounds": 50}
+FULL = {"clients": 5000, "writes": 50.0, "rush_hosts": 20, "seconds": 60.0, "rounds": 50}
 SMOKE = {"clients": 30, "writes": 10.0, "rush_hosts": 10, "seconds": 3.0, "rounds": 3}
 WORKER_MODULE = b"exporter.royalrender.vendor.worker"
 #: The marker client: rewritten by the freshness rounds only, never by the load.
