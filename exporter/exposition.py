@@ -407,7 +407,12 @@ class _RenderedFamily:
         return new_text, new_openmetrics
 
     def with_lines(self, values: Sequence[float], changes: Mapping[int, Line]) -> _RenderedFamily:
-        """This family with new ``values`` whose changed rows' lines are ``changes``."""
+        """This family with new ``values`` whose changed rows' lines are ``changes`` (none: the same lines)."""
+        if not changes:
+            same = _RenderedFamily(self.header, self.label_names, self.labels, values, self.text, self.openmetrics,
+                                   self.series)
+            same._deflated.update(dict(self._deflated))  # one C-level copy: a scrape may be adding pieces
+            return same
         text = self.text.patched({index: line[0] for index, line in changes.items()})
         openmetrics = self.openmetrics
         if openmetrics is not None or any(line[1] is not line[0] for line in changes.values()):
@@ -514,7 +519,11 @@ class SectionRenderer:
             value = values[index]
             changes[index] = (previous.line_for(index, value)
                               or _line(family, header, self._sample(family, index, previous.labels, value)))
-        return previous.with_lines(values, changes) if changes else previous
+        if changes:
+            return previous.with_lines(values, changes)
+        # Kept with the values it was given, so that the next render knows them by identity (``Rows.base``,
+        # ``previous.values is values``) instead of comparing every row again.
+        return previous if previous.values is values else previous.with_lines(values, {})
 
     def _rearranged(self, family: Metric, header: Line, previous: Optional[_RenderedFamily],
                     label_names: Tuple[str, ...], labels: Sequence[Hashable],
