@@ -139,3 +139,21 @@ def test_a_long_first_read_hands_out_what_it_has_read_so_far(farm, monkeypatch):
     assert read == sorted(read) and read[-1] == len(paths)
     for step in steps:
         assert rows(reader.families(step)) == as_whole(reader, step)
+
+
+@pytest.mark.parametrize("bad", [{"value": None}, {"value": "7"}, {"value": 2**2000}, {"client": 5},
+                                 {"client": "bad\udcff"}])
+def test_a_file_whose_data_cannot_be_rendered_fails_alone_and_keeps_its_last_rows(farm, bad):
+    """Checked per file read (in C for families of rows), so that the section's render never meets it."""
+    folder, paths, reader = farm
+    reader.sync(None)
+    path = paths[4]
+    document = {"client": "c004", "value": 1, "threads": [], **bad}
+    with open(path, "w") as handle:
+        handle.write(json.dumps(document))  # ensure_ascii: a lone surrogate is written escaped
+    snapshot = reader.sync([path])
+    (status,) = [f for f in snapshot.files if f.path == path]
+    assert not status.up and status.parse_errors_total == 1
+    assert "cannot be exported" in status.last_error
+    assert rows(reader.families(snapshot)) == as_whole(reader, snapshot)
+    assert all(f.up for f in snapshot.files if f.path != path)
