@@ -297,11 +297,13 @@ class _Lines:
             at, resized = end, resized or len(changes[index]) != end - start
         pieces.append(view[at:])
         ends = self.ends
-        if resized:
-            lengths = self.lengths()
-            for index, line in changes.items():
-                lengths[index] = len(line)
-            ends = array.array("L", accumulate(lengths))
+        if resized:  # each end from the first resized line on moves by what the lines before it grew, in C
+            ends, shift, order = array.array("L", ends), 0, sorted(changes)
+            for number, index in enumerate(order):
+                shift += len(changes[index]) - (self.ends[index] - self.start(index))
+                stop = order[number + 1] if number + 1 < len(order) else len(ends)
+                if shift:
+                    ends[index:stop] = array.array("L", map(shift.__add__, ends[index:stop]))
         return _Lines(b"".join(pieces), ends)
 
     def rearranged(self, olds: Sequence[int], runs: Sequence[int], new_lines: Mapping[int, bytes]) -> _Lines:
