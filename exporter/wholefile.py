@@ -239,12 +239,16 @@ class WholeFileReader:
                 self._forget(gone)
         else:
             wanted = set(paths)
-        due = time.monotonic() + PROGRESS_SECONDS
+        started = time.monotonic()
+        due = started + PROGRESS_SECONDS
         for path in sorted(wanted):
             self._visit(path)
-            if self._dirty and time.monotonic() >= due:
+            now = time.monotonic()
+            if self._dirty and now >= due:
                 yield self._snapshot()
-                due = time.monotonic() + PROGRESS_SECONDS
+                # each step's render costs in proportion to the files read so far: steps grow with the read (a
+                # quarter of the time it has taken), so that a long read pays a few renders, not one per step
+                due = time.monotonic() + max(PROGRESS_SECONDS, (now - started) / 4)
         yield self._snapshot()
 
     def families(self, snapshot: WholeFileSnapshot) -> Iterable[Metric]:
