@@ -225,11 +225,12 @@ def _one_tree(name: str, tree: str, rush_only: str, both: str, sim: RrFarmSimula
         wait_for(lambda: _ready(url), "every RR file read", 1800)
         ready = time.monotonic() - started
         with ClientWriters(sim, writes) as writers:
+            before = writers.written
             exporter_cpu, worker_cpu = _window(proc.pid, seconds)
+            written = writers.written - before
             client_fresh = _client_freshness(url, marker, offset, rounds)
             rush_fresh = _rush_freshness(url, load, rounds)
             fetches = latencies(url + "/metrics", False, max(3, rounds))
-        written = writers.written
     finally:
         stop(proc)
 
