@@ -80,13 +80,20 @@ class ExporterExited(Exception):
         self.log = log
 
 
-def start_exporter(config_path: str, *extra: str, timeout: float = 1800.0,
-                   log: Optional[IO[bytes]] = None) -> Tuple[subprocess.Popen, str]:
-    """The exporter on a free loopback port, once ready (its first full read done)."""
+def spawn_exporter(config_path: str, *extra: str, log: Optional[IO[bytes]] = None,
+                   repo: str = REPO) -> Tuple[subprocess.Popen, str]:
+    """The exporter on a free loopback port, not waited for; ``repo``: the checkout whose ``exporter`` runs
+    (another tree, e.g. an older commit's ``git archive``, to measure before and after in one run)."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "exporter", "--config", config_path, "--web.listen-address",
-                             "127.0.0.1:%d" % port, "--log.level", "warn", *extra], cwd=REPO, stderr=log)
-    url = "http://127.0.0.1:%d" % port
+                             "127.0.0.1:%d" % port, "--log.level", "warn", *extra], cwd=repo, stderr=log)
+    return proc, "http://127.0.0.1:%d" % port
+
+
+def start_exporter(config_path: str, *extra: str, timeout: float = 1800.0,
+                   log: Optional[IO[bytes]] = None, repo: str = REPO) -> Tuple[subprocess.Popen, str]:
+    """The exporter on a free loopback port, once ready (its first full read done)."""
+    proc, url = spawn_exporter(config_path, *extra, log=log, repo=repo)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

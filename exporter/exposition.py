@@ -309,11 +309,13 @@ class _Lines:
             at, resized = end, resized or len(changes[index]) != end - start
         pieces.append(view[at:])
         ends = self.ends
-        if resized:
-            lengths = self.lengths()
-            for index, line in changes.items():
-                lengths[index] = len(line)
-            ends = array.array("L", accumulate(lengths))
+        if resized:  # each end from the first resized line on moves by what the lines before it grew, in C
+            ends, shift, order = array.array("L", ends), 0, sorted(changes)
+            for number, index in enumerate(order):
+                shift += len(changes[index]) - (self.ends[index] - self.start(index))
+                stop = order[number + 1] if number + 1 < len(order) else len(ends)
+                if shift:
+                    ends[index:stop] = array.array("L", map(shift.__add__, ends[index:stop]))
         return _Lines(b"".join(pieces), ends)
 
     def rearranged(self, olds: Sequence[int], runs: Sequence[int], new_lines: Mapping[int, bytes]) -> _Lines:
@@ -419,7 +421,12 @@ class _RenderedFamily:
         return new_text, new_openmetrics
 
     def with_lines(self, values: Sequence[float], changes: Mapping[int, Line]) -> _RenderedFamily:
-        """This family with new ``values`` whose changed rows' lines are ``changes``."""
+        """This family with new ``values`` whose changed rows' lines are ``changes`` (none: the same lines)."""
+        if not changes:
+            same = _RenderedFamily(self.header, self.label_names, self.labels, values, self.text, self.openmetrics,
+                                   self.series)
+            same._deflated.update(dict(self._deflated))  # one C-level copy: a scrape may be adding pieces
+            return same
         text = self.text.patched({index: line[0] for index, line in changes.items()})
         openmetrics = self.openmetrics
         if openmetrics is not None or any(line[1] is not line[0] for line in changes.values()):
@@ -429,6 +436,14 @@ class _RenderedFamily:
         pieces = dict(self._deflated)  # one C-level copy: a scrape may be adding pieces meanwhile
         changed._deflated.update((key, piece) for key, piece in pieces.items() if key[1] not in touched)
         return changed
+
+
+def _touched_since(family: Metric, values: Sequence[float]) -> Optional[Sequence[int]]:
+    """The indexes of ``family``'s rows whose values may differ from ``values``, when its rows were made from
+    rows holding ``values`` (``Rows.base``: a ``LiveRows`` whose keys stayed); None when not known."""
+    if isinstance(family, RowFamily) and family.rows.base is values:
+        return family.rows.touched
+    return None
 
 
 #: Samples that prometheus-client's text format moves to the end of their family, under a header of their own.
@@ -476,10 +491,14 @@ class SectionRenderer:
         self._families: Dict[Tuple[object, ...], _RenderedFamily] = {}
         self._strict = strict
         self._failure_log = RateLimitedLog(log)
+        #: The family objects last rendered: a reader that hands out the same object again (its snapshot did
+        #: not change) gets its render back without a look at its samples (an info family is not rows).
+        self._rendered_from: Dict[Tuple[object, ...], Metric] = {}
 
     def render(self, families: Iterable[Metric]) -> Section:
         started = time.perf_counter()
         rendered: Dict[Tuple[object, ...], _RenderedFamily] = {}
+        rendered_from: Dict[Tuple[object, ...], Metric] = {}
         occurrences: Dict[Tuple[str, str, str, str], int] = {}
         dropped: Dict[str, int] = {}
         for family in families:
@@ -487,8 +506,12 @@ class SectionRenderer:
             occurrence = occurrences[header_key] = occurrences.get(header_key, -1) + 1
             key = (*header_key, occurrence)  # a section may hold two families of one name (two readers)
             previous = self._families.get(key)
+            if previous is not None and self._rendered_from.get(key) is family:
+                rendered[key], rendered_from[key] = previous, family
+                continue
             try:
                 rendered[key] = self._render_family(family, previous)
+                rendered_from[key] = family  # only a whole render is reused: a partial one is counted each time
             except Exception as exc:  # one family must not fail its section (re-raised when strict)
                 if self._strict:
                     raise
@@ -497,7 +520,7 @@ class SectionRenderer:
                     rendered[key] = part
                 if left_out:
                     dropped[family.name] = dropped.get(family.name, 0) + left_out
-        self._families = rendered
+        self._families, self._rendered_from = rendered, rendered_from
         return Section(families=tuple(rendered.values()), series=sum(f.series for f in rendered.values()),
                        render_seconds=time.perf_counter() - started, dropped=tuple(sorted(dropped.items())))
 
@@ -532,18 +555,25 @@ class SectionRenderer:
         if previous is not None and previous.same_rows(label_names, labels):
             if previous.values is values:
                 return previous
-            return self._with_values(family, header, previous, values)
+            return self._with_values(family, header, previous, values, _touched_since(family, previous.values))
         return self._rearranged(family, header, previous, label_names, labels, values)
 
-    def _with_values(self, family: Metric, header: Line, previous: _RenderedFamily,
-                     values: Sequence[float]) -> _RenderedFamily:
-        """The usual change (counters went up): only the rows whose values changed are visited."""
+    def _with_values(self, family: Metric, header: Line, previous: _RenderedFamily, values: Sequence[float],
+                     touched: Optional[Sequence[int]] = None) -> _RenderedFamily:
+        """The usual change (counters went up): only the rows whose values changed are visited; ``touched``:
+        the only rows whose values may have changed, when the family's rows say (else all are compared in C)."""
         changes: Dict[int, Line] = {}
-        for index in _changed(previous.values, values):
+        changed = (_changed(previous.values, values) if touched is None else
+                   [index for index in touched if not _same_value(previous.values[index], values[index])])
+        for index in changed:
             value = values[index]
             changes[index] = (previous.line_for(index, value)
                               or _line(family, header, self._sample(family, index, previous.labels, value)))
-        return previous.with_lines(values, changes) if changes else previous
+        if changes:
+            return previous.with_lines(values, changes)
+        # Kept with the values it was given, so that the next render knows them by identity (``Rows.base``,
+        # ``previous.values is values``) instead of comparing every row again.
+        return previous if previous.values is values else previous.with_lines(values, {})
 
     def _rearranged(self, family: Metric, header: Line, previous: Optional[_RenderedFamily],
                     label_names: Tuple[str, ...], labels: Sequence[Hashable],

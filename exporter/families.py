@@ -34,6 +34,7 @@ from typing import (
     Mapping,
     Optional,
     Sequence,
+    Set,
     Tuple,
     TypeVar,
     Union,
@@ -117,14 +118,18 @@ class Rows(Mapping[Key, Any], Generic[Key]):
     strings in the mapping); ``sample_values`` are in the same order.
     """
 
-    __slots__ = ("_keys", "label_values", "_index", "sample_values")
+    __slots__ = ("_keys", "label_values", "_index", "sample_values", "base", "touched")
 
     def __init__(self, keys: Tuple[Key, ...], label_values: Tuple[Tuple[str, ...], ...], index: Mapping[Key, int],
-                 values: Tuple[Any, ...]):
+                 values: Tuple[Any, ...], base: Optional[Tuple[Any, ...]] = None, touched: Tuple[int, ...] = ()):
         self._keys = keys
         self.label_values = label_values
         self._index = index
         self.sample_values = values
+        #: ``LiveRows``: the values of the rows these were made from (the same keys), and the indexes whose
+        #: values may differ from them, so a renderer that has ``base`` visits those alone. None: not known.
+        self.base = base
+        self.touched = touched
 
     @classmethod
     def of(cls, mapping: Mapping[Key, Any]) -> Rows[Key]:
@@ -180,6 +185,7 @@ class LiveRows(Generic[Key]):
         self._removed = False
         self._frozen: Rows[Key] = Rows((), (), {}, ())
         self._changed = False
+        self._touched: Set[int] = set()  # indexes set to another value since the last ``frozen``
 
     def set(self, key: Key, value: Any) -> None:
         at = self._index.get(key)
@@ -189,7 +195,15 @@ class LiveRows(Generic[Key]):
                 self._changed = True
         elif not _same(self._values[at], value):
             self._values[at] = value
+            self._touched.add(at)
             self._changed = True
+
+    def __contains__(self, key: Key) -> bool:
+        """Whether ``key`` has a value now (set and not discarded since)."""
+        if key in self._added:
+            return True
+        at = self._index.get(key)
+        return at is not None and self._values[at] is not _ABSENT
 
     def discard(self, key: Key) -> None:
         if self._added.pop(key, _ABSENT) is not _ABSENT:
@@ -206,8 +220,10 @@ class LiveRows(Generic[Key]):
             self._rebuild()
         else:
             frozen = self._frozen
-            self._frozen = Rows(frozen._keys, frozen.label_values, frozen._index, tuple(self._values))
+            self._frozen = Rows(frozen._keys, frozen.label_values, frozen._index, tuple(self._values),
+                                frozen.sample_values, tuple(self._touched))
         self._changed = False
+        self._touched.clear()
         return self._frozen
 
     def _rebuild(self) -> None:
@@ -285,3 +301,15 @@ def gauge(name: str, doc: str, labels: Sequence[str], samples: Mapping[Key, floa
     family = RowGauge(name, doc, labels=labels)
     family._set_rows(labels, samples, family.name)
     return family
+
+
+#: A family made of rows by ``counter`` or ``gauge``.
+RowMetric = Union[RowCounter, RowGauge]
+
+
+def like(family: RowMetric, rows: Rows[Any]) -> RowMetric:
+    """A family of ``family``'s name, HELP, type and label names holding ``rows`` (shared, not copied)."""
+    kind = RowCounter if isinstance(family, RowCounter) else RowGauge
+    made = kind(family.name, family.documentation, labels=family.label_names, unit=family.unit)
+    made.label_names, made.sample_name, made.rows = family.label_names, family.sample_name, rows
+    return made

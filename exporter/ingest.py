@@ -35,7 +35,16 @@ from exporter.checkpoint import CheckpointCounts, Checkpointer, CheckpointStore
 from exporter.config import WatchConfig
 from exporter.debounce import Debouncer
 from exporter.logs import fields
-from exporter.sources import FileStatus, Interruptible, Reader, ReportsReading, Snapshot
+from exporter.sources import (
+    PROGRESS_SECONDS,
+    Batched,
+    FileStatus,
+    Interruptible,
+    Progressive,
+    Reader,
+    ReportsReading,
+    Snapshot,
+)
 
 log = logging.getLogger(__name__)
 _UP = attrgetter("up")  # of a FileStatus
@@ -56,6 +65,8 @@ class SourceIngest:
         self._watch = watch
         self._published = published
         self.debouncer = Debouncer(watch.debounce, watch.debounce_max_wait)
+        #: Passes start at most this often (``sources.Batched``): 0 for sources whose readers do not ask.
+        self._batch_seconds = max((r.batch_seconds for r in self.readers if isinstance(r, Batched)), default=0.0)
         self.snapshots: Dict[Reader, Snapshot] = {}
         # Zero from the start: increase() cannot see a counter's first step from nothing.
         self.failures: Counter = Counter({reader.kind: 0 for reader in self.readers})
@@ -125,20 +136,34 @@ class SourceIngest:
             reader.close()
 
     def sync(self, paths: Optional[Collection[str]]) -> None:
-        """Lets each reader read its share of ``paths`` (None: a full rescan)."""
+        """Lets each reader read its share of ``paths`` (None: a full rescan).
+
+        A full pass (the first read, a rescan) is published as it goes: after each reader but the last, and
+        every ``PROGRESS_SECONDS`` of a ``Progressive`` reader's read, so that a kind is served once its own
+        files are read, not after a reader of thousands of files (or one waiting on a hung read) is done.
+        The caller publishes the end of every pass.
+        """
         if paths is None:
             self.rescans += 1
-        for reader in self.readers:
+        published = time.monotonic()
+        for number, reader in enumerate(self.readers, 1):
             wanted = None if paths is None else {p for p in paths if any(pt.matches(p) for pt in reader.patterns)}
             if wanted is not None and not wanted and reader.patterns:
                 continue  # a reader without patterns reports on its source: it is synced on every pass
             try:
-                snapshot = reader.sync(wanted)
-                with self._snapshots_lock:
-                    self.snapshots[reader] = snapshot
+                steps = reader.sync_steps(wanted) if isinstance(reader, Progressive) else (reader.sync(wanted),)
+                for snapshot in steps:
+                    with self._snapshots_lock:
+                        self.snapshots[reader] = snapshot
+                    if time.monotonic() - published >= PROGRESS_SECONDS:
+                        self._published(self.section)
+                        published = time.monotonic()
             except Exception:  # keep serving the last good snapshot
                 self.failures[reader.kind] += 1
                 log.exception("reader failed; keeping its last good values")
+            if paths is None and number < len(self.readers):
+                self._published(self.section)
+                published = time.monotonic()
 
     def _loop(self) -> None:
         if self.checkpoints is not None:
@@ -180,6 +205,8 @@ class SourceIngest:
                 self.ingested_once.set()
             self._save_checkpoint(due_only=False)
             retry_at = self._next_retry(retry_at, now)
+            if self._batch_seconds:  # what changes meanwhile gathers in the debouncer for the next pass
+                self._stop.wait(max(0.0, now + self._batch_seconds - time.monotonic()))
 
     def _checkpoint_due(self) -> Optional[float]:
         return self.checkpoints.due_at() if self.checkpoints is not None else None

@@ -50,11 +50,13 @@ class FileRows:
         changed: Optional[Sequence[FileStatus]] = None if self._duplicates else _changed_in_place(files, self._files)
         moved = changed is None
         if changed is None:
+            before = {_key(f): f for f in self._files}
             keys = {_key(f) for f in files}
-            for gone in {_key(f) for f in self._files} - keys:
+            for gone in before.keys() - keys:
                 self._forget(gone)
             self._duplicates = len(keys) != len(files)
-            changed = files
+            # files came or went (a first read published as it goes): the others' rows stay unless new objects
+            changed = files if self._duplicates else [f for f in files if before.get(_key(f)) is not f]
         for status in changed:
             self._set(status)
         if moved or patterns != self._patterns:

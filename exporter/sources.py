@@ -23,6 +23,7 @@ from typing import (
     Collection,
     Dict,
     Iterable,
+    Iterator,
     Optional,
     Protocol,
     Sequence,
@@ -36,6 +37,11 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.paths import PathPattern
 from exporter.schema import Schema
+
+#: A pass of reads still going after this long is published as far as it got, and again after each as long
+#: (``Progressive``, ``ingest.SourceIngest.sync``): a first read of thousands of files is served as it goes, with
+#: at most four renders a second of it, the first a quarter second in.
+PROGRESS_SECONDS = 0.25
 
 #: Why a read failed when the file's content is not to blame (``FileStatus.read_failures``): the helper that
 #: reads it crashed (or broke its protocol) or hung past its timeout, the file system refused (``io``), the
@@ -135,6 +141,27 @@ class Interruptible(Protocol):
 
     def interrupt(self) -> None:
         """Makes the read in progress (if any) end soon, by raising; later reads raise too."""
+
+
+@runtime_checkable
+class Progressive(Protocol):
+    """A reader whose long sync hands out snapshots of what it has read so far (optional), about every
+    ``PROGRESS_SECONDS``, so that a first read of thousands of files is served while it goes on; the ingest
+    publishes them as they come."""
+
+    def sync_steps(self, paths: Optional[Collection[str]]) -> Iterator[Snapshot]:
+        """As ``sync``, yielding a snapshot now and then during a long sync; the last one is the whole sync's."""
+
+
+@runtime_checkable
+class Batched(Protocol):
+    """A reader whose changes are read in batches (optional): its source's passes start at most every
+    ``batch_seconds``, whatever changed meanwhile joining the next one. For files saved whole and seldom (an RR
+    client's stats every 20-30 s) that thousands of writers change at their own pace: a pass and the render that
+    follows cost about as much for fifty changed files as for one, and part of that cost grows with the files
+    configured (copies and comparisons in C of every row of a family)."""
+
+    batch_seconds: float
 
 
 @runtime_checkable

@@ -39,6 +39,29 @@ def test_live_rows_equal_a_sorted_mapping_of_the_same_changes(operations):
             assert renderer.render([gauge("demo_rows", "rows", ["key"], rows)]).text == render_section([fresh]).text
 
 
+@settings(max_examples=300, deadline=None)
+@given(operations=st.lists(st.tuples(st.sampled_from(["set", "set", "discard", "freeze", "render"]), KEYS, VALUES),
+                           max_size=60))
+def test_renders_that_skip_frozen_rows_equal_fresh_ones(operations):
+    """Renders need not see every ``frozen`` (a sync between two renders): the rows a render is told changed
+    (``Rows.touched``) are trusted only for rows made from the rows it rendered last."""
+    live, model, renderer = LiveRows(), {}, SectionRenderer()
+    for operation, key, value in operations + [("render", "a", 0)]:
+        if operation == "set":
+            live.set(key, value)
+            model[key] = value
+        elif operation == "discard":
+            live.discard(key)
+            model.pop(key, None)
+        elif operation == "freeze":
+            live.frozen()
+        else:
+            assert all(k in live for k in model) and not any(k in live for k in "abcdé" if k not in model)
+            fresh = gauge("demo_rows", "rows", ["key"], dict(model))
+            rendered = renderer.render([gauge("demo_rows", "rows", ["key"], live.frozen())])
+            assert rendered.text == render_section([fresh]).text
+
+
 def test_unchanged_live_rows_are_the_same_object_and_a_value_change_keeps_the_labels():
     live = LiveRows()
     for host in ("b", "a", "c"):

@@ -32,6 +32,9 @@ from exporter.wholefile import ReadFailed, WholeFileReader
 
 log = logging.getLogger(__name__)
 
+#: Royal Render's changed files are read in batches at most this often (``sources.Batched``).
+BATCH_SECONDS = 0.5
+
 
 class TimeChecks:
     """What the reads of each kind said about RR's times (``times.checked``) and the shape decided.
@@ -149,8 +152,13 @@ def file_reader(kind: Kind, patterns: Sequence[str], options: Mapping[str, Any],
         time_checks.add(label, data, path)
         return within_budget(data)  # on the ingest thread: every render of this data shows the same series
 
+    # Files of a kind that reads every match (one per client) each give their own series: a changed one
+    # replaces only its own rows (``merged``), whatever the number of files. RR saves each file whole every
+    # 20-90 s: changes are read in batches (BATCH_SECONDS), so thousands of clients saving at their own pace
+    # cost a few passes and renders a second, not one per file.
     return WholeFileReader(label, patterns, parse, lambda data: kind.families(data, options), kind.newest(options),
-                           failure_reasons=READ_FAILURE_REASONS)
+                           failure_reasons=READ_FAILURE_REASONS, merged=kind.select == "all",
+                           batch_seconds=BATCH_SECONDS)
 
 
 def _unopenable(path: str) -> Optional[str]:

@@ -29,7 +29,9 @@ def _readers(section: Optional[RoyalRenderConfig]):
     worker = WorkerClient(settings)
     failures, time_checks = MemberFailures(), TimeChecks()
     readers: List[Any] = []
-    for kind in KINDS:
+    # The kinds of one file (or the newest few) first, server stats first of all: a first read is published
+    # reader by reader (``ingest``), so the farm's overview is served before thousands of client files are read.
+    for kind in sorted(KINDS, key=lambda kind: kind.select == "all"):
         kind_config: KindConfig = section.kinds[kind.name]
         paths = kind_paths(kind, kind_config, settings.root) if kind_config.enabled else []
         if paths:
