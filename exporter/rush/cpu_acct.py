@@ -567,24 +567,18 @@ class CpuAcctReader:
 
     def restore(self, state: bytes) -> bool:
         """Loads a checkpoint taken by ``checkpoint`` before the first sync; False, changing nothing, if it is
-        of another version or does not have its shape (logged: the files are then read from the start).
+        of another version; ValueError (saying where, not quoting what), changing nothing, if it is not a
+        state this reader could have written under its configuration (``saved.load`` checks every value:
+        the files are then read from the start).
 
         A file whose cursor no longer matches the file at its path (same inode, other content: truncated
         or rewritten while the exporter was stopped) is read from the start, and its checkpointed
         contribution is taken out of the totals and the budgets' counters; a file that is gone keeps its
         contribution."""
-        try:
-            if saved.version_of(state) != STATE_VERSION:
-                return False
-            loaded = saved.load(state)
-            unknown = set(loaded.budgets) - {name for name, _ in self._label_budgets()}
-            if unknown:
-                raise ValueError("budgets of labels this reader does not have: %s" % sorted(unknown))
-            self._tailer.load(loaded.tailer)  # checks everything before it changes anything
-        except ValueError as exc:
-            log.warning("checkpoint does not have the expected shape; reading the files from the start",
-                        extra=fields(kind=KIND, reason=str(exc)[:500]))
+        if saved.version_of(state) != STATE_VERSION:
             return False
+        loaded = saved.load(state, self._limits())
+        self._tailer.load(loaded.tailer)  # checks the shape again before it changes anything
         self._files = loaded.files
         self._present = loaded.present
         self._gauge_host = loaded.gauge_host
@@ -597,6 +591,15 @@ class CpuAcctReader:
             self._forget_contribution(label)
         self._rebuild_totals()
         return True
+
+    def _limits(self) -> saved.Limits:
+        """What a checkpoint of this reader may hold: see ``saved.load``."""
+        return saved.Limits(
+            matches=lambda path: self._entry_for(path) is not None,
+            max_label_length=self._config.max_label_length,
+            capacities={name: budget.capacity for name, budget in self._label_budgets()},
+            horizon=time.time() + self._config.max_clock_skew,
+        )
 
     def _forget_contribution(self, label: str) -> None:
         """Takes a file's contribution out of the budgets' counters (its totals go with its state)."""
