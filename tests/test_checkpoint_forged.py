@@ -175,9 +175,19 @@ def _host_longer_than_the_label_limit(state):
     _one_file(state)["hosts"][long] = [1, 0, 0, 0, 10, 1, 2]
 
 
+def _gone_share_of_a_host_not_admitted(state):
+    state["gone"]["hosts"]["h99999"] = [1, 0, 0, 0, 10, 1, 2]
+    state["gone"]["records"]["h99999"] = {"process": 1}
+
+
+def _gone_records_of_10_400(state):
+    state["gone"]["records"]["render01"] = {"process": 10 ** 400}
+
+
 FORGERIES = [_frames_1e300, _frames_float_1e300, _total_10_400, _utilization_nan, _utilization_minus_1e308,
              _negative_lines, _record_time_far_ahead, _offset_past_any_file, _twenty_thousand_hosts,
-             _hosts_past_the_budget_not_admitted, _host_longer_than_the_label_limit]
+             _hosts_past_the_budget_not_admitted, _host_longer_than_the_label_limit,
+             _gone_share_of_a_host_not_admitted, _gone_records_of_10_400]
 
 
 def _started_on(genuine, tmp_path, forged: bytes) -> _Daemon:

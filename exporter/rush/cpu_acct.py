@@ -58,7 +58,7 @@ from exporter.rush.backlog import (
 )
 from exporter.rush.config import SERIES_PER_BREAKDOWN_VALUE, SERIES_PER_HOST, Breakdown, CpuAcctEntry, RushConfig
 from exporter.rush.records import STATUSES, SYSTEM, USER, WALL
-from exporter.rush.saved import FileState, SavedBudget, SavedReader
+from exporter.rush.saved import FileState, GoneShare, SavedBudget, SavedReader
 from exporter.rush.tally import BREAKDOWN_WALL, RECORD_NAMES, Exact, Tally
 from exporter.sources import FileStatus
 from exporter.tailer import MAX_LINE_BYTES, Backlog, LineState, Tailer
@@ -67,7 +67,8 @@ log = logging.getLogger(__name__)
 
 KIND = "rush_cpu_acct"
 #: Version of the checkpoint's content; a checkpoint of another version is ignored (files read again).
-STATE_VERSION = 1
+#: 2: the share of gone files merged by host (``gone``), their own state dropped.
+STATE_VERSION = 2
 
 _CACHE_NOTE = " (read from cpu.acct; cached between changes of the file)"
 Totals = List[Exact]
@@ -159,6 +160,8 @@ class CpuAcctReader:
         self._tailer = Tailer(self._consume, discarded=self._discarded, backlog=self._defer)
         self._backlogs = backlogs or BacklogReader(processes_to_use(config.read_processes))
         self._files: Dict[str, FileState] = {}
+        #: What files that are gone left in the totals, by host; their ``FileState`` is dropped (``_retire``).
+        self._gone = GoneShare()
         self._present: Set[str] = set()
         self._gauge_host: Dict[str, str] = {}
         self._hosts: Dict[str, Totals] = {}
@@ -190,6 +193,8 @@ class CpuAcctReader:
         self._live: Set[str] = set()
         self._dirty_hosts: Set[str] = set()
         self._dirty_labels: Set[str] = set(self._files) | self._present
+        #: Whether files' states may belong to files no longer followed (after a restore): see ``_retire``.
+        self._check_gone = True
 
     # -- reading -------------------------------------------------------------
 
@@ -434,6 +439,7 @@ class CpuAcctReader:
         """The snapshot, updated for the hosts and files this sync changed; the rest is reused as it was."""
         self._update_liveness()
         self._update_labels()
+        self._retire()
         self._update_host_totals()
         users, titles = self._users, self._titles
         user_frames, user_wall = users.views() if users else (None, None)
@@ -465,6 +471,31 @@ class CpuAcctReader:
         if live != self._live:
             self._dirty_labels |= live ^ self._live
             self._live = live
+            self._check_gone = True
+
+    def _retire(self) -> None:
+        """Drops the state of files that are gone (no cursor left: deleted, or rotated away and drained; not
+        matched any more), once their share is merged into their hosts' (``GoneShare``): the host totals stay,
+        counters never go down, and what is kept per file is the live files' (RSS and checkpoint size come back
+        after churn). The file's series went with its status already (``_update_status``)."""
+        if not self._check_gone:
+            return
+        self._check_gone = False
+        for label in self._files.keys() - self._live:
+            state = self._files.pop(label)
+            host = self._label_host.pop(label, None)
+            if host is not None:
+                self._gone.merge(state, host)
+                by_host = self._labels_by_host.get(host)
+                if by_host is not None:
+                    by_host.discard(label)
+                    if not by_host:
+                        del self._labels_by_host[host]
+                self._dirty_hosts.add(host)
+            else:  # never through _update_labels (a restore): its host as it would have been
+                self._gone.merge(state, self._host_of(label, state))
+            self._gauge_host.pop(label, None)
+            self._file_log.forget(label, label + "#future")
 
     def _update_labels(self) -> None:
         """File statuses and the per-host rows that sum over files (records, starts, gauges) of changed files."""
@@ -514,13 +545,14 @@ class CpuAcctReader:
     def _update_host_rows(self, host: str) -> None:
         """Records and daemon starts of every file of ``host``; gauges from them while one of them is live."""
         states = [self._files[label] for label in self._labels_by_host.get(host, ())]
+        gone_records = self._gone.records.get(host, {})
         for name in RECORD_NAMES.values():
-            count = sum(state.records.get(name, 0) for state in states)
+            count = sum(state.records.get(name, 0) for state in states) + gone_records.get(name, 0)
             if count:
                 self._records_view.set((host, name), count)
             else:
                 self._records_view.discard((host, name))
-        starts = sum(state.daemon_starts for state in states)
+        starts = sum(state.daemon_starts for state in states) + self._gone.daemon_starts.get(host, 0)
         if starts:
             self._starts_view.set(host, starts)
         else:
@@ -563,6 +595,7 @@ class CpuAcctReader:
             gauge_host=self._gauge_host,
             budgets={name: SavedBudget.of(budget) for name, budget in self._label_budgets()},
             files=self._files,
+            gone=self._gone,
         ))
 
     def restore(self, state: bytes) -> bool:
@@ -580,6 +613,7 @@ class CpuAcctReader:
         loaded = saved.load(state, self._limits())
         self._tailer.load(loaded.tailer)  # checks the shape again before it changes anything
         self._files = loaded.files
+        self._gone = loaded.gone
         self._present = loaded.present
         self._gauge_host = loaded.gauge_host
         for name, budget in self._label_budgets():
@@ -611,12 +645,14 @@ class CpuAcctReader:
             budget.overflowed = max(0, budget.overflowed - state.over_budget.get(name, 0))
 
     def _rebuild_totals(self) -> None:
-        """Totals as the sum of every file's contribution (exact: the same as when they were added up)."""
+        """Totals as the sum of every file's contribution and the gone files' share (exact: the same as when
+        they were added up)."""
         self._hosts = {}
         for breakdown in (self._users, self._titles):
             if breakdown is not None:
                 breakdown.totals, breakdown.dirty = {}, set()
-        for state in self._files.values():
+        shares: List[FileState | GoneShare] = [*self._files.values(), self._gone]
+        for state in shares:
             for host, totals in state.hosts.items():
                 _add(self._hosts, host, totals)
             for breakdown, contributed in ((self._users, state.users), (self._titles, state.titles)):
@@ -625,7 +661,7 @@ class CpuAcctReader:
                         _add(breakdown.totals, label, totals)
                     breakdown.dirty |= set(contributed)
         self._init_views()
-        self._dirty_hosts = set(self._hosts)
+        self._dirty_hosts = set(self._hosts) | set(self._gone.records) | set(self._gone.daemon_starts)
 
 
 def families(snap: CpuAcctSnapshot) -> Iterable[Metric]:

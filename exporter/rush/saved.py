@@ -142,6 +142,57 @@ class FileState:
         )
 
 
+@dataclass
+class GoneShare:
+    """What files that are gone (deleted, or rotated away and drained) left behind, merged by host: their
+    share of the totals (counters never go down), while their own ``FileState`` is dropped, so the state of a
+    farm whose files come and go stays the size of its live files and hosts.
+
+    ``records`` and ``daemon_starts`` are by the gauge host the file had (the ``host`` label of
+    ``rush_records_total`` and ``rush_daemon_starts_total``); ``hosts``, ``users`` and ``titles`` as in
+    ``FileState``. Gauges (utilization, online, last record) are not kept: they come from live files only."""
+
+    hosts: Dict[str, Totals] = field(default_factory=dict)
+    users: Dict[str, Totals] = field(default_factory=dict)
+    titles: Dict[str, Totals] = field(default_factory=dict)
+    records: Dict[str, Dict[str, int]] = field(default_factory=dict)
+    daemon_starts: Dict[str, int] = field(default_factory=dict)
+
+    def merge(self, state: FileState, host: str) -> None:
+        """Takes in a gone file's share; ``host``: its gauge host."""
+        for mine, theirs in ((self.hosts, state.hosts), (self.users, state.users), (self.titles, state.titles)):
+            for label, totals in theirs.items():
+                into = mine.setdefault(label, [0] * len(totals))
+                for slot, value in enumerate(totals):
+                    into[slot] += value
+        if state.records:
+            records = self.records.setdefault(host, {})
+            for name, count in state.records.items():
+                records[name] = records.get(name, 0) + count
+        if state.daemon_starts:
+            self.daemon_starts[host] = self.daemon_starts.get(host, 0) + state.daemon_starts
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"hosts": _totals(self.hosts), "users": _totals(self.users), "titles": _totals(self.titles),
+                "records": self.records, "daemon_starts": self.daemon_starts}
+
+    @classmethod
+    def from_json(cls, raw: Any, where: str, check: Optional[_Check] = None) -> GoneShare:
+        check = check or _Check.lenient()
+        raw = _dict(raw, where)
+        _keys(raw, {f.name for f in dataclasses.fields(cls)}, where)
+        at = where + "."
+        return cls(
+            hosts=check.totals(raw["hosts"], "host", HOST_SLOTS, at + "hosts"),
+            users=check.totals(raw["users"], "user", BREAKDOWN_SLOTS, at + "users"),
+            titles=check.totals(raw["titles"], "title", BREAKDOWN_SLOTS, at + "titles"),
+            records={check.host(host, at + "records"): _counts(counts, at + "records", _RECORD_NAMES)
+                     for host, counts in _dict(raw["records"], at + "records").items()},
+            daemon_starts={check.host(host, at + "daemon_starts"): _count(count, at + "daemon_starts")
+                           for host, count in _dict(raw["daemon_starts"], at + "daemon_starts").items()},
+        )
+
+
 class SavedBudget(NamedTuple):
     """A label budget's admissions (in order) and counters."""
 
@@ -177,7 +228,7 @@ class SavedBudget(NamedTuple):
 
 
 class SavedReader(NamedTuple):
-    """Everything a checkpoint of the reader holds, checked (``load``); ``tailer`` is checked by the tailer."""
+    """Everything a checkpoint of the reader holds, checked (``load``; ``tailer`` converted by the tailer)."""
 
     version: int
     tailer: Dict[str, Any]
@@ -185,11 +236,13 @@ class SavedReader(NamedTuple):
     gauge_host: Dict[str, str]
     budgets: Dict[str, SavedBudget]
     files: Dict[str, FileState]
+    gone: GoneShare
 
     def to_json(self) -> Dict[str, Any]:
         return {"version": self.version, "tailer": self.tailer, "present": sorted(self.present),
                 "gauge_host": self.gauge_host, "budgets": {name: b.to_json() for name, b in self.budgets.items()},
-                "files": {label: state.to_json() for label, state in self.files.items()}}
+                "files": {label: state.to_json() for label, state in self.files.items()},
+                "gone": self.gone.to_json()}
 
 
 def config_key(config: RushConfig) -> RushConfig:
@@ -258,6 +311,7 @@ def load(data: bytes, limits: Limits) -> SavedReader:
         gauge_host=gauge_host,
         budgets=budgets,
         files=files,
+        gone=GoneShare.from_json(raw["gone"], "gone", check),
     )
 
 
