@@ -26,9 +26,11 @@ refused (``NotRegularFile``), never waited on. Paths point at cursors, so
   writes a temporary file and renames it over the old one) continues at the
   old offset, verified by the first line and the bytes before the offset;
 - so does a file that comes back at its path after its folder went away (a
-  share unmounted and mounted again): the read position of a closed file
-  whose folder is missing, unreadable or on another device is remembered by
-  path (a few hundred bytes each, the newest ``REMEMBERED_FILES``), and a
+  share unmounted and mounted again) or after something else took its path
+  (a FIFO, a device): the read position of a closed file whose folder is
+  missing, unreadable or on another device, or whose path was taken, is
+  remembered by path (a few hundred bytes each, the newest
+  ``REMEMBERED_FILES``), and a
   reappearing file that continues it is not counted again. A file deleted
   from a folder that is still there is forgotten at once (a file re-created
   at its path is a new file), so churn leaves nothing behind; and a copy at
@@ -419,7 +421,7 @@ class Tailer:
             with opened(path) as (fd, st):
                 self._follow(path, fd, _identity(st))
         except NotRegularFile:
-            self.forget(path)
+            self.forget(path, replaced=True)
             raise
 
     def _follow(self, path: str, fd: int, identity: Identity) -> None:
@@ -441,8 +443,9 @@ class Tailer:
         self._resume(cursor, path, fd)
         self._read(cursor, fd)
 
-    def forget(self, path: str) -> None:
-        """``path`` no longer names a followed file: a renamed file drains, then closes; a deleted one closes."""
+    def forget(self, path: str, replaced: bool = False) -> None:
+        """``path`` no longer names a followed file: a renamed file drains, then closes; a deleted one closes.
+        ``replaced``: the path names something else now (a FIFO, a device): the file may be put back."""
         cursor = self._by_path.pop(path, None)
         if cursor is None:
             return
@@ -451,7 +454,7 @@ class Tailer:
             return
         cursor.where = locate(cursor.identity, os.path.dirname(path))
         if cursor.where is None:
-            self._close(cursor, os.path.dirname(path))
+            self._close(cursor, os.path.dirname(path), replaced)
         else:
             cursor.retired_at = time.monotonic()
             self._retired.append(cursor)
@@ -487,16 +490,18 @@ class Tailer:
         cursor.where = None
         self._by_path[path] = cursor
 
-    def _close(self, cursor: _Cursor, folder: Optional[str] = None) -> None:
+    def _close(self, cursor: _Cursor, folder: Optional[str] = None, replaced: bool = False) -> None:
         """A finished file: its last line counts even without a final newline. Its position is remembered
-        only if its folder (``folder``, where it was last seen) went away with it: a share unmounted, whose
-        file may come back with more lines. A file deleted from a folder that is still there, or rotated
-        away and drained, is forgotten (a file re-created at its path is a new file), so files that come and
-        go leave nothing behind."""
+        only if the file may come back with more lines: its folder (``folder``, where it was last seen) went
+        away with it (a share unmounted), or its path was taken by something else (``replaced``: a FIFO,
+        a device). A file deleted from a folder that is still there, its path left free, or rotated away and
+        drained, is forgotten (a file re-created at its path is a new file), so files that come and go leave
+        nothing behind."""
         if cursor.partial:
             self._sink(cursor.label, cursor.partial + b"\n")
             cursor.partial = b""
-        elif cursor.fingerprint and _folder_away(cursor.identity, folder or os.path.dirname(cursor.label)):
+        elif cursor.fingerprint and (replaced or _folder_away(cursor.identity,
+                                                              folder or os.path.dirname(cursor.label))):
             self._gone[cursor.label] = cursor.position()
             self._gone.move_to_end(cursor.label)
             while len(self._gone) > REMEMBERED_FILES:

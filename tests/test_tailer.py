@@ -252,6 +252,22 @@ def test_a_file_that_comes_back_continues_where_it_stopped(tmp_path):
     assert sink.lines == ["first", "second", "third"]
 
 
+def test_a_file_whose_path_a_fifo_took_continues_when_it_is_put_back(tmp_path):
+    path, aside = str(tmp_path / "cpu.acct"), str(tmp_path / ".aside")
+    tailer, sink = make()
+    append(path, "first\nsecond\n")
+    tailer.follow(path)
+    saved = open(path).read()
+    os.mkfifo(aside)
+    os.rename(aside, path)
+    with pytest.raises(OSError, match="FIFO"):
+        tailer.follow(path)
+    append(aside, saved + "third\n")
+    os.rename(aside, path)
+    tailer.follow(path)
+    assert sink.lines == ["first", "second", "third"]
+
+
 def test_a_file_deleted_from_a_folder_that_stays_is_forgotten(tmp_path):
     """Churn: nothing is kept of a deleted file; one re-created at its path is a new file, read whole."""
     path = str(tmp_path / "cpu.acct")
