@@ -19,6 +19,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
 
 from prometheus_client.metrics_core import Metric
 
+from exporter import containment
 from exporter.config import Config
 from exporter.sources import registered_sources
 
@@ -133,6 +134,7 @@ def with_history() -> List[str]:
 def run(config: Config, output: str, since: float, until: float, sources: Sequence[str], step: float,
         strict: bool, err: TextIO = sys.stderr) -> int:
     """Writes the backfill file; 0 on success, 1 if inputs were skipped, 2 when ``strict`` stopped it."""
+    containment.follow_outside(config.watch.follow_symlinks_outside)  # as the daemon reads them
     store = SampleStore(since, until)
     sink = _Sink(store, step, err)
     problems: List[str] = []

@@ -23,19 +23,18 @@ discarded whole, counted by reason (``DISCARD_REASONS``, the exporter's
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
 import os
 import re
-import stat
 import tempfile
 import time
 from collections import Counter
 from typing import Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from exporter import __version__
+from exporter.boundedfile import read_regular
 from exporter.logs import fields
 from exporter.sources import Checkpointed, Reader
 from exporter.status import CHECKPOINT_DISCARD_REASONS as DISCARD_REASONS
@@ -57,7 +56,6 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 #: A bigger checkpoint file is ignored (files read from the start): far above 20,000 files' state, far below
 #: what would strain the daemon's memory.
 MAX_BYTES = 512 << 20
-_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
 
 
 def default_path(environ: Optional[Dict[str, str]] = None) -> str:
@@ -124,29 +122,10 @@ class CheckpointStore:
 def _read_regular(path: str) -> bytes:
     """The content of the regular file at ``path``, not through a symlink, at most ``MAX_BYTES``; OSError else.
 
-    ``O_NONBLOCK`` keeps a FIFO planted at the path from blocking the open, and the type and size are checked
-    on the descriptor (as ``tailer.open_regular`` does), so nothing planted in the directory can hang the start
-    or fill the memory."""
-    fd = os.open(path, _READ_FLAGS)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "refused: not a regular file", path)
-        if st.st_size > MAX_BYTES:
-            raise OSError(errno.EFBIG, "refused: larger than %d bytes" % MAX_BYTES, path)
-        chunks = []
-        left = MAX_BYTES + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        if left <= 0:
-            raise OSError(errno.EFBIG, "refused: larger than %d bytes" % MAX_BYTES, path)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
+    Opened as the configuration is (``boundedfile.read_regular``): ``O_NONBLOCK`` keeps a FIFO planted at the
+    path from blocking the open, and the type and size are checked on the descriptor, so nothing planted in
+    the directory can hang the start or fill the memory."""
+    return read_regular(path, MAX_BYTES, follow_symlinks=False)
 
 
 def _verified(data: bytes, source: str, kind: str, config: str) -> Tuple[Optional[bytes], Optional[str],

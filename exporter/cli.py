@@ -1,7 +1,8 @@
 """Command line, in the style of Prometheus exporters (``--web.listen-address`` ...).
 
 Exit codes: 0 success, 1 runtime failure (e.g. port in use), 2 invalid
-configuration or usage.
+configuration or usage (for ``--check-config`` also a configuration error
+that is valid YAML but cannot work, such as a missing interpreter).
 
 Each mode imports the parts it uses when it runs (the demo farm, the web
 config, the daemon and its HTTP server): ``--once`` and ``--check-config``
@@ -15,7 +16,7 @@ import argparse
 import logging
 import platform
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from exporter import __version__, logs
 from exporter.config import ConfigError, load, notices
@@ -70,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--once", action="store_true",
                       help="read every configured file once, print the exposition to stdout and exit")
     mode.add_argument("--check-config", action="store_true",
-                      help="validate the configuration and exit: 0 valid, 2 invalid (every problem listed); "
-                           "warnings (a missing folder, a kind without a path) go to stderr")
+                      help="validate the configuration and exit: 0 valid, 2 invalid or cannot work (every problem "
+                           "listed: an error such as a missing or too old royalrender.python); warnings (a missing "
+                           "folder, a kind without a path) go to stderr")
     parser.add_argument("--strict", action="store_true",
                         help="treat configuration warnings as errors: --check-config and start-up exit 2")
     parser.add_argument("--demo", action="store_true",
@@ -225,7 +227,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_INVALID
-    if _warned(config, args.check_config) and args.strict:
+    errors, warnings = _reported(config, args.check_config)
+    if args.check_config and errors:
+        print("renderfarm-exporter: the configuration cannot work as written (errors above): exiting",
+              file=sys.stderr)
+        return EXIT_INVALID
+    if (errors or warnings) and args.strict:
         print("renderfarm-exporter: configuration warnings and --strict: exiting", file=sys.stderr)
         return EXIT_INVALID
     if args.check_config:
@@ -234,15 +241,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     return run(config, args)
 
 
-def _warned(config, to_stderr: bool) -> bool:
-    """Says what in the configuration will not work (stderr for --check-config, the log at start-up)."""
+def _reported(config, to_stderr: bool) -> Tuple[int, int]:
+    """Says what in the configuration will not work (stderr for --check-config, the log at start-up); returns
+    how many errors and warnings. Start-up runs on after errors: the rest of the configuration still works."""
     found = notices(config)
     for notice in found:
         if to_stderr:
-            print("warning: " + notice, file=sys.stderr)
+            print(("error: " if notice.error else "warning: ") + notice.text, file=sys.stderr)
+        elif notice.error:
+            log.error("configuration cannot work as written", extra=logs.fields(problem=notice.text))
         else:
-            log.warning("configuration will not work as written", extra=logs.fields(problem=notice))
-    return bool(found)
+            log.warning("configuration will not work as written", extra=logs.fields(problem=notice.text))
+    errors = sum(1 for notice in found if notice.error)
+    return errors, len(found) - errors
 
 
 def listen_addresses(args) -> List[str]:

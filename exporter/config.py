@@ -12,10 +12,16 @@ from typing import Any, Dict, List, Mapping
 
 import yaml
 
-from exporter.schema import Duration, Errors, Field, OneOf, Problem, Struct, load_document
+from exporter.boundedfile import read_regular
+from exporter.schema import Boolean, Duration, Errors, Field, OneOf, Problem, Struct, compose, load_document
 from exporter.sources import registered_sources
 
 WATCH_MODES = ("auto", "events", "poll")
+#: A bigger configuration file is refused: a real one is a few KiB, and the YAML parser holds every node of it.
+MAX_CONFIG_BYTES = 1 << 20
+#: Seconds the open and read of the configuration file (or the web config file, or a certificate it names) may
+#: take before it is abandoned and reported (a hung share): a reload is never held up longer by one file.
+READ_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,7 @@ class WatchConfig:
     debounce: float = 0.02
     debounce_max_wait: float = 0.1
     stuck_read_timeout: float = 10.0
+    follow_symlinks_outside: bool = False
 
 
 WATCH_SCHEMA = Struct(
@@ -40,6 +47,8 @@ WATCH_SCHEMA = Struct(
         "debounce_max_wait": Field(Duration(), default=0.1, doc="longest a busy file waits to be read"),
         "stuck_read_timeout": Field(Duration(), default=10.0,
                                     doc="a file read taking longer is reported stuck (source_up 0, logged)"),
+        "follow_symlinks_outside": Field(Boolean(), default=False,
+                                         doc="read matched paths that lead outside the configured folders"),
     },
     build=WatchConfig,
 )
@@ -74,9 +83,10 @@ def _root_schema() -> Struct:
 
 def _empty(text: str) -> bool:
     try:
-        return yaml.safe_load(text) is None
+        node = compose(text)
     except yaml.YAMLError:
         return False  # load_document reports it with its line
+    return node is None or (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null")
 
 
 def parse(text: str, source: str = "<config>") -> Config:
@@ -90,26 +100,41 @@ def parse(text: str, source: str = "<config>") -> Config:
     return config
 
 
+def read_text(path: str, max_bytes: int) -> str:
+    """The text of a configuration file, read as checkpoints are (``boundedfile.read_regular``): a regular file
+    of at most ``max_bytes`` (a FIFO, a device or a directory is refused, never waited on), read within
+    ``READ_TIMEOUT``; else ConfigError saying why. The configuration and the web config file both use it."""
+    try:
+        return read_regular(path, max_bytes, timeout=READ_TIMEOUT).decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(path, [Problem("", None, "cannot read: %s" % (exc.strerror or exc))]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, [Problem("", None, "cannot read: not UTF-8 text (%s)" % exc)]) from None
+
+
 def load(path: str) -> Config:
     """The configuration in ``path``; relative paths in it are relative to its folder, never the working one."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, [Problem("", None, "cannot read: %s" % exc)]) from None
-    config = parse(text, path)
+    config = parse(read_text(path, MAX_CONFIG_BYTES), path)
     folder = os.path.dirname(os.path.abspath(path))
     resolved = {source.name: source.relative_to(config.sources[source.name], folder)
                 if config.sources[source.name] is not None else None for source in registered_sources()}
     return replace(config, sources=resolved)
 
 
-def notices(config: Config) -> List[str]:
-    """What the configuration asks for that will not work, each as ``key path: problem``."""
+@dataclass(frozen=True)
+class Notice:
+    """A source's ``ConfigNotice`` with its full key path: ``text`` is ``key path: problem``."""
+
+    text: str
+    error: bool  # cannot work as written (--check-config exits 2), else a warning
+
+
+def notices(config: Config) -> List[Notice]:
+    """What the configuration asks for that will not work, errors and warnings."""
     found = []
     for source in registered_sources():
         section = config.sources[source.name]
         if section is not None:
-            found += ["%s: %s" % (".".join(filter(None, (source.name, n.key))), n.message)
+            found += [Notice("%s: %s" % (".".join(filter(None, (source.name, n.key))), n.message), n.error)
                       for n in source.check(section)]
     return found

@@ -17,9 +17,11 @@ import logging
 import signal
 import threading
 import time
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from exporter import sdnotify
+from exporter.attempts import Attempt
+from exporter.boundedfile import stuck_reads
 from exporter.checkpoint import CheckpointStore
 from exporter.config import Config, ConfigError, load
 from exporter.core import Parts, build_readers
@@ -34,6 +36,14 @@ from exporter.web.webconfig import CHECK_INTERVAL, WebConfigFile
 
 log = logging.getLogger(__name__)
 
+WEB_CHECK = "web config check"
+
+
+#: Longest a reload (or a look at the web config file) may run before it is abandoned and reported. One file
+#: read gives up after ``config.READ_TIMEOUT`` (5 s), so only something else that hangs (a ``stat`` on a hung
+#: share, building readers) reaches this.
+RELOAD_DEADLINE = 30.0
+
 
 class Reloader:
     """Re-reads the config file into the running pipeline; one reload at a time.
@@ -43,16 +53,26 @@ class Reloader:
     changes nothing and is reported, with every problem, to the caller.
     Each outcome, and each re-read of the web config file, goes on the
     status board.
+
+    Each reload, and each look at the web config file, is an ``Attempt`` on
+    a thread of its own, given up on after ``deadline`` seconds: reported
+    (log, status board, the failure counter) while the reload thread goes
+    on, so the next SIGHUP or ``POST /-/reload`` is served. ``health`` says
+    what is stuck meanwhile.
     """
 
     def __init__(self, config_path: Optional[str], config: Config, pipeline: Pipeline, board: StatusBoard,
-                 web: WebConfigFile):
+                 web: WebConfigFile, deadline: float = RELOAD_DEADLINE):
         self._path = config_path
         self._config = config
         self._pipeline = pipeline
         self._board = board
         self.web = web
-        self._lock = threading.Lock()
+        self.deadline = deadline
+        self._dispatch = threading.Lock()  # one reload waited for at a time (SIGHUP and POST /-/reload)
+        self._applying = threading.Lock()  # held while a new configuration is swapped in
+        self._attempts: List[Attempt] = []  # started and not ended (abandoned ones stay until they end)
+        self._attempts_lock = threading.Lock()
         board.config_loaded(time.time())
         board.web_config_read(web.status)
         web.on_change = self._web_changed
@@ -67,29 +87,112 @@ class Reloader:
                     self.reload()
                     sdnotify.notify("READY=1")
                 else:
-                    self.web.refresh()
+                    self.check_web_config()
             except Exception:  # the thread must outlive any one failure
                 log.exception("reload thread: unexpected failure; going on")
 
     def _web_changed(self) -> None:
         self._board.web_config_read(self.web.status)
 
+    # -- attempts ---------------------------------------------------------------
+
+    def _start(self, what: str, work) -> Attempt:
+        attempt = Attempt(what, work, on_end=self._ended)
+        with self._attempts_lock:
+            self._attempts.append(attempt)
+        return attempt.start()
+
+    def _ended(self, attempt: Attempt) -> None:
+        with self._attempts_lock:
+            self._attempts.remove(attempt)
+        if attempt.abandoned:
+            log.warning("an abandoned attempt ended", extra=fields(what=attempt.what, seconds=round(attempt.age(), 1),
+                                                                   outcome=attempt.outcome or "success"))
+            self._board.reload_stuck(self._stuck_text())
+
+    def _stuck(self) -> List[Attempt]:
+        """Attempts running past the deadline (abandoned, or about to be)."""
+        with self._attempts_lock:
+            return [a for a in self._attempts if a.running and (a.abandoned or a.age() > self.deadline)]
+
+    def _stuck_text(self) -> str:
+        return "; ".join("%s running for %.0f s, still %s" % (a.what, a.age(), a.step) for a in self._stuck())
+
+    def health(self) -> Optional[str]:
+        """Why the daemon cannot reload as it should now (for ``/-/healthy``), or None: a reload or web config
+        check running past the deadline, or a read of the config or web config file abandoned at its deadline
+        that has not returned (a hung share)."""
+        reasons = ["%s running for %.0f s, still %s" % (a.what, a.age(), a.step) for a in self._stuck()]
+        paths = ((self._path,) if self._path else ()) + tuple(self.web.current().files)
+        reasons += ["a read of %s abandoned %.0f s ago has not returned (a hung share?)" % (path, seconds)
+                    for path, seconds in stuck_reads(paths)]
+        return "; ".join(reasons) or None
+
+    def security_stuck(self) -> bool:
+        """Whether changes of the web config (TLS, users) cannot be applied now: a look at it is stuck past the
+        deadline, or a read of it (or of a file it names) is stuck. The systemd watchdog is then not fed."""
+        return any(a.what == WEB_CHECK for a in self._stuck()) or bool(self.web.stuck_reads())
+
+    def check_web_config(self) -> None:
+        """The look at the web config file every second, as an attempt: a ``stat`` or read that hangs is given up
+        on at the deadline (counted as refused, logged, the previous settings kept) instead of holding the
+        reload thread; no other look starts while it hangs."""
+        if not self.web.path:
+            return
+        with self._attempts_lock:
+            if any(a.what == WEB_CHECK for a in self._attempts):
+                return
+        attempt = self._start(WEB_CHECK, lambda attempt: self.web.refresh())
+        problem = attempt.wait(self.deadline)
+        if attempt.abandoned and problem is not None:
+            self.web.abandoned(problem)
+            self._board.reload_stuck(self._stuck_text())
+
+    # -- reloads ----------------------------------------------------------------
+
     def reload(self) -> Optional[str]:
-        """None when the new config runs, else why it was rejected."""
-        with self._lock:
-            self.web.refresh()
-            try:
-                if self._path:
-                    self._apply(load(self._path))
-                problem = None
-            except ConfigError as exc:
-                problem = str(exc)
-            except Exception as exc:  # a reload must never take the daemon down
-                log.exception("applying the new configuration failed")
-                problem = "applying the new configuration failed: %s" % exc
+        """None when the new config runs, else why it was rejected (or that it was abandoned)."""
+        problem: Optional[str]
+        if not self._dispatch.acquire(timeout=self.deadline):
+            problem = "another reload has been running for more than %g s" % self.deadline
             self._record(problem)
+            return problem
+        try:
+            attempt = self._start("configuration reload", self._attempt_reload)
+            problem = attempt.wait(self.deadline)
+            self._record(problem)
+            if attempt.abandoned:
+                self._board.reload_stuck(self._stuck_text())
             self._pipeline.request_rescan()
             return problem
+        finally:
+            self._dispatch.release()
+
+    def _attempt_reload(self, attempt: Attempt) -> Optional[str]:
+        """One reload, on its attempt's thread."""
+        attempt.step = "re-reading the web config file"
+        self.web.refresh()
+        if not self._path:
+            return None
+        attempt.step = "reading %s" % self._path
+        try:
+            new = load(self._path)
+        except ConfigError as exc:
+            return str(exc)
+        attempt.step = "waiting for an earlier reload to finish applying its configuration"
+        if not self._applying.acquire(timeout=max(0.0, self.deadline - attempt.age())):
+            return "an earlier reload is still applying its configuration"
+        try:
+            if attempt.given_up():
+                return "abandoned before it was applied: nothing changed"
+            attempt.step = "applying the new configuration (new readers, watches)"
+            self._apply(new)
+        finally:
+            self._applying.release()
+        if attempt.given_up():  # it was given up on while applying, and reported failed: it runs now after all
+            log.warning("an abandoned reload applied its configuration late", extra=fields(file=self._path))
+            self._board.reload_succeeded(time.time())
+        return None
 
     def _apply(self, new: Config) -> None:
         running = self._pipeline.readers()
@@ -109,7 +212,7 @@ class Reloader:
         else:
             log.error("configuration reload failed; the previous configuration keeps running",
                       extra=fields(file=self._path, error=problem))
-            self._board.reload_failed(time.time())
+            self._board.reload_failed(time.time(), problem)
 
 
 def serve(config: Config, listen_addresses: Sequence[str], telemetry_path: str,
@@ -130,7 +233,7 @@ def serve(config: Config, listen_addresses: Sequence[str], telemetry_path: str,
     app = App(telemetry_path, renderer.exposition_for_scrape, renderer.is_ready,
               lambda query: statuspage.render(parts.status(), renderer.sections(), telemetry_path,
                                               renderer.is_ready(), config_path, query),
-              web=web, reload=reloader.reload if enable_lifecycle else None)
+              web=web, reload=reloader.reload if enable_lifecycle else None, health=reloader.health)
     server = make_server(listen_addresses, app, systemd_socket)
     http_thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     reload_requested = threading.Event()
@@ -147,7 +250,7 @@ def serve(config: Config, listen_addresses: Sequence[str], telemetry_path: str,
     http_thread.start()
     reload_thread.start()
     sdnotify.notify("READY=1")
-    _supervise(stop, parts, (http_thread, reload_thread))
+    _supervise(stop, parts, (http_thread, reload_thread), reloader)
     log.info("shutting down")
     sdnotify.notify("STOPPING=1")
     server.shutdown()
@@ -165,8 +268,16 @@ def _install_signal_handlers(stop: threading.Event, reload_requested: threading.
     signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
 
 
-def _supervise(stop: threading.Event, parts: Parts, threads: Sequence[threading.Thread]) -> None:
-    """Pings the systemd watchdog, only while the pipeline and the HTTP and reload threads are alive.
+def _supervise(stop: threading.Event, parts: Parts, threads: Sequence[threading.Thread],
+               reloader: Optional[Reloader] = None) -> None:
+    """Pings the systemd watchdog, only while the pipeline and the HTTP and reload threads are alive, and
+    changes of the web config can be applied (``Reloader.security_stuck``).
+
+    A look at the web config file stuck past the deadline means a user removed from it, or a revoked
+    certificate, stays in force for as long as it hangs: the ping is withheld, so systemd restarts the
+    daemon, which then reads the file afresh or, if it still cannot, refuses to start (exit 2): closed,
+    never open. A stuck *configuration* reload only makes ``/-/healthy`` answer 503: it cannot weaken
+    security, and the next reload is tried beside it.
 
     Nothing else runs here, so no reload or read can hold a ping back.
     """
@@ -176,7 +287,10 @@ def _supervise(stop: threading.Event, parts: Parts, threads: Sequence[threading.
             pass
         return
     while True:
-        if parts.alive() and all(thread.is_alive() for thread in threads):
+        if reloader is not None and reloader.security_stuck():
+            log.error("changes of the web config file cannot be applied (a look at it is stuck); withholding "
+                      "the systemd watchdog ping so systemd restarts us", extra=fields(reason=reloader.health()))
+        elif parts.alive() and all(thread.is_alive() for thread in threads):
             sdnotify.notify("WATCHDOG=1")
         else:
             log.error("a pipeline thread died; withholding the systemd watchdog ping so systemd restarts us")

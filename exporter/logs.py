@@ -62,6 +62,35 @@ def _logfmt_value(value) -> str:
     return '"' + _UNSAFE.sub(_escape, text) + '"'
 
 
+#: Most characters of a statistics file's content a log line shows (``line_fields``).
+EXCERPT_CHARACTERS = 16
+_NOT_PRINTABLE_ASCII = re.compile(r"[^\x20-\x5b\x5d-\x7e]")  # backslash included, so escapes stay one-to-one
+
+
+def _escape_any(match: re.Match) -> str:
+    code = ord(match.group())
+    if code == 0x5C:
+        return "\\\\"
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (decoded with surrogateescape)
+        return "\\x%02x" % (code - 0xDC00)
+    return "\\x%02x" % code if code < 0x100 else "\\u%04x" % code if code < 0x10000 else "\\U%08x" % code
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARACTERS) -> str:
+    """The first ``limit`` characters of ``text`` with everything outside printable ASCII escaped (``\\xNN``)."""
+    return _NOT_PRINTABLE_ASCII.sub(_escape_any, text[:limit])
+
+
+def line_fields(line: str, show: bool = True) -> Dict[str, object]:
+    """How a log call shows a line read from a statistics file: never verbatim, only its length in bytes and
+    (``show``) a short escaped excerpt of its start; the caller adds its position. The one way file content
+    reaches the log: a symlink or a glob can point the exporter at any file it can read (a password file)."""
+    summary: Dict[str, object] = {"line_bytes": len(line.encode("utf-8", "surrogateescape"))}
+    if show:
+        summary["excerpt"] = excerpt(line)
+    return summary
+
+
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return " ".join("%s=%s" % (k, _logfmt_value(v)) for k, v in _record_items(record))

@@ -21,6 +21,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from prometheus_client.metrics_core import Metric
 
+from exporter import containment
 from exporter.checkpoint import CheckpointStore
 from exporter.config import WatchConfig
 from exporter.ingest import SourceIngest
@@ -36,6 +37,7 @@ class Pipeline:
         snapshots (none: only the pipeline's status changed). ``store`` keeps the readers' checkpoints
         (``--storage.path``; None: none kept)."""
         self._watch = watch
+        containment.follow_outside(watch.follow_symlinks_outside)  # one setting for every reader of the process
         self._store = store
         self._board = board
         self._changed = changed
@@ -119,6 +121,7 @@ class Pipeline:
         """
         old_ingests = self._ingests
         self._watch = watch
+        containment.follow_outside(watch.follow_symlinks_outside)
         kept = {ingest.section: ingest for ingest in old_ingests
                 if tuple(ingest.readers) == tuple(readers.get(ingest.section, ()))}
         for ingest in kept.values():

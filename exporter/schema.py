@@ -311,10 +311,91 @@ class Either(Schema):
         return None
 
 
-def load_document(text: str, schema: Schema, errors: Errors) -> Any:
-    """Checks a YAML document against ``schema``; YAML syntax errors are problems too."""
+#: Deepest nesting of lists and mappings a document may have (the configuration needs 4; PyYAML composes
+#: recursively, so a thousand levels would end in a RecursionError).
+MAX_DEPTH = 64
+#: Most nodes a document may have once its aliases are expanded ("billion laughs": nine levels of ten
+#: aliases each are a billion nodes, which any reader of the data would walk one by one).
+MAX_NODES = 100_000
+_CORE = "tag:yaml.org,2002:"
+#: Tags of plain data; any other (``!!python/object``, a local ``!tag``) is refused, never constructed.
+KNOWN_TAGS = frozenset(_CORE + name for name in ("str", "int", "float", "bool", "null", "timestamp", "map", "seq"))
+
+
+def _shown(tag: str) -> str:
+    return "!!" + tag[len(_CORE):] if tag.startswith(_CORE) else tag
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe composer, with limits: depth, nodes after expanding aliases, plain tags, scalar keys.
+
+    Each refusal is a ``ComposerError`` marked with the line it concerns, so it is reported like a syntax
+    error, never as a traceback."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+        self._inner: List[int] = []  # per node being composed: the expanded size of its children so far
+        self._sizes: Dict[int, int] = {}  # id(node) -> its size with aliases expanded
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            node = super().compose_node(parent, index)
+            size = self._sizes.get(id(node))
+            if size is None:
+                raise self._refused("alias *%s is used inside the node it names" % event.anchor, event.start_mark)
+            self._count(size, event.start_mark)
+            return node
+        start = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+        if self._depth >= MAX_DEPTH:
+            raise self._refused("nested deeper than %d levels" % MAX_DEPTH, start)
+        self._depth += 1
+        self._inner.append(0)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+            inner = self._inner.pop()
+        assert node is not None  # only an alias could be None, and those returned above
+        if node.tag not in KNOWN_TAGS:
+            raise self._refused("tag %s is not plain data (strings, numbers, booleans, lists, mappings)"
+                                % _shown(node.tag), start)
+        if isinstance(node, yaml.MappingNode):
+            for key, _ in node.value:
+                if not isinstance(key, yaml.ScalarNode):
+                    raise self._refused("a mapping key must be a plain value, not a %s"
+                                        % ("list" if isinstance(key, yaml.SequenceNode) else "mapping"),
+                                        key.start_mark)
+        self._sizes[id(node)] = 1 + inner
+        self._count(1 + inner, start)
+        return node
+
+    def _count(self, size: int, mark) -> None:
+        if size > MAX_NODES:
+            raise self._refused("more than %d values once its aliases are expanded (an alias bomb?)" % MAX_NODES,
+                                mark)
+        if self._inner:
+            self._inner[-1] += size
+
+    @staticmethod
+    def _refused(problem: str, mark) -> yaml.YAMLError:
+        return yaml.composer.ComposerError(None, None, "refused: " + problem, mark)
+
+
+def compose(text: str) -> Optional[yaml.Node]:
+    """The document's node tree (None when it is empty), within the limits above; yaml.YAMLError else."""
+    loader = _BoundedLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
+
+
+def load_document(text: str, schema: Schema, errors: Errors) -> Any:
+    """Checks a YAML document against ``schema``; YAML syntax errors and refused documents are problems too."""
+    try:
+        node = compose(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

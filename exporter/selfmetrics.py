@@ -20,7 +20,7 @@ from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 from prometheus_client.core import InfoMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from exporter import __version__
+from exporter import __version__, paths
 from exporter.exposition import PlacedSection
 from exporter.families import LiveRows, counter, gauge, label_value
 from exporter.paths import PathPattern
@@ -128,6 +128,11 @@ def _families(status: RuntimeStatus, sections: Mapping[str, PlacedSection], file
     yield gauge("renderfarm_exporter_pattern_matched_files",
                 "Files each configured pattern matches now; 0 means a wrong path or an unmounted share",
                 ["kind", "pattern"], files.matched)
+    yield gauge("renderfarm_exporter_pattern_match_limit_reached",
+                "1 if the pattern's last scan matched more files than the limit (%d) and was cut there: only the "
+                "first found are read" % paths.MAX_MATCHES, ["kind", "pattern"],
+                {(kind, pattern.pattern): int(pattern.pattern in status.capped_patterns)
+                 for kind, pattern in status.patterns})
     yield counter("renderfarm_exporter_source_parse_errors",
                   "Reads of the file whose content was rejected (not loadable as a whole); the last good values are "
                   "kept", ["kind", "path"], files.parse_errors.frozen())

@@ -38,9 +38,10 @@ from exporter.paths import PathPattern
 from exporter.schema import Schema
 
 #: Why a read failed when the file's content is not to blame (``FileStatus.read_failures``): the helper that
-#: reads it crashed (or broke its protocol) or hung past its timeout, the file system refused (``io``), or the
-#: reader could not run at all (``unavailable``: Royal Render's module did not load).
-READ_FAILURE_REASONS = ("crash", "timeout", "io", "unavailable")
+#: reads it crashed (or broke its protocol) or hung past its timeout, the file system refused (``io``), the
+#: reader could not run at all (``unavailable``: Royal Render's module did not load), or the path leads outside
+#: the configured folders and was not read (``outside``: ``exporter.containment``).
+READ_FAILURE_REASONS = ("crash", "timeout", "io", "unavailable", "outside")
 
 
 @dataclass(frozen=True)
@@ -158,10 +159,17 @@ class Checkpointed(Protocol):
 
 @dataclass(frozen=True)
 class ConfigNotice:
-    """Something in a valid configuration that will not do what its author wants (a missing folder ...)."""
+    """Something in a valid configuration that will not do what its author wants.
+
+    A warning (the default) may stop mattering by itself: a folder not mounted yet, a kind without a path.
+    An ``error`` cannot work as written, whatever happens on the machine meanwhile (an interpreter that is
+    missing or too old): ``--check-config`` exits 2 for it. Start-up logs both and runs, so the rest of the
+    configuration works and the status page says why the rest does not (``--strict`` exits 2 on either).
+    """
 
     key: str  # key path below the source's section, "" for the section itself
     message: str
+    error: bool = False
 
 
 def _as_written(section: Any, base_dir: str) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, Mapping, Optional, Sequence, Tuple
 
 from exporter.paths import PathPattern
 from exporter.sources import FileStatus
@@ -40,15 +40,18 @@ class ReloadStatus:
     last_attempt_time: Optional[float] = None
     successes: int = 0
     failures: int = 0
+    last_error: str = ""  # why the last reload failed ("" after a success)
+    stuck: str = ""  # while a reload runs past its deadline: what it is stuck on; else ""
 
     def succeeded(self, when: float) -> ReloadStatus:
         """This status after one more reload that succeeded at ``when``."""
         return dataclasses.replace(self, successful=True, last_attempt_time=when, last_success_time=when,
-                                   successes=self.successes + 1)
+                                   successes=self.successes + 1, last_error="")
 
-    def failed(self, when: float) -> ReloadStatus:
+    def failed(self, when: float, error: str = "") -> ReloadStatus:
         """This status after one more reload that failed at ``when``: the last success stays."""
-        return dataclasses.replace(self, successful=False, last_attempt_time=when, failures=self.failures + 1)
+        return dataclasses.replace(self, successful=False, last_attempt_time=when, failures=self.failures + 1,
+                                   last_error=error)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class RuntimeStatus:
     web_reload: ReloadStatus = ReloadStatus()  # re-reads of --web.config.file
     patterns: Tuple[Tuple[str, PathPattern], ...] = ()  # (kind, pattern) of every configured pattern
     notes: Tuple[Tuple[str, str], ...] = ()  # (what, value) from sources that describe their set-up
+    capped_patterns: FrozenSet[str] = frozenset()  # patterns whose last scan stopped at paths.MAX_MATCHES
 
 
 def matched_files(patterns: Sequence[Tuple[str, PathPattern]],

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, List, Mapping, Optional, Protocol, Tuple
 
 from exporter.checkpoint import CheckpointCounts
-from exporter.paths import PathPattern
+from exporter.paths import PathPattern, capped_patterns
 from exporter.sources import FileStatus
 from exporter.status import CHECKPOINT_DISCARD_REASONS, ReloadStatus, RuntimeStatus, WatchStatus
 
@@ -89,13 +89,17 @@ class StatusBoard:
 
     def config_loaded(self, when: float) -> None:
         """The configuration now running was loaded at start-up, at ``when``."""
-        self._set_reload(ReloadStatus(last_success_time=when))
+        self._update_reload(lambda _: ReloadStatus(last_success_time=when))
 
     def reload_succeeded(self, when: float) -> None:
-        self._set_reload(self._reload.succeeded(when))
+        self._update_reload(lambda reload: reload.succeeded(when))
 
-    def reload_failed(self, when: float) -> None:
-        self._set_reload(self._reload.failed(when))
+    def reload_failed(self, when: float, error: str = "") -> None:
+        self._update_reload(lambda reload: reload.failed(when, error))
+
+    def reload_stuck(self, what: str) -> None:
+        """A reload has run past its deadline and is stuck on ``what`` ("": none is any more)."""
+        self._update_reload(lambda reload: replace(reload, stuck=what))
 
     def web_config_read(self, status: ReloadStatus) -> None:
         """The web config file's own account of its re-reads (it counts them itself)."""
@@ -103,9 +107,10 @@ class StatusBoard:
             self._web_reload = status
         self._changed()
 
-    def _set_reload(self, status: ReloadStatus) -> None:
+    def _update_reload(self, change: Callable[[ReloadStatus], ReloadStatus]) -> None:
+        """One change of the reload status, made under the lock (the reloader and a stuck attempt's end race)."""
         with self._lock:
-            self._reload = status
+            self._reload = change(self._reload)
         self._changed()
 
     # -- the pipeline's --------------------------------------------------------
@@ -168,6 +173,7 @@ class StatusBoard:
             web_reload=web_reload,
             patterns=readings.patterns,
             notes=readings.notes,
+            capped_patterns=capped_patterns() & {pattern.pattern for _, pattern in readings.patterns},
         )
 
 

@@ -66,6 +66,7 @@ from contextlib import ExitStack, contextmanager
 from operator import attrgetter
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
 
+from exporter.containment import Containment, OutsideRoots
 from exporter.logs import fields
 
 log = logging.getLogger(__name__)
@@ -383,8 +384,10 @@ class Tailer:
 
     def __init__(self, sink: BlockSink, grace_seconds: float = RETIRE_GRACE_SECONDS,
                  discarded: DiscardSink = lambda label, nbytes, new_line: None,
-                 backlog: Optional[BacklogSink] = None):
+                 backlog: Optional[BacklogSink] = None, containment: Optional[Containment] = None):
+        """``containment``: the roots a followed path must lead into (``exporter.containment``); None: any."""
         self._sink = sink
+        self._containment = containment
         self._discarded = discarded
         self._backlog = backlog
         #: Files with at least this many unread bytes go to ``backlog`` instead of being read (None: never).
@@ -412,15 +415,22 @@ class Tailer:
         return set(map(_LABEL, self._by_identity.values()))
 
     def follow(self, path: str) -> None:
-        """Reads what is new at ``path``. Raises OSError (``NotRegularFile`` too) if it cannot be read.
+        """Reads what is new at ``path``. Raises OSError (``NotRegularFile``, ``OutsideRoots`` too) if it cannot
+        be read.
 
-        A path that became a FIFO, directory, ... no longer names the file it
-        named: that file is forgotten (drained if it was renamed).
+        A path that became a FIFO, directory, ... or leads outside the roots no
+        longer names the file it named: that file is forgotten (drained if it
+        was renamed).
         """
+        containment = self._containment
         try:
+            if containment is not None:
+                containment.check(path)
             with opened(path) as (fd, st):
+                if containment is not None:
+                    containment.check_descriptor(fd, path)
                 self._follow(path, fd, _identity(st))
-        except NotRegularFile:
+        except (NotRegularFile, OutsideRoots):  # the path names something else now: the file may be put back
             self.forget(path, replaced=True)
             raise
 

@@ -20,17 +20,29 @@ are covered here:
   next supervision tick, by one fresh inotify observer and one rescan
   request, however many overflows came in between (see ``_OverflowReportingInotify``);
 - every (re)schedule asks for a full rescan, and the runtime rescans
-  periodically anyway, as a safety net for anything else missed.
+  periodically anyway, as a safety net for anything else missed;
+- watchdog's polling snapshot follows every symlink (``os.stat``) and walks
+  symlinked folders wherever they lead, recursively, holding every entry in
+  memory: a symlink to ``/usr``, or two symlinks to their own folder, took
+  the daemon down (``MemoryError``). Polled folders are walked by
+  ``_BoundedSnapshot`` instead: a symlinked folder is never walked, a
+  symlink is followed (for the size and time of its file) only when it
+  leads inside the watched folder, and at most ``MAX_POLLED_ENTRIES``
+  entries are taken per poll (a warning says so; the rest are found by the
+  periodic rescan).
 
 The watcher only reports paths; it never reads files.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 import threading
-from typing import Callable, Dict, Iterable, List, Optional, Tuple, TypeVar
+from collections import deque
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, TypeVar
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -46,9 +58,11 @@ from watchdog.events import (
 from watchdog.observers.api import DEFAULT_OBSERVER_TIMEOUT, BaseObserver, ObservedWatch
 from watchdog.observers.inotify import InotifyEmitter, InotifyObserver
 from watchdog.observers.inotify_c import InotifyEvent, InotifyFD
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.polling import PollingEmitter
+from watchdog.utils.dirsnapshot import DirectorySnapshot
 
 from exporter.config import WatchConfig
+from exporter.containment import inside
 from exporter.logs import fields
 from exporter.mounts import fstype_of, is_network, read_mounts
 from exporter.paths import PathPattern
@@ -65,6 +79,9 @@ CHANGES = [FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileDeletedEvent
            DirCreatedEvent, DirDeletedEvent, DirMovedEvent]
 
 SUPERVISE_INTERVAL = 1.0
+#: Most entries (files and folders) one poll of a polled folder takes, so that a poll's memory is bounded: about
+#: 0.5 KB per entry, twice while a poll is compared with the last (measured: 100,000 entries, +100 MB at the peak).
+MAX_POLLED_ENTRIES = 100_000
 _FILE_EVENTS = frozenset({"created", "modified", "moved", "deleted"})
 _DIR_EVENTS = frozenset({"created", "moved", "deleted"})
 _Observer = TypeVar("_Observer", bound=BaseObserver)
@@ -108,6 +125,107 @@ class _EventsObserver(InotifyObserver):
         """In the inotify thread: only noted, so that a burst of overflows costs one recovery."""
         self.overflowed = True
         self._count_overflow()
+
+
+class _Stat:
+    """What watchdog's snapshot comparison reads of an entry's stat, in a third of an ``os.stat_result``'s memory."""
+
+    __slots__ = ("st_ino", "st_dev", "st_mode", "st_mtime", "st_size", "st_uid", "st_gid")
+
+    def __init__(self, st: os.stat_result):
+        self.st_ino, self.st_dev, self.st_mode, self.st_mtime = st.st_ino, st.st_dev, st.st_mode, st.st_mtime
+        self.st_size, self.st_uid, self.st_gid = st.st_size, st.st_uid, st.st_gid
+
+
+class _BoundedSnapshot(DirectorySnapshot):
+    """watchdog's snapshot of a polled folder, bounded (see the module's docstring).
+
+    A symlink to a file inside the folder has its file's size and time (a
+    change of the file is seen at the link); any other symlink has its own
+    (``lstat``), so a symlinked folder is not walked and nothing outside the
+    folder is touched. Folders are walked breadth-first without recursion
+    (a deep tree cannot exhaust Python's stack), listing lazily; ``capped``
+    says that the limit was reached and the rest left out.
+    """
+
+    def __init__(self, path: str, recursive: bool, limit: int):
+        self._limit = limit
+        self._taken = 0
+        self.capped = False
+        #: A symlink that leads outside the folder (its own lstat taken), for the warning.
+        self.outside: Optional[str] = None
+        self._resolved_root = os.path.realpath(path)
+        super().__init__(path, recursive=recursive, stat=self._stat)
+
+    def _stat(self, path: str) -> os.stat_result:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            if inside(os.path.realpath(path), self._resolved_root):
+                target = os.stat(path)
+                if not stat.S_ISDIR(target.st_mode):
+                    st = target
+            elif self.outside is None:
+                self.outside = path
+        return _Stat(st)  # type: ignore[return-value]  # duck-typed: what the comparison reads
+
+    def walk(self, root: str) -> Iterator[Tuple[str, os.stat_result]]:
+        folders = deque([root])
+        while folders:
+            folder = folders.popleft()
+            try:
+                entries = os.scandir(folder)
+            except OSError as exc:  # as watchdog: a folder gone (or replaced) meanwhile is empty
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EINVAL) or folder != root:
+                    continue
+                raise
+            with entries:
+                for entry in entries:
+                    if self._taken >= self._limit:
+                        self.capped = True
+                        return
+                    path = os.path.join(folder, entry.name)
+                    try:
+                        st = self._stat(path)
+                    except OSError:
+                        continue
+                    self._taken += 1
+                    yield path, st
+                    if self.recursive and stat.S_ISDIR(st.st_mode):
+                        folders.append(path)
+
+
+class _BoundedPollingEmitter(PollingEmitter):
+    """watchdog's polling emitter, taking ``_BoundedSnapshot``s; warns once while a folder is over the limit."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._said_capped = False
+        self._said_outside = False
+        if not hasattr(self, "_take_snapshot"):  # watchdog's emitter takes its snapshots through it (7.x)
+            raise RuntimeError("watchdog's PollingEmitter changed: cannot bound its snapshots")
+        self._take_snapshot = self._bounded_snapshot
+
+    def _bounded_snapshot(self) -> DirectorySnapshot:
+        snapshot = _BoundedSnapshot(os.fsdecode(self.watch.path), self.watch.is_recursive, MAX_POLLED_ENTRIES)
+        if snapshot.capped and not self._said_capped:
+            log.warning("polled folder has more entries than a poll takes; only the first are polled, the others "
+                        "are found by the periodic rescan (watch.rescan_interval)",
+                        extra=fields(directory=self.watch.path, limit=MAX_POLLED_ENTRIES))
+        self._said_capped = snapshot.capped
+        if snapshot.outside is not None and not self._said_outside:
+            log.warning("symlinks in a polled folder lead outside it and are not followed: a folder they lead to is "
+                        "not walked; a file is read only with watch.follow_symlinks_outside, its changes seen by "
+                        "the rescan",
+                        extra=fields(directory=self.watch.path, symlink=snapshot.outside))
+        self._said_outside = snapshot.outside is not None
+        return snapshot
+
+
+class PollingObserver(BaseObserver):
+    """watchdog's polling observer with bounded snapshots (``_BoundedSnapshot``)."""
+
+    def __init__(self, *, timeout: float = DEFAULT_OBSERVER_TIMEOUT) -> None:
+        super().__init__(_BoundedPollingEmitter, timeout=timeout)
 
 
 class _Root:

@@ -33,6 +33,7 @@ from typing import Any, Callable, Collection, Dict, Iterable, List, Mapping, Opt
 
 from prometheus_client.metrics_core import Metric
 
+from exporter.containment import OUTSIDE, OUTSIDE_REASON, Containment, OutsideRoots
 from exporter.exposition import render_section
 from exporter.logs import RateLimitedLog
 from exporter.paths import PathPattern
@@ -105,6 +106,7 @@ class WholeFileReader:
         self._files: Dict[str, _FileState] = {}
         self._data: Dict[str, Any] = {}
         self._failure_log = RateLimitedLog(log)
+        self._containment = Containment(self.patterns)
 
     def sync(self, paths: Optional[Collection[str]] = None) -> WholeFileSnapshot:
         """Reads the changed ``paths``; a rescan (None), or a reader of the newest files only, looks at all."""
@@ -148,8 +150,13 @@ class WholeFileReader:
         signature = (st.st_ino, st.st_size, st.st_mtime_ns)
         if (state.signature == signature and state.up) or state.backed_off(signature):
             return
-        try:
+        try:  # the file is read elsewhere (RR's worker) by path: checked before, and again after
+            self._containment.check(path)
             data = self._parse(path)
+            self._containment.check(path)
+        except OutsideRoots:
+            self._failed(path, OUTSIDE_REASON, None, OUTSIDE)
+            return
         except ReadFailed as exc:
             self._failed(path, str(exc), signature if exc.back_off else None, exc.failure)
             return
@@ -182,9 +189,10 @@ class WholeFileReader:
         state.last_error = reason[:500]
         if harmful is not None:
             state.back_off(harmful)
-        self._failure_log.warning(path, "cannot read file; keeping its last good values", path=path,
-                                  kind=self.kind, reason=reason,
-                                  **({"retry_in_seconds": state.backoff} if harmful is not None else {}))
+        if failure != OUTSIDE:  # logged once by the containment
+            self._failure_log.warning(path, "cannot read file; keeping its last good values", path=path,
+                                      kind=self.kind, reason=reason,
+                                      **({"retry_in_seconds": state.backoff} if harmful is not None else {}))
 
     def _snapshot(self) -> WholeFileSnapshot:
         files: List[FileStatus] = [

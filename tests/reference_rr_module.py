@@ -1,6 +1,9 @@
 # ruff: noqa: N801, N802, N803, N815, A002  -- the vendor's class, method and argument names are the API
 """REFERENCE FAKE of Royal Render's ``libpyRR*_datafiles`` module -- NOT Royal Render's module.
 
+Besides the reference's behaviours, a data file may ask for what a stranger's attack needed: a per-entry
+``count`` (``timeSlotCount``), and ``id_behaviour`` {"1": "raise"|"none"|"int"|"tuple"} for ids 1 and 2.
+
 Written from the vendor's reference (``royalrender-libpyRR2_datafiles.txt``)
 and ``royalrender-facts.md`` alone, independently of the exporter's stand-in
 and of ``tests/fake_rr_module.py``. It cannot read RR's binary files: it
@@ -220,7 +223,8 @@ class _dailyStats_data(_Loader):
         result = []
         for entry in stored:
             kind = entry.get("type", dimension + type_base)
-            result.append(_jobStatDay(entry["name"], kind, dict(entry.get("slots", {})), count))
+            size = int(entry.get("count", count))
+            result.append(_jobStatDay(entry["name"], kind, dict(entry.get("slots", {})), size))
         return result
 
     def getJobsByType(self, id):
@@ -248,7 +252,16 @@ class _dailyStats_data(_Loader):
             if behaviour == "list":
                 return self._entries(data.get("id0_list", []), 0)
             raise RuntimeError("reference fake: unknown id0 behaviour %r" % behaviour)
+        special = data.get("id_behaviour", {}).get(str(id))
+        if special == "raise":
+            raise RuntimeError("attack fake: id %d raises" % id)
+        if special == "none":
+            return None
+        if special == "int":
+            return 7
         dimension = id - id_base
+        if special == "tuple":
+            return tuple(self._entries(data.get(self._DIMENSIONS[dimension], []), dimension))
         if dimension < 0 or dimension > 2:
             raise IndexError("job type id %d out of range %d..%d" % (id, id_base, id_base + 2))
         return self._entries(data.get(self._DIMENSIONS[dimension], []), dimension)

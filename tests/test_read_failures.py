@@ -14,7 +14,7 @@ import pytest
 from exporter.exposition import render_section
 from exporter.royalrender import daily_stats, server_stats
 from exporter.royalrender.client import WorkerClient, WorkerSettings
-from exporter.royalrender.reader import MemberFailures, file_reader
+from exporter.royalrender.reader import MemberFailures, TimeChecks, file_reader
 from exporter.royalrender.timezone import Timezone
 from exporter.selfmetrics import RuntimeStatus, SelfMetrics
 from exporter.simulation import simformat
@@ -54,13 +54,13 @@ def exported(statuses):
                                            ("half_written", None)])
 def test_each_rr_fault_is_counted_once_under_what_failed(farm, worker, fault, reason):
     path = farm.path("server_stats")
-    reader = file_reader(server_stats.KIND, [path], {}, worker, MemberFailures())
+    reader = file_reader(server_stats.KIND, [path], {}, worker, MemberFailures(), TimeChecks())
     assert one_file(reader, path).up
     farm.inject("server_stats", fault)
     status = one_file(reader, path)
     assert not status.up and status.errors_total == 1
     by_reason = status.read_failures_by_reason()
-    assert set(by_reason) == {"crash", "timeout", "io", "unavailable"}, "every reason exported from the start"
+    assert set(by_reason) == {"crash", "timeout", "io", "unavailable", "outside"}, "every reason, from the start"
     assert status.parse_errors_total == (1 if reason is None else 0)
     assert by_reason == {r: int(r == reason) for r in by_reason}
     samples = exported([status])
@@ -97,7 +97,7 @@ def test_the_rr_reader_keeps_its_budget_from_read_to_read(farm, worker):
     """Names admitted by one read keep their series when a later read brings a more active newcomer."""
     path = farm.path("daily_stats")
     options = {"series_budget": daily_stats.SERIES_PER_NAME * 3}  # two users of their own, and __other__
-    reader = file_reader(daily_stats.KIND, [path], options, worker, MemberFailures())
+    reader = file_reader(daily_stats.KIND, [path], options, worker, MemberFailures(), TimeChecks())
 
     def users():
         fams = {f.name: f for f in reader.families(reader.sync([path]))}

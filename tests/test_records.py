@@ -2,6 +2,7 @@
 
 import pytest
 
+from exporter.logs import excerpt, line_fields
 from exporter.rush.records import (
     DONE,
     FAIL,
@@ -17,6 +18,7 @@ from exporter.rush.records import (
     Utilization,
     frame_status,
     parse_line,
+    record_shaped,
     status_slot,
 )
 
@@ -98,9 +100,9 @@ def test_blank_lines_are_not_records(line):
         ("u 948242700 nan", "out of range"),
         ("u 9_48242700 53", "not a plain ASCII number"),
         ("u \u0669\u0664\u0668 53", "not a plain ASCII number"),  # Arabic-Indic 948
-        ("p 948242783 tahoe-798 T erco 0106 superior 100 1e308 0 0 0 27823", "wall seconds '1e308' out of range"),
-        ("p 948242783 tahoe-798 T erco 0106 superior 100 1e8 0 inf 0 27823", "user seconds 'inf' out of range"),
-        ("p 948242783 tahoe-798 T erco 0106 superior 100 1_000 0 0 0 27823", "wall seconds '1_000' is not a plain"),
+        ("p 948242783 tahoe-798 T erco 0106 superior 100 1e308 0 0 0 27823", "wall seconds out of range"),
+        ("p 948242783 tahoe-798 T erco 0106 superior 100 1e8 0 inf 0 27823", "user seconds out of range"),
+        ("p 948242783 tahoe-798 T erco 0106 superior 100 1_000 0 0 0 27823", "wall seconds is not a plain"),
         ("p 948242783 tahoe-798 T erco 0106 superior 100 \u0661\u0662 0 0 0 27823", "not a plain ASCII"),
         ("p 948242783 tahoe-798 T erco 0106 superior 100 12 0 0 \uff10 27823", "exit code"),
         ("p 948242783 tahoe-798 T\u2028x erco 0106 superior 100 12 0 0 0 27823", "whitespace other than"),
@@ -136,3 +138,35 @@ def test_status_slot_names_the_status_frame_status_gives(exit_code):
     """One rule: live totals and backfill index per-host totals by ``status_slot``; its name is ``frame_status``."""
     assert STATUSES[status_slot(exit_code)] == frame_status(exit_code)
     assert (DONE, FAIL, REQUEUE, KILLED) == tuple(STATUSES.index(s) for s in ("done", "fail", "requeue", "killed"))
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "db_password=hunter2",
+        "hunter2 948242700 53",
+        "u hunter2 53",
+        "u 948242700 hunter2",
+        "p 948242783 hunter2 T erco 0106 superior 100 12 0 0 0 27823",
+        "p 948242783 tahoe-798 T erco 0106 superior hunter2 12 0 0 0 27823",
+        "p hunter2 tahoe-798 T erco 0106 superior 100 12 0 0 0 27823",
+        "p 948242783 tahoe-798 T erco 0106 superior 100 hunter2 0 0 0 27823",
+        "p 948242783 tahoe-798 T erco 0106 superior 100 12 0 0 hunter2 27823",
+        "r hunter2 948242700 online",
+        "r start 948242700 hunter2",
+        "d hunter2 948242700 online",
+        "u -7734 53",
+    ],
+)
+def test_a_malformed_line_is_never_quoted_in_its_reason(line):
+    """The reason is logged and a file may be anything the exporter can read (a symlink to a password file)."""
+    with pytest.raises(MalformedLine) as raised:
+        parse_line(line)
+    assert "hunter2" not in str(raised.value) and "7734" not in str(raised.value)
+
+
+def test_the_log_shows_a_line_only_as_its_length_and_an_escaped_excerpt():
+    assert line_fields("u 948242700 50\x1b[2J\r\x00 hunter2") == {"line_bytes": 28, "excerpt": "u 948242700 50\\x1b["}
+    assert line_fields("db_password=hunter2", show=record_shaped("db_password=hunter2")) == {"line_bytes": 19}
+    assert excerpt("p\t\u00e9\udcff\\\u2028\U0001f600") == "p\\x09\\xe9\\xff\\\\\\u2028\\U0001f600"
+    assert record_shaped("p 1") and record_shaped("u\t1") and not record_shaped("pw 1") and not record_shaped("x 1")

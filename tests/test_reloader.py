@@ -6,12 +6,17 @@ HTTP; these call ``reload()`` directly and look at the parts it changed.
 
 from __future__ import annotations
 
+import re
+import threading
+import time
+
 import pytest
 from conftest import parse_samples, value, wait_until
 
 from exporter.config import load
 from exporter.core import Parts, build_readers
 from exporter.daemon import Reloader
+from exporter.web import statuspage
 from exporter.web.webconfig import WebConfigFile
 
 LINE = "p 948300000 tahoe-1 T anna %d render01 100 30 1 2 0 77\n"
@@ -83,3 +88,51 @@ def test_a_changed_source_gets_new_readers_and_a_watch_only_change_keeps_them(fa
     assert (status.reload.successful, status.reload.successes, status.reload.failures) == (True, 2, 0)
     wait_until(lambda: value(served(parts), "renderfarm_exporter_config_reloads_total", result="success") == 2, 5,
                "the exporter section to count both reloads")
+
+
+def test_a_reload_stuck_past_its_deadline_is_abandoned_and_the_next_one_runs(farm, tmp_path):
+    parts, reloader, config_path = farm
+    reloader.deadline = 0.5
+    hang, entered = threading.Event(), threading.Event()
+    refresh = reloader.web.refresh
+    calls = []
+
+    def stuck_once():
+        calls.append(1)
+        if len(calls) == 1:
+            entered.set()
+            hang.wait()
+        refresh()
+
+    reloader.web.refresh = stuck_once
+    other = tmp_path / "other.acct"
+    other.write_text(LINE % 2 + LINE % 3)
+    config_path.write_text("rush:\n  cpu_acct: ['%s']\n" % other)
+    started = time.monotonic()
+
+    problem = reloader.reload()
+
+    assert time.monotonic() - started < 2.0 and entered.is_set()
+    assert problem == ("configuration reload abandoned: not finished within 0.5 s, still re-reading the web "
+                       "config file")
+    reload = parts.status().reload
+    assert (reload.successful, reload.failures, reload.last_error) == (False, 1, problem)
+    assert re.fullmatch(r"configuration reload running for \d s, still re-reading the web config file", reload.stuck)
+    wait_until(lambda: (reloader.health() or "").startswith("configuration reload running for"), 5,
+               "health to name the stuck reload")
+    page = statuspage.render(parts.status(), parts.renderer.sections(), "/metrics", True).decode()
+    assert "FAILED (the previous configuration is still in use): %s at " % problem in page
+    assert "<td class='down'>STUCK</td><td></td><td></td><td>a reload is stuck past its deadline: configuration " \
+           "reload running for" in page
+    assert frames(parts) == 1
+
+    assert reloader.reload() is None, "the next reload runs beside the stuck one"
+    wait_until(lambda: frames(parts) == 2, 10, "the new file's frames")
+    applied = parts.pipeline.readers()
+
+    config_path.write_text("rush:\n  cpu_acct: ['%s']\n" % (tmp_path / "cpu.acct"))  # what the stuck one reads
+    hang.set()
+    wait_until(lambda: parts.status().reload.stuck == "" and reloader.health() is None, 5, "the stuck one to end")
+    assert parts.pipeline.readers() == applied, "an abandoned reload never applies its configuration"
+    reload = parts.status().reload
+    assert (reload.successful, reload.successes, reload.failures) == (True, 1, 1)

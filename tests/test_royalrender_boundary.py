@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from zoneinfo import ZoneInfo
 
@@ -261,7 +262,7 @@ def test_a_risky_call_that_crashed_the_worker_is_never_made_again(fake_farm):
         reply = read_after_a_crash_in("_dailyStats_data.getJobsByType(3)", worker, fake_farm.daily)
         assert reply.member_failures == {"_dailyStats_data.getJobsByType(3)": SKIPPED}
         assert reply.data["shape"]["type_ids"] == "1..3"
-        assert reply.data["shape"]["evidence"] == "the entries of id 1 are typed 0 (users)"
+        assert reply.data["shape"]["evidence"] == "every entry of id 1 is typed 0 (users), of id 2 typed 1"
         assert reply.data["user"]["anna"]["set"][0]["jobs_rendering"] == 2
         assert reply.data["project"]["tahoe"]["set"][0]["jobs_waiting"] == 4
         assert reply.data["render_app"] == {}
@@ -403,6 +404,41 @@ def test_children_the_module_forks_die_with_the_worker_and_a_crash_is_seen_at_on
             return True
 
     wait_until(gone, 10, "the forked child to be killed")
+
+
+def _dead(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().split(") ")[1][0] == "Z"
+    except OSError:
+        return True
+
+
+def test_children_that_leave_the_process_group_die_with_the_worker_and_leak_nothing(fake_farm, tmp_path):
+    """A child that calls setsid() (and one of its own, whose parent then exits) escapes a kill of the group:
+    each worker restart must still end them all, and leave no thread or descriptor behind."""
+    pids = tmp_path / "children"
+    fake_farm.patch_module(
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() != 0:\n        os._exit(0)\n"  # the grandchild is orphaned at once
+        "    open(%r, 'a').write('%%d\\n' %% os.getpid())\n"
+        "    import time as _t\n    _t.sleep(120)\n    os._exit(0)\n" % str(pids))
+    fake_file(fake_farm.server, "_rrGlobalStatsLS", crash_on_load=True)
+    worker = WorkerClient(fake_farm.settings(timeout=20.0))
+    threads, descriptors = threading.active_count(), len(os.listdir("/proc/self/fd"))
+    try:
+        for restart in range(1, 4):
+            with pytest.raises(WorkerCrashed, match="crashed"):
+                worker.read("server_stats", fake_farm.server, {})
+            wait_until(lambda n=restart: pids.exists() and len(pids.read_text().split()) == n, 10,
+                       "the module's child of start %d" % restart)
+            for child in [int(line) for line in pids.read_text().split()]:
+                wait_until(lambda pid=child: _dead(pid), 10, "the escaped child %d to be killed" % child)
+    finally:
+        worker.close()
+    wait_until(lambda: threading.active_count() == threads, 10, "the vendor output threads to end")
+    assert len(os.listdir("/proc/self/fd")) == descriptors
 
 
 def test_a_module_that_changes_the_time_zone_does_not_shift_rr_times(fake_farm):

@@ -5,6 +5,7 @@ import os
 import pytest
 from conftest import value, wait_until
 
+from exporter.royalrender.client import LAUNCHER
 from exporter.simulation.simulator import RrFarmSimulator
 
 SERVER = "royalrender_server_stats"
@@ -114,7 +115,7 @@ def _workers_of(farm) -> list:
                 command = handle.read().split(b"\0")
         except OSError:
             continue
-        if b"exporter.royalrender.vendor.worker" in command and farm.root.encode() in command:
+        if LAUNCHER.encode() in command and farm.root.encode() in command:
             pids.append(int(pid))
     return pids
 

@@ -379,7 +379,7 @@ def test_daily_288_slots_across_the_march_gap(rr, tmp_path):
 
 
 def test_daily_96_slots_in_the_repeated_october_hour(rr, tmp_path):
-    """Sun 2026-10-25, 96 slots: before and inside 02:00-03:00 (first occurrence), then after the switch."""
+    """Sun 2026-10-25, 96 slots: before and inside 02:00-03:00 during its first pass, then after the switch."""
     # read 1: mtime 02:40 CEST (first pass) = 00:40Z = 1792888800; newest set slot 10 = 00:30Z -> D = Oct 25
     samples = run_daily(rr, tmp_path, 1792888800, 96, users=[one_slot("before", 7)],
                         projects=[one_slot("repeat_start", 8)], render_apps=[one_slot("repeat_half", 10)])
@@ -391,18 +391,20 @@ def test_daily_96_slots_in_the_repeated_october_hour(rr, tmp_path):
     assert offset(samples, "daily_stats") == -600  # 1792888200 - 1792888800
 
     # read 2 (a fresh exporter): mtime 03:20 CET = 02:20Z = 1792894800; newest set slot 13 = 02:15Z
-    samples = run_daily(rr, tmp_path, 1792894800, 96, users=[one_slot("winter_start", 12)],
+    # the repeated hour's slots were overwritten in its second pass, before this write: they are that pass's
+    samples = run_daily(rr, tmp_path, 1792894800, 96, users=[one_slot("winter_start", 12), one_slot("early", 6)],
                         projects=[one_slot("winter_15", 13)], render_apps=[one_slot("repeat_late", 11)])
     assert_slots(samples, {
         ("user", "winter_start"): 1792893600,    # slot 12 = 03:00 CET (UTC+1) = 02:00Z
         ("project", "winter_15"): 1792894500,    # slot 13 = 03:15 CET         = 02:15Z
-    }, withheld=[("render_app", "repeat_late")])  # slot 11 = 02:45 first = 00:45Z: 5700 s > 3600 s
+        ("render_app", "repeat_late"): 1792892700,  # slot 11 = 02:45, second pass (UTC+1) = 01:45Z
+    }, withheld=[("user", "early")])  # slot 6 = 01:30 CEST = 23:30Z Oct 24: 10200 s > 3600 s
     assert stale(samples, "daily_stats") == 1
     assert offset(samples, "daily_stats") == -300  # 1792894500 - 1792894800
 
 
 def test_daily_288_slots_in_the_repeated_october_hour(rr, tmp_path):
-    """Sun 2026-10-25, 288 slots of 300 s: before, inside (first occurrence) and after the switch."""
+    """Sun 2026-10-25, 288 slots of 300 s: before, inside (during its first pass) and after the switch."""
     # read 1: mtime 02:10 CEST (first pass) = 00:10Z = 1792887000; newest set slot 25 = 00:05Z
     samples = run_daily(rr, tmp_path, 1792887000, 288, users=[one_slot("before", 23)],
                         projects=[one_slot("repeat_start", 24)], render_apps=[one_slot("repeat_5", 25)])
@@ -414,12 +416,13 @@ def test_daily_288_slots_in_the_repeated_october_hour(rr, tmp_path):
     assert offset(samples, "daily_stats") == -300  # 1792886700 - 1792887000
 
     # read 2: mtime 03:10 CET = 02:10Z = 1792894200; newest set slot 37 = 02:05Z
-    samples = run_daily(rr, tmp_path, 1792894200, 288, users=[one_slot("winter_start", 36)],
+    samples = run_daily(rr, tmp_path, 1792894200, 288, users=[one_slot("winter_start", 36), one_slot("early", 20)],
                         projects=[one_slot("winter_5", 37)], render_apps=[one_slot("repeat_late", 35)])
     assert_slots(samples, {
         ("user", "winter_start"): 1792893600,    # slot 36 = 03:00 CET = 02:00Z
         ("project", "winter_5"): 1792893900,     # slot 37 = 03:05 CET = 02:05Z
-    }, withheld=[("render_app", "repeat_late")])  # slot 35 = 02:55 first = 00:55Z: 4500 s > 1200 s
+        ("render_app", "repeat_late"): 1792893300,  # slot 35 = 02:55, second pass = 01:55Z: 900 s <= 1200 s
+    }, withheld=[("user", "early")])  # slot 20 = 01:40 CEST = 23:40Z Oct 24
     assert stale(samples, "daily_stats") == 1
     assert offset(samples, "daily_stats") == -300  # 1792893900 - 1792894200
 

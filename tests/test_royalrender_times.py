@@ -50,11 +50,20 @@ def daily_reply(slots, entries):
 
 
 def test_daily_slots_on_the_october_switch_of_96_slots():
+    """The repeated hour is its second pass once the file was written after it: RR overwrote those slots."""
     mtime = utc(2026, 10, 25, 2, 20)  # 03:20 winter time, in slot 13 (03:15-03:30)
     data = daily_stats.interpret_history(daily_reply(96, [13, 12, 10, 8, 7]), Written(mtime, BERLIN))
     times = [row["time"] for row in data["user"]["anna"]]
-    assert times == [utc(2026, 10, 25, 2, 15), utc(2026, 10, 25, 2, 0), utc(2026, 10, 25, 0, 30),
-                     utc(2026, 10, 25, 0, 0), utc(2026, 10, 24, 23, 45)]
+    assert times == [utc(2026, 10, 25, 2, 15), utc(2026, 10, 25, 2, 0), utc(2026, 10, 25, 1, 30),
+                     utc(2026, 10, 25, 1, 0), utc(2026, 10, 24, 23, 45)]
+
+
+def test_the_repeated_hour_is_its_first_pass_while_the_file_is_written_in_it():
+    mtime = utc(2026, 10, 25, 0, 40)  # 02:40 summer time, the first pass
+    data = daily_stats.interpret(daily_reply(96, [10]), Written(mtime, BERLIN))  # 02:30
+    assert data["user"]["anna"]["time"] == utc(2026, 10, 25, 0, 30)
+    later = Written(utc(2026, 10, 25, 1, 40), BERLIN)  # 02:40 winter time, the second pass
+    assert daily_stats.interpret(daily_reply(96, [10]), later)["user"]["anna"]["time"] == utc(2026, 10, 25, 1, 30)
 
 
 def test_daily_slots_of_288_a_day_on_the_march_switch():
@@ -78,6 +87,12 @@ def test_a_name_idle_for_more_than_four_slots_is_withheld():
     assert data["user"]["anna"]["jobs_rendering"] == 44 and data["check"]["stale"] is False
 
 
+def walk(step, used, older=None):
+    """One reading of lastSaveDay as the worker reports it: used slots within reach (back, values), else how far
+    back the newest used one is."""
+    return {"step": step, "used": [{"back": back, "slot": values} for back, values in used], "older": older}
+
+
 def server_reply(last_save, walks, slots=1440):
     return {"slot_seconds": 86400.0 / slots, "last_save": last_save, "sizes": {"dayMax": slots},
             "walks": walks}
@@ -86,8 +101,7 @@ def server_reply(last_save, walks, slots=1440):
 def test_the_last_save_step_is_the_one_nearest_the_write():
     saved = local(2026, 11, 20, 14, 30)
     mtime = utc(2026, 11, 20, 13, 30, 40)
-    walks = [{"step": 60.0, "back": 0, "slot": {"index": 1, "clients_free": 1}},
-             {"step": 90.0, "back": 0, "slot": {"index": 870, "clients_free": 9}}]
+    walks = [walk(60.0, [(0, {"index": 1, "clients_free": 1})]), walk(90.0, [(0, {"index": 870, "clients_free": 9})])]
     data = server_stats.interpret(server_reply(int(saved // 90), walks), Written(mtime, BERLIN))
     assert data["last_save_step"] == 90.0
     assert data["last_save_time"] == utc(2026, 11, 20, 13, 30)
@@ -98,8 +112,7 @@ def test_the_last_save_step_is_the_one_nearest_the_write():
 def test_yesterdays_slot_is_not_exported_as_current():
     saved = local(2026, 11, 20, 0, 5)
     mtime = utc(2026, 11, 19, 23, 5, 10)
-    walks = [{"step": 60.0, "back": 6, "slot": {"index": 1439, "clients_free": 3}},
-             {"step": 90.0, "back": None, "slot": None}]
+    walks = [walk(60.0, [(6, {"index": 1439, "clients_free": 3})]), walk(90.0, [], older=None)]
     data = server_stats.interpret(server_reply(int(saved // 60), walks), Written(mtime, BERLIN))
     assert data["slot"] is None and data["check"]["stale"] is True
     assert data["last_save_time"] == utc(2026, 11, 19, 23, 5)
@@ -108,7 +121,7 @@ def test_yesterdays_slot_is_not_exported_as_current():
 def test_an_unset_zone_puts_the_last_save_an_hour_ahead_and_says_why():
     saved = local(2026, 11, 20, 14, 30)  # Berlin wall clock, read as UTC
     mtime = utc(2026, 11, 20, 13, 30, 5)
-    walks = [{"step": 60.0, "back": 0, "slot": {"index": 870}}, {"step": 90.0, "back": None, "slot": None}]
+    walks = [walk(60.0, [(0, {"index": 870})]), walk(90.0, [], older=None)]
     data = server_stats.interpret(server_reply(int(saved // 60), walks), Written(mtime, ZoneInfo("UTC")))
     assert data["check"]["offset"] == 3595.0
     assert data["check"]["implausible"] == (

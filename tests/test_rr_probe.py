@@ -1,5 +1,6 @@
 """rr-probe: the report a first real user pastes into a bug report."""
 
+import json
 import subprocess
 import sys
 
@@ -46,3 +47,18 @@ def test_probe_without_the_vendor_module_says_what_it_tried(tmp_path, write_conf
 def test_probe_without_royalrender_section(write_config):
     result = probe(write_config("rush:\n  cpu_acct: []\n"))
     assert result.returncode == 2 and "no royalrender section" in result.stdout
+
+
+def test_probe_compares_the_servers_frame_time_with_the_render_time_stats(tmp_path, write_config):
+    """The unit of frameTime is an assumption (seconds); the render-time stats are PS*s: the probe says which fits."""
+    farm = RrFarmSimulator(str(tmp_path / "rr"), clients=2, seed=3)
+    farm.write_all()
+    server = json.load(open(farm.path("server_stats")))["data"]
+    frame = server["day"][str(server["lastSaveDay"] % server["dayMax"])]["frameTime"]
+    render = json.load(open(farm.path("render_time")))["data"]
+    means = sorted(sum(layer["times"]) / len(layer["times"]) for project in render["projects"]
+                   for layer in project["layers"] if layer["times"])
+    median = means[len(means) // 2]
+    out = probe(write_config(farm.config_text())).stdout
+    assert ("Frame time unit: server_stats frameTime %g, render_time stats' median %g PS*s, ratio %.2f: "
+            % (frame, median, frame / median)) in out

@@ -15,9 +15,14 @@ The vendor module runs only in the worker (``exporter.royalrender.vendor.worker`
 - a crash or hang inside a *risky step* the worker announced (a call
   outside the documented contract) is remembered: the step is sent in
   ``avoid`` with every later request and never made again;
-- the worker runs under ``royalrender.python``, in ``royalrender.timezone``
-  (``TZ``), with the module's folders on ``LD_LIBRARY_PATH`` and an
-  address-space limit.
+- the worker runs under ``royalrender.python`` in isolated mode (``-I -S``:
+  no working folder, ``PYTHONPATH`` or site-packages on its ``sys.path``),
+  in ``royalrender.timezone`` (``TZ``), with the module's folders on
+  ``LD_LIBRARY_PATH`` and an address-space limit;
+- a worker that does not come up is explained: when its interpreter is
+  missing, does not run or is older than 3.7, the start fails with that
+  (``royalrender.python: ... is Python 2.7.3; the worker needs 3.7 ...``),
+  not with "failed while importing".
 """
 
 from __future__ import annotations
@@ -36,8 +41,8 @@ import time
 from dataclasses import dataclass
 from typing import IO, Any, Deque, Dict, List, NoReturn, Optional, Tuple
 
-import exporter
 from exporter.logs import RateLimitedLog, fields
+from exporter.royalrender import descendants, interpreter
 from exporter.royalrender.timezone import Timezone
 from exporter.royalrender.vendor import module
 
@@ -50,8 +55,11 @@ VENDOR_OUTPUT_KEPT = 200
 EXIT_CHECK_SECONDS = 0.25  # how often a worker that sends nothing is checked for having exited
 VENDOR_LINE_BYTES = 4096  # longer lines of vendor output are cut
 LARGEST_REPLY_BYTES = 512 << 20  # a reply line past this is a protocol error (the largest real ones: tens of MB)
-#: the folder holding the ``exporter`` package, for a worker interpreter that has no copy of it installed
-PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(exporter.__file__)))
+#: the worker's entry point, run as a script: it loads the ``exporter`` package from its own folder, so the
+#: worker's interpreter needs no copy of it installed and nothing on ``sys.path`` but the standard library
+LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(module.__file__)), "launch.py")
+#: isolated (no working folder, PYTHONPATH or user site), no site-packages, unbuffered output (Python 3.4+)
+INTERPRETER_FLAGS = ("-I", "-S", "-u")
 
 
 class WorkerError(Exception):
@@ -59,7 +67,8 @@ class WorkerError(Exception):
 
 
 class WorkerStartFailed(WorkerError):
-    """The worker did not come up: its interpreter is missing, or it died or hung while importing the module."""
+    """The worker did not come up: its interpreter is missing, does not run or is too old (the message says which,
+    and names ``royalrender.python``), or the worker died or hung while importing the module."""
 
 
 class ModuleNotLoaded(WorkerStartFailed):
@@ -113,8 +122,10 @@ class WorkerClient:
         self._buffer = bytearray()
         self._start_backoff = START_BACKOFF_SECONDS
         self._start_not_before = 0.0
+        self._start_failure = ""  # why the last start failed, repeated while the next one waits
         self._output_log = RateLimitedLog(log)
         self._drain: Optional[threading.Thread] = None
+        self._token = secrets.token_hex(8)  # marks every process the worker starts (``descendants``)
 
     def read(self, kind: str, path: str, options: Dict[str, Any]) -> Reply:
         """Plain data extracted from one file, and the members that failed; raises WorkerError."""
@@ -220,18 +231,17 @@ class WorkerClient:
         self._kill()
         wait = self._start_not_before - time.monotonic()
         if wait > 0:
-            raise WorkerStartFailed("the worker could not start; next try in %.0f s" % wait)
+            raise WorkerStartFailed("%s (next try in %.0f s)" % (self._start_failure, wait))
         self._spawn()
         try:
             hello = self._await_reply(0, max(self.settings.timeout, START_TIMEOUT_SECONDS), "starting the worker")
         except WorkerCrashed as exc:
-            self._delay_start()
-            raise WorkerStartFailed("the worker failed while importing the module (a crash, a hang, or a stray "
-                                    "write to its reply pipe): %s" % exc) from None
+            raise self._start_failed(WorkerStartFailed(
+                self._interpreter_problem() or "the worker failed while importing the module (a crash, a hang, or "
+                                               "a stray write to its reply pipe): %s" % exc)) from None
         if not hello.get("ok"):
             self._kill()
-            self._delay_start()
-            raise ModuleNotLoaded(str(hello.get("error")))
+            raise self._start_failed(ModuleNotLoaded(str(hello.get("error"))))
         self._start_backoff = START_BACKOFF_SECONDS
         version = self.module_info.get("version")
         self.module_info = dict(hello, **({"version": version} if version is not None else {}))
@@ -246,25 +256,27 @@ class WorkerClient:
         except subprocess.TimeoutExpired:
             return None
 
-    def _delay_start(self) -> None:
+    def _start_failed(self, failure: WorkerStartFailed) -> WorkerStartFailed:
+        """Backs the next start off and remembers why, for the reads that fail meanwhile."""
         self._start_not_before = time.monotonic() + self._start_backoff
         self._start_backoff = min(self._start_backoff * 2, START_BACKOFF_MAX_SECONDS)
+        self._start_failure = str(failure)
+        return failure
+
+    def _interpreter_problem(self) -> Optional[str]:
+        """After a failed start: ``royalrender.python: ...`` when the interpreter is to blame (missing, not running,
+        older than 3.7: it cannot even parse the worker), else None. Asked only then, so a start costs nothing."""
+        s = self.settings
+        installed = module.installed_versions(module.library_folders(s.root, s.module_paths))
+        return interpreter.start_problem(s.python, worker_environment(s), installed)
 
     def _command(self, request_fd: int, reply_fd: int) -> List[str]:
         s = self.settings
-        command = [s.python, "-m", "exporter.royalrender.vendor.worker", "--module", s.module,
+        command = [s.python, *INTERPRETER_FLAGS, LAUNCHER, "--module", s.module,
                    "--request-fd", str(request_fd), "--reply-fd", str(reply_fd), "--memory-limit", str(s.memory_limit)]
         for path in s.module_paths:
             command += ["--module-path", path]
         return command + (["--rr-root", s.root] if s.root else [])
-
-    def _environment(self) -> Dict[str, str]:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
-        libraries = module.library_folders(self.settings.root, self.settings.module_paths)
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, libraries + [env.get("LD_LIBRARY_PATH", "")]))
-        env.update(self.settings.timezone.environment())
-        return env
 
     def _spawn(self) -> None:
         request_read, request_write = os.pipe()
@@ -272,13 +284,15 @@ class WorkerClient:
         try:
             self._proc = subprocess.Popen(
                 self._command(request_read, reply_write), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, pass_fds=(request_read, reply_write), env=self._environment(),
+                stderr=subprocess.STDOUT, pass_fds=(request_read, reply_write),
+                env=dict(worker_environment(self.settings), **{descendants.MARK: self._token}),
                 start_new_session=True)  # its own process group: children the module forks are killed with it
         except OSError as exc:
             for fd in (request_write, reply_read):  # the worker's ends are closed below
                 os.close(fd)
-            self._delay_start()
-            raise WorkerStartFailed("cannot start the worker with %s: %s" % (self.settings.python, exc)) from None
+            raise self._start_failed(WorkerStartFailed(
+                self._interpreter_problem() or "cannot start the worker with %s: %s" % (self.settings.python, exc)
+            )) from None
         finally:
             for fd in (request_read, reply_write):
                 _close_quietly(fd)
@@ -322,11 +336,14 @@ class WorkerClient:
             self._replies = -1
         if proc is None:
             return
+        started = descendants.descendants(proc.pid, self._token)  # found while the worker still lives
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # the worker and anything the module forked
         except OSError:
             pass
         proc.wait()
+        # and what left the group (setsid) or lost its parent meanwhile: it would hold the output pipe open
+        descendants.kill(started | descendants.descendants(proc.pid, self._token))
 
 
 def _close_quietly(fd: int) -> None:
@@ -334,6 +351,16 @@ def _close_quietly(fd: int) -> None:
         os.close(fd)
     except OSError:
         pass
+
+
+def worker_environment(settings: WorkerSettings) -> Dict[str, str]:
+    """The worker's environment: the daemon's, with the module's folders on ``LD_LIBRARY_PATH`` (a vendor module may
+    need sibling libraries) and ``TZ`` set to the farm's zone. ``PYTHON*`` variables do not reach it (``-I``)."""
+    env = dict(os.environ)
+    libraries = module.library_folders(settings.root, settings.module_paths)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, libraries + [env.get("LD_LIBRARY_PATH", "")]))
+    env.update(settings.timezone.environment())
+    return env
 
 
 def default_python() -> str:

@@ -20,7 +20,7 @@ from prometheus_client.metrics_core import Metric
 from exporter.families import gauge
 from exporter.royalrender.contract import Kind
 from exporter.royalrender.naming import name_from_path
-from exporter.royalrender.times import STALE_SLOTS, Written, checked
+from exporter.royalrender.times import NOT_A_TIME, Written, checked, current
 from exporter.schema import Field, GroupRegex
 
 EXTRA_OPTIONS = {
@@ -37,14 +37,15 @@ def client_name(path: str, options: Mapping[str, Any]) -> str:
 
 
 def interpret(data: Mapping[str, Any], written: Written) -> Dict[str, Any]:
-    """The latest item stamped in RR's zone; left out when it started ``STALE_SLOTS`` items before the write."""
+    """The latest item stamped in RR's zone; left out unless current (``times.current``)."""
     item = data["item"]
     if item is None:
         return dict(data, check={"offset": None, "implausible": None, "stale": False})
     when = written.unix(item["local_time"])
-    check = checked(when, written, item["item_seconds"], True, "the client's latest item")
-    current = when is not None and when >= written.mtime - STALE_SLOTS * item["item_seconds"]
-    return dict(data, item=dict(item, time=when) if current else None, check=dict(check, stale=not current))
+    check = checked(NOT_A_TIME if when is None else when, written, item["item_seconds"], True,
+                    "the client's latest item")
+    fresh = current(when, written.mtime, item["item_seconds"])
+    return dict(data, item=dict(item, time=when) if fresh else None, check=dict(check, stale=not fresh))
 
 
 def families(data: Mapping[str, Dict[str, Any]], options: Mapping[str, Any]) -> Iterable[Metric]:

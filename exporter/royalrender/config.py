@@ -9,8 +9,8 @@ from dataclasses import dataclass, replace
 from typing import Any, List, Mapping, Optional, Tuple
 
 from exporter.paths import glob_problems, missing_root
-from exporter.royalrender import timezone
-from exporter.royalrender.client import WorkerSettings, default_python
+from exporter.royalrender import interpreter, timezone
+from exporter.royalrender.client import WorkerSettings, default_python, worker_environment
 from exporter.royalrender.contract import Kind
 from exporter.royalrender.kinds import KINDS
 from exporter.royalrender.vendor import module
@@ -151,8 +151,25 @@ def _check_kind(kind, kind_config: KindConfig, root: Optional[str]) -> List[Conf
     return notices
 
 
+def check_interpreter(config: RoyalRenderConfig) -> Tuple[Optional[interpreter.Version], List[ConfigNotice]]:
+    """The worker's interpreter as it will run (``royalrender.python``, else the exporter's own): its version (None
+    when it does not run) and its problems. Errors: missing, not running, older than 3.7, or a module named for
+    another Python (the worker refuses it); warnings: RR has no module build for its version."""
+    settings = worker_settings(config)
+    folders = module.library_folders(settings.root, settings.module_paths)
+    found, problems = interpreter.problems(settings.python, config.python is not None, worker_environment(settings),
+                                           module.installed_versions(folders), folders,
+                                           vendor=config.module == module.AUTO)
+    notices = [ConfigNotice("python", message, error=error) for message, error in problems]
+    if found is not None and not any(n.error for n in notices) and config.module != module.SIMULATED:
+        wrong = module.wrong_build(config.module, found, settings.python)
+        if wrong:
+            notices.append(ConfigNotice("module", wrong, error=True))
+    return found, notices
+
+
 def check(config: RoyalRenderConfig) -> List[ConfigNotice]:
-    notices = _check_root(config)
+    notices = check_interpreter(config)[1] + _check_root(config)
     root = module.resolve_root(config.root)
     enabled = [kind for kind in KINDS if config.kinds[kind.name].enabled]
     for kind in enabled:

@@ -17,7 +17,7 @@ from prometheus_client.metrics_core import Metric
 from exporter.budget import OTHER, LabelBudget
 from exporter.families import gauge
 from exporter.royalrender.contract import Bound, Kind
-from exporter.royalrender.times import STALE_SLOTS, Written, checked
+from exporter.royalrender.times import NOT_A_TIME, Written, checked, current
 from exporter.royalrender.vendor.daily_stats import DIMENSIONS, FIELDS
 from exporter.schema import Field, Integer
 
@@ -66,10 +66,10 @@ def interpret(data: Mapping[str, Any], written: Written) -> Dict[str, Any]:
     """The worker's reply as each name's latest slot, names whose latest slot is not current left out."""
     timed = _timed(data, written)
     latest = {dimension: {name: slots[0] for name, slots in names.items()} for dimension, names in timed.items()}
-    rows = [row for names in latest.values() for row in names.values() if row["time"] is not None]
-    newest = max(rows, key=lambda row: row["time"], default=None)
-    check = checked(None if newest is None else newest["time"], written,
-                    0.0 if newest is None else newest["seconds"], False, "the newest set slot")
+    rows = [row for names in latest.values() for row in names.values()]
+    newest = max((row for row in rows if row["time"] is not None), key=lambda row: row["time"], default=None)
+    stated = NOT_A_TIME if newest is None and rows else None if newest is None else newest["time"]
+    check = checked(stated, written, 0.0 if newest is None else newest["seconds"], False, "the newest set slot")
     current = {dimension: {name: row for name, row in names.items() if _current(row, written)}
                for dimension, names in latest.items()}
     withheld = sum(len(latest[d]) - len(current[d]) for d in DIMENSIONS)
@@ -77,7 +77,7 @@ def interpret(data: Mapping[str, Any], written: Written) -> Dict[str, Any]:
 
 
 def _current(row: Dict[str, Any], written: Written) -> bool:
-    return row["time"] is not None and row["time"] >= written.mtime - STALE_SLOTS * row["seconds"]
+    return current(row["time"], written.mtime, row["seconds"])
 
 
 def interpret_history(data: Mapping[str, Any], written: Written) -> Dict[str, Any]:

@@ -4,7 +4,9 @@ It starts the worker exactly as the daemon does (interpreter, module name
 and folders, time zone, limits), then reports:
 
 - which Python versions the installation has module builds for, and which
-  interpreter the worker runs;
+  interpreter the worker runs: its version, and what ``--check-config``
+  says of it (missing, not running, older than 3.7, no build for it, a
+  module named for another Python);
 - for every documented class and member: present, missing, or raised (with
   the error); members the reference does not give a class are *optional*;
 - every configured file read through the worker: loaded (with the plain
@@ -27,8 +29,9 @@ from typing import Any, Dict, List, Mapping, TextIO
 
 from exporter import __version__
 from exporter.exposition import render_section
+from exporter.royalrender import render_time, server_stats
 from exporter.royalrender.client import ModuleNotLoaded, WorkerClient, WorkerCrashed, WorkerError, WorkerStartFailed
-from exporter.royalrender.config import KindConfig, RoyalRenderConfig, kind_paths, worker_settings
+from exporter.royalrender.config import KindConfig, RoyalRenderConfig, check_interpreter, kind_paths, worker_settings
 from exporter.royalrender.contract import Kind
 from exporter.royalrender.kinds import KINDS
 from exporter.royalrender.reader import MemberFailures, TimeChecks, file_reader, worker_options, written
@@ -64,7 +67,11 @@ def _header(config, settings, out: TextIO) -> None:
                                                          "(none: the worker searches RR's bin folders)"))
     out.write("module builds in the installation, for Python: %s (in %s)\n" % (
         ", ".join(module.installed_versions(folders)) or "none found", ", ".join(folders) or "no folder found"))
-    out.write("worker interpreter: %s\n" % settings.python)
+    found, notices = check_interpreter(config)
+    out.write("worker interpreter: %s (%s)\n" % (settings.python, "Python %d.%d.%d" % found if found else
+                                                  "does not run"))
+    out.writelines("  %s: royalrender.%s: %s\n" % ("ERROR" if n.error else "warning", n.key, n.message)
+                   for n in notices)
     out.write("time zone of RR's local times: %s\n\n" % settings.timezone.describe())
 
 
@@ -204,6 +211,44 @@ def _report_interpretation(path: str, data: Mapping[str, Any], out: TextIO) -> L
     return ["%s: royalrender.timezone: %s" % (path, check["implausible"])]
 
 
+def _newest_data(kind: Kind, rr: RoyalRenderConfig, settings, worker: WorkerClient) -> Any:
+    """The worker's reply for the kind's most recently changed file, None when there is none or it fails."""
+    kind_config = rr.kinds[kind.name]
+    patterns = kind_paths(kind, kind_config, settings.root) if kind_config.enabled else []
+    files = sorted(file_reader(kind, patterns, kind_config.options, worker, MemberFailures(), TimeChecks()).selected(),
+                   key=_mtime)
+    try:
+        return worker.read(kind.name, files[-1], worker_options(kind_config.options)).data if files else None
+    except WorkerError:
+        return None
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+def _report_frame_time_unit(rr: RoyalRenderConfig, settings, worker: WorkerClient, out: TextIO) -> None:
+    """Compares the server's average frame time (assumed seconds) with the render-time stats (PS·s): a ratio
+    near 1 says frameTime is processor-seconds too (docs/royalrender.md, Units)."""
+    server, render = (_newest_data(kind, rr, settings, worker) for kind in (server_stats.KIND, render_time.KIND))
+    frame = None if server is None else next((used["slot"].get("average_frame_seconds") for walk in server["walks"]
+                                              for used in walk["used"]), None)
+    means = sorted(layer["mean"] for project in (render or {}).get("projects", ()) for layer in project["layers"]
+                   if layer["mean"])
+    out.write("Frame time unit: ")
+    if not frame or not means:
+        out.write("not checked (needs server_stats with a frame time and render_time with frame times)\n\n")
+        return
+    median = means[len(means) // 2]
+    out.write("server_stats frameTime %g, render_time stats' median %g PS*s, ratio %.2f: %s\n\n" % (
+        frame, median, frame / median, "frameTime looks like processor-seconds, not seconds: "
+        "royalrender_average_frame_time_seconds overstates by the cores a frame used" if 0.5 <= frame / median <= 2
+        else "far from 1, so frameTime is probably seconds, as assumed (or the jobs differ)"))
+
+
 def _report_vendor_output(worker: WorkerClient, out: TextIO) -> None:
     lines = list(worker.vendor_output)
     out.write("What the vendor module printed (%d lines):\n" % len(lines))
@@ -239,6 +284,7 @@ def run(rr: RoyalRenderConfig, out: TextIO = sys.stdout) -> int:
             return EXIT_PROBLEMS
         for kind in KINDS:
             problems += _report_kind(kind, rr.kinds[kind.name], settings, worker, out)
+        _report_frame_time_unit(rr, settings, worker, out)
     finally:
         worker.close()
         _report_vendor_output(worker, out)

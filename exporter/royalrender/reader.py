@@ -25,7 +25,8 @@ from exporter.logs import fields
 from exporter.paths import PathPattern
 from exporter.royalrender.client import WorkerClient, WorkerCrashed, WorkerError, WorkerStartFailed
 from exporter.royalrender.contract import Kind
-from exporter.royalrender.times import STALE_SLOTS, TOLERANCE_SECONDS, Written
+from exporter.royalrender.times import TOLERANCE_SECONDS, NotATime, Written
+from exporter.royalrender.vendor.calls import STALE_SLOTS
 from exporter.sources import READ_FAILURE_REASONS, FileStatus
 from exporter.wholefile import ReadFailed, WholeFileReader
 
@@ -120,7 +121,10 @@ def written(path: str, worker: WorkerClient) -> Written:
         mtime = os.stat(path).st_mtime
     except OSError as exc:
         raise ReadFailed(str(exc), failure="io") from None
-    return Written(mtime, worker.settings.timezone.zone())
+    try:
+        return Written(mtime, worker.settings.timezone.zone())
+    except NotATime as exc:  # a broken clock on the file server: the file's times cannot be checked
+        raise ReadFailed("RR's times cannot be placed: %s" % exc) from None
 
 
 def file_reader(kind: Kind, patterns: Sequence[str], options: Mapping[str, Any], worker: WorkerClient,

@@ -15,8 +15,8 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.families import gauge
 from exporter.royalrender.contract import Kind
-from exporter.royalrender.times import STALE_SLOTS, Written, checked
-from exporter.royalrender.vendor.server_stats import last_save_steps
+from exporter.royalrender.times import NOT_A_TIME, Written, checked, current
+from exporter.royalrender.vendor.server_stats import last_save_index, last_save_steps
 
 _NOTE = " (from server_stats.db, latest valid slot; cached between changes of the file)"
 
@@ -37,47 +37,54 @@ def _slot_start(last_save: int, step: float, slot_seconds: float, back: int) -> 
 
 
 def interpret(data: Mapping[str, Any], written: Written) -> Dict[str, Any]:
-    """The latest used slot while current (at most ``STALE_SLOTS`` before the last save), stamped."""
+    """The newest used slot that is current (``times.current`` against the last save), stamped."""
     interpreted: Dict[str, Any] = {"slot_seconds": None, "last_save_time": None, "last_save_step": None, "slot": None,
                                    "check": {"offset": None, "implausible": None, "stale": False}}
     if data["last_save"] is None or not data["walks"]:
         return interpreted
     walks = {walk["step"]: walk for walk in data["walks"]}
     step, last_save_time = _last_save(data["last_save"], walks, written)
-    walk, slot_seconds = walks[step], data["slot_seconds"]
-    current = walk["back"] is not None and walk["back"] <= STALE_SLOTS
-    interpreted.update(slot_seconds=slot_seconds, last_save_time=last_save_time, last_save_step=step, check=dict(
-        checked(last_save_time, written, slot_seconds, True, "the last save (lastSaveDay)"),
-        stale=walk["back"] is not None and not current))
-    if current:
-        start = _slot_start(data["last_save"], step, slot_seconds, walk["back"])
-        interpreted["slot"] = dict(walk["slot"], time=written.unix(start))
+    slot_seconds = data["slot_seconds"]
+    stamped = [dict(used["slot"], time=written.unix(_slot_start(data["last_save"], step, slot_seconds, used["back"])))
+               for used in walks[step]["used"]]
+    fresh = [slot for slot in stamped
+             if last_save_time is not None and current(slot["time"], last_save_time, slot_seconds, True)]
+    interpreted.update(slot_seconds=slot_seconds, last_save_time=last_save_time, last_save_step=step,
+                       slot=fresh[0] if fresh else None, check=dict(
+                           checked(NOT_A_TIME if last_save_time is None else last_save_time, written, slot_seconds,
+                                   True, "the last save (lastSaveDay)"),
+                           stale=not fresh and (bool(stamped) or walks[step]["older"] is not None)))
     return interpreted
 
 
 def interpret_history(data: Mapping[str, Any], written: Written) -> Dict[str, Any]:
-    """Every used slot with its start: day slots from the last save back, then the pushed-down month and year
-    arrays where no finer one covers (the last index holds the last completed slot)."""
+    """Every used slot with its start: day slots back from the last save (none after it: the hour a spring
+    switch skips still holds yesterday's), then the pushed-down month and year arrays, each slot a fixed
+    real duration before the array's last save, where no finer array covers."""
     slots: List[Dict[str, Any]] = []
     day = data.get("day")
     if day is not None:
         size, slot_seconds = day["size"], day["slot_seconds"]
-        step, _ = _last_save(day["last_save"], last_save_steps(slot_seconds), written)
-        newest = int(day["last_save"] * step % 86400 // slot_seconds)
-        slots += [dict(values, time=written.unix(_slot_start(day["last_save"], step, slot_seconds,
-                                                             (newest - idx) % size)))
-                  for idx, values in day["used"]]
+        step, last_save_time = _last_save(day["last_save"], last_save_steps(slot_seconds), written)
+        newest = last_save_index(day["last_save"], step, slot_seconds)
+        for idx, values in day["used"]:
+            start = written.unix(_slot_start(day["last_save"], step, slot_seconds, (newest - idx) % size))
+            if start is not None and last_save_time is not None and start <= last_save_time:
+                slots.append(dict(values, time=start))
     for array in ("month", "year"):
         pushed = data.get(array)
         if pushed is None:
             continue
-        earliest = min((s["time"] for s in slots if s["time"] is not None), default=math.inf)
-        size, seconds, last = pushed["size"], pushed["slot_seconds"], pushed["last_save"]
+        earliest = min((s["time"] for s in slots), default=math.inf)
+        size, seconds = pushed["size"], pushed["slot_seconds"]
+        last = written.unix(pushed["last_save"] * seconds)
+        if last is None:
+            continue
         for idx, values in pushed["used"]:
-            start = written.unix((last - 1 - (size - 1 - idx)) * seconds)
-            if start is not None and start < earliest:
+            start = last - (size - idx) * seconds
+            if start < earliest:
                 slots.append(dict(values, time=start))
-    return {"slots": sorted((s for s in slots if s["time"] is not None), key=lambda s: s["time"])}
+    return {"slots": sorted(slots, key=lambda s: s["time"])}
 
 
 def history_families(data: Mapping[str, Dict[str, Any]],

@@ -10,16 +10,19 @@ limit, the tolerance) are specified in docs/royalrender.md.
 from __future__ import annotations
 
 import datetime
+import math
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
-#: a slot that started more than this many slot lengths before its reference is not current
-STALE_SLOTS = 4
+from exporter.royalrender.vendor.calls import LATEST_LOCAL_SECONDS, STALE_SLOTS
+
 #: how far a file's newest time may lie from its modification time beyond one slot length
 TOLERANCE_SECONDS = 300.0
-#: RR's local times are plausible between 1970 and 2100; anything else is not a time
-LATEST_LOCAL_SECONDS = 4102444800
 _EPOCH = datetime.datetime(1970, 1, 1)
+
+
+class NotATime(ValueError):
+    """A file's modification time that no calendar date holds (past year 9999): its times cannot be checked."""
 
 
 @dataclass(frozen=True)
@@ -29,13 +32,30 @@ class Written:
     mtime: float
     zone: datetime.tzinfo
 
+    def __post_init__(self) -> None:
+        try:
+            self.local(self.mtime)
+        except (ValueError, OverflowError, OSError):
+            raise NotATime("its modification time %.0f is not a date" % self.mtime) from None
+
     def unix(self, local_seconds: Optional[float]) -> Optional[float]:
-        """The Unix time of RR's local wall-clock seconds; a repeated hour counts from its first occurrence,
-        a skipped one with the offset before the switch (``fold=0``). None for what cannot be a time."""
+        """The Unix time of RR's local wall-clock seconds, None for what cannot be a time.
+
+        A time that occurs twice (the hour repeated in autumn) is its latest
+        occurrence not after the write (RR overwrites what the first pass
+        wrote), or its first when both are after; one that does not exist (the
+        hour skipped in spring) is read with the offset in force before it.
+        """
         if local_seconds is None or not 0 <= local_seconds <= LATEST_LOCAL_SECONDS:
             return None
         wall = _EPOCH + datetime.timedelta(seconds=local_seconds)
-        return wall.replace(tzinfo=self.zone).timestamp()
+        first, second = (wall.replace(tzinfo=self.zone, fold=fold).timestamp() for fold in (0, 1))
+        if first == second or not self._occurs(wall, second):  # unambiguous, or skipped (no occurrence)
+            return first
+        return second if second <= self.mtime + TOLERANCE_SECONDS else first
+
+    def _occurs(self, wall: datetime.datetime, unix: float) -> bool:
+        return datetime.datetime.fromtimestamp(unix, self.zone).replace(tzinfo=None) == wall
 
     def local(self, unix: float) -> float:
         """The local wall-clock seconds of a Unix time (the inverse of ``unix``)."""
@@ -47,9 +67,14 @@ class Written:
         return self.local(self.mtime) // 86400 * 86400
 
 
+#: what ``checked`` takes for a time the file states that is none (``Written.unix`` gave None for it)
+NOT_A_TIME = math.nan
+
+
 def checked(newest: Optional[float], written: Written, slot_seconds: float, past_too: bool,
             what: str) -> Dict[str, Any]:
-    """How ``newest`` (the latest time the file states, Unix) compares with the file's modification time.
+    """How ``newest`` (the latest time the file states, Unix; None: it states none; ``NOT_A_TIME``: what it
+    states is not a time) compares with the file's modification time.
 
     ``past_too``: a newest time far before the write is as wrong as one after
     it (a file that is rewritten with its newest slot each time); else only
@@ -57,10 +82,23 @@ def checked(newest: Optional[float], written: Written, slot_seconds: float, past
     """
     if newest is None:
         return {"offset": None, "implausible": None}
+    if math.isnan(newest):
+        return {"offset": None, "implausible": "%s is not a time between 1970 and 2100" % what}
     offset = newest - written.mtime
     limit = TOLERANCE_SECONDS + slot_seconds
     wrong = offset > limit or (past_too and offset < -limit)
     return {"offset": offset, "implausible": _explain(offset, what) if wrong else None}
+
+
+def current(start: Optional[float], reference: float, slot_seconds: float, bounded_after: bool = False) -> bool:
+    """A slot that started at most ``STALE_SLOTS`` slot lengths before ``reference`` (the write, or the last save).
+
+    ``bounded_after``: and not after it either (a server slot after its last save is another day's); a
+    daily or client slot after the write is a clock or zone error, flagged by ``checked``, not withheld.
+    """
+    if start is None or start < reference - STALE_SLOTS * slot_seconds:
+        return False
+    return not bounded_after or start <= reference + TOLERANCE_SECONDS
 
 
 def _explain(offset: float, what: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import logging
 import os
 from dataclasses import dataclass
 from typing import Dict, Optional
@@ -78,7 +79,10 @@ def _machine_tzinfo_for(configured: str) -> datetime.tzinfo:
             return _zone(configured)
         with open("/etc/localtime", "rb") as handle:
             return ZoneInfo.from_file(handle, key=machine_zone())
-    except (OSError, ValueError):
+    except (OSError, ValueError) as exc:
+        logging.getLogger(__name__).warning(
+            "the machine's time zone is not one zoneinfo can load (a POSIX rule in $TZ?); RR's local times are "
+            "read as UTC: set royalrender.timezone", extra={"tz": configured or "/etc/localtime", "error": str(exc)})
         return datetime.timezone.utc
 
 
@@ -101,7 +105,10 @@ class Timezone:
 
     def show(self, unix: float) -> str:
         """A Unix time as a local date in this zone."""
-        return datetime.datetime.fromtimestamp(unix, self.zone()).strftime("%Y-%m-%d %H:%M:%S %Z")
+        try:
+            return datetime.datetime.fromtimestamp(unix, self.zone()).strftime("%Y-%m-%d %H:%M:%S %Z")
+        except (ValueError, OverflowError, OSError):
+            return "not a date"
 
 
 def parse(value: str) -> Timezone:

@@ -41,6 +41,7 @@ from typing import (
 from prometheus_client.metrics_core import Metric
 
 from exporter.budget import LabelBudget
+from exporter.containment import OUTSIDE, Containment, OutsideRoots
 from exporter.families import LiveRows, counter, gauge, label_value
 from exporter.logs import RateLimitedLog, fields
 from exporter.paths import PathPattern
@@ -59,7 +60,7 @@ from exporter.rush.backlog import (
 from exporter.rush.config import SERIES_PER_BREAKDOWN_VALUE, SERIES_PER_HOST, Breakdown, CpuAcctEntry, RushConfig
 from exporter.rush.records import STATUSES, SYSTEM, USER, WALL
 from exporter.rush.saved import FileState, GoneShare, SavedBudget, SavedReader
-from exporter.rush.tally import BREAKDOWN_WALL, RECORD_NAMES, Exact, Tally
+from exporter.rush.tally import BREAKDOWN_WALL, OVER_LONG, RECORD_NAMES, Exact, Tally
 from exporter.sources import FileStatus
 from exporter.tailer import MAX_LINE_BYTES, Backlog, LineState, Tailer
 
@@ -157,7 +158,10 @@ class CpuAcctReader:
         self._config = config
         self._entries = [(PathPattern(entry.path), entry) for entry in config.cpu_acct]
         self.patterns = [pattern for pattern, _ in self._entries]
-        self._tailer = Tailer(self._consume, discarded=self._discarded, backlog=self._defer)
+        self._tailer = Tailer(self._consume, discarded=self._discarded, backlog=self._defer,
+                              containment=Containment(self.patterns))
+        #: Per file, reads refused because its path leads outside the configured folders (``containment``).
+        self._outside: Dict[str, int] = {}
         self._backlogs = backlogs or BacklogReader(processes_to_use(config.read_processes))
         self._files: Dict[str, FileState] = {}
         #: What files that are gone left in the totals, by host; their ``FileState`` is dropped (``_retire``).
@@ -254,11 +258,14 @@ class CpuAcctReader:
     def _went_down(self, state: FileState, path: str, exc: OSError) -> None:
         """Marks the file down; logs once per outage (retries every 2 s must not flood the log), and at
         most once a minute per reason (EMFILE would otherwise log every one of 20,000 files)."""
-        state.errors += 1
         reason = exc.strerror or str(exc)
-        if state.up or state.down_reason != reason:
-            self._file_log.warning("down: " + reason, "cannot read cpu.acct; keeping what was read before, retrying",
-                                   path=path, error=reason)
+        if isinstance(exc, OutsideRoots):  # logged once by the containment; counted apart, not checkpointed
+            self._outside[path] = self._outside.get(path, 0) + 1
+        else:
+            state.errors += 1
+            if state.up or state.down_reason != reason:
+                self._file_log.warning("down: " + reason, "cannot read cpu.acct; keeping what was read before, "
+                                       "retrying", path=path, error=reason)
         state.up, state.down_reason = False, reason
         self._dirty_labels.add(path)
 
@@ -348,10 +355,10 @@ class CpuAcctReader:
         """Adds a tally of ``label``'s lines: labels through the budgets in order, totals, gauges."""
         state = self._state(label)
         counters = self._budget_counters()
+        self._log_problems(label, tally, state.lines)
         state.bytes += tally.bytes
         state.lines += tally.lines
         state.malformed += tally.malformed
-        self._log_problems(label, tally)
         for name, count in tally.records.items():
             state.records[name] = state.records.get(name, 0) + count
         state.daemon_starts += tally.daemon_starts
@@ -388,15 +395,18 @@ class CpuAcctReader:
             if budget.overflowed != overflowed:
                 state.over_budget[name] = state.over_budget.get(name, 0) + budget.overflowed - overflowed
 
-    def _log_problems(self, label: str, tally: Tally) -> None:
+    def _log_problems(self, label: str, tally: Tally, lines_before: int) -> None:
+        """The first malformed line of ``tally`` by its number in the file (counted from the first line read
+        of it) and ``logs.line_fields``, never verbatim."""
         if tally.problem is not None:
-            reason, line = tally.problem
-            if line or reason != "over-long line":
-                self._file_log.warning(label, "malformed cpu.acct line skipped", path=label, reason=reason,
-                                       line=line, malformed=tally.malformed)
-            else:
+            reason, number, shown = tally.problem
+            if reason == OVER_LONG:
                 self._file_log.warning(label, "over-long cpu.acct line skipped", path=label,
-                                       reason="longer than %d bytes" % MAX_LINE_BYTES)
+                                       reason="longer than %d bytes" % MAX_LINE_BYTES,
+                                       line_number=lines_before + number)
+            else:
+                self._file_log.warning(label, "malformed cpu.acct line skipped", path=label, reason=reason,
+                                       line_number=lines_before + number, **shown, malformed=tally.malformed)
         if tally.future is not None:
             self._file_log.warning(label + "#future", "cpu.acct record dated ahead of the clock; "
                                    "counted, but not taken as the latest", path=label, time=tally.future)
@@ -526,10 +536,12 @@ class CpuAcctReader:
             self._statuses.pop(path, None)
             return
         state = state or FileState()
+        outside = self._outside.get(path, 0)
         self._statuses[path] = FileStatus(
             kind=KIND, path=path, up=state.up, last_success_time=state.last_success_time,
-            errors_total=state.errors, malformed_lines_total=state.malformed, bytes_read_total=state.bytes,
-            lines_read_total=state.lines, last_error=None if state.up else state.down_reason)
+            errors_total=state.errors + outside, malformed_lines_total=state.malformed, bytes_read_total=state.bytes,
+            lines_read_total=state.lines, last_error=None if state.up else state.down_reason,
+            read_failures=((OUTSIDE, outside),) if outside else ())
 
     def _update_host_totals(self) -> None:
         for host in self._dirty_hosts:

@@ -14,6 +14,7 @@ import os
 from types import MappingProxyType
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
+from exporter.containment import Containment
 from exporter.families import label_value
 from exporter.paths import PathPattern
 from exporter.rush.config import RushConfig
@@ -55,8 +56,11 @@ def history_files(config: RushConfig) -> List[str]:
 class Replay:
     """Replays the records of several files in time order; counts what it read."""
 
-    def __init__(self, paths: List[str], progress: Callable[[int, int], None]):
+    def __init__(self, paths: List[str], progress: Callable[[int, int], None],
+                 containment: Optional[Containment] = None):
+        """``containment``: the folders the paths must lead into (``exporter.containment``); None: any."""
         self.paths = paths
+        self._containment = containment
         self.total_bytes = sum(os.path.getsize(p) for p in paths)
         self.bytes_read = 0
         self.records = 0
@@ -66,10 +70,19 @@ class Replay:
 
     def _records(self, path: str) -> Iterator[Tuple[int, int, Process]]:
         try:
+            if self._containment is not None:
+                self._containment.check(path)
             handle = os.fdopen(open_regular(path)[0], "rb")  # a FIFO must not block the backfill either
-        except OSError as exc:
+        except OSError as exc:  # OutsideRoots too: a symlink out of the configured folders
             self.unreadable.append((path, str(exc)))
             return
+        if self._containment is not None:
+            try:
+                self._containment.check_descriptor(handle.fileno(), path)
+            except OSError as exc:
+                handle.close()
+                self.unreadable.append((path, str(exc)))
+                return
         with handle:
             for number, raw in enumerate(handle):
                 self.bytes_read += len(raw)
@@ -134,7 +147,8 @@ def history(replay: Replay, step: float, hold: Optional[float] = None) -> Iterat
 def backfill(config: RushConfig, sink: HistorySink) -> List[str]:
     """``Source.history``: replays every matched file into ``sink``; returns the files it could not read."""
     progress = sink.progress("rush")
-    replay = Replay(history_files(config), lambda done, records: progress(done, replay.total_bytes, records))
+    replay = Replay(history_files(config), lambda done, records: progress(done, replay.total_bytes, records),
+                    Containment([PathPattern(entry.path) for entry in config.cpu_acct]))
     for when, at_that_time in history(replay, sink.step):
         sink.add(when, at_that_time)
     sink.note("rush: %d files, %d records, %d malformed lines skipped" % (

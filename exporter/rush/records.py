@@ -20,7 +20,8 @@ from typing import Callable, Dict, NamedTuple, NoReturn, Optional, Pattern, Set,
 
 
 class MalformedLine(ValueError):
-    """The line is not a valid record; the message says why."""
+    """The line is not a valid record; the message says why, never quoting the line (it may be any file's
+    content: the log shows only ``logs.line_fields`` of it)."""
 
 
 class Process(NamedTuple):
@@ -122,6 +123,12 @@ def new_totals() -> list:
     return [0] * TOTALS_SLOTS
 
 
+def record_shaped(line: str) -> bool:
+    """Whether ``line`` starts as a Rush record does (a known record type, then a blank or TAB): only such a
+    line's start is shown in the log (``logs.line_fields``); another file's content is not."""
+    return line[:1] in _PARSERS and line[1:2] in (" ", "\t")
+
+
 def parse_line(line: str) -> Optional[Record]:
     """Returns the record of ``line``, None for a blank line, or raises MalformedLine."""
     tokens = line.split()
@@ -129,7 +136,7 @@ def parse_line(line: str) -> Optional[Record]:
         return None
     parse = _PARSERS.get(tokens[0])
     if parse is None:
-        raise MalformedLine("unknown record type %r" % tokens[0][:20])
+        raise MalformedLine("unknown record type")
     if OTHER_WHITESPACE.search(line):
         raise MalformedLine("fields separated by whitespace other than blanks and TABs")
     return parse(line, tokens)
@@ -138,7 +145,7 @@ def parse_line(line: str) -> Optional[Record]:
 def _plain(token: str, what: str) -> None:
     """Raises unless ``token`` can be a number Rush wrote: ASCII, no ``_`` (Python's int and float allow both)."""
     if not token.isascii() or "_" in token:
-        raise MalformedLine("%s %r is not a plain ASCII number" % (what, token[:20]))
+        raise MalformedLine("%s is not a plain ASCII number" % what)
 
 
 def _integer(token: str, what: str) -> int:
@@ -146,13 +153,13 @@ def _integer(token: str, what: str) -> int:
     try:
         return int(token)
     except ValueError:
-        raise MalformedLine("%s %r is not an integer" % (what, token[:20])) from None
+        raise MalformedLine("%s is not an integer" % what) from None
 
 
 def _time(token: str) -> int:
     value = _integer(token, "time")
     if value < 0:
-        raise MalformedLine("time %d is negative" % value)
+        raise MalformedLine("time is negative")
     return value
 
 
@@ -161,9 +168,9 @@ def _number(token: str, what: str, maximum: float) -> float:
     try:
         value = float(token)
     except ValueError:
-        raise MalformedLine("%s %r is not a number" % (what, token[:20])) from None
+        raise MalformedLine("%s is not a number" % what) from None
     if not 0 <= value <= maximum:  # also false for nan
-        raise MalformedLine("%s %r out of range 0..%g" % (what, token[:20], maximum))
+        raise MalformedLine("%s out of range 0..%g" % (what, maximum))
     return value
 
 
@@ -171,7 +178,7 @@ def _state(token: str) -> bool:
     try:
         return _ONLINE[token]
     except KeyError:
-        raise MalformedLine("state %r is neither online nor offline" % token[:20]) from None
+        raise MalformedLine("state is neither online nor offline") from None
 
 
 def _process_fields(line: str, tokens: list) -> list:
@@ -251,9 +258,9 @@ def _parse_process(line: str, tokens: list) -> Process:
 def _explain_bad_process(f: list) -> NoReturn:
     """Raises MalformedLine naming the first bad field of a ``p`` line."""
     if len(f[2]) > MAX_ID_LENGTH or not _JOBID.match(f[2]):
-        raise MalformedLine("job id %r is not host-number or host.number" % f[2][:40])
+        raise MalformedLine("job id is not host-number or host.number")
     if len(f[7]) > MAX_ID_LENGTH or not _PRIORITY.match(f[7]):
-        raise MalformedLine("priority %r is not a number with an optional flag letter" % f[7][:20])
+        raise MalformedLine("priority is not a number with an optional flag letter")
     _time(f[1])
     _number(f[8], "wall seconds", MAX_FRAME_SECONDS)
     _number(f[9], "system seconds", MAX_FRAME_SECONDS)
@@ -277,7 +284,7 @@ def _parse_utilization(line: str, tokens: list) -> Utilization:
 def _parse_rotation(line: str, tokens: list) -> Rotation:
     _expect_fields(tokens, 4, "rotation entry")
     if tokens[1] not in ("start", "end"):
-        raise MalformedLine("rotation edge %r is neither start nor end" % tokens[1][:20])
+        raise MalformedLine("rotation edge is neither start nor end")
     return Rotation(_time(tokens[2]), tokens[1], _state(tokens[3]))
 
 
@@ -295,7 +302,7 @@ def _parse_midnight(line: str, tokens: list) -> Midnight:
 def _parse_daemon(line: str, tokens: list) -> DaemonEvent:
     _expect_fields(tokens, 4, "daemon entry")
     if tokens[1] not in ("start", "stop"):
-        raise MalformedLine("daemon action %r is neither start nor stop" % tokens[1][:20])
+        raise MalformedLine("daemon action is neither start nor stop")
     return DaemonEvent(_time(tokens[2]), tokens[1], _state(tokens[3]))
 
 

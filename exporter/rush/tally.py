@@ -24,6 +24,7 @@ import math
 from fractions import Fraction
 from typing import Callable, Dict, List, Optional, Set, Tuple, Union
 
+from exporter.logs import line_fields
 from exporter.rush.records import (
     MAX_FRAME_SECONDS,
     OTHER_WHITESPACE,
@@ -42,6 +43,7 @@ from exporter.rush.records import (
     parse_line,
     plausible_jobid,
     plausible_priority,
+    record_shaped,
     status_slot,
 )
 
@@ -75,6 +77,10 @@ _good_ids: Set[str] = set()
 _good_priorities: Set[str] = set()
 
 
+#: The reason of ``Tally.problem`` for a line longer than the tailer's ``MAX_LINE_BYTES``.
+OVER_LONG = "over-long line"
+
+
 def exact(value: float) -> Exact:
     """A parsed number as an exact summand: an int when whole (the usual), else its exact Fraction."""
     return int(value) if value.is_integer() else Fraction(value)
@@ -83,15 +89,18 @@ def exact(value: float) -> Exact:
 class Tally:
     """What a run of lines of one file contributes; merged by the reader in file order."""
 
-    __slots__ = ("bytes", "lines", "malformed", "problem", "future", "records", "daemon_starts", "utilization",
-                 "online", "newest", "hosts", "users", "titles")
+    __slots__ = ("bytes", "lines", "malformed", "problem", "_first_bad", "future", "records", "daemon_starts",
+                 "utilization", "online", "newest", "hosts", "users", "titles")
 
     def __init__(self, users: bool, titles: bool):
         self.bytes = 0
         self.lines = 0
         self.malformed = 0
-        #: (reason, line) of the first malformed line, for the log.
-        self.problem: Optional[Tuple[str, str]] = None
+        #: The first malformed line, for the log: (reason, its number among the tally's lines from 1, what
+        #: ``logs.line_fields`` shows of it). Never the line itself: it may be any file's content.
+        self.problem: Optional[Tuple[str, int, Dict[str, object]]] = None
+        #: (reason, line) of the block being added, until ``add_block`` knows its number.
+        self._first_bad: Optional[Tuple[str, str]] = None
         #: Time of the first record dated beyond the horizon, for the log.
         self.future: Optional[int] = None
         self.records: Dict[str, int] = {}
@@ -111,7 +120,7 @@ class Tally:
             self.lines += 1
             self.malformed += 1
             if self.problem is None:
-                self.problem = ("over-long line", "")
+                self.problem = (OVER_LONG, self.lines, {})
 
     def add_block(self, block: bytes, horizon: float) -> None:
         """Counts the complete lines of ``block``; records dated after ``horizon`` never become the latest."""
@@ -119,6 +128,7 @@ class Tally:
         text = block.decode("utf-8", "surrogateescape")  # names keep their bytes: ``families.label_value``
         lines = text.split("\n")
         lines.pop()
+        before = self.lines
         self.lines += len(lines)
         all_ascii = block.isascii()
         if all_ascii:
@@ -130,6 +140,11 @@ class Tally:
         else:
             for line in lines:
                 self._one(line, horizon)
+        if self._first_bad is not None:
+            reason, line = self._first_bad
+            self._first_bad = None
+            # The first line equal to it is the first malformed one: an earlier equal line was malformed too.
+            self.problem = (reason, before + lines.index(line) + 1, line_fields(line, show=record_shaped(line)))
 
     def _lean(self, lines: List[str], horizon: float, all_ascii: bool) -> None:
         """The hot loop: inline checks equal to ``parse_line``'s for the common shapes, ``_one`` for the rest.
@@ -202,8 +217,8 @@ class Tally:
             record = parse_line(line)
         except MalformedLine as exc:
             self.malformed += 1
-            if self.problem is None:
-                self.problem = (str(exc), line[:200])
+            if self.problem is None and self._first_bad is None:
+                self._first_bad = (str(exc), line)
             return
         if record is not None:
             self.add_record(record, horizon)

@@ -68,13 +68,15 @@ class App:
 
     def __init__(self, telemetry_path: str, exposition: Callable[[], Exposition], ready: Callable[[], bool],
                  landing_page: Callable[[str], bytes], web: Optional[WebConfigFile] = None,
-                 reload: Optional[Callable[[], Optional[str]]] = None):
+                 reload: Optional[Callable[[], Optional[str]]] = None,
+                 health: Callable[[], Optional[str]] = lambda: None):
         self.telemetry_path = telemetry_path
         self.exposition = exposition
         self.ready = ready
         self.landing_page = landing_page
         self.web = web or WebConfigFile(None)
         self.reload = reload
+        self.health = health  # None, or why the daemon is not healthy (a reload stuck past its deadline)
 
 
 #: Paths anyone who reaches the port may ask, even with basic auth on: they tell only up or not.
@@ -258,7 +260,9 @@ class Responder:
         if path == "/":
             return Response(200, self.app.landing_page(request.query), "text/html; charset=utf-8")
         if path == "/-/healthy":
-            return Response(200, b"Healthy\n")
+            problem = self.app.health()
+            return Response(200, b"Healthy\n") if problem is None else Response(
+                503, ("Unhealthy: %s\n" % problem).encode())
         if path == "/-/ready":
             ready = self.app.ready()
             return Response(200, b"Ready\n") if ready else Response(

@@ -14,7 +14,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from exporter import __version__
+from exporter import __version__, paths
 from exporter.exposition import PlacedSection
 from exporter.families import label_value
 from exporter.sources import FileStatus
@@ -106,17 +106,21 @@ def _unmatched(status: RuntimeStatus) -> List[Tuple[str, str]]:
 
 def _reload_text(status: RuntimeStatus) -> Tuple[str, str]:
     reload = status.reload
+    stuck = "; STUCK: %s" % reload.stuck if reload.stuck else ""
     if reload.last_attempt_time is None:
-        return "none since start", ""
-    verdict = "successful" if reload.successful else "FAILED (the previous configuration is still in use)"
-    return "%s at %s (%d ok, %d failed)" % (verdict, _when(reload.last_attempt_time), reload.successes,
-                                            reload.failures), "good" if reload.successful else "bad"
+        return "none since start" + stuck, "bad" if stuck else ""
+    verdict = ("successful" if reload.successful else "FAILED (the previous configuration is still in use): %s"
+               % (reload.last_error or "the log says why"))
+    return "%s at %s (%d ok, %d failed)%s" % (verdict, _when(reload.last_attempt_time), reload.successes,
+                                              reload.failures, stuck), "good" if reload.successful and not stuck \
+        else "bad"
 
 
 def _summary(status: RuntimeStatus, unmatched: List[Tuple[str, str]], config_path: Optional[str],
              ready: bool) -> str:
     down = [f for f in status.files if not f.up]
-    healthy = ready and not down and not unmatched and status.reload.successful
+    healthy = (ready and not down and not unmatched and not status.capped_patterns and status.reload.successful
+               and not status.reload.stuck and status.web_reload.successful)
     verdict = ("All files are read." if healthy else "Not ready: first read of the sources in progress."
                if not ready else "Needs attention: see Problems below.")
     reload_text, reload_class = _reload_text(status)
@@ -147,6 +151,17 @@ def _problems(status: RuntimeStatus, unmatched: List[Tuple[str, str]], sections:
         rows.append(_row("configuration", "", "REJECTED", "", _esc(status.reload.failures),
                          "the last reload was rejected; the log says why (\"configuration reload failed\")",
                          classes=("", "", "down")))
+    rows += [_row(_esc(kind), _esc(pattern.pattern), "LIMIT", "", "", _esc(
+        "the pattern matches more than %d files: only the first found are read; narrow it" % paths.MAX_MATCHES),
+        classes=("", "", "down")) for kind, pattern in status.patterns if pattern.pattern in status.capped_patterns]
+    if status.reload.stuck:
+        rows.append(_row("configuration", "", "STUCK", "", "", _esc("a reload is stuck past its deadline: %s"
+                                                                   % status.reload.stuck), classes=("", "", "down")))
+    if not status.web_reload.successful:
+        rows.append(_row("web config", "", "REFUSED", "", _esc(status.web_reload.failures), _esc(
+            "the last change of the web config file was not applied; the settings in force before it stay: %s"
+            % (status.web_reload.last_error or "the log says why (\"web config change REFUSED\")")),
+            classes=("", "", "down")))
     if not rows:
         return "<p id='problems'>No problems.</p>"
     return _table(["Kind", "File or pattern", "Status", "Last good read", "Errors", "Reason"], rows,

@@ -25,7 +25,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Mapping, Optional, Tuple
 
-from exporter.config import ConfigError
+from exporter.boundedfile import read_regular, stuck_reads
+from exporter.config import READ_TIMEOUT, ConfigError, read_text
 from exporter.logs import fields
 from exporter.schema import Boolean, Errors, Field, MapOf, OneOf, Problem, Scalar, String, Struct, load_document
 from exporter.status import ReloadStatus
@@ -35,6 +36,12 @@ log = logging.getLogger(__name__)
 
 #: How often the daemon's reload thread looks for a changed web config file.
 CHECK_INTERVAL = 1.0
+#: Longest a reload waits for a look at the web config file already in progress.
+LOCK_WAIT = 10.0
+#: A bigger web config file is refused (a real one is well under 1 KiB).
+MAX_WEB_CONFIG_BYTES = 64 << 10
+#: A bigger certificate, key or CA file is refused (a long chain or a CA bundle is a few hundred KiB).
+MAX_PEM_BYTES = 1 << 20
 
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
@@ -125,11 +132,7 @@ _SCHEMA = Struct({
 
 def load(path: str) -> WebSettings:
     """Reads and checks the file; raises ConfigError listing every problem with its key path."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, [Problem("", None, "cannot read: %s" % exc)]) from None
+    text = read_text(path, MAX_WEB_CONFIG_BYTES)
     errors = Errors()
     document = load_document(text, _SCHEMA, errors)
     if errors.problems:
@@ -176,6 +179,11 @@ def _ssl_context(tls: TlsSettings, problems) -> Optional[ssl.SSLContext]:
     if TLS_VERSIONS[tls.min_version] > TLS_VERSIONS[tls.max_version]:
         problems.append(Problem(where + "min_version", None, "is above max_version"))
         return None
+    unreadable = [(key, problem) for key, problem in ((key, _unreadable(getattr(tls, key))) for key in
+                  ("cert_file", "key_file", "client_ca_file") if getattr(tls, key)) if problem]
+    if unreadable:
+        problems.extend(Problem(where + key, None, problem) for key, problem in unreadable)
+        return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = TLS_VERSIONS[tls.min_version]
     context.maximum_version = TLS_VERSIONS[tls.max_version]
@@ -193,6 +201,18 @@ def _ssl_context(tls: TlsSettings, problems) -> Optional[ssl.SSLContext]:
             problems.append(Problem(where + "client_ca_file", None, "cannot load %s: %s" % (tls.client_ca_file, exc)))
             return None
     return context
+
+
+def _unreadable(path: str) -> Optional[str]:
+    """Why the certificate, key or CA file at ``path`` cannot be loaded safely, or None.
+
+    Read first as the config is (regular file, ``MAX_PEM_BYTES``, ``READ_TIMEOUT``), because the ssl module
+    opens it with a plain blocking ``open()``: a FIFO there, or a hung share, would hang the reload for good."""
+    try:
+        read_regular(path, MAX_PEM_BYTES, timeout=READ_TIMEOUT)
+    except OSError as exc:
+        return "cannot read %s: %s" % (path, exc.strerror or exc)
+    return None
 
 
 def _canonical_headers(headers: Mapping[str, str], problems) -> Mapping[str, str]:
@@ -239,17 +259,37 @@ class WebConfigFile:
     def current(self) -> WebSettings:
         return self._settings
 
-    def refresh(self) -> None:
-        """Loads the file again if it (or a certificate it names) changed since the last look."""
-        if not self.path:
+    def refresh(self, wait: float = LOCK_WAIT) -> None:
+        """Loads the file again if it (or a certificate it names) changed since the last look.
+
+        Waits at most ``wait`` seconds for a look already in progress (one stuck on a hung share is reported by
+        the daemon's reloader, see ``abandoned``). While a read of one of the files, abandoned at its deadline,
+        has not returned, nothing is looked at: the change is tried again once it has."""
+        if not self.path or not self._lock.acquire(timeout=wait):
             return
-        with self._lock:
+        try:
+            if self.stuck_reads():
+                return
             identity = _identity(self._settings.files)
             if identity == self._identity:
                 return
             self._identity = identity
             problem = self._replace()
+            if self.stuck_reads():
+                self._identity = ()  # the change is tried again once the abandoned read returns
             self._record(problem)
+        finally:
+            self._lock.release()
+
+    def stuck_reads(self) -> List[Tuple[str, float]]:
+        """(path, seconds) of the reads of the web config file or the files it names abandoned at their deadline
+        (a hung share) that have not returned yet."""
+        return stuck_reads(tuple(self._settings.files) + ((self.path,) if self.path else ()))
+
+    def abandoned(self, reason: str) -> None:
+        """A look at the file did not finish within the reloader's deadline: counted as refused, said loudly."""
+        self._record("%s; the settings in force stay until the file can be read again (a user removed from "
+                     "basic_auth_users since is still let in)" % reason)
 
     def _replace(self) -> Optional[str]:
         """Swaps in the file's new settings; None on success, else why the previous ones stay."""
@@ -274,5 +314,5 @@ class WebConfigFile:
             log.error("web config change REFUSED; keeping the previous settings",
                       extra=fields(file=self.path, reason=problem, tls=self._settings.ssl_context is not None,
                                    basic_auth=self._settings.auth is not None))
-            self.status = self.status.failed(time.time())
+            self.status = self.status.failed(time.time(), problem)
         self.on_change()

@@ -26,8 +26,12 @@ from typing import Any, Callable, Collection, Dict, Iterator, Optional, Sequence
 
 MIB = 1024 * 1024
 SKIPPED = "skipped: it crashed or hung the worker before"
+#: a slot that started more than this many slot lengths before the file's last write is not current
+STALE_SLOTS = 4
 #: no documented value is larger: beyond, a float loses integer precision, and it is uninitialised memory
 LARGEST_NUMBER = 2 ** 53
+#: RR's local times are plausible between 1970 and 2100; anything else is not a time
+LATEST_LOCAL_SECONDS = 4102444800
 #: no documented array is larger (1440 slots, 2880 items, 180 days); beyond, a loop would outlast any timeout
 LARGEST_SIZE = 100000
 
@@ -52,6 +56,18 @@ def number(value: Any) -> Any:
     if not (isinstance(value, int) or math.isfinite(value)) or abs(value) > LARGEST_NUMBER:
         raise TypeError("expected a finite number up to 2**53, got %.80r" % (value,))
     return value
+
+
+def local_time(unit: float) -> Callable[[Any], Any]:
+    """A count of ``unit`` seconds of RR's local time since 1970 that falls between 1970 and 2100."""
+    def check(value: Any) -> Any:
+        value = number(value)
+        if not 0 <= value * unit <= LATEST_LOCAL_SECONDS:
+            raise TypeError("expected a local time between 1970 and 2100 (in steps of %g s), got %.80r"
+                            % (unit, value))
+        return value
+
+    return check
 
 
 def count(value: Any) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
-from exporter.royalrender.vendor.calls import MIB, Calls, count, flag, scaled
+from exporter.royalrender.vendor.calls import MIB, Calls, count, flag, local_time, scaled
 
 CLASS = "_rrClientStats_data"
 HOUR_FIELDS = (("frames_done", "framesDone"), ("crashes", "jobCrashed"), ("aborts", "jobAborted"),
@@ -75,7 +75,7 @@ def extract(c: Calls, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
         return {"item": None, "sizes": {"daysMax": days}}
     size = c.guarded(c.call, day, "dataMax", expect=count)
     sizes = {"daysMax": days, "dataMax": size, "dataHourlyMax": c.guarded(c.call, day, "dataHourlyMax", expect=count)}
-    day_number = c.value(day, "day", expect=count)
+    day_number = c.value(day, "day", expect=local_time(86400))
     if not c.value(day, "daySet", expect=flag) or not size or day_number is None:
         return {"item": None, "sizes": sizes}
     return {"item": c.guarded(_item, c, day, day_number, size), "sizes": sizes}

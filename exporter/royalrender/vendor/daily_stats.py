@@ -58,81 +58,74 @@ def _types(c: Calls, entries: Optional[list]) -> List[Optional[int]]:
     return [c.value(entry, "type", expect=count) for entry in entries or ()]
 
 
-def _shape(c: Calls, stats: Any, lists: Dict[int, Optional[list]]) -> Tuple[Tuple[int, ...], str]:
-    """The ids of user, project and render app, and the evidence they were chosen from; fetches the third list.
+def _typed(c: Calls, entries: Optional[list]) -> set:
+    """The ``type`` values of a list's entries that have one."""
+    return set(_types(c, entries)) - {None}
 
-    RR 9's numbering when the entries' own types say so, when the module has
-    RR 9's timeline class and answers id 3, or when id 0 fails (raises,
-    crashed the worker before, returns no list) or is empty while ids 1 and
-    2 are not; RR 8's (the reference's) otherwise. Id 0 is asked only when
-    nothing else decided, as a risky call whose failure is the answer.
+
+def _shape(c: Calls, stats: Any, lists: Dict[int, Optional[list]]) -> Tuple[Tuple[int, ...], int, str]:
+    """The ids of user, project and render app, the first ``type`` value, and the evidence they were chosen
+    from; fetches the third list.
+
+    RR 9's numbering when every entry of id 1 is typed 0 and every one of
+    id 2 typed 1 (users under id 1), when the module has RR 9's timeline
+    class and answers id 3, or when id 0 fails (raises, crashed the worker
+    before, returns no list) or is empty while ids 1 and 2 are not; RR 8's
+    (the reference's) otherwise. One entry's type alone decides nothing. Id 0
+    is asked only when nothing else decided, as a risky call whose failure is
+    the answer.
     """
-    types_of_1 = set(_types(c, lists[1])) - {None}
-    if 3 in types_of_1 | set(_types(c, lists[2])):
-        return _rr9(c, stats, lists, "entries of ids 1 and 2 are typed up to 3")
-    if types_of_1 == {0}:
-        return _rr9(c, stats, lists, "the entries of id 1 are typed 0 (users)")
+    if _typed(c, lists[1]) == {0} and _typed(c, lists[2]) <= {1}:
+        return _rr9(c, stats, lists, 0, "every entry of id 1 is typed 0 (users), of id 2 typed 1")
     prefix = ""
     if hasattr(c.rr, "_dailyStats_timeline"):
         lists[3] = _fetch(c, stats, 3, True)
         if lists[3] is not None:
-            return RR9_IDS, "the module has RR 9's _dailyStats_timeline"
+            return RR9_IDS, 1, "the module has RR 9's _dailyStats_timeline"
         prefix = "getJobsByType(3) failed although the module has RR 9's _dailyStats_timeline, and "
     zero, error = c.attempt(stats, "getJobsByType", 0, expect=sequence)
     if error is not None:
-        return _rr9(c, stats, lists, prefix + "getJobsByType(0) failed: %s" % error)
+        return _rr9(c, stats, lists, 1, prefix + "getJobsByType(0) failed: %s" % error)
     if not zero and (lists[1] or lists[2]):
-        return _rr9(c, stats, lists, prefix + "getJobsByType(0) was empty while ids 1 and 2 had entries")
+        return _rr9(c, stats, lists, 1, prefix + "getJobsByType(0) was empty while ids 1 and 2 had entries")
     lists[0] = zero
     if zero:
-        return RR8_IDS, prefix + "getJobsByType(0) had entries"
-    return RR8_IDS, prefix + "no list had entries (the reference's 0..2 assumed)"
+        return RR8_IDS, 0, prefix + "getJobsByType(0) had entries"
+    return RR8_IDS, 0, prefix + "no list had entries (the reference's 0..2 assumed)"
 
 
-def _rr9(c: Calls, stats: Any, lists: Dict[int, Optional[list]], evidence: str) -> Tuple[Tuple[int, ...], str]:
+def _rr9(c: Calls, stats: Any, lists: Dict[int, Optional[list]], first_type: int,
+         evidence: str) -> Tuple[Tuple[int, ...], int, str]:
     if 3 not in lists:
         lists[3] = _fetch(c, stats, 3, True)
-    return RR9_IDS, evidence
+    return RR9_IDS, first_type, evidence
 
 
-def _lists(c: Calls, stats: Any) -> Tuple[Tuple[int, ...], Dict[int, Optional[list]], str]:
-    """The ids of user, project and render app in this file, the list each gave, and why those ids."""
-    lists = {1: _fetch(c, stats, 1, False), 2: _fetch(c, stats, 2, False)}
-    ids, evidence = _shape(c, stats, lists)
-    return ids, lists, evidence
-
-
-def _dimension_of(type_value: Optional[int], type_base: int) -> Optional[str]:
-    index = None if type_value is None else type_value - type_base
-    return DIMENSIONS[index] if index is not None and 0 <= index < len(DIMENSIONS) else None
-
-
-def _by_dimension(c: Calls, ids: Tuple[int, ...], lists: Dict[int, Optional[list]]) -> Dict[str, list]:
-    """Every entry under the dimension its own type names (its list's id where it has none)."""
-    types = {type_id: _types(c, entries) for type_id, entries in lists.items()}
-    seen = {t for values in types.values() for t in values if t is not None}
-    type_base = 0 if 0 in seen else 1 if 3 in seen else ids[0]
+def _by_dimension(c: Calls, ids: Tuple[int, ...], first_type: int,
+                  lists: Dict[int, Optional[list]]) -> Dict[str, list]:
+    """Every entry under its list's dimension; a ``type`` that says otherwise is counted as a failure of
+    ``_jobStatDay.type`` (the numbering was decided from all the evidence: one entry does not overrule it)."""
     placed: Dict[str, list] = {dimension: [] for dimension in DIMENSIONS}
     for type_id, entries in lists.items():
-        by_id = _dimension_of(type_id, ids[0])
-        for entry, type_value in zip(entries or (), types[type_id]):
-            by_type = _dimension_of(type_value, type_base)
-            if by_type is not None and by_id is not None and by_type != by_id:
+        if type_id not in ids:
+            continue
+        expected = first_type + ids.index(type_id)
+        for entry, type_value in zip(entries or (), _types(c, entries)):
+            if type_value is not None and type_value != expected:
                 c.failures.setdefault("_jobStatDay.type", "type %s listed under id %s" % (type_value, type_id))
-            dimension = by_type or by_id
-            if dimension is not None:
-                placed[dimension].append(entry)
+            placed[DIMENSIONS[ids.index(type_id)]].append(entry)
     return placed
 
 
 def _entries(c: Calls, path: str) -> Tuple[List[Tuple[str, list]], Dict[str, Any]]:
     """(dimension, entries), and the shape: type ids, why, and sizes for rr-probe."""
     stats = c.load(CLASS, path, True)
-    ids, lists, evidence = _lists(c, stats)
+    lists = {1: _fetch(c, stats, 1, False), 2: _fetch(c, stats, 2, False)}
+    ids, first_type, evidence = _shape(c, stats, lists)
     shape = {"type_ids": "0..2" if ids == RR8_IDS else "1..3", "evidence": evidence,
              "jobTypeCount": c.guarded(c.call, stats, "jobTypeCount", expect=count),
              "entries_by_type_id": {str(i): (None if v is None else len(v)) for i, v in sorted(lists.items())}}
-    placed = _by_dimension(c, ids, lists)
+    placed = _by_dimension(c, ids, first_type, lists)
     return [(dimension, placed[dimension]) for dimension in DIMENSIONS], shape
 
 

@@ -21,6 +21,8 @@ SIMULATED = "simulated"
 AUTO = "auto"
 #: Python versions the vendor ships modules for (docs/royalrender.md).
 VENDOR_PYTHON_VERSIONS = ("2.7", "3.7", "3.9", "3.10", "3.11", "3.13")
+#: The oldest Python the worker runs on (its code uses 3.7's syntax and standard library).
+MINIMUM_PYTHON = (3, 7)
 
 
 class ModuleLoadError(Exception):
@@ -80,7 +82,43 @@ def library_folders(root: Optional[str], configured: Sequence[str]) -> List[str]
     return [folder for folder in dict.fromkeys(folders) if os.path.isdir(folder)]
 
 
-_BUILD = re.compile(r"^libpyRR(?P<tag>\d+)(?:_datafiles)?(?:\..*)?\.(?:so|pyd|py|dylib)$")
+#: The vendor's module names carry the Python they are built for: libpyRR2 (Python 2), libpyRR39, libpyRR310 ...,
+#: each with a ``_datafiles`` variant. This is the one place that reads that tag.
+_NAMED = r"libpyRR(?P<tag>\d+)(?:_datafiles)?"
+_NAME = re.compile(r"^%s$" % _NAMED)
+_BUILD = re.compile(r"^%s(?:\..*)?\.(?:so|pyd|py|dylib)$" % _NAMED)
+
+
+def _tag_python(tag: str) -> Tuple[int, ...]:
+    """The Python a tag names: "2" is (2,), any Python 2; "39" is (3, 9); "310" is (3, 10)."""
+    return (int(tag),) if len(tag) == 1 else (int(tag[0]), int(tag[1:]))
+
+
+def _shown(python: Tuple[int, ...]) -> str:
+    return "2.7" if python == (2,) else ".".join(str(part) for part in python)
+
+
+def build_python(name: str) -> Optional[Tuple[int, ...]]:
+    """The Python a module name says it is built for, from its tag; None for a name without one."""
+    match = _NAME.match(name)
+    return _tag_python(match.group("tag")) if match else None
+
+
+def wrong_build(name: str, version: Tuple[int, ...], interpreter: str) -> Optional[str]:
+    """Why the module ``name`` cannot be imported by Python ``version`` (``interpreter``): its tag names another
+    Python. None when the tag matches, or the name has none (a module named otherwise is tried as it is)."""
+    built = build_python(name)
+    if built is None or tuple(version[:len(built)]) == built:
+        return None
+    running = "%d.%d" % tuple(version[:2])
+    pick = candidate_names((version[0], version[1]))[0]
+    if built < MINIMUM_PYTHON:
+        return ("%s is RR's module for Python %s, which the worker cannot run (it needs %d.%d or later); the worker "
+                "runs Python %s (%s): set royalrender.module to auto, or to %s, the build for Python %s"
+                % (name, _shown(built), MINIMUM_PYTHON[0], MINIMUM_PYTHON[1], running, interpreter, pick, running))
+    return ("%s is RR's module for Python %s, but the worker runs Python %s (%s): set royalrender.python to a "
+            "Python %s interpreter, or royalrender.module to auto (for Python %s it picks %s)"
+            % (name, _shown(built), running, interpreter, _shown(built), running, pick))
 
 
 def installed_versions(folders: Sequence[str]) -> List[str]:
@@ -94,8 +132,7 @@ def installed_versions(folders: Sequence[str]) -> List[str]:
         for name in names:
             match = _BUILD.match(name)
             if match:
-                tag = match.group("tag")
-                versions.add("2.7" if tag == "2" else "%s.%s" % (tag[0], tag[1:]))
+                versions.add(_shown(_tag_python(match.group("tag"))))
     return sorted(versions, key=lambda v: tuple(int(p) for p in v.split(".")))
 
 
@@ -106,6 +143,9 @@ def load(spec: str, paths: Sequence[str]) -> ModuleType:
 
         return standin
     names = candidate_names() if spec == AUTO else [spec]
+    wrong = None if spec == AUTO else wrong_build(spec, sys.version_info[:2], sys.executable)
+    if wrong:  # refused before importing: a build for another Python can crash the process that imports it
+        raise ModuleLoadError("royalrender.module: " + wrong)
     for path in reversed(list(paths)):
         if path not in sys.path:
             sys.path.insert(0, path)

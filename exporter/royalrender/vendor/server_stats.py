@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
-from exporter.royalrender.vendor.calls import MIB, Calls, count, flag, number, scaled
+from exporter.royalrender.vendor.calls import MIB, STALE_SLOTS, Calls, count, flag, local_time, scaled
 
 CLASS = "_rrGlobalStatsLS"
 
@@ -67,37 +67,54 @@ def last_save_steps(slot_seconds: float) -> List[float]:
     return list(dict.fromkeys((slot_seconds,) + LAST_SAVE_STEPS))
 
 
-def _day_slots(c: Calls, stats: Any, size: int, newest: int, newest_only: bool) -> List[Tuple[int, Any]]:
-    """(steps back from index ``newest``, item) of used day slots, newest first."""
+def last_save_index(last_save: int, step: float, slot_seconds: float) -> int:
+    """The day slot holding the last save, if ``lastSaveDay`` counts in ``step`` seconds of local time."""
+    return int(last_save * step % 86400 // slot_seconds)
+
+
+def _day_slots(c: Calls, stats: Any, size: int, newest: int, steps: int) -> List[Tuple[int, Any]]:
+    """(steps back from index ``newest``, item) of the used day slots among the ``steps`` latest, newest first."""
     found = []
-    for back in range(size):
+    for back in range(steps):
         item = c.call(stats, "day", (newest - back) % size)
         if _used(c, item):
             found.append((back, item))
-            if newest_only:
-                break
     return found
 
 
 def _walk(c: Calls, stats: Any, size: int, last_save: int, step: float) -> Dict[str, Any]:
-    """The newest used day slot if ``lastSaveDay`` counts in ``step`` seconds: how far back, and its values."""
+    """If ``lastSaveDay`` counts in ``step`` seconds: the used day slots walking back from the last save's, as
+    far as the daemon may take one as current (``STALE_SLOTS``, and an hour more: the hour a spring switch skips
+    still holds yesterday's slots), newest first, with how far back each is; when there is none, how far back
+    the newest used one is (``older``: the values there are not current, but stale ones exist)."""
     slot = 86400.0 / size
-    newest = int(last_save * step % 86400 // slot)
-    found = c.guarded(_day_slots, c, stats, size, newest, True, default=[])
-    if not found:
-        return {"step": step, "back": None, "slot": None}
-    back, item = found[0]
-    return {"step": step, "back": back, "slot": dict(_slot_values(c, item, slot), index=(newest - back) % size)}
+    newest = last_save_index(last_save, step, slot)
+    steps = min(size, STALE_SLOTS + int(3600 // slot) + 1)
+    found = c.guarded(_day_slots, c, stats, size, newest, steps, default=[])
+    return {"step": step, "used": [{"back": back, "slot": dict(_slot_values(c, item, slot),
+                                                               index=(newest - back) % size)} for back, item in found],
+            "older": None if found else c.guarded(_first_used, c, stats, size, newest, steps)}
+
+
+def _first_used(c: Calls, stats: Any, size: int, newest: int, start: int) -> Optional[int]:
+    """How far back the newest used day slot beyond the first ``start`` is (None: the array holds none)."""
+    for back in range(start, size):
+        if _used(c, c.call(stats, "day", (newest - back) % size)):
+            return back
+    return None
 
 
 def extract(c: Calls, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
     stats = c.load(CLASS, path)
     sizes = {name: _size(c, stats, name) for name in ("dayMax", "monthMax", "yearMax")}
-    size, last_save = sizes["dayMax"], c.value(stats, "lastSaveDay")
+    size = sizes["dayMax"]
     result: Dict[str, Any] = {"slot_seconds": None, "last_save": None, "walks": [], "sizes": sizes}
-    if size is None or last_save is None:
+    if size is None:
         return result
     slot = 86400.0 / size
+    last_save = c.value(stats, "lastSaveDay", expect=local_time(slot))
+    if last_save is None:
+        return result
     result.update(slot_seconds=slot, last_save=int(last_save),
                   walks=[_walk(c, stats, size, int(last_save), step) for step in last_save_steps(slot)])
     return result
@@ -122,10 +139,13 @@ def history(c: Calls, path: str, options: Dict[str, Any]) -> Dict[str, Any]:
     stats = c.load(CLASS, path)
     arrays: Dict[str, Any] = {}
     for array, max_name, seconds, last_save_name in (("day", "dayMax", None, "lastSaveDay"),) + _HISTORY_ARRAYS:
-        size, last_save = _size(c, stats, max_name), c.value(stats, last_save_name, expect=number)
-        if size is None or last_save is None:
+        size = _size(c, stats, max_name)
+        if size is None:
             continue
         slot = seconds or 86400.0 / size
+        last_save = c.value(stats, last_save_name, expect=local_time(slot))
+        if last_save is None:
+            continue
         arrays[array] = {"size": size, "slot_seconds": slot, "last_save": int(last_save),
                          "used": c.guarded(_used_slots, c, stats, array, size, slot, default=[])}
     return arrays

@@ -1,6 +1,6 @@
 """The worker process: the only process that imports Royal Render's module.
 
-The daemon starts it as ``python -m exporter.royalrender.vendor.worker``
+The daemon starts it through ``launch.py`` (``python -I -S -u .../launch.py``)
 with two private pipes, ``--request-fd`` and ``--reply-fd``, that only the
 two processes hold. Standard input is /dev/null, and the vendor module's
 stdout and stderr (banners, licence notes, load warnings, crashes) are
@@ -141,6 +141,27 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
+def _is_stdlib(entry: str) -> bool:
+    """A ``sys.path`` entry of the interpreter's own standard library (under its base prefix, not site-packages)."""
+    if not entry or not os.path.isabs(entry):
+        return False
+    parts = entry.split(os.sep)
+    if "site-packages" in parts or "dist-packages" in parts:
+        return False
+    return any(entry == base or entry.startswith(base.rstrip(os.sep) + os.sep)
+               for base in (sys.base_prefix, sys.base_exec_prefix) if base)
+
+
+def _isolate(folders: List[str]) -> None:
+    """``sys.path`` becomes the standard library, then the module's folders, and nothing else.
+
+    No entry of the daemon's working folder, ``PYTHONPATH`` or site-packages is left to shadow the standard library
+    or the vendor's module (``launch.py`` runs the worker with ``-I -S``; this holds however it was started). The
+    standard library comes first: a stray ``json.py`` in RR's folder cannot replace it either. The exporter's own
+    package is found through its ``__path__``, not ``sys.path``."""
+    sys.path[:] = [entry for entry in sys.path if _is_stdlib(entry)] + list(dict.fromkeys(folders))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Royal Render module worker (started by the exporter)")
     parser.add_argument("--module", required=True)
@@ -155,8 +176,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     channel = Channel(os.fdopen(_high(args.reply_fd), "w", encoding="utf-8"))
     _limit_memory(args.memory_limit)
     zone = os.environ.get("TZ")
+    folders = args.module_path or module.default_module_paths(args.rr_root)
+    _isolate(folders)
     try:
-        rr = module.load(args.module, args.module_path or module.default_module_paths(args.rr_root))
+        rr = module.load(args.module, folders)
     except module.ModuleLoadError as exc:
         channel.send({"id": 0, "ok": False, "fatal": True, "error": str(exc)})
         return 3

@@ -1,0 +1,141 @@
+"""Files are read only inside the configured folders: the one rule for symlinks that lead out.
+
+A matched path is read only if it resolves inside a *root* of its reader:
+the fixed folder of one of the reader's patterns (``PathPattern.root``),
+itself resolved once, when the reader is made (at config load and reload;
+a root that does not exist yet is resolved when it appears). A symlink
+from one configured folder to a file under a root works; one that leads
+anywhere else (``/etc/shadow``, a home folder) is refused with
+``OutsideRoots``, before the file is opened, and again on the open
+descriptor (its ``/proc/self/fd`` link), so a symlink swapped in between
+the check and the open is refused too. Refusals are logged once per path
+(and at most once a minute in all, with a count of those not named).
+
+``watch.follow_symlinks_outside: true`` (``follow_outside``, set for the
+whole process by the pipeline from the configuration) turns the rule off.
+
+Not caught: a hard link inside a root to a file elsewhere (it has no
+"outside" to resolve to: ``fs.protected_hardlinks``, on by default, keeps
+users from linking files they do not own).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+from typing import Iterable, List, Optional, Set
+
+from exporter.logs import RateLimitedLog
+from exporter.paths import PathPattern
+
+log = logging.getLogger(__name__)
+
+#: The ``reason`` label of ``renderfarm_exporter_source_read_failures_total`` for a refusal.
+OUTSIDE = "outside"
+OUTSIDE_REASON = "refused: the path leads outside the configured folders (watch.follow_symlinks_outside)"
+_DELETED = " (deleted)"
+
+_follow_outside = False
+
+
+def follow_outside(enabled: bool) -> None:
+    """``watch.follow_symlinks_outside``: whether paths may lead outside their roots, for every reader."""
+    global _follow_outside
+    _follow_outside = bool(enabled)
+
+
+def following_outside() -> bool:
+    return _follow_outside
+
+
+class OutsideRoots(OSError):
+    """A matched path resolves outside every root of its reader; it is not read."""
+
+    def __init__(self, path: str, resolved: str):
+        super().__init__(errno.EACCES, OUTSIDE_REASON, path)
+        self.resolved = resolved
+
+
+def inside(resolved: str, root: str) -> bool:
+    """Whether the absolute, resolved ``resolved`` is ``root`` or below it."""
+    return resolved == root or resolved.startswith(root if root.endswith("/") else root + "/")
+
+
+class _Root:
+    __slots__ = ("folder", "resolved")
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.resolved: Optional[str] = None
+        self.resolve()
+
+    def resolve(self) -> str:
+        """The folder resolved, once it exists (until then, resolved again at every call)."""
+        if self.resolved is not None:
+            return self.resolved
+        resolved = os.path.realpath(self.folder)
+        if os.path.isdir(resolved):
+            self.resolved = resolved
+        return resolved
+
+
+class Containment:
+    """The roots of one reader's patterns, and the check of a path against them."""
+
+    def __init__(self, patterns: Iterable[PathPattern]):
+        self._roots: List[_Root] = [_Root(folder) for folder in sorted({p.root for p in patterns})]
+        self._lock = threading.Lock()
+        self._refused: Set[str] = set()
+        self._log = RateLimitedLog(log)
+
+    def _inside(self, resolved: str) -> bool:
+        return any(inside(resolved, root.resolve()) for root in self._roots)
+
+    def check(self, path: str) -> None:
+        """Raises ``OutsideRoots`` if ``path`` resolves outside every root (before it is opened)."""
+        if _follow_outside:
+            return
+        resolved = os.path.realpath(path)
+        if not self._inside(resolved):
+            self._refuse(path, resolved)
+        self.readable(path)
+
+    def check_descriptor(self, fd: int, path: str) -> None:
+        """Raises ``OutsideRoots`` if the file open at ``fd`` (opened through ``path`` after ``check``) is not
+        under a root: a symlink swapped in between ``check`` and the open is caught here."""
+        if _follow_outside:
+            return
+        try:
+            opened = os.readlink("/proc/self/fd/%d" % fd)
+        except OSError:  # no /proc: the file at the resolved path must be the one open
+            resolved = os.path.realpath(path)
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(resolved))
+            except OSError:
+                same = False
+            if not same or not self._inside(resolved):
+                self._refuse(path, resolved)
+            self.readable(path)
+            return
+        if opened.endswith(_DELETED):
+            opened = opened[: -len(_DELETED)]  # deleted since it was opened: the name it had
+        if not self._inside(opened):
+            self._refuse(path, opened)
+        self.readable(path)
+
+    def readable(self, path: str) -> None:
+        """``path`` was found inside: a later refusal of it is logged again."""
+        if path in self._refused:
+            with self._lock:
+                self._refused.discard(path)
+
+    def _refuse(self, path: str, resolved: str) -> None:
+        with self._lock:
+            first = path not in self._refused
+            self._refused.add(path)
+        if first:
+            self._log.warning(OUTSIDE, "file refused: it leads outside the configured folders; set "
+                              "watch.follow_symlinks_outside to read it", path=path, resolved=resolved)
+        raise OutsideRoots(path, resolved)
