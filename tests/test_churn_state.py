@@ -103,3 +103,22 @@ def test_churn_of_short_lived_files_leaves_only_the_live_files_state(tmp_path, s
     assert done_by_host(restarted) == expected
     assert records(restarted) == sum(expected.values())
     assert paths_served(restarted) == set(live)
+
+
+def test_a_path_refused_as_outside_the_folders_leaves_nothing_once_it_is_gone(tmp_path):
+    from exporter.rush.config import CpuAcctEntry, RushConfig
+    from exporter.rush.cpu_acct import CpuAcctReader
+
+    (tmp_path / "farm").mkdir()
+    (tmp_path / "elsewhere.acct").write_text(frame("render01", 1700000000))
+    link = tmp_path / "farm" / "link.acct"
+    reader = CpuAcctReader(RushConfig(cpu_acct=(CpuAcctEntry(path=str(tmp_path / "farm" / "*.acct")),),
+                                      read_processes=1))
+    for _ in range(3):  # the same path refused, gone, back: refused (and logged) again each time
+        link.symlink_to(tmp_path / "elsewhere.acct")
+        refused = reader.sync(None)
+        assert [(f.path, f.up, dict(f.read_failures)) for f in refused.files] == [(str(link), False, {"outside": 1})]
+        link.unlink()
+        assert reader.sync(None).files == ()
+        assert not reader._outside and not reader._containment._refused and not reader._files
+    assert reader.sync(None).frames == {}

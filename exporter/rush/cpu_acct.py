@@ -158,8 +158,9 @@ class CpuAcctReader:
         self._config = config
         self._entries = [(PathPattern(entry.path), entry) for entry in config.cpu_acct]
         self.patterns = [pattern for pattern, _ in self._entries]
+        self._containment = Containment(self.patterns)
         self._tailer = Tailer(self._consume, discarded=self._discarded, backlog=self._defer,
-                              containment=Containment(self.patterns))
+                              containment=self._containment)
         #: Per file, reads refused because its path leads outside the configured folders (``containment``).
         self._outside: Dict[str, int] = {}
         self._backlogs = backlogs or BacklogReader(processes_to_use(config.read_processes))
@@ -250,7 +251,11 @@ class CpuAcctReader:
             self.reading = None
 
     def _absent(self, path: str) -> None:
+        """Nothing at ``path`` (or no longer matched): nothing is kept of the path; the state of the file it
+        named goes once its last cursor is closed (``_retire``)."""
         self._tailer.forget(path)
+        self._outside.pop(path, None)
+        self._containment.forget(path)
         if path in self._present:
             self._present.discard(path)
             self._dirty_labels.add(path)
