@@ -215,6 +215,7 @@ def _during(pid: int, load, port: int, seconds: float, tls: bool) -> Tuple[List[
 
 def measure(tree: str, folder: str, hosts: int, slow: int, handshakes: int, seconds: float) -> List[Tuple]:
     """(figure, p99 of scrapes, failures, RSS growth) for the slow readers and the handshakes."""
+    os.makedirs(folder, exist_ok=True)
     acct = os.path.join(folder, "cpu.acct")
     write_cpu_acct(acct, lines=hosts * 20, hosts=hosts, jobs=hosts)
     config = write_text(os.path.join(folder, "config.yml"),
@@ -281,8 +282,6 @@ def main() -> int:
     args = parser.parse_args()
     raise_nofile_limit()
     with tempfile.TemporaryDirectory() as folder:
-        for sub in ("mine", "before"):
-            os.makedirs(os.path.join(folder, sub))
         found = rows(folder, args.hosts, args.slow, args.handshakes, args.seconds, args.against)
     for row in found:
         print("%s: %s | %s | target %s | %s" % (row.figure, row.exporter, row.peer, row.target,

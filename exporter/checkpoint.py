@@ -12,6 +12,13 @@ the first sync. A checkpoint that is missing, corrupt, or from another format, e
 ignored with a log line saying why: the files are then read from the start,
 which is slower, never wrong. So is anything else at the path: a symlink, a
 FIFO, a file larger than ``MAX_BYTES``. Checkpoints are written mode 0600.
+
+The checksum has no secret: it finds corruption, not forgery. So a reader
+validates what it restores like input (``Checkpointed.restore`` raises
+``ValueError`` for a state it could not have written; Rush's rules are in
+``exporter.rush.saved``), and a checkpoint refused for any reason is
+discarded whole, counted by reason (``DISCARD_REASONS``, the exporter's
+``renderfarm_exporter_checkpoint_discards_total``) and logged once.
 """
 
 from __future__ import annotations
@@ -23,12 +30,14 @@ import os
 import re
 import tempfile
 import time
-from typing import Dict, NamedTuple, Optional, Sequence
+from collections import Counter
+from typing import Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from exporter import __version__
 from exporter.boundedfile import read_regular
 from exporter.logs import fields
 from exporter.sources import Checkpointed, Reader
+from exporter.status import CHECKPOINT_DISCARD_REASONS as DISCARD_REASONS
 
 log = logging.getLogger(__name__)
 
@@ -89,20 +98,25 @@ class CheckpointStore:
 
     def read(self, source: str, kind: str, config: str) -> Optional[bytes]:
         """The state saved for this source, kind and configuration; None (and why, logged) if there is none."""
+        return self.fetch(source, kind, config)[0]
+
+    def fetch(self, source: str, kind: str, config: str) -> Tuple[Optional[bytes], Optional[str]]:
+        """(state, None); or (None, why it was discarded: one of ``DISCARD_REASONS``), logged; or (None, None)
+        when there is no checkpoint yet."""
         path = self.path(source, kind)
         try:
             data = _read_regular(path)
         except FileNotFoundError:
             log.info("no checkpoint yet: reading the files from the start", extra=fields(path=path))
-            return None
+            return None, None
         except OSError as exc:
             log.warning("cannot read the checkpoint: reading the files from the start",
                         extra=fields(path=path, error=exc))
-            return None
-        state, problem = _verified(data, source, kind, config)
+            return None, "unreadable"
+        state, reason, problem = _verified(data, source, kind, config)
         if problem is not None:
             log.warning("checkpoint ignored: reading the files from the start", extra=fields(path=path, reason=problem))
-        return state
+        return state, reason
 
 
 def _read_regular(path: str) -> bytes:
@@ -114,29 +128,38 @@ def _read_regular(path: str) -> bytes:
     return read_regular(path, MAX_BYTES, follow_symlinks=False)
 
 
-def _verified(data: bytes, source: str, kind: str, config: str):
-    """(state, None) if ``data`` is a sound checkpoint for this source, kind and configuration, else (None, why)."""
+def _verified(data: bytes, source: str, kind: str, config: str) -> Tuple[Optional[bytes], Optional[str],
+                                                                        Optional[str]]:
+    """(state, None, None) if ``data`` is a sound checkpoint for this source, kind and configuration, else
+    (None, reason, why): ``reason`` one of ``DISCARD_REASONS``, ``why`` for the log."""
     head, newline, state = data.partition(b"\n")
     if not head.startswith(MAGIC) or not newline:
-        return None, "not a checkpoint file"
+        return None, "corrupt", "not a checkpoint file"
     try:
         header = json.loads(head[len(MAGIC):])
-    except ValueError:
-        return None, "corrupt header"
+    except (ValueError, RecursionError):
+        return None, "corrupt", "corrupt header"
     if not isinstance(header, dict):
-        return None, "corrupt header"
+        return None, "corrupt", "corrupt header"
     checks = (
-        (header.get("format") == FORMAT_VERSION, "written in format %r, this exporter reads %d"
-         % (header.get("format"), FORMAT_VERSION)),
-        (header.get("exporter") == __version__, "written by exporter version %r, this is %s"
-         % (header.get("exporter"), __version__)),
-        ((header.get("source"), header.get("kind")) == (source, kind), "written for another source or kind"),
-        (header.get("config") == fingerprint(config), "written under another configuration of the source"),
+        (header.get("format") == FORMAT_VERSION, "outdated", "written in format %s, this exporter reads %d"
+         % (_excerpt(header.get("format")), FORMAT_VERSION)),
+        (header.get("exporter") == __version__, "outdated", "written by exporter version %s, this is %s"
+         % (_excerpt(header.get("exporter")), __version__)),
+        ((header.get("source"), header.get("kind")) == (source, kind), "outdated",
+         "written for another source or kind"),
+        (header.get("config") == fingerprint(config), "outdated", "written under another configuration of the source"),
         (header.get("bytes") == len(state) and header.get("sha256") == hashlib.sha256(state).hexdigest(),
-         "corrupt: checksum mismatch"),
+         "corrupt", "corrupt: checksum mismatch"),
     )
-    problem = next((why for passed, why in checks if not passed), None)
-    return (None, problem) if problem is not None else (state, None)
+    failed = next(((reason, why) for passed, reason, why in checks if not passed), None)
+    return (None, *failed) if failed is not None else (state, None, None)
+
+
+def _excerpt(value: object) -> str:
+    """A short escaped excerpt of a value read from a checkpoint's header, for the log."""
+    text = repr(value)
+    return ascii(text[:40] + ("..." if len(text) > 40 else ""))
 
 
 def _remove(path: str) -> None:
@@ -161,6 +184,7 @@ class CheckpointCounts(NamedTuple):
     writes: int
     write_failures: int
     restored: int  # readers that started from a checkpoint
+    discarded: Mapping[str, int] = {}  # checkpoints discarded at a restore, by reason (``DISCARD_REASONS``)
 
 
 class Checkpointer:
@@ -181,23 +205,37 @@ class Checkpointer:
         self.writes = 0
         self.write_failures = 0
         self.restored = 0
+        #: Checkpoints discarded at a restore, by reason: read from the start instead.
+        self.discarded: Counter[str] = Counter({reason: 0 for reason in DISCARD_REASONS})
 
     def restore(self) -> None:
-        """Before the first sync: each reader takes its checkpoint, if there is a sound one."""
+        """Before the first sync: each reader takes its checkpoint, if there is a sound one. A checkpoint the
+        reader refuses is discarded whole (the reader changed nothing), counted and logged once, with why
+        (where in the state, never what was found there but a short excerpt of a number)."""
         for reader in self._readers:
             assert isinstance(reader, Checkpointed)
             config = reader.checkpoint_config()
-            state = self._store.read(self._source, reader.kind, config)
+            state, reason = self._store.fetch(self._source, reader.kind, config)
+            if reason is not None:
+                self.discarded[reason] += 1
             if state is None:
                 continue
             started = time.monotonic()
+            why = "written in another version of the reader's state"
             try:
                 restored = reader.restore(state)
-            except Exception as exc:  # noqa: BLE001 - a state that loads but does not fit: read from the start
-                log.warning("checkpoint not usable: reading the files from the start",
-                            extra=fields(source=self._source, kind=reader.kind, error=repr(exc)))
-                restored = False
-            if restored:
+            except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep to parse
+                restored, reason, why = False, "invalid", str(exc)[:300]
+            except Exception as exc:  # noqa: BLE001 - a bug of the reader: the files are read from the start
+                restored, reason, why = False, "invalid", "unexpected %s" % type(exc).__name__
+            else:
+                reason = "outdated"
+            if not restored:
+                self.discarded[reason] += 1
+                log.warning("checkpoint discarded: reading the files from the start", extra=fields(
+                    source=self._source, kind=reader.kind, path=self._store.path(self._source, reader.kind),
+                    reason=reason, problem=why))
+            else:
                 self.restored += 1
                 self._written[id(reader)] = hashlib.sha256(state).hexdigest()
                 log.info("checkpoint restored: reading only what was written since",

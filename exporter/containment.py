@@ -131,6 +131,10 @@ class Containment:
             with self._lock:
                 self._refused.discard(path)
 
+    def forget(self, path: str) -> None:
+        """``path`` names nothing any more: nothing is kept of it (a refusal when it comes back is logged)."""
+        self.readable(path)
+
     def _refuse(self, path: str, resolved: str) -> None:
         with self._lock:
             first = path not in self._refused

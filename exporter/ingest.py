@@ -87,7 +87,8 @@ class SourceIngest:
     def checkpoint_counts(self) -> CheckpointCounts:
         """Checkpoints written, writes failed, readers restored (zeros without a store)."""
         c = self.checkpoints
-        return CheckpointCounts(0, 0, 0) if c is None else CheckpointCounts(c.writes, c.write_failures, c.restored)
+        return CheckpointCounts(0, 0, 0, {}) if c is None else CheckpointCounts(
+            c.writes, c.write_failures, c.restored, dict(c.discarded))
 
     def use(self, watch: WatchConfig) -> None:
         """New watch settings for the same readers (a reload that changed only ``watch``).

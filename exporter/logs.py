@@ -124,6 +124,12 @@ class RateLimitedLog:
         self._lock = threading.Lock()
         self._state: Dict[str, Tuple[float, int]] = {}
 
+    def forget(self, *keys: str) -> None:
+        """Drops what is kept of ``keys`` (a file that is gone: per-file keys must not pile up)."""
+        with self._lock:
+            for key in keys:
+                self._state.pop(key, None)
+
     def warning(self, key: str, msg: str, **kv) -> None:
         now = time.monotonic()
         with self._lock:

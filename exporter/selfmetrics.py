@@ -25,7 +25,7 @@ from exporter.exposition import PlacedSection
 from exporter.families import LiveRows, counter, gauge, label_value
 from exporter.paths import PathPattern
 from exporter.sources import READ_FAILURE_REASONS, FileStatus
-from exporter.status import ReloadStatus, RuntimeStatus, WatchStatus, matched_files
+from exporter.status import CHECKPOINT_DISCARD_REASONS, ReloadStatus, RuntimeStatus, WatchStatus, matched_files
 
 
 class FileRows:
@@ -162,6 +162,11 @@ def _families(status: RuntimeStatus, sections: Mapping[str, PlacedSection], file
     yield counter("renderfarm_exporter_checkpoint_write_failures",
                   "Checkpoints that could not be written (a restart then reads more; never a wrong total)", [],
                   {(): status.checkpoint_write_failures})
+    yield counter("renderfarm_exporter_checkpoint_discards",
+                  "Checkpoints discarded at a start, by reason (the files were read from the start instead): "
+                  "unreadable, corrupt, outdated (another version or configuration), invalid (content the "
+                  "exporter could not have written: forged or broken)", ["reason"],
+                  {reason: status.checkpoint_discarded.get(reason, 0) for reason in CHECKPOINT_DISCARD_REASONS})
     yield gauge("renderfarm_exporter_checkpoint_restored_readers",
                 "Readers of the source that started from a checkpoint (0: every file read from its start)",
                 ["source"], status.checkpoint_restored)

@@ -179,7 +179,9 @@ class Checkpointed(Protocol):
         after ``close`` (a closed reader has nothing left to save)."""
 
     def restore(self, state: bytes) -> bool:
-        """Loads what ``checkpoint`` returned; False, changing nothing, if the state cannot be used."""
+        """Loads what ``checkpoint`` returned; False, changing nothing, if the state is of another version;
+        raises ValueError (saying why, without quoting the state), changing nothing, if it is not a state the
+        reader could have written: its checksum has no secret, so it is validated like input."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,13 @@ from typing import Dict, FrozenSet, Mapping, Optional, Sequence, Tuple
 from exporter.paths import PathPattern
 from exporter.sources import FileStatus
 
+#: Why a checkpoint was discarded at a restart (the files then read from the start): it could not be read
+#: (``unreadable``: not a regular file, too large, an I/O error), it is damaged (``corrupt``: not a
+#: checkpoint, checksum mismatch), it is of another format, version or configuration (``outdated``), or its
+#: content is not what the reader could have written (``invalid``: a value out of range, a label past its
+#: budget, a path outside the patterns: a forged or broken state).
+CHECKPOINT_DISCARD_REASONS = ("unreadable", "corrupt", "outdated", "invalid")
+
 
 @dataclass(frozen=True)
 class WatchStatus:
@@ -60,6 +67,8 @@ class RuntimeStatus:
     checkpoint_writes: int = 0
     checkpoint_write_failures: int = 0
     checkpoint_restored: Mapping[str, int] = dataclasses.field(default_factory=dict)  # source -> readers restored
+    #: reason (``CHECKPOINT_DISCARD_REASONS``) -> checkpoints discarded at a restore
+    checkpoint_discarded: Mapping[str, int] = dataclasses.field(default_factory=dict)
     reload: ReloadStatus = ReloadStatus()
     web_reload: ReloadStatus = ReloadStatus()  # re-reads of --web.config.file
     patterns: Tuple[Tuple[str, PathPattern], ...] = ()  # (kind, pattern) of every configured pattern

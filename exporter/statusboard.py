@@ -24,7 +24,7 @@ from typing import Callable, List, Mapping, Optional, Protocol, Tuple
 from exporter.checkpoint import CheckpointCounts
 from exporter.paths import PathPattern, capped_patterns
 from exporter.sources import FileStatus
-from exporter.status import ReloadStatus, RuntimeStatus, WatchStatus
+from exporter.status import CHECKPOINT_DISCARD_REASONS, ReloadStatus, RuntimeStatus, WatchStatus
 
 
 class CountedIngest(Protocol):
@@ -83,7 +83,7 @@ class StatusBoard:
         self._retired_rescans = 0
         self._retired_watch_restarts = 0
         self._retired_watch_overflows = 0
-        self._retired_checkpoints = CheckpointCounts(0, 0, 0)
+        self._retired_checkpoints = CheckpointCounts(0, 0, 0, {})
 
     # -- the reloader's and the web config's -----------------------------------
 
@@ -168,6 +168,7 @@ class StatusBoard:
             checkpoint_writes=checkpoints.writes,
             checkpoint_write_failures=checkpoints.write_failures,
             checkpoint_restored=dict(restored),
+            checkpoint_discarded=dict(checkpoints.discarded),
             reload=reload,
             web_reload=web_reload,
             patterns=readings.patterns,
@@ -178,4 +179,7 @@ class StatusBoard:
 
 def _plus(a: CheckpointCounts, b: CheckpointCounts) -> CheckpointCounts:
     """Totals of two counts; ``restored`` is not a total (it is per live source) and keeps ``a``'s."""
-    return CheckpointCounts(a.writes + b.writes, a.write_failures + b.write_failures, a.restored)
+    discarded = Counter({reason: 0 for reason in CHECKPOINT_DISCARD_REASONS})
+    discarded.update(a.discarded)
+    discarded.update(b.discarded)
+    return CheckpointCounts(a.writes + b.writes, a.write_failures + b.write_failures, a.restored, discarded)

@@ -25,11 +25,16 @@ refused (``NotRegularFile``), never waited on. Paths point at cursors, so
 - a file replaced whole by a new inode with the same content plus more (rsync
   writes a temporary file and renames it over the old one) continues at the
   old offset, verified by the first line and the bytes before the offset;
-- so does a file that comes back at its path after it was gone (a share
-  unmounted and mounted again, a restore from backup): the read position of
-  every closed file is remembered by path (a few hundred bytes each, the
-  newest ``REMEMBERED_FILES``), and a reappearing file that continues it is
-  not counted again; and a copy at the path of a file renamed away but kept
+- so does a file that comes back at its path after its folder went away (a
+  share unmounted and mounted again) or after something else took its path
+  (a FIFO, a device): the read position of a closed file whose folder is
+  missing, unreadable or on another device, or whose path was taken, is
+  remembered by path (a few hundred bytes each, the newest
+  ``REMEMBERED_FILES``), and a
+  reappearing file that continues it is not counted again. A file deleted
+  from a folder that is still there is forgotten at once (a file re-created
+  at its path is a new file), so churn leaves nothing behind; and a copy at
+  the path of a file renamed away but kept
   (``rsync --backup``), which also takes over the kept file's incomplete last
   line, and its backlog if one is being read.
 
@@ -136,6 +141,17 @@ def opened(path: str) -> Iterator[Tuple[int, os.stat_result]]:
 
 def _identity(st: os.stat_result) -> Identity:
     return (st.st_dev, st.st_ino)
+
+
+def _folder_away(identity: Identity, folder: str) -> bool:
+    """Whether the file ``identity`` is gone because ``folder`` went away: the folder is missing or cannot
+    be looked at (a share unmounted or not answering), or it is now on another device than the file was
+    (the empty mount point left by an unmounted share). False when it is there on the file's device: the
+    file was deleted (or renamed away)."""
+    try:
+        return os.stat(folder).st_dev != identity[0]
+    except OSError:
+        return True
 
 
 def locate(identity: Identity, folder: str) -> Optional[str]:
@@ -414,8 +430,8 @@ class Tailer:
                 if containment is not None:
                     containment.check_descriptor(fd, path)
                 self._follow(path, fd, _identity(st))
-        except (NotRegularFile, OutsideRoots):
-            self.forget(path)
+        except (NotRegularFile, OutsideRoots):  # the path names something else now: the file may be put back
+            self.forget(path, replaced=True)
             raise
 
     def _follow(self, path: str, fd: int, identity: Identity) -> None:
@@ -437,8 +453,9 @@ class Tailer:
         self._resume(cursor, path, fd)
         self._read(cursor, fd)
 
-    def forget(self, path: str) -> None:
-        """``path`` no longer names a followed file: a renamed file drains, then closes; a deleted one closes."""
+    def forget(self, path: str, replaced: bool = False) -> None:
+        """``path`` no longer names a followed file: a renamed file drains, then closes; a deleted one closes.
+        ``replaced``: the path names something else now (a FIFO, a device): the file may be put back."""
         cursor = self._by_path.pop(path, None)
         if cursor is None:
             return
@@ -447,7 +464,7 @@ class Tailer:
             return
         cursor.where = locate(cursor.identity, os.path.dirname(path))
         if cursor.where is None:
-            self._close(cursor)
+            self._close(cursor, os.path.dirname(path), replaced)
         else:
             cursor.retired_at = time.monotonic()
             self._retired.append(cursor)
@@ -464,7 +481,7 @@ class Tailer:
                                      or now - (cursor.retired_at or now) < self._grace):
                 still.append(cursor)
             else:
-                self._close(cursor)
+                self._close(cursor, os.path.dirname(cursor.where or cursor.label))
         self._retired = still
 
     def close(self) -> None:
@@ -483,12 +500,18 @@ class Tailer:
         cursor.where = None
         self._by_path[path] = cursor
 
-    def _close(self, cursor: _Cursor) -> None:
-        """A finished file: its last line counts even without a final newline; its position is remembered."""
+    def _close(self, cursor: _Cursor, folder: Optional[str] = None, replaced: bool = False) -> None:
+        """A finished file: its last line counts even without a final newline. Its position is remembered
+        only if the file may come back with more lines: its folder (``folder``, where it was last seen) went
+        away with it (a share unmounted), or its path was taken by something else (``replaced``: a FIFO,
+        a device). A file deleted from a folder that is still there, its path left free, or rotated away and
+        drained, is forgotten (a file re-created at its path is a new file), so files that come and go leave
+        nothing behind."""
         if cursor.partial:
             self._sink(cursor.label, cursor.partial + b"\n")
             cursor.partial = b""
-        elif cursor.fingerprint:
+        elif cursor.fingerprint and (replaced or _folder_away(cursor.identity,
+                                                              folder or os.path.dirname(cursor.label))):
             self._gone[cursor.label] = cursor.position()
             self._gone.move_to_end(cursor.label)
             while len(self._gone) > REMEMBERED_FILES:

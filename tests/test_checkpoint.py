@@ -230,7 +230,8 @@ def test_a_state_encoded_in_pieces_is_the_text_json_gives_for_it_whole(tmp_path)
     reader.sync(None)
     state = reader.checkpoint()
     assert state == json.dumps(json.loads(state), separators=(",", ":"), sort_keys=True).encode()
-    assert saved.load(state) == saved.load(saved.dump(saved.load(state)))
+    limits = reader._limits()
+    assert saved.load(state, limits) == saved.load(saved.dump(saved.load(state, limits)), limits)
     with pytest.raises(TypeError, match="must be a string"):  # json.dumps would quote it; never write bad JSON
         "".join(saved._pieces({"files": {1: "a"}}, 0))
 
@@ -463,7 +464,8 @@ def test_a_checkpoint_of_another_shape_changes_nothing_and_the_files_are_read_fr
     state = json.loads(reader.checkpoint())
     spoil(state)
     fresh = CpuAcctReader(config)
-    assert fresh.restore(json.dumps(state).encode()) is False
+    with pytest.raises(ValueError):
+        fresh.restore(json.dumps(state).encode())
     write_lines(paths[0], random.Random(13), 1, 1700005000, HOSTS[0])
     assert rush_values(fresh.sync(None)) == full_read(config)
     assert rush_values(fresh.sync(None)) == full_read(config)  # and every later sync works

@@ -113,9 +113,12 @@ def test_fifo_device_and_socket_at_a_watched_path_never_block(tmp_path, start_da
     daemon.wait_for_value("rush_frames_total", 2, host="render01", status="done")
     up = {"kind": "rush_cpu_acct", "path": str(swapped)}
 
+    aside = tmp_path / "a" / ".swap"  # made aside and renamed over the file: the path is never free (a file
+    # deleted with its path left free is forgotten, and one re-created there would be a new file)
+
     def swap_in(make, reason, appended):
-        os.unlink(swapped)
         make()
+        os.rename(aside, swapped)
         wait_until(lambda: reason in daemon.log(), 10, "the refusal to be logged")
         # logged during the sync, published after it: wait for the render (at most 80 ms later)
         wait_until(lambda: value(daemon.samples(), "renderfarm_exporter_source_up", **up) == 0, 5,
@@ -124,17 +127,17 @@ def test_fifo_device_and_socket_at_a_watched_path_never_block(tmp_path, start_da
             handle.write(frame("render02"))
         daemon.wait_for_value("rush_frames_total", appended, host="render02", status="done", timeout=5)
 
-    swap_in(lambda: os.mkfifo(swapped), "refused: a FIFO, not a regular file", 2)
+    swap_in(lambda: os.mkfifo(aside), "refused: a FIFO, not a regular file", 2)
     # a symlink to a device outside the folder is refused before it is opened (test_containment.py); the
     # descriptor's type check refuses a device inside (test_containment.py too, without a root to lead out of)
-    swap_in(lambda: os.symlink("/dev/zero", swapped), "file refused: it leads outside the configured folders", 3)
+    swap_in(lambda: os.symlink("/dev/zero", aside), "file refused: it leads outside the configured folders", 3)
     listener = socket.socket(socket.AF_UNIX)
     try:
-        swap_in(lambda: listener.bind(str(swapped)), "No such device or address", 4)
+        swap_in(lambda: listener.bind(str(aside)), "No such device or address", 4)
     finally:
         listener.close()
-    os.unlink(swapped)
-    swapped.write_text(content + frame("render01"))  # the file is back with one more line
+    aside.write_text(content + frame("render01"))  # the file is back with one more line
+    os.rename(aside, swapped)
     daemon.wait_for_value("renderfarm_exporter_source_up", 1, **up)
     samples = daemon.wait_for_value("rush_frames_total", 3, host="render01", status="done")
     assert value(samples, "renderfarm_exporter_source_read_lines_total", **up) == 3

@@ -237,17 +237,49 @@ def test_final_line_without_newline_counts_when_file_is_gone(tmp_path):
 
 def test_a_file_that_comes_back_continues_where_it_stopped(tmp_path):
     """A share unmounted and mounted again: the same file, with more lines, at the same path."""
-    path = str(tmp_path / "cpu.acct")
+    (tmp_path / "share").mkdir()
+    path = str(tmp_path / "share" / "cpu.acct")
     tailer, sink = make()
     append(path, "first\nsecond\n")
     tailer.follow(path)
     saved = open(path).read()
-    os.unlink(path)
+    shutil.rmtree(tmp_path / "share")  # the folder goes with the file
     tailer.forget(path)
     tailer.drain_retired()  # closed: only its remembered position is left
+    (tmp_path / "share").mkdir()
     append(path, saved + "third\n")
     tailer.follow(path)
     assert sink.lines == ["first", "second", "third"]
+
+
+def test_a_file_whose_path_a_fifo_took_continues_when_it_is_put_back(tmp_path):
+    path, aside = str(tmp_path / "cpu.acct"), str(tmp_path / ".aside")
+    tailer, sink = make()
+    append(path, "first\nsecond\n")
+    tailer.follow(path)
+    saved = open(path).read()
+    os.mkfifo(aside)
+    os.rename(aside, path)
+    with pytest.raises(OSError, match="FIFO"):
+        tailer.follow(path)
+    append(aside, saved + "third\n")
+    os.rename(aside, path)
+    tailer.follow(path)
+    assert sink.lines == ["first", "second", "third"]
+
+
+def test_a_file_deleted_from_a_folder_that_stays_is_forgotten(tmp_path):
+    """Churn: nothing is kept of a deleted file; one re-created at its path is a new file, read whole."""
+    path = str(tmp_path / "cpu.acct")
+    tailer, sink = make()
+    for _ in range(3):
+        append(path, "first\nsecond\n")
+        tailer.follow(path)
+        os.unlink(path)
+        tailer.forget(path)
+        tailer.drain_retired()
+        assert tailer.save() == {"cursors": [], "gone": []}
+    assert sink.lines == ["first", "second"] * 3
 
 
 def test_a_file_that_comes_back_with_other_content_is_read_whole(tmp_path):

@@ -59,7 +59,7 @@ from exporter.rush.backlog import (
 )
 from exporter.rush.config import SERIES_PER_BREAKDOWN_VALUE, SERIES_PER_HOST, Breakdown, CpuAcctEntry, RushConfig
 from exporter.rush.records import STATUSES, SYSTEM, USER, WALL
-from exporter.rush.saved import FileState, SavedBudget, SavedReader
+from exporter.rush.saved import FileState, GoneShare, SavedBudget, SavedReader
 from exporter.rush.tally import BREAKDOWN_WALL, OVER_LONG, RECORD_NAMES, Exact, Tally
 from exporter.sources import FileStatus
 from exporter.tailer import MAX_LINE_BYTES, Backlog, LineState, Tailer
@@ -68,7 +68,8 @@ log = logging.getLogger(__name__)
 
 KIND = "rush_cpu_acct"
 #: Version of the checkpoint's content; a checkpoint of another version is ignored (files read again).
-STATE_VERSION = 1
+#: 2: the share of gone files merged by host (``gone``), their own state dropped.
+STATE_VERSION = 2
 
 _CACHE_NOTE = " (read from cpu.acct; cached between changes of the file)"
 Totals = List[Exact]
@@ -157,12 +158,15 @@ class CpuAcctReader:
         self._config = config
         self._entries = [(PathPattern(entry.path), entry) for entry in config.cpu_acct]
         self.patterns = [pattern for pattern, _ in self._entries]
+        self._containment = Containment(self.patterns)
         self._tailer = Tailer(self._consume, discarded=self._discarded, backlog=self._defer,
-                              containment=Containment(self.patterns))
+                              containment=self._containment)
         #: Per file, reads refused because its path leads outside the configured folders (``containment``).
         self._outside: Dict[str, int] = {}
         self._backlogs = backlogs or BacklogReader(processes_to_use(config.read_processes))
         self._files: Dict[str, FileState] = {}
+        #: What files that are gone left in the totals, by host; their ``FileState`` is dropped (``_retire``).
+        self._gone = GoneShare()
         self._present: Set[str] = set()
         self._gauge_host: Dict[str, str] = {}
         self._hosts: Dict[str, Totals] = {}
@@ -194,6 +198,8 @@ class CpuAcctReader:
         self._live: Set[str] = set()
         self._dirty_hosts: Set[str] = set()
         self._dirty_labels: Set[str] = set(self._files) | self._present
+        #: Whether files' states may belong to files no longer followed (after a restore): see ``_retire``.
+        self._check_gone = True
 
     # -- reading -------------------------------------------------------------
 
@@ -245,7 +251,11 @@ class CpuAcctReader:
             self.reading = None
 
     def _absent(self, path: str) -> None:
+        """Nothing at ``path`` (or no longer matched): nothing is kept of the path; the state of the file it
+        named goes once its last cursor is closed (``_retire``)."""
         self._tailer.forget(path)
+        self._outside.pop(path, None)
+        self._containment.forget(path)
         if path in self._present:
             self._present.discard(path)
             self._dirty_labels.add(path)
@@ -444,6 +454,7 @@ class CpuAcctReader:
         """The snapshot, updated for the hosts and files this sync changed; the rest is reused as it was."""
         self._update_liveness()
         self._update_labels()
+        self._retire()
         self._update_host_totals()
         users, titles = self._users, self._titles
         user_frames, user_wall = users.views() if users else (None, None)
@@ -475,6 +486,31 @@ class CpuAcctReader:
         if live != self._live:
             self._dirty_labels |= live ^ self._live
             self._live = live
+            self._check_gone = True
+
+    def _retire(self) -> None:
+        """Drops the state of files that are gone (no cursor left: deleted, or rotated away and drained; not
+        matched any more), once their share is merged into their hosts' (``GoneShare``): the host totals stay,
+        counters never go down, and what is kept per file is the live files' (RSS and checkpoint size come back
+        after churn). The file's series went with its status already (``_update_status``)."""
+        if not self._check_gone:
+            return
+        self._check_gone = False
+        for label in self._files.keys() - self._live:
+            state = self._files.pop(label)
+            host = self._label_host.pop(label, None)
+            if host is not None:
+                self._gone.merge(state, host)
+                by_host = self._labels_by_host.get(host)
+                if by_host is not None:
+                    by_host.discard(label)
+                    if not by_host:
+                        del self._labels_by_host[host]
+                self._dirty_hosts.add(host)
+            else:  # never through _update_labels (a restore): its host as it would have been
+                self._gone.merge(state, self._host_of(label, state))
+            self._gauge_host.pop(label, None)
+            self._file_log.forget(label, label + "#future")
 
     def _update_labels(self) -> None:
         """File statuses and the per-host rows that sum over files (records, starts, gauges) of changed files."""
@@ -526,13 +562,14 @@ class CpuAcctReader:
     def _update_host_rows(self, host: str) -> None:
         """Records and daemon starts of every file of ``host``; gauges from them while one of them is live."""
         states = [self._files[label] for label in self._labels_by_host.get(host, ())]
+        gone_records = self._gone.records.get(host, {})
         for name in RECORD_NAMES.values():
-            count = sum(state.records.get(name, 0) for state in states)
+            count = sum(state.records.get(name, 0) for state in states) + gone_records.get(name, 0)
             if count:
                 self._records_view.set((host, name), count)
             else:
                 self._records_view.discard((host, name))
-        starts = sum(state.daemon_starts for state in states)
+        starts = sum(state.daemon_starts for state in states) + self._gone.daemon_starts.get(host, 0)
         if starts:
             self._starts_view.set(host, starts)
         else:
@@ -575,29 +612,25 @@ class CpuAcctReader:
             gauge_host=self._gauge_host,
             budgets={name: SavedBudget.of(budget) for name, budget in self._label_budgets()},
             files=self._files,
+            gone=self._gone,
         ))
 
     def restore(self, state: bytes) -> bool:
         """Loads a checkpoint taken by ``checkpoint`` before the first sync; False, changing nothing, if it is
-        of another version or does not have its shape (logged: the files are then read from the start).
+        of another version; ValueError (saying where, not quoting what), changing nothing, if it is not a
+        state this reader could have written under its configuration (``saved.load`` checks every value:
+        the files are then read from the start).
 
         A file whose cursor no longer matches the file at its path (same inode, other content: truncated
         or rewritten while the exporter was stopped) is read from the start, and its checkpointed
         contribution is taken out of the totals and the budgets' counters; a file that is gone keeps its
         contribution."""
-        try:
-            if saved.version_of(state) != STATE_VERSION:
-                return False
-            loaded = saved.load(state)
-            unknown = set(loaded.budgets) - {name for name, _ in self._label_budgets()}
-            if unknown:
-                raise ValueError("budgets of labels this reader does not have: %s" % sorted(unknown))
-            self._tailer.load(loaded.tailer)  # checks everything before it changes anything
-        except ValueError as exc:
-            log.warning("checkpoint does not have the expected shape; reading the files from the start",
-                        extra=fields(kind=KIND, reason=str(exc)[:500]))
+        if saved.version_of(state) != STATE_VERSION:
             return False
+        loaded = saved.load(state, self._limits())
+        self._tailer.load(loaded.tailer)  # checks the shape again before it changes anything
         self._files = loaded.files
+        self._gone = loaded.gone
         self._present = loaded.present
         self._gauge_host = loaded.gauge_host
         for name, budget in self._label_budgets():
@@ -610,6 +643,15 @@ class CpuAcctReader:
         self._rebuild_totals()
         return True
 
+    def _limits(self) -> saved.Limits:
+        """What a checkpoint of this reader may hold: see ``saved.load``."""
+        return saved.Limits(
+            matches=lambda path: self._entry_for(path) is not None,
+            max_label_length=self._config.max_label_length,
+            capacities={name: budget.capacity for name, budget in self._label_budgets()},
+            horizon=time.time() + self._config.max_clock_skew,
+        )
+
     def _forget_contribution(self, label: str) -> None:
         """Takes a file's contribution out of the budgets' counters (its totals go with its state)."""
         state = self._files.pop(label, None)
@@ -620,12 +662,14 @@ class CpuAcctReader:
             budget.overflowed = max(0, budget.overflowed - state.over_budget.get(name, 0))
 
     def _rebuild_totals(self) -> None:
-        """Totals as the sum of every file's contribution (exact: the same as when they were added up)."""
+        """Totals as the sum of every file's contribution and the gone files' share (exact: the same as when
+        they were added up)."""
         self._hosts = {}
         for breakdown in (self._users, self._titles):
             if breakdown is not None:
                 breakdown.totals, breakdown.dirty = {}, set()
-        for state in self._files.values():
+        shares: List[FileState | GoneShare] = [*self._files.values(), self._gone]
+        for state in shares:
             for host, totals in state.hosts.items():
                 _add(self._hosts, host, totals)
             for breakdown, contributed in ((self._users, state.users), (self._titles, state.titles)):
@@ -634,7 +678,7 @@ class CpuAcctReader:
                         _add(breakdown.totals, label, totals)
                     breakdown.dirty |= set(contributed)
         self._init_views()
-        self._dirty_hosts = set(self._hosts)
+        self._dirty_hosts = set(self._hosts) | set(self._gone.records) | set(self._gone.daemon_starts)
 
 
 def families(snap: CpuAcctSnapshot) -> Iterable[Metric]:
