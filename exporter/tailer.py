@@ -61,6 +61,8 @@ from contextlib import ExitStack, contextmanager
 from operator import attrgetter
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
 
+from exporter import iogate
+from exporter.iogate import MountBusy
 from exporter.logs import fields
 
 log = logging.getLogger(__name__)
@@ -125,12 +127,12 @@ def open_regular(path: str) -> Tuple[int, os.stat_result]:
 
 @contextmanager
 def opened(path: str) -> Iterator[Tuple[int, os.stat_result]]:
-    """``open_regular``, closed on exit."""
-    fd, st = open_regular(path)
+    """``open_regular``, closed on exit; both through the path's mount (``exporter.iogate``)."""
+    fd, st = iogate.opened_by(open_regular, path)
     try:
         yield fd, st
     finally:
-        os.close(fd)
+        iogate.close(fd)
 
 
 def _identity(st: os.stat_result) -> Identity:
@@ -138,7 +140,12 @@ def _identity(st: os.stat_result) -> Identity:
 
 
 def locate(identity: Identity, folder: str) -> Optional[str]:
-    """The path under which the file ``identity`` is found in ``folder`` (a rename), or None (deleted)."""
+    """The path under which the file ``identity`` is found in ``folder`` (a rename), or None (deleted);
+    ``MountBusy`` if the folder's mount does not answer (not known)."""
+    return iogate.on_path(folder, _locate, identity, folder)
+
+
+def _locate(identity: Identity, folder: str) -> Optional[str]:
     try:
         with os.scandir(folder) as entries:
             for entry in entries:
@@ -192,8 +199,8 @@ def _continues(fd: int, size: int, position: _Position) -> bool:
     """Whether the open file holds ``position``'s content (first line, bytes before its offset) and maybe more."""
     return (
         size >= position.offset
-        and os.pread(fd, len(position.fingerprint), 0) == position.fingerprint
-        and os.pread(fd, len(position.tail), position.offset - len(position.tail)) == position.tail
+        and iogate.pread(fd, len(position.fingerprint), 0) == position.fingerprint
+        and iogate.pread(fd, len(position.tail), position.offset - len(position.tail)) == position.tail
     )
 
 
@@ -290,6 +297,15 @@ def _skip(state: LineState | _Cursor, label: str, chunk: bytes, discarded: Disca
     return chunk[end:]
 
 
+def skip_hole(state: LineState | _Cursor, label: str, nbytes: int, discarded: DiscardSink) -> None:
+    """A hole of ``nbytes`` (a sparse file: bytes never written, no data on disk) is not a line: it ends the
+    line before it. An incomplete line before it is discarded with the hole, one malformed line (the rest of
+    an over-long line, already counted, only ends); a hole after a complete line is bytes and no line. Its
+    bytes are reported to ``discarded``, so a file's bytes are still accounted for exactly."""
+    discarded(label, len(state.partial) + nbytes, bool(state.partial))
+    state.partial, state.skipping = b"", False
+
+
 class TailerClosed(RuntimeError):
     """The tailer was closed: it has no cursors left to save."""
 
@@ -304,7 +320,12 @@ def read_range(backlog: Backlog, start: int, end: int, state: LineState, sink: B
     with _opened_identity(backlog.path, backlog.identity) as fd:
         offset = start
         while offset < end:
-            chunk = os.pread(fd, min(CHUNK_BYTES, end - offset), offset)
+            hole, chunk = iogate.pread_data(fd, min(CHUNK_BYTES, end - offset), offset)
+            if hole:
+                hole = min(hole, end - offset)
+                offset += hole
+                skip_hole(state, backlog.label, hole, discarded)
+                continue
             if not chunk:
                 raise FileChanged(errno.EIO, "file shrank while its backlog was read", backlog.path)
             offset += len(chunk)
@@ -347,7 +368,10 @@ def line_starts(fd: int, start: int, end: int, parts: int) -> List[int]:
 def _line_start_after(fd: int, position: int, end: int) -> Optional[int]:
     """The offset just after the first newline at or after ``position``, if it is before ``end``."""
     while position < end:
-        window = os.pread(fd, min(1 << 16, end - position), position)
+        hole, window = iogate.pread_data(fd, min(1 << 16, end - position), position)
+        if hole:  # read in proportion to the data (a cut is after a newline: a hole ends no range)
+            position += hole
+            continue
         if not window:
             return None
         newline = window.find(b"\n")
@@ -424,7 +448,12 @@ class Tailer:
             return
         cursor = self._by_identity[identity] = _Cursor(identity, label=path)
         self._attach(cursor, path)
-        self._resume(cursor, path, fd)
+        try:
+            self._resume(cursor, path, fd)
+        except MountBusy:  # not known whether it resumes: not followed yet, decided at a later read
+            del self._by_identity[identity]
+            del self._by_path[path]
+            raise
         self._read(cursor, fd)
 
     def forget(self, path: str) -> None:
@@ -435,7 +464,11 @@ class Tailer:
         cursor.paths.discard(path)
         if cursor.paths:
             return
-        cursor.where = locate(cursor.identity, os.path.dirname(path))
+        try:
+            cursor.where = locate(cursor.identity, os.path.dirname(path))
+        except MountBusy:  # not known yet: as if not forgotten, decided at a later read
+            self._attach(cursor, path)
+            raise
         if cursor.where is None:
             self._close(cursor)
         else:
@@ -449,7 +482,11 @@ class Tailer:
         for cursor in self._retired:
             if cursor.paths:
                 continue
-            grew = self._read_retired(cursor)
+            try:
+                grew = self._read_retired(cursor)
+            except MountBusy:  # its mount does not answer: kept, drained when it does
+                still.append(cursor)
+                continue
             if grew is not None and (grew or cursor.pending is not None  # its backlog's last line is not known yet
                                      or now - (cursor.retired_at or now) < self._grace):
                 still.append(cursor)
@@ -506,7 +543,7 @@ class Tailer:
             old.paths != {path}
             or not old.fingerprint
             or identity in self._by_identity
-            or not _continues(fd, os.fstat(fd).st_size, old.position())
+            or not _continues(fd, iogate.fstat(fd).st_size, old.position())
             or locate(old.identity, os.path.dirname(path)) is not None
         ):
             return False
@@ -532,7 +569,7 @@ class Tailer:
             position = predecessor.position()
         else:
             position = self._gone.get(path)
-        if position is None or not _continues(fd, os.fstat(fd).st_size, position):
+        if position is None or not _continues(fd, iogate.fstat(fd).st_size, position):
             return
         if predecessor is not None:
             self._retired.remove(predecessor)
@@ -565,7 +602,7 @@ class Tailer:
         """Consumes everything after the cursor; returns the number of bytes read (or handed over)."""
         if cursor.pending is not None:
             return 0
-        size = os.fstat(fd).st_size
+        size = iogate.fstat(fd).st_size
         self._check_start(cursor, fd, size)
         if size == cursor.offset:
             return 0
@@ -574,7 +611,12 @@ class Tailer:
             self._hand_over(cursor, fd, size)
             return size - start
         while True:
-            chunk = os.pread(fd, CHUNK_BYTES, cursor.offset)
+            hole, chunk = iogate.pread_data(fd, CHUNK_BYTES, cursor.offset)
+            if hole:  # read in proportion to the data: a hole is skipped, not read
+                cursor.offset += hole
+                cursor.tail = (cursor.tail + bytes(min(hole, TAIL_BYTES)))[-TAIL_BYTES:]
+                skip_hole(cursor, cursor.label, hole, self._discarded)
+                continue
             if not chunk:
                 break
             cursor.offset += len(chunk)
@@ -588,18 +630,24 @@ class Tailer:
         emit(cursor, cursor.label, chunk, self._sink, self._discarded)
 
     def _hand_over(self, cursor: _Cursor, fd: int, size: int) -> None:
-        """Gives the unread bytes to ``backlog``; the cursor moves to the end and waits for ``caught_up``."""
+        """Gives the unread bytes to ``backlog``; the cursor moves to the end and waits for ``caught_up``.
+
+        Reads first, changes after: a read that fails (or ``MountBusy``) leaves the cursor as it was."""
+        tail = iogate.pread(fd, min(TAIL_BYTES, size), size - min(TAIL_BYTES, size))
+        fingerprint = cursor.fingerprint or self._first_line(fd)
         self._tickets += 1
         backlog = Backlog(self._tickets, cursor.label, next(iter(cursor.paths), cursor.where or cursor.label),
                           cursor.identity, cursor.offset, size, cursor.partial, cursor.skipping)
         self._pending[backlog.ticket] = (cursor, backlog, cursor.tail)
         cursor.offset, cursor.partial, cursor.skipping = size, b"", False
-        cursor.tail = os.pread(fd, min(TAIL_BYTES, size), size - min(TAIL_BYTES, size))
-        if not cursor.fingerprint:
-            cursor.fingerprint = self._first_line(fd)
+        cursor.tail, cursor.fingerprint = tail, fingerprint
         cursor.pending = backlog.ticket
         assert self._backlog is not None
-        self._backlog(backlog, fd)
+        try:
+            self._backlog(backlog, fd)
+        except BaseException:  # not handed over (its planning read failed): read again later
+            self.rewind(backlog.ticket)
+            raise
 
     # -- checkpoint ------------------------------------------------------------
 
@@ -648,7 +696,7 @@ class Tailer:
                         if _identity(st) == cursor.identity and not _continues(fd, st.st_size, cursor.position()):
                             changed.add(cursor.label)
                         break
-                except OSError:
+                except (OSError, MountBusy):  # not checked here: every read checks it again (_check_start)
                     continue
         for cursor in self._by_identity.values():
             if cursor.label in changed:
@@ -672,7 +720,7 @@ class Tailer:
 
     @staticmethod
     def _first_line(fd: int) -> bytes:
-        head = os.pread(fd, FINGERPRINT_BYTES, 0)
+        head = iogate.pread(fd, FINGERPRINT_BYTES, 0)
         newline = head.find(b"\n")
         if newline >= 0:
             return head[: newline + 1]

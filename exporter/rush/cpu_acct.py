@@ -42,6 +42,7 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.budget import LabelBudget
 from exporter.families import LiveRows, counter, gauge, label_value
+from exporter.iogate import MountBusy
 from exporter.logs import RateLimitedLog, fields
 from exporter.paths import PathPattern
 from exporter.rush import saved
@@ -204,7 +205,10 @@ class CpuAcctReader:
         self._tailer.defer_bytes = BACKLOG_BYTES if self._backlogs.processes > 1 else None
         try:
             for path in sorted(candidates):
-                self._visit(path)
+                try:
+                    self._visit(path)
+                except MountBusy:  # skipped, cursor kept; its mount's files are synced when it answers
+                    pass
             self._tailer.drain_retired()
         finally:
             self._tailer.defer_bytes = None
@@ -331,6 +335,8 @@ class CpuAcctReader:
         failed = next((result for result in results if isinstance(result, RangeFailed)), None)
         if failed is not None:
             self._tailer.rewind(backlog.ticket)
+            if isinstance(failed.error, MountBusy):  # skipped, as a file behind a stuck read is
+                return
             self._went_down(self._state(backlog.label), backlog.label, failed.error)
             return
         for result in results:
@@ -390,8 +396,9 @@ class CpuAcctReader:
                 self._file_log.warning(label, "malformed cpu.acct line skipped", path=label, reason=reason,
                                        line=line, malformed=tally.malformed)
             else:
-                self._file_log.warning(label, "over-long cpu.acct line skipped", path=label,
-                                       reason="longer than %d bytes" % MAX_LINE_BYTES)
+                self._file_log.warning(label, "over-long cpu.acct line, or one cut by a hole, skipped", path=label,
+                                       reason="longer than %d bytes, or cut by a hole of a sparse file"
+                                       % MAX_LINE_BYTES)
         if tally.future is not None:
             self._file_log.warning(label + "#future", "cpu.acct record dated ahead of the clock; "
                                    "counted, but not taken as the latest", path=label, time=tally.future)
