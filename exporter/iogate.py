@@ -83,7 +83,7 @@ class MountBusy(Exception):
 
 
 class _Op:
-    __slots__ = ("fn", "args", "path", "cleanup", "done", "result", "error", "abandoned", "started")
+    __slots__ = ("fn", "args", "path", "cleanup", "done", "result", "error", "abandoned", "started", "keep")
 
     def __init__(self, fn: Callable[..., Any], args: Tuple[Any, ...], path: str,
                  cleanup: Optional[Callable[[Any], None]]):
@@ -96,6 +96,7 @@ class _Op:
         self.error: Optional[BaseException] = None
         self.abandoned = False
         self.started = time.monotonic()
+        self.keep = False
 
 
 class _Mount:
@@ -107,6 +108,7 @@ class _Mount:
         self.wake = threading.Condition()  # uses its own lock; see Gate._lock for the state
         self.stuck: Optional[_Op] = None  # the operation the caller gave up on
         self.slow = 0.0  # seconds of the last overrun that returned (extends the wait), shrinking as ops are fast
+        self.late: Optional[_Op] = None  # an abandoned operation of ``call(keep=True)`` that returned since
         self.thread: Optional[threading.Thread] = None
 
 
@@ -170,27 +172,34 @@ class Gate:
             return found
 
     def busy(self) -> Dict[str, Tuple[str, float]]:
-        """Busy mounts: mount point -> (path of the stuck operation, monotonic time it started)."""
+        """Busy mounts: mount point -> (path of the stuck operation, monotonic time it started); not the
+        folder walks of ``apart``."""
         with self._lock:
-            return {m.point: (m.stuck.path, m.stuck.started) for m in self._mounts.values() if m.stuck is not None}
+            return {m.point: (m.stuck.path, m.stuck.started) for m in self._mounts.values()
+                    if m.stuck is not None and not m.point.startswith(_APART)}
 
     # -- operations ------------------------------------------------------------
 
     def call(self, mount: str, path: str, fn: Callable[..., T], *args: Any,
-             cleanup: Optional[Callable[[T], None]] = None) -> T:
+             cleanup: Optional[Callable[[T], None]] = None, keep: bool = False) -> T:
         """``fn(*args)`` on ``mount``'s thread, waited for a bound; ``MountBusy`` if it does not return in time
-        (``cleanup(result)`` then runs when it does) or the mount is busy."""
+        (``cleanup(result)`` then runs when it does) or the mount is busy. With ``keep``, the result of such an
+        operation that returned late is the answer of the next call (a long folder walk still progresses)."""
         if not self.enabled:
             return fn(*args)
         with self._lock:
             state = self._mounts.get(mount)
             if state is not None and state.stuck is not None:
                 raise MountBusy(mount, state.stuck.path, state.stuck.started)
+            if state is not None and state.late is not None and keep:
+                late, state.late = state.late, None
+                return self._outcome(late)
             if state is None:
                 state = self._start(mount)
                 if state is None:
                     return fn(*args)
             op = _Op(fn, args, path, cleanup)
+            op.keep = keep
             wait = min(MAX_WAIT_SECONDS, max(self.wait_seconds, 2 * state.slow))
             self._put(state, op)
         if op.done.wait(wait):
@@ -285,7 +294,9 @@ class Gate:
             else:
                 state.slow = took
             if op.abandoned:
-                if op.error is None and op.cleanup is not None:
+                if op.keep:
+                    state.late = op
+                elif op.error is None and op.cleanup is not None:
                     try:
                         op.cleanup(op.result)
                     except Exception:  # a cleanup (a close) of an abandoned result
@@ -365,6 +376,20 @@ def fstat(fd: int) -> os.stat_result:
 
 def pread(fd: int, size: int, offset: int) -> bytes:
     return _on_fd(fd, os.pread, fd, size, offset)
+
+
+#: Keys of the threads of ``apart`` (never a mount point, which is absolute).
+_APART = "apart:"
+
+
+def apart(key: str, fn: Callable[[], T]) -> T:
+    """``fn()`` on a thread of its own, ``key``'s (a folder walk, which may cross into any mount below its
+    folder): waited for as an operation of a mount is; ``MountBusy`` while one of ``key``'s is stuck. Never
+    on a mount's thread: a stuck walk does not hold the reads of the files of the mount it started in."""
+    gate = GATE
+    if not gate.enabled:
+        return fn()
+    return gate.call(_APART + key, key, fn, keep=True)
 
 
 def _pread_data(fd: int, size: int, offset: int) -> Tuple[int, bytes]:

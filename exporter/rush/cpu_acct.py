@@ -42,7 +42,7 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.budget import LabelBudget
 from exporter.families import LiveRows, counter, gauge, label_value
-from exporter.iogate import MountBusy
+from exporter.iogate import MountBusy, apart
 from exporter.logs import RateLimitedLog, fields
 from exporter.paths import PathPattern
 from exporter.rush import saved
@@ -94,6 +94,15 @@ class CpuAcctSnapshot:
     #: None in rebuilt history, which has no exporter of its own.
     labels_truncated: Optional[Mapping[str, int]] = None
     labels_over_budget: Optional[Mapping[str, int]] = None
+
+
+def _scanned(pattern: PathPattern) -> List[str]:
+    """The files ``pattern`` matches, walked on a thread of its own (``iogate.apart``); none while a walk of it
+    is stuck (the files known already are still read)."""
+    try:
+        return apart("scan " + pattern.pattern, lambda: list(pattern.scan()))
+    except MountBusy:
+        return []
 
 
 def _frozen(mapping) -> Mapping:
@@ -197,7 +206,7 @@ class CpuAcctReader:
     def sync(self, paths: Optional[Collection[str]] = None) -> CpuAcctSnapshot:
         """Reads the changed ``paths`` (or every matching file) and returns a snapshot."""
         if paths is None:
-            matched = {path for pattern in self.patterns for path in pattern.scan()}
+            matched = {path for pattern in self.patterns for path in _scanned(pattern)}
             candidates = matched | self._present | self._tailer.paths
         else:
             candidates = {path for path in paths if self._entry_for(path) is not None}
