@@ -300,9 +300,10 @@ def _skip(state: LineState | _Cursor, label: str, chunk: bytes, discarded: Disca
 def skip_hole(state: LineState | _Cursor, label: str, nbytes: int, discarded: DiscardSink) -> None:
     """A hole of ``nbytes`` (a sparse file: bytes never written, no data on disk) is not a line: it ends the
     line before it. An incomplete line before it is discarded with the hole, one malformed line (the rest of
-    an over-long line, already counted, only ends); a hole after a complete line is bytes and no line. Its
-    bytes are reported to ``discarded``, so a file's bytes are still accounted for exactly."""
-    discarded(label, len(state.partial) + nbytes, bool(state.partial))
+    an over-long line, already counted, only ends); a hole after a complete line is bytes and no line, and so
+    are NUL bytes just before it (the rest of the file system block that holds the last data). Its bytes are
+    reported to ``discarded``, so a file's bytes are still accounted for exactly."""
+    discarded(label, len(state.partial) + nbytes, bool(state.partial.rstrip(b"\0")))
     state.partial, state.skipping = b"", False
 
 
