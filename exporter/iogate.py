@@ -415,6 +415,32 @@ def _pread_data(fd: int, size: int, offset: int) -> Tuple[int, bytes]:
     return 0, os.pread(fd, max(1, min(size, hole - offset)), offset)
 
 
+def _data_bytes(fd: int, start: int, end: int, enough: int) -> int:
+    """Bytes of data (not holes) in ``[start, end)``, counted up to ``enough`` (``end - start`` where the file
+    system says nothing about holes)."""
+    if _SEEK_DATA is None or _SEEK_HOLE is None:
+        return end - start
+    found, offset = 0, start
+    try:
+        while offset < end and found < enough:
+            data = os.lseek(fd, offset, _SEEK_DATA)
+            if data >= end:
+                break
+            hole = min(end, os.lseek(fd, data, _SEEK_HOLE))
+            found += hole - data
+            offset = hole
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # no data after offset
+            return found
+        return end - start
+    return found
+
+
+def data_bytes(fd: int, start: int, end: int, enough: int) -> int:
+    """``_data_bytes``, one operation of the descriptor's mount."""
+    return _on_fd(fd, _data_bytes, fd, start, end, enough)
+
+
 def pread_data(fd: int, size: int, offset: int) -> Tuple[int, bytes]:
     """``_pread_data``, one operation of the descriptor's mount."""
     return _on_fd(fd, _pread_data, fd, size, offset)

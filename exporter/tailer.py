@@ -608,7 +608,8 @@ class Tailer:
         if size == cursor.offset:
             return 0
         start = cursor.offset
-        if self._backlog is not None and self.defer_bytes is not None and size - start >= self.defer_bytes:
+        if (self._backlog is not None and self.defer_bytes is not None and size - start >= self.defer_bytes
+                and iogate.data_bytes(fd, start, size, self.defer_bytes) >= self.defer_bytes):  # holes aside
             self._hand_over(cursor, fd, size)
             return size - start
         while True:
