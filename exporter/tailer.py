@@ -606,6 +606,8 @@ class Tailer:
         size = iogate.fstat(fd).st_size
         self._check_start(cursor, fd, size)
         if size == cursor.offset:
+            if size and not cursor.fingerprint:  # its read was cut short (MountBusy) after the data
+                cursor.fingerprint = self._first_line(fd)
             return 0
         start = cursor.offset
         if (self._backlog is not None and self.defer_bytes is not None and size - start >= self.defer_bytes

@@ -3,10 +3,12 @@ FUSE share whose reads hang, a real 32 GiB sparse file, real appends and exact t
 
 import html
 import os
+import subprocess
+import sys
 import time
 
 import pytest
-from conftest import value, wait_until
+from conftest import REPO, value, wait_until
 from fusefs import HangingFile
 
 NOW = int(time.time())
@@ -131,3 +133,13 @@ def _cpu_seconds(pid):
     with open("/proc/%d/stat" % pid) as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.needs_root
+def test_bench_isolation_cut_every_append_fresh_beside_a_hung_file_and_a_32_gib_sparse_file():
+    """A cut of ``python -m bench.isolation`` (200 files, 100 samples by hand): every append within 1 s."""
+    result = subprocess.run([sys.executable, "-m", "bench.isolation", "--files", "50", "--samples", "20"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "reads hung on the share: 1" in result.stdout
+    assert "appends visible within 1 s: 20 of 20 (100%)" in result.stdout
