@@ -197,11 +197,9 @@ class _Cursor:
 
 def _continues(fd: int, size: int, position: _Position) -> bool:
     """Whether the open file holds ``position``'s content (first line, bytes before its offset) and maybe more."""
-    return (
-        size >= position.offset
-        and iogate.pread(fd, len(position.fingerprint), 0) == position.fingerprint
-        and iogate.pread(fd, len(position.tail), position.offset - len(position.tail)) == position.tail
-    )
+    return size >= position.offset and iogate.preads(
+        fd, (len(position.fingerprint), 0), (len(position.tail), position.offset - len(position.tail))
+    ) == [position.fingerprint, position.tail]
 
 
 def _list(value: Any, where: str) -> List[Any]:
@@ -626,6 +624,8 @@ class Tailer:
             cursor.offset += len(chunk)
             cursor.tail = (cursor.tail + chunk)[-TAIL_BYTES:]
             self._emit(cursor, chunk)
+            if cursor.offset >= size and len(chunk) < CHUNK_BYTES:
+                break  # the end it had when opened: an append since is a change of its own (an event, a poll)
         if not cursor.fingerprint:
             cursor.fingerprint = self._first_line(fd)
         return cursor.offset - start
