@@ -14,7 +14,7 @@ FIGURES = ("cpu.acct ingest", "physical limit: wc -l", "scrape text", "scrape gz
            "RR re-read", "freshness, events", "freshness, poll 2 s", "incremental",
            "steady state, 20 hosts x 1 line/s", "steady state, 40 hosts x 0.5 line/s", "floor of the steady state",
            "many folders",
-           "inotify queue overflow", "cold start", "restart with checkpoint")
+           "inotify queue overflow", "cold start", "restart with checkpoint", "isolation")
 
 
 def test_bench_smoke_run_measures_every_figure():
