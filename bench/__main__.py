@@ -13,19 +13,19 @@ import sys
 import tempfile
 import time
 
-from bench import churn, cold, figures, floor, rrclients, serving, steady
+from bench import churn, cold, figures, floor, isolation, rrclients, serving, steady
 from bench.common import REPO, compile_exporter
 
 FULL = {"lines": 1_000_000, "clients": 1000, "rush_hosts": 200, "scrapes": 300, "idle": 60.0, "rounds": 100,
         "poll_rounds": 10, "big_lines": 13_000_000, "appends": 100,
         "steady": ((200, 1.0), (2000, 0.1)), "steady_seconds": 60.0, "folders": 10_000,
         "cold_files": 200, "cold_lines": 50_000, "rr_clients": rrclients.FULL, "churn": (60.0, 1000),
-        "serving": (2000, 300, 300, 60.0)}
+        "serving": (2000, 300, 300, 60.0), "isolation": (200, 100)}
 SMOKE = {"lines": 20_000, "clients": 30, "rush_hosts": 20, "scrapes": 20, "idle": 2.0, "rounds": 5,
          "poll_rounds": 2, "big_lines": 20_000, "appends": 5,
          "steady": ((20, 1.0), (40, 0.5)), "steady_seconds": 3.0, "folders": 300,
          "cold_files": 5, "cold_lines": 2_000, "rr_clients": rrclients.SMOKE, "churn": (2.0, 100),
-         "serving": (50, 5, 3, 2.0)}
+         "serving": (50, 5, 3, 2.0), "isolation": (20, 10)}
 
 
 def table(rows) -> str:
@@ -63,6 +63,7 @@ def main() -> int:
             ("RR client files", lambda: rrclients.rr_clients(folder, **sizes["rr_clients"])),
             ("churn", lambda: churn.churn_rows(folder, *sizes["churn"])),
             ("serving", lambda: serving.rows(os.path.join(folder, "serving"), *sizes["serving"])),
+            ("isolation", lambda: isolation.isolation_row(os.path.join(folder, "isolation"), *sizes["isolation"])),
         ):
             print("bench: %s ..." % name, file=sys.stderr, flush=True)
             measured = run()

@@ -13,6 +13,14 @@ it is reading (``sources.ReportsReading``: path and start) and takes longer
 than ``watch.stuck_read_timeout`` has that file marked down in its snapshot
 and logged, from a small monitor thread, until the read returns.
 
+Raw operations on files go through ``exporter.iogate``, turned on by
+``start``: each runs on a thread of its file's mount, waited for a short
+bound, so a read that hangs delays only the files of its own mount. Those
+are skipped (their cursors kept) while the mount is busy, reported down
+after ``watch.stuck_read_timeout`` (the stuck file, and the files waiting
+behind it, which say so), and read again as soon as the stuck operation
+returns (the gate tells the ingest, which asks for a sync of them).
+
 Readers that can be checkpointed (``sources.Checkpointed``) are restored
 before the first sync and saved after syncs and at a clean stop, by this
 thread, when a checkpoint store is configured (``exporter.checkpoint``).
@@ -34,6 +42,7 @@ from typing import Callable, Collection, Dict, Iterable, Optional, Sequence, Set
 from exporter.checkpoint import CheckpointCounts, Checkpointer, CheckpointStore
 from exporter.config import WatchConfig
 from exporter.debounce import Debouncer
+from exporter.iogate import GATE
 from exporter.logs import fields
 from exporter.sources import (
     PROGRESS_SECONDS,
@@ -82,6 +91,9 @@ class SourceIngest:
         self._end_lock = threading.Lock()
         self._ended = False
         self._close_at_end = False
+        self._stop_listening: Optional[Callable[[], None]] = None
+        #: Busy mounts (mount, stuck path, since) already logged.
+        self._reported_busy: Set[Tuple[str, str, float]] = set()
 
     @property
     def checkpoint_counts(self) -> CheckpointCounts:
@@ -104,6 +116,8 @@ class SourceIngest:
         return any(pattern.matches(path) for reader in self.readers for pattern in reader.patterns)
 
     def start(self) -> None:
+        GATE.enable()
+        self._stop_listening = GATE.on_free(self._mount_free)
         self._thread.start()
         self._monitor.start()
 
@@ -113,6 +127,8 @@ class SourceIngest:
         waits on are stopped, so they cannot hold the daemon's exit)."""
         self._stop.set()
         self.debouncer.close()
+        if self._stop_listening is not None:
+            self._stop_listening()
         if self._thread.is_alive():
             self._thread.join(timeout=timeout)
         if self._thread.is_alive():
@@ -155,7 +171,7 @@ class SourceIngest:
                 steps = reader.sync_steps(wanted) if isinstance(reader, Progressive) else (reader.sync(wanted),)
                 for snapshot in steps:
                     with self._snapshots_lock:
-                        self.snapshots[reader] = snapshot
+                        self.snapshots[reader] = self._behind_busy_mounts(reader, snapshot)
                     if time.monotonic() - published >= PROGRESS_SECONDS:
                         self._published(self.section)
                         published = time.monotonic()
@@ -245,6 +261,63 @@ class SourceIngest:
                 reading = reader.reading if isinstance(reader, ReportsReading) else None
                 if reading is not None and time.monotonic() - reading[1] > self._watch.stuck_read_timeout:
                     self._report_stuck(reader, reading)
+            self._report_busy_mounts()
+
+    def _report_busy_mounts(self) -> None:
+        """Marks the files of mounts stuck past ``watch.stuck_read_timeout`` down in the current snapshots."""
+        if not GATE.busy():
+            return
+        changed = False
+        with self._snapshots_lock:
+            for reader, snapshot in list(self.snapshots.items()):
+                marked = self._behind_busy_mounts(reader, snapshot)
+                if marked is not snapshot:
+                    self.snapshots[reader] = marked
+                    changed = True
+        if changed:
+            self._published(self.section)
+
+    def _behind_busy_mounts(self, reader: Reader, snapshot: Snapshot) -> Snapshot:
+        """``snapshot``, with the files of mounts whose operation is stuck past ``watch.stuck_read_timeout``
+        down: the stuck file as a stuck read (as ``_report_stuck``), the others as waiting behind it. The
+        same object when nothing changes."""
+        busy = GATE.busy()
+        if not busy:
+            return snapshot
+        now = time.monotonic()
+        late = {mount: (path, since) for mount, (path, since) in busy.items()
+                if now - since > self._watch.stuck_read_timeout}
+        if not late:
+            return snapshot
+        for mount, (path, since) in late.items():
+            if (mount, path, since) not in self._reported_busy:
+                self._reported_busy.add((mount, path, since))
+                log.warning("reading a file is stuck; reported down until the read returns, with the files "
+                            "of its mount, which are skipped meanwhile",
+                            extra=fields(path=path, mount=mount, seconds=round(now - since, 1)))
+        self._reported_busy &= {(mount, path, since) for mount, (path, since) in busy.items()}
+        files = []
+        for status in snapshot.files:
+            mount = GATE.mount_of(status.path)
+            if mount in late:
+                stuck = late[mount][0]
+                reason = STUCK_REASON if status.path == stuck else WAITING_REASON % (stuck, mount)
+                if status.up or status.last_error != reason:
+                    status = dataclasses.replace(status, up=False, last_error=reason)
+            files.append(status)
+        known = {status.path for status in files}
+        for stuck, _ in late.values():
+            if stuck not in known and any(pattern.matches(stuck) for pattern in reader.patterns):
+                files.append(_down(reader.kind, stuck, STUCK_REASON))
+        if all(a is b for a, b in zip(files, snapshot.files)) and len(files) == len(snapshot.files):
+            return snapshot
+        return dataclasses.replace(snapshot, files=tuple(files))
+
+    def _mount_free(self, mount: str) -> None:
+        """On the mount's thread: its stuck operation returned; its files are read again soon."""
+        for path in {status.path for status in self._files()}:
+            if GATE.mount_of(path) == mount:
+                self.debouncer.add(path)
 
     def _report_stuck(self, reader: Reader, reading: Tuple[str, float]) -> None:
         """Marks the file being read down (once per stuck read), unless the read finished meanwhile."""
@@ -261,11 +334,20 @@ class SourceIngest:
         self._published(self.section)
 
 
+#: Why a file is down while a read of it is stuck, and while it waits behind such a read on its mount.
+STUCK_REASON = "a read of the file is stuck (a hung share?)"
+WAITING_REASON = "waiting behind a stuck read of %s on mount %s"
+
+
 def _marked_down(snapshot: Snapshot, kind: str, path: str) -> Snapshot:
     """A copy of ``snapshot`` in which ``path`` is down (added if it was never read)."""
-    reason = "a read of the file is stuck (a hung share?)"
+    reason = STUCK_REASON
     files = [dataclasses.replace(f, up=False, last_error=reason) if f.path == path else f for f in snapshot.files]
     if not any(f.path == path for f in snapshot.files):
-        files.append(FileStatus(kind=kind, path=path, up=False, last_success_time=None, errors_total=0,
-                                malformed_lines_total=0, bytes_read_total=0, lines_read_total=0, last_error=reason))
+        files.append(_down(kind, path, reason))
     return dataclasses.replace(snapshot, files=tuple(files))
+
+
+def _down(kind: str, path: str, reason: str) -> FileStatus:
+    return FileStatus(kind=kind, path=path, up=False, last_success_time=None, errors_total=0,
+                      malformed_lines_total=0, bytes_read_total=0, lines_read_total=0, last_error=reason)

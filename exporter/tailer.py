@@ -66,7 +66,9 @@ from contextlib import ExitStack, contextmanager
 from operator import attrgetter
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
 
+from exporter import iogate
 from exporter.containment import Containment, OutsideRoots
+from exporter.iogate import MountBusy
 from exporter.logs import fields
 
 log = logging.getLogger(__name__)
@@ -131,12 +133,12 @@ def open_regular(path: str) -> Tuple[int, os.stat_result]:
 
 @contextmanager
 def opened(path: str) -> Iterator[Tuple[int, os.stat_result]]:
-    """``open_regular``, closed on exit."""
-    fd, st = open_regular(path)
+    """``open_regular``, closed on exit; both through the path's mount (``exporter.iogate``)."""
+    fd, st = iogate.opened_by(open_regular, path)
     try:
         yield fd, st
     finally:
-        os.close(fd)
+        iogate.close(fd)
 
 
 def _identity(st: os.stat_result) -> Identity:
@@ -155,7 +157,12 @@ def _folder_away(identity: Identity, folder: str) -> bool:
 
 
 def locate(identity: Identity, folder: str) -> Optional[str]:
-    """The path under which the file ``identity`` is found in ``folder`` (a rename), or None (deleted)."""
+    """The path under which the file ``identity`` is found in ``folder`` (a rename), or None (deleted);
+    ``MountBusy`` if the folder's mount does not answer (not known)."""
+    return iogate.on_path(folder, _locate, identity, folder)
+
+
+def _locate(identity: Identity, folder: str) -> Optional[str]:
     try:
         with os.scandir(folder) as entries:
             for entry in entries:
@@ -207,11 +214,9 @@ class _Cursor:
 
 def _continues(fd: int, size: int, position: _Position) -> bool:
     """Whether the open file holds ``position``'s content (first line, bytes before its offset) and maybe more."""
-    return (
-        size >= position.offset
-        and os.pread(fd, len(position.fingerprint), 0) == position.fingerprint
-        and os.pread(fd, len(position.tail), position.offset - len(position.tail)) == position.tail
-    )
+    return size >= position.offset and iogate.preads(
+        fd, (len(position.fingerprint), 0), (len(position.tail), position.offset - len(position.tail))
+    ) == [position.fingerprint, position.tail]
 
 
 def _list(value: Any, where: str) -> List[Any]:
@@ -307,6 +312,16 @@ def _skip(state: LineState | _Cursor, label: str, chunk: bytes, discarded: Disca
     return chunk[end:]
 
 
+def skip_hole(state: LineState | _Cursor, label: str, nbytes: int, discarded: DiscardSink) -> None:
+    """A hole of ``nbytes`` (a sparse file: bytes never written, no data on disk) is not a line: it ends the
+    line before it. An incomplete line before it is discarded with the hole, one malformed line (the rest of
+    an over-long line, already counted, only ends); a hole after a complete line is bytes and no line, and so
+    are NUL bytes just before it (the rest of the file system block that holds the last data). Its bytes are
+    reported to ``discarded``, so a file's bytes are still accounted for exactly."""
+    discarded(label, len(state.partial) + nbytes, bool(state.partial.rstrip(b"\0")))
+    state.partial, state.skipping = b"", False
+
+
 class TailerClosed(RuntimeError):
     """The tailer was closed: it has no cursors left to save."""
 
@@ -321,7 +336,12 @@ def read_range(backlog: Backlog, start: int, end: int, state: LineState, sink: B
     with _opened_identity(backlog.path, backlog.identity) as fd:
         offset = start
         while offset < end:
-            chunk = os.pread(fd, min(CHUNK_BYTES, end - offset), offset)
+            hole, chunk = iogate.pread_data(fd, min(CHUNK_BYTES, end - offset), offset)
+            if hole:
+                hole = min(hole, end - offset)
+                offset += hole
+                skip_hole(state, backlog.label, hole, discarded)
+                continue
             if not chunk:
                 raise FileChanged(errno.EIO, "file shrank while its backlog was read", backlog.path)
             offset += len(chunk)
@@ -364,7 +384,10 @@ def line_starts(fd: int, start: int, end: int, parts: int) -> List[int]:
 def _line_start_after(fd: int, position: int, end: int) -> Optional[int]:
     """The offset just after the first newline at or after ``position``, if it is before ``end``."""
     while position < end:
-        window = os.pread(fd, min(1 << 16, end - position), position)
+        hole, window = iogate.pread_data(fd, min(1 << 16, end - position), position)
+        if hole:  # read in proportion to the data (a cut is after a newline: a hole ends no range)
+            position += hole
+            continue
         if not window:
             return None
         newline = window.find(b"\n")
@@ -450,7 +473,12 @@ class Tailer:
             return
         cursor = self._by_identity[identity] = _Cursor(identity, label=path)
         self._attach(cursor, path)
-        self._resume(cursor, path, fd)
+        try:
+            self._resume(cursor, path, fd)
+        except MountBusy:  # not known whether it resumes: not followed yet, decided at a later read
+            del self._by_identity[identity]
+            del self._by_path[path]
+            raise
         self._read(cursor, fd)
 
     def forget(self, path: str, replaced: bool = False) -> None:
@@ -462,7 +490,11 @@ class Tailer:
         cursor.paths.discard(path)
         if cursor.paths:
             return
-        cursor.where = locate(cursor.identity, os.path.dirname(path))
+        try:
+            cursor.where = locate(cursor.identity, os.path.dirname(path))
+        except MountBusy:  # not known yet: as if not forgotten, decided at a later read
+            self._attach(cursor, path)
+            raise
         if cursor.where is None:
             self._close(cursor, os.path.dirname(path), replaced)
         else:
@@ -476,7 +508,11 @@ class Tailer:
         for cursor in self._retired:
             if cursor.paths:
                 continue
-            grew = self._read_retired(cursor)
+            try:
+                grew = self._read_retired(cursor)
+            except MountBusy:  # its mount does not answer: kept, drained when it does
+                still.append(cursor)
+                continue
             if grew is not None and (grew or cursor.pending is not None  # its backlog's last line is not known yet
                                      or now - (cursor.retired_at or now) < self._grace):
                 still.append(cursor)
@@ -539,7 +575,7 @@ class Tailer:
             old.paths != {path}
             or not old.fingerprint
             or identity in self._by_identity
-            or not _continues(fd, os.fstat(fd).st_size, old.position())
+            or not _continues(fd, iogate.fstat(fd).st_size, old.position())
             or locate(old.identity, os.path.dirname(path)) is not None
         ):
             return False
@@ -565,7 +601,7 @@ class Tailer:
             position = predecessor.position()
         else:
             position = self._gone.get(path)
-        if position is None or not _continues(fd, os.fstat(fd).st_size, position):
+        if position is None or not _continues(fd, iogate.fstat(fd).st_size, position):
             return
         if predecessor is not None:
             self._retired.remove(predecessor)
@@ -598,21 +634,31 @@ class Tailer:
         """Consumes everything after the cursor; returns the number of bytes read (or handed over)."""
         if cursor.pending is not None:
             return 0
-        size = os.fstat(fd).st_size
+        size = iogate.fstat(fd).st_size
         self._check_start(cursor, fd, size)
         if size == cursor.offset:
+            if size and not cursor.fingerprint:  # its read was cut short (MountBusy) after the data
+                cursor.fingerprint = self._first_line(fd)
             return 0
         start = cursor.offset
-        if self._backlog is not None and self.defer_bytes is not None and size - start >= self.defer_bytes:
+        if (self._backlog is not None and self.defer_bytes is not None and size - start >= self.defer_bytes
+                and iogate.data_bytes(fd, start, size, self.defer_bytes) >= self.defer_bytes):  # holes aside
             self._hand_over(cursor, fd, size)
             return size - start
         while True:
-            chunk = os.pread(fd, CHUNK_BYTES, cursor.offset)
+            hole, chunk = iogate.pread_data(fd, CHUNK_BYTES, cursor.offset)
+            if hole:  # read in proportion to the data: a hole is skipped, not read
+                cursor.offset += hole
+                cursor.tail = (cursor.tail + bytes(min(hole, TAIL_BYTES)))[-TAIL_BYTES:]
+                skip_hole(cursor, cursor.label, hole, self._discarded)
+                continue
             if not chunk:
                 break
             cursor.offset += len(chunk)
             cursor.tail = (cursor.tail + chunk)[-TAIL_BYTES:]
             self._emit(cursor, chunk)
+            if cursor.offset >= size and len(chunk) < CHUNK_BYTES:
+                break  # the end it had when opened: an append since is a change of its own (an event, a poll)
         if not cursor.fingerprint:
             cursor.fingerprint = self._first_line(fd)
         return cursor.offset - start
@@ -621,18 +667,24 @@ class Tailer:
         emit(cursor, cursor.label, chunk, self._sink, self._discarded)
 
     def _hand_over(self, cursor: _Cursor, fd: int, size: int) -> None:
-        """Gives the unread bytes to ``backlog``; the cursor moves to the end and waits for ``caught_up``."""
+        """Gives the unread bytes to ``backlog``; the cursor moves to the end and waits for ``caught_up``.
+
+        Reads first, changes after: a read that fails (or ``MountBusy``) leaves the cursor as it was."""
+        tail = iogate.pread(fd, min(TAIL_BYTES, size), size - min(TAIL_BYTES, size))
+        fingerprint = cursor.fingerprint or self._first_line(fd)
         self._tickets += 1
         backlog = Backlog(self._tickets, cursor.label, next(iter(cursor.paths), cursor.where or cursor.label),
                           cursor.identity, cursor.offset, size, cursor.partial, cursor.skipping)
         self._pending[backlog.ticket] = (cursor, backlog, cursor.tail)
         cursor.offset, cursor.partial, cursor.skipping = size, b"", False
-        cursor.tail = os.pread(fd, min(TAIL_BYTES, size), size - min(TAIL_BYTES, size))
-        if not cursor.fingerprint:
-            cursor.fingerprint = self._first_line(fd)
+        cursor.tail, cursor.fingerprint = tail, fingerprint
         cursor.pending = backlog.ticket
         assert self._backlog is not None
-        self._backlog(backlog, fd)
+        try:
+            self._backlog(backlog, fd)
+        except BaseException:  # not handed over (its planning read failed): read again later
+            self.rewind(backlog.ticket)
+            raise
 
     # -- checkpoint ------------------------------------------------------------
 
@@ -681,7 +733,7 @@ class Tailer:
                         if _identity(st) == cursor.identity and not _continues(fd, st.st_size, cursor.position()):
                             changed.add(cursor.label)
                         break
-                except OSError:
+                except (OSError, MountBusy):  # not checked here: every read checks it again (_check_start)
                     continue
         for cursor in self._by_identity.values():
             if cursor.label in changed:
@@ -705,7 +757,7 @@ class Tailer:
 
     @staticmethod
     def _first_line(fd: int) -> bytes:
-        head = os.pread(fd, FINGERPRINT_BYTES, 0)
+        head = iogate.pread(fd, FINGERPRINT_BYTES, 0)
         newline = head.find(b"\n")
         if newline >= 0:
             return head[: newline + 1]

@@ -16,7 +16,7 @@ import stat
 import struct
 import subprocess
 import threading
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 _IN_HEADER = struct.Struct("<IIQQIIIHH")
 _OUT_HEADER = struct.Struct("<IiQ")
@@ -35,16 +35,19 @@ ROOT, FILE = 1, 2
 
 
 class HangingFile:
-    """Mounts at ``mountpoint`` a folder holding one file ``name`` with ``content``.
+    """Mounts at ``mountpoint`` a folder holding one file ``name`` with ``content`` (and ``others``, name ->
+    content, beside it).
 
     While ``hang`` is set, reads are not answered; clearing it answers them.
-    While ``failing`` is ``(errno, start, end)``, reads of any byte in ``[start, end)`` fail with that errno.
+    While ``failing`` is ``(errno, start, end)``, reads of any byte in ``[start, end)`` fail with that errno
+    (of the first file).
     """
 
-    def __init__(self, mountpoint: str, name: str, content: bytes):
+    def __init__(self, mountpoint: str, name: str, content: bytes, others: Optional[Dict[str, bytes]] = None):
         self.mountpoint = mountpoint
         self.name = name.encode()
         self.content = content
+        self.others = {key.encode(): value for key, value in (others or {}).items()}
         self.hang = threading.Event()
         self.reads_waiting = 0
         self.failing: Optional[Tuple[int, int, int]] = None
@@ -97,9 +100,10 @@ class HangingFile:
             major, minor, readahead, _ = _INIT_IN.unpack_from(body)
             return 0, _INIT_OUT.pack(7, 31, readahead, 0, 16, 12, 1 << 17, 1, 0, 0, 0, *([0] * 7))
         if opcode == LOOKUP:
-            if nodeid != ROOT or body.rstrip(b"\0") != self.name:
+            node = self._node_of(body.rstrip(b"\0")) if nodeid == ROOT else None
+            if node is None:
                 return -errno.ENOENT, b""
-            return 0, _ENTRY.pack(FILE, 0, 0, 0, 0, 0) + self._attr(FILE)
+            return 0, _ENTRY.pack(node, 0, 0, 0, 0, 0) + self._attr(node)
         if opcode == GETATTR:
             return 0, _ATTR_OUT.pack(0, 0, 0) + self._attr(nodeid)
         if opcode in (OPEN, OPENDIR):
@@ -108,21 +112,32 @@ class HangingFile:
             return 0, b""
         return -errno.ENOSYS, b""
 
+    def _node_of(self, name: bytes) -> Optional[int]:
+        if name == self.name:
+            return FILE
+        names = list(self.others)
+        return FILE + 1 + names.index(name) if name in self.others else None
+
+    def _content(self, nodeid: int) -> bytes:
+        if nodeid == FILE:
+            return self.content
+        return list(self.others.values())[nodeid - FILE - 1]
+
     def _attr(self, nodeid: int) -> bytes:
         if nodeid == ROOT:
             return _ATTR.pack(ROOT, 0, 0, 0, 0, 0, 0, 0, 0, stat.S_IFDIR | 0o755, 2, 0, 0, 0, 4096, 0)
-        size = len(self.content)
-        return _ATTR.pack(FILE, size, (size + 511) // 512, 0, 0, 0, 0, 0, 0, stat.S_IFREG | 0o644, 1, 0, 0, 0,
+        size = len(self._content(nodeid))
+        return _ATTR.pack(nodeid, size, (size + 511) // 512, 0, 0, 0, 0, 0, 0, stat.S_IFREG | 0o644, 1, 0, 0, 0,
                           4096, 0)
 
     def _answer_read(self, request: bytes) -> None:
-        unique = _IN_HEADER.unpack_from(request)[2]
+        unique, nodeid = _IN_HEADER.unpack_from(request)[2:4]
         _, offset, size = _READ_IN.unpack_from(request, _IN_HEADER.size)
-        failing = self.failing
+        failing = self.failing if nodeid == FILE else None
         if failing is not None and offset < failing[2] and failing[1] < offset + size:
             self._reply(unique, -failing[0], b"")
         else:
-            self._reply(unique, 0, self.content[offset:offset + size])
+            self._reply(unique, 0, self._content(nodeid)[offset:offset + size])
 
     def _reply(self, unique: int, error: int, body: bytes) -> None:
         try:

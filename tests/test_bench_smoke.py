@@ -14,7 +14,7 @@ FIGURES = ("cpu.acct ingest", "physical limit: wc -l", "scrape text", "scrape gz
            "RR re-read", "freshness, events", "freshness, poll 2 s", "incremental",
            "steady state, 20 hosts x 1 line/s", "steady state, 40 hosts x 0.5 line/s", "floor of the steady state",
            "many folders",
-           "inotify queue overflow", "cold start", "restart with checkpoint", "churn",
+           "inotify queue overflow", "cold start", "restart with checkpoint", "churn", "isolation",
            "5 slow readers (1 byte / 20 s)", "3 clients handshaking TLS over and over",
            "RR 30 client files, 10 rewritten/s, beside Rush 10 hosts x 1 line/s, 3 s",
            "RR 30 client files, 10 rewritten/s, beside Rush 10 hosts x 1 line/s: a changed client",

@@ -30,6 +30,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
+from exporter.iogate import MountBusy
 from exporter.logs import fields
 from exporter.rush.tally import Tally
 from exporter.tailer import Backlog, FileChanged, LineState, line_starts, read_range
@@ -65,10 +66,11 @@ class RangeResult(NamedTuple):
 
 
 class RangeFailed(NamedTuple):
-    """A range of a file that is still there but could not be read (an I/O error, a share that refused): the
-    reader reads that file's backlog again later, from its start."""
+    """A range of a file that is still there but could not be read (an I/O error, a share that refused; or its
+    mount is busy, ``MountBusy``: a stuck read before it): the reader reads that file's backlog again later,
+    from its start."""
 
-    error: OSError
+    error: OSError | MountBusy
 
 
 #: What reading a range gives: its tally; None when its file is gone or changed (its lines are no longer
@@ -284,8 +286,8 @@ class BacklogReader:
             log.error("cannot read a backlog range: its file is gone or changed; its lines are not counted",
                       extra=fields(path=task.backlog.label, start=task.start, end=task.end, error=exc))
             return None
-        except OSError as exc:  # the reader marks the file down (logged there) and reads the backlog again
-            return RangeFailed(exc)
+        except (OSError, MountBusy) as exc:  # the reader marks the file down (logged there; not when its mount
+            return RangeFailed(exc)  # is busy) and reads the backlog again
 
 
 def _kill_workers(pool: ProcessPoolExecutor) -> None:

@@ -43,6 +43,7 @@ from prometheus_client.metrics_core import Metric
 from exporter.budget import LabelBudget
 from exporter.containment import OUTSIDE, Containment, OutsideRoots
 from exporter.families import LiveRows, counter, gauge, label_value
+from exporter.iogate import MountBusy, apart
 from exporter.logs import RateLimitedLog, fields
 from exporter.paths import PathPattern
 from exporter.rush import saved
@@ -95,6 +96,15 @@ class CpuAcctSnapshot:
     #: None in rebuilt history, which has no exporter of its own.
     labels_truncated: Optional[Mapping[str, int]] = None
     labels_over_budget: Optional[Mapping[str, int]] = None
+
+
+def _scanned(pattern: PathPattern) -> List[str]:
+    """The files ``pattern`` matches, walked on a thread of its own (``iogate.apart``); none while a walk of it
+    is stuck (the files known already are still read)."""
+    try:
+        return apart("scan " + pattern.pattern, lambda: list(pattern.scan()))
+    except MountBusy:
+        return []
 
 
 def _frozen(mapping) -> Mapping:
@@ -206,7 +216,7 @@ class CpuAcctReader:
     def sync(self, paths: Optional[Collection[str]] = None) -> CpuAcctSnapshot:
         """Reads the changed ``paths`` (or every matching file) and returns a snapshot."""
         if paths is None:
-            matched = {path for pattern in self.patterns for path in pattern.scan()}
+            matched = {path for pattern in self.patterns for path in _scanned(pattern)}
             candidates = matched | self._present | self._tailer.paths
         else:
             candidates = {path for path in paths if self._entry_for(path) is not None}
@@ -214,7 +224,10 @@ class CpuAcctReader:
         self._tailer.defer_bytes = BACKLOG_BYTES if self._backlogs.processes > 1 else None
         try:
             for path in sorted(candidates):
-                self._visit(path)
+                try:
+                    self._visit(path)
+                except MountBusy:  # skipped, cursor kept; its mount's files are synced when it answers
+                    pass
             self._tailer.drain_retired()
         finally:
             self._tailer.defer_bytes = None
@@ -348,6 +361,8 @@ class CpuAcctReader:
         failed = next((result for result in results if isinstance(result, RangeFailed)), None)
         if failed is not None:
             self._tailer.rewind(backlog.ticket)
+            if isinstance(failed.error, MountBusy):  # skipped, as a file behind a stuck read is
+                return
             self._went_down(self._state(backlog.label), backlog.label, failed.error)
             return
         for result in results:
@@ -406,8 +421,9 @@ class CpuAcctReader:
         if tally.problem is not None:
             reason, number, shown = tally.problem
             if reason == OVER_LONG:
-                self._file_log.warning(label, "over-long cpu.acct line skipped", path=label,
-                                       reason="longer than %d bytes" % MAX_LINE_BYTES,
+                self._file_log.warning(label, "over-long cpu.acct line, or one cut by a hole, skipped", path=label,
+                                       reason="longer than %d bytes, or cut by a hole of a sparse file"
+                                       % MAX_LINE_BYTES,
                                        line_number=lines_before + number)
             else:
                 self._file_log.warning(label, "malformed cpu.acct line skipped", path=label, reason=reason,
