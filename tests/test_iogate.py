@@ -186,7 +186,9 @@ def test_a_mount_busy_at_any_operation_loses_no_line_and_counts_none_twice(tmp_p
     tailer.defer_bytes = 1 if deferred else None
     gate = FlakyGate(rng, 0.3)
     monkeypatch.setattr(iogate, "GATE", gate)
-    path = str(tmp_path / "cpu.acct")
+    share = tmp_path / "share"
+    share.mkdir()
+    path = str(share / "cpu.acct")
     written, partial, rotations = [], "", 0
 
     def read():
@@ -212,14 +214,15 @@ def test_a_mount_busy_at_any_operation_loses_no_line_and_counts_none_twice(tmp_p
             with open(path) as handle:
                 content = handle.read()
             text = "line%d" % step
-            if action == "comeback":  # gone (a share unmounted), then back with one more line
+            if action == "comeback":  # gone with its folder (a share unmounted), then back with one more line
                 # After the grace period of a file rotated before (a retired file of the same name is taken for
                 # the predecessor of a file that comes back: a limit of the tailer, whatever the gate does).
                 chance, gate.chance = gate.chance, 0.0
                 read()
                 gate.chance = chance
-                os.remove(path)
+                share.rename(tmp_path / "unmounted")
                 read()
+                (tmp_path / "unmounted").rename(share)
             copy = str(tmp_path / "copy")
             with open(copy, "w") as handle:
                 handle.write(content + text + "\n")
@@ -227,7 +230,7 @@ def test_a_mount_busy_at_any_operation_loses_no_line_and_counts_none_twice(tmp_p
             written.append(text)
         elif action == "rotate" and os.path.exists(path):
             rotations += 1
-            os.rename(path, str(tmp_path / ("Ocpu.acct.%d" % rotations)))
+            os.rename(path, str(share / ("Ocpu.acct.%d" % rotations)))
             written.append(partial) if partial else None  # a renamed file's last line counts when it closes
             partial = ""
         elif action == "partial":
