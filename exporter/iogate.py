@@ -427,8 +427,7 @@ def _pread_data(fd: int, size: int, offset: int) -> Tuple[int, bytes]:
         data = os.lseek(fd, offset, _SEEK_DATA)
     except OSError as exc:
         if exc.errno == errno.ENXIO:  # a hole up to the end, or at/after the end
-            end = os.fstat(fd).st_size
-            return max(0, end - offset), b""
+            return _hole_to_the_end(fd, offset, _SEEK_DATA), b""
         if exc.errno in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
             return 0, os.pread(fd, size, offset)  # no hole information: all data
         raise
@@ -439,6 +438,21 @@ def _pread_data(fd: int, size: int, offset: int) -> Tuple[int, bytes]:
     except OSError:
         hole = offset + size
     return 0, os.pread(fd, max(1, min(size, hole - offset)), offset)
+
+
+def _hole_to_the_end(fd: int, offset: int, seek_data: int) -> int:
+    """The hole from ``offset`` to the end, after ``SEEK_DATA`` found no data there: the size is taken first and
+    the data looked for again, so a line appended in between is data, never a hole."""
+    end = os.fstat(fd).st_size
+    if end <= offset:
+        return 0
+    try:
+        os.lseek(fd, offset, seek_data)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # no data up to the size taken before: a hole that long
+            return end - offset
+        raise
+    return 0  # data after all (appended meanwhile): read at the next chunk
 
 
 def _data_bytes(fd: int, start: int, end: int, enough: int) -> int:

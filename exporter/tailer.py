@@ -151,8 +151,8 @@ def _folder_away(identity: Identity, folder: str) -> bool:
     (the empty mount point left by an unmounted share). False when it is there on the file's device: the
     file was deleted (or renamed away)."""
     try:
-        return os.stat(folder).st_dev != identity[0]
-    except OSError:
+        return iogate.on_path(folder, os.stat, folder).st_dev != identity[0]
+    except (OSError, MountBusy):
         return True
 
 
@@ -447,8 +447,8 @@ class Tailer:
         """
         containment = self._containment
         try:
-            if containment is not None:
-                containment.check(path)
+            if containment is not None:  # a path lookup: on the mount's thread, as every operation on the file
+                iogate.on_path(path, containment.check, path)
             with opened(path) as (fd, st):
                 if containment is not None:
                     containment.check_descriptor(fd, path)

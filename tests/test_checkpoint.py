@@ -532,3 +532,26 @@ def test_anything_but_a_regular_file_at_the_checkpoint_path_is_refused_without_b
     os.mkfifo(path)
     assert store.read("rush", "k", "config") is None  # not waited on: no writer will ever come
     assert caplog.text.count("cannot read the checkpoint") == 2
+
+
+def test_a_clock_set_back_since_the_checkpoint_does_not_discard_it(tmp_path, monkeypatch):
+    """A boot before NTP: the exporter's own times in the checkpoint lie ahead of the clock. They are taken as
+    the clock's horizon, not as a forgery: the checkpoint is restored and nothing is read twice."""
+    from exporter.rush import cpu_acct as cpu_acct_module
+    from exporter.rush.config import CpuAcctEntry, RushConfig
+    from exporter.rush.cpu_acct import CpuAcctReader
+
+    path = tmp_path / "cpu.acct"
+    path.write_text("p 1700000000 tahoe.1 T anna 1 render01 100 10 0 0 0 1\n")
+    config = RushConfig(cpu_acct=(CpuAcctEntry(path=str(path)),))
+    first = CpuAcctReader(config)
+    first.sync(None)
+    state = first.checkpoint()
+    real = time.time
+    monkeypatch.setattr(cpu_acct_module.time, "time", lambda: real() - 3600)
+    second = CpuAcctReader(config)
+    assert second.restore(state) is True
+    monkeypatch.setattr(cpu_acct_module.time, "time", real)
+    with open(path, "a") as handle:
+        handle.write("p 1700000100 tahoe.1 T anna 2 render01 100 10 0 0 0 1\n")
+    assert second.sync(None).frames[("render01", "done")] == 2

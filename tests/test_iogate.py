@@ -250,3 +250,87 @@ def test_a_mount_busy_at_any_operation_loses_no_line_and_counts_none_twice(tmp_p
     tailer.drain_retired()
     assert gate.busy_count > 10 or not chance
     assert sorted(lines) == sorted(written)
+
+
+LINE = b"p 1700000000 tahoe.1 T anna 1 render01 100 10 0 0 0 1\n"
+
+
+def test_a_line_appended_while_the_end_is_looked_for_is_data_not_a_hole(tmp_path, monkeypatch):
+    """SEEK_DATA finds no data at the end, a writer appends, then the size is taken: the appended bytes were once
+    taken for a hole, the file's last bytes saved as zeros, and the whole file counted again at the next read."""
+    from exporter.tailer import CHUNK_BYTES
+
+    path = str(tmp_path / "cpu.acct")
+    body = LINE * (CHUNK_BYTES // len(LINE))
+    body += b"#" * (CHUNK_BYTES - len(body) - 1) + b"\n"  # one whole chunk: the next read asks at its end
+    with open(path, "wb") as handle:
+        handle.write(body)
+    real_lseek, raced = os.lseek, []
+
+    def lseek(fd, pos, how):
+        try:
+            return real_lseek(fd, pos, how)
+        except OSError:
+            if not raced:  # the writer appends right now, between the look for data and the size
+                raced.append(pos)
+                with open(path, "ab") as writer:
+                    writer.write(LINE * 3)
+            raise
+
+    reader = CpuAcctReader(RushConfig(cpu_acct=(CpuAcctEntry(path=path),), read_processes=1))
+    monkeypatch.setattr(os, "lseek", lseek)
+    reader.sync(None)
+    monkeypatch.setattr(os, "lseek", real_lseek)
+    with open(path, "ab") as writer:
+        writer.write(LINE)
+    snapshot = reader.sync(None)
+    records = sum(1 for line in open(path, "rb") if line.startswith(b"p "))
+    assert raced == [CHUNK_BYTES]
+    assert snapshot.frames[("render01", "done")] == records
+    (status,) = snapshot.files
+    assert (status.malformed_lines_total, status.bytes_read_total) == (1, os.path.getsize(path))
+
+
+def test_the_symlink_check_of_a_path_on_a_share_whose_lookups_hang_holds_back_only_its_mount(tmp_path,
+                                                                                              monkeypatch):
+    """A dead hard-mounted NFS server hangs path lookups, not only reads (the FUSE helper hangs only reads, so
+    the lookups are made to hang here): the containment check runs on the mount's thread like every operation,
+    and the files of the other mount are read on time."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for share in (a, b):
+        (share / "h").mkdir(parents=True)
+        (share / "h" / "cpu.acct").write_bytes(LINE)
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text("22 1 8:1 / / rw - ext4 /dev/vda rw\n40 22 0:50 / %s rw - nfs4 s:/a rw\n"
+                         "41 22 0:51 / %s rw - nfs4 s:/b rw\n" % (a, b))
+    gate = Gate(wait_seconds=0.1, mountinfo=str(mountinfo))
+    gate.enable()
+    monkeypatch.setattr(iogate, "GATE", gate)
+    hung, released = threading.Event(), threading.Event()
+    real = {name: getattr(os, name) for name in ("lstat", "stat", "open")}
+
+    def hanging(name):
+        def call(path, *args, **kwargs):
+            if hung.is_set() and os.fsdecode(path).startswith(str(a) + "/"):
+                released.wait(30)  # the server is dead: the call does not return until released
+            return real[name](path, *args, **kwargs)
+        return call
+
+    for name in real:
+        monkeypatch.setattr(os, name, hanging(name))
+    reader = CpuAcctReader(RushConfig(cpu_acct=(CpuAcctEntry(path=str(a / "*" / "cpu.acct")),
+                                                CpuAcctEntry(path=str(b / "*" / "cpu.acct")))))
+    reader.sync(None)
+    hung.set()
+    with open(b / "h" / "cpu.acct", "ab") as writer:
+        writer.write(LINE)
+    synced = []
+    worker = threading.Thread(target=lambda: synced.append(reader.sync([str(a / "h" / "cpu.acct"),
+                                                                         str(b / "h" / "cpu.acct")])), daemon=True)
+    worker.start()
+    try:
+        wait_until(lambda: bool(synced), 5, "the sync to return while the lookups of one share hang")
+        assert synced[0].frames[("render01", "done")] == 3, "b's append counted, a's file waits"
+    finally:
+        released.set()
+        worker.join(10)

@@ -343,7 +343,7 @@ class WorkerClient:
             pass
         proc.wait()
         # and what left the group (setsid) or lost its parent meanwhile: it would hold the output pipe open
-        descendants.kill(started | descendants.descendants(proc.pid, self._token))
+        descendants.kill(started | descendants.marked(self._token))  # not by the reaped pid: it may be reused
 
 
 def _close_quietly(fd: int) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Dict, Iterable, List, Set
+from typing import Dict, Iterable, List, Optional, Set
 
 #: the variable the worker and everything it starts carry, with a token naming that worker
 MARK = "RENDERFARM_EXPORTER_RR_WORKER"
@@ -53,9 +53,14 @@ def descendants(root: int, token: str) -> Set[int]:
             if child not in found:
                 found.add(child)
                 todo.append(child)
+    return found | marked(token, parents)
+
+
+def marked(token: str, parents: Optional[Dict[int, int]] = None) -> Set[int]:
+    """Processes carrying ``token`` in their environment: safe after the worker is reaped, when its pid may
+    name another process already."""
     mark = ("%s=%s" % (MARK, token)).encode()
-    found |= {pid for pid in parents if pid != os.getpid() and pid not in found and _marked(pid, mark)}
-    return found
+    return {pid for pid in (_parents() if parents is None else parents) if pid != os.getpid() and _marked(pid, mark)}
 
 
 def kill(pids: Iterable[int]) -> None:

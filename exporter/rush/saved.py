@@ -378,11 +378,12 @@ class _Check:
         return when
 
     def moment(self, value: Any, where: str) -> float:
-        """A time the exporter took (Unix seconds, a float): finite, not negative, not past the horizon."""
+        """A time the exporter took (Unix seconds, a float): finite, not negative; one past the horizon is taken
+        as the horizon (a clock set back since, as at a boot before NTP, does not discard the checkpoint)."""
         when = _number(value, where)
-        if not 0 <= when <= self.limits.horizon:
+        if when < 0:
             raise ValueError("%s: not a plausible time: %s" % (where, _excerpt(when)))
-        return when
+        return min(when, self.limits.horizon)
 
     def ratio_at(self, value: Any, where: str) -> Tuple[int, float]:
         """(time, ratio) of a ``u`` record: the ratio finite, 0..1."""
