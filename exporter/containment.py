@@ -100,7 +100,7 @@ class Containment:
         resolved = os.path.realpath(path)
         if not self._inside(resolved):
             self._refuse(path, resolved)
-        self.readable(path)
+        self.forget(path)
 
     def check_descriptor(self, fd: int, path: str) -> None:
         """Raises ``OutsideRoots`` if the file open at ``fd`` (opened through ``path`` after ``check``) is not
@@ -117,23 +117,20 @@ class Containment:
                 same = False
             if not same or not self._inside(resolved):
                 self._refuse(path, resolved)
-            self.readable(path)
+            self.forget(path)
             return
         if opened.endswith(_DELETED):
             opened = opened[: -len(_DELETED)]  # deleted since it was opened: the name it had
         if not self._inside(opened):
             self._refuse(path, opened)
-        self.readable(path)
+        self.forget(path)
 
-    def readable(self, path: str) -> None:
-        """``path`` was found inside: a later refusal of it is logged again."""
+    def forget(self, path: str) -> None:
+        """``path`` was found inside, or names nothing any more: nothing is kept of a refusal of it (a later one
+        is logged again)."""
         if path in self._refused:
             with self._lock:
                 self._refused.discard(path)
-
-    def forget(self, path: str) -> None:
-        """``path`` names nothing any more: nothing is kept of it (a refusal when it comes back is logged)."""
-        self.readable(path)
 
     def _refuse(self, path: str, resolved: str) -> None:
         with self._lock:

@@ -272,6 +272,7 @@ class WholeFileReader:
         return set(sorted(matches, key=_mtime, reverse=True)[:self._newest])
 
     def _forget(self, path: str) -> None:
+        self._containment.forget(path)  # a refusal of it when it comes back is logged again
         if self._files.pop(path, None) is not None:
             self._dirty.add(path)
         data = self._data.pop(path, _NO_DATA)
