@@ -189,7 +189,7 @@ class _Cursor:
     """
 
     __slots__ = ("identity", "offset", "partial", "skipping", "fingerprint", "tail", "paths", "label",
-                 "retired_at", "where", "pending")
+                 "retired_at", "where", "pending", "unchecked")
 
     def __init__(self, identity: Identity, label: str):
         self.identity = identity
@@ -199,6 +199,8 @@ class _Cursor:
         self.where: Optional[str] = None
         #: Ticket of a backlog handed over and not caught up yet: the cursor is not read meanwhile.
         self.pending: Optional[int] = None
+        #: Loaded from a checkpoint and not checked yet (``mismatched`` could not open it): its first read does.
+        self.unchecked = False
         self.restart()
 
     def restart(self) -> None:
@@ -407,9 +409,13 @@ class Tailer:
 
     def __init__(self, sink: BlockSink, grace_seconds: float = RETIRE_GRACE_SECONDS,
                  discarded: DiscardSink = lambda label, nbytes, new_line: None,
-                 backlog: Optional[BacklogSink] = None, containment: Optional[Containment] = None):
-        """``containment``: the roots a followed path must lead into (``exporter.containment``); None: any."""
+                 backlog: Optional[BacklogSink] = None, containment: Optional[Containment] = None,
+                 changed: Callable[[str], None] = lambda label: None):
+        """``containment``: the roots a followed path must lead into (``exporter.containment``); None: any.
+        ``changed(label)``: a loaded cursor that ``mismatched`` could not check was found changed at its first
+        read, before its lines are read again (what ``mismatched`` returns for the others)."""
         self._sink = sink
+        self._changed = changed
         self._containment = containment
         self._discarded = discarded
         self._backlog = backlog
@@ -624,11 +630,19 @@ class Tailer:
         rewritten in place with the same first line, shorter or longer, fails it, and is a new file counted
         from its start, once; so is a file cut shorter in place (its lines that are left are counted again:
         they cannot be told from new ones). Costs two reads of at most ``FINGERPRINT_BYTES`` and
-        ``TAIL_BYTES`` per read of a file, whatever its size."""
+        ``TAIL_BYTES`` per read of a file, whatever its size.
+
+        A cursor loaded from a checkpoint that ``mismatched`` could not check (its mount busy, the file not
+        readable) is checked here, at its first read, as ``mismatched`` would have: if it changed, the whole
+        label starts again and ``changed`` is told before any of its lines is read again."""
         if cursor.offset and not _continues(fd, size, cursor.position()):
             log.info("file truncated or rewritten in place; reading it from the start",
                      extra=fields(path=cursor.label, offset=cursor.offset, size=size))
+            if cursor.unchecked:
+                self._restart_label(cursor.label)
+                self._changed(cursor.label)
             cursor.restart()
+        cursor.unchecked = False
 
     def _read(self, cursor: _Cursor, fd: int) -> int:
         """Consumes everything after the cursor; returns the number of bytes read (or handed over)."""
@@ -727,20 +741,28 @@ class Tailer:
         position of the label is forgotten."""
         changed = set()
         for cursor in list(self._by_identity.values()):
+            cursor.unchecked = True
             for path in sorted(cursor.paths) or [cursor.where or cursor.label]:
                 try:
                     with opened(path) as (fd, st):
                         if _identity(st) == cursor.identity and not _continues(fd, st.st_size, cursor.position()):
                             changed.add(cursor.label)
+                        cursor.unchecked = False
                         break
-                except (OSError, MountBusy):  # not checked here: every read checks it again (_check_start)
+                except (OSError, MountBusy):  # not checked here: its first read does (_check_start, ``changed``)
                     continue
-        for cursor in self._by_identity.values():
-            if cursor.label in changed:
-                cursor.restart()
         for label in changed:
-            self._gone.pop(label, None)
+            self._restart_label(label)
         return sorted(changed)
+
+    def _restart_label(self, label: str) -> None:
+        """Every cursor of ``label`` starts again from the beginning, and its remembered position is forgotten:
+        the reader drops the label's contribution (a file changed while the exporter was stopped)."""
+        for cursor in self._by_identity.values():
+            if cursor.label == label:
+                cursor.restart()
+                cursor.unchecked = False
+        self._gone.pop(label, None)
 
     def caught_up(self, ticket: int, state: LineState) -> None:
         """The backlog ``ticket`` was read up to its end, leaving ``state`` (its last incomplete line)."""

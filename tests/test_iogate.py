@@ -9,7 +9,7 @@ from conftest import wait_until
 
 from exporter import iogate
 from exporter.iogate import Gate, MountBusy
-from exporter.rush.config import CpuAcctEntry, RushConfig
+from exporter.rush.config import Breakdown, CpuAcctEntry, RushConfig
 from exporter.rush.cpu_acct import CpuAcctReader
 from exporter.tailer import open_regular
 
@@ -334,3 +334,65 @@ def test_the_symlink_check_of_a_path_on_a_share_whose_lookups_hang_holds_back_on
     finally:
         released.set()
         worker.join(10)
+
+
+class BusyUnder(Gate):
+    """A gate whose operations on paths under ``busy`` (a folder; None: none) find their mount busy."""
+
+    def __init__(self):
+        super().__init__()
+        self.busy = None
+        self.enable()
+
+    def call(self, mount, path, fn, *args, cleanup=None, keep=False):
+        if self.busy is not None and path is not None and str(path).startswith(self.busy + os.sep):
+            raise MountBusy(mount, path, 0.0)
+        return fn(*args)
+
+
+def _done(snapshot):
+    return {host: count for (host, status), count in snapshot.frames.items() if status == "done"}
+
+
+def _records(first, count, host):
+    return "".join("p %d tahoe.%d a.very.long.title.of.a.job.in.rush anna 1 %s 100 10 0 0 0 1\n" % (1700000000 + n, n, host)
+                   for n in range(first, first + count))
+
+
+@pytest.mark.parametrize("rewritten", [True, False], ids=["rewritten", "appended"])
+def test_a_file_its_mount_busy_at_restore_is_checked_at_its_first_read_and_counted_once(tmp_path, monkeypatch,
+                                                                                      rewritten):
+    """A checkpoint restored while one file's mount is busy: that file cannot be checked then. Rewritten in
+    place while the exporter was stopped (same inode, 3 records instead of 10), its checkpointed contribution
+    is taken out at its first read once the mount answers, and its 3 records counted once; only appended to,
+    it keeps its contribution and its new records are counted once. The other file is read meanwhile."""
+    gate = BusyUnder()
+    monkeypatch.setattr(iogate, "GATE", gate)
+    for host in ("render01", "render02"):
+        (tmp_path / host).mkdir()
+        (tmp_path / host / "cpu.acct").write_text(_records(0, 10, host))
+    busy = str(tmp_path / "render01")
+    config = RushConfig(cpu_acct=(CpuAcctEntry(path=str(tmp_path / "*" / "cpu.acct")),), read_processes=1,
+                        titles=Breakdown(enabled=True), max_label_length=20)
+    first = CpuAcctReader(config)
+    assert _done(first.sync(None)) == {"render01": 10, "render02": 10}
+    state = first.checkpoint()
+    first.close()
+    if rewritten:
+        with open(os.path.join(busy, "cpu.acct"), "r+") as handle:  # same inode, other content
+            handle.truncate(0)
+            handle.write(_records(50, 3, "render01"))
+    else:
+        with open(os.path.join(busy, "cpu.acct"), "a") as handle:
+            handle.write(_records(50, 3, "render01"))
+    (tmp_path / "render02" / "cpu.acct").open("a").write(_records(50, 1, "render02"))
+    reader = CpuAcctReader(config)
+    gate.busy = busy
+    assert reader.restore(state)
+    during = reader.sync(None)
+    assert _done(during) == {"render01": 10, "render02": 11}  # as checkpointed, until read
+    gate.busy = None
+    after = reader.sync(None)
+    assert _done(after) == {"render01": 3 if rewritten else 13, "render02": 11}
+    assert after.labels_truncated["title"] == (3 if rewritten else 13) + 11  # budget counters: not twice either
+    assert reader.sync(None).frames == after.frames

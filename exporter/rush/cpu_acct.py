@@ -170,7 +170,7 @@ class CpuAcctReader:
         self.patterns = [pattern for pattern, _ in self._entries]
         self._containment = Containment(self.patterns)
         self._tailer = Tailer(self._consume, discarded=self._discarded, backlog=self._defer,
-                              containment=self._containment)
+                              containment=self._containment, changed=self._changed_while_stopped)
         #: Per file, reads refused because its path leads outside the configured folders (``containment``).
         self._outside: Dict[str, int] = {}
         self._backlogs = backlogs or BacklogReader(processes_to_use(config.read_processes))
@@ -652,12 +652,20 @@ class CpuAcctReader:
         for name, budget in self._label_budgets():
             if name in loaded.budgets:
                 loaded.budgets[name].restore(budget)
-        for label in self._tailer.mismatched():
+        for label in self._tailer.mismatched():  # the files it could not check: at their first read
             log.info("cpu.acct changed while the exporter was stopped; reading it from the start",
                      extra=fields(path=label))
             self._forget_contribution(label)
         self._rebuild_totals()
         return True
+
+    def _changed_while_stopped(self, label: str) -> None:
+        """A file ``mismatched`` could not check at ``restore`` (its mount busy) was found changed at its first
+        read: its checkpointed contribution goes, as in ``restore``, before its lines are read again."""
+        log.info("cpu.acct changed while the exporter was stopped (found at its first read); reading it from "
+                 "the start", extra=fields(path=label))
+        self._forget_contribution(label)
+        self._rebuild_totals()
 
     def _limits(self) -> saved.Limits:
         """What a checkpoint of this reader may hold: see ``saved.load``."""
