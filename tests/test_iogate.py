@@ -355,7 +355,8 @@ def _done(snapshot):
 
 
 def _records(first, count, host):
-    return "".join("p %d tahoe.%d a.very.long.title.of.a.job.in.rush anna 1 %s 100 10 0 0 0 1\n" % (1700000000 + n, n, host)
+    title = "a.very.long.title.of.a.job.in.rush"  # longer than max_label_length: counted by the budget
+    return "".join("p %d tahoe.%d %s anna 1 %s 100 10 0 0 0 1\n" % (1700000000 + n, n, title, host)
                    for n in range(first, first + count))
 
 
