@@ -174,11 +174,15 @@ def _locate(identity: Identity, folder: str) -> Optional[str]:
 
 
 class _Position(NamedTuple):
-    """Where reading a closed file stopped: enough to recognise its content if it comes back."""
+    """Where reading a closed file stopped: enough to recognise its content if it comes back, and the line
+    state there: the length of its incomplete last line (the bytes before ``offset``, read again from the
+    file that comes back: a position stays a few hundred bytes), or the rest of an over-long line to skip."""
 
     fingerprint: bytes
     offset: int
     tail: bytes
+    partial: int = 0
+    skipping: bool = False
 
 
 class _Cursor:
@@ -211,7 +215,7 @@ class _Cursor:
         self.tail = b""
 
     def position(self) -> _Position:
-        return _Position(self.fingerprint, self.offset, self.tail)
+        return _Position(self.fingerprint, self.offset, self.tail, len(self.partial), self.skipping)
 
 
 def _continues(fd: int, size: int, position: _Position) -> bool:
@@ -253,11 +257,13 @@ def _loaded_cursor(raw: Any) -> Tuple[_Cursor, List[str]]:
 
 
 def _loaded_position(raw: Any) -> Tuple[str, _Position]:
-    """A remembered position of a closed file: [label, fingerprint, offset, tail]."""
-    if (not isinstance(raw, list) or len(raw) != 4 or not all(isinstance(raw[i], str) for i in (0, 1, 3))
-            or not isinstance(raw[2], int) or isinstance(raw[2], bool) or raw[2] < 0):
-        raise ValueError("tailer.gone[]: not [label, fingerprint, offset, tail]")
-    return raw[0], _Position(_bytes(raw[1]), raw[2], _bytes(raw[3]))
+    """A remembered position of a closed file: [label, fingerprint, offset, tail], and [partial, skipping]
+    when the file stopped within a line."""
+    if (not isinstance(raw, list) or len(raw) not in (4, 6) or not all(isinstance(raw[i], str) for i in (0, 1, 3))
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in raw[2:5:2])
+            or len(raw) == 6 and (not isinstance(raw[5], bool) or raw[4] > raw[2] or raw[4] and raw[5])):
+        raise ValueError("tailer.gone[]: not [label, fingerprint, offset, tail] (and [partial, skipping])")
+    return raw[0], _Position(_bytes(raw[1]), raw[2], _bytes(raw[3]), *raw[4:])
 
 
 def _text(raw: bytes) -> str:
@@ -543,21 +549,22 @@ class Tailer:
         self._by_path[path] = cursor
 
     def _close(self, cursor: _Cursor, folder: Optional[str] = None, replaced: bool = False) -> None:
-        """A finished file: its last line counts even without a final newline. Its position is remembered
-        only if the file may come back with more lines: its folder (``folder``, where it was last seen) went
+        """A file that may come back with more lines: its folder (``folder``, where it was last seen) went
         away with it (a share unmounted), or its path was taken by something else (``replaced``: a FIFO,
-        a device). A file deleted from a folder that is still there, its path left free, or rotated away and
-        drained, is forgotten (a file re-created at its path is a new file), so files that come and go leave
-        nothing behind."""
-        if cursor.partial:
+        a device, a link leading outside the roots). Its position is remembered with its incomplete last line
+        (not counted now: the writer may be in the middle of it), which a file that comes back completes.
+        A finished file, deleted from a folder that is still there, its path left free, or rotated away and
+        drained: its last line counts even without a final newline, and it is forgotten (a file re-created at
+        its path is a new file), so files that come and go leave nothing behind."""
+        if replaced or _folder_away(cursor.identity, folder or os.path.dirname(cursor.label)):
+            if cursor.fingerprint:  # else nothing to recognise it by: read from its start if it comes back
+                self._gone[cursor.label] = cursor.position()
+                self._gone.move_to_end(cursor.label)
+                while len(self._gone) > REMEMBERED_FILES:
+                    self._gone.popitem(last=False)
+        elif cursor.partial:
             self._sink(cursor.label, cursor.partial + b"\n")
-            cursor.partial = b""
-        elif cursor.fingerprint and (replaced or _folder_away(cursor.identity,
-                                                              folder or os.path.dirname(cursor.label))):
-            self._gone[cursor.label] = cursor.position()
-            self._gone.move_to_end(cursor.label)
-            while len(self._gone) > REMEMBERED_FILES:
-                self._gone.popitem(last=False)
+        cursor.partial = b""
         if self._by_identity.get(cursor.identity) is cursor:
             del self._by_identity[cursor.identity]
         log.debug("closed rotated or deleted file", extra=fields(path=cursor.label, bytes=cursor.offset))
@@ -617,8 +624,12 @@ class Tailer:
             if predecessor.pending is not None:
                 _, backlog, tail = self._pending[predecessor.pending]
                 self._pending[predecessor.pending] = (cursor, backlog, tail)
+        else:  # its incomplete last line, as it was when it went: the bytes before the offset
+            cursor.partial = (iogate.pread(fd, position.partial, position.offset - position.partial)
+                              if position.partial else b"")
+            cursor.skipping = position.skipping
         self._gone.pop(path, None)
-        cursor.fingerprint, cursor.offset, cursor.tail = position
+        cursor.fingerprint, cursor.offset, cursor.tail = position.fingerprint, position.offset, position.tail
         log.info("file came back with the lines already read; continuing after them",
                  extra=fields(path=path, offset=position.offset))
 
@@ -711,7 +722,9 @@ class Tailer:
                     "skipping": c.skipping, "fingerprint": _text(c.fingerprint), "tail": _text(c.tail),
                     "paths": sorted(c.paths), "label": c.label, "where": c.where}
                    for c in self._by_identity.values() if c.pending is None]
-        gone = [[label, _text(p.fingerprint), p.offset, _text(p.tail)] for label, p in self._gone.items()]
+        gone = [[label, _text(p.fingerprint), p.offset, _text(p.tail)] + ([p.partial, p.skipping]
+                                                                          if p.partial or p.skipping else [])
+                for label, p in self._gone.items()]
         return {"cursors": cursors, "gone": gone}
 
     def load(self, saved: Dict[str, Any]) -> None:

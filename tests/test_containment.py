@@ -1,6 +1,7 @@
 """Symlinks that lead outside the configured folders: refused, counted, shown, logged once; nothing of the file
 published or logged. Against the real daemon over real files and symlinks, and the rule's parts in-process."""
 
+import json
 import os
 import signal
 import subprocess
@@ -274,3 +275,48 @@ def test_a_refusal_is_logged_once_until_the_path_leads_inside_again(tmp_path, ca
     assert refusals == [str(outside)] * 3
     logged = [r.fields for r in caplog.records if r.getMessage().startswith("file refused")]
     assert logged == [{"path": str(path), "resolved": str(outside)}]  # the third: within the minute, counted
+
+
+@pytest.mark.parametrize("restarted", [False, True], ids=["running", "restarted"])
+def test_a_file_whose_link_leads_out_mid_line_and_back_is_counted_once_and_its_line_completed(tmp_path,
+                                                                                                restarted):
+    """The link to a file points outside the folders for a while (ln -sfn elsewhere, and back), while the
+    writer is in the middle of a line: the incomplete line is no malformed line, and the file that comes back
+    is not read again from its start: 11 records, each once. Also across a checkpoint taken meanwhile."""
+    from exporter.rush.config import CpuAcctEntry, RushConfig
+    from exporter.rush.cpu_acct import CpuAcctReader
+
+    farm, elsewhere = tmp_path / "farm", tmp_path / "elsewhere"
+    (farm / "store").mkdir(parents=True)
+    elsewhere.mkdir()
+    line = b"p 1700000000 tahoe.1 T anna 1 render01 100 10 0 0 0 1\n"
+    real, link = farm / "store" / "render01.acct", farm / "cpu.acct"
+    real.write_bytes(line * 10 + line[:20])  # the writer is mid-line
+    (elsewhere / "x").write_bytes(b"")
+    os.symlink(real, link)
+
+    def point(target):
+        os.symlink(target, str(link) + ".new")
+        os.replace(str(link) + ".new", link)
+
+    config = RushConfig(cpu_acct=(CpuAcctEntry(path=str(link)),), read_processes=1)
+    reader = CpuAcctReader(config)
+    assert reader.sync(None).frames[("render01", "done")] == 10
+    point(elsewhere / "x")
+    out = reader.sync(None)
+    assert out.files[0].last_error == OUTSIDE_REASON
+    assert (out.frames[("render01", "done")], out.files[0].malformed_lines_total) == (10, 0)
+    if restarted:
+        state = reader.checkpoint()
+        offset = 10 * len(line) + 20  # remembered with its incomplete line: 20 bytes
+        assert [position[2:] for position in json.loads(state)["tailer"]["gone"]] == [
+            [offset, (line * 11)[offset - 64:offset].decode(), 20, False]]
+        reader.close()
+        reader = CpuAcctReader(config)
+        assert reader.restore(state)
+    point(real)
+    with open(real, "ab") as writer:
+        writer.write(line[20:])  # the writer finishes its line
+    back = reader.sync(None)
+    assert (back.frames[("render01", "done")], back.files[0].malformed_lines_total) == (11, 0)
+    assert (back.files[0].lines_read_total, back.files[0].bytes_read_total) == (11, 11 * len(line))

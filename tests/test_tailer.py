@@ -268,6 +268,64 @@ def test_a_file_whose_path_a_fifo_took_continues_when_it_is_put_back(tmp_path):
     assert sink.lines == ["first", "second", "third"]
 
 
+@pytest.mark.parametrize("restarted", [False, True], ids=["running", "restarted"])
+@pytest.mark.parametrize("away", ["folder", "fifo"])
+def test_a_file_that_goes_away_mid_line_and_comes_back_completes_the_line_once(tmp_path, monkeypatch, away,
+                                                                               restarted):
+    """A share unmounted, or the path taken by a FIFO, while the writer is in the middle of a line: the
+    incomplete line is not counted as a line when the file goes (the writer is not done with it), and the
+    file that comes back continues after what was read, the line completed: every line once, no torn line.
+    Also across a checkpoint taken meanwhile. And the rest of an over-long line still being skipped."""
+    import exporter.tailer
+
+    monkeypatch.setattr(exporter.tailer, "MAX_LINE_BYTES", 16)
+    share = tmp_path / "share"
+    share.mkdir()
+    path = str(share / "cpu.acct")
+    tailer, sink = make()
+    discarded = []
+    tailer._discarded = lambda label, nbytes, new_line: discarded.append((nbytes, new_line))
+    append(path, "first\nsecond\nthi")
+    tailer.follow(path)
+    other = str(share / "other.acct")
+    append(other, "a\n" + "x" * 20)  # over-long, still being written: skipped up to its newline
+    tailer.follow(other)
+    saved, saved_other = open(path).read(), open(other).read()
+    if away == "folder":
+        shutil.rmtree(share)  # the folder goes with the files
+        tailer.forget(path)
+        tailer.forget(other)
+    else:
+        for name in (path, other):
+            os.rename(name, str(tmp_path / os.path.basename(name)))  # kept aside, out of its folder
+            os.mkfifo(name)
+            with pytest.raises(OSError, match="FIFO"):
+                tailer.follow(name)
+            os.unlink(name)
+    tailer.drain_retired()
+    assert sink.lines == ["first", "second", "a"] and discarded == [(20, True)]
+    if restarted:
+        state = tailer.save()
+        assert sorted(position[4:] for position in state["gone"]) == [[0, True], [3, False]]
+        tailer, sink = make()
+        tailer._discarded = lambda label, nbytes, new_line: discarded.append((nbytes, new_line))
+        tailer.load(state)
+        sink.lines = ["first", "second", "a"]
+    if away == "folder":  # mounted again
+        share.mkdir()
+        append(path, saved)
+        append(other, saved_other)
+    else:  # put back
+        for name in (path, other):
+            os.rename(str(tmp_path / os.path.basename(name)), name)
+    append(path, "rd\nfourth\n")
+    append(other, "xx\nb\n")
+    tailer.follow(path)
+    tailer.follow(other)
+    assert sink.lines == ["first", "second", "a", "third", "fourth", "b"]
+    assert discarded == [(20, True), (3, False)]  # the over-long line: its 20 bytes, then 2 and its newline
+
+
 def test_a_file_deleted_from_a_folder_that_stays_is_forgotten(tmp_path):
     """Churn: nothing is kept of a deleted file; one re-created at its path is a new file, read whole."""
     path = str(tmp_path / "cpu.acct")

@@ -444,11 +444,16 @@ class _Check:
                     raise ValueError("%s: a path outside the folders of the files read" % at)
         for index, position in enumerate(gone):
             at = "tailer.gone[#%d]" % index
-            if not isinstance(position, list) or len(position) != 4:
-                raise ValueError("%s: not [label, fingerprint, offset, tail]" % at)
+            if not isinstance(position, list) or len(position) not in (4, 6):
+                raise ValueError("%s: not [label, fingerprint, offset, tail] (and [partial, skipping])" % at)
             self.path(position[0], at)
             _latin1(position[1], FINGERPRINT_BYTES, at)
-            _latin1(position[3], min(TAIL_BYTES, _offset(position[2], at)), at)
+            offset = _offset(position[2], at)
+            _latin1(position[3], min(TAIL_BYTES, offset), at)
+            if len(position) == 6:  # stopped within a line: its incomplete line's length, or skipping one
+                partial, skipping = _offset(position[4], at), _typed(position[5], bool, at)
+                if partial > min(MAX_LINE_BYTES, offset) or skipping and partial:
+                    raise ValueError("%s: not an incomplete line's length before the offset, or skipping" % at)
 
 
 # -- exact numbers -----------------------------------------------------------
