@@ -454,8 +454,33 @@ def _bool_as_count(state):
     next(iter(state["files"].values()))["lines"] = True
 
 
+def _gone_position(state, *line_state):
+    """A remembered position of a file gone mid-line (``Tailer.save``): [label, fingerprint, offset, tail,
+    partial, skipping]."""
+    state["tailer"]["gone"].append([state["tailer"]["cursors"][0]["label"], "p 1\n", 10, "0123456789",
+                                    *line_state])
+
+
+def _gone_partial_past_its_offset(state):
+    _gone_position(state, 11, False)
+
+
+def _gone_skipping_as_a_number(state):
+    _gone_position(state, 0, 1)
+
+
+def _gone_partial_and_skipping(state):
+    _gone_position(state, 3, True)
+
+
+def _gone_partial_without_skipping(state):
+    _gone_position(state, 3)
+
+
 @pytest.mark.parametrize("spoil", [_without_present, _short_host_totals, _huge_exponent, _negative_offset,
-                                   _identity_of_one_number, _budget_as_a_list, _bool_as_count])
+                                   _identity_of_one_number, _budget_as_a_list, _bool_as_count,
+                                   _gone_partial_past_its_offset, _gone_skipping_as_a_number,
+                                   _gone_partial_and_skipping, _gone_partial_without_skipping])
 def test_a_checkpoint_of_another_shape_changes_nothing_and_the_files_are_read_from_the_start(tmp_path, spoil):
     paths = farm(tmp_path, random.Random(12))
     config = config_for(tmp_path)
