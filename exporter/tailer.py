@@ -31,7 +31,9 @@ refused (``NotRegularFile``), never waited on. Paths point at cursors, so
   missing, unreadable or on another device, or whose path was taken, is
   remembered by path (a few hundred bytes each, the newest
   ``REMEMBERED_FILES``), and a
-  reappearing file that continues it is not counted again. A file deleted
+  reappearing file that continues it is not counted again; an incomplete
+  last line it had is not counted when it goes (the writer may be in the
+  middle of it): the file that comes back completes it. A file deleted
   from a folder that is still there is forgotten at once (a file re-created
   at its path is a new file), so churn leaves nothing behind; and a copy at
   the path of a file renamed away but kept

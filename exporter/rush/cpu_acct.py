@@ -640,7 +640,8 @@ class CpuAcctReader:
         A file whose cursor no longer matches the file at its path (same inode, other content: truncated
         or rewritten while the exporter was stopped) is read from the start, and its checkpointed
         contribution is taken out of the totals and the budgets' counters; a file that is gone keeps its
-        contribution."""
+        contribution. A file that cannot be checked now (its mount busy, or not readable) is checked at its
+        first read (``Tailer.mismatched``): until then its checkpointed contribution is served as it was."""
         if saved.version_of(state) != STATE_VERSION:
             return False
         loaded = saved.load(state, self._limits())
