@@ -149,12 +149,13 @@ def _identity(st: os.stat_result) -> Identity:
 
 def _folder_away(identity: Identity, folder: str) -> bool:
     """Whether the file ``identity`` is gone because ``folder`` went away: the folder is missing or cannot
-    be looked at (a share unmounted or not answering), or it is now on another device than the file was
-    (the empty mount point left by an unmounted share). False when it is there on the file's device: the
-    file was deleted (or renamed away)."""
+    be looked at (a share unmounted), or it is now on another device than the file was (the empty mount
+    point left by an unmounted share). False when it is there on the file's device: the file was deleted
+    (or renamed away). ``MountBusy`` if the folder's mount does not answer (not known: it decides whether the
+    file's incomplete last line is counted now, see ``Tailer._close``)."""
     try:
         return iogate.on_path(folder, os.stat, folder).st_dev != identity[0]
-    except (OSError, MountBusy):
+    except OSError:
         return True
 
 
@@ -506,12 +507,12 @@ class Tailer:
             return
         try:
             cursor.where = locate(cursor.identity, os.path.dirname(path))
+            if cursor.where is None:
+                self._close(cursor, os.path.dirname(path), replaced)
         except MountBusy:  # not known yet: as if not forgotten, decided at a later read
             self._attach(cursor, path)
             raise
-        if cursor.where is None:
-            self._close(cursor, os.path.dirname(path), replaced)
-        else:
+        if cursor.where is not None:
             cursor.retired_at = time.monotonic()
             self._retired.append(cursor)
 
@@ -531,7 +532,10 @@ class Tailer:
                                      or now - (cursor.retired_at or now) < self._grace):
                 still.append(cursor)
             else:
-                self._close(cursor, os.path.dirname(cursor.where or cursor.label))
+                try:
+                    self._close(cursor, os.path.dirname(cursor.where or cursor.label))
+                except MountBusy:  # whether its folder went away is not known yet: closed at a later drain
+                    still.append(cursor)
         self._retired = still
 
     def close(self) -> None:
@@ -557,7 +561,8 @@ class Tailer:
         (not counted now: the writer may be in the middle of it), which a file that comes back completes.
         A finished file, deleted from a folder that is still there, its path left free, or rotated away and
         drained: its last line counts even without a final newline, and it is forgotten (a file re-created at
-        its path is a new file), so files that come and go leave nothing behind."""
+        its path is a new file), so files that come and go leave nothing behind. ``MountBusy``, changing
+        nothing, if the folder's mount does not answer (which of the two is not known yet)."""
         if replaced or _folder_away(cursor.identity, folder or os.path.dirname(cursor.label)):
             if cursor.fingerprint:  # else nothing to recognise it by: read from its start if it comes back
                 self._gone[cursor.label] = cursor.position()
