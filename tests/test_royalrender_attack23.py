@@ -204,6 +204,14 @@ def run_backfill(config_path, tmp_path):
                           env=env), out
 
 
+def backfilled_jobs(config_path, tmp_path):
+    """[value, timestamp] of every ``royalrender_jobs`` sample a successful backfill wrote."""
+    result, out = run_backfill(config_path, tmp_path)
+    assert result.returncode == 0, result.stderr
+    with open(out) as handle:
+        return sorted(line.split()[1:] for line in handle if line.startswith("royalrender_jobs "))
+
+
 def run_probe(config_path):
     env = dict(os.environ, TZ="UTC")
     env.pop("RR_ROOT", None)
@@ -233,10 +241,7 @@ def test_backfill_server_slot_of_the_repeated_hour_is_stamped_at_its_last_write(
     # and nothing holds 00:30Z's values any more.
     rr.write_server(1792897210, dayMax=1440, last_save_local=1792900800, last_save_divisor="slot",
                     day={"150": dict(SERVER_VALUES, jobs_total=150), "240": dict(SERVER_VALUES, jobs_total=240)})
-    result, out = run_backfill(rr.config(tmp_path), tmp_path)
-    assert result.returncode == 0, result.stderr
-    with open(out) as handle:
-        jobs = sorted(line.split()[1:] for line in handle if line.startswith("royalrender_jobs "))
+    jobs = backfilled_jobs(rr.config(tmp_path), tmp_path)
     assert ["150.0", "1792891800.0"] in jobs, jobs
     assert ["240.0", "1792897200.0"] in jobs, jobs
 
@@ -342,10 +347,7 @@ def test_backfill_month_array_across_the_autumn_switch_counts_real_half_hours(rr
     # = 23:30 CEST Oct 24 = 21:30Z) misses the repeated hour.
     rr.write_server(1792926610, dayMax=1440, last_save_local=1792930200, last_save_divisor="slot", day={},
                     month={"1439": dict(SERVER_VALUES, jobs_total=1439), "1415": dict(SERVER_VALUES, jobs_total=1415)})
-    result, out = run_backfill(rr.config(tmp_path), tmp_path)
-    assert result.returncode == 0, result.stderr
-    with open(out) as handle:
-        jobs = sorted(line.split()[1:] for line in handle if line.startswith("royalrender_jobs "))
+    jobs = backfilled_jobs(rr.config(tmp_path), tmp_path)
     assert ["1439.0", "1792924200.0"] in jobs, jobs
     assert ["1415.0", "1792881000.0"] in jobs, jobs
 
