@@ -16,7 +16,7 @@ import yaml
 
 from exporter.boundedfile import read_regular
 from exporter.logs import fields
-from exporter.paths import PathPattern
+from exporter.paths import PathPattern, walks_too_much
 from exporter.sandbox import NONE as NO_SANDBOX
 from exporter.sandbox import Sandbox
 from exporter.schema import Boolean, Duration, Errors, Field, OneOf, Problem, Struct, compose, load_document
@@ -160,12 +160,15 @@ def _path_problems(configured: ConfiguredPath, sandbox: Sandbox) -> List[str]:
 
 
 def _matches_nothing_now(pattern: str) -> bool:
-    """Whether the pattern's folder exists and no file matches it now (a missing folder is the source's notice)."""
+    """Whether the pattern's folder exists and no file matches it now. A missing folder is the source's notice,
+    and a pattern that would walk a whole file system is not walked here (``paths.glob_problems`` says so)."""
     try:
         matcher = PathPattern(pattern)
     except re.error:
         return False  # the schema refused it already
-    return os.path.isdir(matcher.root) and next(iter(matcher.scan()), None) is None
+    if walks_too_much(pattern) or not os.path.isdir(matcher.root):
+        return False
+    return next(iter(matcher.scan()), None) is None
 
 
 def _matches_nothing(pattern: str) -> str:

@@ -31,6 +31,9 @@ def test_check_config_warns_by_key_path_and_strict_makes_it_fail(tmp_path, write
         "warning: rush.cpu_acct[1]: folder %s/share does not exist: nothing is read until it does "
         "(a share not mounted?)" % tmp_path,
         "warning: rush.cpu_acct[2]: '[abc': unclosed '[' is taken literally",
+        "warning: rush.cpu_acct[2]: %s/[abc/cpu.acct matches no file now: nothing is read until one appears (folder "
+        "%s exists, on the file system mounted at /: if a share should be mounted on it, it is not)"
+        % (tmp_path, tmp_path),
     ]
     strict = exporter("--check-config", "--strict", "--config.file", config)
     assert strict.returncode == 2 and "configuration warnings and --strict" in strict.stderr
