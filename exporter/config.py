@@ -173,6 +173,9 @@ def _matches_nothing_now(pattern: str) -> bool:
 
 def _matches_nothing(pattern: str) -> str:
     folder = PathPattern(pattern).root
+    if not os.access(folder, os.R_OK | os.X_OK):
+        return ("%s matches no file now: folder %s cannot be listed by this user (uid %d): give its group to the "
+                "service (SupplementaryGroups=) or make it readable" % (pattern, folder, os.geteuid()))
     mount = folder
     while not os.path.ismount(mount):
         mount = os.path.dirname(mount)
