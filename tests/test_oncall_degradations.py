@@ -284,3 +284,27 @@ def test_a_folder_that_cannot_be_watched_is_on_the_page_and_warned_once_a_minute
     suppressed = int(re.search(r"suppressed_since_last=(\d+)$", again).group(1))
     assert suppressed >= 3 and len(log_lines(daemon, "cannot watch folder; relying on rescans")) == 1
     daemon.wait_for_value("rush_frames_total", 1, host="render01", status="done")
+
+
+def test_a_read_reported_stuck_says_when_it_returns(tmp_path, start_daemon, write_config):
+    """A long read (a big backlog appended at once) past ``watch.stuck_read_timeout``: reported stuck, and one line
+    when it returns, with how long it took."""
+    acct = tmp_path / "logs" / "render01" / "cpu.acct"
+    acct.parent.mkdir(parents=True)
+    acct.write_text(LINE % 948300000)
+    config = write_config("rush:\n  cpu_acct: ['%s']\nwatch:\n  stuck_read_timeout: 1ms\n" % acct)
+    daemon = start_daemon("--config", config, "--storage.path", "")
+    daemon.wait_for_value("rush_frames_total", 1, host="render01", status="done")
+    with open(acct, "a") as handle:
+        handle.write("".join(LINE % (948300001 + second) for second in range(400_000)))
+    daemon.wait_for_value("rush_frames_total", 400_001, timeout=60, host="render01", status="done")
+
+    def stuck_and_returned():
+        return (log_lines(daemon, "reading a file is stuck; reported down until the read returns"),
+                log_lines(daemon, "a stuck read returned; the file is read again"))
+
+    # the append may be read in a few syncs, each long enough to be reported: each report has its return
+    wait_until(lambda: len(stuck_and_returned()[0]) == len(stuck_and_returned()[1]) >= 1, 10, "the reads' returns")
+    stuck, returned = stuck_and_returned()
+    assert all(line.split(" path=")[1].startswith("%s " % acct) for line in stuck)
+    assert all(re.search(r" path=%s seconds=[0-9.]+$" % re.escape(str(acct)), line) for line in returned), returned
