@@ -283,8 +283,8 @@ class Checkpointer:
             try:
                 state = reader.checkpoint()
             except Exception as exc:  # noqa: BLE001 - a closed reader: the checkpoint on disk stays as it was
-                log.warning("cannot take the checkpoint; the one on disk is kept", extra=fields(
-                    source=self._source, kind=reader.kind, error=repr(exc)))
+                self._failure_log.warning("take:" + reader.kind, "cannot take the checkpoint; the one on disk is kept",
+                                          source=self._source, kind=reader.kind, error=repr(exc))
                 continue
             digest = hashlib.sha256(state).hexdigest()
             if self._written.get(id(reader)) == digest:

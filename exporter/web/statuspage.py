@@ -202,10 +202,12 @@ def _degradation_problems(status: RuntimeStatus) -> List[str]:
         rows.append(_row("checkpoints", _name(status.storage_path), "FAILING", "",
                          _esc(status.checkpoint_write_failures), _esc(
                              "checkpoints cannot be written (%s): metrics are right, but a restart will read the "
-                             "files again from older positions; free space or fix the folder's permissions"
+                             "files again from older positions; free space or fix the folder's permissions (runbook: "
+                             "docs/alerts.md#renderfarmexportercheckpointwritesfailing)"
                              % status.checkpoint_failing), classes=("", "", "down")))
     rows += [_row("watch", _name(w.directory), "NOT WATCHED", "", "", "changes are seen only at rescans (every "
-                  "watch.rescan_interval); the folder is missing or cannot be watched: the log says why",
+                  "watch.rescan_interval); the folder is missing or cannot be watched: the log says why (runbook: "
+                  "docs/alerts.md#renderfarmexporterfoldernotwatched)",
                   classes=("", "", "down")) for w in status.watches if not w.up]
     return rows
 
