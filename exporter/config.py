@@ -10,7 +10,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, replace
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import yaml
 
@@ -146,17 +146,27 @@ def notices(config: Config, sandbox: Sandbox = NO_SANDBOX) -> List[Notice]:
         if section is None:
             continue
         problems = [(n.key, n.message, n.error) for n in source.check(section)]
-        problems += [(p.key, message, False) for p in source.paths(section) for message in _path_problems(p, sandbox)]
+        problems += [(key, message, False) for key, message in _path_problems(source.paths(section), sandbox)]
         found += [Notice("%s: %s" % (".".join(filter(None, (source.name, key))), message), error)
                   for key, message, error in problems]
     return found
 
 
-def _path_problems(configured: ConfiguredPath, sandbox: Sandbox) -> List[str]:
-    hidden = sandbox.hides(configured.path)
-    if hidden is not None:
-        return [hidden]
-    return [_matches_nothing(configured.path)] if configured.pattern and _matches_nothing_now(configured.path) else []
+def _path_problems(configured: Sequence[ConfiguredPath], sandbox: Sandbox) -> List[Tuple[str, str]]:
+    """(key, problem) of the paths a source names. A hidden path is said once: not again for the paths below it
+    (Royal Render's kinds under a hidden root)."""
+    problems: List[Tuple[str, str]] = []
+    hidden: List[str] = []
+    for path in configured:
+        if any(path.path.startswith(folder.rstrip("/") + "/") for folder in hidden):
+            continue
+        why = sandbox.hides(path.path)
+        if why is not None:
+            hidden.append(path.path)
+            problems.append((path.key, why))
+        elif path.pattern and _matches_nothing_now(path.path):
+            problems.append((path.key, _matches_nothing(path.path)))
+    return problems
 
 
 def _matches_nothing_now(pattern: str) -> bool:

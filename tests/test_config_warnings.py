@@ -126,3 +126,14 @@ def test_royalrender_module_folders_that_are_missing_are_warnings(tmp_path, writ
     (tmp_path / "lib").mkdir()
     fixed = exporter("--check-config", "--config.file", config)
     assert "royalrender.module" not in fixed.stderr, fixed.stderr
+
+
+def test_a_hidden_royalrender_root_is_said_once_not_again_for_each_kind_below_it(tmp_path, write_config):
+    unit = tmp_path / "renderfarm-exporter.service"
+    unit.write_text("[Service]\nProtectHome=yes\n")
+    config = write_config("royalrender:\n  root: /home/rr\n  module: simulated\n")
+    result = exporter("--check-config", "--systemd.unit", str(unit), "--config.file", config)
+    assert [line for line in result.stderr.splitlines() if "hides from the service" in line] == [
+        "warning: royalrender.root: /home/rr lies under /home, which the unit renderfarm-exporter.service hides from "
+        "the service (ProtectHome=yes): the service sees an empty folder there; move it, or relax the setting with "
+        "systemctl edit (docs/installation.md#the-sandbox-what-the-service-cannot-see)"]
