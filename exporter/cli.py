@@ -286,7 +286,7 @@ def run(config, args, found: Sequence[Notice] = ()) -> int:
                             web_config_file=args.web_config_file, enable_lifecycle=args.enable_lifecycle,
                             systemd_socket=args.systemd_socket,
                             storage_path=storage_path(args, checkpoint.default_path()),
-                            sandbox=sandbox.read(args.systemd_unit), notices=tuple(n.text for n in found))
+                            sandbox=sandbox.read(args.systemd_unit), config_notices=tuple(n.text for n in found))
     except ConfigError as exc:  # the web config file changed between the check above and now
         print(str(exc), file=sys.stderr)
         return EXIT_INVALID

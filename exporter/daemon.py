@@ -66,10 +66,10 @@ class Reloader:
 
     def __init__(self, config_path: Optional[str], config: Config, pipeline: Pipeline, board: StatusBoard,
                  web: WebConfigFile, deadline: float = RELOAD_DEADLINE, sandbox: Sandbox = NO_SANDBOX,
-                 notices: Tuple[str, ...] = ()):
+                 config_notices: Tuple[str, ...] = ()):
         self._path = config_path
         self._sandbox = sandbox
-        self._notices = notices  # of the configuration in force
+        self._notices = config_notices  # of the configuration in force (``config.notices``, as texts)
         self._config = config
         self._pipeline = pipeline
         self._board = board
@@ -79,7 +79,7 @@ class Reloader:
         self._applying = threading.Lock()  # held while a new configuration is swapped in
         self._attempts: List[Attempt] = []  # started and not ended (abandoned ones stay until they end)
         self._attempts_lock = threading.Lock()
-        board.config_loaded(time.time(), notices)
+        board.config_loaded(time.time(), config_notices)
         board.web_config_read(web.status)
         web.on_change = self._web_changed
 
@@ -229,17 +229,19 @@ class Reloader:
 def serve(config: Config, listen_addresses: Sequence[str], telemetry_path: str,
           stop: Optional[threading.Event] = None, config_path: Optional[str] = None,
           web_config_file: Optional[str] = None, enable_lifecycle: bool = False, systemd_socket: bool = False,
-          storage_path: str = "", sandbox: Sandbox = NO_SANDBOX, notices: Tuple[str, ...] = ()) -> int:
+          storage_path: str = "", sandbox: Sandbox = NO_SANDBOX, config_notices: Tuple[str, ...] = ()) -> int:
     """Runs until SIGTERM/SIGINT (or ``stop`` is set); returns the exit code.
 
-    ``storage_path``: the folder of the readers' checkpoints ("" keeps none).
+    ``storage_path``: the folder of the readers' checkpoints ("" keeps none). ``sandbox``: what the unit hides,
+    for the notices of reloads; ``config_notices``: those of ``config``, said at start-up already.
 
     An invalid ``web_config_file`` raises ConfigError before anything starts.
     """
     stop = stop or threading.Event()
     web = WebConfigFile(web_config_file)
     parts = Parts(build_readers(config), config.watch, CheckpointStore(storage_path) if storage_path else None)
-    reloader = Reloader(config_path, config, parts.pipeline, parts.board, web, sandbox=sandbox, notices=notices)
+    reloader = Reloader(config_path, config, parts.pipeline, parts.board, web, sandbox=sandbox,
+                        config_notices=config_notices)
     renderer = parts.renderer
     app = App(telemetry_path, renderer.exposition_for_scrape, renderer.is_ready,
               lambda query: statuspage.render(parts.status(), renderer.sections(), telemetry_path,
