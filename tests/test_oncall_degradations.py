@@ -30,8 +30,6 @@ SYSTEM_PYTHON = "/usr/bin/python%d.%d" % sys.version_info[:2]
 SCREENS = os.environ.get("SCREENS", "/work/screens")
 LINE = "p %d tahoe.1 T anna 1 render01 100 10 0 0 0 1\n"
 
-pytestmark = pytest.mark.needs_root  # setpriv to another user, tmpfs mounts
-
 
 def as_nobody():
     """The exporter's command line run as nobody, on the system's Python with the tests' packages."""
@@ -105,6 +103,7 @@ def log_lines(daemon, message):
     return [line for line in daemon.log().splitlines() if 'msg="%s"' % message in line]
 
 
+@pytest.mark.needs_root  # setpriv to another user, tmpfs mounts
 def test_drill1_a_share_not_mounted_is_named_by_check_config_the_log_and_the_page(world, start_daemon, tmp_path):
     """The empty mount point: --check-config warns (and --strict fails), the log names the pattern, the page says
     why; mounting the share is noticed and logged, without a restart."""
@@ -152,6 +151,7 @@ def test_drill1_a_share_not_mounted_is_named_by_check_config_the_log_and_the_pag
         "kind=rush_cpu_acct pattern=%s files=1" % pattern)
 
 
+@pytest.mark.needs_root  # setpriv to another user, tmpfs mounts
 def test_drill5_a_valid_typo_reloads_with_its_warning_in_the_reply_the_log_and_the_page(world, start_daemon,
                                                                                          tmp_path):
     """``/nsf/`` for ``/nfs/``: valid, so it is applied, but the reload reply, the log lines of a POST and of a
@@ -214,6 +214,7 @@ def fill(folder):
             assert exc.strerror == "No space left on device", exc
 
 
+@pytest.mark.needs_root  # setpriv to another user, tmpfs mounts
 def test_drill6_a_full_disk_under_storage_path_is_on_the_page_and_warned_once_a_minute(world, start_daemon,
                                                                                        tmp_path):
     """Checkpoint writes fail on every attempt (every 2 s while lines come in): one warning, the page's summary
@@ -259,6 +260,7 @@ def test_drill6_a_full_disk_under_storage_path_is_on_the_page_and_warned_once_a_
     assert summary(page(daemon))["Checkpoints"].endswith(", %d failed since start" % failed)
 
 
+@pytest.mark.needs_root  # setpriv to another user, tmpfs mounts
 def test_a_folder_that_cannot_be_watched_is_on_the_page_and_warned_once_a_minute(world, start_daemon, tmp_path):
     """A polled folder the service's user cannot list: the watch is retried every second (each retry asks for a
     rescan), warned about once, shown on the page; once listable, one line says so with the retries left out."""
