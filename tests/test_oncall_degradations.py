@@ -185,7 +185,8 @@ def test_drill5_a_valid_typo_reloads_with_its_warning_in_the_reply_the_log_and_t
                  pattern=typo) == 0
     html = page(daemon)
     assert summary(html)["Configuration warnings"] == "1: " + warning
-    assert summary(html)["Last configuration reload"].startswith("successful at ")
+    assert summary(html)["Last configuration reload"].startswith(
+        "successful, with 1 warning (Configuration warnings) at ")
     assert [row[:3] for row in problems(html)] == [
         ("rush_cpu_acct", typo, "NO FILE"), ("configuration", "", "WARNING"),
         ("watch", os.path.join(folder, "nsf", "rush"), "NOT WATCHED")]

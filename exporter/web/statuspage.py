@@ -109,11 +109,13 @@ def _reload_text(status: RuntimeStatus) -> Tuple[str, str]:
     stuck = "; STUCK: %s" % reload.stuck if reload.stuck else ""
     if reload.last_attempt_time is None:
         return "none since start" + stuck, "bad" if stuck else ""
-    verdict = ("successful" if reload.successful else "FAILED (the previous configuration is still in use): %s"
-               % (reload.last_error or "the log says why"))
+    warned = ", with %d warning%s (Configuration warnings)" % (len(reload.notices), "s"[:len(reload.notices) > 1]) \
+        if reload.notices else ""
+    verdict = ("successful" + warned if reload.successful else "FAILED (the previous configuration is still in "
+               "use): %s" % (reload.last_error or "the log says why"))
     return "%s at %s (%d ok, %d failed)%s" % (verdict, _when(reload.last_attempt_time), reload.successes,
                                               reload.failures, stuck), "good" if reload.successful and not stuck \
-        else "bad"
+        and not reload.notices else "bad"
 
 
 def _degradations(status: RuntimeStatus) -> List[str]:
