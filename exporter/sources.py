@@ -74,6 +74,20 @@ class FileStatus:
     parse_errors_total: int = 0
     #: (reason, count), reasons from READ_FAILURE_REASONS; zeros included for the reasons the reader can meet
     read_failures: Tuple[Tuple[str, int], ...] = ()
+    #: What the file looked like at the last check (a stat, at a read, a change or a rescan), so that a host that
+    #: stopped writing (size and mtime still, checks recent) and a reader that stopped reading (checks old, or
+    #: bytes left unread) look different; None where the reader does not know.
+    size_bytes: Optional[int] = None
+    modified_time: Optional[float] = None
+    unread_bytes: Optional[int] = None  # bytes past what was read (a tailed file; whole files are read whole)
+    last_check_time: Optional[float] = None
+    #: Records dated more than the source's allowed skew ahead of the clock (counted, never taken as the latest)
+    #: since the exporter started, and how far the newest record was ahead of the clock at the file's last read
+    #: (0 when it is not); None for readers whose records carry no date.
+    records_ahead_total: Optional[int] = None
+    clock_ahead_seconds: Optional[float] = None
+    #: Something wrong with a file that is read (up): what the status page lists among its problems.
+    warning: Optional[str] = None
 
     def read_failures_by_reason(self) -> Dict[str, int]:
         """Failed reads not due to the content, by reason, zeros included; ``io`` always, with what the reader
