@@ -43,6 +43,11 @@ from exporter.schema import Schema
 #: at most four renders a second of it, the first a quarter second in.
 PROGRESS_SECONDS = 0.25
 
+#: A file's last check (``FileStatus.last_check_time``) is renewed at most this often when nothing else about it
+#: changed: a sync that finds nothing new hands out the same statuses (their rows are not touched), and the time
+#: stays fresh enough to tell a reader that stopped (behind by a rescan interval, a minute) from a silent writer.
+CHECK_RESOLUTION_SECONDS = 10.0
+
 #: Why a read failed when the file's content is not to blame (``FileStatus.read_failures``): the helper that
 #: reads it crashed (or broke its protocol) or hung past its timeout, the file system refused (``io``), the
 #: reader could not run at all (``unavailable``: Royal Render's module did not load), or the path leads outside

@@ -65,7 +65,7 @@ from exporter.exposition import render_section
 from exporter.families import LiveRows, RowCounter, RowGauge, RowMetric, Rows, like
 from exporter.logs import RateLimitedLog, fields
 from exporter.paths import PathPattern
-from exporter.sources import PROGRESS_SECONDS, FileStatus
+from exporter.sources import CHECK_RESOLUTION_SECONDS, PROGRESS_SECONDS, FileStatus
 
 log = logging.getLogger(__name__)
 
@@ -298,11 +298,11 @@ class WholeFileReader:
             self._failed(path, str(exc), None, None, "io")
             return
         state = self._files.setdefault(path, _FileState())
-        state.size, state.modified, state.checked = st.st_size, st.st_mtime, time.time()
-        self._dirty.add(path)  # its size, time and last check are news, even when it is not read
+        self._look(path, state, st)
         signature = (st.st_ino, st.st_size, st.st_mtime_ns)
         if (state.signature == signature and state.up) or state.backed_off(signature):
             return
+        self._dirty.add(path)
         try:  # the file is read elsewhere (RR's worker) by path: checked before, and again after
             self._containment.check(path)
             data = self._parse(path)
@@ -321,6 +321,15 @@ class WholeFileReader:
         self._data[path] = data
         state.signature, state.up, state.last_success_time, state.backoff = signature, True, time.time(), 0.0
         state.bytes += st.st_size
+
+    def _look(self, path: str, state: _FileState, st: os.stat_result) -> None:
+        """Notes what the file looks like now: news for its status when its size or time changed, or its last
+        check is older than ``CHECK_RESOLUTION_SECONDS``."""
+        now = time.time()
+        if ((st.st_size, st.st_mtime) != (state.size, state.modified) or state.checked is None
+                or now - state.checked >= CHECK_RESOLUTION_SECONDS):
+            state.size, state.modified, state.checked = st.st_size, st.st_mtime, now
+            self._dirty.add(path)
 
     def _file_families(self, path: str, data: Any) -> List[Metric]:
         self.families_made += 1
@@ -360,7 +369,7 @@ class WholeFileReader:
         stays the cause."""
         self._dirty.add(path)
         state = self._files.setdefault(path, _FileState())
-        reason = reason[:500]
+        reason = reason[:MAX_REASON_CHARS]
         if not state.up and state.last_error == reason and state.failed_on == version:
             if harmful is not None:
                 state.back_off(harmful)
@@ -412,6 +421,9 @@ class WholeFileReader:
 
 
 _NO_DATA: Any = object()
+#: A file's error is kept up to this length: whole for an import error with every name and folder tried (about
+#: 700 characters); the files failing for one cause share one string (a slice of a shorter one is the string).
+MAX_REASON_CHARS = 2000
 
 
 def _check_exportable(families: Sequence[Metric]) -> None:

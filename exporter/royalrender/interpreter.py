@@ -14,6 +14,7 @@ library RR puts on ``LD_LIBRARY_PATH`` that breaks the interpreter shows here to
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -50,7 +51,7 @@ def version(python: str, env: Optional[Dict[str, str]] = None, timeout: float = 
         if shutil.which(python, path=(env or os.environ).get("PATH")) is None:
             raise InterpreterProblem("%s is not found on PATH: %s (a full path)" % (name, fix))
     elif not os.path.exists(python):
-        raise InterpreterProblem("%s does not exist: %s" % (name, fix))
+        raise InterpreterProblem(_unreachable(python, name, fix))
     elif os.path.isdir(python):
         raise InterpreterProblem("%s is a folder, not an interpreter: %s" % (name, fix))
     elif not os.access(python, os.X_OK):
@@ -81,6 +82,27 @@ def version(python: str, env: Optional[Dict[str, str]] = None, timeout: float = 
     said = " ".join(text.split())
     raise InterpreterProblem("%s does not run as a Python interpreter: asked its version, it exited with code %s%s: "
                              "%s" % (name, asked.returncode, ", saying: " + said[:300] if said else "", fix))
+
+
+def _unreachable(python: str, name: str, fix: str) -> str:
+    """Why ``os.path.exists`` says no: the path does not exist, or a folder on it is closed to the user the
+    exporter runs as (a Python under /root or /home, installed by someone else than the service's user)."""
+    try:
+        os.stat(python)
+    except PermissionError:
+        return ("%s cannot be reached by the user the exporter runs as (%s): a folder of its path is closed to it "
+                "(a Python under /root or /home?): %s the service can reach" % (name, running_user(), fix))
+    except OSError:
+        pass
+    return "%s does not exist: %s" % (name, fix)
+
+
+def running_user() -> str:
+    uid = os.geteuid()
+    try:
+        return "%s, uid %d" % (pwd.getpwuid(uid).pw_name, uid)
+    except KeyError:  # a DynamicUser, or a uid the container's passwd does not list
+        return "uid %d" % uid
 
 
 def _wanted(installed: Sequence[str]) -> str:

@@ -62,7 +62,7 @@ from exporter.rush.config import SERIES_PER_BREAKDOWN_VALUE, SERIES_PER_HOST, Br
 from exporter.rush.records import STATUSES, SYSTEM, USER, WALL
 from exporter.rush.saved import FileState, GoneShare, SavedBudget, SavedReader
 from exporter.rush.tally import BREAKDOWN_WALL, OVER_LONG, RECORD_NAMES, Exact, Tally
-from exporter.sources import FileStatus
+from exporter.sources import CHECK_RESOLUTION_SECONDS, FileStatus
 from exporter.tailer import MAX_LINE_BYTES, Backlog, LineState, Tailer
 
 log = logging.getLogger(__name__)
@@ -269,8 +269,7 @@ class CpuAcctReader:
         else:
             label = self._tailer.label_of(path) or path
             self._came_up(self._state(label), path)
-            self._checked[label] = time.time()
-            self._restat.add(label)  # its size, time and last check are news, even without new lines
+            self._looked_at(label)
         finally:
             self.reading = None
 
@@ -297,6 +296,17 @@ class CpuAcctReader:
                                    "retrying", path=path, error=reason)
         state.up, state.down_reason = False, reason
         self._dirty_labels.add(path)
+
+    def _looked_at(self, label: str) -> None:
+        """A read of the file: news for its status when its size or time changed, or its last check is older
+        than ``CHECK_RESOLUTION_SECONDS`` (a read that finds nothing new then hands out the same status)."""
+        now = time.time()
+        status, seen = self._statuses.get(label), self._tailer.seen(label)
+        if (status is None or seen is None or now - (status.last_check_time or 0.0) >= CHECK_RESOLUTION_SECONDS
+                or (seen.size, seen.modified, seen.unread) != (status.size_bytes, status.modified_time,
+                                                              status.unread_bytes)):
+            self._checked[label] = now
+            self._restat.add(label)
 
     def _came_up(self, state: FileState, path: str) -> None:
         if not state.up:

@@ -239,19 +239,20 @@ def _files(status: RuntimeStatus, chosen: Filter, now: float) -> str:
     shown = [f for f in sorted(status.files, key=lambda f: (f.up, f.kind, f.path)) if chosen.keeps(f)]
     rows = [_row(_esc(f.kind), _name(f.path), "up" if f.up else "DOWN", _esc(_when(f.last_success_time)),
                  _esc(_age(None if f.last_success_time is None else now - f.last_success_time)),
-                 _esc(f.errors_total), _esc(f.malformed_lines_total), _esc(_bytes(f.size_bytes)),
-                 _esc(_when(f.modified_time) if f.modified_time is not None else ""), _esc(_bytes(f.unread_bytes)),
-                 _esc(_age(None if f.last_check_time is None else now - f.last_check_time)),
-                 _esc(_watch_of(f.path, status.watches)),
-                 classes=("", "", "up" if f.up else "down", "", "num", "num", "num", "num", "",
+                 _esc(f.errors_total), _esc(f.malformed_lines_total), _esc(_watch_of(f.path, status.watches)),
+                 _esc(_bytes(f.size_bytes)), _esc(_when(f.modified_time) if f.modified_time is not None else ""),
+                 _esc(_bytes(f.unread_bytes)),
+                 _esc(_age(None if f.last_check_time is None else now - f.last_check_time) + " ago"
+                      if f.last_check_time is not None else ""),
+                 classes=("", "", "up" if f.up else "down", "", "num", "num", "num", "", "num", "",
                           "num bad" if f.unread_bytes else "num", "num"))
             for f in shown]
     if not rows:
         rows.append("<tr><td colspan='12'>%s</td></tr>" % ("No statistics files found yet." if not status.files
                                                            else "No file matches the filter."))
     return _filter_form(status, chosen) + _table(
-        ["Kind", "File", "Status", "Last successful read", "Age", "Errors", "Malformed lines", "Size",
-         "Modified", "Unread", "Last check", "Watch"], rows,
+        ["Kind", "File", "Status", "Last successful read", "Age", "Errors", "Malformed lines", "Watch", "Size",
+         "Modified", "Unread", "Last check"], rows,
         "Files (%d of %d)" % (len(shown), len(status.files)), "files")
 
 
