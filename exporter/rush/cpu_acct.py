@@ -621,7 +621,7 @@ class CpuAcctReader:
                   "rush_daemon_online or rush_last_record_timestamp_seconds" if state.last_record_time is None
                   else "they are counted, but never taken as the latest: its gauges stay at older records")
         return ("%s: records up to %s ahead of this machine's clock; %s. Set the host's clock right (NTP): "
-                "see the runbook RushClockAhead" % (self._host_of(label, state), _duration(skew), latest))
+                "runbook: docs/alerts.md#rushclockahead" % (self._host_of(label, state), _duration(skew), latest))
 
     def _update_host_totals(self) -> None:
         for host in self._dirty_hosts:
