@@ -158,11 +158,13 @@ def _families(status: RuntimeStatus, sections: Mapping[str, PlacedSection], file
                 {(kind, pattern.pattern): int(pattern.pattern in status.capped_patterns)
                  for kind, pattern in status.patterns})
     yield counter("renderfarm_exporter_source_parse_errors",
-                  "Reads of the file whose content was rejected (not loadable as a whole); the last good values are "
+                  "Reads of the file whose content was rejected (not loadable as a whole), once per incident (a "
+                  "retry of the same version with the same error is not counted again); the last good values are "
                   "kept", ["kind", "path"], files.parse_errors.frozen())
     yield counter("renderfarm_exporter_source_read_failures",
                   "Reads of the file that failed for a reason other than its content: the reading helper crashed or "
-                  "timed out, an I/O error, the reader unavailable; the last good values are kept",
+                  "timed out, an I/O error, the reader unavailable; once per incident (the retries of a file down "
+                  "with the same error are not counted again); the last good values are kept",
                   ["kind", "path", "reason"], files.read_failures.frozen())
     yield counter("renderfarm_exporter_source_malformed_lines", "Lines of the file skipped as malformed",
                   ["kind", "path"], files.malformed_lines.frozen())

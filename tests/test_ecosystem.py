@@ -101,7 +101,7 @@ def test_every_alert_has_a_runbook_url_to_its_section_in_docs_alerts_md():
         assert all(part in body for part in RUNBOOK_PARTS) and "```promql" in body, heading
     # One runbook section per alert, none for an alert that does not exist.
     runbooks = {heading for heading, body in sections.values() if RUNBOOK_PARTS[0] in body}
-    assert runbooks == {r["alert"] for r in alerts} and len(alerts) == 15
+    assert runbooks == {r["alert"] for r in alerts} and len(alerts) == 16
 
 
 def test_alerts_doc_starts_with_contents_whose_links_resolve():
@@ -119,13 +119,13 @@ def test_alerts_doc_starts_with_contents_whose_links_resolve():
 def test_runbook_queries_are_valid_promql_over_served_metrics(tmp_path, demo_exposition):
     text, _ = _alerts_doc()
     queries = _runbook_queries(text)
-    assert len(queries) == 23
+    assert len(queries) == 26
     # promtool parses each query as the expression of a recording rule.
     checked = tmp_path / "runbook-queries.yml"
     checked.write_text(yaml.safe_dump({"groups": [{"name": "runbook", "rules": [
         {"record": "runbook:query_%d" % i, "expr": q} for i, q in enumerate(queries)]}]}))
     result = run(tool("promtool"), "check", "rules", str(checked))
-    assert result.returncode == 0 and "SUCCESS: 23 rules found" in result.stdout, result.stdout + result.stderr
+    assert result.returncode == 0 and "SUCCESS: 26 rules found" in result.stdout, result.stdout + result.stderr
     served = {line.split("{")[0].split(" ")[0] for line in demo_exposition.splitlines()
               if line and not line.startswith("#")}
     used = {name for q in queries for name in METRIC.findall(re.sub(r'"[^"]*"', '""', q))}  # not label values

@@ -59,6 +59,9 @@ def version(python: str, env: Optional[Dict[str, str]] = None, timeout: float = 
     try:  # in its own process group: a wrapper script's children are killed with it at the deadline
         asked = subprocess.Popen([python, "-c", _ASK], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    except PermissionError as exc:
+        raise InterpreterProblem("%s cannot be run by the user the exporter runs as (%s: %s): %s" % (
+            name, running_user(), exc.strerror or exc, fix)) from None
     except OSError as exc:
         raise InterpreterProblem("%s cannot be run (%s): %s" % (name, exc.strerror or exc, fix)) from None
     try:
