@@ -25,7 +25,8 @@ from exporter.status import RuntimeStatus, WatchStatus, matched_files
 
 _STYLE = (
     "body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin-bottom:1.5em}"
-    "th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}th{background:#eee}"
+    "th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top;white-space:pre-line}"
+    "th{background:#eee}"
     "caption{text-align:left;font-weight:bold;padding:.3em 0}"
     "td.down,td.bad{background:#fdd;font-weight:bold}td.up,td.good{background:#dfd}td.num{text-align:right}"
     "p.verdict{font-size:1.3em;font-weight:bold}p.verdict.bad{color:#a00}p.verdict.good{color:#060}"
