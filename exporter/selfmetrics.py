@@ -43,6 +43,8 @@ class FileRows:
         self.read_lines: LiveRows[Tuple[str, str]] = LiveRows()
         #: The optional per-file readings (``_OPTIONAL``), each kept only for the files whose reader gives it.
         self.optional: Dict[str, LiveRows[Tuple[str, str]]] = {name: LiveRows() for name, _ in _OPTIONAL}
+        #: Why each file that is down is down, as a label value (only the down files: a few).
+        self.errors: Dict[Tuple[str, str], str] = {}
         self.matched: Mapping[Tuple[str, str], int] = {}
         #: Whether two of the files have one (kind, path); the last of them then wins, as in a fresh mapping.
         self._duplicates = False
@@ -82,6 +84,10 @@ class FileRows:
         self.malformed_lines.set(key, status.malformed_lines_total)
         self.read_bytes.set(key, status.bytes_read_total)
         self.read_lines.set(key, status.lines_read_total)
+        if status.up or not status.last_error:
+            self.errors.pop(key, None)
+        else:
+            self.errors[key] = label_value(status.last_error)
         for name, reading in _OPTIONAL:
             value = reading(status)
             if value is None:
@@ -97,6 +103,7 @@ class FileRows:
             self.read_failures.discard((*key, reason))
         for rows in self.optional.values():
             rows.discard(key)
+        self.errors.pop(key, None)
 
 
 #: The per-file readings that not every reader gives (None: not given), by family name: what a file looked like
@@ -173,6 +180,12 @@ def _families(status: RuntimeStatus, sections: Mapping[str, PlacedSection], file
     yield counter("renderfarm_exporter_source_read_lines", "Complete lines consumed from the file",
                   ["kind", "path"], files.read_lines.frozen())
     yield from _optional_families(files)
+    errors = InfoMetricFamily("renderfarm_exporter_source_error",
+                              "Why the file is down, as the status page says it (present only while it is down)",
+                              labels=["kind", "path", "error"])
+    for (kind, path), error in sorted(files.errors.items()):
+        errors.add_metric([kind, path, error], {})
+    yield errors
     yield counter("renderfarm_exporter_reader_failures",
                   "Unexpected errors of a file kind's reader (a bug: please report)", ["kind"], status.reader_failures)
     yield counter("renderfarm_exporter_rescans", "Full rescans of every configured pattern", [], {(): status.rescans})

@@ -124,6 +124,8 @@ def test_drill2_an_unreadable_cpu_acct_says_who_was_refused_and_counts_one_incid
     samples = daemon.samples()
     assert value(samples, "renderfarm_exporter_source_read_failures_total", kind=RUSH, path=locked,
                  reason="io") == 1
+    assert value(samples, "renderfarm_exporter_source_error_info", kind=RUSH, path=locked,
+                 error="Permission denied") == 1
 
     verdict, _ = tables(daemon)
     assert verdict == "Needs attention: see Problems below."
@@ -139,6 +141,7 @@ def test_drill2_an_unreadable_cpu_acct_says_who_was_refused_and_counts_one_incid
     os.chmod(locked, 0o644)
     samples = daemon.wait_for_value("renderfarm_exporter_source_up", 1, timeout=10, kind=RUSH, path=locked)
     assert value(samples, "rush_frames_total", host="render02", status="done") == 1
+    assert not [key for key in samples if key[0] == "renderfarm_exporter_source_error_info"]
     assert problems(daemon) == []
 
 
@@ -167,6 +170,7 @@ def assert_rr_cause_stays(daemon, stats, cause):
     assert cause(reason), reason
     assert value(samples, "renderfarm_exporter_source_read_failures_total", kind=kind, path=stats,
                  reason="unavailable") == 1, "one incident, however many retries"
+    assert value(samples, "renderfarm_exporter_source_error_info", kind=kind, path=stats, error=reason) == 1
     verdict, _ = tables(daemon)
     assert verdict == "Needs attention: see Problems below."
     assert summary(daemon)["Royal Render module"] == "NOT LOADED: " + reason
