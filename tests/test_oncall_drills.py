@@ -198,8 +198,8 @@ def test_drill3_a_worker_interpreter_out_of_the_service_users_reach_is_the_cause
     stats, config = rr_farm(open_folder, os.path.join(private, "python3"))
     daemon = start_daemon("--config", config, "--storage.path", os.path.join(open_folder, "state"), run_as=AS_NOBODY)
     assert_rr_cause_stays(daemon, stats, lambda reason: reason.startswith(
-        "royalrender.python: %s/python3 cannot be reached by the user the exporter runs as (nobody, uid %d)"
-        % (private, NOBODY.pw_uid)))
+        "royalrender.python: %s/python3 cannot be reached by the exporter, which runs as user nobody (uid %d), "
+        "groups nogroup (%d): a folder of its path is closed to it" % (private, NOBODY.pw_uid, NOBODY.pw_gid)))
     screenshot(daemon, "drill3-interpreter", tmp_path)
 
 

@@ -14,13 +14,13 @@ library RR puts on ``LD_LIBRARY_PATH`` that breaks the interpreter shows here to
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import signal
 import subprocess
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from exporter.royalrender.vendor import module
+from exporter.status import running_as
 
 KEY = "royalrender.python"
 CHECK_TIMEOUT_SECONDS = 10.0
@@ -60,8 +60,8 @@ def version(python: str, env: Optional[Dict[str, str]] = None, timeout: float = 
         asked = subprocess.Popen([python, "-c", _ASK], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, env=env, start_new_session=True)
     except PermissionError as exc:
-        raise InterpreterProblem("%s cannot be run by the user the exporter runs as (%s: %s): %s" % (
-            name, running_user(), exc.strerror or exc, fix)) from None
+        raise InterpreterProblem("%s cannot be run by the exporter, which runs as %s (%s): %s" % (
+            name, running_as(), exc.strerror or exc, fix)) from None
     except OSError as exc:
         raise InterpreterProblem("%s cannot be run (%s): %s" % (name, exc.strerror or exc, fix)) from None
     try:
@@ -93,19 +93,11 @@ def _unreachable(python: str, name: str, fix: str) -> str:
     try:
         os.stat(python)
     except PermissionError:
-        return ("%s cannot be reached by the user the exporter runs as (%s): a folder of its path is closed to it "
-                "(a Python under /root or /home?): %s the service can reach" % (name, running_user(), fix))
+        return ("%s cannot be reached by the exporter, which runs as %s: a folder of its path is closed to it "
+                "(a Python under /root or /home?): %s the service can reach" % (name, running_as(), fix))
     except OSError:
         pass
     return "%s does not exist: %s" % (name, fix)
-
-
-def running_user() -> str:
-    uid = os.geteuid()
-    try:
-        return "%s, uid %d" % (pwd.getpwuid(uid).pw_name, uid)
-    except KeyError:  # a DynamicUser, or a uid the container's passwd does not list
-        return "uid %d" % uid
 
 
 def _wanted(installed: Sequence[str]) -> str:

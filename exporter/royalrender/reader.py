@@ -171,6 +171,15 @@ def _unopenable(path: str) -> Optional[str]:
     return None
 
 
+def _module_note(failure: str, module: Mapping[str, str]) -> str:
+    """The status page's line on the module: the cause while the worker cannot start, never a countdown."""
+    if failure:
+        return "NOT LOADED: " + failure
+    if module["module"]:
+        return "%s (%s)" % (module["module"], module["file"])
+    return "not loaded yet (no file read)"
+
+
 @dataclass(frozen=True)
 class BoundarySnapshot:
     files: Tuple[FileStatus, ...]
@@ -207,8 +216,7 @@ class BoundaryReport:
                   "daily_stats_evidence": times.shape.get("daily_stats_evidence", "")}
         failure = self._worker.start_failure
         notes: Tuple[Tuple[str, str], ...] = (
-                 ("Royal Render module", "NOT LOADED: " + failure if failure else "%s (%s)" % (
-                     module["module"], module["file"]) if module["module"] else "not loaded yet (no file read)"),
+                 ("Royal Render module", _module_note(failure, module)),
                  ("Royal Render module version", module["version"] or "not known yet"),
                  ("Royal Render worker's Python", module["python"] or self._worker.settings.python),
                  ("Royal Render time zone", module["timezone"]))

@@ -278,6 +278,7 @@ class CpuAcctReader:
         named goes once its last cursor is closed (``_retire``)."""
         self._tailer.forget(path)
         self._outside.pop(path, None)
+        self._checked.pop(path, None)
         self._containment.forget(path)
         if path in self._present:
             self._present.discard(path)

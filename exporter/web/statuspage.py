@@ -8,10 +8,7 @@ status board's immutable ``RuntimeStatus``.
 
 from __future__ import annotations
 
-import grp
 import html
-import os
-import pwd
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -21,7 +18,7 @@ from exporter import __version__, paths
 from exporter.exposition import PlacedSection
 from exporter.families import label_value
 from exporter.sources import FileStatus
-from exporter.status import RuntimeStatus, WatchStatus, matched_files
+from exporter.status import RuntimeStatus, WatchStatus, matched_files, running_as
 
 _STYLE = (
     "body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin-bottom:1.5em}"
@@ -103,29 +100,6 @@ def _bytes(count: Optional[int]) -> str:
     scaled, unit = next((count / 1024 ** power, unit) for power, unit in ((3, "GiB"), (2, "MiB"), (1, "KiB"))
                         if count >= 1024 ** power)
     return "%.1f %s" % (scaled, unit)
-
-
-def running_as() -> str:
-    """Who the exporter runs as, said where a permission error shows: the file's owner and mode are then
-    compared with this, not with the administrator's own rights."""
-    uid, gid = os.geteuid(), os.getegid()
-    groups = sorted(set(os.getgroups()) | {gid})
-    return "user %s (uid %d), groups %s" % (_user_name(uid), uid, ", ".join(
-        "%s (%d)" % (_group_name(g), g) for g in groups))
-
-
-def _user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:  # a DynamicUser, or a uid the container's passwd does not list
-        return "#%d" % uid
-
-
-def _group_name(gid: int) -> str:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return "#%d" % gid
 
 
 _PERMISSION = ("Permission denied", "Operation not permitted")
