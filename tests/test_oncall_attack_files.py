@@ -408,6 +408,49 @@ def test_a_module_fixed_while_running_loads_without_a_restart_and_the_cause_goes
     daemon.wait_for_value("renderfarm_exporter_source_up", 1, timeout=30, kind=SERVER, path=rr.stats)
     samples = daemon.samples()
     assert series(samples, "renderfarm_exporter_source_error_info") == []
+    # a whole file: its size and time as read, no unread bytes (metrics.md: cpu.acct only)
+    assert per_file(samples, "renderfarm_exporter_source_size_bytes", rr.stats, SERVER) == os.path.getsize(rr.stats)
+    assert per_file(samples, "renderfarm_exporter_source_modified_timestamp_seconds", rr.stats, SERVER) == \
+        os.stat(rr.stats).st_mtime
+    assert per_file(samples, "renderfarm_exporter_source_unread_bytes", rr.stats, SERVER) is None
     assert "NOT LOADED" not in summary(daemon)["Royal Render module"]
     # the other RR kinds have no file in this installation (NO FILE); nothing is DOWN any more
     assert [row for row in problems(daemon) if row[1] == rr.stats or row[2] == "DOWN"] == []
+
+
+# -- odd times and whole files ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mtime", [-2_000_000_000, 15_000_000_000], ids=["1906", "2445"])
+def test_a_file_modified_before_1970_or_centuries_ahead_keeps_the_page_and_metrics_serving(
+        tmp_path, start_daemon, write_config, mtime):
+    now = int(time.time())
+    odd = write(str(tmp_path / "farm" / "render01" / "cpu.acct"), frame("render01", now))
+    ok = write(str(tmp_path / "farm" / "render02" / "cpu.acct"), frame("render02", now))
+    os.utime(odd, (mtime, mtime))  # a restored backup, a writer whose clock is wrong: ext4 keeps 1901..2446
+    daemon = start_daemon("--config", rush_config(write_config, "%s/farm/*/cpu.acct" % tmp_path))
+    samples = daemon.samples()
+    assert per_file(samples, "renderfarm_exporter_source_modified_timestamp_seconds", odd) == mtime
+    assert per_file(samples, "renderfarm_exporter_source_up", odd) == 1
+    status, _, page = daemon.get("/")
+    assert status == 200
+    row = file_row(daemon, odd)
+    assert row["modified"][:4] == time.strftime("%Y", time.localtime(mtime)), row
+    assert file_row(daemon, ok)["status"] == "up"
+    ok_lint, said = promtool_accepts(daemon.get("/metrics")[2])
+    assert ok_lint, said
+
+
+def test_a_record_dated_millennia_ahead_is_counted_ahead_and_the_page_says_so_readably(
+        tmp_path, start_daemon, write_config):
+    now = int(time.time())
+    path = write(str(tmp_path / "farm" / "render04" / "cpu.acct"), frame("render04", now) +
+                 "u %d 50\n" % 99_999_999_999)  # year 5138: a corrupt clock, not a typo the parser rejects
+    daemon = start_daemon("--config", rush_config(write_config, path))
+    samples = daemon.samples()
+    assert per_file(samples, "renderfarm_exporter_source_records_ahead_total", path) == 1
+    assert per_file(samples, "renderfarm_exporter_source_clock_ahead_seconds", path) > 99_000_000_000 - now
+    assert value(samples, "rush_utilization_ratio", host="render04") is None, "never taken as the latest"
+    (row,) = problems(daemon)
+    assert row[2] == "WARNING" and row[5].startswith("render04: records up to "), row
+    assert len(row[5]) < 400, row[5]
