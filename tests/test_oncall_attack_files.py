@@ -454,3 +454,43 @@ def test_a_record_dated_millennia_ahead_is_counted_ahead_and_the_page_says_so_re
     (row,) = problems(daemon)
     assert row[2] == "WARNING" and row[5].startswith("render04: records up to "), row
     assert len(row[5]) < 400, row[5]
+
+
+def test_a_file_cut_shorter_while_the_exporter_was_stopped_is_read_anew_never_negative_unread(
+        tmp_path, start_daemon, write_config):
+    now = int(time.time())
+    path = write(str(tmp_path / "farm" / "render01" / "cpu.acct"), "".join(frame("render01", now) for _ in range(100)))
+    state = tmp_path / "state"
+    state.mkdir()
+    config = rush_config(write_config, path)
+    first = start_daemon("--config", config, "--storage.path", str(state))
+    first.wait_for_value("rush_frames_total", 100, host="render01", status="done")
+    first.stop()
+    with open(path, "r+") as handle:  # an older copy restored over it: same first line, far shorter
+        handle.truncate(len(frame("render01", now)) * 3)
+    daemon = start_daemon("--config", config, "--storage.path", str(state))
+    samples = daemon.samples()
+    assert per_file(samples, "renderfarm_exporter_source_size_bytes", path) == os.path.getsize(path)
+    assert per_file(samples, "renderfarm_exporter_source_unread_bytes", path) == 0
+    # operations.md (checkpoints): what it contributed before is taken out, the totals those of a full re-read
+    # (while running, rush.md counts such a file again: 103; after a restart it is a counter reset, 100 -> 3)
+    assert value(samples, "rush_frames_total", host="render01", status="done") == 3
+    assert time.time() - per_file(samples, "renderfarm_exporter_source_last_check_timestamp_seconds", path) < 15
+
+
+@pytest.mark.parametrize("source", [
+    "import os, sys\nos.write(1, b'#' * 1048576)\nraise ImportError('licence server unreachable')\n",
+    "import os\nprint('loading ...', flush=True)\nos._exit(0)\n",
+], ids=["prints-1-MiB-then-raises", "exits-at-import"])
+def test_a_module_printing_a_megabyte_or_exiting_at_import_gives_a_bounded_cause(tmp_path, start_daemon, source):
+    rr = BrokenRR(str(tmp_path))
+    rr.set_module(source)
+    daemon = start_daemon("--config", rr.config(str(tmp_path)), ready=False)
+    samples = wait_not_loaded(daemon)
+    (reason,) = failure_reasons(samples)
+    assert len(reason) <= 2000 and "#" * 100 not in reason, reason[:500]
+    assert "licence server unreachable" in reason or "failed while importing the module" in reason, reason
+    assert value(samples, "renderfarm_exporter_royalrender_module_loaded") == 0
+    status, _, page = daemon.get("/")
+    assert status == 200 and len(page) < 100_000
+    assert summary(daemon)["Royal Render module"] == "NOT LOADED: " + reason
