@@ -494,3 +494,18 @@ def test_a_module_printing_a_megabyte_or_exiting_at_import_gives_a_bounded_cause
     status, _, page = daemon.get("/")
     assert status == 200 and len(page) < 100_000
     assert summary(daemon)["Royal Render module"] == "NOT LOADED: " + reason
+
+
+def test_a_clock_set_right_before_the_exporter_reads_its_records_shows_no_skew(tmp_path, start_daemon, write_config):
+    now = int(time.time())
+    path = write(str(tmp_path / "farm" / "render05" / "cpu.acct"), frame("render05", now - 60))
+    daemon = start_daemon("--config", rush_config(write_config, path))
+    # between two reads (or before a start without checkpoint) the host wrote ahead, then its clock was set
+    # right (NTP) and it wrote on time: its newest record is on time (rush.md: "Once the host's clock is set
+    # right, its next record (on time) brings the gauge back to 0 and the warning off the page")
+    with open(path, "a") as handle:
+        handle.write("u %d 90\n" % (now + 7200) + "u %d 40\n" % now)
+    samples = daemon.wait_for_value("renderfarm_exporter_source_records_ahead_total", 1, kind=RUSH, path=path)
+    assert value(samples, "rush_utilization_ratio", host="render05") == 0.4
+    assert per_file(samples, "renderfarm_exporter_source_clock_ahead_seconds", path) == 0, "RushClockAhead fires"
+    assert problems(daemon) == []
