@@ -509,3 +509,37 @@ def test_a_clock_set_right_before_the_exporter_reads_its_records_shows_no_skew(t
     assert value(samples, "rush_utilization_ratio", host="render05") == 0.4
     assert per_file(samples, "renderfarm_exporter_source_clock_ahead_seconds", path) == 0, "RushClockAhead fires"
     assert problems(daemon) == []
+
+
+def test_a_file_whose_error_changes_keeps_one_error_series_with_the_newest_cause(tmp_path, start_daemon, write_config):
+    now = int(time.time())
+    path = write(str(tmp_path / "farm" / "render01" / "cpu.acct"), frame("render01", now))
+    daemon = start_daemon("--config", rush_config(write_config, path))
+    os.unlink(path)
+    os.mkfifo(path)  # a FIFO where the log was (a broken copy job): refused, never waited on
+    wait_until(lambda: len(series(daemon.samples(), "renderfarm_exporter_source_error_info")) == 1, 15,
+               "the FIFO refused")
+    (fifo,) = series(daemon.samples(), "renderfarm_exporter_source_error_info")
+    os.unlink(path)
+    os.mkdir(path)  # then a folder of that name
+    wait_until(lambda: [info["error"] for info in series(daemon.samples(), "renderfarm_exporter_source_error_info")
+                        if info["path"] == path] not in ([], [fifo["error"]]), 15, "the folder's error")
+    samples = daemon.samples()
+    (info,) = series(samples, "renderfarm_exporter_source_error_info")
+    assert info["path"] == path and info["error"] != fifo["error"], (fifo, info)
+    assert per_file(samples, "renderfarm_exporter_source_up", path) == 0
+    assert value(samples, "renderfarm_exporter_source_read_failures_total", kind=RUSH, path=path, reason="io") == 2
+    assert problems(daemon)[0][5] == info["error"]
+
+
+def test_a_partial_last_line_a_host_left_behind_is_not_reported_as_the_exporter_behind(
+        tmp_path, start_daemon, write_config):
+    now = int(time.time())
+    # the host lost power mid-line: it stopped writing; the exporter read everything it can
+    path = write(str(tmp_path / "farm" / "render01" / "cpu.acct"), frame("render01", now) + "p %d tahoe.7 T an" % now)
+    daemon = start_daemon("--config", rush_config(write_config, path))
+    samples = daemon.samples()
+    assert value(samples, "rush_frames_total", host="render01", status="done") == 1
+    assert per_file(samples, "renderfarm_exporter_source_unread_bytes", path) == 0
+    assert per_file(samples, "renderfarm_exporter_source_size_bytes", path) == os.path.getsize(path)
+    assert file_row(daemon, path)["unread"] == "0 B"
