@@ -543,3 +543,22 @@ def test_a_partial_last_line_a_host_left_behind_is_not_reported_as_the_exporter_
     assert per_file(samples, "renderfarm_exporter_source_unread_bytes", path) == 0
     assert per_file(samples, "renderfarm_exporter_source_size_bytes", path) == os.path.getsize(path)
     assert file_row(daemon, path)["unread"] == "0 B"
+
+
+def test_records_ahead_in_a_cold_start_backlog_read_by_worker_processes(tmp_path, start_daemon, write_config):
+    now = int(time.time())
+    bulk = "".join(frame("render%02d" % (i % 7), now - 3600) for i in range(100_000))  # about 5.5 MiB each
+    still = write(str(tmp_path / "farm" / "render04" / "cpu.acct"), bulk + "u %d 50\n" % (now + 7200) * 3)
+    # render05's clock was set right after its records ahead: its last record is on time
+    fixed = write(str(tmp_path / "farm" / "render05" / "cpu.acct"), bulk + "u %d 50\n" % (now + 7200) * 3 +
+                  "u %d 40\n" % now)
+    assert os.path.getsize(still) + os.path.getsize(fixed) >= 8 << 20  # rush.md: 4 MiB of backlog uses the pool
+    config = rush_config(write_config, "%s/farm/*/cpu.acct" % tmp_path, extra="  read_processes: 2\n")
+    daemon = start_daemon("--config", config)
+    samples = daemon.samples()
+    assert "starting worker processes" in daemon.log()
+    for path in (still, fixed):
+        assert per_file(samples, "renderfarm_exporter_source_records_ahead_total", path) == 3, path
+    assert per_file(samples, "renderfarm_exporter_source_clock_ahead_seconds", still) > 7200 - 120
+    assert per_file(samples, "renderfarm_exporter_source_clock_ahead_seconds", fixed) == 0
+    assert [row[1] for row in problems(daemon)] == [still]
