@@ -77,9 +77,13 @@ def _bounded(cause: str) -> str:
     return "%s [... %d characters cut ...] %s" % (head, len(cause) - len(head) - len(tail), tail)
 
 
+_LONG_NUMBER = re.compile(r"\d{3,}")
+
+
 def _same_cause(cause: str, previous: str) -> bool:
-    """Texts that differ only in their numbers (a PID, an errno, a temporary name) say the same cause."""
-    return re.sub(r"\d+", "#", cause) == re.sub(r"\d+", "#", previous)
+    """Texts that differ only in numbers of three digits or more (a PID, a temporary file's name, an address) say
+    the same cause; a version (``Python 2.7.18`` then ``3.6.9``: the interpreter replaced in place) is news."""
+    return _LONG_NUMBER.sub("#", cause) == _LONG_NUMBER.sub("#", previous)
 
 
 class WorkerStartFailed(WorkerError):
