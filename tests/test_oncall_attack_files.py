@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import pytest
 from conftest import value, wait_until
@@ -581,3 +582,25 @@ def test_runs_as_a_uid_without_a_name_as_a_container_run_with_user_does(open_fol
     assert "54321" in runs_as, runs_as
     reason = problems(daemon)[0][5]
     assert reason.startswith("Permission denied") and "54321" in reason, reason
+
+
+def test_royal_render_removed_by_a_reload_while_not_loaded_leaves_no_cause_behind(tmp_path, start_daemon):
+    rr = BrokenRR(str(tmp_path))
+    rr.set_module("raise ImportError('libcrypto.so.1.1: cannot open shared object file')\n")
+    now = int(time.time())
+    rush = write(str(tmp_path / "farm" / "render01" / "cpu.acct"), frame("render01", now))
+    config = rr.config(str(tmp_path))
+    with open(config, "a") as handle:
+        handle.write("rush:\n  cpu_acct: ['%s']\n" % rush)
+    daemon = start_daemon("--config", config, "--web.enable-lifecycle", ready=False)
+    wait_not_loaded(daemon)
+    write(config, "rush:\n  cpu_acct: ['%s']\n" % rush)  # the administrator turns Royal Render off
+    request = urllib.request.Request(daemon.url + "/-/reload", method="POST")
+    with urllib.request.urlopen(request, timeout=40) as answer:
+        assert answer.status == 200
+    wait_until(lambda: failure_reasons(daemon.samples()) == [], 15, "the cause gone with its source")
+    samples = daemon.samples()
+    assert value(samples, "renderfarm_exporter_royalrender_module_loaded") in (None, 1)
+    assert series(samples, "renderfarm_exporter_source_error_info") == []
+    assert "NOT LOADED" not in summary(daemon).get("Royal Render module", "")
+    assert problems(daemon) == []
