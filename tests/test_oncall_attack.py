@@ -1,0 +1,249 @@
+"""Issue 25's checks attacked from the docs, by a stranger: cases the first tests did not think of.
+
+What ``--check-config``, start-up and reloads say about the systemd unit's sandbox (drop-ins that relax or cannot
+relax it, binds that show a folder again, a symlink into a hidden folder, systemd's spellings of booleans), about a
+share whose server stopped answering (the checks must not hang), and about paths with control characters (one
+notice, one line). Each runs the real command line or daemon over real files, mounts and FUSE shares.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+import pytest
+from conftest import REPO, wait_until
+from fusefs import _IN_HEADER, _NO_REPLY, INIT, READ, HangingFile
+
+NO_RR_ROOT = {k: v for k, v in os.environ.items() if k != "RR_ROOT"}
+HIDES = "hides from the service"
+LINE = "p %d tahoe.1 T anna 1 render01 100 10 0 0 0 1\n"
+
+
+def exporter(*args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "exporter", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=NO_RR_ROOT)
+
+
+def hidden_warnings(config, unit):
+    result = exporter("--check-config", "--systemd.unit", str(unit), "--config.file", config)
+    assert result.returncode == 0, result.stderr
+    return [line for line in result.stderr.splitlines() if HIDES in line]
+
+
+def unit_with_drop_in(tmp_path, unit_text, drop_in_text):
+    unit = tmp_path / "renderfarm-exporter.service"
+    unit.write_text(unit_text)
+    (tmp_path / "renderfarm-exporter.service.d").mkdir()
+    (tmp_path / "renderfarm-exporter.service.d" / "override.conf").write_text(drop_in_text)
+    return unit
+
+
+def shipped_unit():
+    with open(os.path.join(REPO, "systemd", "renderfarm-exporter.service")) as handle:
+        return handle.read()
+
+
+def test_private_tmp_no_in_a_drop_in_does_not_undo_dynamic_user(tmp_path, write_config):
+    """systemd.exec(5): with DynamicUser=yes, PrivateTmp= is implied "and cannot be turned off". The shipped unit has
+    DynamicUser=yes, so a drop-in's PrivateTmp=no still leaves the service its own /tmp: still a warning."""
+    unit = unit_with_drop_in(tmp_path, shipped_unit(), "[Service]\nPrivateTmp=no\n")
+    config = write_config("rush:\n  cpu_acct: ['/var/tmp/acct/*/cpu.acct']\n")
+    (warning,) = hidden_warnings(config, unit)
+    assert "/var/tmp/acct/*/cpu.acct lies under /var/tmp" in warning and "DynamicUser=yes" in warning, warning
+
+
+def test_protect_home_no_under_dynamic_user_shows_home(tmp_path, write_config):
+    """DynamicUser=yes implies ProtectHome=read-only: a drop-in's ProtectHome=no makes /home readable (no warning)."""
+    unit = unit_with_drop_in(tmp_path, shipped_unit(), "[Service]\nProtectHome=no\n")
+    assert hidden_warnings(write_config("rush:\n  cpu_acct: ['/home/render/*/cpu.acct']\n"), unit) == []
+
+
+def test_protect_home_tmpfs_with_a_bind_shows_the_bound_folder(tmp_path, write_config):
+    """systemd.exec(5): ProtectHome=tmpfs hides /home "while still allowing necessary directories to be made visible
+    when listed in BindPaths= or BindReadOnlyPaths=". The bound folder is visible: no warning for it (with --strict
+    such a warning would refuse to start a service that works); a folder beside it is still hidden."""
+    unit = unit_with_drop_in(tmp_path, "[Service]\nProtectHome=yes\n",
+                             "[Service]\nProtectHome=tmpfs\nBindReadOnlyPaths=-/home/render/acct /srv/x:/home/other\n")
+    config = write_config("rush:\n  cpu_acct: ['/home/render/acct/*/cpu.acct', '/home/render/other/*/cpu.acct', "
+                          "'/home/other/*/cpu.acct']\n")
+    warnings = hidden_warnings(config, unit)
+    assert len(warnings) == 1 and warnings[0].startswith("warning: rush.cpu_acct[1]: "), warnings
+
+
+def test_a_bind_under_protect_home_yes_does_not_show_the_folder(tmp_path, write_config):
+    """With ProtectHome=yes /home is inaccessible, and systemd drops mounts below an inaccessible one: still hidden."""
+    unit = unit_with_drop_in(tmp_path, "[Service]\nProtectHome=yes\n",
+                             "[Service]\nBindReadOnlyPaths=/home/render/acct\n")
+    assert len(hidden_warnings(write_config("rush:\n  cpu_acct: ['/home/render/acct/*/cpu.acct']\n"), unit)) == 1
+
+
+@pytest.mark.parametrize("spelling", ["y", "T", "On", "TRUE"])
+def test_every_spelling_of_yes_that_systemd_accepts_hides(tmp_path, write_config, spelling):
+    """systemd's parse_boolean takes 1, yes, y, true, t, on in any case."""
+    unit = tmp_path / "renderfarm-exporter.service"
+    unit.write_text("[Service]\nPrivateTmp=%s\n" % spelling)
+    assert len(hidden_warnings(write_config("rush:\n  cpu_acct: ['/var/tmp/acct/*/cpu.acct']\n"), unit)) == 1
+
+
+@pytest.mark.needs_root  # a folder under /home
+def test_a_symlink_from_a_visible_folder_into_home_is_hidden_too(tmp_path, write_config):
+    """/srv/rush -> /home/render/rush: in the service's namespace the link leads into an inaccessible /home, so
+    nothing is read, while a shell sees the files. The check follows the link and says so."""
+    home = tempfile.mkdtemp(prefix="attack25-", dir="/home")
+    try:
+        os.makedirs(os.path.join(home, "render01"))
+        with open(os.path.join(home, "render01", "cpu.acct"), "w") as handle:
+            handle.write(LINE % 948300000)
+        os.symlink(home, str(tmp_path / "rush"))
+        unit = tmp_path / "renderfarm-exporter.service"
+        unit.write_text("[Service]\nProtectHome=yes\n")
+        pattern = "%s/rush/*/cpu.acct" % tmp_path
+        (warning,) = hidden_warnings(write_config("rush:\n  cpu_acct: ['%s']\n" % pattern), unit)
+        assert warning.startswith("warning: rush.cpu_acct[0]: %s leads to %s/*/cpu.acct, which lies under /home, "
+                                  % (pattern, home)), warning
+    finally:
+        shutil.rmtree(home)
+
+
+def test_a_newline_in_a_pattern_cannot_forge_a_line_of_check_config(tmp_path, write_config):
+    """A pattern is text the administrator may have pasted: a newline in it must not print a second line that looks
+    like another message (``... is valid``), neither on stderr nor in a reload reply (one ``warning:`` line each)."""
+    config = write_config('rush:\n  cpu_acct: ["%s/missing\\nconfig.yml is valid\\u001b/*/cpu.acct"]\n' % tmp_path)
+    result = exporter("--check-config", "--config.file", config)
+    assert result.returncode == 0
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: rush.cpu_acct[0]: "), lines
+    assert "\\n" in lines[0] and "\x1b" not in lines[0], lines
+
+
+class HungShare(HangingFile):
+    """A FUSE share whose server stops answering every request (lookups, stats, listings, reads) while ``hang_all``
+    is set, as a hard-mounted NFS share does when its server goes away. ``release_all`` answers what waited."""
+
+    def __init__(self, mountpoint, name, content):
+        self.hang_all = threading.Event()
+        self._all_held = []
+        super().__init__(mountpoint, name, content)
+
+    def _serve(self):
+        while True:
+            try:
+                request = os.read(self._fd, 1 << 20)
+            except OSError as exc:
+                if exc.errno in (4, 11, 2):  # EINTR, EAGAIN, ENOENT
+                    continue
+                return
+            _, opcode, unique, *_ = _IN_HEADER.unpack_from(request)
+            if opcode in _NO_REPLY:
+                continue
+            with self._lock:
+                if opcode != INIT and self.hang_all.is_set():
+                    self._all_held.append(request)
+                    continue
+            self._answer_now(request)
+
+    def _answer_now(self, request):
+        _, opcode, unique, *_ = _IN_HEADER.unpack_from(request)
+        if opcode == READ:
+            self._answer_read(request)
+        else:
+            self._reply(unique, *self._answer(opcode, request))
+
+    def release_all(self):
+        with self._lock:
+            self.hang_all.clear()
+            held, self._all_held = self._all_held, []
+        for request in held:
+            self._answer_now(request)
+
+
+@pytest.fixture
+def hung_share(tmp_path):
+    mountpoint = tmp_path / "share"
+    mountpoint.mkdir()
+    share = HungShare(str(mountpoint), "cpu.acct", (LINE % 948300000).encode())
+    share.hang_all.set()
+    yield share
+    share.release_all()  # a process stuck on it can only end once it answers
+    share.close()
+
+
+def finished_within(process, seconds):
+    deadline = time.monotonic() + seconds
+    while process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return process.poll() is not None
+
+
+@pytest.mark.needs_root  # a FUSE mount
+def test_check_config_over_a_share_that_stopped_answering_ends_and_says_so(hung_share, write_config):
+    """The checks stat and list the configured folders. Over a hard-mounted share whose server went away, that
+    never returns: --check-config (and the unit's ExecReload=, and start-up) must end anyway, saying which check
+    could not finish, instead of hanging until systemd kills it."""
+    config = write_config("rush:\n  cpu_acct: ['%s/*.acct']\n" % hung_share.mountpoint)
+    checking = subprocess.Popen([sys.executable, "-m", "exporter", "--check-config", "--config.file", config],
+                                cwd=REPO, env=NO_RR_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ended = finished_within(checking, 40)
+    hung_share.release_all()
+    out, err = checking.communicate(timeout=30)
+    assert ended, "--check-config still ran after 40 s on a share that does not answer"
+    assert checking.returncode == 0 and out == "%s is valid\n" % config
+    assert err.startswith("warning: rush: the checks did not finish within "), err
+    assert "a configured folder does not answer (a hung share?)" in err, err
+
+
+@pytest.mark.needs_root  # a FUSE mount
+def test_a_daemon_started_over_a_share_that_stopped_answering_serves(hung_share, start_daemon, write_config,
+                                                                     tmp_path):
+    """Start-up runs the same checks before it serves: over a hung share it must still serve (the files of other
+    folders are read), or systemd's start timeout kills it and restarts it for ever."""
+    other = tmp_path / "local" / "render02" / "cpu.acct"
+    other.parent.mkdir(parents=True)
+    other.write_text((LINE % 948300000).replace("render01", "render02"))
+    config = write_config("rush:\n  cpu_acct: ['%s/*.acct', '%s/local/*/cpu.acct']\n"
+                          % (hung_share.mountpoint, tmp_path))
+    daemon = start_daemon("--config", config, "--storage.path", "", ready=False)
+
+    def healthy():
+        try:
+            return daemon.get("/-/healthy")[0] == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(healthy, 40, "the daemon to serve /-/healthy over a hung share")
+        assert "the checks did not finish within" in daemon.log()
+    finally:
+        hung_share.release_all()
+
+
+@pytest.mark.needs_root  # a FUSE mount
+def test_a_reload_over_a_share_that_stopped_answering_ends_with_a_warning(hung_share, start_daemon, write_config,
+                                                                          tmp_path):
+    """A reload runs the checks too: it must finish (200 with the warning), not be abandoned as stuck at 30 s; and
+    a second reload while the share still hangs does not start another check of it."""
+    local = tmp_path / "local" / "render02" / "cpu.acct"
+    local.parent.mkdir(parents=True)
+    local.write_text(LINE % 948300000)
+    config = write_config("rush:\n  cpu_acct: ['%s/local/*/cpu.acct']\n" % tmp_path)
+    hung_share.release_all()
+    daemon = start_daemon("--config", config, "--storage.path", "", "--web.enable-lifecycle")
+    hung_share.hang_all.set()
+    with open(config, "w") as handle:
+        handle.write("rush:\n  cpu_acct: ['%s/local/*/cpu.acct', '%s/*.acct']\n" % (tmp_path, hung_share.mountpoint))
+    try:
+        for attempt in range(2):
+            request = urllib.request.Request(daemon.url + "/-/reload", method="POST")
+            started = time.monotonic()
+            with urllib.request.urlopen(request, timeout=35) as response:
+                body = response.read().decode()
+            assert response.status == 200 and body.startswith("Reloaded\n"), body
+            assert "warning: rush: the checks did not finish within " in body, body
+            assert time.monotonic() - started < 25, attempt
+    finally:
+        hung_share.release_all()
