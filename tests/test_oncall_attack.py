@@ -66,13 +66,15 @@ def test_protect_home_no_under_dynamic_user_shows_home(tmp_path, write_config):
 def test_protect_home_tmpfs_with_a_bind_shows_the_bound_folder(tmp_path, write_config):
     """systemd.exec(5): ProtectHome=tmpfs hides /home "while still allowing necessary directories to be made visible
     when listed in BindPaths= or BindReadOnlyPaths=". The bound folder is visible: no warning for it (with --strict
-    such a warning would refuse to start a service that works); a folder beside it is still hidden."""
+    such a warning would refuse to start a service that works); a folder beside it is still hidden, and so is the
+    destination of an optional bind (``-``) whose source is missing."""
     unit = unit_with_drop_in(tmp_path, "[Service]\nProtectHome=yes\n",
-                             "[Service]\nProtectHome=tmpfs\nBindReadOnlyPaths=-/home/render/acct /srv/x:/home/other\n")
+                             "[Service]\nProtectHome=tmpfs\nBindReadOnlyPaths=/home/render/acct /srv/x:/home/other\n"
+                             "BindPaths=-/nonexistent-attack25:/home/render/gone\n")
     config = write_config("rush:\n  cpu_acct: ['/home/render/acct/*/cpu.acct', '/home/render/other/*/cpu.acct', "
-                          "'/home/other/*/cpu.acct']\n")
+                          "'/home/other/*/cpu.acct', '/home/render/gone/*/cpu.acct']\n")
     warnings = hidden_warnings(config, unit)
-    assert len(warnings) == 1 and warnings[0].startswith("warning: rush.cpu_acct[1]: "), warnings
+    assert [w.split(": ")[1] for w in warnings] == ["rush.cpu_acct[1]", "rush.cpu_acct[3]"], warnings
 
 
 def test_a_bind_under_protect_home_yes_does_not_show_the_folder(tmp_path, write_config):
@@ -104,7 +106,7 @@ def test_a_symlink_from_a_visible_folder_into_home_is_hidden_too(tmp_path, write
         unit.write_text("[Service]\nProtectHome=yes\n")
         pattern = "%s/rush/*/cpu.acct" % tmp_path
         (warning,) = hidden_warnings(write_config("rush:\n  cpu_acct: ['%s']\n" % pattern), unit)
-        assert warning.startswith("warning: rush.cpu_acct[0]: %s leads to %s/*/cpu.acct, which lies under /home, "
+        assert warning.startswith("warning: rush.cpu_acct[0]: %s leads to %s/*/cpu.acct, under /home, which the unit "
                                   % (pattern, home)), warning
     finally:
         shutil.rmtree(home)
