@@ -205,10 +205,10 @@ def test_check_config_over_a_share_that_stopped_answering_ends_and_says_so(hung_
 
 
 @pytest.mark.xfail(strict=True, reason="for the integrator: the checks now end (config.CHECK_TIMEOUT), but serve() "
-                   "then blocks in build_readers -> containment.Containment.resolve (os.path.realpath of the configured "
-                   "folder on the hung share) before it listens: the exporter never serves, and under systemd its "
-                   "start times out and restarts for ever. Resolving the roots within a deadline (or lazily, on the "
-                   "mount's thread) is in containment.py/the readers, not in this helper's files")
+                   "then blocks in build_readers -> containment.Containment.resolve (os.path.realpath of the "
+                   "configured folder on the hung share) before it listens: the exporter never serves, and under "
+                   "systemd its start times out and restarts for ever. Resolving the roots within a deadline (or "
+                   "lazily, on the mount's thread) is in containment.py/the readers, not in this helper's files")
 @pytest.mark.needs_root  # a FUSE mount
 def test_a_daemon_started_over_a_share_that_stopped_answering_serves(hung_share, start_daemon, write_config,
                                                                      tmp_path):
