@@ -6,18 +6,23 @@ share whose server stopped answering (the checks must not hang), and about paths
 notice, one line). Each runs the real command line or daemon over real files, mounts and FUSE shares.
 """
 
+import errno
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 
 import pytest
-from conftest import REPO, wait_until
+from conftest import REPO, free_port, wait_until
 from fusefs import _IN_HEADER, _NO_REPLY, INIT, READ, HangingFile
+from test_ecosystem import tool
 
 NO_RR_ROOT = {k: v for k, v in os.environ.items() if k != "RR_ROOT"}
 HIDES = "hides from the service"
@@ -263,3 +268,125 @@ def test_a_reload_over_a_share_that_stopped_answering_ends_with_a_warning(hung_s
             assert time.monotonic() - started < 25, attempt
     finally:
         hung_share.release_all()
+
+
+RULES = os.path.join(REPO, "config", "prometheus", "renderfarm-exporter.rules.yml")
+
+
+def query(url, expr):
+    with urllib.request.urlopen(url + "/api/v1/query?" + urllib.parse.urlencode({"query": expr}), timeout=5) as r:
+        answer = json.load(r)
+    assert answer["status"] == "success", answer
+    return answer["data"]["result"]
+
+
+def firing(url):
+    """{alertname: [labels of each firing instance]} of the Prometheus at ``url``, {} while it does not answer."""
+    try:
+        alerts = query(url, 'ALERTS{alertstate="firing"}')
+    except OSError:
+        return {}
+    found = {}
+    for alert in alerts:
+        found.setdefault(alert["metric"]["alertname"], []).append(alert["metric"])
+    return found
+
+
+@pytest.mark.needs_root  # a full tmpfs under --storage.path
+def test_the_new_alerts_fire_on_the_daemons_own_metrics_in_a_real_prometheus(tmp_path, start_daemon, write_config):
+    """promtool's unit tests feed the rules series written by hand. Here a real Prometheus scrapes the real daemon
+    (the rules with ``for: 0s``, so nothing waits 15 minutes) while its checkpoints fail on a full disk, a pattern
+    matches nothing in a folder that does not exist, and its web config change is refused: each alert fires, with
+    the labels its summary names; fixing the folder and the web config resolves theirs."""
+    state = tmp_path / "state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(state)], check=True)
+    try:
+        fill(str(state))
+        acct = tmp_path / "logs" / "render01" / "cpu.acct"
+        acct.parent.mkdir(parents=True)
+        acct.write_text(LINE % 948300000)
+        missing = tmp_path / "missing"
+        config = write_config("rush:\n  cpu_acct: ['%s/logs/*/cpu.acct', '%s/*/cpu.acct']\n" % (tmp_path, missing))
+        web = tmp_path / "web.yml"
+        web.write_text("http_server_config:\n  headers:\n    X-Frame-Options: deny\n")
+        daemon = start_daemon("--config", config, "--storage.path", str(state), "--web.config.file", str(web))
+        rules = tmp_path / "rules.yml"
+        with open(RULES) as handle:
+            rules.write_text(re.sub(r"(?m)^(\s+)for: \S+$", r"\1for: 0s", handle.read()))
+        url = run_prometheus(tmp_path, rules, daemon.port)
+        web.write_text("http_server_config:\n  headers: [\n")
+        stop = threading.Event()
+        appender = threading.Thread(target=append_every_second, args=(acct, stop), daemon=True)
+        appender.start()
+        try:
+            expected = {"RenderfarmExporterCheckpointWritesFailing", "RenderfarmExporterFolderNotWatched",
+                        "RenderfarmStatsPatternMatchesNothing", "RenderfarmExporterWebConfigRefused"}
+            wait_until(lambda: expected <= set(firing(url)), 60, "the four alerts to fire")
+            alerts = firing(url)
+            assert [a["directory"] for a in alerts["RenderfarmExporterFolderNotWatched"]] == [str(missing)]
+            assert [a["pattern"] for a in alerts["RenderfarmStatsPatternMatchesNothing"]] == ["%s/*/cpu.acct" % missing]
+            web.write_text("http_server_config:\n  headers:\n    X-Frame-Options: sameorigin\n")
+            (missing / "render02").mkdir(parents=True)
+            (missing / "render02" / "cpu.acct").write_text(LINE % 948300000)
+            wait_until(lambda: not {"RenderfarmExporterWebConfigRefused", "RenderfarmExporterFolderNotWatched",
+                                    "RenderfarmStatsPatternMatchesNothing"} & set(firing(url)), 120,
+                       "the fixed folder's, pattern's and web config's alerts to resolve")
+        finally:
+            stop.set()
+    finally:
+        subprocess.run(["umount", "-l", str(state)], check=False)
+
+
+def fill(folder):
+    """Fills the file system of ``folder`` until it refuses a write (as root: nothing is reserved on tmpfs)."""
+    with open(os.path.join(folder, "filler"), "wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+
+
+def append_every_second(path, stop):
+    """A render host writing a line a second (each change asks for a checkpoint)."""
+    second = 948300001
+    while not stop.wait(1.0):
+        with open(path, "a") as handle:
+            handle.write(LINE % second)
+        second += 1
+
+
+def run_prometheus(tmp_path, rules, port):
+    """A real Prometheus scraping 127.0.0.1:``port`` every second with ``rules``; stopped at the test's end."""
+    listen = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: ['%s']\n"
+                      "scrape_configs:\n  - job_name: renderfarm\n    static_configs:\n"
+                      "      - targets: ['127.0.0.1:%d']\n" % (rules, port))
+    prometheus = subprocess.Popen([tool("prometheus"), "--config.file", str(config), "--storage.tsdb.path",
+                                   str(tmp_path / "data"), "--web.listen-address", "127.0.0.1:%d" % listen,
+                                   "--log.level", "warn"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    PROMETHEUSES.append(prometheus)
+    url = "http://127.0.0.1:%d" % listen
+    wait_until(lambda: bool(firing(url)) or _answers(url), 30, "Prometheus to answer")
+    return url
+
+
+def _answers(url):
+    try:
+        return bool(query(url, 'up{job="renderfarm"} == 1'))
+    except OSError:
+        return False
+
+
+PROMETHEUSES = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_prometheuses():
+    yield
+    while PROMETHEUSES:
+        prometheus = PROMETHEUSES.pop()
+        prometheus.terminate()
+        prometheus.wait(timeout=10)
