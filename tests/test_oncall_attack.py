@@ -20,9 +20,10 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from conftest import REPO, free_port, wait_until
+from conftest import REPO, free_port, value, wait_until
 from fusefs import _IN_HEADER, _NO_REPLY, INIT, READ, HangingFile
 from test_ecosystem import tool
+from test_oncall_degradations import log_lines, page, summary
 
 NO_RR_ROOT = {k: v for k, v in os.environ.items() if k != "RR_ROOT"}
 HIDES = "hides from the service"
@@ -390,3 +391,57 @@ def _stop_prometheuses():
         prometheus = PROMETHEUSES.pop()
         prometheus.terminate()
         prometheus.wait(timeout=10)
+
+
+@pytest.mark.needs_root  # a tmpfs under --storage.path, remounted read-only, unmounted and removed
+def test_a_storage_path_that_fails_recovers_and_fails_again_is_warned_each_time(tmp_path, start_daemon,
+                                                                                write_config):
+    """The runbook's cases one after another: a full disk, space back, full again, a read-only mount, and the folder
+    deleted (``rm -rf`` of a state directory: made again by the next write). Each new failure is warned at once
+    with its own reason on the page (the once-a-minute limit is per episode), each recovery is logged, the counter
+    counts every failed attempt, and nothing read is counted twice."""
+    state = tmp_path / "state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(state)], check=True)
+    stop = threading.Event()
+    try:
+        acct = tmp_path / "logs" / "render01" / "cpu.acct"
+        acct.parent.mkdir(parents=True)
+        acct.write_text(LINE % 948300000)
+        config = write_config("rush:\n  cpu_acct: ['%s/logs/*/cpu.acct']\n" % tmp_path)
+        daemon = start_daemon("--config", config, "--storage.path", str(state))
+        threading.Thread(target=append_every_second, args=(acct, stop), daemon=True).start()
+        checkpoint = state / "rush.rush_cpu_acct.checkpoint"
+
+        def failures():
+            return value(daemon.samples(), "renderfarm_exporter_checkpoint_write_failures_total") or 0
+
+        def episode(number, break_it, reason, mend_it):
+            before = failures()
+            break_it()
+            wait_until(lambda: failures() >= before + 2, 30, "two failed writes (%s)" % reason)
+            assert len(log_lines(daemon, "cannot write the checkpoint; a restart will read more")) == number
+            assert summary(page(daemon))["Checkpoints"] == (
+                "FAILING in %s: %s: %s; a restart will read more" % (state, checkpoint, reason))
+            mend_it()
+            wait_until(lambda: len(log_lines(daemon, "checkpoint written again")) == number, 30,
+                       "the checkpoint written again (%s)" % reason)
+            wait_until(lambda: summary(page(daemon))["Checkpoints"].startswith("in %s: " % state), 10, "the summary")
+
+        wait_until(lambda: checkpoint.exists(), 20, "a first checkpoint")
+        episode(1, lambda: fill(str(state)), "No space left on device", lambda: os.unlink(state / "filler"))
+        episode(2, lambda: fill(str(state)), "No space left on device", lambda: os.unlink(state / "filler"))
+        episode(3, lambda: subprocess.run(["mount", "-o", "remount,ro", str(state)], check=True),
+                "Read-only file system",
+                lambda: subprocess.run(["mount", "-o", "remount,rw", str(state)], check=True))
+        subprocess.run(["umount", str(state)], check=True)
+        failed = failures()
+        state.rmdir()  # deleted: the next write makes it again (mode 0700), nothing fails
+        wait_until(lambda: checkpoint.exists(), 20, "the checkpoint written in a folder made again")
+        assert failures() == failed and oct(state.stat().st_mode & 0o777) == "0o700"
+        stop.set()
+        daemon.wait_for_value("rush_frames_total", len(acct.read_text().splitlines()), timeout=10,
+                              host="render01", status="done")
+    finally:
+        stop.set()
+        subprocess.run(["umount", "-l", str(state)], check=False, stderr=subprocess.DEVNULL)
