@@ -469,3 +469,23 @@ def test_a_pattern_that_starts_matching_leaves_no_stale_warning_on_the_page(tmp_
     html = page(daemon)
     assert "matches no file now" not in summary(html)["Configuration warnings"], summary(html)
     assert "All files are read." in html
+
+
+def test_an_interpreter_named_on_path_is_judged_where_path_finds_it(tmp_path, write_config):
+    """``royalrender.python: python3.11`` found on a root shell's PATH in pyenv's shims (under /root) or a folder in
+    /tmp: --check-config runs it happily, but the service cannot reach it. The check says where PATH found it."""
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    (shims / "python3-attack25").symlink_to(sys.executable)
+    unit = tmp_path / "renderfarm-exporter.service"
+    unit.write_text("[Service]\nPrivateTmp=yes\n")
+    config = write_config("royalrender:\n  module: simulated\n  python: python3-attack25\n"
+                          "  server_stats:\n    path: /srv/attack25/ss.db\n")
+    result = subprocess.run([sys.executable, "-m", "exporter", "--check-config", "--systemd.unit", str(unit),
+                             "--config.file", config], cwd=REPO, capture_output=True, text=True, timeout=60,
+                            env=dict(NO_RR_ROOT, PATH="%s:%s" % (shims, os.environ["PATH"])))
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if HIDES in line] == [
+        "warning: royalrender.python: %s/python3-attack25 lies under /tmp, which the unit renderfarm-exporter.service "
+        "hides from the service (PrivateTmp=yes): the service sees an empty folder there; move it, or relax the "
+        "setting with systemctl edit (docs/installation.md#the-sandbox-what-the-service-cannot-see)" % shims]
