@@ -204,7 +204,7 @@ class _BoundedCheck:
         if done:
             return self._outcome
         since = self._started if self._since is None else self._since
-        return [("", "the checks did not finish within %.0f s: a configured folder does not answer (a hung share?); "
+        return [("", "the checks did not finish within %g s: a configured folder does not answer (a hung share?); "
                      "not run again until they return (started %.0f s ago)" % (timeout, time.monotonic() - since),
                  False)]
 

@@ -25,6 +25,8 @@ from fusefs import _IN_HEADER, _NO_REPLY, INIT, READ, HangingFile
 from test_ecosystem import tool
 from test_oncall_degradations import log_lines, page, summary
 
+from exporter.config import load, notices
+
 NO_RR_ROOT = {k: v for k, v in os.environ.items() if k != "RR_ROOT"}
 HIDES = "hides from the service"
 LINE = "p %d tahoe.1 T anna 1 render01 100 10 0 0 0 1\n"
@@ -537,3 +539,23 @@ def test_the_page_shows_control_characters_of_file_names_escaped(tmp_path, start
     status, _, html = daemon.get("/")
     assert status == 200 and b"msg=forged" in html
     assert b"\x1b" not in html and b"render\nts=" not in html
+
+
+@pytest.mark.needs_root  # a FUSE mount
+def test_checks_stuck_on_a_hung_share_are_not_started_again_until_they_return(hung_share, write_config):
+    """Every reload runs the checks: over a share that stays hung they must cost one thread, not one per reload;
+    once the share answers, the next check runs afresh."""
+    config = load(write_config("rush:\n  cpu_acct: ['%s/*.acct']\n" % hung_share.mountpoint))
+
+    def checking_threads():
+        return [thread for thread in threading.enumerate() if thread.name == "config-check"]
+
+    (first,) = notices(config, timeout=0.5)
+    assert re.search(r"the checks did not finish within 0.5 s: .*\(started [01] s ago\)$", first.text), first
+    started = time.monotonic()
+    (second,) = notices(config, timeout=5)
+    assert time.monotonic() - started < 1, "a second check waited for the stuck one"
+    assert "a configured folder does not answer (a hung share?)" in second.text and len(checking_threads()) == 1
+    hung_share.release_all()
+    wait_until(lambda: not checking_threads(), 10, "the stuck check to return")
+    assert not [n for n in notices(config) if "did not finish" in n.text]
