@@ -559,3 +559,20 @@ def test_checks_stuck_on_a_hung_share_are_not_started_again_until_they_return(hu
     hung_share.release_all()
     wait_until(lambda: not checking_threads(), 10, "the stuck check to return")
     assert not [n for n in notices(config) if "did not finish" in n.text]
+
+
+def test_a_tilde_or_a_variable_in_a_path_is_said_not_to_be_expanded(tmp_path, write_config):
+    """``~/acct`` and ``$RUSH_LOGS/...`` as a shell would expand them: the exporter does not (a relative path is
+    under the config file's folder), so it reads nothing; the check says why instead of only 'does not exist'."""
+    config = write_config("rush:\n  cpu_acct: ['~/acct/*/cpu.acct', '$RUSH_LOGS/*/cpu.acct', '%s/ok$/*/cpu.acct']\n"
+                          "royalrender:\n  root: '${RR_ROOT}'\n  module: simulated\n" % tmp_path)
+    result = exporter("--check-config", "--config.file", config)
+    assert result.returncode == 0
+    said = [line for line in result.stderr.splitlines() if "is not expanded" in line]
+    assert said == [
+        "warning: royalrender.root: ${RR_ROOT} is not expanded: the path is %s/${RR_ROOT} (relative paths are under "
+        "the configuration file's folder); write the path itself" % tmp_path,
+        "warning: rush.cpu_acct[0]: ~ is not expanded: the path is %s/~/acct/*/cpu.acct (relative paths are under "
+        "the configuration file's folder); write the path itself" % tmp_path,
+        "warning: rush.cpu_acct[1]: $RUSH_LOGS is not expanded: the path is %s/$RUSH_LOGS/*/cpu.acct (relative "
+        "paths are under the configuration file's folder); write the path itself" % tmp_path], result.stderr
