@@ -210,20 +210,33 @@ class _BoundedCheck:
 
 
 def _path_problems(configured: Sequence[ConfiguredPath], sandbox: Sandbox) -> List[Tuple[str, str]]:
-    """(key, problem) of the paths a source names. A hidden path is said once: not again for the paths below it
-    (Royal Render's kinds under a hidden root)."""
+    """(key, problem) of the paths a source names. A path with a problem of its own (hidden, or with a ``~`` or
+    ``$NAME`` taken literally) is said once: not again for the paths below it (Royal Render's kinds under its
+    root)."""
     problems: List[Tuple[str, str]] = []
-    hidden: List[str] = []
+    said: List[str] = []
     for path in configured:
-        if any(path.path.startswith(folder.rstrip("/") + "/") for folder in hidden):
+        if any(path.path.startswith(folder.rstrip("/") + "/") for folder in said):
             continue
+        own = [(path.key, "%s is not expanded: the path is %s (relative paths are under the configuration file's "
+                          "folder); write the path itself" % (token, path.path)) for token in _unexpanded(path.path)]
         why = sandbox.hides(path.path)
-        if why is not None:
-            hidden.append(path.path)
-            problems.append((path.key, why))
+        own += [(path.key, why)] if why is not None else []
+        if own:
+            said.append(path.path)
+            problems += own
         elif path.pattern and _matches_nothing_now(path.path):
             problems.append((path.key, _matches_nothing(path.path)))
     return problems
+
+
+#: What a shell would expand in a path and the exporter takes literally: ``~`` or ``~user`` starting a folder's name,
+#: ``$NAME`` and ``${NAME}``.
+_SHELL_WORDS = re.compile(r"(?:^|(?<=/))~[^/]*|\$\{?[A-Za-z_][A-Za-z0-9_]*\}?")
+
+
+def _unexpanded(path: str) -> List[str]:
+    return _SHELL_WORDS.findall(path)
 
 
 def _matches_nothing_now(pattern: str) -> bool:
