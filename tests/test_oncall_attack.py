@@ -25,6 +25,7 @@ from fusefs import _IN_HEADER, _NO_REPLY, INIT, READ, HangingFile
 from test_ecosystem import tool
 from test_oncall_degradations import log_lines, page, summary
 
+from exporter import sandbox
 from exporter.config import load, notices
 
 NO_RR_ROOT = {k: v for k, v in os.environ.items() if k != "RR_ROOT"}
@@ -576,3 +577,31 @@ def test_a_tilde_or_a_variable_in_a_path_is_said_not_to_be_expanded(tmp_path, wr
         "the configuration file's folder); write the path itself" % tmp_path,
         "warning: rush.cpu_acct[1]: $RUSH_LOGS is not expanded: the path is %s/$RUSH_LOGS/*/cpu.acct (relative "
         "paths are under the configuration file's folder); write the path itself" % tmp_path], result.stderr
+
+
+def test_drop_ins_are_read_from_every_folder_systemd_reads_them_from(tmp_path):
+    """``systemctl edit --runtime`` writes /run/systemd/system/NAME.service.d/override.conf; a package's drop-ins are
+    in /usr/lib/systemd/system/NAME.service.d/; ``service.d/`` and ``renderfarm-.service.d/`` apply to every
+    service (of that prefix). systemd reads them all, in file-name order, a file in /etc masking one of the same name
+    in /run or /usr/lib (systemd.unit(5)). Folders stand in for those under ``tmp_path``."""
+    etc, run, lib = (tmp_path / name for name in ("etc", "run", "lib"))
+    for folder in (etc, run, lib):
+        folder.mkdir()
+    (etc / "renderfarm-exporter.service").write_text("[Service]\nProtectHome=yes\nPrivateTmp=yes\n")
+
+    def drop_in(root, folder, name, text):
+        (root / folder).mkdir(exist_ok=True)
+        (root / folder / name).write_text(text)
+
+    roots = tuple(str(folder) for folder in (etc, run, lib))
+    unit = str(etc / "renderfarm-exporter.service")
+    assert dict(sandbox.read(unit, roots).hidden)["/home"] == "ProtectHome=yes"
+    drop_in(run, "renderfarm-exporter.service.d", "override.conf", "[Service]\nProtectHome=read-only\n")
+    assert "/home" not in dict(sandbox.read(unit, roots).hidden)
+    drop_in(etc, "renderfarm-exporter.service.d", "override.conf", "[Service]\nProtectHome=tmpfs\n")  # masks /run's
+    assert dict(sandbox.read(unit, roots).hidden)["/home"] == "ProtectHome=tmpfs"
+    drop_in(lib, "service.d", "50-site.conf", "[Service]\nPrivateTmp=no\n")
+    drop_in(lib, "renderfarm-.service.d", "60-site.conf", "[Service]\nProtectHome=no\n")
+    hidden = dict(sandbox.read(unit, roots).hidden)
+    assert "/tmp" not in hidden and hidden["/home"] == "ProtectHome=tmpfs"  # override.conf sorts after 60-site.conf
+    assert sandbox.read(str(tmp_path / "elsewhere.service"), roots) is sandbox.NONE
