@@ -4,7 +4,8 @@ The unit's ``PrivateTmp=yes`` gives the service its own empty ``/tmp`` and
 ``/var/tmp``; ``ProtectHome=yes`` (or ``tmpfs``) makes ``/home``, ``/root``
 and ``/run/user`` empty. A path there exists in an administrator's shell and
 not for the service, whose page then blames an unmounted share. The settings
-are read from the unit file and its drop-ins (``NAME.service.d/*.conf``, in
+are read from the unit file and its drop-ins (``NAME.service.d/*.conf``,
+``service.d/`` and the name's prefixes, in every folder systemd reads them from, in
 name order, the last assignment winning, as systemd does), so a drop-in that
 relaxes them (``ProtectHome=read-only``) silences the warning, as systemd.exec(5)
 says: ``DynamicUser=yes`` implies ``PrivateTmp=yes`` and it cannot be turned
@@ -24,6 +25,10 @@ from typing import Dict, List, Optional, Tuple
 
 #: Where ``scripts/install`` puts the unit; ``--systemd.unit`` names another.
 UNIT_FILE = "/etc/systemd/system/renderfarm-exporter.service"
+#: The folders systemd reads system units' drop-ins from, most important first (systemd.unit(5)): a drop-in in one
+#: masks a drop-in of the same file name in a later one (``systemctl edit --runtime`` writes to /run).
+UNIT_FOLDERS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system",
+                "/usr/lib/systemd/system", "/lib/systemd/system")
 #: The settings that hide folders, the values that hide them, and the folders.
 _YES = ("1", "yes", "y", "true", "t", "on")  # systemd's parse_boolean, in any case
 _HIDING = {
@@ -109,11 +114,27 @@ def _destinations(binds: List[str]) -> Tuple[str, ...]:
     return tuple(shown)
 
 
-def read(unit: str = UNIT_FILE) -> Sandbox:
-    """The sandbox of the unit at ``unit`` with its drop-ins; ``NONE`` when there is no such unit ("" or missing)."""
+def _drop_ins(unit: str, folders: Tuple[str, ...]) -> List[str]:
+    """The unit's drop-ins in the order systemd applies them: ``*.conf`` in ``service.d/``, ``PREFIX-.service.d/``
+    (for each dash of the name) and ``NAME.service.d/`` of every folder in ``folders`` (only the unit's own folder
+    when it is not one of them), sorted by file name, the first folder's file winning for a name."""
+    folder, name = os.path.split(os.path.abspath(unit))
+    stem, _, kind = name.rpartition(".")
+    subfolders = [kind + ".d"] + [stem[:i + 1] + "." + kind + ".d" for i, c in enumerate(stem) if c == "-"]
+    found: Dict[str, str] = {}
+    for root in folders if folder in folders else (folder,):
+        for subfolder in subfolders + [name + ".d"]:
+            for path in glob.glob(os.path.join(glob.escape(root), glob.escape(subfolder), "*.conf")):
+                found.setdefault(os.path.basename(path), path)
+    return [found[key] for key in sorted(found)]
+
+
+def read(unit: str = UNIT_FILE, folders: Tuple[str, ...] = UNIT_FOLDERS) -> Sandbox:
+    """The sandbox of the unit at ``unit`` with its drop-ins (from ``folders`` when the unit is in one of them);
+    ``NONE`` when there is no such unit ("" or missing)."""
     if not unit or not os.path.isfile(unit):
         return NONE
-    settings, binds = _settings([unit] + sorted(glob.glob(glob.escape(unit) + ".d/*.conf"), key=os.path.basename))
+    settings, binds = _settings([unit] + _drop_ins(unit, folders))
     if settings.get("PrivateTmp") not in _HIDING["PrivateTmp"][0] and settings.get(_DYNAMIC_USER) in _YES:
         settings["PrivateTmp"] = "yes, implied by DynamicUser=yes"
     hidden = tuple((folder, "%s=%s" % (key, settings[key])) for key, (hiding, folders) in _HIDING.items()
