@@ -7,10 +7,12 @@ notice, one line). Each runs the real command line or daemon over real files, mo
 """
 
 import errno
+import html
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -537,9 +539,9 @@ def test_file_names_with_newlines_escapes_and_bytes_that_are_not_utf8_keep_one_l
                    "escapes them (logs._UNSAFE); the page could show them as the log does")
 def test_the_page_shows_control_characters_of_file_names_escaped(tmp_path, start_daemon, write_config):
     daemon = daemon_over_hostile_names(tmp_path, start_daemon, write_config)
-    status, _, html = daemon.get("/")
-    assert status == 200 and b"msg=forged" in html
-    assert b"\x1b" not in html and b"render\nts=" not in html
+    status, _, body = daemon.get("/")
+    assert status == 200 and b"msg=forged" in body
+    assert b"\x1b" not in body and b"render\nts=" not in body
 
 
 @pytest.mark.needs_root  # a FUSE mount
@@ -605,3 +607,32 @@ def test_drop_ins_are_read_from_every_folder_systemd_reads_them_from(tmp_path):
     hidden = dict(sandbox.read(unit, roots).hidden)
     assert "/tmp" not in hidden and hidden["/home"] == "ProtectHome=tmpfs"  # override.conf sorts after 60-site.conf
     assert sandbox.read(str(tmp_path / "elsewhere.service"), roots) is sandbox.NONE
+
+
+def test_reload_reply_sighup_log_and_check_config_say_the_new_warnings_in_the_same_words(tmp_path, start_daemon,
+                                                                                         write_config):
+    """The sandbox of ``--systemd.unit``, a ``~`` and a symlink-free hidden path: a POST reload's reply and a SIGHUP
+    reload's log lines say exactly what --check-config says for the same file and unit."""
+    unit = tmp_path / "renderfarm-exporter.service"
+    unit.write_text("[Service]\nProtectHome=yes\n")
+    local = tmp_path / "logs" / "render01" / "cpu.acct"
+    local.parent.mkdir(parents=True)
+    local.write_text(LINE % 948300000)
+    config = write_config("rush:\n  cpu_acct: ['%s/logs/*/cpu.acct']\n" % tmp_path)
+    daemon = start_daemon("--config", config, "--storage.path", "", "--systemd.unit", str(unit),
+                          "--web.enable-lifecycle")
+    with open(config, "w") as handle:
+        handle.write("rush:\n  cpu_acct: ['%s/logs/*/cpu.acct', '/home/render/*/cpu.acct', '~/acct/*/cpu.acct']\n"
+                     % tmp_path)
+    checked = exporter("--check-config", "--systemd.unit", str(unit), "--config.file", config)
+    said = [line[len("warning: "):] for line in checked.stderr.splitlines()]
+    assert len(said) == 4 and any(HIDES in line for line in said) and any("~ is not expanded" in line
+                                                                           for line in said), said
+    request = urllib.request.Request(daemon.url + "/-/reload", method="POST")
+    with urllib.request.urlopen(request, timeout=35) as response:
+        assert response.read().decode() == "Reloaded\n" + checked.stderr
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: daemon.log().count("configuration reloaded") == 2, 15, "the SIGHUP reload")
+    wait_until(lambda: all(daemon.log().count('problem="%s"' % line) == 2 for line in said), 5,
+               "each warning logged by both reloads")
+    assert html.unescape(summary(page(daemon))["Configuration warnings"]) == "4: " + "; ".join(said)
