@@ -471,9 +471,9 @@ def test_a_pattern_that_starts_matching_leaves_no_stale_warning_on_the_page(tmp_
     (share / "render01" / "cpu.acct").write_text(LINE % 948300000)
     daemon.wait_for_value("rush_frames_total", 1, timeout=15, host="render01", status="done")
     wait_until(lambda: log_lines(daemon, "pattern matches files again"), 15, "the log line of the files found")
-    html = page(daemon)
-    assert "matches no file now" not in summary(html)["Configuration warnings"], summary(html)
-    assert "All files are read." in html
+    shown = page(daemon)
+    assert "matches no file now" not in summary(shown)["Configuration warnings"], summary(shown)
+    assert "All files are read." in shown
 
 
 def test_an_interpreter_named_on_path_is_judged_where_path_finds_it(tmp_path, write_config):
