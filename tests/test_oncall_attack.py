@@ -533,10 +533,6 @@ def test_file_names_with_newlines_escapes_and_bytes_that_are_not_utf8_keep_one_l
         assert all(line.startswith(b"ts=") for line in lines), [line for line in lines if not line.startswith(b"ts=")]
 
 
-@pytest.mark.xfail(strict=True, reason="for the integrator: the status page (exporter/web/statuspage.py) escapes HTML "
-                   "but writes a path's control characters raw: an ESC sequence in a folder name recolours the "
-                   "terminal of whoever reads the page with curl, and a newline splits the row's text. The log "
-                   "escapes them (logs._UNSAFE); the page could show them as the log does")
 def test_the_page_shows_control_characters_of_file_names_escaped(tmp_path, start_daemon, write_config):
     daemon = daemon_over_hostile_names(tmp_path, start_daemon, write_config)
     status, _, body = daemon.get("/")
