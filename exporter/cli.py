@@ -19,8 +19,9 @@ import sys
 from typing import List, Optional, Sequence, Tuple
 
 from exporter import __version__, logs, sandbox
-from exporter.config import ConfigError, Notice, load, log_notices, notices
+from exporter.config import ConfigError, load, log_notices, notices
 from exporter.sources import registered_sources
+from exporter.status import Notice
 from exporter.web.addresses import DEFAULT_LISTEN_ADDRESS, parse_listen_address
 
 log = logging.getLogger("exporter.cli")
@@ -286,7 +287,7 @@ def run(config, args, found: Sequence[Notice] = ()) -> int:
                             web_config_file=args.web_config_file, enable_lifecycle=args.enable_lifecycle,
                             systemd_socket=args.systemd_socket,
                             storage_path=storage_path(args, checkpoint.default_path()),
-                            sandbox=sandbox.read(args.systemd_unit), config_notices=tuple(n.text for n in found))
+                            sandbox=sandbox.read(args.systemd_unit), config_notices=tuple(found))
     except ConfigError as exc:  # the web config file changed between the check above and now
         print(str(exc), file=sys.stderr)
         return EXIT_INVALID

@@ -23,6 +23,7 @@ from exporter.sandbox import NONE as NO_SANDBOX
 from exporter.sandbox import Sandbox
 from exporter.schema import Boolean, Duration, Errors, Field, OneOf, Problem, Struct, compose, load_document
 from exporter.sources import ConfiguredPath, Source, registered_sources
+from exporter.status import Notice
 
 WATCH_MODES = ("auto", "events", "poll")
 #: A bigger configuration file is refused: a real one is a few KiB, and the YAML parser holds every node of it.
@@ -132,14 +133,6 @@ def load(path: str) -> Config:
     return replace(config, sources=resolved)
 
 
-@dataclass(frozen=True)
-class Notice:
-    """A source's ``ConfigNotice`` with its full key path: ``text`` is ``key path: problem``."""
-
-    text: str
-    error: bool  # cannot work as written (--check-config exits 2), else a warning
-
-
 def notices(config: Config, sandbox: Sandbox = NO_SANDBOX, timeout: float = CHECK_TIMEOUT) -> List[Notice]:
     """What the configuration asks for that will not work, errors and warnings: the one place that says it, for
     ``--check-config``, start-up and every reload alike. Besides each source's own checks, for every path a
@@ -150,14 +143,23 @@ def notices(config: Config, sandbox: Sandbox = NO_SANDBOX, timeout: float = CHEC
                                           _source_problems, source, section, sandbox))
               for source in registered_sources() for section in [config.sources[source.name]] if section is not None]
     deadline = time.monotonic() + timeout
-    return [Notice(one_line("%s: %s" % (".".join(filter(None, (name, key))), message)), error)
-            for name, check in checks for key, message, error in check.problems(deadline, timeout)]
+    return [Notice(one_line("%s: %s" % (".".join(filter(None, (name, problem.key))), problem.message)),
+                   problem.error, problem.unmatched)
+            for name, check in checks for problem in check.problems(deadline, timeout)]
 
 
-def _source_problems(source: Source, section: Any, sandbox: Sandbox) -> List[Tuple[str, str, bool]]:
-    """(key, problem, error) of one source's section: its own checks, then its paths'."""
-    problems = [(n.key, n.message, n.error) for n in source.check(section)]
-    return problems + [(key, message, False) for key, message in _path_problems(source.paths(section), sandbox)]
+@dataclass(frozen=True)
+class _SourceProblem:
+    key: str  # below the source's section
+    message: str
+    error: bool = False
+    unmatched: str = ""  # the pattern, for a pattern that matches no file now (``Notice.pattern``)
+
+
+def _source_problems(source: Source, section: Any, sandbox: Sandbox) -> List[_SourceProblem]:
+    """One source's section's problems: its own checks, then its paths'."""
+    problems = [_SourceProblem(n.key, n.message, n.error) for n in source.check(section)]
+    return problems + _path_problems(source.paths(section), sandbox)
 
 
 class _BoundedCheck:
@@ -168,10 +170,10 @@ class _BoundedCheck:
     _lock = threading.Lock()
     _stuck: Dict[str, float] = {}  # checks past their deadline that have not returned -> when they started
 
-    def __init__(self, key: str, work: Callable[..., List[Tuple[str, str, bool]]], *args: Any):
+    def __init__(self, key: str, work: Callable[..., List[_SourceProblem]], *args: Any):
         self._key = key
         self._done = False
-        self._outcome: List[Tuple[str, str, bool]] = []
+        self._outcome: List[_SourceProblem] = []
         self._error: Optional[BaseException] = None
         self._started = time.monotonic()
         with self._lock:
@@ -180,7 +182,7 @@ class _BoundedCheck:
             self._thread = threading.Thread(target=self._run, args=(work, args), name="config-check", daemon=True)
             self._thread.start()
 
-    def _run(self, work: Callable[..., List[Tuple[str, str, bool]]], args: Tuple[Any, ...]) -> None:
+    def _run(self, work: Callable[..., List[_SourceProblem]], args: Tuple[Any, ...]) -> None:
         try:
             self._outcome = work(*args)
         except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
@@ -191,8 +193,8 @@ class _BoundedCheck:
                 if self._stuck.get(self._key) == self._started:
                     del self._stuck[self._key]
 
-    def problems(self, deadline: float, timeout: float) -> List[Tuple[str, str, bool]]:
-        """(key, problem, error) of the source; one warning instead when the checks did not finish in time."""
+    def problems(self, deadline: float, timeout: float) -> List[_SourceProblem]:
+        """The source's problems; one warning instead when the checks did not finish in time."""
         if self._since is None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
@@ -204,29 +206,30 @@ class _BoundedCheck:
         if done:
             return self._outcome
         since = self._started if self._since is None else self._since
-        return [("", "the checks did not finish within %g s: a configured folder does not answer (a hung share?); "
-                     "not run again until they return (started %.0f s ago)" % (timeout, time.monotonic() - since),
-                 False)]
+        return [_SourceProblem("", "the checks did not finish within %g s: a configured folder does not answer (a hung "
+                             "share?); not run again until they return (started %.0f s ago)"
+                         % (timeout, time.monotonic() - since))]
 
 
-def _path_problems(configured: Sequence[ConfiguredPath], sandbox: Sandbox) -> List[Tuple[str, str]]:
-    """(key, problem) of the paths a source names. A path with a problem of its own (hidden, or with a ``~`` or
+def _path_problems(configured: Sequence[ConfiguredPath], sandbox: Sandbox) -> List[_SourceProblem]:
+    """The problems of the paths a source names. A path with a problem of its own (hidden, or with a ``~`` or
     ``$NAME`` taken literally) is said once: not again for the paths below it (Royal Render's kinds under its
     root)."""
-    problems: List[Tuple[str, str]] = []
+    problems: List[_SourceProblem] = []
     said: List[str] = []
     for path in configured:
         if any(path.path.startswith(folder.rstrip("/") + "/") for folder in said):
             continue
-        own = [(path.key, "%s is not expanded: the path is %s (relative paths are under the configuration file's "
-                          "folder); write the path itself" % (token, path.path)) for token in _unexpanded(path.path)]
+        own = [_SourceProblem(path.key, "%s is not expanded: the path is %s (relative paths are under the "
+                                        "configuration file's folder); write the path itself" % (token, path.path))
+               for token in _unexpanded(path.path)]
         why = sandbox.hides(path.path)
-        own += [(path.key, why)] if why is not None else []
+        own += [_SourceProblem(path.key, why)] if why is not None else []
         if own:
             said.append(path.path)
             problems += own
         elif path.pattern and _matches_nothing_now(path.path):
-            problems.append((path.key, _matches_nothing(path.path)))
+            problems.append(_SourceProblem(path.key, _matches_nothing(path.path), unmatched=path.path))
     return problems
 
 

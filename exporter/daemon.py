@@ -30,7 +30,7 @@ from exporter.pipeline import Pipeline
 from exporter.sandbox import NONE as NO_SANDBOX
 from exporter.sandbox import Sandbox
 from exporter.sources import Reader, registered_sources
-from exporter.status import ReloadOutcome
+from exporter.status import Notice, ReloadOutcome
 from exporter.statusboard import StatusBoard
 from exporter.web import statuspage
 from exporter.web.addresses import display_address
@@ -66,10 +66,10 @@ class Reloader:
 
     def __init__(self, config_path: Optional[str], config: Config, pipeline: Pipeline, board: StatusBoard,
                  web: WebConfigFile, deadline: float = RELOAD_DEADLINE, sandbox: Sandbox = NO_SANDBOX,
-                 config_notices: Tuple[str, ...] = ()):
+                 config_notices: Tuple[Notice, ...] = ()):
         self._path = config_path
         self._sandbox = sandbox
-        self._notices = config_notices  # of the configuration in force (``config.notices``, as texts)
+        self._notices = config_notices  # of the configuration in force (``config.notices``)
         self._config = config
         self._pipeline = pipeline
         self._board = board
@@ -163,7 +163,7 @@ class Reloader:
         if not self._dispatch.acquire(timeout=self.deadline):
             problem = "another reload has been running for more than %g s" % self.deadline
             self._record(problem)
-            return ReloadOutcome(problem, self._notices)
+            return ReloadOutcome(problem, tuple(n.text for n in self._notices))
         try:
             attempt = self._start("configuration reload", self._attempt_reload)
             problem = attempt.wait(self.deadline)
@@ -171,7 +171,7 @@ class Reloader:
             if attempt.abandoned:
                 self._board.reload_stuck(self._stuck_text())
             self._pipeline.request_rescan()
-            return ReloadOutcome(problem, self._notices)
+            return ReloadOutcome(problem, tuple(n.text for n in self._notices))
         finally:
             self._dispatch.release()
 
@@ -196,7 +196,7 @@ class Reloader:
                 return "abandoned before it was applied: nothing changed"
             attempt.step = "applying the new configuration (new readers, watches)"
             self._apply(new)
-            self._notices = tuple(notice.text for notice in found)
+            self._notices = tuple(found)
             log_notices(found, log)
         finally:
             self._applying.release()
@@ -229,7 +229,7 @@ class Reloader:
 def serve(config: Config, listen_addresses: Sequence[str], telemetry_path: str,
           stop: Optional[threading.Event] = None, config_path: Optional[str] = None,
           web_config_file: Optional[str] = None, enable_lifecycle: bool = False, systemd_socket: bool = False,
-          storage_path: str = "", sandbox: Sandbox = NO_SANDBOX, config_notices: Tuple[str, ...] = ()) -> int:
+          storage_path: str = "", sandbox: Sandbox = NO_SANDBOX, config_notices: Tuple[Notice, ...] = ()) -> int:
     """Runs until SIGTERM/SIGINT (or ``stop`` is set); returns the exit code.
 
     ``storage_path``: the folder of the readers' checkpoints ("" keeps none). ``sandbox``: what the unit hides,

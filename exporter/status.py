@@ -35,6 +35,19 @@ class WatchStatus:
 
 
 @dataclass(frozen=True)
+class Notice:
+    """What the configuration asks for that will not work (``config.notices``): ``text`` is ``key path: problem``.
+
+    A notice that a ``pattern`` matched no file when it was checked lapses once the pattern matches one: the
+    patterns are not checked again until a reload, and from then on the live "Patterns matching no file" says how
+    things stand (a share mounted after the start must not go on being blamed)."""
+
+    text: str
+    error: bool = False  # cannot work as written (--check-config exits 2), else a warning
+    pattern: str = ""
+
+
+@dataclass(frozen=True)
 class ReloadStatus:
     """The outcome of the last configuration reload (SIGHUP or POST /-/reload)."""
 
@@ -47,9 +60,9 @@ class ReloadStatus:
     stuck: str = ""  # while a reload runs past its deadline: what it is stuck on; else ""
     #: What in the configuration in force will not work (``config.notices``: "key path: problem"), said at its
     #: start-up or reload; a rejected reload keeps the running configuration's.
-    notices: Tuple[str, ...] = ()
+    notices: Tuple[Notice, ...] = ()
 
-    def succeeded(self, when: float, notices: Tuple[str, ...] = ()) -> ReloadStatus:
+    def succeeded(self, when: float, notices: Tuple[Notice, ...] = ()) -> ReloadStatus:
         """This status after one more reload that succeeded at ``when``, with the new configuration's notices."""
         return dataclasses.replace(self, successful=True, last_attempt_time=when, last_success_time=when,
                                    successes=self.successes + 1, last_error="", notices=notices)

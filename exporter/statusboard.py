@@ -24,7 +24,7 @@ from typing import Callable, List, Mapping, Optional, Protocol, Tuple
 from exporter.checkpoint import CheckpointCounts
 from exporter.paths import PathPattern, capped_patterns
 from exporter.sources import FileStatus
-from exporter.status import CHECKPOINT_DISCARD_REASONS, ReloadStatus, RuntimeStatus, WatchStatus
+from exporter.status import CHECKPOINT_DISCARD_REASONS, Notice, ReloadStatus, RuntimeStatus, WatchStatus
 
 
 class CountedIngest(Protocol):
@@ -88,11 +88,11 @@ class StatusBoard:
 
     # -- the reloader's and the web config's -----------------------------------
 
-    def config_loaded(self, when: float, notices: Tuple[str, ...] = ()) -> None:
+    def config_loaded(self, when: float, notices: Tuple[Notice, ...] = ()) -> None:
         """The configuration now running was loaded at start-up, at ``when``, with these notices."""
         self._update_reload(lambda _: ReloadStatus(last_success_time=when, notices=notices))
 
-    def reload_succeeded(self, when: float, notices: Tuple[str, ...] = ()) -> None:
+    def reload_succeeded(self, when: float, notices: Tuple[Notice, ...] = ()) -> None:
         self._update_reload(lambda reload: reload.succeeded(when, notices))
 
     def reload_failed(self, when: float, error: str = "") -> None:

@@ -452,12 +452,6 @@ def test_a_storage_path_that_fails_recovers_and_fails_again_is_warned_each_time(
         subprocess.run(["umount", "-l", str(state)], check=False, stderr=subprocess.DEVNULL)
 
 
-@pytest.mark.xfail(strict=True, reason="for the integrator: the notices are computed at start-up and reloads only "
-                   "(daemon.Reloader keeps them; the page shows ReloadStatus.notices), so once the share is mounted "
-                   "and the pattern's files are read, the page still says 'matches no file now' and 'Needs "
-                   "attention' until someone reloads (docs/operations.md says 'until a reload without them'). At 3 "
-                   "a.m. that reads as 'the mount did not help'. Either re-run the path checks at each rescan, or "
-                   "leave the live 'Patterns matching no file' row to say it and keep this notice off the page")
 def test_a_pattern_that_starts_matching_leaves_no_stale_warning_on_the_page(tmp_path, start_daemon, write_config):
     """The empty mount point, then the share mounted (files appear): the log says the pattern matches files again;
     the page must not go on blaming the empty mount point."""

@@ -8,6 +8,7 @@ status board's immutable ``RuntimeStatus``.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import time
 import urllib.parse
@@ -132,6 +133,14 @@ def _unmatched(status: RuntimeStatus) -> List[Tuple[str, str]]:
     return sorted(key for key, count in matched_files(status.patterns, status.files).items() if count == 0)
 
 
+def _standing(status: RuntimeStatus, unmatched: List[Tuple[str, str]]) -> RuntimeStatus:
+    """``status`` without the configuration notices that lapsed: a pattern said to match no file that matches one
+    now (the share was mounted after the check)."""
+    still_unmatched = {pattern for _, pattern in unmatched}
+    notices = tuple(n for n in status.reload.notices if not n.pattern or n.pattern in still_unmatched)
+    return dataclasses.replace(status, reload=dataclasses.replace(status.reload, notices=notices))
+
+
 def _reload_text(status: RuntimeStatus) -> Tuple[str, str]:
     reload = status.reload
     stuck = "; STUCK: %s" % reload.stuck if reload.stuck else ""
@@ -156,7 +165,8 @@ def _degradations(status: RuntimeStatus) -> List[str]:
                    if status.checkpoint_failing else "in %s: %d written, %d failed since start"
                    % (status.storage_path, status.checkpoint_writes, status.checkpoint_write_failures))
     return [
-        _row("Configuration warnings", _esc("%d%s" % (len(notices), ": " + "; ".join(notices) if notices else "")),
+        _row("Configuration warnings",
+             _esc("%d%s" % (len(notices), ": " + "; ".join(n.text for n in notices) if notices else "")),
              classes=("", "bad" if notices else "good")),
         _row("Checkpoints", _esc(checkpoints), classes=("", "bad" if status.checkpoint_failing else "")),
         _row("Folders watched", _esc("%d of %d%s" % (len(status.watches) - len(unwatched), len(status.watches),
@@ -234,7 +244,7 @@ def _problems(status: RuntimeStatus, unmatched: List[Tuple[str, str]], sections:
 
 def _degradation_problems(status: RuntimeStatus) -> List[str]:
     """Problem rows of configuration notices, failing checkpoint writes and folders not watched."""
-    rows = [_row("configuration", "", "WARNING", "", "", _esc(notice + " (--check-config says the same)"),
+    rows = [_row("configuration", "", "WARNING", "", "", _esc(notice.text + " (--check-config says the same)"),
                  classes=("", "", "down")) for notice in status.reload.notices]
     if status.checkpoint_failing:
         rows.append(_row("checkpoints", _name(status.storage_path), "FAILING", "",
@@ -286,6 +296,7 @@ def render(status: RuntimeStatus, sections: Mapping[str, PlacedSection], telemet
            config_path: Optional[str] = None, query: str = "", now: Optional[float] = None) -> bytes:
     now = time.time() if now is None else now
     unmatched = _unmatched(status)  # matching every file against every pattern: once per page
+    status = _standing(status, unmatched)
     section_rows = [_row(_esc(name), "%d" % s.series, "%d" % sum(count for _, count in s.dropped),
                          "%.1f ms" % (1000 * s.render_seconds),
                          classes=("", "num", "num bad" if s.dropped else "num", "num")) for name, s in sections.items()]
