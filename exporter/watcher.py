@@ -166,7 +166,7 @@ def _watch_group(inotify: _OverflowReportingInotify, directory: str, recursive: 
                  sink: _PathSink) -> InotifyWatchGroup:
     """watchdog's watches of ``directory`` on ``inotify``, their events going to ``sink`` (OSError: not watched)."""
     group = InotifyWatchGroup(inotify, os.fsencode(directory), is_recursive=recursive, event_mask=CHANGES)
-    if not hasattr(group, "_move_event_grouper"):  # where the group puts its events (watchdog 7.x)
+    if not (hasattr(group, "_move_event_grouper") and hasattr(group, "_active_callbacks_by_path")):  # watchdog 7.x
         group.deactivate()
         raise RuntimeError("watchdog's InotifyWatchGroup changed: cannot read its events")
     group._move_event_grouper = sink  # type: ignore[assignment]  # duck-typed: what the group calls
@@ -411,7 +411,11 @@ class Watcher:
                 self._wait_for_change(next_tick)
                 if self._stop.is_set():
                     return
-                self._hand_over()
+                try:
+                    self._hand_over()
+                except Exception:  # the thread must outlive any one failure; a lost event is found by a rescan
+                    log.exception("reading file events failed")
+                    self._add_rescan()
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + self._supervise_interval
                     last = self._supervision_tick(last)
@@ -603,8 +607,8 @@ class Watcher:
 
     def _watching(self, root: _Root) -> bool:
         """Whether the root's watch still works: its watch group active, or its polling emitter alive."""
-        if root.group is not None:
-            return root.group.is_active
+        if root.group is not None:  # the folder's own watch is gone once inotify removed it (IN_IGNORED)
+            return root.group.is_active and os.fsencode(root.directory) in root.group._active_callbacks_by_path
         if root.polled is None or not self._polls.is_alive():
             return False
         return any(e.is_alive() for e in list(self._polls.emitters) if e.watch == root.polled)
