@@ -1,12 +1,22 @@
-"""The renderer: turns changed sections into the cached exposition, on a thread of its own.
+"""The renderer: turns changed sections into the cached exposition, when a scrape is about to read it.
 
 Sections are marked dirty from any thread (``DirtySections``): a source's
 section when it publishes new snapshots, the exporter's own section with
 every change (its metrics describe the others), the process section when a
-scrape finds it older than ``PROCESS_REFRESH_SECONDS``. The *render* thread
-re-renders what is dirty, at most once per ``RENDER_INTERVAL_SECONDS``, and
-publishes it into the ``ExpositionCache`` that every scrape is served from.
-After renders it hands freed heap back to the system (``memory.HeapTrimmer``).
+scrape finds it older than ``PROCESS_REFRESH_SECONDS``. Rendering pays only
+when someone reads it, so it happens:
+
+- in the scrape, for what became dirty since the last render
+  (``exposition_for_scrape``): an appended line is in the next scrape;
+- on the *render* thread, ahead of the scrape it expects (``Scrapes``:
+  the last scrape plus the shortest recent interval between scrapes), at
+  most once per ``RENDER_INTERVAL_SECONDS``, so that the scrape renders
+  only about the last second of changes;
+- on the render thread, as the first full reads come in, until the
+  exporter is ready.
+
+An exporter nobody scrapes renders nothing after it is ready. After renders
+the thread hands freed heap back to the system (``memory.HeapTrimmer``).
 """
 
 from __future__ import annotations
@@ -15,7 +25,8 @@ import functools
 import logging
 import threading
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Set
+from collections import deque
+from typing import Callable, Deque, Dict, Iterable, List, Optional, Protocol, Sequence, Set
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.metrics_core import Metric
@@ -32,16 +43,13 @@ EXPORTER_SECTION = "exporter"
 PROCESS_SECTION = "process"
 #: Process metrics are re-rendered at most this often, and only when scraped.
 PROCESS_REFRESH_SECONDS = 5.0
-#: A render pass starts at least this long after the previous one; what becomes dirty meanwhile joins it.
-#:
-#: Why: on a busy farm (200 files each appending a line a second) a source publishes after nearly every
-#: debounced batch, and each publish also dirties the exporter's section, whose per-file metrics cost as
-#: much to render as the source's own. Rendering on every mark would mean hundreds of renders a second;
-#: with this interval it is at most 12. Why this long and no longer: the freshness target is p99 <= 250 ms
-#: from an appended line to the scrape; before the render come ``watch.debounce`` (20 ms) or, while a file
-#: keeps changing, ``watch.debounce_max_wait`` (100 ms), and the read; 80 ms here plus a render of a few
-#: tens of milliseconds stays within the target. A change after a quiet spell is rendered at once.
-RENDER_INTERVAL_SECONDS = 0.08
+#: The render thread starts a pass at least this long after the previous one, and this long before the
+#: scrape it expects: a scrape then renders about a second of changes (a few milliseconds at 30,000 series),
+#: and a farm that changes all the time costs one or two passes per scrape interval, not one per batch.
+RENDER_INTERVAL_SECONDS = 1.0
+#: Scrapes closer than this to the previous one (a person at a browser, a second scraper just after the first)
+#: are not taken for the scrape interval.
+SHORTEST_SCRAPE_INTERVAL = 2.0
 
 
 class SectionContent(Protocol):
@@ -95,6 +103,28 @@ class DirtySections:
             self._cond.notify()
 
 
+class Scrapes:
+    """When scrapes came, to expect the next one: the last plus the shortest recent interval (two Prometheus
+    servers scraping at different phases make the expected interval the shorter of their gaps)."""
+
+    def __init__(self, remembered: int = 8) -> None:
+        self._times: Deque[float] = deque(maxlen=remembered)
+
+    def seen(self, now: float) -> None:
+        if not self._times or now - self._times[-1] >= SHORTEST_SCRAPE_INTERVAL:
+            self._times.append(now)
+
+    def next_expected(self, now: float) -> Optional[float]:
+        """When the next scrape is expected; None before two scrapes, and once one expected is well overdue
+        (a scraper that stopped gets no renders ahead of scrapes that do not come)."""
+        times = list(self._times)
+        if len(times) < 2:
+            return None
+        interval = min(later - earlier for earlier, later in zip(times, times[1:]))
+        expected = times[-1] + interval
+        return expected if now < expected + interval else None
+
+
 class Renderer:
     def __init__(self, sources: Sequence[str], content: SectionContent, status: Callable[[], RuntimeStatus],
                  dirty: DirtySections):
@@ -111,6 +141,10 @@ class Renderer:
             collector(registry=self._process_registry)
         self._process_rendered_at = time.monotonic()
         self._trimmer = HeapTrimmer()
+        self._scrapes = Scrapes()
+        #: One render at a time: the render thread's and the scrapes' (whose handlers may run on a pool).
+        self._render_lock = threading.Lock()
+        self._last_pass = float("-inf")
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="render", daemon=True)
@@ -145,39 +179,73 @@ class Renderer:
         return dict(self._cache.sections())
 
     def exposition_for_scrape(self) -> Exposition:
-        """The exposition to serve a scrape; a scrape also asks for process metrics older than 5 s again.
+        """The exposition to serve a scrape, with what became dirty since the last render rendered first; a
+        scrape also asks for process metrics older than 5 s again.
 
         Demand-driven: an exporter nobody scrapes does no periodic work, and
         process metrics lag by at most one scrape interval.
         """
-        if time.monotonic() - self._process_rendered_at >= PROCESS_REFRESH_SECONDS:
-            self._process_rendered_at = time.monotonic()
+        now = time.monotonic()
+        self._scrapes.seen(now)
+        if now - self._process_rendered_at >= PROCESS_REFRESH_SECONDS:
+            self._process_rendered_at = now
             self._dirty.mark({PROCESS_SECTION})
+        self._render_dirty()
         return self._cache.current
+
+    def scrape_may_be_slow(self) -> bool:
+        """Whether the next scrape renders or compresses (then it is answered off the HTTP loop)."""
+        return self._dirty.pending() or not self._cache.current.compressed
 
     def render_now(self, sources: Iterable[str]) -> None:
         """Renders the sources' sections, the process and the exporter's in the calling thread (``--once``)."""
-        self._render_pass(set(sources) | {PROCESS_SECTION, EXPORTER_SECTION})
+        with self._render_lock:
+            self._render_pass(set(sources) | {PROCESS_SECTION, EXPORTER_SECTION})
 
     # -- the render thread -----------------------------------------------------
 
     def _loop(self) -> None:
         self._dirty.mark({PROCESS_SECTION})
-        last_pass = float("-inf")
-        while True:
-            self._dirty.wait(self._trimmer.wait_timeout())
-            if self._dirty.pending():
-                # Coalesce: what else becomes dirty before the interval is over joins this pass.
-                self._stop.wait(max(0.0, last_pass + RENDER_INTERVAL_SECONDS - time.monotonic()))
+        while not self._stop.is_set():
+            due = self._render_due()
+            if due is None and not self._dirty.pending():  # wait for a change (or a pending trim)
+                self._dirty.wait(self._wait_timeout(None))
+            elif due is None:  # changes, and no scrape expected yet: look again in a while (a scrape renders them)
+                self._stop.wait(self._wait_timeout(RENDER_INTERVAL_SECONDS))
+            elif due > time.monotonic():
+                self._stop.wait(self._wait_timeout(due - time.monotonic()))
             if self._stop.is_set():
                 return
-            dirty = self._dirty.take()
-            if dirty:
-                last_pass = time.monotonic()
-                self._render_pass(dirty)
-                self._trimmer.rendered()
+            due = self._render_due()
+            if due is not None and due <= time.monotonic():
+                self._render_dirty()
             else:
                 self._trimmer.trim_if_due()
+
+    def _wait_timeout(self, seconds: Optional[float]) -> Optional[float]:
+        """``seconds``, or less when a heap trim is due sooner (None: no limit)."""
+        trim = self._trimmer.wait_timeout()
+        return seconds if trim is None else trim if seconds is None else min(seconds, trim)
+
+    def _render_due(self) -> Optional[float]:
+        """When the render thread renders what is dirty: as it comes until ready (one pass per interval), then
+        one interval before the expected scrape; None when nothing is dirty or no scrape is expected."""
+        if not self._dirty.pending():
+            return None
+        earliest = self._last_pass + RENDER_INTERVAL_SECONDS
+        if not self._ready.is_set():
+            return earliest
+        expected = self._scrapes.next_expected(time.monotonic())
+        return None if expected is None else max(earliest, expected - RENDER_INTERVAL_SECONDS)
+
+    def _render_dirty(self) -> None:
+        """Renders what is dirty (nothing when a render just took it), in the calling thread."""
+        with self._render_lock:
+            dirty = self._dirty.take()
+            if dirty:
+                self._last_pass = time.monotonic()
+                self._render_pass(dirty)
+                self._trimmer.rendered()
             if not self._ready.is_set() and not self._dirty.pending() and self._content.ingested():
                 self._ready.set()
 

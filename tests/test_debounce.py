@@ -90,7 +90,8 @@ def test_a_change_is_handed_over_one_window_after_it_not_sooner(tmp_path):
         handed.append(time.monotonic())
         seen.add(paths)
 
-    watcher = Watcher([PathPattern(str(tmp_path / "*.acct"))], WatchConfig(mode="events", debounce=0.3, debounce_max_wait=1.0),
+    config = WatchConfig(mode="events", debounce=0.3, debounce_max_wait=1.0)
+    watcher = Watcher([PathPattern(str(tmp_path / "*.acct"))], config,
                       batch, lambda: None, supervise_interval=3600)
     watcher.start()
     try:
