@@ -8,12 +8,12 @@ when someone reads it, so it happens:
 
 - in the scrape, for what became dirty since the last render
   (``exposition_for_scrape``): an appended line is in the next scrape;
-- on the *render* thread, ahead of the scrape it expects (``Scrapes``:
-  the last scrape plus the shortest recent interval between scrapes), at
-  most once per ``RENDER_INTERVAL_SECONDS``, so that the scrape renders
-  only about the last second of changes;
-- on the render thread, as the first full reads come in, until the
-  exporter is ready.
+- on the *render* thread, once per scrape, ``AHEAD_SECONDS`` before the
+  scrape it expects (``Scrapes``: the last scrape plus the shortest recent
+  interval between scrapes), so that the scrape renders only the changes
+  of the last half second;
+- on the render thread, as the first full reads come in (at most once per
+  ``RENDER_INTERVAL_SECONDS``), until the exporter is ready.
 
 An exporter nobody scrapes renders nothing after it is ready. After renders
 the thread hands freed heap back to the system (``memory.HeapTrimmer``).
@@ -43,10 +43,13 @@ EXPORTER_SECTION = "exporter"
 PROCESS_SECTION = "process"
 #: Process metrics are re-rendered at most this often, and only when scraped.
 PROCESS_REFRESH_SECONDS = 5.0
-#: The render thread starts a pass at least this long after the previous one, and this long before the
-#: scrape it expects: a scrape then renders about a second of changes (a few milliseconds at 30,000 series),
-#: and a farm that changes all the time costs one or two passes per scrape interval, not one per batch.
+#: Until the exporter is ready, the render thread starts a pass at least this long after the previous one.
 RENDER_INTERVAL_SECONDS = 1.0
+#: Once ready, the render thread renders this long before the scrape it expects, once per expected scrape: the
+#: scrape then renders half a second of changes (a few milliseconds at 30,000 series), and a farm that changes
+#: all the time costs two passes per scrape interval, not one per batch. Prometheus scrapes at a fixed
+#: interval and phase, so the expected time is right to milliseconds.
+AHEAD_SECONDS = 0.5
 #: Scrapes closer than this to the previous one (a person at a browser, a second scraper just after the first)
 #: are not taken for the scrape interval.
 SHORTEST_SCRAPE_INTERVAL = 2.0
@@ -145,6 +148,8 @@ class Renderer:
         #: One render at a time: the render thread's and the scrapes' (whose handlers may run on a pool).
         self._render_lock = threading.Lock()
         self._last_pass = float("-inf")
+        #: The expected scrape the thread last rendered ahead of (it waits for that scrape to come).
+        self._rendered_ahead_of: Optional[float] = None
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="render", daemon=True)
@@ -210,7 +215,7 @@ class Renderer:
             due = self._render_due()
             if due is None and not self._dirty.pending():  # wait for a change (or a pending trim)
                 self._dirty.wait(self._wait_timeout(None))
-            elif due is None:  # changes, and no scrape expected yet: look again in a while (a scrape renders them)
+            elif due is None:  # changes, and no render ahead due: look again in a while (a scrape renders them)
                 self._stop.wait(self._wait_timeout(RENDER_INTERVAL_SECONDS))
             elif due > time.monotonic():
                 self._stop.wait(self._wait_timeout(due - time.monotonic()))
@@ -218,6 +223,8 @@ class Renderer:
                 return
             due = self._render_due()
             if due is not None and due <= time.monotonic():
+                if self._ready.is_set():
+                    self._rendered_ahead_of = self._scrapes.next_expected(time.monotonic())
                 self._render_dirty()
             else:
                 self._trimmer.trim_if_due()
@@ -229,14 +236,16 @@ class Renderer:
 
     def _render_due(self) -> Optional[float]:
         """When the render thread renders what is dirty: as it comes until ready (one pass per interval), then
-        one interval before the expected scrape; None when nothing is dirty or no scrape is expected."""
+        ``AHEAD_SECONDS`` before the expected scrape; None when nothing is dirty, no scrape is expected, or the
+        thread rendered ahead of the expected one already."""
         if not self._dirty.pending():
             return None
-        earliest = self._last_pass + RENDER_INTERVAL_SECONDS
         if not self._ready.is_set():
-            return earliest
+            return self._last_pass + RENDER_INTERVAL_SECONDS
         expected = self._scrapes.next_expected(time.monotonic())
-        return None if expected is None else max(earliest, expected - RENDER_INTERVAL_SECONDS)
+        if expected is None or expected == self._rendered_ahead_of:
+            return None
+        return expected - AHEAD_SECONDS
 
     def _render_dirty(self) -> None:
         """Renders what is dirty (nothing when a render just took it), in the calling thread."""

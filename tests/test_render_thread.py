@@ -105,6 +105,13 @@ def test_changes_are_rendered_ahead_of_the_scrape_the_renderer_expects(parts):
                "a render without a scrape")
     assert time.monotonic() < expected, "rendered before the expected scrape"
 
+    # Once per expected scrape: what changes after the render ahead waits for the scrape, which renders it.
+    content.version += 1
+    dirty.changed([SOURCE])
+    time.sleep(max(0.0, expected - 0.2 - time.monotonic()))  # up to the scrape's time, the input of this test
+    assert value(served(renderer), "test_version", copy="0") == content.version - 1
+    assert value(scraped(renderer), "test_version", copy="0") == content.version
+
 
 def test_expected_scrapes_follow_the_shortest_recent_interval_and_stop_when_scrapes_stop():
     scrapes = Scrapes()
