@@ -120,8 +120,11 @@ class _OverflowReportingInotify(InotifyFD):
     def read_waiting(self) -> int:
         """Handles every event waiting in the queue, never blocking; returns how many overflows it held."""
         overflows = 0
-        while self._ready.poll(0):
-            for event in self.read_events():
+        while any(revents & select.POLLIN for _, revents in self._ready.poll(0)):  # not POLLNVAL: closed
+            events = self.read_events()
+            if not events:
+                break
+            for event in events:
                 overflows += event.is_queue_overflow
                 self.handle_event(event)
         return overflows
