@@ -37,22 +37,23 @@ def _row(what: str, ratio: float, series: int) -> Row:
                ">= %gx" % TARGET, ratio >= TARGET)
 
 
-def compression_rows(folder: str, hosts: int) -> List[Row]:
-    """A 3-host Rush farm, the demo farm, and a Rush farm of ``hosts`` hosts (3,000: about 30,000 series)."""
+def compression_rows(folder: str, hosts: int, repo: str = REPO) -> List[Row]:
+    """A 3-host Rush farm, the demo farm, and a Rush farm of ``hosts`` hosts (3,000: about 30,000 series);
+    ``repo``: the checkout whose exporter runs."""
     rows = []
     for name, farm_hosts in (("3-host farm", 3), ("%d-host farm" % hosts, hosts)):
-        acct = os.path.join(folder, "gzip-%d.acct" % farm_hosts)
+        acct = os.path.join(folder, "gzip-%d-%d.acct" % (farm_hosts, abs(hash(repo))))
         write_cpu_acct(acct, farm_hosts * 20, hosts=farm_hosts)
         config = write_text(acct + ".yml", "rush:\n  cpu_acct: ['%s']\n  hosts:\n    series_budget: %d\n" % (
             acct, 100 * farm_hosts))
-        proc, url = start_exporter(config)
+        proc, url = start_exporter(config, repo=repo)
         try:
             rows.append(_row(name, *_ratio(url)))
         finally:
             stop(proc)
     port = free_port()
     demo = subprocess.Popen([sys.executable, "-m", "exporter", "--demo", "--web.listen-address",
-                             "127.0.0.1:%d" % port, "--log.level", "warn"], cwd=REPO)
+                             "127.0.0.1:%d" % port, "--log.level", "warn"], cwd=repo)
     try:
         url = "http://127.0.0.1:%d" % port
         wait_http(url + "/-/ready")
