@@ -9,8 +9,8 @@ when someone reads it, so it happens:
 - in the scrape, for what became dirty since the last render
   (``exposition_for_scrape``): an appended line is in the next scrape;
 - on the *render* thread, once per scrape, ``AHEAD_SECONDS`` before the
-  scrape it expects (``Scrapes``: the last scrape plus the shortest recent
-  interval between scrapes), so that the scrape renders only the changes
+  scrape it expects (``Scrapes``: from the pattern of the last gaps
+  between scrapes), so that the scrape renders only the changes
   of the last half second;
 - on the render thread, as the first full reads come in (at most once per
   ``RENDER_INTERVAL_SECONDS``), until the exporter is ready.
@@ -107,25 +107,35 @@ class DirtySections:
 
 
 class Scrapes:
-    """When scrapes came, to expect the next one: the last plus the shortest recent interval (two Prometheus
-    servers scraping at different phases make the expected interval the shorter of their gaps)."""
+    """When scrapes came, to expect the next one from the pattern of the last gaps between them: a regular
+    scraper (the last two gaps alike: the next comes one gap later), or two scraping at different phases
+    (gaps alternate: the next comes after the gap before the last). Any other pattern (a person at a browser
+    between two scrapes, three scrapers) expects nothing for a while: those scrapes render themselves."""
 
-    def __init__(self, remembered: int = 8) -> None:
-        self._times: Deque[float] = deque(maxlen=remembered)
+    def __init__(self) -> None:
+        self._times: Deque[float] = deque(maxlen=4)
 
     def seen(self, now: float) -> None:
         if not self._times or now - self._times[-1] >= SHORTEST_SCRAPE_INTERVAL:
             self._times.append(now)
 
     def next_expected(self, now: float) -> Optional[float]:
-        """When the next scrape is expected; None before two scrapes, and once one expected is well overdue
+        """When the next scrape is expected; None without a pattern, and once the expected one is well overdue
         (a scraper that stopped gets no renders ahead of scrapes that do not come)."""
         times = list(self._times)
-        if len(times) < 2:
+        gaps = [later - earlier for earlier, later in zip(times, times[1:])]
+        if len(gaps) >= 2 and _alike(gaps[-1], gaps[-2]):
+            gap = gaps[-1]
+        elif len(gaps) >= 3 and _alike(gaps[-1], gaps[-3]):
+            gap = gaps[-2]
+        else:
             return None
-        interval = min(later - earlier for earlier, later in zip(times, times[1:]))
-        expected = times[-1] + interval
-        return expected if now < expected + interval else None
+        expected = times[-1] + gap
+        return expected if now < expected + gap else None
+
+
+def _alike(one: float, other: float) -> bool:
+    return abs(one - other) <= max(0.05, 0.05 * other)
 
 
 class Renderer:

@@ -95,10 +95,12 @@ def test_changes_nobody_scrapes_are_not_rendered_and_a_scrape_renders_them_all_a
 def test_changes_are_rendered_ahead_of_the_scrape_the_renderer_expects(parts):
     content, dirty, renderer = parts
     ready(content, dirty, renderer)
-    scraped(renderer)
-    time.sleep(SHORTEST_SCRAPE_INTERVAL + 0.1)  # a scraper's interval, the input of this test
-    scraped(renderer)
-    expected = time.monotonic() + SHORTEST_SCRAPE_INTERVAL + 0.1
+    due = time.monotonic()
+    for _ in range(3):  # a regular scraper, the input of this test
+        time.sleep(max(0.0, due - time.monotonic()))
+        scraped(renderer)
+        due += SHORTEST_SCRAPE_INTERVAL + 0.1
+    expected = due
     content.version += 1
     dirty.changed([SOURCE])
     wait_until(lambda: value(served(renderer), "test_version", copy="0") == content.version, 10,
@@ -113,17 +115,28 @@ def test_changes_are_rendered_ahead_of_the_scrape_the_renderer_expects(parts):
     assert value(scraped(renderer), "test_version", copy="0") == content.version
 
 
-def test_expected_scrapes_follow_the_shortest_recent_interval_and_stop_when_scrapes_stop():
+def test_expected_scrapes_follow_a_regular_scraper_or_two_and_stop_when_scrapes_stop():
     scrapes = Scrapes()
     assert scrapes.next_expected(0.0) is None
-    scrapes.seen(100.0)
-    assert scrapes.next_expected(101.0) is None, "one scrape says no interval"
-    scrapes.seen(100.5)  # a person at the status page's link, just after: not an interval
-    scrapes.seen(115.0)
-    assert scrapes.next_expected(116.0) == 130.0
-    scrapes.seen(118.0)  # a second Prometheus, 3 s after the first
-    assert scrapes.next_expected(119.0) == 121.0
-    assert scrapes.next_expected(124.5) is None, "a scrape well overdue: no more renders ahead of it"
+    for at in (100.0, 115.0):
+        scrapes.seen(at)
+    assert scrapes.next_expected(116.0) is None, "one gap is no pattern yet"
+    scrapes.seen(116.0)  # a person at the status page's link, just after: not a scrape of the pattern
+    scrapes.seen(130.01)
+    assert scrapes.next_expected(131.0) == pytest.approx(145.02), "one gap after the last"
+    assert scrapes.next_expected(160.1) is None, "a scrape well overdue: no more renders ahead of it"
+
+    two = Scrapes()  # two Prometheus servers, 3 s apart, every 15 s
+    for at in (100.0, 103.0, 115.0, 118.0):
+        two.seen(at)
+    assert two.next_expected(119.0) == 130.0
+    two.seen(130.0)
+    assert two.next_expected(131.0) == 133.0
+
+    broken = Scrapes()  # a scrape off the pattern: nothing expected until the pattern shows again
+    for at in (100.0, 115.0, 130.0, 137.0):
+        broken.seen(at)
+    assert broken.next_expected(138.0) is None
 
 
 def test_the_exporter_section_is_rendered_after_the_sections_it_reports(parts):
