@@ -147,6 +147,10 @@ class Exposition(_Joined):
         """Whether a gzip body of this exposition was made (then a gzip scrape costs a reference)."""
         return bool(self._gzip)
 
+    def compressed_formats(self) -> Tuple[bool, ...]:
+        """The formats (OpenMetrics?) whose gzip body was made: the ones scrapers asked for."""
+        return tuple(self._gzip)
+
     def body(self, openmetrics: bool, compressed: bool) -> bytes:
         if compressed:
             return self.gzip(openmetrics)

@@ -78,6 +78,7 @@ def ready(content: CountingContent, dirty: DirtySections, renderer: Renderer) ->
 
 
 def test_changes_nobody_scrapes_are_not_rendered_and_a_scrape_renders_them_all_at_once(parts):
+    """Once the oldest is older than the lead of a render ahead (the burst lasts longer)."""
     content, dirty, renderer = parts
     before = ready(content, dirty, renderer)
     started, marks = time.monotonic(), 0
@@ -98,7 +99,7 @@ def test_changes_are_rendered_ahead_of_the_scrape_the_renderer_expects(parts):
     due = time.monotonic()
     for _ in range(3):  # a regular scraper, the input of this test
         time.sleep(max(0.0, due - time.monotonic()))
-        scraped(renderer)
+        renderer.exposition_for_scrape().gzip(openmetrics=True)  # as Prometheus asks
         due += SHORTEST_SCRAPE_INTERVAL + 0.1
     expected = due
     content.version += 1
@@ -107,12 +108,15 @@ def test_changes_are_rendered_ahead_of_the_scrape_the_renderer_expects(parts):
                "a render without a scrape")
     assert time.monotonic() < expected, "rendered before the expected scrape"
 
-    # Once per expected scrape: what changes after the render ahead waits for the scrape, which renders it.
+    assert renderer.current().compressed_formats() == (True,), "the body the scraper asks for, made ahead"
+
+    # Once per expected scrape: what changes after the render ahead waits for a scrape, which renders it once it
+    # is older than the render ahead's lead.
     content.version += 1
     dirty.changed([SOURCE])
     time.sleep(max(0.0, expected - 0.2 - time.monotonic()))  # up to the scrape's time, the input of this test
     assert value(served(renderer), "test_version", copy="0") == content.version - 1
-    assert value(scraped(renderer), "test_version", copy="0") == content.version
+    wait_until(lambda: value(scraped(renderer), "test_version", copy="0") == content.version, 5, "a scrape's render")
 
 
 def test_expected_scrapes_follow_a_regular_scraper_or_two_and_stop_when_scrapes_stop():
@@ -145,7 +149,8 @@ def test_the_exporter_section_is_rendered_after_the_sections_it_reports(parts):
     content.series = 3
     dirty.changed([SOURCE])
     # Rendered first, the exporter section would report the farm's previous size until the next change.
-    assert value(scraped(renderer), "renderfarm_exporter_exposition_series", section=SOURCE) == 3
+    wait_until(lambda: value(scraped(renderer), "renderfarm_exporter_exposition_series", section=SOURCE) == 3, 5,
+               "the exporter section to report the farm section's new size")
 
 
 def test_a_section_that_fails_to_render_keeps_its_last_render(parts):
@@ -157,12 +162,13 @@ def test_a_section_that_fails_to_render_keeps_its_last_render(parts):
     content.broken, content.version = True, 2
     tried = content.renders[SOURCE]
     dirty.changed([SOURCE])
-    assert value(scraped(renderer), "test_version", copy="0") == 1
-    assert content.renders[SOURCE] > tried and renderer.alive()
+    wait_until(lambda: value(scraped(renderer), "test_version", copy="0") == 1 and content.renders[SOURCE] > tried,
+               5, "the failing render")
+    assert renderer.alive()
 
     content.broken, content.version = False, 3
     dirty.changed([SOURCE])
-    assert value(scraped(renderer), "test_version", copy="0") == 3
+    wait_until(lambda: value(scraped(renderer), "test_version", copy="0") == 3, 5, "the render after recovery")
 
 
 def test_ready_only_once_every_source_was_read_and_rendered(parts):
