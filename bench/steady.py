@@ -141,7 +141,7 @@ def steady_state(folder: str, hosts: int, rate: float, seconds: float, rounds: i
                  repo: Optional[str] = None) -> List[Row]:
     """The exporter and mtail on the same load at once (uniform: ``hosts`` x ``rate`` lines a second; realistic:
     ``Load.farm(hosts)``): CPU over ``seconds``, then ``rounds`` freshness rounds and ``scrapes`` gzip
-    OpenMetrics scrapes ``scrape_interval`` apart, as Prometheus scrapes (after two unmeasured ones, from which
+    OpenMetrics scrapes ``scrape_interval`` apart, as Prometheus scrapes (after three unmeasured ones, from which
     the exporter learns the interval), and the first scrape after the start. ``repo``: another checkout's
     exporter (before/after)."""
     name = "farm-%d" % hosts if realistic else "steady-%d" % hosts
@@ -200,15 +200,16 @@ def _first_scrape(url: str) -> float:
 
 
 def _scrapes(url: str, count: int, interval: float) -> List[float]:
-    """``count`` gzip OpenMetrics scrapes ``interval`` apart, after two unmeasured ones."""
+    """``count`` gzip OpenMetrics scrapes ``interval`` apart, after three unmeasured ones (two gaps alike: the
+    exporter then expects the next, ``renderer.Scrapes``)."""
     times: List[float] = []
     due = time.monotonic()
-    for number in range(count + 2):
+    for number in range(count + 3):
         time.sleep(max(0.0, due - time.monotonic()))
         due += interval
         started = time.perf_counter()
         fetch(url + "/metrics", gzip=True, openmetrics=True)
-        if number >= 2:
+        if number >= 3:
             times.append(time.perf_counter() - started)
     return times
 
