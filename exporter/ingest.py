@@ -55,6 +55,7 @@ from exporter.sources import (
     ReportsReading,
     Snapshot,
 )
+from exporter.status import matched_files
 
 log = logging.getLogger(__name__)
 _UP = attrgetter("up")  # of a FileStatus
@@ -95,13 +96,15 @@ class SourceIngest:
         self._stop_listening: Optional[Callable[[], None]] = None
         #: Busy mounts (mount, stuck path, since) already logged.
         self._reported_busy: Set[Tuple[str, str, float]] = set()
+        #: (kind, pattern) that matched no file at the last full pass; None before the first.
+        self._empty_patterns: Optional[Set[Tuple[str, str]]] = None
 
     @property
     def checkpoint_counts(self) -> CheckpointCounts:
         """Checkpoints written, writes failed, readers restored (zeros without a store)."""
         c = self.checkpoints
         return CheckpointCounts(0, 0, 0, {}) if c is None else CheckpointCounts(
-            c.writes, c.write_failures, c.restored, dict(c.discarded))
+            c.writes, c.write_failures, c.restored, dict(c.discarded), c.failing)
 
     def use(self, watch: WatchConfig) -> None:
         """New watch settings for the same readers (a reload that changed only ``watch``).
@@ -220,10 +223,26 @@ class SourceIngest:
             self._published(self.section)
             if full:  # after the publish: /-/ready waits for the render of what the first read found
                 self.ingested_once.set()
+                self._report_pattern_changes()
             self._save_checkpoint(due_only=False)
             retry_at = self._next_retry(retry_at, now)
             if self._batch_seconds:  # what changes meanwhile gathers in the inbox for the next pass
                 self._stop.wait(max(0.0, now + self._batch_seconds - time.monotonic()))
+
+    def _report_pattern_changes(self) -> None:
+        """After a full pass: logs each pattern that stops matching files, or matches none at the first pass (an
+        empty mount point, a wrong path), and each that matches files again. A pattern's files are found by
+        events or rescans, so the line comes within ``watch.rescan_interval`` of the change."""
+        patterns = [(reader.kind, pattern) for reader in self.readers for pattern in reader.patterns]
+        counts = matched_files(patterns, list(self._files()))
+        empty = {key for key, count in counts.items() if count == 0}
+        for kind, pattern in sorted(empty - (self._empty_patterns or set())):
+            log.warning("pattern matches no file: nothing is read from it until one appears (a share not mounted? "
+                        "a wrong path?)", extra=fields(kind=kind, pattern=pattern))
+        for kind, pattern in sorted((self._empty_patterns or set()) - empty):
+            log.info("pattern matches files again", extra=fields(kind=kind, pattern=pattern,
+                                                                 files=counts[(kind, pattern)]))
+        self._empty_patterns = empty
 
     def _checkpoint_due(self) -> Optional[float]:
         return self.checkpoints.due_at() if self.checkpoints is not None else None
@@ -259,6 +278,7 @@ class SourceIngest:
         while not self._stop.wait(min(most, max(least, self._watch.stuck_read_timeout / 10))):
             for reader in self.readers:
                 reading = reader.reading if isinstance(reader, ReportsReading) else None
+                self._report_returned(reader, reading)
                 if reading is not None and time.monotonic() - reading[1] > self._watch.stuck_read_timeout:
                     self._report_stuck(reader, reading)
             self._report_busy_mounts()
@@ -297,11 +317,14 @@ class SourceIngest:
                             extra=fields(path=path, mount=mount, seconds=round(now - since, 1)))
         self._reported_busy &= {(mount, path, since) for mount, (path, since) in busy.items()}
         files = []
-        for status in snapshot.files:
-            mount = GATE.mount_of(status.path)
+        mounts = [GATE.mount_of(status.path) for status in snapshot.files]
+        waiting = Counter(mount for mount, status in zip(mounts, snapshot.files)
+                          if mount in late and status.path != late[mount][0])
+        for status, mount in zip(snapshot.files, mounts):
             if mount in late:
                 stuck = late[mount][0]
-                reason = STUCK_REASON if status.path == stuck else WAITING_REASON % (stuck, mount)
+                reason = (_stuck_reason(waiting[mount]) if status.path == stuck
+                          else WAITING_REASON % (stuck, mount))
                 if status.up or status.last_error != reason:
                     status = dataclasses.replace(status, up=False, last_error=reason)
             files.append(status)
@@ -316,6 +339,14 @@ class SourceIngest:
     def _mount_free(self, mount: str) -> None:
         """On the mount's thread: its stuck operation returned; its files are read again soon."""
         self.inbox.add({status.path for status in self._files() if GATE.mount_of(status.path) == mount})
+
+    def _report_returned(self, reader: Reader, reading: Optional[Tuple[str, float]]) -> None:
+        """Logs once that a read reported stuck has returned (the reader reads something else, or nothing)."""
+        stuck = self._reported_stuck.get(reader)
+        if stuck is not None and stuck != reading:
+            del self._reported_stuck[reader]
+            log.info("a stuck read returned; the file is read again", extra=fields(
+                path=stuck[0], seconds=round(time.monotonic() - stuck[1], 1)))
 
     def _report_stuck(self, reader: Reader, reading: Tuple[str, float]) -> None:
         """Marks the file being read down (once per stuck read), unless the read finished meanwhile."""
@@ -335,6 +366,14 @@ class SourceIngest:
 #: Why a file is down while a read of it is stuck, and while it waits behind such a read on its mount.
 STUCK_REASON = "a read of the file is stuck (a hung share?)"
 WAITING_REASON = "waiting behind a stuck read of %s on mount %s"
+
+
+def _stuck_reason(waiting: int) -> str:
+    """The stuck file's reason, saying how many files of its mount wait behind it (each of them says so)."""
+    if not waiting:
+        return STUCK_REASON
+    return STUCK_REASON + "; %d other file%s of its mount wait%s behind it" % (
+        waiting, "s" if waiting > 1 else "", "" if waiting > 1 else "s")
 
 
 def _marked_down(snapshot: Snapshot, kind: str, path: str) -> Snapshot:

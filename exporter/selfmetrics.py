@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import platform
 from itertools import compress
-from operator import is_not
-from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
+from operator import attrgetter, is_not
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from prometheus_client.core import InfoMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -41,6 +41,10 @@ class FileRows:
         self.malformed_lines: LiveRows[Tuple[str, str]] = LiveRows()
         self.read_bytes: LiveRows[Tuple[str, str]] = LiveRows()
         self.read_lines: LiveRows[Tuple[str, str]] = LiveRows()
+        #: The optional per-file readings (``_OPTIONAL``), each kept only for the files whose reader gives it.
+        self.optional: Dict[str, LiveRows[Tuple[str, str]]] = {name: LiveRows() for name, _ in _OPTIONAL}
+        #: Why each file that is down is down, as a label value (only the down files: a few).
+        self.errors: Dict[Tuple[str, str], str] = {}
         self.matched: Mapping[Tuple[str, str], int] = {}
         #: Whether two of the files have one (kind, path); the last of them then wins, as in a fresh mapping.
         self._duplicates = False
@@ -80,6 +84,16 @@ class FileRows:
         self.malformed_lines.set(key, status.malformed_lines_total)
         self.read_bytes.set(key, status.bytes_read_total)
         self.read_lines.set(key, status.lines_read_total)
+        if status.up or not status.last_error:
+            self.errors.pop(key, None)
+        else:
+            self.errors[key] = label_value(status.last_error)
+        for name, reading in _OPTIONAL:
+            value = reading(status)
+            if value is None:
+                self.optional[name].discard(key)
+            else:
+                self.optional[name].set(key, value)
 
     def _forget(self, key: Tuple[str, str]) -> None:
         for rows in (self.up, self.last_success, self.parse_errors, self.malformed_lines, self.read_bytes,
@@ -87,6 +101,21 @@ class FileRows:
             rows.discard(key)
         for reason in READ_FAILURE_REASONS:
             self.read_failures.discard((*key, reason))
+        for rows in self.optional.values():
+            rows.discard(key)
+        self.errors.pop(key, None)
+
+
+#: The per-file readings that not every reader gives (None: not given), by family name: what a file looked like
+#: at its last check, and its records dated ahead of the clock.
+_OPTIONAL: Tuple[Tuple[str, Callable[[FileStatus], Optional[float]]], ...] = (
+    ("renderfarm_exporter_source_size_bytes", attrgetter("size_bytes")),
+    ("renderfarm_exporter_source_modified_timestamp_seconds", attrgetter("modified_time")),
+    ("renderfarm_exporter_source_unread_bytes", attrgetter("unread_bytes")),
+    ("renderfarm_exporter_source_last_check_timestamp_seconds", attrgetter("last_check_time")),
+    ("renderfarm_exporter_source_records_ahead", attrgetter("records_ahead_total")),
+    ("renderfarm_exporter_source_clock_ahead_seconds", attrgetter("clock_ahead_seconds")),
+)
 
 
 def _key(status: FileStatus) -> Tuple[str, str]:
@@ -136,11 +165,13 @@ def _families(status: RuntimeStatus, sections: Mapping[str, PlacedSection], file
                 {(kind, pattern.pattern): int(pattern.pattern in status.capped_patterns)
                  for kind, pattern in status.patterns})
     yield counter("renderfarm_exporter_source_parse_errors",
-                  "Reads of the file whose content was rejected (not loadable as a whole); the last good values are "
+                  "Reads of the file whose content was rejected (not loadable as a whole), once per incident (a "
+                  "retry of the same version with the same error is not counted again); the last good values are "
                   "kept", ["kind", "path"], files.parse_errors.frozen())
     yield counter("renderfarm_exporter_source_read_failures",
                   "Reads of the file that failed for a reason other than its content: the reading helper crashed or "
-                  "timed out, an I/O error, the reader unavailable; the last good values are kept",
+                  "timed out, an I/O error, the reader unavailable; once per incident (the retries of a file down "
+                  "with the same error are not counted again); the last good values are kept",
                   ["kind", "path", "reason"], files.read_failures.frozen())
     yield counter("renderfarm_exporter_source_malformed_lines", "Lines of the file skipped as malformed",
                   ["kind", "path"], files.malformed_lines.frozen())
@@ -148,6 +179,13 @@ def _families(status: RuntimeStatus, sections: Mapping[str, PlacedSection], file
                   ["kind", "path"], files.read_bytes.frozen())
     yield counter("renderfarm_exporter_source_read_lines", "Complete lines consumed from the file",
                   ["kind", "path"], files.read_lines.frozen())
+    yield from _optional_families(files)
+    errors = InfoMetricFamily("renderfarm_exporter_source_error",
+                              "Why the file is down, as the status page says it (present only while it is down)",
+                              labels=["kind", "path", "error"])
+    for (kind, path), error in sorted(files.errors.items()):
+        errors.add_metric([kind, path, error], {})
+    yield errors
     yield counter("renderfarm_exporter_reader_failures",
                   "Unexpected errors of a file kind's reader (a bug: please report)", ["kind"], status.reader_failures)
     yield counter("renderfarm_exporter_rescans", "Full rescans of every configured pattern", [], {(): status.rescans})
@@ -183,6 +221,33 @@ def _families(status: RuntimeStatus, sections: Mapping[str, PlacedSection], file
                 "Series left out of each section's last render because they could not be rendered (a bug: please "
                 "report it with the log); the rest of the section is served", ["section"],
                 {name: sum(count for _, count in s.dropped) for name, s in sections.items()})
+
+
+def _optional_families(files: FileRows) -> Iterable[Metric]:
+    """The per-file readings that tell a host that stopped writing from a reader that stopped reading, and
+    records dated ahead of the clock; a file has a row in those its reader gives."""
+    rows = {name: rows.frozen() for name, rows in files.optional.items()}
+    labels = ["kind", "path"]
+    yield gauge("renderfarm_exporter_source_size_bytes", "Size of the file at its last check", labels,
+                rows["renderfarm_exporter_source_size_bytes"])
+    yield gauge("renderfarm_exporter_source_modified_timestamp_seconds",
+                "Modification time of the file at its last check: still while its writer is silent", labels,
+                rows["renderfarm_exporter_source_modified_timestamp_seconds"])
+    yield gauge("renderfarm_exporter_source_unread_bytes",
+                "Bytes of the file past what was read, at its last check (a tailed file); above 0 for long: the "
+                "exporter is behind", labels, rows["renderfarm_exporter_source_unread_bytes"])
+    yield gauge("renderfarm_exporter_source_last_check_timestamp_seconds",
+                "When the exporter last looked at the file (a read, or a read that failed); at least every "
+                "watch.rescan_interval, so an old one means the exporter stopped reading it", labels,
+                rows["renderfarm_exporter_source_last_check_timestamp_seconds"])
+    yield counter("renderfarm_exporter_source_records_ahead",
+                  "Records of the file dated more than the allowed skew (rush.max_clock_skew) ahead of this "
+                  "machine's clock, since the exporter started: counted, never taken as the latest", labels,
+                  rows["renderfarm_exporter_source_records_ahead"])
+    yield gauge("renderfarm_exporter_source_clock_ahead_seconds",
+                "How far the newest record of the file's last read with records was ahead of this machine's "
+                "clock, when more than the allowed skew (rush.max_clock_skew); 0 otherwise", labels,
+                rows["renderfarm_exporter_source_clock_ahead_seconds"])
 
 
 def _reload_families(reload: ReloadStatus) -> Iterable[Metric]:

@@ -9,6 +9,9 @@ a source's contract.
 from __future__ import annotations
 
 import dataclasses
+import grp
+import os
+import pwd
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, Mapping, Optional, Sequence, Tuple
 
@@ -42,16 +45,28 @@ class ReloadStatus:
     failures: int = 0
     last_error: str = ""  # why the last reload failed ("" after a success)
     stuck: str = ""  # while a reload runs past its deadline: what it is stuck on; else ""
+    #: What in the configuration in force will not work (``config.notices``: "key path: problem"), said at its
+    #: start-up or reload; a rejected reload keeps the running configuration's.
+    notices: Tuple[str, ...] = ()
 
-    def succeeded(self, when: float) -> ReloadStatus:
-        """This status after one more reload that succeeded at ``when``."""
+    def succeeded(self, when: float, notices: Tuple[str, ...] = ()) -> ReloadStatus:
+        """This status after one more reload that succeeded at ``when``, with the new configuration's notices."""
         return dataclasses.replace(self, successful=True, last_attempt_time=when, last_success_time=when,
-                                   successes=self.successes + 1, last_error="")
+                                   successes=self.successes + 1, last_error="", notices=notices)
 
     def failed(self, when: float, error: str = "") -> ReloadStatus:
         """This status after one more reload that failed at ``when``: the last success stays."""
         return dataclasses.replace(self, successful=False, last_attempt_time=when, failures=self.failures + 1,
                                    last_error=error)
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    """The answer to one reload request (SIGHUP or ``POST /-/reload``): why it was rejected (None: the new
+    configuration runs), and the notices of the configuration in force afterwards."""
+
+    problem: Optional[str]
+    notices: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,6 +89,8 @@ class RuntimeStatus:
     patterns: Tuple[Tuple[str, PathPattern], ...] = ()  # (kind, pattern) of every configured pattern
     notes: Tuple[Tuple[str, str], ...] = ()  # (what, value) from sources that describe their set-up
     capped_patterns: FrozenSet[str] = frozenset()  # patterns whose last scan stopped at paths.MAX_MATCHES
+    storage_path: str = ""  # the folder of the checkpoints (--storage.path); "" when none are kept
+    checkpoint_failing: str = ""  # while checkpoint writes fail (a full disk): why; else ""
 
 
 def matched_files(patterns: Sequence[Tuple[str, PathPattern]],
@@ -81,3 +98,26 @@ def matched_files(patterns: Sequence[Tuple[str, PathPattern]],
     """(kind, pattern) -> how many of the files read now that pattern matches; 0 points at a wrong path."""
     return {(kind, pattern.pattern): sum(1 for f in files if f.kind == kind and pattern.matches(f.path))
             for kind, pattern in patterns}
+
+
+def running_as() -> str:
+    """Who the exporter runs as, said where a permission error shows (the status page, an interpreter out of
+    reach): the file's owner and mode are to be compared with this, not with the administrator's own rights."""
+    uid, gid = os.geteuid(), os.getegid()
+    groups = sorted(set(os.getgroups()) | {gid})
+    return "user %s (uid %d), groups %s" % (_user_name(uid), uid, ", ".join(
+        "%s (%d)" % (_group_name(g), g) for g in groups))
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:  # a DynamicUser, or a uid the container's passwd does not list
+        return "#%d" % uid
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return "#%d" % gid

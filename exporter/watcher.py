@@ -59,7 +59,7 @@ from watchdog.utils.dirsnapshot import DirectorySnapshot
 from exporter.config import WatchConfig
 from exporter.containment import inside
 from exporter.debounce import batch_seconds
-from exporter.logs import fields
+from exporter.logs import RateLimitedLog, fields
 from exporter.mounts import fstype_of, is_network, read_mounts
 from exporter.paths import PathPattern
 from exporter.status import WatchStatus
@@ -359,6 +359,8 @@ class Watcher:
         self._on_status_change = on_status_change
         self._roots = [_Root(d, r) for d, r in sorted(watch_roots(patterns).items())]
         self._said_no_inotify = False
+        #: Supervision retries a folder every second: its warnings once a minute, with the count left out.
+        self._folder_log = RateLimitedLog(log)
         self.overflows = 0
         self.restarts = 0
         #: Paths of the batch being gathered (by this thread from the queue, by the polling threads), and
@@ -401,7 +403,7 @@ class Watcher:
         """One per folder once watching started (``--once`` never watches)."""
         if not self._thread.is_alive():
             return ()
-        return tuple(WatchStatus(r.directory, r.mode, r.fstype, self._watching(r) and r.still_same_folder())
+        return tuple(WatchStatus(r.directory, r.mode, r.fstype, self._works(r) and r.still_same_folder())
                      for r in self._roots)
 
     # -- the thread -------------------------------------------------------------
@@ -534,12 +536,13 @@ class Watcher:
         self._revive()
         rescan = overflowed is not None
         for root in self._roots:
-            if root.watched and self._watching(root) and root.still_same_folder():
+            if root.watched and self._works(root) and root.still_same_folder():
                 continue
             if root.watched:
                 self._unschedule(root)
                 self.restarts += 1
-                log.warning("watch stopped; re-establishing it", extra=fields(directory=root.directory))
+                self._folder_log.warning("stopped:" + root.directory, "watch stopped; re-establishing it",
+                                         directory=root.directory)
             if os.path.isdir(root.directory):
                 try:
                     self._schedule(root)
@@ -582,18 +585,25 @@ class Watcher:
         elif root.mode == "events" and self._inotify is not None:
             try:
                 root.group = _watch_group(self._inotify, root.directory, root.recursive, self._sink)
-                log.info("watching folder", extra=fields(directory=root.directory, mode="events", fstype=root.fstype))
+                self._watching(root)
                 return
             except OSError as exc:
-                log.warning("inotify unavailable (watch limit?); polling this folder instead",
-                            extra=fields(directory=root.directory, error=exc))
+                self._folder_log.warning("no inotify:" + root.directory,
+                                         "inotify unavailable (watch limit?); polling this folder instead",
+                                         directory=root.directory, error=exc)
                 root.mode = "poll"
         try:
             root.polled = self._polls.schedule(self._handler, root.directory, recursive=root.recursive)
-            log.info("watching folder", extra=fields(directory=root.directory, mode="poll", fstype=root.fstype,
-                                                     interval=self._config.poll_interval))
         except OSError as exc:
-            log.warning("cannot watch folder; relying on rescans", extra=fields(directory=root.directory, error=exc))
+            self._folder_log.warning("cannot:" + root.directory, "cannot watch folder; relying on rescans",
+                                     directory=root.directory, error=exc)
+            return
+        self._watching(root, interval=self._config.poll_interval)
+
+    def _watching(self, root: _Root, **more: object) -> None:
+        """Logs a folder now watched, and the end of its failures to be watched if it had any."""
+        self._folder_log.ended("cannot:" + root.directory, "folder can be watched again", directory=root.directory)
+        log.info("watching folder", extra=fields(directory=root.directory, mode=root.mode, fstype=root.fstype, **more))
 
     def _unschedule(self, root: _Root) -> None:
         if root.group is not None:
@@ -608,7 +618,7 @@ class Watcher:
                 pass
         root.group = root.polled = None
 
-    def _watching(self, root: _Root) -> bool:
+    def _works(self, root: _Root) -> bool:
         """Whether the root's watch still works: its watch group active, or its polling emitter alive."""
         if root.group is not None:  # the folder's own watch is gone once inotify removed it (IN_IGNORED)
             return root.group.is_active and os.fsencode(root.directory) in root.group._active_callbacks_by_path
