@@ -16,7 +16,7 @@ from conftest import parse_samples, value, wait_until
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from exporter.renderer import SHORTEST_SCRAPE_INTERVAL, DirtySections, Renderer, Scrapes
+from exporter.renderer import AHEAD_SECONDS, SHORTEST_SCRAPE_INTERVAL, DirtySections, Renderer, Scrapes
 from exporter.status import RuntimeStatus
 
 SOURCE = "farm"
@@ -82,7 +82,7 @@ def test_changes_nobody_scrapes_are_not_rendered_and_a_scrape_renders_them_all_a
     content, dirty, renderer = parts
     before = ready(content, dirty, renderer)
     started, marks = time.monotonic(), 0
-    while marks < 100 or time.monotonic() - started < 0.5:  # a busy farm publishing as fast as it can
+    while marks < 100 or time.monotonic() - started < AHEAD_SECONDS + 0.1:  # a busy farm publishing fast
         content.version += 1
         dirty.changed([SOURCE])
         marks += 1
