@@ -221,8 +221,12 @@ class Renderer:
         return self._cache.current
 
     def _stale(self, now: float) -> bool:
-        """Whether a change older than ``AHEAD_SECONDS`` waits for a render."""
+        """Whether a change older than ``AHEAD_SECONDS`` waits for a render, unless this is the scrape the thread
+        rendered ahead of (a scrape a few milliseconds late must not render what came after the render ahead)."""
         since = self._dirty.since()
+        ahead = self._rendered_ahead_of
+        if ahead is not None and abs(now - ahead) < AHEAD_SECONDS:
+            return False
         return since is not None and now - since >= AHEAD_SECONDS
 
     def scrape_may_be_slow(self) -> bool:
