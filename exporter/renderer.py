@@ -53,6 +53,9 @@ RENDER_INTERVAL_SECONDS = 1.0
 #: compressing (5 + 7 ms, more on a busy machine). Prometheus scrapes at a fixed interval and phase, so the
 #: expected time is right to milliseconds.
 AHEAD_SECONDS = 0.5
+#: The scrape rendered ahead of may come this much after the time expected (a busy machine, a scraper's jitter)
+#: and still get what was rendered for it; a change then waits at most ``AHEAD_SECONDS + LATE_SECONDS``.
+LATE_SECONDS = 0.2
 #: Scrapes closer than this to the previous one (a person at a browser, a second scraper just after the first)
 #: are not taken for the scrape interval.
 SHORTEST_SCRAPE_INTERVAL = 2.0
@@ -222,10 +225,10 @@ class Renderer:
 
     def _stale(self, now: float) -> bool:
         """Whether a change older than ``AHEAD_SECONDS`` waits for a render, unless this is the scrape the thread
-        rendered ahead of (a scrape a few milliseconds late must not render what came after the render ahead)."""
+        rendered ahead of, up to ``LATE_SECONDS`` late (it must not render what came after the render ahead)."""
         since = self._dirty.since()
         ahead = self._rendered_ahead_of
-        if ahead is not None and abs(now - ahead) < AHEAD_SECONDS:
+        if ahead is not None and ahead <= now <= ahead + LATE_SECONDS:
             return False
         return since is not None and now - since >= AHEAD_SECONDS
 
