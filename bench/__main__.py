@@ -13,17 +13,19 @@ import sys
 import tempfile
 import time
 
-from bench import churn, cold, figures, floor, isolation, rrclients, serving, steady
+from bench import churn, cold, compression, figures, floor, isolation, rrclients, serving, steady
 from bench.common import REPO, compile_exporter
 
 FULL = {"lines": 1_000_000, "clients": 1000, "rush_hosts": 200, "scrapes": 300, "idle": 60.0, "rounds": 100,
         "poll_rounds": 10, "big_lines": 13_000_000, "appends": 100,
-        "steady": ((200, 1.0), (2000, 0.1)), "steady_seconds": 60.0, "folders": 10_000,
+        "steady": ((200, 1.0), (2000, 0.1)), "steady_seconds": 60.0, "folders": 10_000, "farm_hosts": 3000,
+        "steady_scrapes": (20, steady.SCRAPE_INTERVAL),
         "cold_files": 200, "cold_lines": 50_000, "rr_clients": rrclients.FULL, "churn": (60.0, 1000),
         "serving": (2000, 300, 300, 60.0), "isolation": (200, 100)}
 SMOKE = {"lines": 20_000, "clients": 30, "rush_hosts": 20, "scrapes": 20, "idle": 2.0, "rounds": 5,
          "poll_rounds": 2, "big_lines": 20_000, "appends": 5,
-         "steady": ((20, 1.0), (40, 0.5)), "steady_seconds": 3.0, "folders": 300,
+         "steady": ((20, 1.0), (40, 0.5)), "steady_seconds": 3.0, "folders": 300, "farm_hosts": 60,
+         "steady_scrapes": (3, 0.2),
          "cold_files": 5, "cold_lines": 2_000, "rr_clients": rrclients.SMOKE, "churn": (2.0, 100),
          "serving": (50, 5, 3, 2.0), "isolation": (20, 10)}
 
@@ -55,8 +57,12 @@ def main() -> int:
             ("freshness", lambda: figures.freshness(folder, sizes["rounds"], sizes["poll_rounds"])),
             ("incremental", lambda: figures.incremental(folder, sizes["big_lines"], sizes["appends"])),
             *(("steady state, %d hosts" % hosts, lambda hosts=hosts, rate=rate: steady.steady_state(
-                folder, hosts, rate, sizes["steady_seconds"], sizes["rounds"], sizes["scrapes"]))
+                folder, hosts, rate, sizes["steady_seconds"], sizes["rounds"], *sizes["steady_scrapes"]))
               for hosts, rate in sizes["steady"]),
+            ("realistic farm", lambda: steady.steady_state(
+                folder, sizes["farm_hosts"], 0.0, sizes["steady_seconds"], sizes["rounds"], *sizes["steady_scrapes"],
+                realistic=True)),
+            ("compression", lambda: compression.compression_rows(folder, sizes["farm_hosts"])),
             ("steady state floor", lambda: floor.floor_row(folder, *sizes["steady"][0], sizes["steady_seconds"])),
             ("many folders", lambda: steady.many_folders(folder, sizes["folders"], sizes["idle"])),
             ("cold start and restart", lambda: cold.cold_start(folder, sizes["cold_files"], sizes["cold_lines"])),

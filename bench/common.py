@@ -54,8 +54,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def fetch(url: str, gzip: bool = False) -> bytes:
+def fetch(url: str, gzip: bool = False, openmetrics: bool = False) -> bytes:
     headers = {"Accept-Encoding": "gzip"} if gzip else {}
+    if openmetrics:
+        headers["Accept"] = "application/openmetrics-text; version=1.0.0"
     with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as response:
         return response.read()
 

@@ -43,7 +43,7 @@ class WatchConfig:
     mode: str = "auto"
     poll_interval: float = 2.0
     rescan_interval: float = 60.0
-    debounce: float = 0.02
+    debounce: float = 0.1
     debounce_max_wait: float = 0.1
     stuck_read_timeout: float = 10.0
     follow_symlinks_outside: bool = False
@@ -55,8 +55,9 @@ WATCH_SCHEMA = Struct(
                       doc="auto: inotify on local file systems, polling on network ones"),
         "poll_interval": Field(Duration(), default=2.0, doc="how often polled folders are checked"),
         "rescan_interval": Field(Duration(), default=60.0, doc="full rescan that catches anything events missed"),
-        "debounce": Field(Duration(), default=0.02, doc="quiet time after a change before a file is read"),
-        "debounce_max_wait": Field(Duration(), default=0.1, doc="longest a busy file waits to be read"),
+        "debounce": Field(Duration(), default=0.1,
+                          doc="how long changes are gathered after the first one before their files are read"),
+        "debounce_max_wait": Field(Duration(), default=0.1, doc="upper bound of watch.debounce"),
         "stuck_read_timeout": Field(Duration(), default=10.0,
                                     doc="a file read taking longer is reported stuck (source_up 0, logged)"),
         "follow_symlinks_outside": Field(Boolean(), default=False,

@@ -246,7 +246,8 @@ def serve(config: Config, listen_addresses: Sequence[str], telemetry_path: str,
     app = App(telemetry_path, renderer.exposition_for_scrape, renderer.is_ready,
               lambda query: statuspage.render(parts.status(), renderer.sections(), telemetry_path,
                                               renderer.is_ready(), config_path, query),
-              web=web, reload=reloader.reload if enable_lifecycle else None, health=reloader.health)
+              web=web, reload=reloader.reload if enable_lifecycle else None, health=reloader.health,
+              exposition_may_be_slow=renderer.scrape_may_be_slow)
     server = make_server(listen_addresses, app, systemd_socket)
     http_thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     reload_requested = threading.Event()

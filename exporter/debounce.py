@@ -1,50 +1,49 @@
-"""Collects changed paths and releases them in batches, after a quiet time or a maximum wait.
+"""Batches of changes: how long the watcher gathers them, and each ingest's inbox of them.
 
-A writer appending in bursts produces many events per line; reading after a
-short quiet time reads the burst once. The maximum wait bounds how stale a
-file that never goes quiet can get.
+The watcher reads the inotify queue once per batch: after the first change
+it waits ``batch_seconds`` (``watch.debounce``, at most
+``watch.debounce_max_wait``; 100 ms by default) and then takes every event
+queued meanwhile. A writer appending in bursts (Rush opens, appends and
+closes per line) costs one read of its file per batch, however many events
+it raised, and one sync reads every file changed in the batch for about the
+cost of one: a reader's snapshot and the section's render are paid per
+sync, not per file. No path waits longer than a batch before it is handed
+over.
 
-A path is *due* when it has been quiet for ``quiet`` or waited ``max_wait``
-since its first event. When one path is due, every pending path is released
-with it: one sync reads many files for about the cost of one (a reader's
-snapshot and the section's render are paid per sync, not per file). Every
-path pending after a release had its first event after it, so no batch
-follows the previous one sooner than ``min(quiet, max_wait)``: 200 files each
-appending a line a second make a few batches per ``max_wait``, not one sync
-per file, and no path waits longer than ``max_wait`` after its first event.
+The ``Inbox`` holds what was handed to one ingest and not yet taken: the
+ingest takes all of it at once (one sync), so what arrives while a sync
+runs (or while a batched source waits out its ``batch_seconds``) joins the
+next one.
 """
 
 from __future__ import annotations
 
 import threading
-import time
-from typing import Callable, Dict, Set, Tuple
+from typing import Iterable, Set, Tuple
+
+from exporter.config import WatchConfig
 
 
-class Debouncer:
-    def __init__(self, quiet: float, max_wait: float, clock: Callable[[], float] = time.monotonic):
-        """``clock`` is the monotonic time in seconds (a fake one in tests)."""
-        self._quiet = quiet
-        self._max_wait = max_wait
-        self._clock = clock
+def batch_seconds(config: WatchConfig) -> float:
+    """How long changes are gathered, from the first one, before they are handed over as one batch."""
+    return min(config.debounce, config.debounce_max_wait)
+
+
+class Inbox:
+    """Changed paths and rescan requests for one ingest, from any thread; taken all at once."""
+
+    def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._pending: Dict[str, Tuple[float, float]] = {}  # path -> (first, last) event time
+        self._paths: Set[str] = set()
         self._rescan = False
         self._closed = False
 
-    def add(self, path: str) -> None:
-        now = self._clock()
+    def add(self, paths: Iterable[str]) -> None:
         with self._cond:
-            previous = self._pending.get(path)
-            self._pending[path] = (now if previous is None else previous[0], now)
-            if previous is None:  # a later event of a pending path only makes it due later: no need to wake
+            before = len(self._paths)
+            self._paths.update(paths)
+            if len(self._paths) != before:
                 self._cond.notify()
-
-    def configure(self, quiet: float, max_wait: float) -> None:
-        """New timings (a reload changed ``watch``), from the next path on."""
-        with self._cond:
-            self._quiet, self._max_wait = quiet, max_wait
-            self._cond.notify_all()
 
     def request_rescan(self) -> None:
         with self._cond:
@@ -58,27 +57,13 @@ class Debouncer:
             self._cond.notify_all()
 
     def take(self, timeout: float) -> Tuple[Set[str], bool]:
-        """Waits up to ``timeout`` for a batch; returns its paths and whether a rescan is asked for.
+        """Waits up to ``timeout`` for something to take; returns the paths and whether a rescan is asked for.
 
-        A rescan takes every pending path with it: the full read that
-        follows covers them.
+        A rescan takes every pending path with it: the full read that follows covers them.
         """
-        deadline = self._clock() + timeout
         with self._cond:
-            while True:
-                now = self._clock()
-                due_at = self._batch_due_at()
-                released = now >= due_at or self._rescan
-                if released or self._closed or now >= deadline:
-                    paths = set(self._pending) if released else set()
-                    if released:
-                        self._pending.clear()
-                    rescan, self._rescan = self._rescan, False
-                    return paths, rescan
-                self._cond.wait(min(deadline, due_at) - now)
-
-    def _batch_due_at(self) -> float:
-        """When the first pending path is due (infinity when none is pending)."""
-        quiet, max_wait = self._quiet, self._max_wait
-        return min((min(last + quiet, first + max_wait) for first, last in self._pending.values()),
-                   default=float("inf"))
+            if not (self._paths or self._rescan or self._closed):
+                self._cond.wait(timeout)
+            paths, self._paths = self._paths, set()
+            rescan, self._rescan = self._rescan, False
+            return paths, rescan

@@ -1,7 +1,8 @@
 """One source's readers on a thread of their own.
 
-Each source (Rush, Royal Render) has its own debouncer, rescan timer and
-thread, so a slow source (an RR read waiting on a hung worker for up to its
+Each source (Rush, Royal Render) has its own inbox of changed paths
+(``exporter.debounce``: the watcher hands it a batch at a time), rescan timer
+and thread, so a slow source (an RR read waiting on a hung worker for up to its
 timeout) never delays another source's freshness. While files of the source
 are down, those files (not the whole source: a rescan of 20,000 files takes
 seconds) are read again every few seconds, so they recover without waiting
@@ -41,7 +42,7 @@ from typing import Callable, Collection, Dict, Iterable, Optional, Sequence, Set
 
 from exporter.checkpoint import CheckpointCounts, Checkpointer, CheckpointStore
 from exporter.config import WatchConfig
-from exporter.debounce import Debouncer
+from exporter.debounce import Inbox
 from exporter.iogate import GATE
 from exporter.logs import fields
 from exporter.sources import (
@@ -74,7 +75,7 @@ class SourceIngest:
         self.checkpoints = Checkpointer(store, section, self.readers) if store is not None else None
         self._watch = watch
         self._published = published
-        self.debouncer = Debouncer(watch.debounce, watch.debounce_max_wait)
+        self.inbox = Inbox()
         #: Passes start at most this often (``sources.Batched``): 0 for sources whose readers do not ask.
         self._batch_seconds = max((r.batch_seconds for r in self.readers if isinstance(r, Batched)), default=0.0)
         self.snapshots: Dict[Reader, Snapshot] = {}
@@ -112,8 +113,7 @@ class SourceIngest:
         readers would count their lines twice.
         """
         self._watch = watch
-        self.debouncer.configure(watch.debounce, watch.debounce_max_wait)
-        self.debouncer.request_rescan()
+        self.inbox.request_rescan()
 
     def owns(self, path: str) -> bool:
         return any(pattern.matches(path) for reader in self.readers for pattern in reader.patterns)
@@ -129,7 +129,7 @@ class SourceIngest:
         ``timeout`` is interrupted where the reader can be (``sources.Interruptible``: worker processes it
         waits on are stopped, so they cannot hold the daemon's exit)."""
         self._stop.set()
-        self.debouncer.close()
+        self.inbox.close()
         if self._stop_listening is not None:
             self._stop_listening()
         if self._thread.is_alive():
@@ -206,7 +206,7 @@ class SourceIngest:
         retry_at: Optional[float] = None
         while not self._stop.is_set():
             wake = min(t for t in (next_rescan, retry_at, self._checkpoint_due()) if t is not None)
-            paths, rescan = self.debouncer.take(max(0.0, wake - time.monotonic()))
+            paths, rescan = self.inbox.take(max(0.0, wake - time.monotonic()))
             if self._stop.is_set():
                 return
             now = time.monotonic()
@@ -226,7 +226,7 @@ class SourceIngest:
                 self._report_pattern_changes()
             self._save_checkpoint(due_only=False)
             retry_at = self._next_retry(retry_at, now)
-            if self._batch_seconds:  # what changes meanwhile gathers in the debouncer for the next pass
+            if self._batch_seconds:  # what changes meanwhile gathers in the inbox for the next pass
                 self._stop.wait(max(0.0, now + self._batch_seconds - time.monotonic()))
 
     def _report_pattern_changes(self) -> None:
@@ -338,9 +338,7 @@ class SourceIngest:
 
     def _mount_free(self, mount: str) -> None:
         """On the mount's thread: its stuck operation returned; its files are read again soon."""
-        for path in {status.path for status in self._files()}:
-            if GATE.mount_of(path) == mount:
-                self.debouncer.add(path)
+        self.inbox.add({status.path for status in self._files() if GATE.mount_of(status.path) == mount})
 
     def _report_returned(self, reader: Reader, reading: Optional[Tuple[str, float]]) -> None:
         """Logs once that a read reported stuck has returned (the reader reads something else, or nothing)."""

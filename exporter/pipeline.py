@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from itertools import chain
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set
 
 from prometheus_client.metrics_core import Metric
 
@@ -76,7 +76,7 @@ class Pipeline:
 
     def request_rescan(self) -> None:
         for ingest in self._ingests:
-            ingest.debouncer.request_rescan()
+            ingest.inbox.request_rescan()
 
     # -- what the renderer and the status board read ---------------------------
 
@@ -176,13 +176,15 @@ class Pipeline:
 
     def _new_watcher(self) -> Watcher:
         patterns = [p for ingest in self._ingests for reader in ingest.readers for p in reader.patterns]
-        return Watcher(patterns, self._watch, self._on_path, self.request_rescan,
+        return Watcher(patterns, self._watch, self._on_paths, self.request_rescan,
                        on_status_change=lambda: self._changed(()))
 
-    def _on_path(self, path: str) -> None:
+    def _on_paths(self, paths: Set[str]) -> None:
+        """A batch from the watcher: each ingest gets the paths its readers' patterns match, in one call."""
         for ingest in self._ingests:
-            if ingest.owns(path):
-                ingest.debouncer.add(path)
+            owned = {path for path in paths if ingest.owns(path)}
+            if owned:
+                ingest.inbox.add(owned)
 
     def _published(self, source: str) -> None:
         self._changed((source,))

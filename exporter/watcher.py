@@ -1,23 +1,25 @@
 """Notices changes to the configured files with watchdog, and keeps watching.
 
 One watch per root folder of the configured patterns: inotify on local file
-systems, polling on network ones (or as configured). watchdog's weak spots
+systems, polling on network ones (or as configured). One thread (``watch``)
+reads watchdog's inotify instance itself, a batch at a time (``Watcher``),
+and supervises; no event is handed between threads. watchdog's weak spots
 are covered here:
 
-- an exception in a handler kills the observer thread silently, so the
-  handler catches everything, and a supervisor thread checks every second
-  that each watch's emitter is alive and re-schedules dead watches (a polled
-  folder that vanishes for a moment stops its watch for good);
+- the polling observer's handler catches everything (an exception would
+  kill its thread silently), and every second the thread checks each watch
+  (an active watch group, a live polling emitter) and re-schedules dead
+  ones (a polled folder that vanishes for a moment stops its watch for good);
 - a folder that does not exist yet is scheduled as soon as it appears;
 - a watch is also renewed when its path names another folder than the one
   watched (deleted and re-created, or re-mounted): inotify sends no
   ``IN_DELETE_SELF`` while a file in the old folder is still open, as a
   rotated log being drained is, and would watch the dead folder forever;
 - inotify watch limits raise OSError: that folder is polled instead; with
-  no inotify instance left at all (watchdog 7 takes one per observer), every
-  folder is polled until the supervisor manages to create one;
+  no inotify instance left at all, every folder is polled until the
+  supervision manages to create one;
 - an inotify queue overflow (events lost) is counted and answered, at the
-  next supervision tick, by one fresh inotify observer and one rescan
+  next supervision tick, by one fresh inotify instance and one rescan
   request, however many overflows came in between (see ``_OverflowReportingInotify``);
 - every (re)schedule asks for a full rescan, and the runtime rescans
   periodically anyway, as a safety net for anything else missed;
@@ -39,30 +41,24 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
 import stat
 import threading
+import time
 from collections import deque
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Set, Tuple
 
-from watchdog.events import (
-    DirCreatedEvent,
-    DirDeletedEvent,
-    DirMovedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.api import DEFAULT_OBSERVER_TIMEOUT, BaseObserver, ObservedWatch
-from watchdog.observers.inotify import InotifyEmitter, InotifyObserver
-from watchdog.observers.inotify_c import InotifyEvent, InotifyFD
+from watchdog.observers.inotify import InotifyWatchGroup
+from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, InotifyFD, Mask
+from watchdog.observers.inotify_move_event_grouper import PathedInotifyEvent
 from watchdog.observers.polling import PollingEmitter
 from watchdog.utils.dirsnapshot import DirectorySnapshot
 
 from exporter.config import WatchConfig
 from exporter.containment import inside
+from exporter.debounce import batch_seconds
 from exporter.logs import RateLimitedLog, fields
 from exporter.mounts import fstype_of, is_network, read_mounts
 from exporter.paths import PathPattern
@@ -70,13 +66,17 @@ from exporter.status import WatchStatus
 
 log = logging.getLogger(__name__)
 
-#: The events the exporter acts on. With this filter watchdog asks inotify for nothing else: without it
-#: every open and close-without-write (the exporter's own reads among them) fills the kernel's queue,
-#: which overflows from about 4,000 watched folders up, and each overflow re-walks every folder.
-#: Not IN_CLOSE_WRITE either: every write already raises IN_MODIFY, and a writer that opens, appends
-#: and closes (Rush does, per line) would cost a second event per line in watchdog's three threads.
-CHANGES = [FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileDeletedEvent,
-           DirCreatedEvent, DirDeletedEvent, DirMovedEvent]
+#: The inotify events the exporter acts on, and nothing else: without this mask every open and
+#: close-without-write (the exporter's own reads among them) fills the kernel's queue, which overflows from
+#: about 4,000 watched folders up, and each overflow re-walks every folder. Not IN_CLOSE_WRITE either: every
+#: write already raises IN_MODIFY, and a writer that opens, appends and closes (Rush does, per line) would
+#: cost a second event per line.
+_FILE_CHANGES = (InotifyConstants.IN_CREATE | InotifyConstants.IN_MODIFY | InotifyConstants.IN_ATTRIB
+                 | InotifyConstants.IN_MOVED_FROM | InotifyConstants.IN_MOVED_TO | InotifyConstants.IN_DELETE)
+#: A folder created, moved or deleted (the watched folder itself included) asks for a rescan.
+_FOLDER_CHANGES = (InotifyConstants.IN_CREATE | InotifyConstants.IN_MOVED_FROM | InotifyConstants.IN_MOVED_TO
+                   | InotifyConstants.IN_DELETE | InotifyConstants.IN_DELETE_SELF)
+CHANGES = Mask(_FILE_CHANGES | InotifyConstants.IN_DELETE_SELF)
 
 SUPERVISE_INTERVAL = 1.0
 #: Most entries (files and folders) one poll of a polled folder takes, so that a poll's memory is bounded: about
@@ -84,47 +84,96 @@ SUPERVISE_INTERVAL = 1.0
 MAX_POLLED_ENTRIES = 100_000
 _FILE_EVENTS = frozenset({"created", "modified", "moved", "deleted"})
 _DIR_EVENTS = frozenset({"created", "moved", "deleted"})
-_Observer = TypeVar("_Observer", bound=BaseObserver)
 
 
 class _OverflowReportingInotify(InotifyFD):
-    """An inotify instance that reports queue overflows instead of repairing its watches itself.
+    """watchdog's inotify instance, read by the watcher's thread (never started as a thread of its own), that
+    reports queue overflows instead of repairing its watches itself.
 
     watchdog answers an overflow by removing and re-adding the watch of every
     folder below a recursive root, in the thread that reads the queue. Each
     removal queues an ``IN_IGNORED`` event, so from about 16,000 folders (the
     kernel's default ``max_queued_events``) the repair would overflow the
     queue again and repair again (read from watchdog 7.1's code; not
-    measured). The watcher replaces the whole observer
-    instead: the fresh instance starts with an empty queue, and the old one's
-    removals go to the old queue, which is closed.
+    measured). The watcher replaces the whole instance instead: the fresh
+    one starts with an empty queue, and the old one's removals go to the old
+    queue, which is closed.
     """
 
-    def __init__(self, on_overflow: Callable[[], None]):
+    def __init__(self) -> None:
         super().__init__()
-        self._on_overflow = on_overflow
+        self.overflowed = False
+        self._is_reading = False  # no thread of its own: ``close`` closes the descriptors itself
+        self._ready = select.poll()
+        self._ready.register(self._inotify_fd, select.POLLIN)
+
+    @property
+    def fd(self) -> int:
+        return self._inotify_fd
 
     def handle_event(self, event: InotifyEvent) -> None:
         if event.is_queue_overflow:
-            self._on_overflow()
+            self.overflowed = True
             return
         super().handle_event(event)
 
+    def read_waiting(self) -> int:
+        """Handles every event waiting in the queue, never blocking; returns how many overflows it held."""
+        overflows = 0
+        while any(revents & select.POLLIN for _, revents in self._ready.poll(0)):  # not POLLNVAL: closed
+            events = self.read_events()
+            if not events:
+                break
+            for event in events:
+                overflows += event.is_queue_overflow
+                self.handle_event(event)
+        return overflows
 
-class _EventsObserver(InotifyObserver):
-    """watchdog's inotify observer on an instance that reports overflows (watchdog hard-codes its own)."""
 
-    def __init__(self, count_overflow: Callable[[], None]):
-        self.overflowed = False
-        self._count_overflow = count_overflow
-        self._inotify_fd = _OverflowReportingInotify(self._on_overflow)
-        self._inotify_fd.start()
-        BaseObserver.__init__(self, InotifyEmitter, timeout=DEFAULT_OBSERVER_TIMEOUT, inotify_fd=self._inotify_fd)
+class _PathSink:
+    """Takes the place of watchdog's move-event grouper in its ``InotifyWatchGroup``: each event becomes a path
+    (a file created, changed, moved or deleted) or a rescan request (a folder created, moved or deleted) at once,
+    in the thread that reads the queue. The group still keeps its watches (recursive ones, moved folders);
+    a move needs no pairing here, since both of its paths are reported."""
 
-    def _on_overflow(self) -> None:
-        """In the inotify thread: only noted, so that a burst of overflows costs one recovery."""
-        self.overflowed = True
-        self._count_overflow()
+    _REMEMBERED_MOVES = 1024
+
+    def __init__(self, on_path: Callable[[str], None], on_rescan: Callable[[], None]):
+        self._on_path = on_path
+        self._on_rescan = on_rescan
+        self._moved_from: Dict[int, PathedInotifyEvent] = {}
+
+    def put_event(self, event: PathedInotifyEvent) -> None:
+        ev = event.ev
+        if ev.is_moved_from:  # the group asks for it at the IN_MOVED_TO, to move the watches of a moved folder
+            if len(self._moved_from) >= self._REMEMBERED_MOVES:
+                self._moved_from.clear()
+            self._moved_from[ev.cookie] = event
+        if ev.is_directory:
+            if ev.mask & _FOLDER_CHANGES:
+                self._on_rescan()
+        elif ev.mask & _FILE_CHANGES:
+            self._on_path(os.fsdecode(event.path))
+
+    def get_queued_moved_from_event(self, cookie: int) -> Optional[PathedInotifyEvent]:
+        return self._moved_from.get(cookie)
+
+    def discard_pending_events(self) -> None:
+        self._moved_from.clear()
+
+    def close(self) -> None:
+        self._moved_from.clear()
+
+
+def _watch_group(inotify: _OverflowReportingInotify, directory: str, recursive: bool,
+                 sink: _PathSink) -> InotifyWatchGroup:
+    """watchdog's watches of ``directory`` on ``inotify``, their events going to ``sink`` (OSError: not watched)."""
+    group = InotifyWatchGroup(inotify, os.fsencode(directory), is_recursive=recursive, event_mask=CHANGES)
+    if not (hasattr(group, "_move_event_grouper") and hasattr(group, "_active_callbacks_by_path")):  # watchdog 7.x
+        group.deactivate()
+        raise RuntimeError("watchdog's InotifyWatchGroup changed: cannot read its events")
+    group._move_event_grouper = sink  # type: ignore[assignment]  # duck-typed: what the group calls
+    return group
 
 
 class _Stat:
@@ -229,15 +278,16 @@ class PollingObserver(BaseObserver):
 
 
 class _Root:
-    """A watched folder: how it is watched and its watchdog handle."""
+    """A watched folder: how it is watched and its watchdog handle (a watch group on the inotify instance, or a
+    polling emitter's watch)."""
 
     def __init__(self, directory: str, recursive: bool):
         self.directory = directory
         self.recursive = recursive
         self.mode = "events"
         self.fstype = "unknown"
-        self.watch: Optional[ObservedWatch] = None
-        self.observer: Optional[BaseObserver] = None
+        self.group: Optional[InotifyWatchGroup] = None
+        self.polled: Optional[ObservedWatch] = None
         self.identity: Optional[Tuple[int, int]] = None
 
     def still_same_folder(self) -> bool:
@@ -247,9 +297,13 @@ class _Root:
             return False
         return (st.st_dev, st.st_ino) == self.identity
 
+    @property
+    def watched(self) -> bool:
+        return self.group is not None or self.polled is not None
+
 
 class _Handler(FileSystemEventHandler):
-    """Turns watchdog events into paths; never raises (that would kill the observer)."""
+    """Turns the polling observer's events into paths; never raises (that would kill the observer)."""
 
     def __init__(self, on_path: Callable[[str], None], on_rescan: Callable[[], None]):
         self._on_path = on_path
@@ -279,55 +333,175 @@ def watch_roots(patterns: Iterable[PathPattern]) -> Dict[str, bool]:
 
 
 class Watcher:
+    """The watches of every configured folder, read and supervised by one thread (``watch``).
+
+    The thread sleeps until the inotify queue has an event, a poll found a
+    change, or the next supervision tick; after the first change it gathers
+    for ``batch_seconds`` (events wait in the kernel's queue meanwhile), then
+    reads the whole queue at once and hands the batch's paths over in one
+    call: a few wake-ups a second whatever the number of events, none per
+    event. ``on_paths`` must not block (it hands the paths to the ingests).
+    """
+
     def __init__(
         self,
         patterns: Iterable[PathPattern],
         config: WatchConfig,
-        on_path: Callable[[str], None],
+        on_paths: Callable[[Set[str]], None],
         on_rescan: Callable[[], None],
         on_status_change: Callable[[], None] = lambda: None,
         supervise_interval: float = SUPERVISE_INTERVAL,
     ):
         self._config = config
         self._supervise_interval = supervise_interval
+        self._on_paths = on_paths
         self._on_rescan = on_rescan
         self._on_status_change = on_status_change
-        self._handler = _Handler(on_path, on_rescan)
         self._roots = [_Root(d, r) for d, r in sorted(watch_roots(patterns).items())]
         self._said_no_inotify = False
         #: Supervision retries a folder every second: its warnings once a minute, with the count left out.
         self._folder_log = RateLimitedLog(log)
-        self._overflow_lock = threading.Lock()
         self.overflows = 0
-        self._events: Optional[_EventsObserver] = self._new_events_observer()
-        self._polls: BaseObserver = PollingObserver(timeout=config.poll_interval)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._supervise_loop, name="watch-supervisor", daemon=True)
         self.restarts = 0
+        #: Paths of the batch being gathered (by this thread from the queue, by the polling threads), and
+        #: whether it asks for a rescan.
+        self._batch_lock = threading.Lock()
+        self._batch: Set[str] = set()
+        self._sink = _PathSink(self._add_path, self._add_rescan)
+        self._inotify: Optional[_OverflowReportingInotify] = self._new_inotify()
+        self._polls: BaseObserver = PollingObserver(timeout=config.poll_interval)
+        self._handler = _Handler(self._add_path_from_poll, self._add_rescan_from_poll)
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="watch", daemon=True)
 
     def start(self) -> None:
-        for observer in self._observers():
-            observer.start()
+        self._polls.start()
         self.supervise()
         self._thread.start()
 
     def stop(self) -> None:
+        """Stops the thread (which closes the inotify instance as it ends) and the polling observer."""
         self._stop.set()
-        for observer in self._observers():
-            observer.stop()
-        for observer in self._observers():
-            observer.join(timeout=1.0)
+        self._wake()
+        self._polls.stop()
+        if self._thread.is_alive():
+            self._thread.join(timeout=1.0)
+        elif self._inotify is not None:  # never started
+            self._inotify.close()
+        if not self._thread.is_alive():  # else the thread may still wake itself: its pipe stays open
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        self._polls.join(timeout=1.0)
 
     def alive(self) -> bool:
-        return self._thread.is_alive() and all(observer.is_alive() for observer in self._observers())
+        return self._thread.is_alive() and self._polls.is_alive()
 
-    def _observers(self) -> List[BaseObserver]:
-        return [o for o in (self._events, self._polls) if o is not None]
+    def statuses(self) -> Tuple[WatchStatus, ...]:
+        """One per folder once watching started (``--once`` never watches)."""
+        if not self._thread.is_alive():
+            return ()
+        return tuple(WatchStatus(r.directory, r.mode, r.fstype, self._works(r) and r.still_same_folder())
+                     for r in self._roots)
 
-    def _new_events_observer(self) -> Optional[_EventsObserver]:
-        """An inotify observer, or None when the user has no inotify instance left (polling then)."""
+    # -- the thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        last = self.statuses()
+        next_tick = time.monotonic() + self._supervise_interval
         try:
-            return _EventsObserver(self._count_overflow)
+            while not self._stop.is_set():
+                self._wait_for_change(next_tick)
+                if self._stop.is_set():
+                    return
+                try:
+                    self._hand_over()
+                except Exception:  # the thread must outlive any one failure; a lost event is found by a rescan
+                    log.exception("reading file events failed")
+                    self._add_rescan()
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + self._supervise_interval
+                    last = self._supervision_tick(last)
+        finally:
+            if self._inotify is not None:
+                self._inotify.close()
+
+    def _wait_for_change(self, until: float) -> None:
+        """Returns at ``until`` or, after a change, once the batch has gathered for ``batch_seconds``."""
+        waited = [self._wake_r] if self._inotify is None else [self._wake_r, self._inotify.fd]
+        try:
+            ready, _, _ = select.select(waited, [], [], max(0.0, until - time.monotonic()))
+        except (OSError, ValueError):  # the instance was closed meanwhile (stop): the loop ends
+            return
+        if ready:
+            self._stop.wait(batch_seconds(self._config))
+
+    def _hand_over(self) -> None:
+        """Reads the inotify queue and hands the batch over: its paths, then a rescan if one was asked for."""
+        try:
+            os.read(self._wake_r, 4096)
+        except BlockingIOError:
+            pass
+        if self._inotify is not None:
+            try:
+                self.overflows += self._inotify.read_waiting()
+            except OSError as exc:
+                log.warning("reading the inotify queue failed; the next supervision tick starts a fresh one",
+                            extra=fields(error=exc))
+                self._inotify.overflowed = True
+        with self._batch_lock:
+            paths, self._batch = self._batch, set()
+            rescan, self._rescan_asked = self._rescan_asked, False
+        if paths:
+            self._on_paths(paths)
+        if rescan:
+            self._on_rescan()
+
+    def _supervision_tick(self, last: Tuple[WatchStatus, ...]) -> Tuple[WatchStatus, ...]:
+        try:
+            self.supervise()
+            now = self.statuses()
+            if now != last:
+                self._on_status_change()
+            return now
+        except Exception:  # the supervisor must outlive any one failure
+            log.exception("watch supervision failed; retrying")
+            return last
+
+    # -- the batch --------------------------------------------------------------
+
+    _rescan_asked = False
+
+    def _add_path(self, path: str) -> None:
+        with self._batch_lock:
+            self._batch.add(path)
+
+    def _add_rescan(self) -> None:
+        with self._batch_lock:
+            self._rescan_asked = True
+
+    def _add_path_from_poll(self, path: str) -> None:
+        self._add_path(path)
+        self._wake()
+
+    def _add_rescan_from_poll(self) -> None:
+        self._add_rescan()
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"!")
+        except BlockingIOError:  # the pipe is full: the thread is woken already
+            pass
+
+    # -- supervision --------------------------------------------------------------
+
+    def _new_inotify(self) -> Optional[_OverflowReportingInotify]:
+        """An inotify instance, or None when the user has no inotify instance left (polling then)."""
+        try:
+            return _OverflowReportingInotify()
         except OSError as exc:
             if not self._said_no_inotify:
                 self._said_no_inotify = True
@@ -335,57 +509,36 @@ class Watcher:
                             "polling every folder instead", extra=fields(error=exc))
             return None
 
-    def statuses(self) -> Tuple[WatchStatus, ...]:
-        """One per folder once watching started (``--once`` never watches)."""
-        if not self._thread.is_alive():
-            return ()
-        return tuple(
-            WatchStatus(r.directory, r.mode, r.fstype,
-                        r.watch is not None and self._emitter_alive(r) and r.still_same_folder())
-            for r in self._roots
-        )
+    def _replace_overflowed_inotify(self) -> Optional[_OverflowReportingInotify]:
+        """The inotify instance whose queue overflowed since the last tick, replaced by a fresh one.
 
-    def _supervise_loop(self) -> None:
-        last = self.statuses()
-        while not self._stop.wait(self._supervise_interval):
-            try:
-                self.supervise()
-                now = self.statuses()
-                if now != last:
-                    self._on_status_change()
-                last = now
-            except Exception:  # the supervisor must outlive any one failure
-                log.exception("watch supervision failed; retrying")
-
-    def _count_overflow(self) -> None:
-        with self._overflow_lock:
-            self.overflows += 1
-
-    def _retire_overflowed_observer(self) -> Optional[BaseObserver]:
-        """The events observer whose queue overflowed since the last tick, replaced by a fresh one.
-
-        Its folders are scheduled on the fresh observer by ``supervise`` (a
+        Its folders are watched on the fresh instance by ``supervise`` (a
         walk of each root, once), which then asks for one rescan: the files
         whose events were lost are read then.
         """
-        overflowed = self._events
+        overflowed = self._inotify
         if overflowed is None or not overflowed.overflowed or self._stop.is_set():
             return None
-        fresh = self._new_events_observer()
+        fresh = self._new_inotify()
         if fresh is None:
             return None  # no inotify instance left: keep the old one, whose watches still work
-        self._events = self._restart_observer(overflowed, fresh, "inotify queue overflowed (events lost)")
+        log.warning("inotify queue overflowed (events lost); watching every folder on a fresh queue")
+        for root in self._roots:
+            if root.group is not None:
+                root.group = None
+        self._inotify = fresh
         return overflowed
 
     def supervise(self) -> None:
-        """Re-creates dead or overflowed observers and (re)schedules every folder that is not watched."""
-        overflowed = self._retire_overflowed_observer()
-        self._revive_observers()
+        """Replaces an overflowed inotify instance or a dead polling observer and (re)schedules every folder
+        that is not watched; asks for a rescan when it did."""
+        overflowed = self._replace_overflowed_inotify()
+        self._revive()
         rescan = overflowed is not None
         for root in self._roots:
-            if root.watch is not None and self._emitter_alive(root) and root.still_same_folder():
+            if root.watched and self._works(root) and root.still_same_folder():
                 continue
-            if root.watch is not None:
+            if root.watched:
                 self._unschedule(root)
                 self.restarts += 1
                 self._folder_log.warning("stopped:" + root.directory, "watch stopped; re-establishing it",
@@ -397,34 +550,25 @@ class Watcher:
                     continue
                 rescan = True
         if overflowed is not None:
-            overflowed.stop()  # after the folders are watched again: no gap
+            overflowed.close()  # after the folders are watched again: no gap
         if rescan:
             self._on_rescan()
 
-    def _revive_observers(self) -> None:
+    def _revive(self) -> None:
         if self._stop.is_set():
             return
-        if self._events is None:
-            self._events = self._new_events_observer()
-            if self._events is not None:
-                self._events.start()
+        if self._inotify is None:
+            self._inotify = self._new_inotify()
+            if self._inotify is not None:
+                self._wake()  # the thread waits on the new queue from its next round
                 log.info("inotify available again; folders watched from now on use events")
-        elif not self._events.is_alive():
-            fresh = self._new_events_observer()
-            self._events = (None if fresh is None
-                            else self._restart_observer(self._events, fresh, "watcher thread died"))
         if not self._polls.is_alive():
-            self._polls = self._restart_observer(self._polls, PollingObserver(timeout=self._config.poll_interval),
-                                                 "watcher thread died")
-
-    def _restart_observer(self, old: BaseObserver, fresh: _Observer, why: str) -> _Observer:
-        """``fresh`` started in place of ``old``; the folders ``old`` watched are left for ``supervise``."""
-        log.warning("%s; restarting the watcher thread", why)
-        for root in self._roots:
-            if root.observer is old:
-                root.watch = root.observer = None
-        fresh.start()
-        return fresh
+            log.warning("watcher thread died; restarting the watcher thread")
+            for root in self._roots:
+                if root.polled is not None:
+                    root.polled = None
+            self._polls = PollingObserver(timeout=self._config.poll_interval)
+            self._polls.start()
 
     def _choose_mode(self, root: _Root) -> str:
         root.fstype = fstype_of(root.directory, read_mounts())
@@ -436,13 +580,11 @@ class Watcher:
         st = os.stat(root.directory)
         root.identity = (st.st_dev, st.st_ino)
         root.mode = self._choose_mode(root)
-        if root.mode == "events" and self._events is None:
+        if root.mode == "events" and self._inotify is None:
             root.mode = "poll"
-        elif root.mode == "events" and self._events is not None:
+        elif root.mode == "events" and self._inotify is not None:
             try:
-                root.watch = self._events.schedule(self._handler, root.directory, recursive=root.recursive,
-                                                   event_filter=CHANGES)
-                root.observer = self._events
+                root.group = _watch_group(self._inotify, root.directory, root.recursive, self._sink)
                 self._watching(root)
                 return
             except OSError as exc:
@@ -451,8 +593,7 @@ class Watcher:
                                          directory=root.directory, error=exc)
                 root.mode = "poll"
         try:
-            root.watch = self._polls.schedule(self._handler, root.directory, recursive=root.recursive)
-            root.observer = self._polls
+            root.polled = self._polls.schedule(self._handler, root.directory, recursive=root.recursive)
         except OSError as exc:
             self._folder_log.warning("cannot:" + root.directory, "cannot watch folder; relying on rescans",
                                      directory=root.directory, error=exc)
@@ -465,17 +606,22 @@ class Watcher:
         log.info("watching folder", extra=fields(directory=root.directory, mode=root.mode, fstype=root.fstype, **more))
 
     def _unschedule(self, root: _Root) -> None:
-        if root.observer is not None and root.watch is not None:  # else it was never scheduled
+        if root.group is not None:
             try:
-                root.observer.unschedule(root.watch)
+                root.group.deactivate()
+            except (KeyError, OSError):
+                pass
+        if root.polled is not None:
+            try:
+                self._polls.unschedule(root.polled)
             except (KeyError, OSError, AttributeError):
                 pass
-        root.watch = root.observer = None
+        root.group = root.polled = None
 
-    @staticmethod
-    def _emitter_alive(root: _Root) -> bool:
-        observer = root.observer
-        if observer is None or not observer.is_alive():
+    def _works(self, root: _Root) -> bool:
+        """Whether the root's watch still works: its watch group active, or its polling emitter alive."""
+        if root.group is not None:  # the folder's own watch is gone once inotify removed it (IN_IGNORED)
+            return root.group.is_active and os.fsencode(root.directory) in root.group._active_callbacks_by_path
+        if root.polled is None or not self._polls.is_alive():
             return False
-        emitters: List = [e for e in list(observer.emitters) if e.watch == root.watch]
-        return any(e.is_alive() for e in emitters)
+        return any(e.is_alive() for e in list(self._polls.emitters) if e.watch == root.polled)

@@ -12,7 +12,9 @@ from conftest import REPO
 
 FIGURES = ("cpu.acct ingest", "physical limit: wc -l", "scrape text", "scrape gzip", "footprint",
            "RR re-read", "freshness, events", "freshness, poll 2 s", "incremental",
-           "steady state, 20 hosts x 1 line/s", "steady state, 40 hosts x 0.5 line/s", "floor of the steady state",
+           "steady state, 20 hosts x 1 line/s", "steady state, 40 hosts x 0.5 line/s", "realistic farm, 60 hosts",
+           "gzip body vs text, 3-host farm", "gzip body vs text, 60-host farm", "gzip body vs text, demo farm",
+           "floor of the steady state",
            "many folders",
            "inotify queue overflow", "cold start", "restart with checkpoint", "churn", "isolation",
            "5 slow readers (1 byte / 20 s)", "3 clients handshaking TLS over and over",

@@ -1,130 +1,105 @@
-"""The debouncer's timing rules, on a fake clock: ``take(0)`` asks "what is released now?"."""
+"""Batches of changes: the window (``batch_seconds``), the ingest's inbox, and a real watcher's batches."""
 
-import random
+from __future__ import annotations
 
-from exporter.debounce import Debouncer
+import os
+import threading
+import time
+from typing import List, Set
 
-QUIET, MAX_WAIT = 0.02, 0.1
+from conftest import wait_until
+
+from exporter.config import WatchConfig
+from exporter.debounce import Inbox, batch_seconds
+from exporter.paths import PathPattern
+from exporter.watcher import Watcher
 
 
-class FakeClock:
+def test_the_batch_window_is_debounce_bounded_by_max_wait():
+    assert batch_seconds(WatchConfig()) == 0.1
+    assert batch_seconds(WatchConfig(debounce=0.02, debounce_max_wait=0.1)) == 0.02
+    assert batch_seconds(WatchConfig(debounce=0.5, debounce_max_wait=0.2)) == 0.2
+
+
+def test_the_inbox_hands_over_everything_at_once_and_a_rescan_takes_the_paths_with_it():
+    inbox = Inbox()
+    inbox.add({"/a", "/b"})
+    inbox.add({"/b", "/c"})
+    assert inbox.take(0) == ({"/a", "/b", "/c"}, False)
+    assert inbox.take(0) == (set(), False)
+    inbox.add({"/d"})
+    inbox.request_rescan()
+    assert inbox.take(0) == ({"/d"}, True)
+    assert inbox.take(0) == (set(), False)
+
+
+def test_a_waiting_take_returns_when_paths_arrive_and_at_once_after_close():
+    inbox = Inbox()
+    taken: List[object] = []
+    waiter = threading.Thread(target=lambda: taken.append(inbox.take(timeout=30)))
+    waiter.start()
+    inbox.add({"/a"})
+    waiter.join(timeout=5)
+    assert taken == [({"/a"}, False)]
+    inbox.close()
+    started = time.monotonic()
+    assert inbox.take(timeout=30) == (set(), False) and time.monotonic() - started < 1
+
+
+class Batches:
     def __init__(self) -> None:
-        self.now = 1000.0
+        self.lock = threading.Lock()
+        self.batches: List[Set[str]] = []
 
-    def __call__(self) -> float:
-        return self.now
-
-
-def debouncer_at(clock: FakeClock) -> Debouncer:
-    return Debouncer(quiet=QUIET, max_wait=MAX_WAIT, clock=clock)
+    def add(self, paths: Set[str]) -> None:
+        with self.lock:
+            self.batches.append(set(paths))
 
 
-def test_a_path_is_released_after_its_quiet_time():
-    clock = FakeClock()
-    debouncer = debouncer_at(clock)
-    debouncer.add("/a")
-    clock.now += QUIET * 0.9
-    assert debouncer.take(0) == (set(), False)
-    clock.now += QUIET * 0.1
-    assert debouncer.take(0) == ({"/a"}, False)
-    assert debouncer.take(0) == (set(), False)
+def test_the_watcher_hands_over_a_burst_of_changes_to_many_files_as_few_batches(tmp_path):
+    """200 files each appended five times, open-append-close (as Rush writes), within about one window: every
+    file is handed over, in a few batches, never one per event."""
+    files = [tmp_path / ("h%03d.acct" % i) for i in range(200)]
+    for path in files:
+        path.write_text("")
+    seen = Batches()
+    watcher = Watcher([PathPattern(str(tmp_path / "*.acct"))], WatchConfig(mode="events", debounce=0.2,
+                                                                           debounce_max_wait=0.2),
+                      seen.add, lambda: None, supervise_interval=3600)
+    watcher.start()
+    try:
+        for _ in range(5):
+            for path in files:
+                with open(path, "a") as handle:
+                    handle.write("p\n")
+        wanted = {str(path) for path in files}
+        wait_until(lambda: set().union(*seen.batches) >= wanted if seen.batches else False, 10, "every file")
+        with seen.lock:
+            assert len(seen.batches) <= 5, "1,000 events, %d batches" % len(seen.batches)
+    finally:
+        watcher.stop()
 
 
-def test_a_burst_on_one_file_is_read_once():
-    clock = FakeClock()
-    debouncer = debouncer_at(clock)
-    for _ in range(15):
-        debouncer.add("/a")
-        assert debouncer.take(0) == (set(), False)
-        clock.now += 0.005
-    clock.now += QUIET
-    assert debouncer.take(0) == ({"/a"}, False)
-    clock.now += 1.0
-    assert debouncer.take(0) == (set(), False)
+def test_a_change_is_handed_over_one_window_after_it_not_sooner(tmp_path):
+    path = tmp_path / "a.acct"
+    path.write_text("")
+    seen = Batches()
+    handed: List[float] = []
 
+    def batch(paths: Set[str]) -> None:
+        handed.append(time.monotonic())
+        seen.add(paths)
 
-def test_a_file_that_never_goes_quiet_is_read_after_the_maximum_wait():
-    clock = FakeClock()
-    debouncer = debouncer_at(clock)
-    started = clock.now
-    released = set()
-    while not released:
-        debouncer.add("/busy")
-        clock.now += 0.005
-        released, _ = debouncer.take(0)
-    assert released == {"/busy"} and MAX_WAIT <= clock.now - started < MAX_WAIT + 0.005
-
-
-def test_every_pending_path_is_released_with_the_first_due():
-    clock = FakeClock()
-    debouncer = debouncer_at(clock)
-    debouncer.add("/a")
-    clock.now += 0.015
-    debouncer.add("/b")
-    clock.now += 0.004
-    debouncer.add("/c")
-    assert debouncer.take(0) == (set(), False)
-    clock.now += 0.001
-    assert debouncer.take(0) == ({"/a", "/b", "/c"}, False)
-
-
-def test_a_steady_trickle_from_200_files_makes_few_batches_and_keeps_the_maximum_wait():
-    """200 files, one line a second each, in a random order: 200 events a second, 2 per write."""
-    clock = FakeClock()
-    debouncer = debouncer_at(clock)
-    rng = random.Random(3)
-    files = ["/farm/render%03d/cpu.acct" % i for i in range(200)]
-    step, seconds = 0.001, 3.0
-    first_event = {}
-    batches, waits, released_at = 0, [], []
-    for tick in range(int(seconds / step)):
-        if tick % 5 == 0:  # one write every 5 ms
-            path = rng.choice(files)
-            first_event.setdefault(path, clock.now)
-            debouncer.add(path)
-            debouncer.add(path)  # a write is often seen as two events
-        paths, rescan = debouncer.take(0)
-        assert not rescan
-        if paths:
-            batches += 1
-            released_at.append(clock.now)
-            waits.extend(clock.now - first_event.pop(path) for path in paths)
-        clock.now += step
-    assert not first_event or max(clock.now - t for t in first_event.values()) <= MAX_WAIT
-    assert len(waits) >= 500  # nearly one release per write: the paths differ
-    assert max(waits) <= MAX_WAIT + step
-    # one sync per path would be 600; batches are at least the quiet time apart
-    assert batches <= seconds / QUIET + 1
-    assert min(b - a for a, b in zip(released_at, released_at[1:])) >= QUIET - 1e-9
-
-
-def test_a_rescan_is_released_at_once_and_takes_the_pending_paths_with_it():
-    clock = FakeClock()
-    debouncer = debouncer_at(clock)
-    debouncer.add("/a")
-    debouncer.request_rescan()
-    assert debouncer.take(0) == ({"/a"}, True)
-    assert debouncer.take(0) == (set(), False)
-    clock.now += 1.0
-    assert debouncer.take(0) == (set(), False)
-
-
-def test_configure_applies_new_timings():
-    clock = FakeClock()
-    debouncer = debouncer_at(clock)
-    debouncer.configure(quiet=0.5, max_wait=2.0)
-    debouncer.add("/a")
-    clock.now += QUIET
-    assert debouncer.take(0) == (set(), False)
-    clock.now += 0.5
-    assert debouncer.take(0) == ({"/a"}, False)
-
-
-def test_a_closed_debouncer_returns_at_once_without_a_batch_not_due():
-    clock = FakeClock()
-    debouncer = debouncer_at(clock)
-    debouncer.add("/a")
-    debouncer.close()
-    assert debouncer.take(3600) == (set(), False)
-    clock.now += QUIET
-    assert debouncer.take(3600) == ({"/a"}, False)
+    config = WatchConfig(mode="events", debounce=0.3, debounce_max_wait=1.0)
+    watcher = Watcher([PathPattern(str(tmp_path / "*.acct"))], config,
+                      batch, lambda: None, supervise_interval=3600)
+    watcher.start()
+    try:
+        written = time.monotonic()
+        with open(path, "a") as handle:
+            handle.write("p\n")
+        os.utime(path)
+        wait_until(lambda: bool(handed), 10, "the batch")
+        assert handed[0] - written >= 0.25 and seen.batches[0] == {str(path)}
+    finally:
+        watcher.stop()

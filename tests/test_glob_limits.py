@@ -77,12 +77,12 @@ def test_the_cut_is_a_self_metric_and_a_status_page_line(tmp_path, monkeypatch):
         pattern = str(tmp_path / "logs" / "**" / "cpu.acct")
 
         def limit_reached():
-            samples = parse_samples(parts.renderer.current().text.decode())
+            samples = parse_samples(parts.renderer.exposition_for_scrape().text.decode())
             return value(samples, "renderfarm_exporter_pattern_match_limit_reached", kind="rush_cpu_acct",
                          pattern=pattern)
 
         wait_until(lambda: limit_reached() == 1, 10, "the limit gauge")
-        samples = parse_samples(parts.renderer.current().text.decode())
+        samples = parse_samples(parts.renderer.exposition_for_scrape().text.decode())
         assert sum(v for (name, _), v in samples.items() if name == "rush_frames_total") == 3
         page = statuspage.render(parts.status(), parts.renderer.sections(), "/metrics", True).decode()
         assert ("<td>rush_cpu_acct</td><td>%s</td><td class='down'>LIMIT</td><td></td><td></td><td>the pattern "

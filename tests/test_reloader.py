@@ -39,7 +39,7 @@ def farm(tmp_path):
 
 
 def served(parts: Parts):
-    return parse_samples(parts.renderer.current().text.decode())
+    return parse_samples(parts.renderer.exposition_for_scrape().text.decode())
 
 
 def frames(parts: Parts):

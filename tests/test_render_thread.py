@@ -1,4 +1,4 @@
-"""The renderer in-process: its render thread, coalescing, section order, failures and readiness.
+"""The renderer in-process: renders at the scrape and ahead of the expected one, section order, failures, readiness.
 
 The content is a counting stand-in for the pipeline, so each render of a
 source's section is counted where it happens.
@@ -16,7 +16,7 @@ from conftest import parse_samples, value, wait_until
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from exporter.renderer import RENDER_INTERVAL_SECONDS, DirtySections, Renderer
+from exporter.renderer import AHEAD_SECONDS, SHORTEST_SCRAPE_INTERVAL, DirtySections, Renderer, Scrapes
 from exporter.status import RuntimeStatus
 
 SOURCE = "farm"
@@ -59,63 +59,116 @@ def parts():
 
 
 def served(renderer: Renderer):
+    """What was last rendered, without asking for a render."""
     return parse_samples(renderer.current().text.decode())
 
 
-def test_a_burst_of_changes_is_coalesced_into_at_most_one_render_per_interval(parts):
-    content, dirty, renderer = parts
+def scraped(renderer: Renderer):
+    """What a scrape gets (it renders what is dirty first)."""
+    return parse_samples(renderer.exposition_for_scrape().text.decode())
+
+
+def ready(content: CountingContent, dirty: DirtySections, renderer: Renderer) -> int:
+    """Starts the renderer on a read source; returns how often the source was rendered until it was ready."""
     content.ingested_once.set()
     renderer.start()
     dirty.changed([SOURCE])
     assert renderer.wait_ready(10)
-    before = content.renders[SOURCE]
+    return content.renders[SOURCE]
 
-    # A busy farm: the source publishes as fast as it can for half a second.
+
+def test_changes_nobody_scrapes_are_not_rendered_and_a_scrape_renders_them_all_at_once(parts):
+    """Once the oldest is older than the lead of a render ahead (the burst lasts longer)."""
+    content, dirty, renderer = parts
+    before = ready(content, dirty, renderer)
     started, marks = time.monotonic(), 0
-    while marks < 100 or time.monotonic() - started < 0.5:
+    while marks < 100 or time.monotonic() - started < AHEAD_SECONDS + 0.1:  # a busy farm publishing fast
         content.version += 1
         dirty.changed([SOURCE])
         marks += 1
-    elapsed = time.monotonic() - started
+    assert content.renders[SOURCE] == before, "no scrape expected: nothing rendered ahead"
+    assert value(scraped(renderer), "test_version", copy="0") == content.version, "the next scrape is fresh"
+    assert content.renders[SOURCE] == before + 1
+    assert value(scraped(renderer), "test_version", copy="0") == content.version
+    assert content.renders[SOURCE] == before + 1, "nothing changed: nothing rendered"
 
-    wait_until(lambda: value(served(renderer), "test_version", copy="0") == content.version, 5,
-               "the last change to be served")
-    renders = content.renders[SOURCE] - before
-    assert 1 <= renders <= elapsed / RENDER_INTERVAL_SECONDS + 2, (renders, marks, elapsed)
-    assert renders * 20 < marks
+
+def test_changes_are_rendered_ahead_of_the_scrape_the_renderer_expects(parts):
+    content, dirty, renderer = parts
+    ready(content, dirty, renderer)
+    due = time.monotonic()
+    for _ in range(3):  # a regular scraper, the input of this test
+        time.sleep(max(0.0, due - time.monotonic()))
+        renderer.exposition_for_scrape().gzip(openmetrics=True)  # as Prometheus asks
+        due += SHORTEST_SCRAPE_INTERVAL + 0.1
+    expected = due
+    content.version += 1
+    dirty.changed([SOURCE])
+    wait_until(lambda: value(served(renderer), "test_version", copy="0") == content.version, 10,
+               "a render without a scrape")
+    assert time.monotonic() < expected, "rendered before the expected scrape"
+
+    assert renderer.current().compressed_formats() == (True,), "the body the scraper asks for, made ahead"
+
+    # Once per expected scrape: what changes after the render ahead waits for a scrape, which renders it once it
+    # is older than the render ahead's lead.
+    content.version += 1
+    dirty.changed([SOURCE])
+    time.sleep(max(0.0, expected - 0.2 - time.monotonic()))  # up to the scrape's time, the input of this test
+    assert value(served(renderer), "test_version", copy="0") == content.version - 1
+    wait_until(lambda: value(scraped(renderer), "test_version", copy="0") == content.version, 5, "a scrape's render")
+
+
+def test_expected_scrapes_follow_a_regular_scraper_or_two_and_stop_when_scrapes_stop():
+    scrapes = Scrapes()
+    assert scrapes.next_expected(0.0) is None
+    for at in (100.0, 115.0):
+        scrapes.seen(at)
+    assert scrapes.next_expected(116.0) is None, "one gap is no pattern yet"
+    scrapes.seen(116.0)  # a person at the status page's link, just after: not a scrape of the pattern
+    scrapes.seen(130.01)
+    assert scrapes.next_expected(131.0) == pytest.approx(145.02), "one gap after the last"
+    assert scrapes.next_expected(160.1) is None, "a scrape well overdue: no more renders ahead of it"
+
+    two = Scrapes()  # two Prometheus servers, 3 s apart, every 15 s
+    for at in (100.0, 103.0, 115.0, 118.0):
+        two.seen(at)
+    assert two.next_expected(119.0) == 130.0
+    two.seen(130.0)
+    assert two.next_expected(131.0) == 133.0
+
+    broken = Scrapes()  # a scrape off the pattern: nothing expected until the pattern shows again
+    for at in (100.0, 115.0, 130.0, 137.0):
+        broken.seen(at)
+    assert broken.next_expected(138.0) is None
 
 
 def test_the_exporter_section_is_rendered_after_the_sections_it_reports(parts):
     content, dirty, renderer = parts
-    content.ingested_once.set()
-    renderer.start()
-    dirty.changed([SOURCE])
-    assert renderer.wait_ready(10)
+    ready(content, dirty, renderer)
     content.series = 3
     dirty.changed([SOURCE])
     # Rendered first, the exporter section would report the farm's previous size until the next change.
-    wait_until(lambda: value(served(renderer), "renderfarm_exporter_exposition_series", section=SOURCE) == 3, 5,
+    wait_until(lambda: value(scraped(renderer), "renderfarm_exporter_exposition_series", section=SOURCE) == 3, 5,
                "the exporter section to report the farm section's new size")
 
 
 def test_a_section_that_fails_to_render_keeps_its_last_render(parts):
     content, dirty, renderer = parts
-    content.ingested_once.set()
     content.version = 1
-    renderer.start()
-    dirty.changed([SOURCE])
-    wait_until(lambda: value(served(renderer), "test_version", copy="0") == 1, 5, "the first render")
+    ready(content, dirty, renderer)
+    assert value(scraped(renderer), "test_version", copy="0") == 1
 
     content.broken, content.version = True, 2
     tried = content.renders[SOURCE]
     dirty.changed([SOURCE])
-    wait_until(lambda: content.renders[SOURCE] > tried and not dirty.pending(), 5, "the failing render")
-    assert value(served(renderer), "test_version", copy="0") == 1
+    wait_until(lambda: value(scraped(renderer), "test_version", copy="0") == 1 and content.renders[SOURCE] > tried,
+               5, "the failing render")
     assert renderer.alive()
 
     content.broken, content.version = False, 3
     dirty.changed([SOURCE])
-    wait_until(lambda: value(served(renderer), "test_version", copy="0") == 3, 5, "the render after recovery")
+    wait_until(lambda: value(scraped(renderer), "test_version", copy="0") == 3, 5, "the render after recovery")
 
 
 def test_ready_only_once_every_source_was_read_and_rendered(parts):

@@ -1,6 +1,7 @@
 """The incremental section renderer must produce exactly what prometheus-client renders."""
 
 import math
+import os
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -115,9 +116,10 @@ def test_an_unchanged_family_is_not_formatted_again_and_a_new_value_reuses_its_l
     renderer.render([rows_counter("demo_frames", "frames", ["host", "status"], hosts),
                      rows_gauge("demo_busy", "busy", ["host"], {"render000": 1})])
     formatted = []
-    original = exposition._formatted
-    monkeypatch.setattr(exposition, "_formatted", lambda family, samples: formatted.append(samples) or
-                        original(family, samples))
+    original = exposition._row_lines
+    monkeypatch.setattr(exposition, "_row_lines", lambda family, labels, values, rows: formatted.extend(rows) or
+                        original(family, labels, values, rows))
+    monkeypatch.setattr(exposition, "_formatted", None)  # prometheus-client formats no row, nor a known header
     changed = {**hosts, ("render007", "done"): 8, ("render010", "fail"): -0.0}
     fams = [rows_counter("demo_frames", "frames", ["host", "status"], changed),
             rows_gauge("demo_busy", "busy", ["host"], {"render000": 1})]
@@ -127,7 +129,7 @@ def test_an_unchanged_family_is_not_formatted_again_and_a_new_value_reuses_its_l
     fams.append(rows_gauge("demo_busy", "busy", ["host"], {"render001": 0.0}))  # a second family of one name
     section = renderer.render(fams)
     assert (section.text, section.openmetrics) == expected(fams)
-    assert len(formatted) == 1  # its one line (the header is known); the others are reused
+    assert formatted == [0]  # its one line (the header is known); the others are reused
 
 
 def test_samples_the_text_format_moves_to_the_end_of_their_family_match_prometheus_client():
@@ -183,3 +185,22 @@ def test_hosts_appearing_and_going_keep_the_other_lines_and_format_only_the_new_
             assert len([samples for samples in formatted if samples]) <= len(new)
     finally:
         exposition._formatted = original
+
+
+def test_rows_formatted_as_bytes_match_prometheus_client_on_escaped_names_and_leave_out_what_is_not_utf8():
+    """New rows are formatted without prometheus-client: names from outside made valid by ``label_value``
+    (``\\xNN`` for bytes that are not UTF-8, backslashes doubled) come out as it writes them, and a value that
+    still is not UTF-8 fails its series alone, as it would through prometheus-client."""
+    from exporter.families import label_value
+
+    names = [label_value(os.fsdecode(raw)) for raw in (b"render\xff01", b"a\\x41\"b\nc", "é".encode(), b"plain")]
+    fams = [rows_counter("demo_frames", "frames", ["host", "status"], {(name, "done"): 1 for name in names}),
+            rows_gauge("demo_plain", "no labels", [], {(): 2.5})]
+    section = SectionRenderer().render(fams)
+    assert (section.text, section.openmetrics) == expected(fams)
+    assert b'host="render\\\\xff01"' in section.text
+
+    bad = {("render\udcff", "done"): 1, ("render02", "done"): 2}
+    section = SectionRenderer().render([rows_counter("demo_frames", "frames", ["host", "status"], bad)])
+    assert section.dropped == (("demo_frames", 1),) and b'demo_frames_total{host="render02",status="done"} 2.0' in \
+        section.text

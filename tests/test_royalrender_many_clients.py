@@ -114,6 +114,6 @@ def test_a_changed_client_file_renews_only_its_own_status_and_families(farm, tmp
 
 def client_time_in(parts, client):
     prefix = b'royalrender_client_stats_timestamp_seconds{client="%s"} ' % client.encode()
-    body = parts.renderer.current().text
+    body = parts.renderer.exposition_for_scrape().text
     at = body.find(prefix)
     return None if at < 0 else float(body[at + len(prefix):body.index(b"\n", at)])

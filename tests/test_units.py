@@ -1,10 +1,8 @@
-"""Small pieces: path patterns, mount table, gzip joining, negotiation, debouncer, budget, logfmt."""
+"""Small pieces: path patterns, mount table, gzip joining, negotiation, budget, logfmt."""
 
 import gzip
 import logging
 import subprocess
-import threading
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -12,7 +10,6 @@ from hypothesis import strategies as st
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from exporter.budget import OTHER, TRUNCATED_SUFFIX, LabelBudget
-from exporter.debounce import Debouncer
 from exporter.exposition import ExpositionCache, accepts_gzip, render_section, wants_openmetrics
 from exporter.logs import LogfmtFormatter, fields
 from exporter.mounts import fstype_of, is_network, read_mounts
@@ -120,37 +117,6 @@ def test_gzip_negotiation():
     assert not accepts_gzip("") and not accepts_gzip("identity") and not accepts_gzip("gzip;q=0")
 
 
-def test_debouncer_quiet_time_and_max_wait():
-    debouncer = Debouncer(quiet=0.05, max_wait=0.2)
-    debouncer.add("/a")
-    started = time.monotonic()
-    paths, rescan = debouncer.take(timeout=1.0)
-    assert paths == {"/a"} and not rescan and 0.04 <= time.monotonic() - started < 0.5
-
-    stop = threading.Event()
-
-    def keep_writing():
-        while not stop.is_set():
-            debouncer.add("/busy")
-            time.sleep(0.01)
-
-    writer = threading.Thread(target=keep_writing)
-    writer.start()
-    try:
-        started = time.monotonic()
-        paths, _ = debouncer.take(timeout=2.0)
-        waited = time.monotonic() - started
-    finally:
-        stop.set()
-        writer.join()
-    assert paths == {"/busy"} and waited < 1.0
-
-    debouncer.take(timeout=0.1)  # the writer's last additions
-    debouncer.request_rescan()
-    assert debouncer.take(timeout=1.0) == (set(), True)
-    assert debouncer.take(timeout=0.05) == (set(), False)
-
-
 def test_label_budget_is_stable_and_reserves_other():
     budget = LabelBudget(series_budget=15, series_per_value=5, max_length=20)
     assert [budget.label(v) for v in ("a", "b", "c", "a", "d", "b")] == ["a", "b", OTHER, "a", OTHER, "b"]
@@ -185,17 +151,6 @@ def test_logfmt_escapes_control_characters_from_file_content():
     line = LogfmtFormatter().format(record)
     assert line.endswith(' line="a\\u001b[2J\\rb\\u0000c\\u2028d\\u0085e\u00e9"')
 
-
-def test_debouncer_close_releases_a_waiting_take_at_once():
-    debouncer = Debouncer(quiet=0.05, max_wait=0.2)
-    released = []
-    waiter = threading.Thread(target=lambda: released.append(debouncer.take(timeout=30)))
-    waiter.start()
-    time.sleep(0.1)
-    started = time.monotonic()
-    debouncer.close()
-    waiter.join(timeout=5)
-    assert released == [(set(), False)] and time.monotonic() - started < 0.5
 
 
 @settings(max_examples=200, deadline=None)

@@ -1,7 +1,7 @@
 """An inotify queue overflow costs one fresh watch and one rescan request, never a loop.
 
 A real inotify watcher in this process; the overflow is forced by a burst of
-events from ``touch`` (C, far faster than watchdog's Python reader) that is
+events from ``touch`` (C, far faster than the watcher reads) that is
 larger than the kernel's queue (``fs.inotify.max_queued_events``, 16,384 by default).
 """
 
@@ -34,9 +34,9 @@ class Seen:
         self.paths: Set[str] = set()
         self.rescans: List[float] = []
 
-    def path(self, path: str) -> None:
+    def batch(self, paths: Set[str]) -> None:
         with self.lock:
-            self.paths.add(path)
+            self.paths |= paths
 
     def rescan(self) -> None:
         with self.lock:
@@ -53,7 +53,7 @@ def test_an_overflow_burst_costs_one_fresh_watch_and_one_rescan(tmp_path):
     seen = Seen()
     # The test runs each supervision tick itself, so that it knows how many have passed.
     watcher = Watcher([PathPattern(str(farm / "*" / "cpu.acct"))], WatchConfig(mode="events", rescan_interval=3600),
-                      seen.path, seen.rescan, supervise_interval=3600)
+                      seen.batch, seen.rescan, supervise_interval=3600)
     watcher.start()
     try:
         assert len(seen.rescans) == 1  # the first schedule's

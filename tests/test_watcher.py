@@ -24,9 +24,9 @@ class Reports:
         self.rescans = 0
         self.status_changes = 0
 
-    def path(self, path: str) -> None:
+    def batch(self, paths: Set[str]) -> None:
         with self._lock:
-            self.paths.add(path)
+            self.paths |= paths
 
     def rescan(self) -> None:
         with self._lock:
@@ -43,7 +43,7 @@ def watching():
 
     def start(patterns: List[str], mode: str, reports: Reports) -> Watcher:
         watcher = Watcher([PathPattern(p) for p in patterns], WatchConfig(mode=mode, poll_interval=0.2),
-                          reports.path, reports.rescan, on_status_change=reports.status_changed)
+                          reports.batch, reports.rescan, on_status_change=reports.status_changed)
         started.append(watcher)
         watcher.start()
         return watcher

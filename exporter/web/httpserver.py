@@ -13,7 +13,8 @@ connection or a slow client costs a few kilobytes and no thread, so
 thousands of them cannot starve a scrape. A complete request is answered
 on the loop when that is cheap (the exposition is cached bytes, the health
 paths are constants) and by a small pool of threads when it may be slow
-(the status page, a reload, a bcrypt check of credentials not seen before).
+(the status page, a reload, a bcrypt check of credentials not seen before,
+a scrape that renders changes or compresses a new exposition first).
 
 When connections or file descriptors run out, the connection that has
 waited longest for a request is closed to make room for the new one; when
@@ -72,9 +73,12 @@ class App:
     def __init__(self, telemetry_path: str, exposition: Callable[[], Exposition], ready: Callable[[], bool],
                  landing_page: Callable[[str], bytes], web: Optional[WebConfigFile] = None,
                  reload: Optional[Callable[[], ReloadOutcome]] = None,
-                 health: Callable[[], Optional[str]] = lambda: None):
+                 health: Callable[[], Optional[str]] = lambda: None,
+                 exposition_may_be_slow: Callable[[], bool] = lambda: False):
         self.telemetry_path = telemetry_path
         self.exposition = exposition
+        #: Whether ``exposition`` will render or compress first (the scrape is then answered on the pool).
+        self.exposition_may_be_slow = exposition_may_be_slow
         self.ready = ready
         self.landing_page = landing_page
         self.web = web or WebConfigFile(None)
@@ -227,6 +231,8 @@ class Responder:
     def may_be_slow(self, request: Request) -> bool:
         """Whether answering may take long enough to hold up the loop (it then runs on the pool)."""
         if request.method == "POST" or request.path == "/":
+            return True
+        if request.path == self.app.telemetry_path and self.app.exposition_may_be_slow():
             return True
         auth = self.app.web.current().auth
         return (auth is not None and request.path not in OPEN_PATHS
