@@ -2,8 +2,9 @@
 
 A matched path is read only if it resolves inside a *root* of its reader:
 the fixed folder of one of the reader's patterns (``PathPattern.root``),
-itself resolved once, when the reader is made (at config load and reload;
-a root that does not exist yet is resolved when it appears). A symlink
+itself resolved once, at the reader's first check (on its ingest's
+thread, so a root on a share that does not answer never holds up a start
+or a reload; a root that does not exist yet is resolved when it appears). A symlink
 from one configured folder to a file under a root works; one that leads
 anywhere else (``/etc/shadow``, a home folder) is refused with
 ``OutsideRoots``, before the file is opened, and again on the open
@@ -69,7 +70,6 @@ class _Root:
     def __init__(self, folder: str):
         self.folder = folder
         self.resolved: Optional[str] = None
-        self.resolve()
 
     def resolve(self) -> str:
         """The folder resolved, once it exists (until then, resolved again at every call)."""

@@ -25,6 +25,7 @@ from exporter import containment
 from exporter.checkpoint import CheckpointStore
 from exporter.config import WatchConfig
 from exporter.ingest import SourceIngest
+from exporter.iogate import GATE
 from exporter.sources import Described, Reader
 from exporter.statusboard import Readings, StatusBoard
 from exporter.watcher import Watcher
@@ -46,6 +47,7 @@ class Pipeline:
         self._watcher: Optional[Watcher] = None
 
     def start(self) -> None:
+        GATE.enable()  # before the watcher, whose system calls on folders go through it too
         self._swap_watcher()
         for ingest in self._ingests:
             ingest.start()

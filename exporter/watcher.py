@@ -33,6 +33,12 @@ are covered here:
   entries are taken per poll (a warning says so; the rest are found by the
   periodic rescan).
 
+- a folder on a share that does not answer would hold the watch thread,
+  start-up, reloads and the status page in ``stat``: every system call on
+  a watched folder runs through ``exporter.iogate`` (the folder's mount
+  thread, a short wait); a busy mount's folders count as not watched and
+  are scheduled again once it answers.
+
 The watcher only reports paths; it never reads files.
 """
 
@@ -46,7 +52,7 @@ import stat
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Set, Tuple, TypeVar
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.api import DEFAULT_OBSERVER_TIMEOUT, BaseObserver, ObservedWatch
@@ -59,6 +65,7 @@ from watchdog.utils.dirsnapshot import DirectorySnapshot
 from exporter.config import WatchConfig
 from exporter.containment import inside
 from exporter.debounce import batch_seconds
+from exporter.iogate import GATE, MountBusy
 from exporter.logs import RateLimitedLog, fields
 from exporter.mounts import fstype_of, is_network, read_mounts
 from exporter.paths import PathPattern
@@ -292,14 +299,22 @@ class _Root:
 
     def still_same_folder(self) -> bool:
         try:
-            st = os.stat(self.directory)
-        except OSError:
+            st = _on_its_mount(self.directory, os.stat, self.directory)
+        except (OSError, MountBusy):
             return False
         return (st.st_dev, st.st_ino) == self.identity
 
     @property
     def watched(self) -> bool:
         return self.group is not None or self.polled is not None
+
+
+T = TypeVar("T")
+
+
+def _on_its_mount(path: str, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on the thread of ``path``'s mount, waited for a short bound (``MountBusy`` past it)."""
+    return GATE.call(GATE.mount_of(path), path, fn, *args)
 
 
 class _Handler(FileSystemEventHandler):
@@ -543,12 +558,13 @@ class Watcher:
                 self.restarts += 1
                 self._folder_log.warning("stopped:" + root.directory, "watch stopped; re-establishing it",
                                          directory=root.directory)
-            if os.path.isdir(root.directory):
-                try:
-                    self._schedule(root)
-                except FileNotFoundError:
+            try:
+                if not _on_its_mount(root.directory, os.path.isdir, root.directory):
                     continue
-                rescan = True
+                _on_its_mount(root.directory, self._schedule, root)
+            except (FileNotFoundError, MountBusy):
+                continue
+            rescan = True
         if overflowed is not None:
             overflowed.close()  # after the folders are watched again: no gap
         if rescan:

@@ -215,11 +215,6 @@ def test_check_config_over_a_share_that_stopped_answering_ends_and_says_so(hung_
                                       "does not answer (a hung share?)"), err.read_text()
 
 
-@pytest.mark.xfail(strict=True, reason="for the integrator: the checks now end (config.CHECK_TIMEOUT), but serve() "
-                   "then blocks in build_readers -> containment.Containment.resolve (os.path.realpath of the "
-                   "configured folder on the hung share) before it listens: the exporter never serves, and under "
-                   "systemd its start times out and restarts for ever. Resolving the roots within a deadline (or "
-                   "lazily, on the mount's thread) is in containment.py/the readers, not in this helper's files")
 @pytest.mark.needs_root  # a FUSE mount
 def test_a_daemon_started_over_a_share_that_stopped_answering_serves(hung_share, start_daemon, write_config,
                                                                      tmp_path):
@@ -245,10 +240,6 @@ def test_a_daemon_started_over_a_share_that_stopped_answering_serves(hung_share,
         hung_share.release_all()
 
 
-@pytest.mark.xfail(strict=True, reason="for the integrator: the checks now end within 15 s, but the reload then "
-                   "builds the new readers, whose containment.resolve (os.path.realpath on the hung share) never "
-                   "returns: the attempt is abandoned at 30 s and the reply is 500, although only "
-                   "one pattern's share hangs")
 @pytest.mark.needs_root  # a FUSE mount
 def test_a_reload_over_a_share_that_stopped_answering_ends_with_a_warning(hung_share, start_daemon, write_config,
                                                                           tmp_path):
