@@ -74,6 +74,9 @@ class RuntimeStatus:
     patterns: Tuple[Tuple[str, PathPattern], ...] = ()  # (kind, pattern) of every configured pattern
     notes: Tuple[Tuple[str, str], ...] = ()  # (what, value) from sources that describe their set-up
     capped_patterns: FrozenSet[str] = frozenset()  # patterns whose last scan stopped at paths.MAX_MATCHES
+    #: ``files`` by reader, in the same order (each reader's snapshot's tuple, the same object while none of its
+    #: files changed), so that what follows the files can pass over an unchanged reader's; () : one group.
+    file_groups: Tuple[Tuple[FileStatus, ...], ...] = ()
 
 
 def matched_files(patterns: Sequence[Tuple[str, PathPattern]],

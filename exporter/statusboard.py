@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from dataclasses import dataclass, replace
+from itertools import chain
 from typing import Callable, List, Mapping, Optional, Protocol, Tuple
 
 from exporter.checkpoint import CheckpointCounts
@@ -66,7 +67,8 @@ class CountedWatcher(Protocol):
 class Readings:
     """What the running readers report now: their files, their patterns and their sources' set-up."""
 
-    files: Tuple[FileStatus, ...]
+    #: Each reader's files (its snapshot's ``files``: the same tuple while none of them changed).
+    groups: Tuple[Tuple[FileStatus, ...], ...]
     patterns: Tuple[Tuple[str, PathPattern], ...]  # (kind, pattern)
     notes: Tuple[Tuple[str, str], ...]  # (what, value)
 
@@ -159,7 +161,8 @@ class StatusBoard:
             watch_restarts += watcher.restarts
             watch_overflows += watcher.overflows
         return RuntimeStatus(
-            files=readings.files,
+            files=tuple(chain.from_iterable(readings.groups)),
+            file_groups=readings.groups,
             watches=watcher.statuses() if watcher is not None else (),
             reader_failures=dict(failures),
             rescans=rescans,

@@ -147,7 +147,7 @@ class _MergedFamilies:
         after: Dict[FamilyKey, RowMetric] = {_family_key(f): f for f in new if isinstance(f, _ROWS)}
         if len(after) != len(new):
             return False
-        empty: Rows[Any] = Rows((), (), {}, ())
+        empty: Rows[Any] = Rows((), (), ())
         for key, family in after.items():
             slot, had = self._slots.get(key), before.get(key, empty)
             if slot is not None and any(label in slot.rows for label in family.rows if label not in had):
