@@ -35,7 +35,7 @@ from typing import Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from exporter import __version__
 from exporter.boundedfile import read_regular
-from exporter.logs import fields
+from exporter.logs import RateLimitedLog, fields
 from exporter.sources import Checkpointed, Reader
 from exporter.status import CHECKPOINT_DISCARD_REASONS as DISCARD_REASONS
 
@@ -188,6 +188,7 @@ class CheckpointCounts(NamedTuple):
     write_failures: int
     restored: int  # readers that started from a checkpoint
     discarded: Mapping[str, int] = {}  # checkpoints discarded at a restore, by reason (``DISCARD_REASONS``)
+    failing: str = ""  # while the last write failed: why (a full disk); "" once one succeeds
 
 
 class Checkpointer:
@@ -210,6 +211,15 @@ class Checkpointer:
         self.restored = 0
         #: Checkpoints discarded at a restore, by reason: read from the start instead.
         self.discarded: Counter[str] = Counter({reason: 0 for reason in DISCARD_REASONS})
+        #: Checkpoint path -> why its last write failed, while it fails (a full disk): the status page's summary.
+        self._failing: Dict[str, str] = {}
+        #: A write fails every ``interval`` while the disk is full: one warning a minute, and one line when it ends.
+        self._failure_log = RateLimitedLog(log)
+
+    @property
+    def failing(self) -> str:
+        """Why the checkpoints whose last write failed failed ("" while every last write succeeded)."""
+        return "; ".join(self._failing.values())
 
     def restore(self) -> None:
         """Before the first sync: each reader takes its checkpoint, if there is a sound one. A checkpoint the
@@ -276,18 +286,22 @@ class Checkpointer:
             try:
                 state = reader.checkpoint()
             except Exception as exc:  # noqa: BLE001 - a closed reader: the checkpoint on disk stays as it was
-                log.warning("cannot take the checkpoint; the one on disk is kept", extra=fields(
-                    source=self._source, kind=reader.kind, error=repr(exc)))
+                self._failure_log.warning("take:" + reader.kind, "cannot take the checkpoint; the one on disk is kept",
+                                          source=self._source, kind=reader.kind, error=repr(exc))
                 continue
             digest = hashlib.sha256(state).hexdigest()
             if self._written.get(id(reader)) == digest:
                 continue
+            path = self._store.path(self._source, reader.kind)
             try:
                 self._store.write(self._source, reader.kind, reader.checkpoint_config(), state)
             except OSError as exc:
-                log.warning("cannot write the checkpoint; a restart will read more", extra=fields(
-                    path=self._store.path(self._source, reader.kind), error=exc))
+                self._failure_log.warning(path, "cannot write the checkpoint; a restart will read more",
+                                          path=path, error=exc)
+                self._failing[path] = "%s: %s" % (path, exc.strerror or exc)
                 self.write_failures += 1
                 continue
+            self._failure_log.ended(path, "checkpoint written again", path=path)
+            self._failing.pop(path, None)
             self._written[id(reader)] = digest
             self.writes += 1

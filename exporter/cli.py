@@ -16,10 +16,10 @@ import argparse
 import logging
 import platform
 import sys
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
-from exporter import __version__, logs
-from exporter.config import ConfigError, load, notices
+from exporter import __version__, logs, sandbox
+from exporter.config import ConfigError, Notice, load, log_notices, notices
 from exporter.sources import registered_sources
 from exporter.web.addresses import DEFAULT_LISTEN_ADDRESS, parse_listen_address
 
@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "folder, a kind without a path) go to stderr")
     parser.add_argument("--strict", action="store_true",
                         help="treat configuration warnings as errors: --check-config and start-up exit 2")
+    parser.add_argument("--systemd.unit", dest="systemd_unit", metavar="PATH", default=sandbox.UNIT_FILE,
+                        help="the systemd unit the service runs under: paths its sandbox hides (PrivateTmp=, "
+                             "ProtectHome=, with its drop-ins) are warned about; nothing when it does not exist "
+                             "(default %(default)s; '' for none)")
     parser.add_argument("--demo", action="store_true",
                         help="run on a built-in demo farm that writes live statistics to a temporary folder")
     parser.add_argument("--storage.path", dest="storage_path", metavar="DIR", default=None,
@@ -227,7 +231,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_INVALID
-    errors, warnings = _reported(config, args.check_config)
+    found = notices(config, sandbox.read(args.systemd_unit))
+    errors, warnings = _reported(found, args.check_config)
     if args.check_config and errors:
         print("renderfarm-exporter: the configuration cannot work as written (errors above): exiting",
               file=sys.stderr)
@@ -238,20 +243,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.check_config:
         print("%s is valid" % " and ".join(filter(None, (args.config, args.web_config_file))))
         return EXIT_OK
-    return run(config, args)
+    return run(config, args, found)
 
 
-def _reported(config, to_stderr: bool) -> Tuple[int, int]:
+def _reported(found: List[Notice], to_stderr: bool) -> Tuple[int, int]:
     """Says what in the configuration will not work (stderr for --check-config, the log at start-up); returns
     how many errors and warnings. Start-up runs on after errors: the rest of the configuration still works."""
-    found = notices(config)
-    for notice in found:
-        if to_stderr:
+    if to_stderr:
+        for notice in found:
             print(("error: " if notice.error else "warning: ") + notice.text, file=sys.stderr)
-        elif notice.error:
-            log.error("configuration cannot work as written", extra=logs.fields(problem=notice.text))
-        else:
-            log.warning("configuration will not work as written", extra=logs.fields(problem=notice.text))
+    else:
+        log_notices(found, log)
     errors = sum(1 for notice in found if notice.error)
     return errors, len(found) - errors
 
@@ -269,8 +271,8 @@ def storage_path(args, default: str) -> str:
     return "" if args.demo else default
 
 
-def run(config, args) -> int:
-    """``--once`` or the daemon, for a loaded configuration."""
+def run(config, args, found: Sequence[Notice] = ()) -> int:
+    """``--once`` or the daemon, for a loaded configuration and its notices (``found``, said already)."""
     if args.once:
         from exporter import core
 
@@ -283,7 +285,8 @@ def run(config, args) -> int:
         return daemon.serve(config, listen_addresses(args), args.telemetry_path, config_path=args.config,
                             web_config_file=args.web_config_file, enable_lifecycle=args.enable_lifecycle,
                             systemd_socket=args.systemd_socket,
-                            storage_path=storage_path(args, checkpoint.default_path()))
+                            storage_path=storage_path(args, checkpoint.default_path()),
+                            sandbox=sandbox.read(args.systemd_unit), config_notices=tuple(n.text for n in found))
     except ConfigError as exc:  # the web config file changed between the check above and now
         print(str(exc), file=sys.stderr)
         return EXIT_INVALID

@@ -6,15 +6,21 @@ Every problem is reported with its key path and line, all at once, so
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from dataclasses import dataclass, replace
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import yaml
 
 from exporter.boundedfile import read_regular
+from exporter.logs import fields
+from exporter.paths import PathPattern, walks_too_much
+from exporter.sandbox import NONE as NO_SANDBOX
+from exporter.sandbox import Sandbox
 from exporter.schema import Boolean, Duration, Errors, Field, OneOf, Problem, Struct, compose, load_document
-from exporter.sources import registered_sources
+from exporter.sources import ConfiguredPath, registered_sources
 
 WATCH_MODES = ("auto", "events", "poll")
 #: A bigger configuration file is refused: a real one is a few KiB, and the YAML parser holds every node of it.
@@ -129,12 +135,68 @@ class Notice:
     error: bool  # cannot work as written (--check-config exits 2), else a warning
 
 
-def notices(config: Config) -> List[Notice]:
-    """What the configuration asks for that will not work, errors and warnings."""
+def notices(config: Config, sandbox: Sandbox = NO_SANDBOX) -> List[Notice]:
+    """What the configuration asks for that will not work, errors and warnings: the one place that says it, for
+    ``--check-config``, start-up and every reload alike. Besides each source's own checks, for every path a
+    source names: one the service's ``sandbox`` hides, and a pattern whose folder exists but that matches no
+    file now (the empty mount point of a share that is not mounted)."""
     found = []
     for source in registered_sources():
         section = config.sources[source.name]
-        if section is not None:
-            found += [Notice("%s: %s" % (".".join(filter(None, (source.name, n.key))), n.message), n.error)
-                      for n in source.check(section)]
+        if section is None:
+            continue
+        problems = [(n.key, n.message, n.error) for n in source.check(section)]
+        problems += [(key, message, False) for key, message in _path_problems(source.paths(section), sandbox)]
+        found += [Notice("%s: %s" % (".".join(filter(None, (source.name, key))), message), error)
+                  for key, message, error in problems]
     return found
+
+
+def _path_problems(configured: Sequence[ConfiguredPath], sandbox: Sandbox) -> List[Tuple[str, str]]:
+    """(key, problem) of the paths a source names. A hidden path is said once: not again for the paths below it
+    (Royal Render's kinds under a hidden root)."""
+    problems: List[Tuple[str, str]] = []
+    hidden: List[str] = []
+    for path in configured:
+        if any(path.path.startswith(folder.rstrip("/") + "/") for folder in hidden):
+            continue
+        why = sandbox.hides(path.path)
+        if why is not None:
+            hidden.append(path.path)
+            problems.append((path.key, why))
+        elif path.pattern and _matches_nothing_now(path.path):
+            problems.append((path.key, _matches_nothing(path.path)))
+    return problems
+
+
+def _matches_nothing_now(pattern: str) -> bool:
+    """Whether the pattern's folder exists and no file matches it now. A missing folder is the source's notice,
+    and a pattern that would walk a whole file system is not walked here (``paths.glob_problems`` says so)."""
+    try:
+        matcher = PathPattern(pattern)
+    except re.error:
+        return False  # the schema refused it already
+    if walks_too_much(pattern) or not os.path.isdir(matcher.root):
+        return False
+    return next(iter(matcher.scan()), None) is None
+
+
+def _matches_nothing(pattern: str) -> str:
+    folder = PathPattern(pattern).root
+    if not os.access(folder, os.R_OK | os.X_OK):
+        return ("%s matches no file now: folder %s cannot be listed by this user (uid %d): give its group to the "
+                "service (SupplementaryGroups=) or make it readable" % (pattern, folder, os.geteuid()))
+    mount = folder
+    while not os.path.ismount(mount):
+        mount = os.path.dirname(mount)
+    return ("%s matches no file now: nothing is read until one appears (folder %s exists, on the file system "
+            "mounted at %s: if a share should be mounted on it, it is not)" % (pattern, folder, mount))
+
+
+def log_notices(found: List[Notice], logger: logging.Logger) -> None:
+    """Logs each notice (start-up and reloads say them alike; ``--check-config`` prints them)."""
+    for notice in found:
+        if notice.error:
+            logger.error("configuration cannot work as written", extra=fields(problem=notice.text))
+        else:
+            logger.warning("configuration will not work as written", extra=fields(problem=notice.text))

@@ -30,6 +30,7 @@ class Parts:
                  store: Optional[CheckpointStore] = None):
         dirty = DirtySections()
         self.board = StatusBoard(changed=dirty.changed)
+        self.board.storing(store.directory if store is not None else "")
         self.pipeline = Pipeline(readers, watch, self.board, dirty.changed, store)
         self.renderer = Renderer(list(readers), self.pipeline, self.status, dirty)
 

@@ -17,17 +17,20 @@ import logging
 import signal
 import threading
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from exporter import sdnotify
 from exporter.attempts import Attempt
 from exporter.boundedfile import stuck_reads
 from exporter.checkpoint import CheckpointStore
-from exporter.config import Config, ConfigError, load
+from exporter.config import Config, ConfigError, load, log_notices, notices
 from exporter.core import Parts, build_readers
 from exporter.logs import fields
 from exporter.pipeline import Pipeline
+from exporter.sandbox import NONE as NO_SANDBOX
+from exporter.sandbox import Sandbox
 from exporter.sources import Reader, registered_sources
+from exporter.status import ReloadOutcome
 from exporter.statusboard import StatusBoard
 from exporter.web import statuspage
 from exporter.web.addresses import display_address
@@ -62,8 +65,11 @@ class Reloader:
     """
 
     def __init__(self, config_path: Optional[str], config: Config, pipeline: Pipeline, board: StatusBoard,
-                 web: WebConfigFile, deadline: float = RELOAD_DEADLINE):
+                 web: WebConfigFile, deadline: float = RELOAD_DEADLINE, sandbox: Sandbox = NO_SANDBOX,
+                 config_notices: Tuple[str, ...] = ()):
         self._path = config_path
+        self._sandbox = sandbox
+        self._notices = config_notices  # of the configuration in force (``config.notices``, as texts)
         self._config = config
         self._pipeline = pipeline
         self._board = board
@@ -73,7 +79,7 @@ class Reloader:
         self._applying = threading.Lock()  # held while a new configuration is swapped in
         self._attempts: List[Attempt] = []  # started and not ended (abandoned ones stay until they end)
         self._attempts_lock = threading.Lock()
-        board.config_loaded(time.time())
+        board.config_loaded(time.time(), config_notices)
         board.web_config_read(web.status)
         web.on_change = self._web_changed
 
@@ -150,13 +156,14 @@ class Reloader:
 
     # -- reloads ----------------------------------------------------------------
 
-    def reload(self) -> Optional[str]:
-        """None when the new config runs, else why it was rejected (or that it was abandoned)."""
+    def reload(self) -> ReloadOutcome:
+        """Whether the new config runs (``problem`` None) or why it was rejected (or that it was abandoned), and
+        what in the configuration now running will not work (``notices``, as ``--check-config`` says them)."""
         problem: Optional[str]
         if not self._dispatch.acquire(timeout=self.deadline):
             problem = "another reload has been running for more than %g s" % self.deadline
             self._record(problem)
-            return problem
+            return ReloadOutcome(problem, self._notices)
         try:
             attempt = self._start("configuration reload", self._attempt_reload)
             problem = attempt.wait(self.deadline)
@@ -164,7 +171,7 @@ class Reloader:
             if attempt.abandoned:
                 self._board.reload_stuck(self._stuck_text())
             self._pipeline.request_rescan()
-            return problem
+            return ReloadOutcome(problem, self._notices)
         finally:
             self._dispatch.release()
 
@@ -179,6 +186,8 @@ class Reloader:
             new = load(self._path)
         except ConfigError as exc:
             return str(exc)
+        attempt.step = "checking what in %s will not work" % self._path
+        found = notices(new, self._sandbox)
         attempt.step = "waiting for an earlier reload to finish applying its configuration"
         if not self._applying.acquire(timeout=max(0.0, self.deadline - attempt.age())):
             return "an earlier reload is still applying its configuration"
@@ -187,11 +196,13 @@ class Reloader:
                 return "abandoned before it was applied: nothing changed"
             attempt.step = "applying the new configuration (new readers, watches)"
             self._apply(new)
+            self._notices = tuple(notice.text for notice in found)
+            log_notices(found, log)
         finally:
             self._applying.release()
         if attempt.given_up():  # it was given up on while applying, and reported failed: it runs now after all
             log.warning("an abandoned reload applied its configuration late", extra=fields(file=self._path))
-            self._board.reload_succeeded(time.time())
+            self._board.reload_succeeded(time.time(), self._notices)
         return None
 
     def _apply(self, new: Config) -> None:
@@ -208,7 +219,7 @@ class Reloader:
 
     def _record(self, problem: Optional[str]) -> None:
         if problem is None:
-            self._board.reload_succeeded(time.time())
+            self._board.reload_succeeded(time.time(), self._notices)
         else:
             log.error("configuration reload failed; the previous configuration keeps running",
                       extra=fields(file=self._path, error=problem))
@@ -218,17 +229,19 @@ class Reloader:
 def serve(config: Config, listen_addresses: Sequence[str], telemetry_path: str,
           stop: Optional[threading.Event] = None, config_path: Optional[str] = None,
           web_config_file: Optional[str] = None, enable_lifecycle: bool = False, systemd_socket: bool = False,
-          storage_path: str = "") -> int:
+          storage_path: str = "", sandbox: Sandbox = NO_SANDBOX, config_notices: Tuple[str, ...] = ()) -> int:
     """Runs until SIGTERM/SIGINT (or ``stop`` is set); returns the exit code.
 
-    ``storage_path``: the folder of the readers' checkpoints ("" keeps none).
+    ``storage_path``: the folder of the readers' checkpoints ("" keeps none). ``sandbox``: what the unit hides,
+    for the notices of reloads; ``config_notices``: those of ``config``, said at start-up already.
 
     An invalid ``web_config_file`` raises ConfigError before anything starts.
     """
     stop = stop or threading.Event()
     web = WebConfigFile(web_config_file)
     parts = Parts(build_readers(config), config.watch, CheckpointStore(storage_path) if storage_path else None)
-    reloader = Reloader(config_path, config, parts.pipeline, parts.board, web)
+    reloader = Reloader(config_path, config, parts.pipeline, parts.board, web, sandbox=sandbox,
+                        config_notices=config_notices)
     renderer = parts.renderer
     app = App(telemetry_path, renderer.exposition_for_scrape, renderer.is_ready,
               lambda query: statuspage.render(parts.status(), renderer.sections(), telemetry_path,

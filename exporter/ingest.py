@@ -55,6 +55,7 @@ from exporter.sources import (
     Snapshot,
     changed_in_place,
 )
+from exporter.status import matched_files
 
 log = logging.getLogger(__name__)
 _UP, _PATH = attrgetter("up"), attrgetter("path")  # of a FileStatus
@@ -96,13 +97,15 @@ class SourceIngest:
         #: Busy mounts (mount, stuck path, since) already logged.
         self._reported_busy: Set[Tuple[str, str, float]] = set()
         self._down = DownFiles()
+        #: (kind, pattern) that matched no file at the last full pass; None before the first.
+        self._empty_patterns: Optional[Set[Tuple[str, str]]] = None
 
     @property
     def checkpoint_counts(self) -> CheckpointCounts:
         """Checkpoints written, writes failed, readers restored (zeros without a store)."""
         c = self.checkpoints
         return CheckpointCounts(0, 0, 0, {}) if c is None else CheckpointCounts(
-            c.writes, c.write_failures, c.restored, dict(c.discarded))
+            c.writes, c.write_failures, c.restored, dict(c.discarded), c.failing)
 
     def use(self, watch: WatchConfig) -> None:
         """New watch settings for the same readers (a reload that changed only ``watch``).
@@ -222,10 +225,26 @@ class SourceIngest:
             self._published(self.section)
             if full:  # after the publish: /-/ready waits for the render of what the first read found
                 self.ingested_once.set()
+                self._report_pattern_changes()
             self._save_checkpoint(due_only=False)
             retry_at = self._next_retry(retry_at, now)
             if self._batch_seconds:  # what changes meanwhile gathers in the debouncer for the next pass
                 self._stop.wait(max(0.0, now + self._batch_seconds - time.monotonic()))
+
+    def _report_pattern_changes(self) -> None:
+        """After a full pass: logs each pattern that stops matching files, or matches none at the first pass (an
+        empty mount point, a wrong path), and each that matches files again. A pattern's files are found by
+        events or rescans, so the line comes within ``watch.rescan_interval`` of the change."""
+        patterns = [(reader.kind, pattern) for reader in self.readers for pattern in reader.patterns]
+        counts = matched_files(patterns, list(self._files()))
+        empty = {key for key, count in counts.items() if count == 0}
+        for kind, pattern in sorted(empty - (self._empty_patterns or set())):
+            log.warning("pattern matches no file: nothing is read from it until one appears (a share not mounted? "
+                        "a wrong path?)", extra=fields(kind=kind, pattern=pattern))
+        for kind, pattern in sorted((self._empty_patterns or set()) - empty):
+            log.info("pattern matches files again", extra=fields(kind=kind, pattern=pattern,
+                                                                 files=counts[(kind, pattern)]))
+        self._empty_patterns = empty
 
     def _checkpoint_due(self) -> Optional[float]:
         return self.checkpoints.due_at() if self.checkpoints is not None else None
@@ -263,6 +282,7 @@ class SourceIngest:
         while not self._stop.wait(min(most, max(least, self._watch.stuck_read_timeout / 10))):
             for reader in self.readers:
                 reading = reader.reading if isinstance(reader, ReportsReading) else None
+                self._report_returned(reader, reading)
                 if reading is not None and time.monotonic() - reading[1] > self._watch.stuck_read_timeout:
                     self._report_stuck(reader, reading)
             self._report_busy_mounts()
@@ -322,6 +342,14 @@ class SourceIngest:
         for path in {status.path for status in self._files()}:
             if GATE.mount_of(path) == mount:
                 self.debouncer.add(path)
+
+    def _report_returned(self, reader: Reader, reading: Optional[Tuple[str, float]]) -> None:
+        """Logs once that a read reported stuck has returned (the reader reads something else, or nothing)."""
+        stuck = self._reported_stuck.get(reader)
+        if stuck is not None and stuck != reading:
+            del self._reported_stuck[reader]
+            log.info("a stuck read returned; the file is read again", extra=fields(
+                path=stuck[0], seconds=round(time.monotonic() - stuck[1], 1)))
 
     def _report_stuck(self, reader: Reader, reading: Tuple[str, float]) -> None:
         """Marks the file being read down (once per stuck read), unless the read finished meanwhile."""

@@ -112,10 +112,14 @@ def setup(level: str = "info", fmt: str = "logfmt") -> None:
 
 
 class RateLimitedLog:
-    """Logs a recurring problem at most once per interval per key.
+    """Logs a recurring problem at most once per interval per key, and once more when it stops.
 
-    A file with a million malformed lines must not produce a million log
-    lines; the count of suppressed repeats goes into the next one.
+    A file with a million malformed lines, a checkpoint write failing every
+    2 s on a full disk, a folder that cannot be watched, tried every second:
+    each must not produce a log line per attempt. The count of repeats left
+    out goes into the next line (``suppressed_since_last``), and ``ended``
+    says when the problem stopped, with the repeats left out since the last
+    line, so a reader of the log knows both how long and how often.
     """
 
     def __init__(self, logger: logging.Logger, interval: float = 60.0):
@@ -141,3 +145,12 @@ class RateLimitedLog:
         if suppressed:
             kv["suppressed_since_last"] = suppressed
         self._logger.warning(msg, extra=fields(**kv))
+
+    def ended(self, key: str, msg: str, **kv) -> None:
+        """The problem of ``key`` stopped: ``msg`` logged (info) if it was warned about, with the repeats left out
+        since the last warning; nothing if it was not. The next occurrence is warned about at once."""
+        with self._lock:
+            state = self._state.pop(key, None)
+        if state is None:
+            return
+        self._logger.info(msg, extra=fields(**kv, suppressed_since_last=state[1]))

@@ -213,6 +213,20 @@ class ConfigNotice:
     error: bool = False
 
 
+@dataclass(frozen=True)
+class ConfiguredPath:
+    """A path a source's section names, for the checks every source shares (``config.notices``): a folder the
+    service's sandbox hides, a pattern that matches no file now."""
+
+    key: str  # key path below the source's section
+    path: str  # absolute
+    pattern: bool = False  # a file or glob read as statistics (else a folder or program the source uses)
+
+
+def _no_paths(section: Any) -> Sequence[ConfiguredPath]:
+    return ()
+
+
 def _as_written(section: Any, base_dir: str) -> Any:
     return section
 
@@ -227,7 +241,9 @@ class Source:
 
     ``relative_to(section, folder)`` resolves the section's relative paths
     against the config file's folder; ``check(section)`` lists what is valid
-    but will not work (``--check-config`` and start-up warn about it);
+    but will not work (``--check-config``, start-up and reloads warn about it);
+    ``paths(section)`` the paths it names, which ``config.notices`` checks
+    alike for every source;
     ``history(section, sink)`` writes the past for ``backfill``, and
     ``probe(section, out)`` prints a diagnosis of a real installation
     (``renderfarm-exporter probe``), for the sources that have them.
@@ -239,6 +255,7 @@ class Source:
     doc: str
     relative_to: Callable[[Any, str], Any] = _as_written
     check: Callable[[Any], Sequence[ConfigNotice]] = _no_notices
+    paths: Callable[[Any], Sequence[ConfiguredPath]] = _no_paths
     history: Optional[Callable[[Any, HistorySink], Sequence[str]]] = None
     probe: Optional[Callable[[Any, TextIO], int]] = None
 

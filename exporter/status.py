@@ -42,16 +42,28 @@ class ReloadStatus:
     failures: int = 0
     last_error: str = ""  # why the last reload failed ("" after a success)
     stuck: str = ""  # while a reload runs past its deadline: what it is stuck on; else ""
+    #: What in the configuration in force will not work (``config.notices``: "key path: problem"), said at its
+    #: start-up or reload; a rejected reload keeps the running configuration's.
+    notices: Tuple[str, ...] = ()
 
-    def succeeded(self, when: float) -> ReloadStatus:
-        """This status after one more reload that succeeded at ``when``."""
+    def succeeded(self, when: float, notices: Tuple[str, ...] = ()) -> ReloadStatus:
+        """This status after one more reload that succeeded at ``when``, with the new configuration's notices."""
         return dataclasses.replace(self, successful=True, last_attempt_time=when, last_success_time=when,
-                                   successes=self.successes + 1, last_error="")
+                                   successes=self.successes + 1, last_error="", notices=notices)
 
     def failed(self, when: float, error: str = "") -> ReloadStatus:
         """This status after one more reload that failed at ``when``: the last success stays."""
         return dataclasses.replace(self, successful=False, last_attempt_time=when, failures=self.failures + 1,
                                    last_error=error)
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    """The answer to one reload request (SIGHUP or ``POST /-/reload``): why it was rejected (None: the new
+    configuration runs), and the notices of the configuration in force afterwards."""
+
+    problem: Optional[str]
+    notices: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,6 +86,8 @@ class RuntimeStatus:
     patterns: Tuple[Tuple[str, PathPattern], ...] = ()  # (kind, pattern) of every configured pattern
     notes: Tuple[Tuple[str, str], ...] = ()  # (what, value) from sources that describe their set-up
     capped_patterns: FrozenSet[str] = frozenset()  # patterns whose last scan stopped at paths.MAX_MATCHES
+    storage_path: str = ""  # the folder of the checkpoints (--storage.path); "" when none are kept
+    checkpoint_failing: str = ""  # while checkpoint writes fail (a full disk): why; else ""
     #: ``files`` by reader, in the same order (each reader's snapshot's tuple, the same object while none of its
     #: files changed), so that what follows the files can pass over an unchanged reader's; () : one group.
     file_groups: Tuple[Tuple[FileStatus, ...], ...] = ()

@@ -86,15 +86,16 @@ class StatusBoard:
         self._retired_watch_restarts = 0
         self._retired_watch_overflows = 0
         self._retired_checkpoints = CheckpointCounts(0, 0, 0, {})
+        self._storage_path = ""
 
     # -- the reloader's and the web config's -----------------------------------
 
-    def config_loaded(self, when: float) -> None:
-        """The configuration now running was loaded at start-up, at ``when``."""
-        self._update_reload(lambda _: ReloadStatus(last_success_time=when))
+    def config_loaded(self, when: float, notices: Tuple[str, ...] = ()) -> None:
+        """The configuration now running was loaded at start-up, at ``when``, with these notices."""
+        self._update_reload(lambda _: ReloadStatus(last_success_time=when, notices=notices))
 
-    def reload_succeeded(self, when: float) -> None:
-        self._update_reload(lambda reload: reload.succeeded(when))
+    def reload_succeeded(self, when: float, notices: Tuple[str, ...] = ()) -> None:
+        self._update_reload(lambda reload: reload.succeeded(when, notices))
 
     def reload_failed(self, when: float, error: str = "") -> None:
         self._update_reload(lambda reload: reload.failed(when, error))
@@ -114,6 +115,10 @@ class StatusBoard:
         with self._lock:
             self._reload = change(self._reload)
         self._changed()
+
+    def storing(self, path: str) -> None:
+        """Checkpoints are kept in ``path`` ("": none), for the status page."""
+        self._storage_path = path
 
     # -- the pipeline's --------------------------------------------------------
     # These only move counts between live and retired, so the totals stay and ``changed`` is not called.
@@ -151,12 +156,14 @@ class StatusBoard:
             watch_overflows, checkpoints = self._retired_watch_overflows, self._retired_checkpoints
             reload, web_reload = self._reload, self._web_reload
         restored: Counter[str] = Counter()
+        failing = []
         for ingest in counted:
             failures.update(ingest.failures)
             rescans += ingest.rescans
             counts = ingest.checkpoint_counts
             checkpoints = _plus(checkpoints, counts)
             restored[ingest.section] += counts.restored
+            failing += [counts.failing] if counts.failing else []
         if watcher is not None:
             watch_restarts += watcher.restarts
             watch_overflows += watcher.overflows
@@ -177,6 +184,8 @@ class StatusBoard:
             patterns=readings.patterns,
             notes=readings.notes,
             capped_patterns=capped_patterns() & {pattern.pattern for _, pattern in readings.patterns},
+            storage_path=self._storage_path,
+            checkpoint_failing="; ".join(failing),
         )
 
 

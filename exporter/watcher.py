@@ -63,7 +63,7 @@ from watchdog.utils.dirsnapshot import DirectorySnapshot
 
 from exporter.config import WatchConfig
 from exporter.containment import inside
-from exporter.logs import fields
+from exporter.logs import RateLimitedLog, fields
 from exporter.mounts import fstype_of, is_network, read_mounts
 from exporter.paths import PathPattern
 from exporter.status import WatchStatus
@@ -295,6 +295,8 @@ class Watcher:
         self._handler = _Handler(on_path, on_rescan)
         self._roots = [_Root(d, r) for d, r in sorted(watch_roots(patterns).items())]
         self._said_no_inotify = False
+        #: Supervision retries a folder every second: its warnings once a minute, with the count left out.
+        self._folder_log = RateLimitedLog(log)
         self._overflow_lock = threading.Lock()
         self.overflows = 0
         self._events: Optional[_EventsObserver] = self._new_events_observer()
@@ -386,7 +388,8 @@ class Watcher:
             if root.watch is not None:
                 self._unschedule(root)
                 self.restarts += 1
-                log.warning("watch stopped; re-establishing it", extra=fields(directory=root.directory))
+                self._folder_log.warning("stopped:" + root.directory, "watch stopped; re-establishing it",
+                                         directory=root.directory)
             if os.path.isdir(root.directory):
                 try:
                     self._schedule(root)
@@ -440,19 +443,26 @@ class Watcher:
                 root.watch = self._events.schedule(self._handler, root.directory, recursive=root.recursive,
                                                    event_filter=CHANGES)
                 root.observer = self._events
-                log.info("watching folder", extra=fields(directory=root.directory, mode="events", fstype=root.fstype))
+                self._watching(root)
                 return
             except OSError as exc:
-                log.warning("inotify unavailable (watch limit?); polling this folder instead",
-                            extra=fields(directory=root.directory, error=exc))
+                self._folder_log.warning("no inotify:" + root.directory,
+                                         "inotify unavailable (watch limit?); polling this folder instead",
+                                         directory=root.directory, error=exc)
                 root.mode = "poll"
         try:
             root.watch = self._polls.schedule(self._handler, root.directory, recursive=root.recursive)
             root.observer = self._polls
-            log.info("watching folder", extra=fields(directory=root.directory, mode="poll", fstype=root.fstype,
-                                                     interval=self._config.poll_interval))
         except OSError as exc:
-            log.warning("cannot watch folder; relying on rescans", extra=fields(directory=root.directory, error=exc))
+            self._folder_log.warning("cannot:" + root.directory, "cannot watch folder; relying on rescans",
+                                     directory=root.directory, error=exc)
+            return
+        self._watching(root, interval=self._config.poll_interval)
+
+    def _watching(self, root: _Root, **more: object) -> None:
+        """Logs a folder now watched, and the end of its failures to be watched if it had any."""
+        self._folder_log.ended("cannot:" + root.directory, "folder can be watched again", directory=root.directory)
+        log.info("watching folder", extra=fields(directory=root.directory, mode=root.mode, fstype=root.fstype, **more))
 
     def _unschedule(self, root: _Root) -> None:
         if root.observer is not None and root.watch is not None:  # else it was never scheduled

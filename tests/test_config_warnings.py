@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import REPO, parse_samples, value
 
@@ -31,6 +32,9 @@ def test_check_config_warns_by_key_path_and_strict_makes_it_fail(tmp_path, write
         "warning: rush.cpu_acct[1]: folder %s/share does not exist: nothing is read until it does "
         "(a share not mounted?)" % tmp_path,
         "warning: rush.cpu_acct[2]: '[abc': unclosed '[' is taken literally",
+        "warning: rush.cpu_acct[2]: %s/[abc/cpu.acct matches no file now: nothing is read until one appears (folder "
+        "%s exists, on the file system mounted at /: if a share should be mounted on it, it is not)"
+        % (tmp_path, tmp_path),
     ]
     strict = exporter("--check-config", "--strict", "--config.file", config)
     assert strict.returncode == 2 and "configuration warnings and --strict" in strict.stderr
@@ -84,3 +88,52 @@ def test_kinds_with_their_own_absolute_paths_need_no_root(write_config, tmp_path
         config += "  %s:\n    path: '%s/ss.db'\n" % (kind, tmp_path)
     result = exporter("--check-config", "--strict", "--config", write_config(config))
     assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+def test_paths_the_units_sandbox_hides_are_warnings_unless_a_drop_in_relaxes_them(tmp_path, write_config):
+    """The unit's PrivateTmp=yes and ProtectHome=yes, read from the unit and its drop-ins as systemd applies them."""
+    unit = tmp_path / "renderfarm-exporter.service"
+    unit.write_text((Path(REPO) / "systemd" / "renderfarm-exporter.service").read_text())
+    config = write_config("rush:\n  cpu_acct: ['/home/render/acct/*/cpu.acct', '/var/tmp/acct/*/cpu.acct']\n")
+
+    def sandbox_warnings(unit_file):
+        result = exporter("--check-config", "--systemd.unit", unit_file, "--config.file", config)
+        assert result.returncode == 0
+        return [line for line in result.stderr.splitlines() if "hides from the service" in line]
+
+    hidden = ("warning: rush.cpu_acct[%d]: %s lies under %s, which the unit renderfarm-exporter.service hides from "
+              "the service (%s): the service sees an empty folder there; move it, or relax the setting with "
+              "systemctl edit (docs/installation.md#the-sandbox-what-the-service-cannot-see)")
+    assert sandbox_warnings(str(unit)) == [
+        hidden % (0, "/home/render/acct/*/cpu.acct", "/home", "ProtectHome=yes"),
+        hidden % (1, "/var/tmp/acct/*/cpu.acct", "/var/tmp", "PrivateTmp=yes")]
+    (tmp_path / "renderfarm-exporter.service.d").mkdir()
+    (tmp_path / "renderfarm-exporter.service.d" / "home.conf").write_text("[Service]\nProtectHome=read-only\n")
+    assert sandbox_warnings(str(unit)) == [hidden % (1, "/var/tmp/acct/*/cpu.acct", "/var/tmp", "PrivateTmp=yes")]
+    assert sandbox_warnings("") == [] and sandbox_warnings(str(tmp_path / "no.service")) == []
+
+
+def test_royalrender_module_folders_that_are_missing_are_warnings(tmp_path, write_config):
+    (tmp_path / "rr").mkdir()
+    config = write_config("royalrender:\n  root: %s/rr\n  module_path: ['%s/lib']\n" % (tmp_path, tmp_path))
+    result = exporter("--check-config", "--config.file", config)
+    assert result.returncode == 0
+    assert ("warning: royalrender.module_path[0]: folder %s/lib does not exist: RR's module cannot be imported from "
+            "it (a share not mounted? a typo?)" % tmp_path) in result.stderr.splitlines()
+    assert ("warning: royalrender.module: auto, but RR's lib folder %s/rr/bin/lx64/lib does not exist and no "
+            "module_path does: the worker cannot find RR's module (libpyRR3X_datafiles); set royalrender.module_path "
+            "to the folder that holds it" % tmp_path) in result.stderr.splitlines()
+    (tmp_path / "lib").mkdir()
+    fixed = exporter("--check-config", "--config.file", config)
+    assert "royalrender.module" not in fixed.stderr, fixed.stderr
+
+
+def test_a_hidden_royalrender_root_is_said_once_not_again_for_each_kind_below_it(tmp_path, write_config):
+    unit = tmp_path / "renderfarm-exporter.service"
+    unit.write_text("[Service]\nProtectHome=yes\n")
+    config = write_config("royalrender:\n  root: /home/rr\n  module: simulated\n")
+    result = exporter("--check-config", "--systemd.unit", str(unit), "--config.file", config)
+    assert [line for line in result.stderr.splitlines() if "hides from the service" in line] == [
+        "warning: royalrender.root: /home/rr lies under /home, which the unit renderfarm-exporter.service hides from "
+        "the service (ProtectHome=yes): the service sees an empty folder there; move it, or relax the setting with "
+        "systemctl edit (docs/installation.md#the-sandbox-what-the-service-cannot-see)"]

@@ -165,6 +165,8 @@ def test_a_read_stuck_on_a_hung_share_is_reported_down(tmp_path, start_daemon, w
         fs.release()
         samples = daemon.wait_for_value("renderfarm_exporter_source_up", 1, timeout=5, **up)
         assert value(samples, "rush_frames_total", host="render01", status="done") == 2
+        assert daemon.log().count('msg="a mount answers again; reading its files" mount=%s path=%s' % (share, path)) \
+            == 1, "a line says the stuck read returned"
     finally:
         fs.close()
 

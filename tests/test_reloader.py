@@ -52,7 +52,7 @@ def test_an_invalid_config_changes_nothing_and_is_reported(farm):
     loaded_at = parts.status().reload.last_success_time
     config_path.write_text("rush:\n  cpu_acct: 5\n")
 
-    problem = reloader.reload()
+    problem = reloader.reload().problem
 
     assert problem is not None and "rush.cpu_acct" in problem
     assert parts.pipeline.readers() == running
@@ -72,14 +72,14 @@ def test_a_changed_source_gets_new_readers_and_a_watch_only_change_keeps_them(fa
     config_path.write_text("rush:\n  cpu_acct: ['%s']\n" % other)
     before = parts.pipeline.readers()
 
-    assert reloader.reload() is None
+    assert reloader.reload().problem is None
 
     after = parts.pipeline.readers()
     assert after["rush"] and not set(map(id, after["rush"])) & set(map(id, before["rush"]))
     wait_until(lambda: frames(parts) == 2, 10, "the new file's frames")
 
     config_path.write_text("rush:\n  cpu_acct: ['%s']\nwatch:\n  debounce: 50ms\n" % other)
-    assert reloader.reload() is None
+    assert reloader.reload().problem is None
     assert parts.pipeline.readers() == after, "a watch-only change keeps the readers, their offsets and counters"
     with open(other, "a") as handle:
         handle.write(LINE % 4)
@@ -110,7 +110,7 @@ def test_a_reload_stuck_past_its_deadline_is_abandoned_and_the_next_one_runs(far
     config_path.write_text("rush:\n  cpu_acct: ['%s']\n" % other)
     started = time.monotonic()
 
-    problem = reloader.reload()
+    problem = reloader.reload().problem
 
     assert time.monotonic() - started < 2.0 and entered.is_set()
     assert problem == ("configuration reload abandoned: not finished within 0.5 s, still re-reading the web "
@@ -126,7 +126,7 @@ def test_a_reload_stuck_past_its_deadline_is_abandoned_and_the_next_one_runs(far
            "reload running for" in page
     assert frames(parts) == 1
 
-    assert reloader.reload() is None, "the next reload runs beside the stuck one"
+    assert reloader.reload().problem is None, "the next reload runs beside the stuck one"
     wait_until(lambda: frames(parts) == 2, 10, "the new file's frames")
     applied = parts.pipeline.readers()
 

@@ -50,11 +50,14 @@ def jython():
 
 
 def rr_root(tmp_path, builds=()):
-    """An RR folder with a server stats file, and empty module builds named ``builds`` in bin/lx64/lib."""
+    """An RR folder with a file at every kind's default path (so no pattern matches nothing), and empty module builds
+    named ``builds`` in bin/lx64/lib."""
     root = tmp_path / "rr"
     (root / "sub" / "stats" / "server").mkdir(parents=True)  # the default folders of every kind
     (root / "sub" / "cfg_user").mkdir(parents=True)
-    (root / "sub" / "stats" / "server_stats.db").write_text("x")
+    for path in ("stats/server_stats.db", "stats/server/2026_01_01.db", "stats/clientIPstats82.db",
+                 "cfg_user/clientgroups.ini"):
+        (root / "sub" / path).write_text("x")
     lib = root / "bin" / "lx64" / "lib"
     lib.mkdir(parents=True)
     for name in builds:

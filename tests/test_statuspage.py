@@ -40,7 +40,14 @@ def test_status_page_puts_the_summary_and_problems_first(tmp_path, start_daemon,
 
     problems = cells_of(dom, "problems")
     assert [(p[0], p[1], p[2]) for p in problems] == [
-        ("royalrender_client_info", farm.path("client_info"), "DOWN"), ("rush_cpu_acct", unmounted, "NO FILE")]
+        ("royalrender_client_info", farm.path("client_info"), "DOWN"), ("rush_cpu_acct", unmounted, "NO FILE"),
+        ("configuration", "", "WARNING"), ("watch", str(tmp_path / "share"), "NOT WATCHED")]
+    assert problems[2][5] == ("rush.cpu_acct[1]: folder %s/share does not exist: nothing is read until it does (a "
+                              "share not mounted?) (--check-config says the same)" % tmp_path)
+    assert summary["Configuration warnings"] == "1: " + problems[2][5].replace(" (--check-config says the same)", "")
+    assert summary["Folders watched"] == "7 of 8; NOT WATCHED (changes seen only at rescans): %s/share" % tmp_path
+    assert summary["Checkpoints"] == "off: no --storage.path, a restart reads every file from its start"
+    assert summary["Web config changes"] == "0 applied"
     assert problems[0][5].startswith("loadFromFile failed: cannot load %s" % farm.path("client_info"))
 
     files = cells_of(dom, "files")

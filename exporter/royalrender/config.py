@@ -15,7 +15,7 @@ from exporter.royalrender.contract import Kind
 from exporter.royalrender.kinds import KINDS
 from exporter.royalrender.vendor import module
 from exporter.schema import Boolean, Duration, Either, Field, Glob, ListOf, Scalar, String, Struct
-from exporter.sources import ConfigNotice
+from exporter.sources import ConfigNotice, ConfiguredPath
 
 
 @dataclass(frozen=True)
@@ -168,8 +168,28 @@ def check_interpreter(config: RoyalRenderConfig) -> Tuple[Optional[interpreter.V
     return found, notices
 
 
+def _check_module(config: RoyalRenderConfig) -> List[ConfigNotice]:
+    """Folders the worker cannot import RR's module from: a ``module_path`` that is missing, and with ``module:
+    auto`` no folder at all (neither ``module_path`` nor RR's lib folder under an existing root)."""
+    notices = [ConfigNotice("module_path[%d]" % index, "folder %s does not exist: RR's module cannot be imported "
+                                                       "from it (a share not mounted? a typo?)" % folder)
+               for index, folder in enumerate(config.module_path) if not os.path.isdir(folder)]
+    root = module.resolve_root(config.root)
+    if config.module != module.AUTO or module.library_folders(root, config.module_path):
+        return notices
+    if root is not None and os.path.isdir(root):
+        notices.append(ConfigNotice("module", "auto, but RR's lib folder %s does not exist and no module_path does: "
+                                              "the worker cannot find RR's module (libpyRR3X_datafiles); set "
+                                              "royalrender.module_path to the folder that holds it"
+                                    % module.default_module_paths(root)[0]))
+    elif root is None and not config.module_path:
+        notices.append(ConfigNotice("module", "auto, but there is no root ($RR_ROOT) and no module_path: the worker "
+                                              "cannot find RR's module; set royalrender.root or module_path"))
+    return notices
+
+
 def check(config: RoyalRenderConfig) -> List[ConfigNotice]:
-    notices = check_interpreter(config)[1] + _check_root(config)
+    notices = check_interpreter(config)[1] + _check_root(config) + _check_module(config)
     root = module.resolve_root(config.root)
     enabled = [kind for kind in KINDS if config.kinds[kind.name].enabled]
     for kind in enabled:
@@ -177,6 +197,20 @@ def check(config: RoyalRenderConfig) -> List[ConfigNotice]:
     if not any(kind_paths(kind, config.kinds[kind.name], root) for kind in enabled):
         notices.append(ConfigNotice("", "nothing to read: no file kind has a path"))
     return notices
+
+
+def paths(config: RoyalRenderConfig) -> List[ConfiguredPath]:
+    """The root, module folders, interpreter and every kind's patterns, for the checks every source shares."""
+    root = module.resolve_root(config.root)
+    found = [ConfiguredPath("root", root)] if root else []
+    found += [ConfiguredPath("module_path[%d]" % index, folder) for index, folder in enumerate(config.module_path)]
+    if config.python and os.path.isabs(config.python):
+        found.append(ConfiguredPath("python", config.python))
+    for kind in KINDS:
+        if config.kinds[kind.name].enabled:
+            found += [ConfiguredPath(kind.name + ".path", pattern, pattern=True)
+                      for pattern in kind_paths(kind, config.kinds[kind.name], root)]
+    return found
 
 
 SCHEMA = _schema()

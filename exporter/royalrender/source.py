@@ -76,4 +76,4 @@ def _history(section: RoyalRenderConfig, sink: HistorySink) -> List[str]:
 
 SOURCE = Source(name="royalrender", schema=config.SCHEMA, readers=_readers,
                 doc="Royal Render statistics through the vendor's module", relative_to=config.relative_to,
-                check=config.check, history=_history, probe=probe.run)
+                check=config.check, paths=config.paths, history=_history, probe=probe.run)

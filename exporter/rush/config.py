@@ -22,7 +22,7 @@ from exporter.schema import (
     Struct,
     glob_path,
 )
-from exporter.sources import ConfigNotice
+from exporter.sources import ConfigNotice, ConfiguredPath
 
 #: Series one admitted user or job title can create: frames in 4 statuses plus wall seconds.
 SERIES_PER_BREAKDOWN_VALUE = 5
@@ -156,3 +156,9 @@ def check(config: RushConfig) -> List[ConfigNotice]:
             notices.append(ConfigNotice(key, "folder %s does not exist: nothing is read until it does "
                                              "(a share not mounted?)" % folder))
     return notices
+
+
+def paths(config: RushConfig) -> List[ConfiguredPath]:
+    """The configured files and globs, for the checks every source shares (``config.notices``)."""
+    return [ConfiguredPath("cpu_acct[%d]" % index, entry.path, pattern=True)
+            for index, entry in enumerate(config.cpu_acct)]

@@ -16,4 +16,4 @@ def _readers(section: Optional[RushConfig]) -> List[Reader]:
 
 
 SOURCE = Source(name="rush", schema=config.SCHEMA, readers=_readers, doc="Rush cpu.acct accounting logs",
-                relative_to=config.relative_to, check=config.check, history=backfill)
+                relative_to=config.relative_to, check=config.check, paths=config.paths, history=backfill)

@@ -52,6 +52,7 @@ from exporter.exposition import (
     wants_openmetrics,
 )
 from exporter.logs import fields
+from exporter.status import ReloadOutcome
 from exporter.web.addresses import parse_listen_address
 from exporter.web.basicauth import BasicAuth
 from exporter.web.webconfig import WebConfigFile
@@ -63,12 +64,14 @@ class App:
     """What the handler needs from the daemon, without knowing the daemon.
 
     ``reload`` is None unless ``--web.enable-lifecycle`` turned on ``POST /-/reload``;
-    it returns None on success or the reason the new configuration was rejected.
+    its outcome says whether the new configuration was rejected and why, and the
+    warnings of the configuration in force, which the reply lists as
+    ``--check-config`` does.
     """
 
     def __init__(self, telemetry_path: str, exposition: Callable[[], Exposition], ready: Callable[[], bool],
                  landing_page: Callable[[str], bytes], web: Optional[WebConfigFile] = None,
-                 reload: Optional[Callable[[], Optional[str]]] = None,
+                 reload: Optional[Callable[[], ReloadOutcome]] = None,
                  health: Callable[[], Optional[str]] = lambda: None):
         self.telemetry_path = telemetry_path
         self.exposition = exposition
@@ -274,10 +277,11 @@ class Responder:
     def _reload(self) -> Response:
         if self.app.reload is None:
             return Response(403, b"Lifecycle API is not enabled (start with --web.enable-lifecycle)\n")
-        problem = self.app.reload()
-        if problem is None:
-            return Response(200, b"Reloaded\n")
-        return Response(500, ("Reload failed: %s\n" % problem).encode())
+        outcome = self.app.reload()
+        warnings = "".join("warning: %s\n" % notice for notice in outcome.notices)
+        if outcome.problem is None:
+            return Response(200, ("Reloaded\n" + warnings).encode())
+        return Response(500, ("Reload failed: %s\n" % outcome.problem).encode())
 
     def _metrics(self, request: Request) -> Response:
         openmetrics = wants_openmetrics(request.headers.get("accept", ""))

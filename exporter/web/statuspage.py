@@ -109,18 +109,45 @@ def _reload_text(status: RuntimeStatus) -> Tuple[str, str]:
     stuck = "; STUCK: %s" % reload.stuck if reload.stuck else ""
     if reload.last_attempt_time is None:
         return "none since start" + stuck, "bad" if stuck else ""
-    verdict = ("successful" if reload.successful else "FAILED (the previous configuration is still in use): %s"
-               % (reload.last_error or "the log says why"))
+    warned = ", with %d warning%s (Configuration warnings)" % (len(reload.notices), "s"[:len(reload.notices) > 1]) \
+        if reload.notices else ""
+    verdict = ("successful" + warned if reload.successful else "FAILED (the previous configuration is still in "
+               "use): %s" % (reload.last_error or "the log says why"))
     return "%s at %s (%d ok, %d failed)%s" % (verdict, _when(reload.last_attempt_time), reload.successes,
                                               reload.failures, stuck), "good" if reload.successful and not stuck \
-        else "bad"
+        and not reload.notices else "bad"
+
+
+def _degradations(status: RuntimeStatus) -> List[str]:
+    """Summary rows of what degrades silently: configuration notices, checkpoints, watches, the web config."""
+    notices = status.reload.notices
+    unwatched = [w.directory for w in status.watches if not w.up]
+    web = status.web_reload
+    checkpoints = ("off: no --storage.path, a restart reads every file from its start" if not status.storage_path
+                   else "FAILING in %s: %s; a restart will read more" % (status.storage_path, status.checkpoint_failing)
+                   if status.checkpoint_failing else "in %s: %d written, %d failed since start"
+                   % (status.storage_path, status.checkpoint_writes, status.checkpoint_write_failures))
+    return [
+        _row("Configuration warnings", _esc("%d%s" % (len(notices), ": " + "; ".join(notices) if notices else "")),
+             classes=("", "bad" if notices else "good")),
+        _row("Checkpoints", _esc(checkpoints), classes=("", "bad" if status.checkpoint_failing else "")),
+        _row("Folders watched", _esc("%d of %d%s" % (len(status.watches) - len(unwatched), len(status.watches),
+                                                     "; NOT WATCHED (changes seen only at rescans): " +
+                                                     ", ".join(map(label_value, unwatched)) if unwatched else "")),
+             classes=("", "bad" if unwatched else "good")),
+        _row("Web config changes", _esc("last change REFUSED, the settings in force before stay: %s"
+                                        % (web.last_error or "the log says why") if not web.successful
+                                        else "%d applied" % web.successes),
+             classes=("", "good" if web.successful else "bad")),
+    ]
 
 
 def _summary(status: RuntimeStatus, unmatched: List[Tuple[str, str]], config_path: Optional[str],
              ready: bool) -> str:
     down = [f for f in status.files if not f.up]
     healthy = (ready and not down and not unmatched and not status.capped_patterns and status.reload.successful
-               and not status.reload.stuck and status.web_reload.successful)
+               and not status.reload.stuck and status.web_reload.successful and not status.reload.notices
+               and not status.checkpoint_failing and all(w.up for w in status.watches))
     verdict = ("All files are read." if healthy else "Not ready: first read of the sources in progress."
                if not ready else "Needs attention: see Problems below.")
     reload_text, reload_class = _reload_text(status)
@@ -130,7 +157,7 @@ def _summary(status: RuntimeStatus, unmatched: List[Tuple[str, str]], config_pat
         _row("Patterns matching no file", _esc(len(unmatched)), classes=("", "bad" if unmatched else "good")),
         _row("Last configuration reload", _esc(reload_text), classes=("", reload_class)),
         _row("Configuration file", _esc(config_path or "(none: demo or --once)")),
-    ] + [_row(_esc(what), _esc(value)) for what, value in status.notes]
+    ] + _degradations(status) + [_row(_esc(what), _esc(value)) for what, value in status.notes]
     return ("<p class='verdict %s'>%s</p>" % ("good" if healthy else "bad", _esc(verdict))
             + _table([], rows, "Summary", "summary"))
 
@@ -162,10 +189,29 @@ def _problems(status: RuntimeStatus, unmatched: List[Tuple[str, str]], sections:
             "the last change of the web config file was not applied; the settings in force before it stay: %s"
             % (status.web_reload.last_error or "the log says why (\"web config change REFUSED\")")),
             classes=("", "", "down")))
+    rows += _degradation_problems(status)
     if not rows:
         return "<p id='problems'>No problems.</p>"
     return _table(["Kind", "File or pattern", "Status", "Last good read", "Errors", "Reason"], rows,
                   "Problems (%d)" % len(rows), "problems")
+
+
+def _degradation_problems(status: RuntimeStatus) -> List[str]:
+    """Problem rows of configuration notices, failing checkpoint writes and folders not watched."""
+    rows = [_row("configuration", "", "WARNING", "", "", _esc(notice + " (--check-config says the same)"),
+                 classes=("", "", "down")) for notice in status.reload.notices]
+    if status.checkpoint_failing:
+        rows.append(_row("checkpoints", _name(status.storage_path), "FAILING", "",
+                         _esc(status.checkpoint_write_failures), _esc(
+                             "checkpoints cannot be written (%s): metrics are right, but a restart will read the "
+                             "files again from older positions; free space or fix the folder's permissions (runbook: "
+                             "docs/alerts.md#renderfarmexportercheckpointwritesfailing)"
+                             % status.checkpoint_failing), classes=("", "", "down")))
+    rows += [_row("watch", _name(w.directory), "NOT WATCHED", "", "", "changes are seen only at rescans (every "
+                  "watch.rescan_interval); the folder is missing or cannot be watched: the log says why (runbook: "
+                  "docs/alerts.md#renderfarmexporterfoldernotwatched)",
+                  classes=("", "", "down")) for w in status.watches if not w.up]
+    return rows
 
 
 def _filter_form(status: RuntimeStatus, chosen: Filter) -> str:
