@@ -72,6 +72,11 @@ class Readings:
     patterns: Tuple[Tuple[str, PathPattern], ...]  # (kind, pattern)
     notes: Tuple[Tuple[str, str], ...]  # (what, value)
 
+    @property
+    def files(self) -> Tuple[FileStatus, ...]:
+        """Every reader's files, one after the other."""
+        return tuple(chain.from_iterable(self.groups))
+
 
 class StatusBoard:
     def __init__(self, changed: Callable[[], None] = lambda: None):
@@ -168,7 +173,7 @@ class StatusBoard:
             watch_restarts += watcher.restarts
             watch_overflows += watcher.overflows
         return RuntimeStatus(
-            files=tuple(chain.from_iterable(readings.groups)),
+            files=readings.files,
             file_groups=readings.groups,
             watches=watcher.statuses() if watcher is not None else (),
             reader_failures=dict(failures),
