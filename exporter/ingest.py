@@ -368,7 +368,8 @@ class SourceIngest:
 
 class DownFiles:
     """The files that are down, per reader, kept up to date from the statuses that changed: the ingest asks
-    after every sync, and a walk of every file (20,000 of them) after each would cost more than the sync."""
+    after every sync, and a walk of every file after each (20,000 of them) would cost about what the sync of a
+    few changed files does."""
 
     def __init__(self) -> None:
         self._files: Dict[Reader, Tuple[FileStatus, ...]] = {}
