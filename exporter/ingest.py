@@ -321,11 +321,14 @@ class SourceIngest:
                             extra=fields(path=path, mount=mount, seconds=round(now - since, 1)))
         self._reported_busy &= {(mount, path, since) for mount, (path, since) in busy.items()}
         files = []
-        for status in snapshot.files:
-            mount = GATE.mount_of(status.path)
+        mounts = [GATE.mount_of(status.path) for status in snapshot.files]
+        waiting = Counter(mount for mount, status in zip(mounts, snapshot.files)
+                          if mount in late and status.path != late[mount][0])
+        for status, mount in zip(snapshot.files, mounts):
             if mount in late:
                 stuck = late[mount][0]
-                reason = STUCK_REASON if status.path == stuck else WAITING_REASON % (stuck, mount)
+                reason = (_stuck_reason(waiting[mount]) if status.path == stuck
+                          else WAITING_REASON % (stuck, mount))
                 if status.up or status.last_error != reason:
                     status = dataclasses.replace(status, up=False, last_error=reason)
             files.append(status)
@@ -403,6 +406,14 @@ class DownFiles:
 #: Why a file is down while a read of it is stuck, and while it waits behind such a read on its mount.
 STUCK_REASON = "a read of the file is stuck (a hung share?)"
 WAITING_REASON = "waiting behind a stuck read of %s on mount %s"
+
+
+def _stuck_reason(waiting: int) -> str:
+    """The stuck file's reason, saying how many files of its mount wait behind it (each of them says so)."""
+    if not waiting:
+        return STUCK_REASON
+    return STUCK_REASON + "; %d other file%s of its mount wait%s behind it" % (
+        waiting, "s" if waiting > 1 else "", "" if waiting > 1 else "s")
 
 
 def _marked_down(snapshot: Snapshot, kind: str, path: str) -> Snapshot:

@@ -52,13 +52,35 @@ PER_FILE = (
     PerFile("renderfarm_exporter_source_last_success_timestamp_seconds", "When the file was last read successfully",
             gauge, attrgetter("last_success_time")),
     PerFile("renderfarm_exporter_source_parse_errors", "Reads of the file whose content was rejected (not loadable "
-            "as a whole); the last good values are kept", counter, attrgetter("parse_errors_total")),
+            "as a whole), once per incident (a retry of the same version with the same error is not counted "
+            "again); the last good values are kept", counter, attrgetter("parse_errors_total")),
     PerFile("renderfarm_exporter_source_malformed_lines", "Lines of the file skipped as malformed", counter,
             attrgetter("malformed_lines_total")),
     PerFile("renderfarm_exporter_source_read_bytes", "Bytes consumed from the file", counter,
             attrgetter("bytes_read_total")),
     PerFile("renderfarm_exporter_source_read_lines", "Complete lines consumed from the file", counter,
             attrgetter("lines_read_total")),
+    # What a file looked like at its last check, and its records dated ahead of the clock: they tell a host that
+    # stopped writing from a reader that stopped reading. Not every reader gives them (None: no row).
+    PerFile("renderfarm_exporter_source_size_bytes", "Size of the file at its last check", gauge,
+            attrgetter("size_bytes")),
+    PerFile("renderfarm_exporter_source_modified_timestamp_seconds",
+            "Modification time of the file at its last check: still while its writer is silent", gauge,
+            attrgetter("modified_time")),
+    PerFile("renderfarm_exporter_source_unread_bytes", "Bytes of the file past what was read, at its last check (a "
+            "tailed file); above 0 for long: the exporter is behind", gauge, attrgetter("unread_bytes")),
+    PerFile("renderfarm_exporter_source_last_check_timestamp_seconds",
+            "When the exporter last looked at the file (a read, or a read that failed); at least every "
+            "watch.rescan_interval, so an old one means the exporter stopped reading it", gauge,
+            attrgetter("last_check_time")),
+    PerFile("renderfarm_exporter_source_records_ahead",
+            "Records of the file dated more than the allowed skew (rush.max_clock_skew) ahead of this machine's "
+            "clock, since the exporter started: counted, never taken as the latest", counter,
+            attrgetter("records_ahead_total")),
+    PerFile("renderfarm_exporter_source_clock_ahead_seconds",
+            "How far the newest record of the file's last read with records was ahead of this machine's clock, "
+            "when more than the allowed skew (rush.max_clock_skew); 0 otherwise", gauge,
+            attrgetter("clock_ahead_seconds")),
 )
 
 FileKey = Tuple[str, str]
@@ -75,6 +97,8 @@ class FileRows:
         self._patterns: Tuple[Tuple[str, PathPattern], ...] = ()
         self.rows: Tuple[LiveRows[FileKey], ...] = tuple(LiveRows() for _ in PER_FILE)
         self.read_failures: LiveRows[Tuple[str, str, str]] = LiveRows()
+        #: Why each file that is down is down, as a label value (only the down files: a few).
+        self.errors: Dict[FileKey, str] = {}
         self.matched: Mapping[Tuple[str, str], int] = {}
         #: Whether two of the files have one (kind, path); the last of them then wins, as in a fresh mapping.
         self._duplicates = False
@@ -112,12 +136,17 @@ class FileRows:
             self.read_failures.set((*key, reason), count)
         for reason in set(READ_FAILURE_REASONS) - set(failures):
             self.read_failures.discard((*key, reason))
+        if status.up or not status.last_error:
+            self.errors.pop(key, None)
+        else:
+            self.errors[key] = label_value(status.last_error)
 
     def _forget(self, key: FileKey) -> None:
         for rows in self.rows:
             rows.discard(key)
         for reason in READ_FAILURE_REASONS:
             self.read_failures.discard((*key, reason))
+        self.errors.pop(key, None)
 
 
 def _key(status: FileStatus) -> FileKey:
@@ -200,8 +229,11 @@ def _families(status: RuntimeStatus, sections: Mapping[str, PlacedSection], file
         yield made(per_file.make, per_file.name, per_file.doc, ["kind", "path"], rows.frozen())
     yield made(counter, "renderfarm_exporter_source_read_failures",
                "Reads of the file that failed for a reason other than its content: the reading helper crashed or "
-               "timed out, an I/O error, the reader unavailable; the last good values are kept",
+               "timed out, an I/O error, the reader unavailable; once per incident (the retries of a file down "
+               "with the same error are not counted again); the last good values are kept",
                ["kind", "path", "reason"], files.read_failures.frozen())
+    errors = tuple(sorted(files.errors.items()))  # a copy: the mapping changes in place
+    yield kept.family("renderfarm_exporter_source_error", errors, lambda: _error_info(errors))
     yield made(gauge, "renderfarm_exporter_pattern_matched_files",
                "Files each configured pattern matches now; 0 means a wrong path or an unmounted share",
                ["kind", "pattern"], files.matched)
@@ -276,6 +308,15 @@ def _web_reload_families(reload: ReloadStatus, made: Made) -> Iterable[Metric]:
                   "seen and tried", [], {(): reload.successes + reload.failures})
     yield made(counter, "renderfarm_exporter_web_config_reload_failures",
                   "Changes of the web config file refused; the previous settings stay", [], {(): reload.failures})
+
+
+def _error_info(errors: Sequence[Tuple[FileKey, str]]) -> Metric:
+    family = InfoMetricFamily("renderfarm_exporter_source_error",
+                              "Why the file is down, as the status page says it (present only while it is down)",
+                              labels=["kind", "path", "error"])
+    for (kind, path), error in errors:
+        family.add_metric([kind, path, error], {})
+    return family
 
 
 def _watch_info(watches: Sequence[WatchStatus]) -> Metric:

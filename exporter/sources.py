@@ -46,6 +46,11 @@ from exporter.schema import Schema
 #: at most four renders a second of it, the first a quarter second in.
 PROGRESS_SECONDS = 0.25
 
+#: A file's last check (``FileStatus.last_check_time``) is renewed at most this often when nothing else about it
+#: changed: a sync that finds nothing new hands out the same statuses (their rows are not touched), and the time
+#: stays fresh enough to tell a reader that stopped (behind by a rescan interval, a minute) from a silent writer.
+CHECK_RESOLUTION_SECONDS = 10.0
+
 #: Why a read failed when the file's content is not to blame (``FileStatus.read_failures``): the helper that
 #: reads it crashed (or broke its protocol) or hung past its timeout, the file system refused (``io``), the
 #: reader could not run at all (``unavailable``: Royal Render's module did not load), or the path leads outside
@@ -77,6 +82,20 @@ class FileStatus:
     parse_errors_total: int = 0
     #: (reason, count), reasons from READ_FAILURE_REASONS; zeros included for the reasons the reader can meet
     read_failures: Tuple[Tuple[str, int], ...] = ()
+    #: What the file looked like at the last check (a stat, at a read, a change or a rescan), so that a host that
+    #: stopped writing (size and mtime still, checks recent) and a reader that stopped reading (checks old, or
+    #: bytes left unread) look different; None where the reader does not know.
+    size_bytes: Optional[int] = None
+    modified_time: Optional[float] = None
+    unread_bytes: Optional[int] = None  # bytes past what was read (a tailed file; whole files are read whole)
+    last_check_time: Optional[float] = None
+    #: Records dated more than the source's allowed skew ahead of the clock (counted, never taken as the latest)
+    #: since the exporter started, and how far the newest record was ahead of the clock at the file's last read
+    #: (0 when it is not); None for readers whose records carry no date.
+    records_ahead_total: Optional[int] = None
+    clock_ahead_seconds: Optional[float] = None
+    #: Something wrong with a file that is read (up): what the status page lists among its problems.
+    warning: Optional[str] = None
 
     def read_failures_by_reason(self) -> Dict[str, int]:
         """Failed reads not due to the content, by reason, zeros included; ``io`` always, with what the reader

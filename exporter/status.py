@@ -9,6 +9,9 @@ a source's contract.
 from __future__ import annotations
 
 import dataclasses
+import grp
+import os
+import pwd
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, Mapping, Optional, Sequence, Tuple
 
@@ -98,3 +101,26 @@ def matched_files(patterns: Sequence[Tuple[str, PathPattern]],
     """(kind, pattern) -> how many of the files read now that pattern matches; 0 points at a wrong path."""
     return {(kind, pattern.pattern): sum(1 for f in files if f.kind == kind and pattern.matches(f.path))
             for kind, pattern in patterns}
+
+
+def running_as() -> str:
+    """Who the exporter runs as, said where a permission error shows (the status page, an interpreter out of
+    reach): the file's owner and mode are to be compared with this, not with the administrator's own rights."""
+    uid, gid = os.geteuid(), os.getegid()
+    groups = sorted(set(os.getgroups()) | {gid})
+    return "user %s (uid %d), groups %s" % (_user_name(uid), uid, ", ".join(
+        "%s (%d)" % (_group_name(g), g) for g in groups))
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:  # a DynamicUser, or a uid the container's passwd does not list
+        return "#%d" % uid
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return "#%d" % gid

@@ -176,6 +176,14 @@ def _locate(identity: Identity, folder: str) -> Optional[str]:
     return None
 
 
+class Seen(NamedTuple):
+    """A followed file at its last read: its size and modification time, and the bytes past what was read."""
+
+    size: int
+    modified: float
+    unread: int
+
+
 class _Position(NamedTuple):
     """Where reading a closed file stopped: enough to recognise its content if it comes back, and the line
     state there: the length of its incomplete last line (the bytes before ``offset``, read again from the
@@ -196,7 +204,7 @@ class _Cursor:
     """
 
     __slots__ = ("identity", "offset", "partial", "skipping", "fingerprint", "tail", "paths", "label",
-                 "retired_at", "where", "pending", "unchecked")
+                 "retired_at", "where", "pending", "unchecked", "size", "modified")
 
     def __init__(self, identity: Identity, label: str):
         self.identity = identity
@@ -208,6 +216,9 @@ class _Cursor:
         self.pending: Optional[int] = None
         #: Loaded from a checkpoint and not checked yet (``mismatched`` could not open it): its first read does.
         self.unchecked = False
+        #: Size and modification time at its last read (``Tailer.seen``); None before one.
+        self.size: Optional[int] = None
+        self.modified: Optional[float] = None
         self.restart()
 
     def restart(self) -> None:
@@ -467,6 +478,13 @@ class Tailer:
         cursor = self._by_path.get(path)
         return cursor.label if cursor else None
 
+    def seen(self, label: str) -> Optional[Seen]:
+        """The file ``label`` names as its last read found it, while a matched path leads to it; None before."""
+        cursor = self._by_path.get(label)
+        if cursor is None or cursor.label != label or cursor.size is None or cursor.modified is None:
+            return None
+        return Seen(cursor.size, cursor.modified, max(0, cursor.size - cursor.offset))
+
     def live_labels(self) -> Set[str]:
         """Labels of every followed file, including rotated ones still in their grace period."""
         return set(map(_LABEL, self._by_identity.values()))
@@ -690,7 +708,9 @@ class Tailer:
         """Consumes everything after the cursor; returns the number of bytes read (or handed over)."""
         if cursor.pending is not None:
             return 0
-        size = iogate.fstat(fd).st_size
+        st = iogate.fstat(fd)
+        size = cursor.size = st.st_size
+        cursor.modified = st.st_mtime
         self._check_start(cursor, fd, size)
         if size == cursor.offset:
             if size and not cursor.fingerprint:  # its read was cut short (MountBusy) after the data

@@ -67,7 +67,7 @@ from exporter.exposition import render_section
 from exporter.families import LiveRows, RowCounter, RowGauge, RowMetric, Rows, like
 from exporter.logs import RateLimitedLog, fields
 from exporter.paths import PathPattern
-from exporter.sources import PROGRESS_SECONDS, FileStatus
+from exporter.sources import CHECK_RESOLUTION_SECONDS, PROGRESS_SECONDS, FileStatus
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +198,12 @@ class _FileState:
         self.retry_at = 0.0
         self.failed_signature: Optional[Signature] = None
         self.last_error: Optional[str] = None
+        #: The version of the file (its signature; None: its stat failed) the last failure was counted for.
+        self.failed_on: Optional[Signature] = None
+        #: Size and modification time at the last check, and when that was.
+        self.size: Optional[int] = None
+        self.modified: Optional[float] = None
+        self.checked: Optional[float] = None
 
     def backed_off(self, signature: Signature) -> bool:
         """Still waiting after a harmful read; a changed file (a fix, a new save) is tried at once."""
@@ -286,8 +292,11 @@ class WholeFileReader:
 
     def _forget(self, path: str) -> None:
         self._containment.forget(path)  # a refusal of it when it comes back is logged again
-        if self._files.pop(path, None) is not None:
+        state = self._files.pop(path, None)
+        if state is not None:
             self._dirty.add(path)
+            if state.last_error is not None:
+                self._failure_log.forget(path + "\0" + state.last_error)
         if self._data.pop(path, _NO_DATA) is not _NO_DATA and self._merged is not None:
             self._merged.replace(path, ())
 
@@ -298,9 +307,10 @@ class WholeFileReader:
             self._forget(path)
             return
         except OSError as exc:
-            self._failed(path, str(exc), None, "io")
+            self._failed(path, str(exc), None, None, "io")
             return
         state = self._files.setdefault(path, _FileState())
+        self._look(path, state, st)
         signature = (st.st_ino, st.st_size, st.st_mtime_ns)
         if (state.signature == signature and state.up) or state.backed_off(signature):
             return
@@ -310,19 +320,28 @@ class WholeFileReader:
             data = self._parse(path)
             self._containment.check(path)
         except OutsideRoots:
-            self._failed(path, OUTSIDE_REASON, None, OUTSIDE)
+            self._failed(path, OUTSIDE_REASON, signature, None, OUTSIDE)
             return
         except ReadFailed as exc:
-            self._failed(path, str(exc), signature if exc.back_off else None, exc.failure)
+            self._failed(path, str(exc), signature, signature if exc.back_off else None, exc.failure)
             return
         families, problem = self._exportable(path, data)
         if problem:
-            self._failed(path, problem, None, None)
+            self._failed(path, problem, signature, None, None)
             return
         self._merge(path, families)
         self._data[path] = data
         state.signature, state.up, state.last_success_time, state.backoff = signature, True, time.time(), 0.0
         state.bytes += st.st_size
+
+    def _look(self, path: str, state: _FileState, st: os.stat_result) -> None:
+        """Notes what the file looks like now: news for its status when its size or time changed, or its last
+        check is older than ``CHECK_RESOLUTION_SECONDS``."""
+        now = time.time()
+        if ((st.st_size, st.st_mtime) != (state.size, state.modified) or state.checked is None
+                or now - state.checked >= CHECK_RESOLUTION_SECONDS):
+            state.size, state.modified, state.checked = st.st_size, st.st_mtime, now
+            self._dirty.add(path)
 
     def _file_families(self, path: str, data: Any) -> List[Metric]:
         self.families_made += 1
@@ -349,23 +368,35 @@ class WholeFileReader:
                         "reader now makes its families from all the files at each change",
                         extra=fields(kind=self.kind, path=path))
 
-    def _failed(self, path: str, reason: str, harmful: Optional[Signature], failure: Optional[str]) -> None:
-        """Marks the file down; ``harmful``: the signature of the file version whose read harmed the reader;
-        ``failure``: as in ``ReadFailed`` (None: a parse error)."""
+    def _failed(self, path: str, reason: str, version: Optional[Signature], harmful: Optional[Signature],
+                failure: Optional[str]) -> None:
+        """Marks the file down. ``version``: the signature of the file version read (None: its stat failed);
+        ``harmful``: that of the version whose read harmed the reader; ``failure``: as in ``ReadFailed`` (None:
+        a parse error).
+
+        A failure is counted and logged once per incident: when the file goes down, its error changes or
+        another version of it fails. Retries of the same version with the same error (every 2 s while it is
+        down) are neither, so the counts and the log say how often something went wrong, and the error shown
+        stays the cause."""
         self._dirty.add(path)
         state = self._files.setdefault(path, _FileState())
-        state.up = False
+        reason = reason[:MAX_REASON_CHARS]
+        if not state.up and state.last_error == reason and state.failed_on == version:
+            if harmful is not None:
+                state.back_off(harmful)
+            return
+        state.up, state.failed_on = False, version
         state.errors += 1
         if failure is None:
             state.parse_errors += 1
         else:
             state.read_failures[failure] += 1
-        state.last_error = reason[:500]
+        state.last_error = reason
         if harmful is not None:
             state.back_off(harmful)
         if failure != OUTSIDE:  # logged once by the containment
-            self._failure_log.warning(path, "cannot read file; keeping its last good values", path=path,
-                                      kind=self.kind, reason=reason,
+            self._failure_log.warning(path + "\0" + reason, "cannot read file; keeping its last good values",
+                                      path=path, kind=self.kind, reason=reason,
                                       **({"retry_in_seconds": state.backoff} if harmful is not None else {}))
 
     def _snapshot(self) -> WholeFileSnapshot:
@@ -394,13 +425,17 @@ class WholeFileReader:
         return FileStatus(kind=self.kind, path=path, up=s.up, last_success_time=s.last_success_time,
                           errors_total=s.errors, malformed_lines_total=0, bytes_read_total=s.bytes,
                           lines_read_total=0, last_error=None if s.up else s.last_error,
-                          parse_errors_total=s.parse_errors,
+                          parse_errors_total=s.parse_errors, size_bytes=s.size, modified_time=s.modified,
+                          last_check_time=s.checked,
                           read_failures=tuple((reason, s.read_failures[reason]) for reason
                                               in sorted(set(self._failure_reasons) | set(s.read_failures))))
 
 
 _NO_DATA: Any = object()
 _NO_ROWS: Rows[Any] = Rows((), (), ())
+#: A file's error is kept up to this length: whole for an import error with every name and folder tried (about
+#: 700 characters); the files failing for one cause share one string (a slice of a shorter one is the string).
+MAX_REASON_CHARS = 2000
 
 
 def _check_exportable(families: Sequence[Metric]) -> None:

@@ -55,14 +55,16 @@ def wait_until(check: Callable[[], bool], timeout: float = 10.0, what: str = "co
 class Daemon:
     """``renderfarm-exporter`` started as a subprocess, talked to over HTTP."""
 
-    def __init__(self, args, env=None, preexec_fn=None, command=None):
-        """``command`` runs the exporter (default: this Python, ``-m exporter``), e.g. as another user."""
+    def __init__(self, args, env=None, preexec_fn=None, command=None, run_as=()):
+        """``command`` runs the exporter (default: this Python, ``-m exporter``), e.g. as another user;
+        ``run_as``: a command the daemon runs under, as a service would (``setpriv --reuid=nobody ...``)."""
         self.port = free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         self.stderr_path = os.path.join(os.environ.get("TMPDIR", "/tmp"), "exporter-%d.log" % self.port)
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
-            [*(command or [sys.executable, "-m", "exporter"]), "--web.listen-address", "127.0.0.1:%d" % self.port,
+            [*run_as, *(command or [sys.executable, "-m", "exporter"]), "--web.listen-address",
+             "127.0.0.1:%d" % self.port,
              "--log.level", "debug", *args],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=self._stderr, env=env, preexec_fn=preexec_fn,
         )
@@ -128,8 +130,8 @@ class Daemon:
 def start_daemon():
     daemons = []
 
-    def start(*args, env=None, ready=True, preexec_fn=None, command=None) -> Daemon:
-        daemon = Daemon(args, env=env, preexec_fn=preexec_fn, command=command)
+    def start(*args, env=None, ready=True, preexec_fn=None, command=None, run_as=()) -> Daemon:
+        daemon = Daemon(args, env=env, preexec_fn=preexec_fn, command=command, run_as=run_as)
         daemons.append(daemon)
         if ready:
             daemon.wait_ready()

@@ -27,8 +27,9 @@ _INIT_IN = struct.Struct("<IIII")
 _INIT_OUT = struct.Struct("<IIIIHHIIHHI7I")
 _OPEN_OUT = struct.Struct("<QII")
 _READ_IN = struct.Struct("<QQI")
-LOOKUP, FORGET, GETATTR, OPEN, READ, RELEASE, FLUSH, INIT, OPENDIR, RELEASEDIR, BATCH_FORGET = (
-    1, 2, 3, 14, 15, 18, 25, 26, 27, 29, 42)
+LOOKUP, FORGET, GETATTR, OPEN, READ, RELEASE, FLUSH, INIT, OPENDIR, READDIR, RELEASEDIR, BATCH_FORGET = (
+    1, 2, 3, 14, 15, 18, 25, 26, 27, 28, 29, 42)
+_DIRENT = struct.Struct("<QQII")
 _NO_REPLY = {FORGET, BATCH_FORGET}
 FOPEN_DIRECT_IO = 1
 ROOT, FILE = 1, 2
@@ -108,9 +109,26 @@ class HangingFile:
             return 0, _ATTR_OUT.pack(0, 0, 0) + self._attr(nodeid)
         if opcode in (OPEN, OPENDIR):
             return 0, _OPEN_OUT.pack(1, FOPEN_DIRECT_IO if opcode == OPEN else 0, 0)
+        if opcode == READDIR:
+            _, offset, size = _READ_IN.unpack_from(body)
+            return 0, self._listing(offset, size)
         if opcode in (RELEASE, RELEASEDIR, FLUSH):
             return 0, b""
         return -errno.ENOSYS, b""
+
+    def _listing(self, offset: int, size: int) -> bytes:
+        """The folder's entries after the ``offset``-th, as many as fit in ``size`` bytes (a share is listed
+        by a polled watch)."""
+        entries = [(ROOT, b".", stat.S_IFDIR), (ROOT, b"..", stat.S_IFDIR), (FILE, self.name, stat.S_IFREG)]
+        entries += [(FILE + 1 + i, name, stat.S_IFREG) for i, name in enumerate(self.others)]
+        listing = b""
+        for index, (node, name, kind) in enumerate(entries[offset:], start=offset + 1):
+            entry = _DIRENT.pack(node, index, len(name), kind >> 12) + name
+            entry += b"\0" * (-len(entry) % 8)
+            if len(listing) + len(entry) > size:
+                break
+            listing += entry
+        return listing
 
     def _node_of(self, name: bytes) -> Optional[int]:
         if name == self.name:

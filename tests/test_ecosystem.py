@@ -39,7 +39,7 @@ def run(*command, cwd=None, timeout=120):
 
 def test_rules_pass_promtool_check_and_unit_tests():
     checked = run(tool("promtool"), "check", "rules", RULES)
-    assert checked.returncode == 0 and "SUCCESS: 21 rules found" in checked.stdout, checked.stdout + checked.stderr
+    assert checked.returncode == 0 and "SUCCESS: 22 rules found" in checked.stdout, checked.stdout + checked.stderr
     tested = run(tool("promtool"), "test", "rules", "renderfarm-exporter.rules.test.yml", cwd=PROMETHEUS_DIR)
     assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
 
@@ -101,7 +101,7 @@ def test_every_alert_has_a_runbook_url_to_its_section_in_docs_alerts_md():
         assert all(part in body for part in RUNBOOK_PARTS) and "```promql" in body, heading
     # One runbook section per alert, none for an alert that does not exist.
     runbooks = {heading for heading, body in sections.values() if RUNBOOK_PARTS[0] in body}
-    assert runbooks == {r["alert"] for r in alerts} and len(alerts) == 18
+    assert runbooks == {r["alert"] for r in alerts} and len(alerts) == 19
 
 
 def test_alerts_doc_starts_with_contents_whose_links_resolve():
@@ -119,13 +119,13 @@ def test_alerts_doc_starts_with_contents_whose_links_resolve():
 def test_runbook_queries_are_valid_promql_over_served_metrics(tmp_path, demo_exposition):
     text, _ = _alerts_doc()
     queries = _runbook_queries(text)
-    assert len(queries) == 26
+    assert len(queries) == 29
     # promtool parses each query as the expression of a recording rule.
     checked = tmp_path / "runbook-queries.yml"
     checked.write_text(yaml.safe_dump({"groups": [{"name": "runbook", "rules": [
         {"record": "runbook:query_%d" % i, "expr": q} for i, q in enumerate(queries)]}]}))
     result = run(tool("promtool"), "check", "rules", str(checked))
-    assert result.returncode == 0 and "SUCCESS: 26 rules found" in result.stdout, result.stdout + result.stderr
+    assert result.returncode == 0 and "SUCCESS: 29 rules found" in result.stdout, result.stdout + result.stderr
     served = {line.split("{")[0].split(" ")[0] for line in demo_exposition.splitlines()
               if line and not line.startswith("#")}
     used = {name for q in queries for name in METRIC.findall(re.sub(r'"[^"]*"', '""', q))}  # not label values
@@ -142,7 +142,7 @@ def test_runbook_url_rewrite_in_docs_alerts_md_leaves_valid_rules(tmp_path):
     rewritten = run("bash", "-c", command)
     assert rewritten.returncode == 0, rewritten.stderr
     checked = run(tool("promtool"), "check", "rules", str(installed))
-    assert checked.returncode == 0 and "SUCCESS: 21 rules found" in checked.stdout, checked.stdout + checked.stderr
+    assert checked.returncode == 0 and "SUCCESS: 22 rules found" in checked.stdout, checked.stdout + checked.stderr
     with open(installed) as handle:
         alerts = [r for g in yaml.safe_load(handle)["groups"] for r in g["rules"] if "alert" in r]
     assert {r["annotations"]["runbook_url"] for r in alerts} == {

@@ -52,7 +52,7 @@ def test_examples_pass_promtool_check_config():
     assert agent.returncode == 0 and "SUCCESS" in agent.stdout, agent.stdout + agent.stderr
     central = subprocess.run([tool("promtool"), "check", "config", CENTRAL_EXAMPLE],
                              capture_output=True, text=True, timeout=60)
-    assert central.returncode == 0 and "SUCCESS: 21 rules found" in central.stdout, central.stdout + central.stderr
+    assert central.returncode == 0 and "SUCCESS: 22 rules found" in central.stdout, central.stdout + central.stderr
     federation = subprocess.run([tool("promtool"), "check", "config", FEDERATION_EXAMPLE],
                                 capture_output=True, text=True, timeout=60)
     assert federation.returncode == 0 and "SUCCESS" in federation.stdout, federation.stdout + federation.stderr

@@ -1,6 +1,7 @@
 """Live reload of the configuration: SIGHUP and POST /-/reload on the real daemon."""
 
 import os
+import re
 import signal
 import time
 import urllib.request
@@ -111,6 +112,10 @@ def test_post_reload_only_with_the_lifecycle_flag(tmp_path, start_daemon, write_
     assert status == 500 and b"rush.cpu_acct (line 2)" in body
     samples = daemon.wait_for_value("renderfarm_exporter_config_last_reload_successful", 0)  # rendered async
     assert value(samples, "rush_frames_total", host="render01", status="done") == 1
+    # The page's problem says why, with the key path, not only that it failed.
+    rows = re.findall(r"<tr>(.*?)</tr>", daemon.get("/")[2].decode(), re.S)
+    (rejected,) = [row for row in rows if "REJECTED" in row]
+    assert "the previous configuration is still in use" in rejected and "rush.cpu_acct (line 2)" in rejected
 
 
 def test_a_watch_only_reload_during_the_first_read_counts_every_frame_once(tmp_path, start_daemon, write_config):

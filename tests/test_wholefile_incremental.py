@@ -157,3 +157,29 @@ def test_a_file_whose_data_cannot_be_rendered_fails_alone_and_keeps_its_last_row
     assert "cannot be exported" in status.last_error
     assert rows(reader.families(snapshot)) == as_whole(reader, snapshot)
     assert all(f.up for f in snapshot.files if f.path != path)
+
+
+def test_a_failure_is_counted_once_per_incident_not_per_retry(tmp_path, caplog):
+    """Retries of one version failing with one error are neither counted nor logged again; a new version that
+    fails, or another error, is a new incident. The error shown stays the cause."""
+    path = str(tmp_path / "c1.json")
+    with open(path, "w") as handle:
+        handle.write("{not json")
+    reader = WholeFileReader("test_clients", [str(tmp_path / "*.json")], parse, families)
+
+    def status():
+        (only,) = reader.sync([path]).files
+        return only
+
+    first = status()
+    for _ in range(3):  # the ingest's retries every 2 s of a file that is down
+        again = status()
+    assert (again.up, again.errors_total, again.parse_errors_total) == (False, 1, 1)
+    assert again.last_error == first.last_error
+    assert caplog.text.count("cannot read file") == 1
+    with open(path + ".tmp", "w") as handle:
+        handle.write("[still not")
+    os.replace(path + ".tmp", path)  # another version, another error
+    changed = status()
+    assert (changed.errors_total, changed.parse_errors_total) == (2, 2)
+    assert changed.last_error != first.last_error and caplog.text.count("cannot read file") == 2

@@ -122,7 +122,9 @@ class WorkerClient:
         self._buffer = bytearray()
         self._start_backoff = START_BACKOFF_SECONDS
         self._start_not_before = 0.0
-        self._start_failure = ""  # why the last start failed, repeated while the next one waits
+        #: Why the last start failed ("" once one succeeded): the cause each read meanwhile fails with, the
+        #: status page's and the metrics' reason; never a countdown, which would hide it.
+        self.start_failure = ""
         self._output_log = RateLimitedLog(log)
         self._drain: Optional[threading.Thread] = None
         self._token = secrets.token_hex(8)  # marks every process the worker starts (``descendants``)
@@ -231,7 +233,7 @@ class WorkerClient:
         self._kill()
         wait = self._start_not_before - time.monotonic()
         if wait > 0:
-            raise WorkerStartFailed("%s (next try in %.0f s)" % (self._start_failure, wait))
+            raise WorkerStartFailed(self.start_failure)
         self._spawn()
         try:
             hello = self._await_reply(0, max(self.settings.timeout, START_TIMEOUT_SECONDS), "starting the worker")
@@ -243,6 +245,7 @@ class WorkerClient:
             self._kill()
             raise self._start_failed(ModuleNotLoaded(str(hello.get("error"))))
         self._start_backoff = START_BACKOFF_SECONDS
+        self.start_failure = ""
         version = self.module_info.get("version")
         self.module_info = dict(hello, **({"version": version} if version is not None else {}))
         log.info("Royal Render worker started", extra=fields(module=hello.get("module"), file=hello.get("file"),
@@ -259,8 +262,11 @@ class WorkerClient:
     def _start_failed(self, failure: WorkerStartFailed) -> WorkerStartFailed:
         """Backs the next start off and remembers why, for the reads that fail meanwhile."""
         self._start_not_before = time.monotonic() + self._start_backoff
+        if str(failure) != self.start_failure:  # each distinct cause once, not each try
+            log.error("Royal Render worker cannot start; its files are down until it does (tried again with a "
+                      "growing pause)", extra=fields(reason=str(failure), retry_in_seconds=self._start_backoff))
         self._start_backoff = min(self._start_backoff * 2, START_BACKOFF_MAX_SECONDS)
-        self._start_failure = str(failure)
+        self.start_failure = str(failure)
         return failure
 
     def _interpreter_problem(self) -> Optional[str]:

@@ -20,6 +20,7 @@ import subprocess
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from exporter.royalrender.vendor import module
+from exporter.status import running_as
 
 KEY = "royalrender.python"
 CHECK_TIMEOUT_SECONDS = 10.0
@@ -50,7 +51,7 @@ def version(python: str, env: Optional[Dict[str, str]] = None, timeout: float = 
         if shutil.which(python, path=(env or os.environ).get("PATH")) is None:
             raise InterpreterProblem("%s is not found on PATH: %s (a full path)" % (name, fix))
     elif not os.path.exists(python):
-        raise InterpreterProblem("%s does not exist: %s" % (name, fix))
+        raise InterpreterProblem(_unreachable(python, name, fix))
     elif os.path.isdir(python):
         raise InterpreterProblem("%s is a folder, not an interpreter: %s" % (name, fix))
     elif not os.access(python, os.X_OK):
@@ -58,6 +59,9 @@ def version(python: str, env: Optional[Dict[str, str]] = None, timeout: float = 
     try:  # in its own process group: a wrapper script's children are killed with it at the deadline
         asked = subprocess.Popen([python, "-c", _ASK], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    except PermissionError as exc:
+        raise InterpreterProblem("%s cannot be run by the exporter, which runs as %s (%s): %s" % (
+            name, running_as(), exc.strerror or exc, fix)) from None
     except OSError as exc:
         raise InterpreterProblem("%s cannot be run (%s): %s" % (name, exc.strerror or exc, fix)) from None
     try:
@@ -81,6 +85,19 @@ def version(python: str, env: Optional[Dict[str, str]] = None, timeout: float = 
     said = " ".join(text.split())
     raise InterpreterProblem("%s does not run as a Python interpreter: asked its version, it exited with code %s%s: "
                              "%s" % (name, asked.returncode, ", saying: " + said[:300] if said else "", fix))
+
+
+def _unreachable(python: str, name: str, fix: str) -> str:
+    """Why ``os.path.exists`` says no: the path does not exist, or a folder on it is closed to the user the
+    exporter runs as (a Python under /root or /home, installed by someone else than the service's user)."""
+    try:
+        os.stat(python)
+    except PermissionError:
+        return ("%s cannot be reached by the exporter, which runs as %s: a folder of its path is closed to it "
+                "(a Python under /root or /home?): %s the service can reach" % (name, running_as(), fix))
+    except OSError:
+        pass
+    return "%s does not exist: %s" % (name, fix)
 
 
 def _wanted(installed: Sequence[str]) -> str:

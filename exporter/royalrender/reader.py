@@ -20,7 +20,7 @@ from typing import Any, Collection, Dict, Iterable, Mapping, Optional, Sequence,
 from prometheus_client.core import InfoMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from exporter.families import counter, gauge
+from exporter.families import counter, gauge, label_value
 from exporter.logs import fields
 from exporter.paths import PathPattern
 from exporter.royalrender.client import WorkerClient, WorkerCrashed, WorkerError, WorkerStartFailed
@@ -171,6 +171,15 @@ def _unopenable(path: str) -> Optional[str]:
     return None
 
 
+def _module_note(failure: str, module: Mapping[str, str]) -> str:
+    """The status page's line on the module: the cause while the worker cannot start, never a countdown."""
+    if failure:
+        return "NOT LOADED: " + failure
+    if module["module"]:
+        return "%s (%s)" % (module["module"], module["file"])
+    return "not loaded yet (no file read)"
+
+
 @dataclass(frozen=True)
 class BoundarySnapshot:
     files: Tuple[FileStatus, ...]
@@ -180,6 +189,7 @@ class BoundarySnapshot:
     avoided: Tuple[str, ...]
     module: Mapping[str, str]
     notes: Tuple[Tuple[str, str], ...]  # for the status page (sources.Described)
+    start_failure: str = ""  # why the worker cannot start ("": it can, or was not tried)
 
 
 class BoundaryReport:
@@ -204,8 +214,9 @@ class BoundaryReport:
                   "python": str(info.get("python", "")), "timezone": self._worker.settings.timezone.describe(),
                   "version": self._version(), "daily_stats_type_ids": times.shape.get("daily_stats_type_ids", ""),
                   "daily_stats_evidence": times.shape.get("daily_stats_evidence", "")}
+        failure = self._worker.start_failure
         notes: Tuple[Tuple[str, str], ...] = (
-                 ("Royal Render module", "%s (%s)" % (module["module"] or "not loaded yet", module["file"])),
+                 ("Royal Render module", _module_note(failure, module)),
                  ("Royal Render module version", module["version"] or "not known yet"),
                  ("Royal Render worker's Python", module["python"] or self._worker.settings.python),
                  ("Royal Render time zone", module["timezone"]))
@@ -216,7 +227,7 @@ class BoundaryReport:
                 times.shape["daily_stats_type_ids"], times.shape["daily_stats_evidence"])),)
         return BoundarySnapshot(files=(), member_failures=self._member_failures.snapshot(), times=times,
                                 restarts=self._worker.restarts, avoided=tuple(sorted(self._worker.avoided)),
-                                module=MappingProxyType(module), notes=notes)
+                                module=MappingProxyType(module), notes=notes, start_failure=failure)
 
     def _version(self) -> str:
         """``getRRModuleVersion()`` once the module is loaded (asked once; a risky call)."""
@@ -250,6 +261,17 @@ class BoundaryReport:
         yield gauge("renderfarm_exporter_royalrender_avoided_calls",
                     "1 per call outside the documented contract that crashed or hung the worker; it is no longer "
                     "made", ["call"], {call: 1 for call in snapshot.avoided})
+        yield gauge("renderfarm_exporter_royalrender_module_loaded",
+                    "1 if the Royal Render worker runs with the module loaded, or has not been needed yet; 0 while it "
+                    "cannot start (renderfarm_exporter_royalrender_module_load_failure_info says why)", [],
+                    {(): int(not snapshot.start_failure)})
+        if snapshot.start_failure:
+            failure = InfoMetricFamily("renderfarm_exporter_royalrender_module_load_failure",
+                                       "Why the Royal Render worker cannot start (its import error, with the names "
+                                       "and folders tried, or why its interpreter cannot run); present only then",
+                                       labels=["reason"])
+            failure.add_metric([label_value(snapshot.start_failure)], {})
+            yield failure
         if snapshot.module["module"]:
             info = InfoMetricFamily("renderfarm_exporter_royalrender_module",
                                     "The Royal Render module the worker loaded, its version, its Python and RR's "

@@ -62,7 +62,7 @@ from exporter.rush.config import SERIES_PER_BREAKDOWN_VALUE, SERIES_PER_HOST, Br
 from exporter.rush.records import STATUSES, SYSTEM, USER, WALL
 from exporter.rush.saved import FileState, GoneShare, SavedBudget, SavedReader
 from exporter.rush.tally import BREAKDOWN_WALL, OVER_LONG, RECORD_NAMES, Exact, Tally
-from exporter.sources import FileStatus
+from exporter.sources import CHECK_RESOLUTION_SECONDS, FileStatus
 from exporter.tailer import MAX_LINE_BYTES, Backlog, LineState, Tailer
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,11 @@ class CpuAcctReader:
                               containment=self._containment, changed=self._changed_while_stopped)
         #: Per file, reads refused because its path leads outside the configured folders (``containment``).
         self._outside: Dict[str, int] = {}
+        #: Per file label: records dated beyond the horizon since the start, and how far the newest record of its
+        #: last read with records was ahead of the clock (not checkpointed: a skew is news of the running clock).
+        self._ahead: Dict[str, Tuple[int, float]] = {}
+        #: Per file label: when it was last looked at (a read, or a read that failed).
+        self._checked: Dict[str, float] = {}
         self._backlogs = backlogs or BacklogReader(processes_to_use(config.read_processes))
         self._files: Dict[str, FileState] = {}
         #: What files that are gone left in the totals, by host; their ``FileState`` is dropped (``_retire``).
@@ -214,6 +219,8 @@ class CpuAcctReader:
         self._live: Set[str] = set()
         self._dirty_hosts: Set[str] = set()
         self._dirty_labels: Set[str] = set(self._files) | self._present
+        #: Files looked at since the last snapshot: their statuses are new (size, time, last check), nothing else.
+        self._restat: Set[str] = set()
         #: Whether files' states may belong to files no longer followed (after a restore): see ``_retire``.
         self._check_gone = True
 
@@ -265,8 +272,11 @@ class CpuAcctReader:
             self._absent(path)
         except OSError as exc:
             self._went_down(self._state(path), path, exc)
+            self._checked[path] = time.time()
         else:
-            self._came_up(self._state(self._tailer.label_of(path) or path), path)
+            label = self._tailer.label_of(path) or path
+            self._came_up(self._state(label), path)
+            self._looked_at(label)
         finally:
             self.reading = None
 
@@ -275,6 +285,7 @@ class CpuAcctReader:
         named goes once its last cursor is closed (``_retire``)."""
         self._tailer.forget(path)
         self._outside.pop(path, None)
+        self._checked.pop(path, None)
         self._containment.forget(path)
         if path in self._present:
             self._present.discard(path)
@@ -282,18 +293,29 @@ class CpuAcctReader:
             self._dirty_labels.add(path)
 
     def _went_down(self, state: FileState, path: str, exc: OSError) -> None:
-        """Marks the file down; logs once per outage (retries every 2 s must not flood the log), and at
-        most once a minute per reason (EMFILE would otherwise log every one of 20,000 files)."""
+        """Marks the file down; counts and logs once per outage or change of its reason (the retries every 2 s
+        are neither incidents nor news), at most once a minute per reason (EMFILE would otherwise log every one
+        of 20,000 files)."""
         reason = exc.strerror or str(exc)
         if isinstance(exc, OutsideRoots):  # logged once by the containment; counted apart, not checkpointed
             self._outside[path] = self._outside.get(path, 0) + 1
-        else:
+        elif state.up or state.down_reason != reason:  # an incident; retries of it are not counted again
             state.errors += 1
-            if state.up or state.down_reason != reason:
-                self._file_log.warning("down: " + reason, "cannot read cpu.acct; keeping what was read before, "
-                                       "retrying", path=path, error=reason)
+            self._file_log.warning("down: " + reason, "cannot read cpu.acct; keeping what was read before, "
+                                   "retrying", path=path, error=reason)
         state.up, state.down_reason = False, reason
         self._dirty_labels.add(path)
+
+    def _looked_at(self, label: str) -> None:
+        """A read of the file: news for its status when its size or time changed, or its last check is older
+        than ``CHECK_RESOLUTION_SECONDS`` (a read that finds nothing new then hands out the same status)."""
+        now = time.time()
+        status, seen = self._statuses.get(label), self._tailer.seen(label)
+        if (status is None or seen is None or now - (status.last_check_time or 0.0) >= CHECK_RESOLUTION_SECONDS
+                or (seen.size, seen.modified, seen.unread) != (status.size_bytes, status.modified_time,
+                                                              status.unread_bytes)):
+            self._checked[label] = now
+            self._restat.add(label)
 
     def _came_up(self, state: FileState, path: str) -> None:
         if not state.up:
@@ -397,6 +419,7 @@ class CpuAcctReader:
             state.online = tally.online
         if state.records:
             state.last_record_time = max(state.last_record_time or 0, tally.newest) or None
+        self._note_ahead(label, tally)
         for raw, totals in tally.hosts.items():
             host = self._host_budget.label_many(label_value(raw), _count(totals))
             if state.seen_host is None:
@@ -410,6 +433,17 @@ class CpuAcctReader:
             self._titles.merge(tally.titles, state.titles)
         self._count_budget_changes(state, counters)
         self._dirty_labels.add(label)
+
+    def _note_ahead(self, label: str, tally: Tally) -> None:
+        """The file's records dated ahead of the clock: counted, and the skew of its newest record when the tally
+        has records (one whose host's clock was set right has no skew any more)."""
+        count, skew = self._ahead.get(label, (0, 0.0))
+        if tally.ahead:
+            clock = self._horizon - self._config.max_clock_skew  # the clock at the start of this sync
+            skew = max(0.0, tally.newest_ahead - clock)
+        elif tally.newest:
+            skew = 0.0
+        self._ahead[label] = (count + tally.ahead, skew)
 
     def _budget_counters(self) -> Dict[str, Tuple[int, int]]:
         return {name: (budget.truncated, budget.overflowed) for name, budget in self._label_budgets()}
@@ -539,11 +573,20 @@ class CpuAcctReader:
             else:  # never through _update_labels (a restore): its host as it would have been
                 self._gone.merge(state, self._host_of(label, state))
             self._gauge_host.pop(label, None)
+            self._ahead.pop(label, None)
+            self._checked.pop(label, None)
             self._file_log.forget(label, label + "#future")
 
     def _update_labels(self) -> None:
-        """File statuses and the per-host rows that sum over files (records, starts, gauges) of changed files."""
+        """File statuses and the per-host rows that sum over files (records, starts, gauges) of changed files;
+        only the statuses of files merely looked at (``_restat``: the same files, so the same order)."""
+        restat = [label for label in self._restat - self._dirty_labels if label in self._statuses]
+        self._restat.clear()
+        for label in restat:
+            self._update_status(label, self._files.get(label))
         if not self._dirty_labels:
+            if restat:
+                self._status_tuple = self._ordered_statuses()
             return
         for label in self._dirty_labels:
             state = self._files.get(label)
@@ -560,12 +603,16 @@ class CpuAcctReader:
                 self._label_host[label] = host
             self._dirty_hosts.add(host)
         self._dirty_labels.clear()
-        if self._statuses_moved:  # files came or went
+        self._status_tuple = self._ordered_statuses()
+
+    def _ordered_statuses(self) -> Tuple[FileStatus, ...]:
+        """The statuses in path order: re-sorted after files came or went, else as ``_update_status`` placed them."""
+        if self._statuses_moved:
             paths = sorted(self._statuses)
             self._status_list = list(map(self._statuses.__getitem__, paths))
             self._status_at = dict(zip(paths, range(len(paths))))
             self._statuses_moved = False
-        self._status_tuple = tuple(self._status_list)
+        return tuple(self._status_list)
 
     def _update_status(self, path: str, state: Optional[FileState]) -> None:
         """The file's status anew, in its place; a file that came or went re-sorts them (``_update_labels``)."""
@@ -575,16 +622,33 @@ class CpuAcctReader:
             return
         state = state or FileState()
         outside = self._outside.get(path, 0)
+        ahead, skew = self._ahead.get(path, (0, 0.0))
+        seen = self._tailer.seen(path)
         status = self._statuses[path] = FileStatus(
             kind=KIND, path=path, up=state.up, last_success_time=state.last_success_time,
             errors_total=state.errors + outside, malformed_lines_total=state.malformed, bytes_read_total=state.bytes,
             lines_read_total=state.lines, last_error=None if state.up else state.down_reason,
-            read_failures=((OUTSIDE, outside),) if outside else ())
+            read_failures=((OUTSIDE, outside),) if outside else (),
+            size_bytes=seen.size if seen else None, modified_time=seen.modified if seen else None,
+            unread_bytes=seen.unread if seen else None, last_check_time=self._checked.get(path),
+            records_ahead_total=ahead, clock_ahead_seconds=skew,
+            warning=self._skew_warning(path, state, skew))
         at = self._status_at.get(path)
         if at is None:
             self._statuses_moved = True
         else:
             self._status_list[at] = status
+
+    def _skew_warning(self, label: str, state: FileState, skew: float) -> Optional[str]:
+        """What the status page says of a file whose records are dated ahead of the clock, beyond the skew
+        allowed (``rush.max_clock_skew``): the host by name, as the alert and its runbook do."""
+        if skew <= self._config.max_clock_skew:
+            return None
+        latest = ("none of its records is taken as the latest: it has no rush_utilization_ratio, "
+                  "rush_daemon_online or rush_last_record_timestamp_seconds" if state.last_record_time is None
+                  else "they are counted, but never taken as the latest: its gauges stay at older records")
+        return ("%s: records up to %s ahead of this machine's clock; %s. Set the host's clock right (NTP): "
+                "runbook: docs/alerts.md#rushclockahead" % (self._host_of(label, state), _duration(skew), latest))
 
     def _update_host_totals(self) -> None:
         for host in self._dirty_hosts:
@@ -726,6 +790,15 @@ class CpuAcctReader:
                     breakdown.dirty |= set(contributed)
         self._init_views()
         self._dirty_hosts = set(self._hosts) | set(self._gone.records) | set(self._gone.daemon_starts)
+
+
+def _duration(seconds: float) -> str:
+    """A skew as people say it: 2.0 h, 12 min, 40 s."""
+    if seconds >= 5400:
+        return "%.1f h" % (seconds / 3600)
+    if seconds >= 120:
+        return "%d min" % (seconds // 60)
+    return "%d s" % seconds
 
 
 def families(snap: CpuAcctSnapshot) -> Iterable[Metric]:

@@ -89,8 +89,8 @@ def exact(value: float) -> Exact:
 class Tally:
     """What a run of lines of one file contributes; merged by the reader in file order."""
 
-    __slots__ = ("bytes", "lines", "malformed", "problem", "_first_bad", "future", "records", "daemon_starts",
-                 "utilization", "online", "newest", "hosts", "users", "titles")
+    __slots__ = ("bytes", "lines", "malformed", "problem", "_first_bad", "future", "ahead", "newest_ahead", "records",
+                 "daemon_starts", "utilization", "online", "newest", "hosts", "users", "titles")
 
     def __init__(self, users: bool, titles: bool):
         self.bytes = 0
@@ -101,8 +101,10 @@ class Tally:
         self.problem: Optional[Tuple[str, int, Dict[str, object]]] = None
         #: (reason, line) of the block being added, until ``add_block`` knows its number.
         self._first_bad: Optional[Tuple[str, str]] = None
-        #: Time of the first record dated beyond the horizon, for the log.
+        #: Time of the first record dated beyond the horizon, for the log; how many were, and the newest of them.
         self.future: Optional[int] = None
+        self.ahead = 0
+        self.newest_ahead = 0
         self.records: Dict[str, int] = {}
         self.daemon_starts = 0
         self.utilization: Optional[Timed] = None
@@ -267,6 +269,9 @@ class Tally:
     def _note_future(self, when: int) -> None:
         if self.future is None:
             self.future = when
+        self.ahead += 1
+        if when > self.newest_ahead:
+            self.newest_ahead = when
 
 
 def _comparable(horizon: float) -> int | float:

@@ -18,11 +18,12 @@ from exporter import __version__, paths
 from exporter.exposition import PlacedSection
 from exporter.families import label_value
 from exporter.sources import FileStatus
-from exporter.status import RuntimeStatus, WatchStatus, matched_files
+from exporter.status import RuntimeStatus, WatchStatus, matched_files, running_as
 
 _STYLE = (
     "body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin-bottom:1.5em}"
-    "th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}th{background:#eee}"
+    "th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top;white-space:pre-line}"
+    "th{background:#eee}"
     "caption{text-align:left;font-weight:bold;padding:.3em 0}"
     "td.down,td.bad{background:#fdd;font-weight:bold}td.up,td.good{background:#dfd}td.num{text-align:right}"
     "p.verdict{font-size:1.3em;font-weight:bold}p.verdict.bad{color:#a00}p.verdict.good{color:#060}"
@@ -90,6 +91,28 @@ def _watch_of(path: str, watches: Sequence[WatchStatus]) -> str:
     return mode if best.up else mode + " (not watched now)"
 
 
+def _bytes(count: Optional[int]) -> str:
+    """A size as people read it ("" when the reader does not know it)."""
+    if count is None:
+        return ""
+    if count < 1024:
+        return "%d B" % count
+    scaled, unit = next((count / 1024 ** power, unit) for power, unit in ((3, "GiB"), (2, "MiB"), (1, "KiB"))
+                        if count >= 1024 ** power)
+    return "%.1f %s" % (scaled, unit)
+
+
+_PERMISSION = ("Permission denied", "Operation not permitted")
+
+
+def _reason(f: FileStatus, user: str) -> str:
+    """Why the file is down; a permission error says who was refused."""
+    reason = f.last_error or "(no reason recorded)"
+    if any(text in reason for text in _PERMISSION):
+        reason += " (the exporter runs as %s)" % user
+    return reason
+
+
 def _table(headers: Sequence[str], rows: Iterable[str], caption: str, table_id: str) -> str:
     head = "<tr>%s</tr>" % "".join("<th>%s</th>" % _esc(h) for h in headers) if headers else ""
     return "<table id='%s'><caption>%s</caption>%s%s</table>" % (table_id, _esc(caption), head, "".join(rows))
@@ -145,9 +168,10 @@ def _degradations(status: RuntimeStatus) -> List[str]:
 def _summary(status: RuntimeStatus, unmatched: List[Tuple[str, str]], config_path: Optional[str],
              ready: bool) -> str:
     down = [f for f in status.files if not f.up]
-    healthy = (ready and not down and not unmatched and not status.capped_patterns and status.reload.successful
-               and not status.reload.stuck and status.web_reload.successful and not status.reload.notices
-               and not status.checkpoint_failing and all(w.up for w in status.watches))
+    warned = any(f.up and f.warning for f in status.files)
+    healthy = (ready and not down and not warned and not unmatched and not status.capped_patterns
+               and status.reload.successful and not status.reload.stuck and status.web_reload.successful
+               and not status.reload.notices and not status.checkpoint_failing and all(w.up for w in status.watches))
     verdict = ("All files are read." if healthy else "Not ready: first read of the sources in progress."
                if not ready else "Needs attention: see Problems below.")
     reload_text, reload_class = _reload_text(status)
@@ -157,6 +181,7 @@ def _summary(status: RuntimeStatus, unmatched: List[Tuple[str, str]], config_pat
         _row("Patterns matching no file", _esc(len(unmatched)), classes=("", "bad" if unmatched else "good")),
         _row("Last configuration reload", _esc(reload_text), classes=("", reload_class)),
         _row("Configuration file", _esc(config_path or "(none: demo or --once)")),
+        _row("Runs as", _esc(running_as())),
     ] + _degradations(status) + [_row(_esc(what), _esc(value)) for what, value in status.notes]
     return ("<p class='verdict %s'>%s</p>" % ("good" if healthy else "bad", _esc(verdict))
             + _table([], rows, "Summary", "summary"))
@@ -164,10 +189,15 @@ def _summary(status: RuntimeStatus, unmatched: List[Tuple[str, str]], config_pat
 
 def _problems(status: RuntimeStatus, unmatched: List[Tuple[str, str]], sections: Mapping[str, PlacedSection],
               now: float) -> str:
+    user = running_as()
+    ordered = sorted(status.files, key=lambda f: (f.kind, f.path))
     rows = [_row(_esc(f.kind), _name(f.path), "DOWN", _esc(_age(None if f.last_success_time is None
                                                              else now - f.last_success_time)),
-                 _esc(f.errors_total), _esc(f.last_error or "(no reason recorded)"), classes=("", "", "down"))
-            for f in sorted(status.files, key=lambda f: (f.kind, f.path)) if not f.up]
+                 _esc(f.errors_total), _esc(_reason(f, user)), classes=("", "", "down"))
+            for f in ordered if not f.up]
+    rows += [_row(_esc(f.kind), _name(f.path), "WARNING", _esc(_age(None if f.last_success_time is None
+                                                                else now - f.last_success_time)),
+                  "", _esc(f.warning), classes=("", "", "down")) for f in ordered if f.up and f.warning]
     rows += [_row(_esc(kind), _name(pattern), "NO FILE", "", "", "the pattern matches no file: a wrong path, or "
                   "a share that is not mounted", classes=("", "", "down")) for kind, pattern in unmatched]
     rows += [_row("exposition", _esc("%s: %s" % (section, family)), "LEFT OUT", "", _esc(count),
@@ -175,9 +205,10 @@ def _problems(status: RuntimeStatus, unmatched: List[Tuple[str, str]], sections:
                   "(\"series left out of the exposition\"): please report it" % count, classes=("", "", "down"))
              for section, placed in sections.items() for family, count in placed.dropped]
     if not status.reload.successful:
-        rows.append(_row("configuration", "", "REJECTED", "", _esc(status.reload.failures),
-                         "the last reload was rejected; the log says why (\"configuration reload failed\")",
-                         classes=("", "", "down")))
+        rows.append(_row("configuration", "", "REJECTED", "", _esc(status.reload.failures), _esc(
+            "the last reload was rejected; the previous configuration is still in use: %s"
+            % (status.reload.last_error or "the log says why (\"configuration reload failed\")")),
+            classes=("", "", "down")))
     rows += [_row(_esc(kind), _esc(pattern.pattern), "LIMIT", "", "", _esc(
         "the pattern matches more than %d files: only the first found are read; narrow it" % paths.MAX_MATCHES),
         classes=("", "", "down")) for kind, pattern in status.patterns if pattern.pattern in status.capped_patterns]
@@ -230,13 +261,19 @@ def _files(status: RuntimeStatus, chosen: Filter, now: float) -> str:
     rows = [_row(_esc(f.kind), _name(f.path), "up" if f.up else "DOWN", _esc(_when(f.last_success_time)),
                  _esc(_age(None if f.last_success_time is None else now - f.last_success_time)),
                  _esc(f.errors_total), _esc(f.malformed_lines_total), _esc(_watch_of(f.path, status.watches)),
-                 classes=("", "", "up" if f.up else "down", "", "num", "num", "num"))
+                 _esc(_bytes(f.size_bytes)), _esc(_when(f.modified_time) if f.modified_time is not None else ""),
+                 _esc(_bytes(f.unread_bytes)),
+                 _esc(_age(None if f.last_check_time is None else now - f.last_check_time) + " ago"
+                      if f.last_check_time is not None else ""),
+                 classes=("", "", "up" if f.up else "down", "", "num", "num", "num", "", "num", "",
+                          "num bad" if f.unread_bytes else "num", "num"))
             for f in shown]
     if not rows:
-        rows.append("<tr><td colspan='8'>%s</td></tr>" % ("No statistics files found yet." if not status.files
-                                                          else "No file matches the filter."))
+        rows.append("<tr><td colspan='12'>%s</td></tr>" % ("No statistics files found yet." if not status.files
+                                                           else "No file matches the filter."))
     return _filter_form(status, chosen) + _table(
-        ["Kind", "File", "Status", "Last successful read", "Age", "Errors", "Malformed lines", "Watch"], rows,
+        ["Kind", "File", "Status", "Last successful read", "Age", "Errors", "Malformed lines", "Watch", "Size",
+         "Modified", "Unread", "Last check"], rows,
         "Files (%d of %d)" % (len(shown), len(status.files)), "files")
 
 
