@@ -9,18 +9,20 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
+import time
 from dataclasses import dataclass, replace
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
 from exporter.boundedfile import read_regular
-from exporter.logs import fields
+from exporter.logs import fields, one_line
 from exporter.paths import PathPattern, walks_too_much
 from exporter.sandbox import NONE as NO_SANDBOX
 from exporter.sandbox import Sandbox
 from exporter.schema import Boolean, Duration, Errors, Field, OneOf, Problem, Struct, compose, load_document
-from exporter.sources import ConfiguredPath, registered_sources
+from exporter.sources import ConfiguredPath, Source, registered_sources
 
 WATCH_MODES = ("auto", "events", "poll")
 #: A bigger configuration file is refused: a real one is a few KiB, and the YAML parser holds every node of it.
@@ -28,6 +30,9 @@ MAX_CONFIG_BYTES = 1 << 20
 #: Seconds the open and read of the configuration file (or the web config file, or a certificate it names) may
 #: take before it is abandoned and reported (a hung share): a reload is never held up longer by one file.
 READ_TIMEOUT = 5.0
+#: Seconds the checks of the configuration (``notices``) may take. They stat and list the configured folders, which
+#: never returns on a share whose server stopped answering, and run Royal Render's interpreter (within its own 10 s).
+CHECK_TIMEOUT = 15.0
 
 
 @dataclass(frozen=True)
@@ -135,38 +140,103 @@ class Notice:
     error: bool  # cannot work as written (--check-config exits 2), else a warning
 
 
-def notices(config: Config, sandbox: Sandbox = NO_SANDBOX) -> List[Notice]:
+def notices(config: Config, sandbox: Sandbox = NO_SANDBOX, timeout: float = CHECK_TIMEOUT) -> List[Notice]:
     """What the configuration asks for that will not work, errors and warnings: the one place that says it, for
     ``--check-config``, start-up and every reload alike. Besides each source's own checks, for every path a
     source names: one the service's ``sandbox`` hides, and a pattern whose folder exists but that matches no
-    file now (the empty mount point of a share that is not mounted)."""
-    found = []
-    for source in registered_sources():
-        section = config.sources[source.name]
-        if section is None:
-            continue
-        problems = [(n.key, n.message, n.error) for n in source.check(section)]
-        problems += [(key, message, False) for key, message in _path_problems(source.paths(section), sandbox)]
-        found += [Notice("%s: %s" % (".".join(filter(None, (source.name, key))), message), error)
-                  for key, message, error in problems]
-    return found
+    file now (the empty mount point of a share that is not mounted). Each source is checked on a thread of its
+    own, all within ``timeout`` (``_BoundedCheck``); control characters in the texts are escaped (one line each)."""
+    checks = [(source.name, _BoundedCheck("%s %r %r" % (source.name, section, sandbox),
+                                          _source_problems, source, section, sandbox))
+              for source in registered_sources() for section in [config.sources[source.name]] if section is not None]
+    deadline = time.monotonic() + timeout
+    return [Notice(one_line("%s: %s" % (".".join(filter(None, (name, key))), message)), error)
+            for name, check in checks for key, message, error in check.problems(deadline, timeout)]
+
+
+def _source_problems(source: Source, section: Any, sandbox: Sandbox) -> List[Tuple[str, str, bool]]:
+    """(key, problem, error) of one source's section: its own checks, then its paths'."""
+    problems = [(n.key, n.message, n.error) for n in source.check(section)]
+    return problems + [(key, message, False) for key, message in _path_problems(source.paths(section), sandbox)]
+
+
+class _BoundedCheck:
+    """One source's checks on a thread of their own, waited for until a deadline. Past it they are reported as not
+    finished (a hung share) and left running: they cannot be interrupted. Until they return, the same checks are
+    not started again (reported at once), so a hung share costs one thread, not one per reload."""
+
+    _lock = threading.Lock()
+    _stuck: Dict[str, float] = {}  # checks past their deadline that have not returned -> when they started
+
+    def __init__(self, key: str, work: Callable[..., List[Tuple[str, str, bool]]], *args: Any):
+        self._key = key
+        self._done = False
+        self._outcome: List[Tuple[str, str, bool]] = []
+        self._error: Optional[BaseException] = None
+        self._started = time.monotonic()
+        with self._lock:
+            self._since = self._stuck.get(key)
+        if self._since is None:
+            self._thread = threading.Thread(target=self._run, args=(work, args), name="config-check", daemon=True)
+            self._thread.start()
+
+    def _run(self, work: Callable[..., List[Tuple[str, str, bool]]], args: Tuple[Any, ...]) -> None:
+        try:
+            self._outcome = work(*args)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            self._error = exc
+        finally:
+            with self._lock:
+                self._done = True
+                if self._stuck.get(self._key) == self._started:
+                    del self._stuck[self._key]
+
+    def problems(self, deadline: float, timeout: float) -> List[Tuple[str, str, bool]]:
+        """(key, problem, error) of the source; one warning instead when the checks did not finish in time."""
+        if self._since is None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            done = self._since is None and self._done
+            if self._since is None and not done:
+                self._stuck[self._key] = self._started
+        if done and self._error is not None:
+            raise self._error
+        if done:
+            return self._outcome
+        since = self._started if self._since is None else self._since
+        return [("", "the checks did not finish within %g s: a configured folder does not answer (a hung share?); "
+                     "not run again until they return (started %.0f s ago)" % (timeout, time.monotonic() - since),
+                 False)]
 
 
 def _path_problems(configured: Sequence[ConfiguredPath], sandbox: Sandbox) -> List[Tuple[str, str]]:
-    """(key, problem) of the paths a source names. A hidden path is said once: not again for the paths below it
-    (Royal Render's kinds under a hidden root)."""
+    """(key, problem) of the paths a source names. A path with a problem of its own (hidden, or with a ``~`` or
+    ``$NAME`` taken literally) is said once: not again for the paths below it (Royal Render's kinds under its
+    root)."""
     problems: List[Tuple[str, str]] = []
-    hidden: List[str] = []
+    said: List[str] = []
     for path in configured:
-        if any(path.path.startswith(folder.rstrip("/") + "/") for folder in hidden):
+        if any(path.path.startswith(folder.rstrip("/") + "/") for folder in said):
             continue
+        own = [(path.key, "%s is not expanded: the path is %s (relative paths are under the configuration file's "
+                          "folder); write the path itself" % (token, path.path)) for token in _unexpanded(path.path)]
         why = sandbox.hides(path.path)
-        if why is not None:
-            hidden.append(path.path)
-            problems.append((path.key, why))
+        own += [(path.key, why)] if why is not None else []
+        if own:
+            said.append(path.path)
+            problems += own
         elif path.pattern and _matches_nothing_now(path.path):
             problems.append((path.key, _matches_nothing(path.path)))
     return problems
+
+
+#: What a shell would expand in a path and the exporter takes literally: ``~`` or ``~user`` starting a folder's name,
+#: ``$NAME`` and ``${NAME}``.
+_SHELL_WORDS = re.compile(r"(?:^|(?<=/))~[^/]*|\$\{?[A-Za-z_][A-Za-z0-9_]*\}?")
+
+
+def _unexpanded(path: str) -> List[str]:
+    return _SHELL_WORDS.findall(path)
 
 
 def _matches_nothing_now(pattern: str) -> bool:

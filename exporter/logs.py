@@ -81,6 +81,15 @@ def excerpt(text: str, limit: int = EXCERPT_CHARACTERS) -> str:
     return _NOT_PRINTABLE_ASCII.sub(_escape_any, text[:limit])
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters escaped (``\\x0a``): a newline or an ESC in a configured path cannot
+    start a line of its own, or recolour a terminal, where the text is printed or returned as lines."""
+    return _CONTROL.sub(_escape_any, text)
+
+
 def line_fields(line: str, show: bool = True) -> Dict[str, object]:
     """How a log call shows a line read from a statistics file: never verbatim, only its length in bytes and
     (``show``) a short escaped excerpt of its start; the caller adds its position. The one way file content

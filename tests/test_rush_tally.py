@@ -120,9 +120,9 @@ def test_the_horizon_divides_past_from_future_as_parse_line_records_do():
         lean.add_block("".join(line + "\n" for line in text).encode(), horizon)
         for line in text:
             reference_tally.add_record(parse_line(line), horizon)
-        assert (lean.newest, lean.future, lean.utilization, lean.ahead, lean.newest_ahead) == (
+        assert (lean.newest, lean.future, lean.utilization, lean.ahead, lean.newest_ahead, lean.last_ahead) == (
             reference_tally.newest, reference_tally.future, reference_tally.utilization, reference_tally.ahead,
-            reference_tally.newest_ahead), horizon
+            reference_tally.newest_ahead, reference_tally.last_ahead), horizon
         assert (lean.hosts, lean.records, lean.malformed) == (
             reference_tally.hosts, reference_tally.records, reference_tally.malformed)
     beyond = Tally(False, False)

@@ -31,6 +31,7 @@ import collections
 import json
 import logging
 import os
+import re
 import secrets
 import select
 import signal
@@ -45,6 +46,7 @@ from exporter.logs import RateLimitedLog, fields
 from exporter.royalrender import descendants, interpreter
 from exporter.royalrender.timezone import Timezone
 from exporter.royalrender.vendor import module
+from exporter.wholefile import MAX_REASON_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,24 @@ INTERPRETER_FLAGS = ("-I", "-S", "-u")
 
 class WorkerError(Exception):
     """A read failed: the vendor's error text, or the worker could not be started."""
+
+
+def _bounded(cause: str) -> str:
+    """``cause`` within a file's error length: its start (what failed) and its end (the advice) kept."""
+    if len(cause) <= MAX_REASON_CHARS:
+        return cause
+    keep = MAX_REASON_CHARS - 100
+    head, tail = cause[:keep * 3 // 4], cause[-(keep // 4):]
+    return "%s [... %d characters cut ...] %s" % (head, len(cause) - len(head) - len(tail), tail)
+
+
+_LONG_NUMBER = re.compile(r"\d{3,}")
+
+
+def _same_cause(cause: str, previous: str) -> bool:
+    """Texts that differ only in numbers of three digits or more (a PID, a temporary file's name, an address) say
+    the same cause; a version (``Python 2.7.18`` then ``3.6.9``: the interpreter replaced in place) is news."""
+    return _LONG_NUMBER.sub("#", cause) == _LONG_NUMBER.sub("#", previous)
 
 
 class WorkerStartFailed(WorkerError):
@@ -260,13 +280,20 @@ class WorkerClient:
             return None
 
     def _start_failed(self, failure: WorkerStartFailed) -> WorkerStartFailed:
-        """Backs the next start off and remembers why, for the reads that fail meanwhile."""
+        """Backs the next start off and remembers why, for the reads that fail meanwhile: the cause as a label, a
+        file's error and the page's summary show it, bounded; a retry whose text differs only by numbers (a PID, a
+        temporary file's name) is the same cause, kept as first said, so it is neither a new incident nor news."""
         self._start_not_before = time.monotonic() + self._start_backoff
-        if str(failure) != self.start_failure:  # each distinct cause once, not each try
+        text = _bounded(str(failure))
+        if _same_cause(text, self.start_failure):
+            text = self.start_failure
+        else:  # each distinct cause once, not each try
             log.error("Royal Render worker cannot start; its files are down until it does (tried again with a "
-                      "growing pause)", extra=fields(reason=str(failure), retry_in_seconds=self._start_backoff))
+                      "growing pause)", extra=fields(reason=text, retry_in_seconds=self._start_backoff))
+        if text != str(failure):
+            failure = type(failure)(text)
         self._start_backoff = min(self._start_backoff * 2, START_BACKOFF_MAX_SECONDS)
-        self.start_failure = str(failure)
+        self.start_failure = text
         return failure
 
     def _interpreter_problem(self) -> Optional[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from dataclasses import dataclass, replace
 from typing import Any, List, Mapping, Optional, Tuple
 
@@ -204,8 +205,10 @@ def paths(config: RoyalRenderConfig) -> List[ConfiguredPath]:
     root = module.resolve_root(config.root)
     found = [ConfiguredPath("root", root)] if root else []
     found += [ConfiguredPath("module_path[%d]" % index, folder) for index, folder in enumerate(config.module_path)]
-    if config.python and os.path.isabs(config.python):
-        found.append(ConfiguredPath("python", config.python))
+    # a name is judged where PATH finds it here: a root shell's PATH (pyenv's shims under /root) is not the unit's
+    python = config.python if config.python and os.path.isabs(config.python) else shutil.which(config.python or "")
+    if config.python and python:
+        found.append(ConfiguredPath("python", python))
     for kind in KINDS:
         if config.kinds[kind.name].enabled:
             found += [ConfiguredPath(kind.name + ".path", pattern, pattern=True)

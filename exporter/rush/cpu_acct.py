@@ -436,9 +436,9 @@ class CpuAcctReader:
 
     def _note_ahead(self, label: str, tally: Tally) -> None:
         """The file's records dated ahead of the clock: counted, and the skew of its newest record when the tally
-        has records (one whose host's clock was set right has no skew any more)."""
+        has records and its last one is ahead (one whose host's clock was set right has no skew any more)."""
         count, skew = self._ahead.get(label, (0, 0.0))
-        if tally.ahead:
+        if tally.last_ahead:
             clock = self._horizon - self._config.max_clock_skew  # the clock at the start of this sync
             skew = max(0.0, tally.newest_ahead - clock)
         elif tally.newest:

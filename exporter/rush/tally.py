@@ -89,8 +89,9 @@ def exact(value: float) -> Exact:
 class Tally:
     """What a run of lines of one file contributes; merged by the reader in file order."""
 
-    __slots__ = ("bytes", "lines", "malformed", "problem", "_first_bad", "future", "ahead", "newest_ahead", "records",
-                 "daemon_starts", "utilization", "online", "newest", "hosts", "users", "titles")
+    __slots__ = ("bytes", "lines", "malformed", "problem", "_first_bad", "future", "ahead", "newest_ahead",
+                 "last_ahead", "records", "daemon_starts", "utilization", "online", "newest", "hosts", "users",
+                 "titles")
 
     def __init__(self, users: bool, titles: bool):
         self.bytes = 0
@@ -105,6 +106,9 @@ class Tally:
         self.future: Optional[int] = None
         self.ahead = 0
         self.newest_ahead = 0
+        #: Whether the last record, in file order, was dated beyond the horizon: a host whose clock was set right
+        #: wrote on time after its records from the future, and so has no skew any more.
+        self.last_ahead = False
         self.records: Dict[str, int] = {}
         self.daemon_starts = 0
         self.utilization: Optional[Timed] = None
@@ -159,6 +163,7 @@ class Tally:
         frames = 0
         newest = self.newest
         utilization = self.utilization
+        last_ahead = self.last_ahead
         latest = _comparable(horizon)
         for line in lines:
             tokens = line.split()
@@ -175,7 +180,8 @@ class Tally:
                     if wall <= _MAX_SECONDS and system <= _MAX_SECONDS and user <= _MAX_SECONDS:
                         frames += 1
                         when = int(when_s)
-                        if when > latest:
+                        last_ahead = when > latest
+                        if last_ahead:
                             self._note_future(when)
                         elif when > newest:
                             newest = when
@@ -199,17 +205,18 @@ class Tally:
                         and int(tokens[2]) <= 100):
                     when = int(tokens[1])
                     self.records["utilization"] = self.records.get("utilization", 0) + 1
-                    if when > latest:
+                    last_ahead = when > latest
+                    if last_ahead:
                         self._note_future(when)
                     else:
                         newest = max(newest, when)
                         if utilization is None or when >= utilization[0]:
                             utilization = (when, int(tokens[2]) / 100.0)
                     continue
-            self.newest, self.utilization = newest, utilization
+            self.newest, self.utilization, self.last_ahead = newest, utilization, last_ahead
             self._one(line, horizon)
-            newest, utilization = self.newest, self.utilization
-        self.newest, self.utilization = newest, utilization
+            newest, utilization, last_ahead = self.newest, self.utilization, self.last_ahead
+        self.newest, self.utilization, self.last_ahead = newest, utilization, last_ahead
         if frames:
             self.records["process"] = self.records.get("process", 0) + frames
 
@@ -228,7 +235,7 @@ class Tally:
     def add_record(self, record: Record, horizon: float) -> None:
         name = RECORD_NAMES[type(record)]
         self.records[name] = self.records.get(name, 0) + 1
-        future = record.time > horizon
+        future = self.last_ahead = record.time > horizon
         if future:
             self._note_future(record.time)
         elif record.time > self.newest:

@@ -17,6 +17,7 @@ from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 from exporter import __version__, paths
 from exporter.exposition import PlacedSection
 from exporter.families import label_value
+from exporter.logs import one_line
 from exporter.sources import FileStatus
 from exporter.status import RuntimeStatus, WatchStatus, matched_files, running_as
 
@@ -56,12 +57,16 @@ class Filter:
 
 
 def _esc(value) -> str:
-    return html.escape(str(value))
+    """HTML-escaped, control characters shown as the log shows them (``\\x1b``), so that a folder name from a
+    share cannot recolour the terminal of whoever reads the page with curl; the lines of a reason on several
+    lines stay lines."""
+    return html.escape("\n".join(one_line(line) for line in str(value).split("\n")))
 
 
 def _name(name: str) -> str:
-    """A file, folder or pattern name as its label value in the metrics (bytes that are not UTF-8 escaped)."""
-    return html.escape(label_value(name))
+    """A file, folder or pattern name as its label value in the metrics (bytes that are not UTF-8 escaped), on
+    one line."""
+    return html.escape(one_line(label_value(name)))
 
 
 def _age(seconds: Optional[float]) -> str:
