@@ -56,7 +56,8 @@ from exporter.simulation.simulator import SHAPES, RrFarmSimulator
 
 FULL = {"clients": 5000, "writes": 50.0, "rush_hosts": 20, "seconds": 60.0, "rounds": 50}
 SMOKE = {"clients": 30, "writes": 10.0, "rush_hosts": 10, "seconds": 3.0, "rounds": 3}
-WORKER_MODULE = b"exporter.royalrender.vendor.worker"
+#: How an RR worker's command line names what it runs: the launcher script (today), or the module (older trees).
+WORKER_MARKS = (b"exporter/royalrender/vendor/launch.py", b"exporter.royalrender.vendor.worker")
 #: The marker client: rewritten by the freshness rounds only, never by the load.
 MARKER = "rrclient001"
 SERVED_RR = b"\nroyalrender_server_stats_last_save_timestamp_seconds "
@@ -90,7 +91,7 @@ class ClientWriters:
 
 
 def _workers(pid: int) -> List[int]:
-    """The RR worker processes the exporter ``pid`` started (its children running the worker module)."""
+    """The RR worker processes the exporter ``pid`` started (its children running the worker)."""
     found = []
     for task in os.listdir("/proc/%d/task" % pid):
         try:
@@ -101,7 +102,7 @@ def _workers(pid: int) -> List[int]:
         for child in children:
             try:
                 with open("/proc/%d/cmdline" % child, "rb") as handle:
-                    if WORKER_MODULE in handle.read().split(b"\0"):
+                    if any(arg.endswith(WORKER_MARKS) for arg in handle.read().split(b"\0")):
                         found.append(child)
             except OSError:
                 pass

@@ -115,16 +115,17 @@ class Rows(Mapping[Key, Any], Generic[Key]):
     """An immutable mapping of label values to values, sorted by label values.
 
     ``label_values`` holds each key as a tuple (one-label keys are plain
-    strings in the mapping); ``sample_values`` are in the same order.
+    strings in the mapping); ``sample_values`` are in the same order. A key
+    is looked up by bisection of the sorted keys: no index to build when
+    rows come or go.
     """
 
-    __slots__ = ("_keys", "label_values", "_index", "sample_values", "base", "touched")
+    __slots__ = ("_keys", "label_values", "sample_values", "base", "touched")
 
-    def __init__(self, keys: Tuple[Key, ...], label_values: Tuple[Tuple[str, ...], ...], index: Mapping[Key, int],
-                 values: Tuple[Any, ...], base: Optional[Tuple[Any, ...]] = None, touched: Tuple[int, ...] = ()):
+    def __init__(self, keys: Tuple[Key, ...], label_values: Tuple[Tuple[str, ...], ...], values: Tuple[Any, ...],
+                 base: Optional[Tuple[Any, ...]] = None, touched: Tuple[int, ...] = ()):
         self._keys = keys
         self.label_values = label_values
-        self._index = index
         self.sample_values = values
         #: ``LiveRows``: the values of the rows these were made from (the same keys), and the indexes whose
         #: values may differ from them, so a renderer that has ``base`` visits those alone. None: not known.
@@ -137,16 +138,18 @@ class Rows(Mapping[Key, Any], Generic[Key]):
         if isinstance(mapping, Rows):
             return mapping
         keys = tuple(sorted(mapping))
-        return cls(keys, _label_values(keys), dict(zip(keys, range(len(keys)))), tuple(map(mapping.__getitem__, keys)))
+        return cls(keys, _label_values(keys), tuple(map(mapping.__getitem__, keys)))
 
     def where(self, keep: Sequence[bool]) -> Rows[Key]:
         """The rows whose ``keep`` is true (in order)."""
-        keys = tuple(compress(self._keys, keep))
-        return Rows(keys, tuple(compress(self.label_values, keep)), dict(zip(keys, range(len(keys)))),
+        return Rows(tuple(compress(self._keys, keep)), tuple(compress(self.label_values, keep)),
                     tuple(compress(self.sample_values, keep)))
 
     def __getitem__(self, key: Key) -> Any:
-        return self.sample_values[self._index[key]]
+        at = _position(self._keys, key)
+        if at is None:
+            raise KeyError(key)
+        return self.sample_values[at]
 
     def __iter__(self) -> Iterator[Key]:
         return iter(self._keys)
@@ -156,6 +159,15 @@ class Rows(Mapping[Key, Any], Generic[Key]):
 
     def __repr__(self) -> str:
         return "Rows(%r)" % dict(zip(self._keys, self.sample_values))
+
+
+def _position(keys: Sequence[Key], key: Key) -> Optional[int]:
+    """Where ``key`` is in the sorted ``keys``, None if it is not there (nor comparable with them)."""
+    try:
+        at = bisect_left(keys, key)
+    except TypeError:  # a key of another shape than the mapping's
+        return None
+    return at if at < len(keys) and keys[at] == key else None
 
 
 def _label_values(keys: Sequence[LabelValues]) -> Tuple[Tuple[str, ...], ...]:
@@ -174,21 +186,26 @@ class LiveRows(Generic[Key]):
 
     Setting a known key changes one value; ``frozen`` then copies the values
     (one C-level copy) and keeps the keys' tuples. A key added is inserted in
-    its sorted place, a removed one left out, at the next ``frozen``. Nothing
-    is copied while nothing changed.
+    its sorted place, a removed one left out, at the next ``frozen``: list
+    moves in C and no index rebuilt (hashing 10,000 keys again costs more
+    than the rest), so rows that come and go cost about what they change.
+    A key's place is found by bisection once, then kept until rows move.
+    Nothing is copied while nothing changed.
     """
 
     def __init__(self) -> None:
         self._values: List[Any] = []
-        self._index: Dict[Key, int] = {}
+        #: The places of keys looked up since the rows last moved (filled as they are looked up, emptied by a
+        #: ``_rebuild``: a dict lookup for the usual set, a bisection only for the first after a move).
+        self._places: Dict[Key, int] = {}
         self._added: Dict[Key, Any] = {}
         self._removed = False
-        self._frozen: Rows[Key] = Rows((), (), {}, ())
+        self._frozen: Rows[Key] = Rows((), (), ())
         self._changed = False
         self._touched: Set[int] = set()  # indexes set to another value since the last ``frozen``
 
     def set(self, key: Key, value: Any) -> None:
-        at = self._index.get(key)
+        at = self._place(key)
         if at is None:
             if not _same(self._added.get(key, _ABSENT), value):
                 self._added[key] = value
@@ -202,16 +219,24 @@ class LiveRows(Generic[Key]):
         """Whether ``key`` has a value now (set and not discarded since)."""
         if key in self._added:
             return True
-        at = self._index.get(key)
+        at = self._place(key)
         return at is not None and self._values[at] is not _ABSENT
 
     def discard(self, key: Key) -> None:
         if self._added.pop(key, _ABSENT) is not _ABSENT:
             return
-        at = self._index.get(key)
+        at = self._place(key)
         if at is not None and self._values[at] is not _ABSENT:
             self._values[at] = _ABSENT
             self._removed = self._changed = True
+
+    def _place(self, key: Key) -> Optional[int]:
+        at = self._places.get(key)
+        if at is None:
+            at = _position(self._frozen._keys, key)
+            if at is not None:
+                self._places[key] = at
+        return at
 
     def frozen(self) -> Rows[Key]:
         if not self._changed:
@@ -220,8 +245,8 @@ class LiveRows(Generic[Key]):
             self._rebuild()
         else:
             frozen = self._frozen
-            self._frozen = Rows(frozen._keys, frozen.label_values, frozen._index, tuple(self._values),
-                                frozen.sample_values, tuple(self._touched))
+            self._frozen = Rows(frozen._keys, frozen.label_values, tuple(self._values), frozen.sample_values,
+                                tuple(self._touched))
         self._changed = False
         self._touched.clear()
         return self._frozen
@@ -239,9 +264,8 @@ class LiveRows(Generic[Key]):
             keys.insert(at, key)
             labels.insert(at, _as_labels(key))
             values.insert(at, self._added[key])
-        self._index = dict(zip(keys, range(len(keys))))
-        self._frozen = Rows(tuple(keys), tuple(labels), self._index, tuple(values))
-        self._values, self._added, self._removed = values, {}, False
+        self._frozen = Rows(tuple(keys), tuple(labels), tuple(values))
+        self._values, self._places, self._added, self._removed = values, {}, {}, False
 
 
 _ABSENT: Any = object()
@@ -260,7 +284,7 @@ class RowFamily:
     format and to compare a family without building a Sample per row.
     """
 
-    rows: Rows[Any] = Rows((), (), {}, ())
+    rows: Rows[Any] = Rows((), (), ())
     label_names: Tuple[str, ...] = ()
     sample_name: str = ""
     _samples: Optional[List[Sample]] = None

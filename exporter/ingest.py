@@ -36,7 +36,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from itertools import chain
+from itertools import chain, filterfalse
 from operator import attrgetter
 from typing import Callable, Collection, Dict, Iterable, Optional, Sequence, Set, Tuple
 
@@ -54,11 +54,12 @@ from exporter.sources import (
     Reader,
     ReportsReading,
     Snapshot,
+    changed_in_place,
 )
 from exporter.status import matched_files
 
 log = logging.getLogger(__name__)
-_UP = attrgetter("up")  # of a FileStatus
+_UP, _PATH = attrgetter("up"), attrgetter("path")  # of a FileStatus
 
 #: A file that failed to read is tried again this soon (a half-written file, a restarting worker).
 RETRY_SECONDS = 2.0
@@ -96,6 +97,7 @@ class SourceIngest:
         self._stop_listening: Optional[Callable[[], None]] = None
         #: Busy mounts (mount, stuck path, since) already logged.
         self._reported_busy: Set[Tuple[str, str, float]] = set()
+        self._down = DownFiles()
         #: (kind, pattern) that matched no file at the last full pass; None before the first.
         self._empty_patterns: Optional[Set[Tuple[str, str]]] = None
 
@@ -262,12 +264,14 @@ class SourceIngest:
 
     def _next_retry(self, retry_at: Optional[float], now: float) -> Optional[float]:
         """When to read the down files again; reads of other files do not postpone it."""
-        if all(map(_UP, self._files())):
+        if not self._down_paths():
             return None
         return time.monotonic() + RETRY_SECONDS if retry_at is None or now >= retry_at else retry_at
 
     def _down_paths(self) -> Set[str]:
-        return {f.path for f in self._files() if not f.up}
+        """The paths of the files down in the newest snapshots (a copy of the mapping: the stuck-read monitor may
+        replace a snapshot meanwhile)."""
+        return self._down.paths(list(self.snapshots.items()))
 
     def _files(self) -> Iterable[FileStatus]:
         """Every file of the newest snapshots (iterating a copy: the stuck-read monitor may replace one meanwhile)."""
@@ -361,6 +365,40 @@ class SourceIngest:
         log.warning("reading a file is stuck; reported down until the read returns",
                     extra=fields(path=path, seconds=round(time.monotonic() - reading[1], 1)))
         self._published(self.section)
+
+
+class DownFiles:
+    """The files that are down, per reader, kept up to date from the statuses that changed: the ingest asks
+    after every sync, and a walk of every file after each (20,000 of them) would cost about what the sync of a
+    few changed files does."""
+
+    def __init__(self) -> None:
+        self._files: Dict[Reader, Tuple[FileStatus, ...]] = {}
+        self._down: Dict[Reader, Set[str]] = {}
+
+    def paths(self, snapshots: Iterable[Tuple[Reader, Snapshot]]) -> Set[str]:
+        """The paths of the down files of ``snapshots`` (reader, its newest snapshot)."""
+        down: Set[str] = set()
+        for reader, snapshot in snapshots:
+            down |= self._of(reader, snapshot.files)
+        return down
+
+    def _of(self, reader: Reader, files: Tuple[FileStatus, ...]) -> Set[str]:
+        old = self._files.get(reader)
+        if old is files:
+            return self._down[reader]
+        self._files[reader] = files
+        at = None if old is None else changed_in_place(files, old)
+        if at is None:  # files came, went or moved: all of them looked at, in C
+            down = self._down[reader] = set(map(_PATH, filterfalse(_UP, files)))
+            return down
+        down = self._down[reader]
+        for status in map(files.__getitem__, at):
+            if status.up:
+                down.discard(status.path)
+            else:
+                down.add(status.path)
+        return down
 
 
 #: Why a file is down while a read of it is stuck, and while it waits behind such a read on its mount.

@@ -16,7 +16,6 @@ ones a reload retires are kept.
 from __future__ import annotations
 
 import threading
-from itertools import chain
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set
 
 from prometheus_client.metrics_core import Metric
@@ -100,7 +99,7 @@ class Pipeline:
         ingests = self._ingests
         snapshots = [snapshot for ingest in ingests for snapshot in dict(ingest.snapshots).values()]
         return Readings(
-            files=tuple(chain.from_iterable(snapshot.files for snapshot in snapshots)),
+            groups=tuple(snapshot.files for snapshot in snapshots),
             patterns=tuple((reader.kind, pattern) for ingest in ingests for reader in ingest.readers
                            for pattern in reader.patterns),
             notes=tuple(note for snapshot in snapshots if isinstance(snapshot, Described) for note in snapshot.notes),

@@ -16,6 +16,8 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 from dataclasses import dataclass
+from itertools import compress
+from operator import is_not
 from typing import (
     Any,
     Callable,
@@ -24,6 +26,7 @@ from typing import (
     Dict,
     Iterable,
     Iterator,
+    List,
     Optional,
     Protocol,
     Sequence,
@@ -101,6 +104,17 @@ class FileStatus:
         unclassified = self.errors_total - self.parse_errors_total - sum(failures.values())
         failures["io"] = failures.get("io", 0) + max(0, unclassified)
         return failures
+
+
+def changed_in_place(files: Sequence[FileStatus], old: Sequence[FileStatus]) -> Optional[List[int]]:
+    """Where ``files`` holds a new status object for the file ``old`` had there (found in C: readers hand out a
+    new ``FileStatus`` only for a file they read); None when files came, went or moved."""
+    if len(files) != len(old):
+        return None
+    at = list(compress(range(len(files)), map(is_not, files, old)))
+    if any((files[index].kind, files[index].path) != (old[index].kind, old[index].path) for index in at):
+        return None
+    return at
 
 
 class Snapshot(Protocol):

@@ -104,6 +104,9 @@ class RuntimeStatus:
     capped_patterns: FrozenSet[str] = frozenset()  # patterns whose last scan stopped at paths.MAX_MATCHES
     storage_path: str = ""  # the folder of the checkpoints (--storage.path); "" when none are kept
     checkpoint_failing: str = ""  # while checkpoint writes fail (a full disk): why; else ""
+    #: ``files`` by reader, in the same order (each reader's snapshot's tuple, the same object while none of its
+    #: files changed), so that what follows the files can pass over an unchanged reader's; () : one group.
+    file_groups: Tuple[Tuple[FileStatus, ...], ...] = ()
 
 
 def matched_files(patterns: Sequence[Tuple[str, PathPattern]],

@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from dataclasses import dataclass, replace
+from itertools import chain
 from typing import Callable, List, Mapping, Optional, Protocol, Tuple
 
 from exporter.checkpoint import CheckpointCounts
@@ -66,9 +67,15 @@ class CountedWatcher(Protocol):
 class Readings:
     """What the running readers report now: their files, their patterns and their sources' set-up."""
 
-    files: Tuple[FileStatus, ...]
+    #: Each reader's files (its snapshot's ``files``: the same tuple while none of them changed).
+    groups: Tuple[Tuple[FileStatus, ...], ...]
     patterns: Tuple[Tuple[str, PathPattern], ...]  # (kind, pattern)
     notes: Tuple[Tuple[str, str], ...]  # (what, value)
+
+    @property
+    def files(self) -> Tuple[FileStatus, ...]:
+        """Every reader's files, one after the other."""
+        return tuple(chain.from_iterable(self.groups))
 
 
 class StatusBoard:
@@ -167,6 +174,7 @@ class StatusBoard:
             watch_overflows += watcher.overflows
         return RuntimeStatus(
             files=readings.files,
+            file_groups=readings.groups,
             watches=watcher.statuses() if watcher is not None else (),
             reader_failures=dict(failures),
             rescans=rescans,

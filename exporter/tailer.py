@@ -344,6 +344,25 @@ def skip_hole(state: LineState | _Cursor, label: str, nbytes: int, discarded: Di
     state.partial, state.skipping = b"", False
 
 
+
+class _CountedCursors(Dict[Identity, "_Cursor"]):
+    """The cursors by file identity, counting the changes (a cursor's label never changes), so that the reader
+    can tell in constant time after each sync that no followed file came or went."""
+
+    changes = 0
+
+    def __setitem__(self, identity: Identity, cursor: _Cursor) -> None:
+        self.changes += 1
+        super().__setitem__(identity, cursor)
+
+    def __delitem__(self, identity: Identity) -> None:
+        self.changes += 1
+        super().__delitem__(identity)
+
+    def clear(self) -> None:
+        self.changes += 1
+        super().clear()
+
 class TailerClosed(RuntimeError):
     """The tailer was closed: it has no cursors left to save."""
 
@@ -446,7 +465,7 @@ class Tailer:
         self._pending: Dict[int, Tuple[_Cursor, Backlog, bytes]] = {}
         self._grace = grace_seconds
         self._by_path: Dict[str, _Cursor] = {}
-        self._by_identity: Dict[Identity, _Cursor] = {}
+        self._by_identity: _CountedCursors = _CountedCursors()
         self._retired: List[_Cursor] = []
         self._gone: OrderedDict[str, _Position] = OrderedDict()
         self.closed = False
@@ -469,6 +488,11 @@ class Tailer:
     def live_labels(self) -> Set[str]:
         """Labels of every followed file, including rotated ones still in their grace period."""
         return set(map(_LABEL, self._by_identity.values()))
+
+    @property
+    def cursor_changes(self) -> int:
+        """Grows whenever a followed file comes or goes: ``live_labels`` is the same while it stays."""
+        return self._by_identity.changes
 
     def follow(self, path: str) -> None:
         """Reads what is new at ``path``. Raises OSError (``NotRegularFile``, ``OutsideRoots`` too) if it cannot

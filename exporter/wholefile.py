@@ -26,7 +26,9 @@ exporter's per-file rows are updated for it alone), a sync that read nothing
 hands out its previous snapshot, and the families of a reader whose files
 each give their own series (``merged``: one client per file) are kept as
 the union of every file's families, row by row (``families.LiveRows``, as
-Rush keeps its hosts): a changed file replaces only its own rows. A long
+Rush keeps its hosts): a changed file replaces only its own rows, which
+are kept as it last gave them (its previous data is not made into
+families again). A long
 sync (the first read of thousands of files) hands out what it has read so
 far every ``PROGRESS_SECONDS`` (``sync_steps``), so those files are served
 before the last one is read.
@@ -113,9 +115,10 @@ def _family_key(family: RowMetric) -> FamilyKey:
 class _Slot:
     """One family of the merged families: every file's rows, and how many files give the family now."""
 
-    __slots__ = ("template", "rows", "files", "always")
+    __slots__ = ("key", "template", "rows", "files", "always")
 
-    def __init__(self, template: RowMetric, always: bool):
+    def __init__(self, key: FamilyKey, template: RowMetric, always: bool):
+        self.key = key
         self.template = template
         self.rows: LiveRows[Any] = LiveRows()
         self.files = 0
@@ -136,36 +139,45 @@ class _MergedFamilies:
         self._slots: Dict[FamilyKey, _Slot] = {}
         for family in skeleton:
             if isinstance(family, _ROWS):
-                self._slots.setdefault(_family_key(family), _Slot(family, always=True))
+                key = _family_key(family)
+                self._slots.setdefault(key, _Slot(key, family, always=True))
+        #: Each file's rows as last given, by family: what a new version of the file replaces (its previous data
+        #: is not made into families again to find them).
+        self._rows_of: Dict[str, Tuple[Tuple[_Slot, Tuple[Any, ...]], ...]] = {}
 
-    def replace(self, old: Sequence[Metric], new: Sequence[Metric]) -> bool:
-        """One file's families ``new`` in place of its previous ones ``old``; False, changing nothing, when they
-        cannot be merged (not rows, a family twice, or a series another file gives too)."""
+    def replace(self, path: str, new: Sequence[Metric]) -> bool:
+        """The families ``new`` of the file at ``path`` in place of its previous ones (none: the file is gone);
+        False, changing nothing, when they cannot be merged (not rows, a family twice, or a series another file
+        gives too)."""
         if not all(isinstance(family, _ROWS) for family in new):
             return False
-        before: Dict[FamilyKey, Rows[Any]] = {_family_key(f): f.rows for f in old if isinstance(f, _ROWS)}
+        before = {slot.key: (slot, labels) for slot, labels in self._rows_of.get(path, ())}
         after: Dict[FamilyKey, RowMetric] = {_family_key(f): f for f in new if isinstance(f, _ROWS)}
         if len(after) != len(new):
             return False
-        empty: Rows[Any] = Rows((), (), {}, ())
         for key, family in after.items():
-            slot, had = self._slots.get(key), before.get(key, empty)
+            slot, had = self._slots.get(key), before[key][1] if key in before else ()
             if slot is not None and any(label in slot.rows for label in family.rows if label not in had):
                 return False
-        for key, rows in before.items():
-            slot = self._slots[key]
-            kept = after[key].rows if key in after else empty
-            for label in rows:
+        for key, (slot, labels) in before.items():
+            kept = after[key].rows if key in after else _NO_ROWS
+            for label in labels:
                 if label not in kept:
                     slot.rows.discard(label)
             if key not in after:
                 slot.files -= 1
+        given = []
         for key, family in after.items():
-            slot = self._slots.get(key) or self._slots.setdefault(key, _Slot(family, always=False))
+            slot = self._slots.get(key) or self._slots.setdefault(key, _Slot(key, family, always=False))
             if key not in before:
                 slot.files += 1
             for label, value in zip(family.rows, family.rows.sample_values):
                 slot.rows.set(label, value)
+            given.append((slot, tuple(family.rows)))
+        if given:
+            self._rows_of[path] = tuple(given)
+        else:
+            self._rows_of.pop(path, None)
         return True
 
     def frozen(self) -> Tuple[Tuple[RowMetric, Rows[Any]], ...]:
@@ -230,8 +242,9 @@ class WholeFileReader:
         self._last: Optional[WholeFileSnapshot] = None
         #: The families of the last snapshot given to ``families`` (not merged), made once per snapshot.
         self._made: Tuple[Optional[WholeFileSnapshot], List[Metric]] = (None, [])
-        #: One file's families made (at its read; a merged reader's also for the data it replaces or drops): the
-        #: work a changed file costs, which the tests count. Only the ingest thread touches it.
+        #: One file's families made (once, at its read: a merged reader keeps the rows each file gave, so the data
+        #: a read replaces is not made into families again): the work a changed file costs, which the tests count.
+        #: Only the ingest thread touches it.
         self.families_made = 0
 
     def sync(self, paths: Optional[Collection[str]] = None) -> WholeFileSnapshot:
@@ -284,9 +297,8 @@ class WholeFileReader:
             self._dirty.add(path)
             if state.last_error is not None:
                 self._failure_log.forget(path + "\0" + state.last_error)
-        data = self._data.pop(path, _NO_DATA)
-        if data is not _NO_DATA and self._merged is not None:
-            self._merged.replace(self._file_families(path, data), ())
+        if self._data.pop(path, _NO_DATA) is not _NO_DATA and self._merged is not None:
+            self._merged.replace(path, ())
 
     def _visit(self, path: str) -> None:
         try:
@@ -350,8 +362,7 @@ class WholeFileReader:
         merged = self._merged
         if merged is None:
             return
-        old = self._data.get(path, _NO_DATA)
-        if not merged.replace([] if old is _NO_DATA else self._file_families(path, old), families):
+        if not merged.replace(path, families):
             self._merged = None
             log.warning("files give the same series, or families that cannot be joined file by file: the "
                         "reader now makes its families from all the files at each change",
@@ -421,6 +432,7 @@ class WholeFileReader:
 
 
 _NO_DATA: Any = object()
+_NO_ROWS: Rows[Any] = Rows((), (), ())
 #: A file's error is kept up to this length: whole for an import error with every name and folder tried (about
 #: 700 characters); the files failing for one cause share one string (a slice of a shorter one is the string).
 MAX_REASON_CHARS = 2000

@@ -7,14 +7,19 @@ that broke: reading, reconfiguring, or counting.
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 from typing import Dict, Iterable, List, Set
 
 import pytest
 from conftest import wait_until
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from linereader import KIND, LineReader
 
 from exporter.config import WatchConfig
+from exporter.ingest import DownFiles
 from exporter.pipeline import Pipeline
+from exporter.sources import FileStatus
 from exporter.statusboard import StatusBoard
 
 
@@ -151,3 +156,27 @@ def test_reconfigure_retires_replaced_readers_and_no_counter_goes_down(tmp_path,
     assert len(ingest_threads("swapped")) == 1
     bad.unlink()
     wait_until(lambda: lines(pipeline, "swapped") == {"good.log": 1}, 10, "the new reader's snapshot")
+
+
+_FILE_SETS = st.lists(st.lists(st.tuples(st.sampled_from(["/f/a", "/f/b", "/f/c", "/g/d"]), st.booleans()),
+                               unique_by=lambda f: f[0], max_size=4), min_size=1, max_size=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(syncs=_FILE_SETS, keep=st.lists(st.booleans(), min_size=8, max_size=8))
+def test_down_files_kept_from_the_changed_statuses_equal_a_walk_of_every_file(syncs, keep):
+    """The ingest's down files after each sync (files come, go, go down and come up; an unchanged file keeps its
+    status object, an unchanged reader its tuple, as readers hand them out) are those a walk of every file finds."""
+    down, reader, previous = DownFiles(), object(), ()
+    for files, keep_objects in zip(syncs, keep):
+        now = tuple(FileStatus(kind=KIND, path=path, up=up, last_success_time=None, errors_total=int(not up),
+                               malformed_lines_total=0, bytes_read_total=0, lines_read_total=0)
+                    for path, up in sorted(files))
+        if keep_objects:
+            kept = {f.path: f for f in previous}
+            now = tuple(kept[f.path] if kept.get(f.path) == f else f for f in now)
+            if now == previous:
+                now = previous
+        previous = now
+        snapshot = SimpleNamespace(files=now)
+        assert down.paths([(reader, snapshot)]) == {f.path for f in now if not f.up}

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.exposition import SectionRenderer, render_section
-from exporter.families import LiveRows, Rows, gauge
+from exporter.families import LiveRows, RowFamily, Rows, gauge
 from exporter.paths import PathPattern
 from exporter.selfmetrics import SelfMetrics
 from exporter.sources import FileStatus
@@ -104,6 +104,35 @@ def test_per_file_metrics_kept_between_renders_equal_fresh_ones(renders, keep):
                                patterns=patterns)
         assert (render_section(kept.families(status, {})).text
                 == render_section(SelfMetrics().families(status, {})).text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(renders=st.lists(FILES, min_size=1, max_size=6), keep=st.lists(st.booleans(), min_size=6, max_size=6))
+def test_per_file_metrics_by_reader_equal_fresh_ones(renders, keep):
+    """The files in one group per kind (reader), as the status board hands them out: a group that is the same
+    tuple as before is passed over, the others compared file by file; the exposition and the families' objects
+    are those of a fresh render, and a family whose rows did not change is the same object."""
+    kept, previous, before = SelfMetrics(), {}, None
+    patterns = (("k1", PathPattern("/f/*")), ("k2", PathPattern("/g/*")))
+    for files, keep_objects in zip(renders, keep):
+        groups = []
+        for kind in ("k1", "k2"):
+            group = statuses([f for f in files if f[0] == kind])
+            was = previous.get(kind, ())
+            if keep_objects and group == was:
+                group = was  # an unchanged reader hands out its snapshot's tuple again
+            groups.append(group)
+        previous = {"k1": groups[0], "k2": groups[1]}
+        status = RuntimeStatus(files=groups[0] + groups[1], watches=(), reader_failures={}, rescans=0,
+                               watch_restarts=0, patterns=patterns, file_groups=tuple(groups))
+        families = kept.families(status, {})
+        assert render_section(families).text == render_section(SelfMetrics().families(status, {})).text
+        if before is not None:
+            for old, new in zip(before, families):
+                if old.name == new.name and isinstance(new, RowFamily) and isinstance(old, RowFamily) \
+                        and new.rows is old.rows:
+                    assert old is new, "a family whose rows did not change is handed out again"
+        before = families
 
 
 def test_two_statuses_of_one_file_give_the_last_ones_rows_as_a_fresh_render_does():

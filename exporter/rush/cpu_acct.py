@@ -183,6 +183,7 @@ class CpuAcctReader:
         #: What files that are gone left in the totals, by host; their ``FileState`` is dropped (``_retire``).
         self._gone = GoneShare()
         self._present: Set[str] = set()
+        self._present_changes = 0  # files found or gone from ``_present``: with the tailer's, when to look at liveness
         self._gauge_host: Dict[str, str] = {}
         self._hosts: Dict[str, Totals] = {}
         self._host_budget = LabelBudget(config.host_series_budget, SERIES_PER_HOST, config.max_label_length)
@@ -206,8 +207,13 @@ class CpuAcctReader:
         self._starts_view: LiveRows[str] = LiveRows()
         self._gauge_views: Tuple[LiveRows[str], ...] = (LiveRows(), LiveRows(), LiveRows())
         self._statuses: Dict[str, FileStatus] = {}
-        self._status_paths: List[str] = []  # sorted keys of _statuses
+        #: The statuses in path order, and each path's place there: re-sorted only when files come or go.
+        self._status_list: List[FileStatus] = []
+        self._status_at: Dict[str, int] = {}
+        self._statuses_moved = False
         self._status_tuple: Tuple[FileStatus, ...] = ()
+        #: ``_liveness``'s value when the live files were last worked out (None: never since the views were made).
+        self._live_seen: Optional[Tuple[int, int]] = None
         self._label_host: Dict[str, str] = {}
         self._labels_by_host: Dict[str, Set[str]] = {}
         self._live: Set[str] = set()
@@ -257,6 +263,7 @@ class CpuAcctReader:
             return
         if path not in self._present:
             self._present.add(path)
+            self._present_changes += 1
             self._dirty_labels.add(path)
         self.reading = (path, time.monotonic())
         try:
@@ -282,6 +289,7 @@ class CpuAcctReader:
         self._containment.forget(path)
         if path in self._present:
             self._present.discard(path)
+            self._present_changes += 1
             self._dirty_labels.add(path)
 
     def _went_down(self, state: FileState, path: str, exc: OSError) -> None:
@@ -531,7 +539,12 @@ class CpuAcctReader:
         )
 
     def _update_liveness(self) -> None:
-        """Files followed or present decide which hosts have gauges; a change dirties the files concerned."""
+        """Files followed or present decide which hosts have gauges; a change dirties the files concerned. Worked
+        out only after a file came or went (the tailer's cursors or the present files changed), not per sync."""
+        seen = (self._tailer.cursor_changes, self._present_changes)
+        if seen == self._live_seen:
+            return
+        self._live_seen = seen
         live = self._tailer.live_labels() | self._present
         if live != self._live:
             self._dirty_labels |= live ^ self._live
@@ -573,7 +586,7 @@ class CpuAcctReader:
             self._update_status(label, self._files.get(label))
         if not self._dirty_labels:
             if restat:
-                self._status_tuple = tuple(map(self._statuses.__getitem__, self._status_paths))
+                self._status_tuple = self._ordered_statuses()
             return
         for label in self._dirty_labels:
             state = self._files.get(label)
@@ -590,20 +603,28 @@ class CpuAcctReader:
                 self._label_host[label] = host
             self._dirty_hosts.add(host)
         self._dirty_labels.clear()
-        if len(self._status_paths) != len(self._statuses) or not all(map(self._statuses.__contains__,
-                                                                           self._status_paths)):
-            self._status_paths = sorted(self._statuses)  # files came or went
-        self._status_tuple = tuple(map(self._statuses.__getitem__, self._status_paths))
+        self._status_tuple = self._ordered_statuses()
+
+    def _ordered_statuses(self) -> Tuple[FileStatus, ...]:
+        """The statuses in path order: re-sorted after files came or went, else as ``_update_status`` placed them."""
+        if self._statuses_moved:
+            paths = sorted(self._statuses)
+            self._status_list = list(map(self._statuses.__getitem__, paths))
+            self._status_at = dict(zip(paths, range(len(paths))))
+            self._statuses_moved = False
+        return tuple(self._status_list)
 
     def _update_status(self, path: str, state: Optional[FileState]) -> None:
+        """The file's status anew, in its place; a file that came or went re-sorts them (``_update_labels``)."""
         if path not in self._present:
-            self._statuses.pop(path, None)
+            if self._statuses.pop(path, None) is not None:
+                self._statuses_moved = True
             return
         state = state or FileState()
         outside = self._outside.get(path, 0)
         ahead, skew = self._ahead.get(path, (0, 0.0))
         seen = self._tailer.seen(path)
-        self._statuses[path] = FileStatus(
+        status = self._statuses[path] = FileStatus(
             kind=KIND, path=path, up=state.up, last_success_time=state.last_success_time,
             errors_total=state.errors + outside, malformed_lines_total=state.malformed, bytes_read_total=state.bytes,
             lines_read_total=state.lines, last_error=None if state.up else state.down_reason,
@@ -612,6 +633,11 @@ class CpuAcctReader:
             unread_bytes=seen.unread if seen else None, last_check_time=self._checked.get(path),
             records_ahead_total=ahead, clock_ahead_seconds=skew,
             warning=self._skew_warning(path, state, skew))
+        at = self._status_at.get(path)
+        if at is None:
+            self._statuses_moved = True
+        else:
+            self._status_list[at] = status
 
     def _skew_warning(self, label: str, state: FileState, skew: float) -> Optional[str]:
         """What the status page says of a file whose records are dated ahead of the clock, beyond the skew
