@@ -70,7 +70,8 @@ log = logging.getLogger(__name__)
 KIND = "rush_cpu_acct"
 #: Version of the checkpoint's content; a checkpoint of another version is ignored (files read again).
 #: 2: the share of gone files merged by host (``gone``), their own state dropped.
-STATE_VERSION = 2
+#: 3: each file's clock skew (``FileState.clock_ahead``), so a host whose records are all ahead is still shown.
+STATE_VERSION = 3
 
 _CACHE_NOTE = " (read from cpu.acct; cached between changes of the file)"
 Totals = List[Exact]
@@ -173,9 +174,9 @@ class CpuAcctReader:
                               containment=self._containment, changed=self._changed_while_stopped)
         #: Per file, reads refused because its path leads outside the configured folders (``containment``).
         self._outside: Dict[str, int] = {}
-        #: Per file label: records dated beyond the horizon since the start, and how far the newest record of its
-        #: last read with records was ahead of the clock (not checkpointed: a skew is news of the running clock).
-        self._ahead: Dict[str, Tuple[int, float]] = {}
+        #: Per file label: records dated beyond the horizon since the start (not checkpointed: a count of this
+        #: run's reads; the skew itself is the file's state, ``FileState.clock_ahead``).
+        self._ahead: Dict[str, int] = {}
         #: Per file label: when it was last looked at (a read, or a read that failed).
         self._checked: Dict[str, float] = {}
         self._backlogs = backlogs or BacklogReader(processes_to_use(config.read_processes))
@@ -419,7 +420,7 @@ class CpuAcctReader:
             state.online = tally.online
         if state.records:
             state.last_record_time = max(state.last_record_time or 0, tally.newest) or None
-        self._note_ahead(label, tally)
+        self._note_ahead(label, state, tally)
         for raw, totals in tally.hosts.items():
             host = self._host_budget.label_many(label_value(raw), _count(totals))
             if state.seen_host is None:
@@ -434,16 +435,15 @@ class CpuAcctReader:
         self._count_budget_changes(state, counters)
         self._dirty_labels.add(label)
 
-    def _note_ahead(self, label: str, tally: Tally) -> None:
+    def _note_ahead(self, label: str, state: FileState, tally: Tally) -> None:
         """The file's records dated ahead of the clock: counted, and the skew of its newest record when the tally
         has records and its last one is ahead (one whose host's clock was set right has no skew any more)."""
-        count, skew = self._ahead.get(label, (0, 0.0))
+        self._ahead[label] = self._ahead.get(label, 0) + tally.ahead
         if tally.last_ahead:
             clock = self._horizon - self._config.max_clock_skew  # the clock at the start of this sync
-            skew = max(0.0, tally.newest_ahead - clock)
+            state.clock_ahead = max(0.0, tally.newest_ahead - clock)
         elif tally.newest:
-            skew = 0.0
-        self._ahead[label] = (count + tally.ahead, skew)
+            state.clock_ahead = 0.0
 
     def _budget_counters(self) -> Dict[str, Tuple[int, int]]:
         return {name: (budget.truncated, budget.overflowed) for name, budget in self._label_budgets()}
@@ -622,7 +622,7 @@ class CpuAcctReader:
             return
         state = state or FileState()
         outside = self._outside.get(path, 0)
-        ahead, skew = self._ahead.get(path, (0, 0.0))
+        ahead, skew = self._ahead.get(path, 0), state.clock_ahead
         seen = self._tailer.seen(path)
         status = self._statuses[path] = FileStatus(
             kind=KIND, path=path, up=state.up, last_success_time=state.last_success_time,

@@ -92,6 +92,8 @@ class FileState:
     utilization: Optional[Timed] = None
     online: Optional[Tuple[int, int]] = None
     last_record_time: Optional[int] = None
+    #: How far the file's last record was dated ahead of the clock when it was read (seconds; 0: not ahead).
+    clock_ahead: float = 0.0
     hosts: Dict[str, Totals] = field(default_factory=dict)
     users: Dict[str, Totals] = field(default_factory=dict)
     titles: Dict[str, Totals] = field(default_factory=dict)
@@ -104,6 +106,7 @@ class FileState:
             "errors": self.errors, "malformed": self.malformed, "bytes": self.bytes, "lines": self.lines,
             "seen_host": self.seen_host, "records": self.records, "daemon_starts": self.daemon_starts,
             "utilization": self.utilization, "online": self.online, "last_record_time": self.last_record_time,
+            "clock_ahead": self.clock_ahead,
             "hosts": _totals(self.hosts), "users": _totals(self.users), "titles": _totals(self.titles),
             "truncated": self.truncated, "over_budget": self.over_budget,
         }
@@ -134,6 +137,7 @@ class FileState:
             utilization=utilization,
             online=online,
             last_record_time=_optional(raw["last_record_time"], check.time, at + "last_record_time"),
+            clock_ahead=_skew(raw["clock_ahead"], at + "clock_ahead"),
             hosts=check.totals(raw["hosts"], "host", HOST_SLOTS, at + "hosts"),
             users=check.totals(raw["users"], "user", BREAKDOWN_SLOTS, at + "users"),
             titles=check.totals(raw["titles"], "title", BREAKDOWN_SLOTS, at + "titles"),
@@ -532,6 +536,14 @@ def _number(value: Any, where: str) -> float:
     if not math.isfinite(number):
         raise ValueError("%s: not a finite number" % where)
     return number
+
+
+def _skew(value: Any, where: str) -> float:
+    """A clock skew in seconds: finite, not negative."""
+    skew = _number(value, where)
+    if skew < 0:
+        raise ValueError("%s: not a skew: %s" % (where, _excerpt(skew)))
+    return skew
 
 
 def _counts(value: Any, where: str, names: Optional[Set[str] | frozenset] = None) -> Dict[str, int]:
