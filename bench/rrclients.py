@@ -245,8 +245,8 @@ def _one_tree(name: str, tree: str, rush_only: str, both: str, sim: RrFarmSimula
             "p99 <= 2 s", percentile(client_fresh, 0.99) <= 2.0),
         Row(what + ": Rush freshness, append to one host (%d rounds; a fetch of /metrics: median %s)"
             % (rounds, ms(statistics.median(fetches))), _p(rush_fresh), "no RR: " + _p(alone_fresh),
-            "%.2fx" % (percentile(rush_fresh, 0.99) / percentile(alone_fresh, 0.99)), "p99 <= 250 ms",
-            percentile(rush_fresh, 0.99) <= 0.25),
+            "%.2fx" % (percentile(rush_fresh, 0.99) / percentile(alone_fresh, 0.99)), "p99 <= 1 s",
+            percentile(rush_fresh, 0.99) <= 1.0),
         Row(what + ": start until the first RR series is served", "%.2f s (every client file read: %.1f s)"
             % (first, ready), "", "", "<= 2 s", first <= 2.0),
     ]
