@@ -198,15 +198,20 @@ def test_a_host_ahead_from_its_first_line_is_still_shown_after_a_restart_from_it
     assert [row[2] for row in problems(daemon)] == ["WARNING"]
 
 
+def polled_config(folder):
+    """A config reading ``folder/*/cpu.acct``, polled every half second (a file made readable is seen without an
+    event)."""
+    return write(os.path.join(folder, "config.yml"),
+                 "rush:\n  cpu_acct: ['%s/*/cpu.acct']\nwatch:\n  mode: poll\n  poll_interval: 500ms\n" % folder)
+
+
 # -- errors per incident ----------------------------------------------------------------------------------------
 
 
 def test_a_file_flapping_down_up_down_counts_two_incidents_and_its_error_comes_and_goes(open_folder, start_daemon):
     now = int(time.time())
     path = write(os.path.join(open_folder, "render01", "cpu.acct"), frame("render01", now), mode=0o600)
-    config = write(os.path.join(open_folder, "config.yml"),
-                   "rush:\n  cpu_acct: ['%s/*/cpu.acct']\nwatch:\n  mode: poll\n  poll_interval: 500ms\n"
-                   % open_folder)
+    config = polled_config(open_folder)
     daemon = start_daemon("--config", config, run_as=AS_NOBODY)
     daemon.wait_for_value("renderfarm_exporter_source_up", 0, kind=RUSH, path=path)
     os.chmod(path, 0o644)
@@ -256,9 +261,7 @@ def test_an_unreadable_file_whose_name_has_a_newline_and_quotes_keeps_the_exposi
     now = int(time.time())
     folder = os.path.join(open_folder, 'render"01\nx\\y')
     path = write(os.path.join(folder, "cpu.acct"), frame("render01", now), mode=0o600)
-    config = write(os.path.join(open_folder, "config.yml"),
-                   "rush:\n  cpu_acct: ['%s/*/cpu.acct']\nwatch:\n  mode: poll\n  poll_interval: 500ms\n"
-                   % open_folder)
+    config = polled_config(open_folder)
     daemon = start_daemon("--config", config, run_as=AS_NOBODY)
     wait_until(lambda: len(series(daemon.samples(), "renderfarm_exporter_source_error_info")) == 1, 15,
                "the file down")
@@ -568,9 +571,7 @@ def test_runs_as_a_uid_without_a_name_as_a_container_run_with_user_does(open_fol
     nameless = (tool("setpriv"), "--reuid=54321", "--regid=54321", "--clear-groups")
     now = int(time.time())
     locked = write(os.path.join(open_folder, "render02", "cpu.acct"), frame("render02", now), mode=0o600)
-    config = write(os.path.join(open_folder, "config.yml"),
-                   "rush:\n  cpu_acct: ['%s/*/cpu.acct']\nwatch:\n  mode: poll\n  poll_interval: 500ms\n"
-                   % open_folder)
+    config = polled_config(open_folder)
     daemon = start_daemon("--config", config, run_as=nameless)
     daemon.wait_for_value("renderfarm_exporter_source_up", 0, kind=RUSH, path=locked)
     status, _, _ = daemon.get("/")
