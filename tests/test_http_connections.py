@@ -184,10 +184,12 @@ def test_stalled_tls_handshakes_hold_up_no_scrape(tmp_path, start_daemon, write_
 
 
 def big_rush_daemon(start_daemon, write_config, tmp_path, hosts=2000):
-    """A daemon whose exposition is about 0.8 MB (2,000 hosts): a slow reader's socket buffers hold a quarter."""
+    """A daemon whose exposition is about 0.4 MB per 1,000 hosts (2,000: a slow reader's socket buffers hold a
+    quarter of it), every host under its own label."""
     path = tmp_path / "cpu.acct"
     write_cpu_acct(str(path), lines=hosts * 20, hosts=hosts, jobs=hosts)
-    return start_daemon("--config", write_config("rush:\n  cpu_acct: ['%s']\n" % path)), path
+    config = "rush:\n  cpu_acct: ['%s']\n  hosts:\n    series_budget: %d\n" % (path, 20 * hosts)
+    return start_daemon("--config", write_config(config)), path
 
 
 def slow_reader(port):
@@ -232,12 +234,16 @@ def test_a_reader_taking_a_byte_now_and_then_is_dropped_when_the_response_outlas
 
 
 def test_slow_readers_pinning_old_expositions_are_dropped_oldest_first(tmp_path, start_daemon, write_config):
-    """Each reader holds a different version of a 0.8 MB body; past 32 MiB pending the longest writing goes."""
-    daemon, path = big_rush_daemon(start_daemon, write_config, tmp_path)
+    """Each reader holds a different version of a 2 MB body; past 32 MiB pending the longest writing goes.
+
+    Each version is served about half a second after its line (the render ahead of the expected scrape), so
+    the 24 versions take some 15 s: well within the oldest reader's own write deadline (30 s and more), which
+    must not be what drops it."""
+    daemon, path = big_rush_daemon(start_daemon, write_config, tmp_path, hosts=5000)
     readers = []
     try:
         done = value(daemon.samples(), "rush_frames_total", host="render000", status="done")
-        for n in range(1, 51):
+        for n in range(1, 25):
             with open(path, "a") as handle:
                 handle.write("p %d t.1 S u 1 render000 100k 10 1 2 0 9\n" % (1700200000 + n))
             daemon.wait_for_value("rush_frames_total", done + n, host="render000", status="done", timeout=10)
