@@ -241,8 +241,8 @@ class Gate:
                 if state.stuck is None:
                     state.stuck = op
                 log.info("an operation on a mount takes long; skipping its files until it returns",
-                         extra=fields(mount=mount, path=path, waited=round(wait, 3)))
-                raise MountBusy(mount, path, op.started)
+                         extra=fields(mount=mount, path=op.path, waited=round(wait, 3)))
+                raise MountBusy(mount, op.path, op.started)
         return self._outcome(op)
 
     def close(self, fd: int) -> None:
@@ -296,10 +296,12 @@ class Gate:
             self._run(state, op)
 
     def _run(self, state: _Mount, op: _Op) -> None:
+        _running.op = op
         try:
             op.result = op.fn(*op.args)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller, who raises it
             op.error = exc
+        _running.op = None
         took = time.monotonic() - op.started
         freed = False
         with self._lock:
@@ -334,6 +336,18 @@ class Gate:
         if op.error is not None:
             raise op.error
         return op.result
+
+
+#: The operation a mount's thread runs (``op``), for ``working_on``.
+_running = threading.local()
+
+
+def working_on(path: str) -> None:
+    """Called by an operation for many files (``on_mount``) as it comes to ``path``: were it stuck, ``path`` is the
+    file named (``MountBusy``, ``Gate.busy``), not the first of the operation."""
+    op = getattr(_running, "op", None)
+    if op is not None:
+        op.path = path
 
 
 def _longest_prefix(path: str, points: List[str]) -> str:
@@ -480,6 +494,27 @@ def raw_data_bytes(fd: int, start: int, end: int, enough: int) -> int:
 def pread_data(fd: int, size: int, offset: int) -> Tuple[int, bytes]:
     """``raw_pread_data``, one operation of the descriptor's mount."""
     return on_fd(fd, raw_pread_data, fd, size, offset)
+
+
+def by_mount(paths: List[str]) -> Dict[str, List[str]]:
+    """``paths`` by the mount each is on (by name, as ``mount_of``), in their order; one group when the gate is
+    off."""
+    gate = GATE
+    if not gate.enabled:
+        return {"/": list(paths)} if paths else {}
+    groups: Dict[str, List[str]] = {}
+    for path in paths:
+        groups.setdefault(gate.mount_of(path), []).append(path)
+    return groups
+
+
+def on_mount(mount: str, path: str, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``, one operation of ``mount`` (from ``by_mount``), for files of it: ``path``, the first, is named
+    if it gets stuck, until ``fn`` says it came to another one (``working_on``)."""
+    gate = GATE
+    if not gate.enabled:
+        return fn(*args)
+    return gate.call(mount, path, fn, *args)
 
 
 def on_path(path: str, fn: Callable[..., T], *args: Any) -> T:

@@ -66,7 +66,7 @@ import time
 from collections import OrderedDict
 from contextlib import ExitStack, contextmanager
 from operator import attrgetter
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple
 
 from exporter import iogate
 from exporter.containment import Containment, OutsideRoots
@@ -256,6 +256,12 @@ def _holds(fd: int, size: int, position: _Position) -> bool:
 
 #: A read's cursor as it stands before the read: the identity of its file and its position in it.
 _Ahead = Tuple[Identity, _Position]
+#: At most this many files in one operation of ``Tailer.reading_ahead`` (a few milliseconds: far within its wait),
+#: each with at most ``READ_AHEAD_FILE_BYTES`` to read, and no further operation once ``READ_AHEAD_BYTES`` were
+#: read ahead: what waits for ``follow`` stays a few megabytes, and a bigger append is read by its ``follow``.
+READ_AHEAD_FILES = 64
+READ_AHEAD_FILE_BYTES = 64 << 10
+READ_AHEAD_BYTES = 4 << 20
 #: At most this many holes and pieces of data (and ``CHUNK_BYTES`` of data) in one operation: a read of a big
 #: append or of a sparse file is cut into operations of bounded length, each waited for as any.
 MAX_PIECES = 16
@@ -274,18 +280,22 @@ class _Got(NamedTuple):
 
 
 def _open_and_take(path: str, containment: Optional[Containment], ahead: Optional[_Ahead],
-                   defer_bytes: Optional[int]) -> Tuple[Optional[int], os.stat_result, Optional[_Got]]:
+                   defer_bytes: Optional[int], most: Optional[int] = None
+                   ) -> Tuple[Optional[int], os.stat_result, Optional[_Got]]:
     """Reading a changed file as one operation of its mount (on the mount's thread): the containment checks, the
     open, and, if it is the file of ``ahead`` (the path's cursor), ``_take``: the descriptor is then closed here,
     unless more is to be done with it (a backlog to hand over, a read past one operation's bound). Else the
-    descriptor is returned open and nothing read (a new file, a replacement: the tailer decides what to do)."""
+    descriptor is returned open and nothing read (a new file, a replacement: the tailer decides what to do; and,
+    with ``most``, a file shorter than the cursor's offset or with more than ``most`` bytes after it)."""
     if containment is not None:
         containment.check(path)
     fd, st = open_regular(path)
     try:
         if containment is not None:
             containment.check_descriptor(fd, path)
-        got = _take(fd, st, ahead[1], defer_bytes) if ahead is not None and _identity(st) == ahead[0] else None
+        wanted = (ahead is not None and _identity(st) == ahead[0]
+                  and (most is None or 0 <= st.st_size - ahead[1].offset <= most))
+        got = _take(fd, st, ahead[1], defer_bytes) if wanted and ahead is not None else None
     except BaseException:
         os.close(fd)
         raise
@@ -293,6 +303,26 @@ def _open_and_take(path: str, containment: Optional[Containment], ahead: Optiona
         return fd, st, got
     os.close(fd)
     return None, st, got
+
+
+def _take_each(reads: List[Tuple[str, _Ahead]], containment: Optional[Containment],
+               defer_bytes: Optional[int]) -> List[Optional[_Got]]:
+    """``_open_and_take`` of each file of ``reads`` (paths of one mount, and their cursors), on the mount's thread:
+    what was read of each file read whole (its descriptor closed), else None (a file to open again, a new file, a
+    backlog, an error: ``follow`` does it itself and reports what it finds)."""
+    taken: List[Optional[_Got]] = []
+    for path, ahead in reads:
+        iogate.working_on(path)
+        try:
+            fd, _, got = _open_and_take(path, containment, ahead, defer_bytes, READ_AHEAD_FILE_BYTES)
+        except Exception:  # noqa: BLE001 - found again, and reported, by the file's own ``follow``
+            taken.append(None)
+            continue
+        if fd is not None:
+            os.close(fd)
+            got = None
+        taken.append(got)
+    return taken
 
 
 def _take(fd: int, st: os.stat_result, position: _Position, defer_bytes: Optional[int]) -> _Got:
@@ -567,6 +597,8 @@ class Tailer:
         self._by_identity: _CountedCursors = _CountedCursors()
         self._retired: List[_Cursor] = []
         self._gone: OrderedDict[str, _Position] = OrderedDict()
+        #: Per path, within ``reading_ahead``: its cursor as it was read ahead, and what was read.
+        self._read_ahead: Dict[str, Tuple[_Ahead, _Got]] = {}
         self.closed = False
 
     @property
@@ -593,6 +625,35 @@ class Tailer:
         """Grows whenever a followed file comes or goes: ``live_labels`` is the same while it stays."""
         return self._by_identity.changes
 
+    @contextmanager
+    def reading_ahead(self, paths: Iterable[str]) -> Iterator[None]:
+        """Reads the followed files of ``paths`` whose cursor is not waiting for a backlog, in operations of up to
+        ``READ_AHEAD_FILES`` files of one mount each (a hand-over to the mount's thread for many files instead of
+        one per file); within the block, ``follow`` applies a file's result if its cursor has not moved since,
+        else reads the file itself, as it does a file read ahead in vain (new, replaced, a backlog, an error).
+        Nothing is applied here: a mount busy (``MountBusy``) skips its files, which ``follow`` finds busy."""
+        ahead = {path: cursor for path in paths if (cursor := self._ahead(self._by_path.get(path))) is not None}
+        read = 0
+        for mount, group in iogate.by_mount(list(ahead)).items():
+            reads = [(path, ahead[path]) for path in group]
+            for first in range(0, len(reads), READ_AHEAD_FILES):
+                if read >= READ_AHEAD_BYTES:
+                    break
+                batch = reads[first:first + READ_AHEAD_FILES]
+                try:
+                    taken = iogate.on_mount(mount, batch[0][0], _take_each, batch, self._containment,
+                                            self._defer_bytes())
+                except MountBusy:
+                    continue
+                for (path, cursor_ahead), got in zip(batch, taken):
+                    if got is not None:
+                        self._read_ahead[path] = (cursor_ahead, got)
+                        read += sum(len(chunk) for _, chunk in got.pieces)
+        try:
+            yield
+        finally:
+            self._read_ahead.clear()
+
     def follow(self, path: str) -> None:
         """Reads what is new at ``path``. Raises OSError (``NotRegularFile``, ``OutsideRoots`` too) if it cannot
         be read.
@@ -602,6 +663,10 @@ class Tailer:
         was renamed).
         """
         cursor = self._by_path.get(path)
+        early = self._read_ahead.pop(path, None) if self._read_ahead else None
+        if early is not None and cursor is not None and early[0] == self._ahead(cursor):
+            self._read(cursor, None, early[1])
+            return
         try:  # the path's file read in one operation of its mount, checks and open included, when it is the cursor's
             with _opened_taking(path, self._containment, self._ahead(cursor), self._defer_bytes()) as (fd, st, got):
                 if got is not None:
