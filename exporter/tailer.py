@@ -309,7 +309,7 @@ def _take_each(reads: List[Tuple[str, _Ahead]], containment: Optional[Containmen
                defer_bytes: Optional[int]) -> List[Optional[_Got]]:
     """``_open_and_take`` of each file of ``reads`` (paths of one mount, and their cursors), on the mount's thread:
     what was read of each file read whole (its descriptor closed), else None (a file to open again, a new file, a
-    backlog, an error: ``follow`` does it itself and reports what it finds)."""
+    backlog, a rewrite read from its start, an error: ``follow`` does it itself and reports what it finds)."""
     taken: List[Optional[_Got]] = []
     for path, ahead in reads:
         iogate.working_on(path)
@@ -320,8 +320,7 @@ def _take_each(reads: List[Tuple[str, _Ahead]], containment: Optional[Containmen
             continue
         if fd is not None:
             os.close(fd)
-            got = None
-        taken.append(got)
+        taken.append(got if fd is None and got is not None and got.continues else None)  # a rewrite: its follow
     return taken
 
 
