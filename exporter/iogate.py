@@ -2,11 +2,14 @@
 
 One ingest thread reads all the files of a source in turn. A read that hangs
 (a hard-mounted share whose server died) or takes long would hold every file
-behind it. So the tailer does every raw operation on a file (open, fstat,
-pread, lseek, close, a folder listing) through this gate: the operation runs
-on a thread of the file's *mount*, found in ``/proc/self/mountinfo`` by the
-longest mount point that prefixes the path (no system call on the path
-itself, which could hang too), and the caller waits at most ``wait_seconds``.
+behind it. So the tailer does every system call on a file (open, fstat,
+pread, lseek, close, a folder listing) through this gate: an *operation*, a
+function run on a thread of the file's *mount*, found in
+``/proc/self/mountinfo`` by the longest mount point that prefixes the path
+(no system call on the path itself, which could hang too), while the caller
+waits at most ``wait_seconds``. Each hand-over costs two context switches, so
+an operation does all it can at once: reading a changed file is one (checks,
+open, fstat, the reads of what was appended, close; ``opened_by``).
 
 If the operation does not return in time, its mount is *busy*: the caller
 gets ``MountBusy`` (not an ``OSError``, so no code that handles a missing or
@@ -238,8 +241,8 @@ class Gate:
                 if state.stuck is None:
                     state.stuck = op
                 log.info("an operation on a mount takes long; skipping its files until it returns",
-                         extra=fields(mount=mount, path=path, waited=round(wait, 3)))
-                raise MountBusy(mount, path, op.started)
+                         extra=fields(mount=mount, path=op.path, waited=round(wait, 3)))
+                raise MountBusy(mount, op.path, op.started)
         return self._outcome(op)
 
     def close(self, fd: int) -> None:
@@ -293,10 +296,12 @@ class Gate:
             self._run(state, op)
 
     def _run(self, state: _Mount, op: _Op) -> None:
+        _running.op = op
         try:
             op.result = op.fn(*op.args)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller, who raises it
             op.error = exc
+        _running.op = None
         took = time.monotonic() - op.started
         freed = False
         with self._lock:
@@ -333,6 +338,18 @@ class Gate:
         return op.result
 
 
+#: The operation a mount's thread runs (``op``), for ``working_on``.
+_running = threading.local()
+
+
+def working_on(path: str) -> None:
+    """Called by an operation for many files (``on_mount``) as it comes to ``path``: were it stuck, ``path`` is the
+    file named (``MountBusy``, ``Gate.busy``), not the first of the operation."""
+    op = getattr(_running, "op", None)
+    if op is not None:
+        op.path = path
+
+
 def _longest_prefix(path: str, points: List[str]) -> str:
     for point in points:  # longest first
         if path == point or path.startswith(point.rstrip("/") + "/"):
@@ -354,27 +371,34 @@ GATE = Gate()
 # -- the raw operations, through the gate ------------------------------------------
 
 
-def opened_by(opener: Callable[[str], Tuple[int, os.stat_result]], path: str) -> Tuple[int, os.stat_result]:
-    """``opener(path)`` (the tailer's ``open_regular``: open and fstat), one operation of the path's mount;
-    the descriptor is then known to the gate (close it with ``close``)."""
+def opened_by(opener: Callable[..., Tuple[Optional[int], os.stat_result, T]], path: str,
+              *args: Any) -> Tuple[Optional[int], os.stat_result, T]:
+    """``opener(path, *args)``, one operation of the path's mount: the tailer's open and fstat, its checks, and
+    what it can read at once. It returns (descriptor, fstat, what it read): the descriptor None when the opener
+    closed the file itself (a read done whole in the one operation), else known to the gate (close it with
+    ``close``; a descriptor of an operation that returned too late is closed by the gate)."""
     gate = GATE
     if not gate.enabled:
-        return opener(path)
+        return opener(path, *args)
     mount = gate.mount_of(path)
-    fd, st = gate.call(mount, path, opener, path, cleanup=_close_opened)
-    gate.register(fd, mount, path, st)
-    return fd, st
+    fd, st, got = gate.call(mount, path, opener, path, *args, cleanup=_close_opened)
+    if fd is not None:
+        gate.register(fd, mount, path, st)
+    return fd, st, got
 
 
-def _close_opened(result: Tuple[int, os.stat_result]) -> None:
-    os.close(result[0])
+def _close_opened(result: Tuple[Optional[int], os.stat_result, Any]) -> None:
+    if result[0] is not None:
+        os.close(result[0])
 
 
 def close(fd: int) -> None:
     GATE.close(fd)
 
 
-def _on_fd(fd: int, fn: Callable[..., T], *args: Any) -> T:
+def on_fd(fd: int, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``, one operation of the mount of ``fd`` (opened through ``opened_by``): everything a read
+    needs of an open file at once (``fn`` runs on the mount's thread: it calls ``os`` directly)."""
     gate = GATE
     opened = gate.opened_on(fd) if gate.enabled else None
     if opened is None:
@@ -388,20 +412,11 @@ def fstat(fd: int) -> os.stat_result:
     opened = GATE.opened_on(fd) if GATE.enabled else None
     if opened is not None and opened[2] is not None:
         return opened[2]
-    return _on_fd(fd, os.fstat, fd)
-
-
-def _preads(fd: int, ranges: Tuple[Tuple[int, int], ...]) -> List[bytes]:
-    return [os.pread(fd, size, offset) for size, offset in ranges]
-
-
-def preads(fd: int, *ranges: Tuple[int, int]) -> List[bytes]:
-    """``os.pread`` of each (size, offset), one operation of the descriptor's mount."""
-    return _on_fd(fd, _preads, fd, ranges)
+    return on_fd(fd, os.fstat, fd)
 
 
 def pread(fd: int, size: int, offset: int) -> bytes:
-    return _on_fd(fd, os.pread, fd, size, offset)
+    return on_fd(fd, os.pread, fd, size, offset)
 
 
 #: Keys of the threads of ``apart`` (never a mount point, which is absolute).
@@ -418,7 +433,7 @@ def apart(key: str, fn: Callable[[], T]) -> T:
     return gate.call(_APART + key, key, fn, keep=True)
 
 
-def _pread_data(fd: int, size: int, offset: int) -> Tuple[int, bytes]:
+def raw_pread_data(fd: int, size: int, offset: int) -> Tuple[int, bytes]:
     """(hole, b"") when ``offset`` is in a hole of ``hole`` bytes (up to the next data, or the end of the
     file); else (0, at most ``size`` bytes of data, up to the next hole). (0, b"") at the end."""
     if _SEEK_DATA is None or _SEEK_HOLE is None:
@@ -455,7 +470,7 @@ def _hole_to_the_end(fd: int, offset: int, seek_data: int) -> int:
     return 0  # data after all (appended meanwhile): read at the next chunk
 
 
-def _data_bytes(fd: int, start: int, end: int, enough: int) -> int:
+def raw_data_bytes(fd: int, start: int, end: int, enough: int) -> int:
     """Bytes of data (not holes) in ``[start, end)``, counted up to ``enough`` (``end - start`` where the file
     system says nothing about holes)."""
     if _SEEK_DATA is None or _SEEK_HOLE is None:
@@ -476,14 +491,30 @@ def _data_bytes(fd: int, start: int, end: int, enough: int) -> int:
     return found
 
 
-def data_bytes(fd: int, start: int, end: int, enough: int) -> int:
-    """``_data_bytes``, one operation of the descriptor's mount."""
-    return _on_fd(fd, _data_bytes, fd, start, end, enough)
-
-
 def pread_data(fd: int, size: int, offset: int) -> Tuple[int, bytes]:
-    """``_pread_data``, one operation of the descriptor's mount."""
-    return _on_fd(fd, _pread_data, fd, size, offset)
+    """``raw_pread_data``, one operation of the descriptor's mount."""
+    return on_fd(fd, raw_pread_data, fd, size, offset)
+
+
+def by_mount(paths: List[str]) -> Dict[str, List[str]]:
+    """``paths`` by the mount each is on (by name, as ``mount_of``), in their order; one group when the gate is
+    off."""
+    gate = GATE
+    if not gate.enabled:
+        return {"/": list(paths)} if paths else {}
+    groups: Dict[str, List[str]] = {}
+    for path in paths:
+        groups.setdefault(gate.mount_of(path), []).append(path)
+    return groups
+
+
+def on_mount(mount: str, path: str, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``, one operation of ``mount`` (from ``by_mount``), for files of it: ``path``, the first, is named
+    if it gets stuck, until ``fn`` says it came to another one (``working_on``)."""
+    gate = GATE
+    if not gate.enabled:
+        return fn(*args)
+    return gate.call(mount, path, fn, *args)
 
 
 def on_path(path: str, fn: Callable[..., T], *args: Any) -> T:

@@ -66,7 +66,7 @@ import time
 from collections import OrderedDict
 from contextlib import ExitStack, contextmanager
 from operator import attrgetter
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple
 
 from exporter import iogate
 from exporter.containment import Containment, OutsideRoots
@@ -136,11 +136,21 @@ def open_regular(path: str) -> Tuple[int, os.stat_result]:
 @contextmanager
 def opened(path: str) -> Iterator[Tuple[int, os.stat_result]]:
     """``open_regular``, closed on exit; both through the path's mount (``exporter.iogate``)."""
-    fd, st = iogate.opened_by(open_regular, path)
-    try:
+    with _opened_taking(path) as (fd, st, _):
+        assert fd is not None  # nothing taken: left open
         yield fd, st
+
+
+@contextmanager
+def _opened_taking(path: str, containment: Optional[Containment] = None, ahead: Optional[_Ahead] = None,
+                   defer_bytes: Optional[int] = None) -> Iterator[Tuple[Optional[int], os.stat_result, Optional[_Got]]]:
+    """``_open_and_take`` as one operation of the path's mount; a descriptor it left open is closed on exit."""
+    fd, st, got = iogate.opened_by(_open_and_take, path, containment, ahead, defer_bytes)
+    try:
+        yield fd, st, got
     finally:
-        iogate.close(fd)
+        if fd is not None:
+            iogate.close(fd)
 
 
 def _identity(st: os.stat_result) -> Identity:
@@ -233,10 +243,128 @@ class _Cursor:
 
 
 def _continues(fd: int, size: int, position: _Position) -> bool:
-    """Whether the open file holds ``position``'s content (first line, bytes before its offset) and maybe more."""
-    return size >= position.offset and iogate.preads(
-        fd, (len(position.fingerprint), 0), (len(position.tail), position.offset - len(position.tail))
-    ) == [position.fingerprint, position.tail]
+    """Whether the open file holds ``position``'s content (first line, bytes before its offset) and maybe more;
+    one operation of its mount."""
+    return size >= position.offset and iogate.on_fd(fd, _holds, fd, size, position)
+
+
+def _holds(fd: int, size: int, position: _Position) -> bool:
+    """``_continues``, on the calling thread."""
+    return (size >= position.offset and os.pread(fd, len(position.fingerprint), 0) == position.fingerprint
+            and os.pread(fd, len(position.tail), position.offset - len(position.tail)) == position.tail)
+
+
+#: A read's cursor as it stands before the read: the identity of its file and its position in it.
+_Ahead = Tuple[Identity, _Position]
+#: At most this many files in one operation of ``Tailer.reading_ahead`` (a few milliseconds: far within its wait),
+#: each with at most ``READ_AHEAD_FILE_BYTES`` to read, and no further operation once ``READ_AHEAD_BYTES`` were
+#: read ahead: what waits for ``follow`` stays a few megabytes, and a bigger append is read by its ``follow``.
+READ_AHEAD_FILES = 64
+READ_AHEAD_FILE_BYTES = 64 << 10
+READ_AHEAD_BYTES = 4 << 20
+#: At most this many holes and pieces of data (and ``CHUNK_BYTES`` of data) in one operation: a read of a big
+#: append or of a sparse file is cut into operations of bounded length, each waited for as any.
+MAX_PIECES = 16
+
+
+class _Got(NamedTuple):
+    """What one operation read of a file for a cursor (``_take``); the ingest thread applies it to the cursor."""
+
+    size: int  # its size and modification time when opened
+    modified: float
+    continues: bool  # it still holds what was read of it (else it was read from its start)
+    deferred: bool  # at least ``defer_bytes`` of data unread: nothing read, a backlog to hand over
+    pieces: List[Tuple[int, bytes]]  # after the position (0 if not ``continues``): holes (n, b"") and data (0, ...)
+    more: bool  # stopped at the bound of one operation: more to read (``_pieces``) on the descriptor
+    first_line: bytes  # its fingerprint, when the position has none (else b"")
+
+
+def _open_and_take(path: str, containment: Optional[Containment], ahead: Optional[_Ahead],
+                   defer_bytes: Optional[int], most: Optional[int] = None
+                   ) -> Tuple[Optional[int], os.stat_result, Optional[_Got]]:
+    """Reading a changed file as one operation of its mount (on the mount's thread): the containment checks, the
+    open, and, if it is the file of ``ahead`` (the path's cursor), ``_take``: the descriptor is then closed here,
+    unless more is to be done with it (a backlog to hand over, a read past one operation's bound). Else the
+    descriptor is returned open and nothing read (a new file, a replacement: the tailer decides what to do; and,
+    with ``most``, a file shorter than the cursor's offset or with more than ``most`` bytes after it)."""
+    if containment is not None:
+        containment.check(path)
+    fd, st = open_regular(path)
+    try:
+        if containment is not None:
+            containment.check_descriptor(fd, path)
+        wanted = (ahead is not None and _identity(st) == ahead[0]
+                  and (most is None or 0 <= st.st_size - ahead[1].offset <= most))
+        got = _take(fd, st, ahead[1], defer_bytes) if wanted and ahead is not None else None
+    except BaseException:
+        os.close(fd)
+        raise
+    if got is None or got.deferred or got.more:
+        return fd, st, got
+    os.close(fd)
+    return None, st, got
+
+
+def _take_each(reads: List[Tuple[str, _Ahead]], containment: Optional[Containment],
+               defer_bytes: Optional[int]) -> List[Optional[_Got]]:
+    """``_open_and_take`` of each file of ``reads`` (paths of one mount, and their cursors), on the mount's thread:
+    what was read of each file read whole (its descriptor closed), else None (a file to open again, a new file, a
+    backlog, a rewrite read from its start, an error: ``follow`` does it itself and reports what it finds)."""
+    taken: List[Optional[_Got]] = []
+    for path, ahead in reads:
+        iogate.working_on(path)
+        try:
+            fd, _, got = _open_and_take(path, containment, ahead, defer_bytes, READ_AHEAD_FILE_BYTES)
+        except Exception:  # noqa: BLE001 - found again, and reported, by the file's own ``follow``
+            taken.append(None)
+            continue
+        if fd is not None:
+            os.close(fd)
+        taken.append(got if fd is None and got is not None and got.continues else None)  # a rewrite: its follow
+    return taken
+
+
+def _take(fd: int, st: os.stat_result, position: _Position, defer_bytes: Optional[int]) -> _Got:
+    """Everything a read of a file needs of it, on its mount's thread: whether it still holds ``position``'s
+    content, its data after the position up to the end it had when opened (``st``), or nothing if at least
+    ``defer_bytes`` of it are data (holes aside: a backlog), and its first line if ``position`` has none."""
+    size = st.st_size
+    continues = not position.offset or _holds(fd, size, position)
+    offset = position.offset if continues else 0
+    deferred = (defer_bytes is not None and size - offset >= defer_bytes
+                and iogate.raw_data_bytes(fd, offset, size, defer_bytes) >= defer_bytes)
+    pieces, more = ([], False) if deferred or offset == size else _pieces(fd, offset, size)
+    first_line = _first_line(fd) if size and (not continues or not position.fingerprint) else b""
+    return _Got(size, st.st_mtime, continues, deferred, pieces, more, first_line)
+
+
+def _pieces(fd: int, offset: int, size: int) -> Tuple[List[Tuple[int, bytes]], bool]:
+    """Holes and data from ``offset`` to the end the file had when opened (``size``: an append since is a change
+    of its own, an event, a poll), within one operation's bound; and whether there is more to read."""
+    pieces: List[Tuple[int, bytes]] = []
+    data = 0
+    while data < CHUNK_BYTES and len(pieces) < MAX_PIECES:
+        hole, chunk = iogate.raw_pread_data(fd, CHUNK_BYTES, offset)
+        if hole:  # read in proportion to the data: a hole is skipped, not read
+            pieces.append((hole, b""))
+            offset += hole
+            continue
+        if not chunk:
+            return pieces, False
+        pieces.append((0, chunk))
+        offset += len(chunk)
+        data += len(chunk)
+        if offset >= size and len(chunk) < CHUNK_BYTES:
+            return pieces, False
+    return pieces, True
+
+
+def _first_line(fd: int) -> bytes:
+    head = os.pread(fd, FINGERPRINT_BYTES, 0)
+    newline = head.find(b"\n")
+    if newline >= 0:
+        return head[: newline + 1]
+    return head if len(head) == FINGERPRINT_BYTES else b""
 
 
 def _list(value: Any, where: str) -> List[Any]:
@@ -468,6 +596,8 @@ class Tailer:
         self._by_identity: _CountedCursors = _CountedCursors()
         self._retired: List[_Cursor] = []
         self._gone: OrderedDict[str, _Position] = OrderedDict()
+        #: Per path, within ``reading_ahead``: its cursor as it was read ahead, and what was read.
+        self._read_ahead: Dict[str, Tuple[_Ahead, _Got]] = {}
         self.closed = False
 
     @property
@@ -494,6 +624,35 @@ class Tailer:
         """Grows whenever a followed file comes or goes: ``live_labels`` is the same while it stays."""
         return self._by_identity.changes
 
+    @contextmanager
+    def reading_ahead(self, paths: Iterable[str]) -> Iterator[None]:
+        """Reads the followed files of ``paths`` whose cursor is not waiting for a backlog, in operations of up to
+        ``READ_AHEAD_FILES`` files of one mount each (a hand-over to the mount's thread for many files instead of
+        one per file); within the block, ``follow`` applies a file's result if its cursor has not moved since,
+        else reads the file itself, as it does a file read ahead in vain (new, replaced, a backlog, an error).
+        Nothing is applied here: a mount busy (``MountBusy``) skips its files, which ``follow`` finds busy."""
+        ahead = {path: cursor for path in paths if (cursor := self._ahead(self._by_path.get(path))) is not None}
+        read = 0
+        for mount, group in iogate.by_mount(list(ahead)).items():
+            reads = [(path, ahead[path]) for path in group]
+            for first in range(0, len(reads), READ_AHEAD_FILES):
+                if read >= READ_AHEAD_BYTES:
+                    break
+                batch = reads[first:first + READ_AHEAD_FILES]
+                try:
+                    taken = iogate.on_mount(mount, batch[0][0], _take_each, batch, self._containment,
+                                            self._defer_bytes())
+                except MountBusy:
+                    continue
+                for (path, cursor_ahead), got in zip(batch, taken):
+                    if got is not None:
+                        self._read_ahead[path] = (cursor_ahead, got)
+                        read += sum(len(chunk) for _, chunk in got.pieces)
+        try:
+            yield
+        finally:
+            self._read_ahead.clear()
+
     def follow(self, path: str) -> None:
         """Reads what is new at ``path``. Raises OSError (``NotRegularFile``, ``OutsideRoots`` too) if it cannot
         be read.
@@ -502,14 +661,19 @@ class Tailer:
         longer names the file it named: that file is forgotten (drained if it
         was renamed).
         """
-        containment = self._containment
-        try:
-            if containment is not None:  # a path lookup: on the mount's thread, as every operation on the file
-                iogate.on_path(path, containment.check, path)
-            with opened(path) as (fd, st):
-                if containment is not None:
-                    containment.check_descriptor(fd, path)
-                self._follow(path, fd, _identity(st))
+        cursor = self._by_path.get(path)
+        early = self._read_ahead.pop(path, None) if self._read_ahead else None
+        if early is not None and cursor is not None and early[0] == self._ahead(cursor):
+            self._read(cursor, None, early[1])
+            return
+        try:  # the path's file read in one operation of its mount, checks and open included, when it is the cursor's
+            with _opened_taking(path, self._containment, self._ahead(cursor), self._defer_bytes()) as (fd, st, got):
+                if got is not None:
+                    assert cursor is not None
+                    self._read(cursor, fd, got)
+                else:
+                    assert fd is not None
+                    self._follow(path, fd, _identity(st))
         except (NotRegularFile, OutsideRoots):  # the path names something else now: the file may be put back
             self.forget(path, replaced=True)
             raise
@@ -623,10 +787,10 @@ class Tailer:
         if cursor.where is None:  # not retired: forget() sets it, _attach() clears it with the paths
             return None
         try:
-            with opened(cursor.where) as (fd, st):
+            with _opened_taking(cursor.where, None, self._ahead(cursor), self._defer_bytes()) as (fd, st, got):
                 if _identity(st) != cursor.identity:
                     return None
-                return self._read(cursor, fd)
+                return self._read(cursor, fd, got)
         except OSError as exc:
             log.debug("rotated file gone", extra=fields(path=cursor.label, where=cursor.where, error=exc))
             return None
@@ -682,7 +846,14 @@ class Tailer:
         log.info("file came back with the lines already read; continuing after them",
                  extra=fields(path=path, offset=position.offset))
 
-    def _check_start(self, cursor: _Cursor, fd: int, size: int) -> None:
+    def _ahead(self, cursor: Optional[_Cursor]) -> Optional[_Ahead]:
+        """What a read of ``cursor``'s file in the operation that opens it needs; None: no read there."""
+        return None if cursor is None or cursor.pending is not None else (cursor.identity, cursor.position())
+
+    def _defer_bytes(self) -> Optional[int]:
+        return self.defer_bytes if self._backlog is not None else None
+
+    def _check_start(self, cursor: _Cursor, got: _Got) -> None:
         """Restarts a file that no longer holds what was read of it: truncated, or rewritten in place.
 
         The rule a checkpoint's cursors are checked by (``mismatched``), and a replacement or a file that came
@@ -690,64 +861,65 @@ class Tailer:
         rewritten in place with the same first line, shorter or longer, fails it, and is a new file counted
         from its start, once; so is a file cut shorter in place (its lines that are left are counted again:
         they cannot be told from new ones). Costs two reads of at most ``FINGERPRINT_BYTES`` and
-        ``TAIL_BYTES`` per read of a file, whatever its size.
+        ``TAIL_BYTES`` per read of a file, whatever its size, in the read's operation (``_take``).
 
         A cursor loaded from a checkpoint that ``mismatched`` could not check (its mount busy, the file not
         readable) is checked here, at its first read, as ``mismatched`` would have: if it changed, the whole
         label starts again and ``changed`` is told before any of its lines is read again."""
-        if cursor.offset and not _continues(fd, size, cursor.position()):
+        if not got.continues:
             log.info("file truncated or rewritten in place; reading it from the start",
-                     extra=fields(path=cursor.label, offset=cursor.offset, size=size))
+                     extra=fields(path=cursor.label, offset=cursor.offset, size=got.size))
             if cursor.unchecked:
                 self._restart_label(cursor.label)
                 self._changed(cursor.label)
             cursor.restart()
         cursor.unchecked = False
 
-    def _read(self, cursor: _Cursor, fd: int) -> int:
-        """Consumes everything after the cursor; returns the number of bytes read (or handed over)."""
+    def _read(self, cursor: _Cursor, fd: Optional[int], got: Optional[_Got] = None) -> int:
+        """Consumes everything after the cursor; returns the number of bytes read (or handed over). ``got``: what
+        the operation that opened the file read of it already (``_open_and_take``; ``fd`` None if it closed it);
+        else the read is one operation on ``fd``. Reads first, changes after: an operation that does not return
+        in time (``MountBusy``) leaves the cursor as it was after the last one that did."""
         if cursor.pending is not None:
             return 0
-        st = iogate.fstat(fd)
-        size = cursor.size = st.st_size
-        cursor.modified = st.st_mtime
-        self._check_start(cursor, fd, size)
-        if size == cursor.offset:
-            if size and not cursor.fingerprint:  # its read was cut short (MountBusy) after the data
-                cursor.fingerprint = self._first_line(fd)
-            return 0
+        if got is None:
+            assert fd is not None
+            got = iogate.on_fd(fd, _take, fd, iogate.fstat(fd), cursor.position(), self._defer_bytes())
+        cursor.size, cursor.modified = got.size, got.modified
+        self._check_start(cursor, got)
         start = cursor.offset
-        if (self._backlog is not None and self.defer_bytes is not None and size - start >= self.defer_bytes
-                and iogate.data_bytes(fd, start, size, self.defer_bytes) >= self.defer_bytes):  # holes aside
-            self._hand_over(cursor, fd, size)
-            return size - start
+        if got.deferred:
+            assert fd is not None
+            self._hand_over(cursor, fd, got.size, got.first_line)
+            return got.size - start
+        pieces, more = got.pieces, got.more
         while True:
-            hole, chunk = iogate.pread_data(fd, CHUNK_BYTES, cursor.offset)
-            if hole:  # read in proportion to the data: a hole is skipped, not read
-                cursor.offset += hole
-                cursor.tail = (cursor.tail + bytes(min(hole, TAIL_BYTES)))[-TAIL_BYTES:]
-                skip_hole(cursor, cursor.label, hole, self._discarded)
-                continue
-            if not chunk:
+            for hole, chunk in pieces:
+                if hole:
+                    cursor.offset += hole
+                    cursor.tail = (cursor.tail + bytes(min(hole, TAIL_BYTES)))[-TAIL_BYTES:]
+                    skip_hole(cursor, cursor.label, hole, self._discarded)
+                    continue
+                cursor.offset += len(chunk)
+                cursor.tail = (cursor.tail + chunk)[-TAIL_BYTES:]
+                self._emit(cursor, chunk)
+            if not more:
                 break
-            cursor.offset += len(chunk)
-            cursor.tail = (cursor.tail + chunk)[-TAIL_BYTES:]
-            self._emit(cursor, chunk)
-            if cursor.offset >= size and len(chunk) < CHUNK_BYTES:
-                break  # the end it had when opened: an append since is a change of its own (an event, a poll)
-        if not cursor.fingerprint:
-            cursor.fingerprint = self._first_line(fd)
+            assert fd is not None  # left open by ``_open_and_take`` for the rest
+            pieces, more = iogate.on_fd(fd, _pieces, fd, cursor.offset, got.size)
+        if not cursor.fingerprint:  # also when a read cut short (MountBusy) after the data left none
+            cursor.fingerprint = got.first_line
         return cursor.offset - start
 
     def _emit(self, cursor: _Cursor, chunk: bytes) -> None:
         emit(cursor, cursor.label, chunk, self._sink, self._discarded)
 
-    def _hand_over(self, cursor: _Cursor, fd: int, size: int) -> None:
+    def _hand_over(self, cursor: _Cursor, fd: int, size: int, first_line: bytes) -> None:
         """Gives the unread bytes to ``backlog``; the cursor moves to the end and waits for ``caught_up``.
 
         Reads first, changes after: a read that fails (or ``MountBusy``) leaves the cursor as it was."""
         tail = iogate.pread(fd, min(TAIL_BYTES, size), size - min(TAIL_BYTES, size))
-        fingerprint = cursor.fingerprint or self._first_line(fd)
+        fingerprint = cursor.fingerprint or first_line
         self._tickets += 1
         backlog = Backlog(self._tickets, cursor.label, next(iter(cursor.paths), cursor.where or cursor.label),
                           cursor.identity, cursor.offset, size, cursor.partial, cursor.skipping)
@@ -840,11 +1012,3 @@ class Tailer:
         cursor.offset, cursor.partial, cursor.skipping, cursor.tail = (backlog.start, backlog.partial,
                                                                        backlog.skipping, tail)
         cursor.pending = None
-
-    @staticmethod
-    def _first_line(fd: int) -> bytes:
-        head = iogate.pread(fd, FINGERPRINT_BYTES, 0)
-        newline = head.find(b"\n")
-        if newline >= 0:
-            return head[: newline + 1]
-        return head if len(head) == FINGERPRINT_BYTES else b""

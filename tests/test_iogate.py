@@ -397,3 +397,71 @@ def test_a_file_its_mount_busy_at_restore_is_checked_at_its_first_read_and_count
     assert _done(after) == {"render01": 3 if rewritten else 13, "render02": 11}
     assert after.labels_truncated["title"] == (3 if rewritten else 13) + 11  # budget counters: not twice either
     assert reader.sync(None).frames == after.frames
+
+
+class CountingGate(Gate):
+    """A real gate (one thread per mount) that counts the operations handed to a mount's thread."""
+
+    def __init__(self):
+        super().__init__()
+        self.operations = 0
+        self.enable()
+
+    def call(self, mount, path, fn, *args, cleanup=None, keep=False):
+        self.operations += 1
+        return super().call(mount, path, fn, *args, cleanup=cleanup, keep=keep)
+
+
+def test_a_changed_file_is_read_in_one_operation_and_files_read_ahead_in_one_for_many(tmp_path, monkeypatch):
+    """Each hand-over to a mount's thread costs two context switches: a changed file (the containment checks, the
+    open, the check that it still holds what was read, the read of the append, the close) is one operation, and
+    twenty files read ahead (as the Rush reader does with the files of a sync) are one in all; every line once,
+    also through a hard link to a file read ahead under its other name."""
+    from exporter.containment import Containment
+    from exporter.paths import PathPattern
+    from exporter.tailer import Tailer
+
+    gate = CountingGate()
+    monkeypatch.setattr(iogate, "GATE", gate)
+    lines = []
+    pattern = PathPattern(str(tmp_path / "*.acct"))
+    tailer = Tailer(lambda label, block: lines.extend(block.splitlines()), containment=Containment([pattern]))
+    paths = [str(tmp_path / ("h%02d.acct" % n)) for n in range(20)]
+    for path in paths:
+        with open(path, "wb") as handle:
+            handle.write(LINE)
+        tailer.follow(path)
+    os.link(paths[0], str(tmp_path / "link.acct"))
+    tailer.follow(str(tmp_path / "link.acct"))
+    with open(paths[1], "ab") as handle:
+        handle.write(LINE)
+    before = gate.operations
+    tailer.follow(paths[1])
+    assert gate.operations - before == 1
+    for path in paths:
+        with open(path, "ab") as handle:
+            handle.write(LINE * 2)
+    before = gate.operations
+    both = paths + [str(tmp_path / "link.acct")]
+    with tailer.reading_ahead(both):
+        for path in both:
+            tailer.follow(path)
+    assert gate.operations - before == 2, "one for the twenty files; the link, its cursor moved since, reads again"
+    assert len(lines) == 20 * 3 + 1
+
+
+def test_an_operation_for_many_files_stuck_names_the_file_it_is_stuck_on(gate, monkeypatch):
+    monkeypatch.setattr(iogate, "GATE", gate)
+    release = threading.Event()
+
+    def read_each():
+        iogate.working_on("/mnt/a/h1/cpu.acct")
+        iogate.working_on("/mnt/a/h2/cpu.acct")
+        release.wait()
+
+    with pytest.raises(MountBusy) as busy:
+        iogate.on_mount("/mnt/a", "/mnt/a/h1/cpu.acct", read_each)
+    assert busy.value.path == "/mnt/a/h2/cpu.acct"
+    assert gate.busy()["/mnt/a"][0] == "/mnt/a/h2/cpu.acct"
+    release.set()
+    wait_until(lambda: not gate.busy(), 5, "the mount to be free")
