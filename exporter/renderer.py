@@ -221,6 +221,9 @@ class Renderer:
             self._dirty.mark({PROCESS_SECTION})
         if self._stale(now):
             self._render_dirty()
+        elif self._render_lock.locked():  # a render (the one ahead of this scrape) is being made: serve it, not
+            with self._render_lock:      # the exposition of the scrape before
+                pass
         return self._cache.current
 
     def _stale(self, now: float) -> bool:
@@ -233,8 +236,9 @@ class Renderer:
         return since is not None and now - since >= AHEAD_SECONDS
 
     def scrape_may_be_slow(self) -> bool:
-        """Whether the next scrape renders or compresses (then it is answered off the HTTP loop)."""
-        return self._stale(time.monotonic()) or not self._cache.current.compressed
+        """Whether the next scrape renders, waits for a render or compresses (then it is answered off the HTTP
+        loop)."""
+        return self._stale(time.monotonic()) or self._render_lock.locked() or not self._cache.current.compressed
 
     def render_now(self, sources: Iterable[str]) -> None:
         """Renders the sources' sections, the process and the exporter's in the calling thread (``--once``)."""
