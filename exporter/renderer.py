@@ -235,10 +235,11 @@ class Renderer:
             return False
         return since is not None and now - since >= AHEAD_SECONDS
 
-    def scrape_may_be_slow(self) -> bool:
-        """Whether the next scrape renders, waits for a render or compresses (then it is answered off the HTTP
-        loop)."""
-        return self._stale(time.monotonic()) or self._render_lock.locked() or not self._cache.current.compressed
+    def scrape_may_be_slow(self, openmetrics: bool, compressed: bool) -> bool:
+        """Whether the next scrape of that format renders, waits for a render or compresses (then it is answered
+        off the HTTP loop)."""
+        return (self._stale(time.monotonic()) or self._render_lock.locked()
+                or compressed and not self._cache.current.has_gzip(openmetrics))
 
     def render_now(self, sources: Iterable[str]) -> None:
         """Renders the sources' sections, the process and the exporter's in the calling thread (``--once``)."""
