@@ -405,3 +405,55 @@ def test_a_gzip_scrape_of_the_other_format_is_answered_on_the_pool_since_it_comp
         assert responder.may_be_slow(request("text/plain")), "the text's gzip body is still to be made"
     finally:
         renderer.stop()
+
+
+def test_a_stop_with_a_batch_pending_then_a_restart_counts_each_line_once(tmp_path, start_daemon, write_config):
+    """SIGTERM within the batch window of lines just appended (and a line half written), then a restart from the
+    checkpoint: the totals are those of ``--once`` over the same files."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    storage = tmp_path / "state"
+    storage.mkdir()
+    folder = tmp_path / "logs" / "render01"
+    folder.mkdir(parents=True)
+    path = folder / "cpu.acct"
+    path.write_text("".join(FRAME % frame for frame in range(100)))
+    config = write_config("rush:\n  cpu_acct: ['%s/*/cpu.acct']\nwatch:\n  rescan_interval: 1h\n  debounce: 500ms\n"
+                          % (tmp_path / "logs"))
+    frame = 100
+    for _ in range(3):
+        daemon = start_daemon("--config", config, "--storage.path", str(storage))
+        daemon.wait_for_value("rush_frames_total", frame, timeout=20, host="render01", status="done")
+        _append(path, "".join(FRAME % number for number in range(frame, frame + 50)) + "p 948300000 tahoe.900 HALF")
+        frame += 50
+        assert daemon.stop() < 10  # within the batch window of those lines
+        assert daemon.proc.returncode == 0
+        _append(path, " anna 1 render01 100 10 1 2 0 4242\n")
+        frame += 1
+    daemon = start_daemon("--config", config, "--storage.path", str(storage))
+    daemon.wait_for_value("rush_frames_total", frame, timeout=20, host="render01", status="done")
+    once = subprocess.run([sys.executable, "-m", "exporter", "--config", config, "--once"], cwd=REPO,
+                          capture_output=True, check=True, timeout=60).stdout
+    assert _frames(once) == frame
+    wait_until(lambda: _total(daemon) == frame, 5, "nothing counted twice")
+
+
+def test_the_first_scrape_after_minutes_without_one_shows_what_was_appended_meanwhile(
+        tmp_path, start_daemon, write_config):
+    """A regular scraper that stopped (a Prometheus restarted), lines appended meanwhile, then a scrape off any
+    pattern at the stopped scraper's phase: it shows them all."""
+    daemon, path = _rush_daemon(tmp_path, start_daemon, write_config)
+    due = time.monotonic()
+    for _ in range(4):  # a regular scraper, the input of this test
+        time.sleep(max(0.0, due - time.monotonic()))
+        daemon.get("/metrics", {"Accept-Encoding": "gzip"})
+        due += SHORTEST_SCRAPE_INTERVAL + 0.1
+    for frame in range(20):
+        _append(path, FRAME % frame)
+    time.sleep(max(0.0, due + 3 * (SHORTEST_SCRAPE_INTERVAL + 0.1) - time.monotonic()))  # three scrapes missed
+    _append(path, FRAME % 20)
+    time.sleep(1.0)  # the promise: a line a second old is served, the input of this test
+    assert _frames(daemon.get("/metrics")[2]) == 21
