@@ -457,3 +457,24 @@ def test_the_first_scrape_after_minutes_without_one_shows_what_was_appended_mean
     _append(path, FRAME % 20)
     time.sleep(1.0)  # the promise: a line a second old is served, the input of this test
     assert _frames(daemon.get("/metrics")[2]) == 21
+
+
+def test_host_folders_made_with_their_file_at_once_are_all_read(tmp_path, start_daemon, write_config):
+    """Folders appearing later, each with its file written at once (before any watch on the folder can exist),
+    some nested deep under a ``**`` pattern: every frame of every host is counted once."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    config = write_config("rush:\n  cpu_acct: ['%s/**/cpu.acct']\nwatch:\n  rescan_interval: 1h\n" % logs)
+    daemon = start_daemon("--config", config)
+    for host in range(60):
+        folder = logs / ("site%d" % (host % 3)) / ("rack%d" % (host % 5)) / ("render%02d" % host)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "cpu.acct").write_text("".join(
+            "p 948300000 tahoe.900 SHOT anna %d render%02d 100 10 1 2 0 4242\n" % (frame, host)
+            for frame in range(host % 4 + 1)))
+    expected = sum(host % 4 + 1 for host in range(60))
+    wait_until(lambda: _total(daemon) == expected, 15, "every host's frames (%d)" % expected)
+    for host in range(60):  # and the new folders are watched: an append to each is read
+        folder = logs / ("site%d" % (host % 3)) / ("rack%d" % (host % 5)) / ("render%02d" % host)
+        _append(folder / "cpu.acct", "p 948300000 tahoe.900 SHOT anna 99 render%02d 100 10 1 2 0 4242\n" % host)
+    wait_until(lambda: _total(daemon) == expected + 60, 15, "every appended frame")
