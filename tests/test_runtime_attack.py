@@ -478,3 +478,37 @@ def test_host_folders_made_with_their_file_at_once_are_all_read(tmp_path, start_
         folder = logs / ("site%d" % (host % 3)) / ("rack%d" % (host % 5)) / ("render%02d" % host)
         _append(folder / "cpu.acct", "p 948300000 tahoe.900 SHOT anna 99 render%02d 100 10 1 2 0 4242\n" % host)
     wait_until(lambda: _total(daemon) == expected + 60, 15, "every appended frame")
+
+
+def test_an_inotify_overflow_under_a_flood_while_scrapes_go_on_loses_no_line(tmp_path, start_daemon, write_config):
+    """Tens of thousands of events on names no pattern matches (``touch``, in C, faster than a batch is read:
+    past the kernel's queue), lines appended to the matched file before, during and after, a scraper all along:
+    every scrape answers, and every frame counts once (the overflow's rescan finds what its events said)."""
+    import subprocess
+
+    daemon, path = _rush_daemon(tmp_path, start_daemon, write_config)
+    junk = path.parent
+    stop = threading.Event()
+    scraper = Scraper(daemon, [0.3], [{"Accept-Encoding": "gzip"}, {}], stop)
+    scraper.start()
+    frame = 0
+    try:
+        for burst in range(3):
+            _append(path, "".join(FRAME % number for number in range(frame, frame + 10)))
+            frame += 10
+            names = [str(junk / ("junk-%d-%d.tmp" % (burst, number))) for number in range(12_000)]
+            for start in range(0, len(names), 3000):
+                subprocess.run(["touch", *names[start:start + 3000]], check=True)
+                _append(path, FRAME % frame)  # in the middle of the flood
+                frame += 1
+            subprocess.run(["touch", *names], check=True)  # their attributes again: more events
+        _append(path, FRAME % frame)
+        frame += 1
+        daemon.wait_for_value("rush_frames_total", frame, timeout=30, host="render01", status="done")
+    finally:
+        stop.set()
+        scraper.join(10)
+    assert not scraper.errors, scraper.errors[:3]
+    assert (value(daemon.samples(), "renderfarm_exporter_watch_overflows_total") or 0) >= 1, \
+        "the case needs an overflow: the flood was read in time"
+    wait_until(lambda: _total(daemon) == frame, 5, "nothing counted twice")
