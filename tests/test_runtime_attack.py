@@ -178,7 +178,7 @@ class Scraper(threading.Thread):
 
         index = 0
         due = time.monotonic()
-        while not self.stop_.is_set():
+        while True:  # at least one scrape
             headers = self.headers[index % len(self.headers)]
             started = time.monotonic()
             try:
@@ -192,7 +192,8 @@ class Scraper(threading.Thread):
                 self.errors.append(repr(exc))
             due += self.gaps[index % len(self.gaps)]
             index += 1
-            self.stop_.wait(max(0.0, due - time.monotonic()))
+            if self.stop_.wait(max(0.0, due - time.monotonic())):
+                return
 
 
 def test_every_scrape_of_two_prometheus_and_a_person_shows_each_line_appended_a_second_before_it(
@@ -512,3 +513,48 @@ def test_an_inotify_overflow_under_a_flood_while_scrapes_go_on_loses_no_line(tmp
     assert (value(daemon.samples(), "renderfarm_exporter_watch_overflows_total") or 0) >= 1, \
         "the case needs an overflow: the flood was read in time"
     wait_until(lambda: _total(daemon) == frame, 5, "nothing counted twice")
+
+
+def test_a_pattern_folder_replaced_by_another_of_the_same_name_is_watched_anew(tmp_path, start_daemon, write_config):
+    """The folder above the hosts moved away and a new one made in its place, with a host file in it at once
+    (a share re-mounted, a restore): the new files are read and then followed; the moved-away one is not."""
+    import shutil
+
+    farm = tmp_path / "logs" / "farm"
+    (farm / "render01").mkdir(parents=True)
+    (farm / "render01" / "cpu.acct").write_text("".join(FRAME % frame for frame in range(5)))
+    config = write_config("rush:\n  cpu_acct: ['%s/*/cpu.acct']\nwatch:\n  rescan_interval: 1h\n" % farm)
+    daemon = start_daemon("--config", config)
+    daemon.wait_for_value("rush_frames_total", 5, host="render01", status="done")
+    for replacement in range(3):
+        moved = tmp_path / "logs" / ("farm.old%d" % replacement)
+        farm.rename(moved)
+        (farm / "render01").mkdir(parents=True)
+        (farm / "render01" / "cpu.acct").write_text(FRAME % (100 + replacement))
+        _append(moved / "render01" / "cpu.acct", FRAME % 999)  # no longer under the pattern
+        daemon.wait_for_value("rush_frames_total", 6 + 2 * replacement, timeout=10, host="render01", status="done")
+        _append(farm / "render01" / "cpu.acct", FRAME % (200 + replacement))
+        daemon.wait_for_value("rush_frames_total", 7 + 2 * replacement, timeout=10, host="render01", status="done")
+        shutil.rmtree(moved)
+
+
+def test_a_burst_of_simultaneous_scrapes_each_answers_with_every_line_a_second_old(
+        tmp_path, start_daemon, write_config):
+    """40 scrapes at once (gzip and not, both formats) right when a render is due: all answer, all alike fresh."""
+    daemon, path = _rush_daemon(tmp_path, start_daemon, write_config)
+    _append(path, "".join(FRAME % frame for frame in range(30)))
+    daemon.wait_for_value("rush_frames_total", 30, host="render01", status="done")
+    _append(path, "".join(FRAME % frame for frame in range(30, 40)))
+    time.sleep(1.0)  # the promise: a line a second old is served, the input of this test
+    stop = threading.Event()
+    openmetrics = "application/openmetrics-text; version=1.0.0"
+    scrapers = [Scraper(daemon, [10], [[{}, {"Accept-Encoding": "gzip"}, {"Accept": openmetrics},
+                                         {"Accept": openmetrics, "Accept-Encoding": "gzip"}][number % 4]], stop)
+                for number in range(40)]
+    stop.set()  # one scrape each
+    for scraper in scrapers:
+        scraper.start()
+    for scraper in scrapers:
+        scraper.join(20)
+    assert [scraper.errors for scraper in scrapers if scraper.errors] == []
+    assert sorted({shown for scraper in scrapers for _, shown in scraper.seen}) == [40]
