@@ -77,6 +77,32 @@ def test_new_and_changed_rows_are_what_prometheus_client_writes_for_any_label_va
         assert (section.text, section.openmetrics) == _prometheus_client(_family(kind, writable))
 
 
+@settings(max_examples=300, deadline=None)
+@given(label_names=st.lists(st.sampled_from(["z", "a", "b_", "é", "le", "a.b", "_x", "A", "quantile", "9a"]),
+                            max_size=3, unique=True),
+       name=st.sampled_from(["attack_v", "attack:v", "attack.v", "v_total", "ä"]),
+       kind=st.sampled_from(["row_gauge", "row_counter", "gauge"]),
+       renders=st.lists(st.lists(st.tuples(st.text('ab\n"', max_size=2), st.floats()), max_size=4),
+                        min_size=1, max_size=3))
+def test_label_names_in_any_order_and_names_that_need_quoting_are_written_as_prometheus_client_writes_them(
+        label_names, name, kind, renders):
+    """Label names not in sorted order, and metric and label names only UTF-8 allows (quoted by prometheus-client,
+    so formatted by it)."""
+    renderer = SectionRenderer()
+    for rows in renders:
+        data = {tuple(value + str(index) for index in range(len(label_names))): number for value, number in rows}
+        if kind == "gauge":
+            family = GaugeMetricFamily(name, "d", labels=label_names)
+            for key, number in data.items():
+                family.add_metric(list(key), number)
+        else:
+            family = (rows_gauge if kind == "row_gauge" else rows_counter)(name, "d", label_names, {
+                key: number if kind == "row_gauge" or math.isnan(number) else abs(number)
+                for key, number in data.items()})
+        section = renderer.render([family])
+        assert (section.text, section.openmetrics) == _prometheus_client(family)
+
+
 # -- the render ahead of the expected scrape --------------------------------------------------------------------
 
 
