@@ -584,3 +584,52 @@ def test_a_burst_of_simultaneous_scrapes_each_answers_with_every_line_a_second_o
         scraper.join(20)
     assert [scraper.errors for scraper in scrapers if scraper.errors] == []
     assert sorted({shown for scraper in scrapers for _, shown in scraper.seen}) == [40]
+
+
+def test_kill_9_after_batches_since_the_last_checkpoint_then_a_restart_equals_once(tmp_path, start_daemon,
+                                                                                   write_config):
+    """Many hosts (checkpoints further apart), batches of appends after the last checkpoint, kill -9 in the
+    middle of a batch, more appends while down: the restart's totals are ``--once``'s, per host."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    storage = tmp_path / "state"
+    storage.mkdir()
+    logs = tmp_path / "logs"
+    hosts = [logs / ("render%03d" % host) / "cpu.acct" for host in range(300)]
+    for number, path in enumerate(hosts):
+        path.parent.mkdir(parents=True)
+        path.write_text("".join("p 948300000 tahoe.900 SHOT anna %d render%03d 100 10 1 2 0 4242\n" % (frame, number)
+                                for frame in range(20)))
+    config = write_config("rush:\n  cpu_acct: ['%s/*/cpu.acct']\nwatch:\n  rescan_interval: 1h\n" % logs)
+
+    def frames(host: int, first: int, count: int) -> str:
+        return "".join("p 948300000 tahoe.900 SHOT anna %d render%03d 100 10 1 2 0 4242\n" % (frame, host)
+                       for frame in range(first, first + count))
+
+    daemon = start_daemon("--config", config, "--storage.path", str(storage))
+    wait_until(lambda: (value(daemon.samples(), "renderfarm_exporter_checkpoint_writes_total") or 0) >= 1, 30,
+               "a first checkpoint")
+    for batch in range(8):
+        for host in range(batch, 300, 7):
+            _append(hosts[host], frames(host, 20 + batch * 3, 3))
+        time.sleep(0.12)  # a batch apart, the input of this test
+    for host in range(0, 300, 5):
+        _append(hosts[host], frames(host, 100, 2) + "p 948300000 tahoe.900 HALF")
+    daemon.proc.send_signal(signal.SIGKILL)
+    daemon.proc.wait(10)
+    for host in range(0, 300, 5):
+        _append(hosts[host], " anna 1 render%03d 100 10 1 2 0 4242\n" % host)
+    once = parse_samples(subprocess.run([sys.executable, "-m", "exporter", "--config", config, "--once"], cwd=REPO,
+                                        capture_output=True, check=True, timeout=120).stdout.decode())
+    expected = {labels: number for (name, labels), number in once.items() if name == "rush_frames_total"}
+    restarted = start_daemon("--config", config, "--storage.path", str(storage))
+
+    def totals():
+        return {labels: number for (name, labels), number in restarted.samples().items()
+                if name == "rush_frames_total"}
+
+    wait_until(lambda: totals() == expected, 30, "the restart's totals to equal --once's")
