@@ -26,7 +26,7 @@ from exporter.exposition import SectionRenderer, _Families
 from exporter.families import counter as rows_counter
 from exporter.families import gauge as rows_gauge
 from exporter.families import is_utf8
-from exporter.renderer import AHEAD_SECONDS, LATE_SECONDS, SHORTEST_SCRAPE_INTERVAL, DirtySections, Renderer
+from exporter.renderer import LATE_SECONDS, SHORTEST_SCRAPE_INTERVAL, DirtySections, Renderer
 from exporter.status import RuntimeStatus
 
 # -- the byte formatter against prometheus-client ---------------------------------------------------------------
@@ -134,10 +134,12 @@ def _version(exposition) -> float:
     return value(parse_samples(exposition.text.decode()), "attack_version")
 
 
-def test_the_expected_scrape_during_a_slow_render_ahead_waits_for_it_instead_of_serving_the_scrape_before():
+@pytest.mark.parametrize("offset", [LATE_SECONDS / 2, -0.3], ids=["the expected scrape", "a person just before"])
+def test_a_scrape_during_a_slow_render_ahead_waits_for_it_instead_of_serving_the_scrape_before(offset):
     """The render ahead starts half a second before the expected scrape; when it takes longer (a big change, a
-    busy machine), the expected scrape came while it ran. It must not serve the exposition of the previous
-    scrape (a scrape interval old): it waits for the render that was made for it."""
+    busy machine), the expected scrape (or a person's just before it) came while it ran. It must not serve the
+    exposition of the previous scrape (a scrape interval old): the changes the render took are no longer
+    pending, yet not published; it waits for that render."""
     content, dirty = GatedContent(), DirtySections()
     renderer = Renderer(["farm"], content, _no_status, dirty)
     try:
@@ -149,12 +151,11 @@ def test_the_expected_scrape_during_a_slow_render_ahead_waits_for_it_instead_of_
             time.sleep(max(0.0, due - time.monotonic()))
             renderer.exposition_for_scrape()
             due += SHORTEST_SCRAPE_INTERVAL + 0.1
-        content.version = 1
+        content.version, changed_at = 1, time.monotonic()
         content.open.clear()  # the render ahead will take a while
         dirty.changed(["farm"])
         assert content.held.wait(due - time.monotonic() + 1), "no render ahead of the expected scrape"
-        changed_at = time.monotonic() - AHEAD_SECONDS  # at the latest
-        time.sleep(max(0.0, due + LATE_SECONDS / 2 - time.monotonic()))  # the expected scrape, on time
+        time.sleep(max(0.0, due + offset - time.monotonic()))  # the scrape, the input of this test
         threading.Timer(0.3, content.open.set).start()  # the render ahead ends 0.3 s after the scrape came
         served = renderer.exposition_for_scrape()
         assert _version(served) == 1, "served %.1f s after the change, without it" % (time.monotonic() - changed_at)
