@@ -208,8 +208,9 @@ class Renderer:
         return dict(self._cache.sections())
 
     def exposition_for_scrape(self) -> Exposition:
-        """The exposition to serve a scrape, with changes older than ``AHEAD_SECONDS`` rendered first; a
-        scrape also asks for process metrics older than 5 s again.
+        """The exposition to serve a scrape, with changes older than ``AHEAD_SECONDS`` rendered first, or the
+        render under way finished (the changes it took are pending no more, yet not published); a scrape also
+        asks for process metrics older than 5 s again.
 
         Demand-driven: an exporter nobody scrapes does no periodic work, and
         process metrics lag by at most one scrape interval.
