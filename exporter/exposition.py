@@ -142,10 +142,9 @@ class Exposition(_Joined):
             body = self._gzip.setdefault(openmetrics, _gzip(self.parts(openmetrics)))
         return body
 
-    @property
-    def compressed(self) -> bool:
-        """Whether a gzip body of this exposition was made (then a gzip scrape costs a reference)."""
-        return bool(self._gzip)
+    def has_gzip(self, openmetrics: bool) -> bool:
+        """Whether the gzip body of that format was made (then a gzip scrape of it costs a reference)."""
+        return openmetrics in self._gzip
 
     def compressed_formats(self) -> Tuple[bool, ...]:
         """The formats (OpenMetrics?) whose gzip body was made: the ones scrapers asked for."""

@@ -208,8 +208,9 @@ class Renderer:
         return dict(self._cache.sections())
 
     def exposition_for_scrape(self) -> Exposition:
-        """The exposition to serve a scrape, with changes older than ``AHEAD_SECONDS`` rendered first; a
-        scrape also asks for process metrics older than 5 s again.
+        """The exposition to serve a scrape, with changes older than ``AHEAD_SECONDS`` rendered first, or the
+        render under way finished (the changes it took are pending no more, yet not published); a scrape also
+        asks for process metrics older than 5 s again.
 
         Demand-driven: an exporter nobody scrapes does no periodic work, and
         process metrics lag by at most one scrape interval.
@@ -221,6 +222,9 @@ class Renderer:
             self._dirty.mark({PROCESS_SECTION})
         if self._stale(now):
             self._render_dirty()
+        elif self._render_lock.locked():  # a render (the one ahead of this scrape) is being made: serve it, not
+            with self._render_lock:      # the exposition of the scrape before
+                pass
         return self._cache.current
 
     def _stale(self, now: float) -> bool:
@@ -232,9 +236,11 @@ class Renderer:
             return False
         return since is not None and now - since >= AHEAD_SECONDS
 
-    def scrape_may_be_slow(self) -> bool:
-        """Whether the next scrape renders or compresses (then it is answered off the HTTP loop)."""
-        return self._stale(time.monotonic()) or not self._cache.current.compressed
+    def scrape_may_be_slow(self, openmetrics: bool, compressed: bool) -> bool:
+        """Whether the next scrape of that format renders, waits for a render or compresses (then it is answered
+        off the HTTP loop)."""
+        return (self._stale(time.monotonic()) or self._render_lock.locked()
+                or compressed and not self._cache.current.has_gzip(openmetrics))
 
     def render_now(self, sources: Iterable[str]) -> None:
         """Renders the sources' sections, the process and the exporter's in the calling thread (``--once``)."""

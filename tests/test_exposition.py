@@ -27,10 +27,10 @@ def test_an_update_compresses_nothing_and_a_gzip_scrape_compresses_its_expositio
     cache.update({"big": big, "small": section("small", 3)})
     for value in range(20):
         cache.update({"small": section("small", value)})
-    assert compressed == [] and not cache.current.compressed
+    assert compressed == [] and cache.current.compressed_formats() == ()
     first = cache.current
     assert gzip.decompress(first.body(openmetrics=False, compressed=True)) == first.text
-    assert compressed == [first.text] and first.compressed
+    assert compressed == [first.text] and first.has_gzip(False) and not first.has_gzip(True)
     assert first.body(False, True) is first.body(False, True) and len(compressed) == 1, "made once per exposition"
 
     cache.update({"small": section("small", 7)})

@@ -74,10 +74,11 @@ class App:
                  landing_page: Callable[[str], bytes], web: Optional[WebConfigFile] = None,
                  reload: Optional[Callable[[], ReloadOutcome]] = None,
                  health: Callable[[], Optional[str]] = lambda: None,
-                 exposition_may_be_slow: Callable[[], bool] = lambda: False):
+                 exposition_may_be_slow: Callable[[bool, bool], bool] = lambda openmetrics, compressed: False):
         self.telemetry_path = telemetry_path
         self.exposition = exposition
-        #: Whether ``exposition`` will render or compress first (the scrape is then answered on the pool).
+        #: Whether ``exposition`` will render or compress first for a scrape of that format (OpenMetrics?, gzip?):
+        #: the scrape is then answered on the pool.
         self.exposition_may_be_slow = exposition_may_be_slow
         self.ready = ready
         self.landing_page = landing_page
@@ -222,6 +223,12 @@ def error(status: int, message: str) -> Response:
     return Response(status, (message + "\n").encode(), close=True)
 
 
+def _scrape_format(request: Request) -> Tuple[bool, bool]:
+    """Whether a scrape asks for OpenMetrics, and for gzip."""
+    return (wants_openmetrics(request.headers.get("accept", "")),
+            accepts_gzip(request.headers.get("accept-encoding", "")))
+
+
 class Responder:
     """What to answer to one complete request: the routes, knowing the app but not the sockets."""
 
@@ -232,7 +239,7 @@ class Responder:
         """Whether answering may take long enough to hold up the loop (it then runs on the pool)."""
         if request.method == "POST" or request.path == "/":
             return True
-        if request.path == self.app.telemetry_path and self.app.exposition_may_be_slow():
+        if request.path == self.app.telemetry_path and self.app.exposition_may_be_slow(*_scrape_format(request)):
             return True
         auth = self.app.web.current().auth
         return (auth is not None and request.path not in OPEN_PATHS
@@ -290,8 +297,7 @@ class Responder:
         return Response(500, ("Reload failed: %s\n" % outcome.problem).encode())
 
     def _metrics(self, request: Request) -> Response:
-        openmetrics = wants_openmetrics(request.headers.get("accept", ""))
-        compressed = accepts_gzip(request.headers.get("accept-encoding", ""))
+        openmetrics, compressed = _scrape_format(request)
         headers = {"Vary": "Accept, Accept-Encoding"}
         if compressed:
             headers["Content-Encoding"] = "gzip"
