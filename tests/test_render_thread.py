@@ -69,10 +69,13 @@ def scraped(renderer: Renderer):
 
 
 def ready(content: CountingContent, dirty: DirtySections, renderer: Renderer) -> int:
-    """Starts the renderer on a read source; returns how often the source was rendered until it was ready."""
+    """Starts the renderer on a read source; returns how often the source was rendered until it was ready.
+
+    In the pipeline's order: a source's first read is published (its section marked) before it counts as read,
+    else the renderer could be ready before it rendered the section."""
+    dirty.changed([SOURCE])
     content.ingested_once.set()
     renderer.start()
-    dirty.changed([SOURCE])
     assert renderer.wait_ready(10)
     return content.renders[SOURCE]
 
