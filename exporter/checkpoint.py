@@ -46,13 +46,14 @@ MAGIC = b"renderfarm-exporter checkpoint "
 #: Least seconds between two writes of a changed state (a crash costs at most this much re-reading, never data).
 WRITE_INTERVAL = 2.0
 #: Share of a core that writing checkpoints may take: after a write that took ``t`` seconds, the next waits at
-#: least ``t / CPU_SHARE``. A checkpoint holds every file's state (2,000 Rush files: 30-70 ms to take), so on
-#: a big farm a write every 2 s would cost more than the rest of the steady state; this stretches the interval
-#: there (15-35 s at 2,000 files) and leaves it at 2 s on a small one (under 4 ms a checkpoint: 200 files). A
+#: least ``t / CPU_SHARE``. A checkpoint holds every file's state (200 Rush files: about 5 ms to take; 2,000:
+#: 30-70 ms), so a write every 2 s would cost a fifth of the steady state at 200 files and more than the rest
+#: at 2,000; this stretches the interval there (10 s at 200 files, 60-140 s at 2,000) and leaves it at 2 s on
+#: a farm of a few dozen files. A
 #: restart after a crash reads again what came after the last checkpoint: at most that interval's lines, never
 #: a line lost or counted twice. Preferred to writing only what changed since a full write, which would add a
 #: second format to validate at a restore for what this constant buys (bench/reading.md).
-CPU_SHARE = 0.002
+CPU_SHARE = 0.0005
 #: The systemd ``StateDirectory=`` of the unit; ``--storage.path`` defaults to it.
 STATE_DIRECTORY_ENV = "STATE_DIRECTORY"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")

@@ -25,8 +25,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import stat
 import threading
-from typing import Iterable, List, Optional, Set
+from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from exporter.logs import RateLimitedLog
 from exporter.paths import PathPattern
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 OUTSIDE = "outside"
 OUTSIDE_REASON = "refused: the path leads outside the configured folders (watch.follow_symlinks_outside)"
 _DELETED = " (deleted)"
+#: Folders whose identity a containment remembers, at most (all forgotten past it: a bound, not a policy).
+MAX_KNOWN_FOLDERS = 100_000
 
 _follow_outside = False
 
@@ -64,6 +67,10 @@ def inside(resolved: str, root: str) -> bool:
     return resolved == root or resolved.startswith(root if root.endswith("/") else root + "/")
 
 
+def _identity(st: os.stat_result) -> Tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
 class _Root:
     __slots__ = ("folder", "resolved")
 
@@ -88,24 +95,61 @@ class Containment:
         self._roots: List[_Root] = [_Root(folder) for folder in sorted({p.root for p in patterns})]
         self._lock = threading.Lock()
         self._refused: Set[str] = set()
+        #: Folders of checked paths found inside a root: their (device, inode) then.
+        self._folders: Dict[str, Tuple[int, int]] = {}
         self._log = RateLimitedLog(log)
 
     def _inside(self, resolved: str) -> bool:
         return any(inside(resolved, root.resolve()) for root in self._roots)
 
-    def check(self, path: str) -> None:
-        """Raises ``OutsideRoots`` if ``path`` resolves outside every root (before it is opened)."""
+    def check(self, path: str) -> Optional[Tuple[int, int]]:
+        """Raises ``OutsideRoots`` if ``path`` resolves outside every root (before it is opened). Returns the
+        file's (device, inode) when it is no symlink in a folder found inside a root before and still the same
+        directory (two system calls instead of ``realpath``'s one per component, pure Python: the largest cost
+        of a read); ``check_descriptor`` then needs only compare it. A folder renamed away since keeps its
+        identity and is still read: its files are those the root held, never another file."""
         if _follow_outside:
-            return
-        resolved = os.path.realpath(path)
-        if not self._inside(resolved):
-            self._refuse(path, resolved)
+            return None
+        known = self._in_known_folder(path)
+        if known is None:
+            resolved = os.path.realpath(path)
+            if not self._inside(resolved):
+                self._refuse(path, resolved)
+            self._know_folder(os.path.dirname(path))
         self.forget(path)
+        return known
 
-    def check_descriptor(self, fd: int, path: str) -> None:
+    def _in_known_folder(self, path: str) -> Optional[Tuple[int, int]]:
+        folder = os.path.dirname(path)
+        known = self._folders.get(folder)
+        if known is None:
+            return None
+        try:
+            found = os.lstat(path)
+            if stat.S_ISLNK(found.st_mode) or _identity(os.stat(folder)) != known:
+                return None
+        except OSError:
+            return None
+        return _identity(found)
+
+    def _know_folder(self, folder: str) -> None:
+        """Remembers ``folder``'s identity if it resolves inside a root and was the same directory throughout."""
+        try:
+            before = _identity(os.stat(folder))
+            resolved = os.path.realpath(folder)
+            if self._inside(resolved) and _identity(os.stat(resolved)) == before:
+                if len(self._folders) >= MAX_KNOWN_FOLDERS:
+                    self._folders.clear()
+                self._folders[folder] = before
+        except OSError:
+            pass
+
+    def check_descriptor(self, fd: int, path: str, opened: Optional[os.stat_result] = None,
+                         checked: Optional[Tuple[int, int]] = None) -> None:
         """Raises ``OutsideRoots`` if the file open at ``fd`` (opened through ``path`` after ``check``) is not
-        under a root: a symlink swapped in between ``check`` and the open is caught here."""
-        if _follow_outside:
+        under a root: a symlink swapped in between ``check`` and the open is caught here. ``opened`` (its
+        fstat) being the file ``check`` found (``checked``) is enough: that file was inside."""
+        if _follow_outside or checked is not None and opened is not None and _identity(opened) == checked:
             return
         try:
             opened = os.readlink("/proc/self/fd/%d" % fd)

@@ -287,12 +287,11 @@ def _open_and_take(path: str, containment: Optional[Containment], ahead: Optiona
     unless more is to be done with it (a backlog to hand over, a read past one operation's bound). Else the
     descriptor is returned open and nothing read (a new file, a replacement: the tailer decides what to do; and,
     with ``most``, a file shorter than the cursor's offset or with more than ``most`` bytes after it)."""
-    if containment is not None:
-        containment.check(path)
+    checked = containment.check(path) if containment is not None else None
     fd, st = open_regular(path)
     try:
         if containment is not None:
-            containment.check_descriptor(fd, path)
+            containment.check_descriptor(fd, path, st, checked)
         wanted = (ahead is not None and _identity(st) == ahead[0]
                   and (most is None or 0 <= st.st_size - ahead[1].offset <= most))
         got = _take(fd, st, ahead[1], defer_bytes) if wanted and ahead is not None else None

@@ -283,7 +283,7 @@ class SlowToCheckpoint:
 
 
 def test_a_checkpoint_that_costs_much_cpu_is_written_less_often(tmp_path):
-    """Writing checkpoints takes at most CPU_SHARE of a core: a 50 ms checkpoint is next due 25 s later, not 2 s."""
+    """Writing checkpoints takes at most CPU_SHARE of a core: a 50 ms checkpoint is next due 100 s later, not 2 s."""
     reader = SlowToCheckpoint(0.05)
     saver = Checkpointer(CheckpointStore(str(tmp_path)), "slow", [reader])
     saver.save()
