@@ -197,7 +197,7 @@ class LiveRows(Generic[Key]):
         self._values: List[Any] = []
         #: The places of keys looked up since the rows last moved (filled as they are looked up, emptied by a
         #: ``_rebuild``: a dict lookup for the usual set, a bisection only for the first after a move).
-        self._places: Dict[Key, int] = {}
+        self._places: Dict[Key, Optional[int]] = {}
         self._added: Dict[Key, Any] = {}
         self._removed = False
         self._frozen: Rows[Key] = Rows((), (), ())
@@ -231,12 +231,13 @@ class LiveRows(Generic[Key]):
             self._removed = self._changed = True
 
     def _place(self, key: Key) -> Optional[int]:
-        at = self._places.get(key)
-        if at is None:
-            at = _position(self._frozen._keys, key)
-            if at is not None:
-                self._places[key] = at
-        return at
+        """The key's index in the frozen rows (None: not among them), looked up once until the rows move: a row
+        discarded while absent, as a host's records of a kind it never had, is a dict lookup too."""
+        try:
+            return self._places[key]
+        except KeyError:
+            at = self._places[key] = _position(self._frozen._keys, key)
+            return at
 
     def frozen(self) -> Rows[Key]:
         if not self._changed:
