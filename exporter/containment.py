@@ -144,12 +144,12 @@ class Containment:
         except OSError:
             pass
 
-    def check_descriptor(self, fd: int, path: str, opened: Optional[os.stat_result] = None,
+    def check_descriptor(self, fd: int, path: str, fd_stat: Optional[os.stat_result] = None,
                          checked: Optional[Tuple[int, int]] = None) -> None:
         """Raises ``OutsideRoots`` if the file open at ``fd`` (opened through ``path`` after ``check``) is not
-        under a root: a symlink swapped in between ``check`` and the open is caught here. ``opened`` (its
+        under a root: a symlink swapped in between ``check`` and the open is caught here. ``fd_stat`` (its
         fstat) being the file ``check`` found (``checked``) is enough: that file was inside."""
-        if _follow_outside or checked is not None and opened is not None and _identity(opened) == checked:
+        if _follow_outside or checked is not None and fd_stat is not None and _identity(fd_stat) == checked:
             return
         try:
             opened = os.readlink("/proc/self/fd/%d" % fd)

@@ -332,7 +332,7 @@ class SourceIngest:
                 reason = (_stuck_reason(waiting[mount]) if status.path == stuck
                           else WAITING_REASON % (stuck, mount))
                 if status.up or status.last_error != reason:
-                    status = dataclasses.replace(status, up=False, last_error=reason)
+                    status = status._replace(up=False, last_error=reason)
             files.append(status)
         known = {status.path for status in files}
         for stuck, _ in late.values():
@@ -419,7 +419,7 @@ def _stuck_reason(waiting: int) -> str:
 def _marked_down(snapshot: Snapshot, kind: str, path: str) -> Snapshot:
     """A copy of ``snapshot`` in which ``path`` is down (added if it was never read)."""
     reason = STUCK_REASON
-    files = [dataclasses.replace(f, up=False, last_error=reason) if f.path == path else f for f in snapshot.files]
+    files = [f._replace(up=False, last_error=reason) if f.path == path else f for f in snapshot.files]
     if not any(f.path == path for f in snapshot.files):
         files.append(_down(kind, path, reason))
     return dataclasses.replace(snapshot, files=tuple(files))

@@ -161,6 +161,13 @@ def _latest(candidates: Iterable[Optional[Tuple[int, Any]]]) -> Optional[Any]:
     return None if latest is None else latest[1]
 
 
+def _set_or_discard(view: LiveRows[str], host: str, value: Optional[Any]) -> None:
+    if value is None:
+        view.discard(host)
+    else:
+        view.set(host, value)
+
+
 class CpuAcctReader:
     kind = KIND
 
@@ -665,12 +672,15 @@ class CpuAcctReader:
 
     def _update_host_rows(self, host: str) -> None:
         """Records and daemon starts of every file of ``host``; gauges from them while one of them is live."""
-        states = [self._files[label] for label in self._labels_by_host.get(host, ())]
-        gone_records = self._gone.records.get(host, {})
+        labels = self._labels_by_host.get(host, ())
+        states = [self._files[label] for label in labels]
+        records = dict(self._gone.records.get(host, {}))
+        for state in states:
+            for name, count in state.records.items():
+                records[name] = records.get(name, 0) + count
         for name in RECORD_NAMES.values():
-            count = sum(state.records.get(name, 0) for state in states) + gone_records.get(name, 0)
-            if count:
-                self._records_view.set((host, name), count)
+            if records.get(name):
+                self._records_view.set((host, name), records[name])
             else:
                 self._records_view.discard((host, name))
         starts = sum(state.daemon_starts for state in states) + self._gone.daemon_starts.get(host, 0)
@@ -678,16 +688,12 @@ class CpuAcctReader:
             self._starts_view.set(host, starts)
         else:
             self._starts_view.discard(host)
-        live = any(label in self._live for label in self._labels_by_host.get(host, ()))
-        candidates: Tuple[List[Optional[Tuple[int, Any]]], ...] = (
-            [s.utilization for s in states], [s.online for s in states],
-            [None if s.last_record_time is None else (s.last_record_time, s.last_record_time) for s in states])
-        for view, timed in zip(self._gauge_views, candidates):
-            value = _latest(timed) if live else None
-            if value is None:
-                view.discard(host)
-            else:
-                view.set(host, value)
+        live = not self._live.isdisjoint(labels)
+        utilization, online, last_record = self._gauge_views
+        _set_or_discard(utilization, host, _latest([s.utilization for s in states]) if live else None)
+        _set_or_discard(online, host, _latest([s.online for s in states]) if live else None)
+        _set_or_discard(last_record, host, max((s.last_record_time for s in states
+                                                if s.last_record_time is not None), default=None) if live else None)
 
     def _label_budgets(self) -> Iterable[Tuple[str, LabelBudget]]:
         yield "host", self._host_budget
