@@ -44,7 +44,7 @@ from exporter.checkpoint import CheckpointCounts, Checkpointer, CheckpointStore
 from exporter.config import WatchConfig
 from exporter.debounce import Inbox
 from exporter.iogate import GATE
-from exporter.logs import fields
+from exporter.logs import RateLimitedLog, fields
 from exporter.sources import (
     PROGRESS_SECONDS,
     Batched,
@@ -85,6 +85,8 @@ class SourceIngest:
         self.snapshots: Dict[Reader, Snapshot] = {}
         # Zero from the start: increase() cannot see a counter's first step from nothing.
         self.failures: Counter = Counter({reader.kind: 0 for reader in self.readers})
+        #: A reader that fails at every sync (10 a second) logs its traceback once a minute, with the count.
+        self._failure_log = RateLimitedLog(log)
         self.rescans = 0
         self.ingested_once = threading.Event()
         self._stop = threading.Event()
@@ -182,9 +184,12 @@ class SourceIngest:
                     if time.monotonic() - published >= PROGRESS_SECONDS:
                         self._published(self.section)
                         published = time.monotonic()
-            except Exception:  # keep serving the last good snapshot
+            except Exception:  # noqa: BLE001 - logged (rate-limited, with traceback); the last good snapshot is kept
                 self.failures[reader.kind] += 1
-                log.exception("reader failed; keeping its last good values")
+                self._failure_log.exception(reader.kind, "reader failed; keeping its last good values",
+                                            kind=reader.kind)
+            else:
+                self._failure_log.ended(reader.kind, "reader syncs again", kind=reader.kind)
             if paths is None and number < len(self.readers):
                 self._published(self.section)
                 published = time.monotonic()

@@ -12,7 +12,7 @@ import re
 import sys
 import threading
 import time
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 LEVELS = ("debug", "info", "warn", "error")
 FORMATS = ("logfmt", "json")
@@ -144,16 +144,26 @@ class RateLimitedLog:
                 self._state.pop(key, None)
 
     def warning(self, key: str, msg: str, **kv) -> None:
+        suppressed = self._due(key)
+        if suppressed is not None:
+            self._logger.warning(msg, extra=fields(**kv, **_repeats(suppressed)))
+
+    def exception(self, key: str, msg: str, **kv) -> None:
+        """``warning`` at error level with the traceback being handled (a reader that fails at every sync)."""
+        suppressed = self._due(key)
+        if suppressed is not None:
+            self._logger.exception(msg, extra=fields(**kv, **_repeats(suppressed)))
+
+    def _due(self, key: str) -> Optional[int]:
+        """The repeats left out since the last line of ``key`` when one is due now, else None (counted)."""
         now = time.monotonic()
         with self._lock:
             last, suppressed = self._state.get(key, (float("-inf"), 0))
             if now - last < self._interval:
                 self._state[key] = (last, suppressed + 1)
-                return
+                return None
             self._state[key] = (now, 0)
-        if suppressed:
-            kv["suppressed_since_last"] = suppressed
-        self._logger.warning(msg, extra=fields(**kv))
+        return suppressed
 
     def ended(self, key: str, msg: str, **kv) -> None:
         """The problem of ``key`` stopped: ``msg`` logged (info) if it was warned about, with the repeats left out
@@ -163,3 +173,7 @@ class RateLimitedLog:
         if state is None:
             return
         self._logger.info(msg, extra=fields(**kv, suppressed_since_last=state[1]))
+
+
+def _repeats(suppressed: int) -> Dict[str, int]:
+    return {"suppressed_since_last": suppressed} if suppressed else {}

@@ -180,3 +180,28 @@ def test_down_files_kept_from_the_changed_statuses_equal_a_walk_of_every_file(sy
         previous = now
         snapshot = SimpleNamespace(files=now)
         assert down.paths([(reader, snapshot)]) == {f.path for f in now if not f.up}
+
+
+def test_a_reader_failing_at_every_sync_logs_once_with_its_traceback_then_once_when_it_syncs_again(
+        tmp_path, running, caplog):
+    bad = tmp_path / "bad.log"
+    bad.write_text("fail\n")
+    board = StatusBoard()
+    pipeline = running(Pipeline({"failing": [LineReader(str(tmp_path / "*.log"))]}, WatchConfig(), board,
+                                Changes().record))
+    caplog.set_level("INFO", logger="exporter.ingest")
+
+    def failures() -> int:
+        return board.status(pipeline.readings()).reader_failures.get(KIND, 0)
+
+    for number in range(2, 12):  # a failure per change, each a sync that raises
+        with open(bad, "a") as handle:
+            handle.write("line %d\n" % number)
+        wait_until(lambda number=number: failures() >= number, 10, "the failing sync %d" % number)
+    logged = [r for r in caplog.records if r.getMessage() == "reader failed; keeping its last good values"]
+    assert len(logged) == 1, "one line a minute, not one per sync"
+    assert logged[0].exc_info is not None and "a reader bug, on purpose" in str(logged[0].exc_info[1])
+    bad.write_text("fixed\n")
+    wait_until(lambda: lines(pipeline, "failing") == {"bad.log": 1}, 10, "a sync that works")
+    again = [r for r in caplog.records if r.getMessage() == "reader syncs again"]
+    assert len(again) == 1 and again[0].fields["suppressed_since_last"] >= 9
