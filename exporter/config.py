@@ -146,7 +146,8 @@ def notices(config: Config, sandbox: Sandbox = NO_SANDBOX, timeout: float = CHEC
     deadline = time.monotonic() + timeout
     return [Notice(one_line("%s: %s" % (".".join(filter(None, (name, problem.key))), problem.message)),
                    problem.error, problem.unmatched)
-            for name, check in checks for problem in check.problems(deadline, timeout)]
+            for name, check in checks for problem in check.problems(deadline, timeout)
+            ] + [Notice(one_line("systemd unit: " + text), False, "") for text in sandbox.unread_notices()]
 
 
 @dataclass(frozen=True)

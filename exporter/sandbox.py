@@ -13,7 +13,8 @@ off; with ``ProtectHome=tmpfs`` a folder in ``BindPaths=`` or
 ``BindReadOnlyPaths=`` is visible again (with ``yes`` it is not: systemd drops
 mounts below an inaccessible one). A path is judged as written and where its
 symlinks lead. Without an installed unit nothing is hidden (a container, a
-daemon started by hand).
+daemon started by hand); a unit file or drop-in that cannot be read is a
+warning of its own, never taken as hiding nothing.
 """
 
 from __future__ import annotations
@@ -51,6 +52,13 @@ class Sandbox:
     hidden: Tuple[Tuple[str, str], ...] = ()
     #: Folders bound into a hidden folder that is a tmpfs (``ProtectHome=tmpfs``): visible, with what is below them.
     bound: Tuple[str, ...] = ()
+    #: The unit's files that could not be read (path, why): what they set is not known, so not checked.
+    unread: Tuple[Tuple[str, str], ...] = ()
+
+    def unread_notices(self) -> List[str]:
+        """One warning per unit file that could not be read: a check that knows nothing must say so."""
+        return ["cannot read %s (%s): which folders it hides from the service is not checked; run the check as a "
+                "user who can read it (%s)" % (path, why, DOC) for path, why in self.unread]
 
     def hides(self, path: str) -> Optional[str]:
         """Why the service cannot see ``path`` (a file, folder or pattern), as written or where its symlinks lead,
@@ -81,16 +89,18 @@ def _below(path: str, folder: str) -> bool:
 NONE = Sandbox()
 
 
-def _settings(paths) -> Tuple[Dict[str, str], List[str]]:
-    """The last value of each setting read in ``paths`` (unit, then drop-ins; an empty value resets it), and the
-    entries of the binds (an empty assignment empties the list)."""
+def _settings(paths) -> Tuple[Dict[str, str], List[str], List[Tuple[str, str]]]:
+    """The last value of each setting read in ``paths`` (unit, then drop-ins; an empty value resets it), the
+    entries of the binds (an empty assignment empties the list), and the files that could not be read."""
     found: Dict[str, str] = {}
     binds: List[str] = []
+    unread: List[Tuple[str, str]] = []
     for path in paths:
         try:
             with open(path, encoding="utf-8", errors="replace") as handle:
                 lines = handle.read().splitlines()
-        except OSError:
+        except OSError as exc:
+            unread.append((path, exc.strerror or str(exc)))
             continue
         for line in lines:
             key, sep, value = (part.strip() for part in line.strip().partition("="))
@@ -98,7 +108,7 @@ def _settings(paths) -> Tuple[Dict[str, str], List[str]]:
                 binds = binds + value.split() if value else []
             elif sep and (key in _HIDING or key == _DYNAMIC_USER):
                 found[key] = value.lower()
-    return found, binds
+    return found, binds, unread
 
 
 def _destinations(binds: List[str]) -> Tuple[str, ...]:
@@ -132,13 +142,19 @@ def _drop_ins(unit: str, folders: Tuple[str, ...]) -> List[str]:
 def read(unit: str = UNIT_FILE, folders: Tuple[str, ...] = UNIT_FOLDERS) -> Sandbox:
     """The sandbox of the unit at ``unit`` with its drop-ins (from ``folders`` when the unit is in one of them);
     ``NONE`` when there is no such unit ("" or missing)."""
-    if not unit or not os.path.isfile(unit):
+    if not unit:
         return NONE
-    settings, binds = _settings([unit] + _drop_ins(unit, folders))
+    try:
+        os.stat(unit)
+    except FileNotFoundError:
+        return NONE
+    except OSError as exc:  # there may be a unit, hiding what it may: said, not taken as hiding nothing
+        return Sandbox(os.path.basename(unit), unread=((unit, exc.strerror or str(exc)),))
+    settings, binds, unread = _settings([unit] + _drop_ins(unit, folders))
     if settings.get("PrivateTmp") not in _HIDING["PrivateTmp"][0] and settings.get(_DYNAMIC_USER) in _YES:
         settings["PrivateTmp"] = "yes, implied by DynamicUser=yes"
     hidden = tuple((folder, "%s=%s" % (key, settings[key])) for key, (hiding, folders) in _HIDING.items()
                    if settings.get(key, "").partition(",")[0] in hiding for folder in folders)
     tmpfs = tuple(folder for folder, setting in hidden if setting == "ProtectHome=tmpfs")
     return Sandbox(os.path.basename(unit), hidden,
-                   tuple(dest for dest in _destinations(binds) if any(_below(dest, f) for f in tmpfs)))
+                   tuple(dest for dest in _destinations(binds) if any(_below(dest, f) for f in tmpfs)), tuple(unread))

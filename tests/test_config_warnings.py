@@ -113,6 +113,29 @@ def test_paths_the_units_sandbox_hides_are_warnings_unless_a_drop_in_relaxes_the
     assert sandbox_warnings("") == [] and sandbox_warnings(str(tmp_path / "no.service")) == []
 
 
+def test_a_unit_file_or_drop_in_that_cannot_be_read_is_a_warning_not_a_sandbox_that_hides_nothing(
+        tmp_path, write_config):
+    """What an unread drop-in sets is unknown (it may hide /home): the check says it could not look."""
+    unit = tmp_path / "renderfarm-exporter.service"
+    unit.write_text("[Service]\nExecStart=/bin/true\n")
+    unreadable = tmp_path / "renderfarm-exporter.service.d" / "hardening.conf"
+    unreadable.mkdir(parents=True)  # root reads any file; a folder where a drop-in should be cannot be read
+    config = write_config("rush:\n  cpu_acct: ['/home/render/acct/*/cpu.acct']\n")
+    result = exporter("--check-config", "--systemd.unit", str(unit), "--config.file", config)
+    assert result.returncode == 0
+    assert [line for line in result.stderr.splitlines() if "systemd unit" in line] == [
+        "warning: systemd unit: cannot read %s (Is a directory): which folders it hides from the service is not "
+        "checked; run the check as a user who can read it (docs/installation.md#the-sandbox-what-the-service-cannot-"
+        "see)" % unreadable]
+    strict = exporter("--check-config", "--strict", "--systemd.unit", str(unit), "--config.file", config)
+    assert strict.returncode != 0, "a check that could not look does not pass --strict"
+    under_a_file = exporter("--check-config", "--systemd.unit", str(unit) + "/x.service", "--config.file", config)
+    assert "cannot read %s/x.service (Not a directory)" % unit in under_a_file.stderr
+    unreadable.rmdir()
+    assert "systemd unit" not in exporter("--check-config", "--systemd.unit", str(unit), "--config.file",
+                                          config).stderr
+
+
 def test_royalrender_module_folders_that_are_missing_are_warnings(tmp_path, write_config):
     (tmp_path / "rr").mkdir()
     config = write_config("royalrender:\n  root: %s/rr\n  module_path: ['%s/lib']\n" % (tmp_path, tmp_path))
