@@ -38,8 +38,9 @@ class HeapTrimmer:
         self._pending = False
 
     def rendered(self) -> None:
+        """A render dropped what it built: a trim is pending. Not done here: a render may be a scrape's, whose
+        allocations would wait for the trim's hold on the heap."""
         self._pending = self._trim is not None
-        self.trim_if_due()
 
     def trim_if_due(self) -> None:
         if self._pending and self._trim is not None and time.monotonic() - self._last >= self._interval:

@@ -18,7 +18,8 @@ when someone reads it, so it happens:
   ``RENDER_INTERVAL_SECONDS``), until the exporter is ready.
 
 An exporter nobody scrapes renders nothing after it is ready. After renders
-the thread hands freed heap back to the system (``memory.HeapTrimmer``).
+the thread hands freed heap back to the system (``memory.HeapTrimmer``),
+never inside a scrape or the render lock.
 """
 
 from __future__ import annotations
@@ -297,6 +298,7 @@ class Renderer:
         current = self._cache.current
         for openmetrics in asked:
             current.gzip(openmetrics)
+        self._trimmer.trim_if_due()  # half a second before the scrape, outside the render lock
 
     def _render_dirty(self) -> None:
         """Renders what is dirty (nothing when a render just took it), in the calling thread."""

@@ -6,6 +6,7 @@ source's section is counted where it happens.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import Counter
@@ -16,6 +17,7 @@ from conftest import parse_samples, value, wait_until
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from exporter.memory import HeapTrimmer
 from exporter.renderer import AHEAD_SECONDS, SHORTEST_SCRAPE_INTERVAL, DirtySections, Renderer, Scrapes
 from exporter.status import RuntimeStatus
 
@@ -203,3 +205,35 @@ def test_stop_ends_the_render_thread(parts):
     assert renderer.alive()
     renderer.stop()
     assert not renderer.alive()
+
+
+def test_the_heap_is_trimmed_on_the_render_thread_never_in_a_scrape(monkeypatch):
+    """``malloc_trim`` holds the heap: a scrape's allocations would wait for it."""
+    trims: List[str] = []
+    monkeypatch.setattr("exporter.memory._malloc_trim", lambda: lambda pad: trims.append(
+        threading.current_thread().name) or 1)
+    monkeypatch.setattr("exporter.renderer.HeapTrimmer", functools.partial(HeapTrimmer, interval=0.0))  # always due
+    content, dirty = CountingContent(), DirtySections()
+    renderer = Renderer([SOURCE], content, no_status, dirty)
+    try:
+        content.version = 1
+        ready(content, dirty, renderer)
+        trims.clear()
+        content.version = 2
+        dirty.changed([SOURCE])
+        time.sleep(AHEAD_SECONDS + 0.05)  # the input: a change older than the lead, with no scrape expected
+        assert value(scraped(renderer), "test_version", copy="0") == 2, "the scrape rendered it"
+        assert "MainThread" not in trims, "trimmed in the scrape"
+        due = time.monotonic()
+        for _ in range(3):  # a regular scraper: the next render is ahead of its scrape, on the render thread
+            time.sleep(max(0.0, due - time.monotonic()))
+            renderer.exposition_for_scrape()
+            due += SHORTEST_SCRAPE_INTERVAL + 0.1
+        trims.clear()
+        content.version = 3
+        dirty.changed([SOURCE])
+        wait_until(lambda: value(served(renderer), "test_version", copy="0") == 3 and trims, 10,
+                   "a trim after the render ahead")
+        assert set(trims) == {"render"}
+    finally:
+        renderer.stop()
