@@ -105,9 +105,11 @@ class Containment:
     def check(self, path: str) -> Optional[Tuple[int, int]]:
         """Raises ``OutsideRoots`` if ``path`` resolves outside every root (before it is opened). Returns the
         file's (device, inode) when it is no symlink in a folder found inside a root before and still the same
-        directory (two system calls instead of ``realpath``'s one per component, pure Python: the largest cost
-        of a read); ``check_descriptor`` then needs only compare it. A folder renamed away since keeps its
-        identity and is still read: its files are those the root held, never another file."""
+        directory, looked up through a descriptor of that directory (a few system calls instead of ``realpath``'s
+        one per component, pure Python: the largest cost of a read; by path, a folder flipped with a symlink out
+        between the calls handed over an outside file's identity); ``check_descriptor`` then needs only compare
+        it. A folder renamed away since keeps its identity and is still read: its files are those the root held,
+        never another file."""
         if _follow_outside:
             return None
         known = self._in_known_folder(path)
@@ -124,25 +126,37 @@ class Containment:
         known = self._folders.get(folder)
         if known is None:
             return None
-        try:
-            found = os.lstat(path)
-            if stat.S_ISLNK(found.st_mode) or _identity(os.stat(folder)) != known:
-                return None
+        try:  # the file looked up in the folder's descriptor: a path resolves the folder anew at each call
+            folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
             return None
-        return _identity(found)
+        try:
+            if _identity(os.fstat(folder_fd)) != known:
+                return None
+            found = os.stat(os.path.basename(path), dir_fd=folder_fd, follow_symlinks=False)
+        except OSError:
+            return None
+        finally:
+            os.close(folder_fd)
+        return None if stat.S_ISLNK(found.st_mode) else _identity(found)
 
     def _know_folder(self, folder: str) -> None:
-        """Remembers ``folder``'s identity if it resolves inside a root and was the same directory throughout."""
+        """Remembers ``folder``'s identity if the directory it opens to is inside a root (where its descriptor
+        leads, not its path resolved again: a folder flipped with a symlink out in between had its outside
+        identity remembered). Without ``/proc`` nothing is remembered: every check takes ``realpath``."""
         try:
-            before = _identity(os.stat(folder))
-            resolved = os.path.realpath(folder)
-            if self._inside(resolved) and _identity(os.stat(resolved)) == before:
+            folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            if self._inside(os.readlink("/proc/self/fd/%d" % folder_fd)):
                 if len(self._folders) >= MAX_KNOWN_FOLDERS:
                     self._folders.clear()
-                self._folders[folder] = before
+                self._folders[folder] = _identity(os.fstat(folder_fd))
         except OSError:
             pass
+        finally:
+            os.close(folder_fd)
 
     def check_descriptor(self, fd: int, path: str, fd_stat: Optional[os.stat_result] = None,
                          checked: Optional[Tuple[int, int]] = None) -> None:
@@ -152,7 +166,7 @@ class Containment:
         if _follow_outside or checked is not None and fd_stat is not None and _identity(fd_stat) == checked:
             return
         try:
-            opened = os.readlink("/proc/self/fd/%d" % fd)
+            link = os.readlink("/proc/self/fd/%d" % fd)
         except OSError:  # no /proc: the file at the resolved path must be the one open
             resolved = os.path.realpath(path)
             try:
@@ -163,10 +177,10 @@ class Containment:
                 self._refuse(path, resolved)
             self.forget(path)
             return
-        if opened.endswith(_DELETED):
-            opened = opened[: -len(_DELETED)]  # deleted since it was opened: the name it had
-        if not self._inside(opened):
-            self._refuse(path, opened)
+        if link.endswith(_DELETED):
+            link = link[: -len(_DELETED)]  # deleted since it was opened: the name it had
+        if not self._inside(link):
+            self._refuse(path, link)
         self.forget(path)
 
     def forget(self, path: str) -> None:
