@@ -48,6 +48,8 @@ PROCESS_SECTION = "process"
 PROCESS_REFRESH_SECONDS = 5.0
 #: Until the exporter is ready, the render thread starts a pass at least this long after the previous one.
 RENDER_INTERVAL_SECONDS = 1.0
+#: Until ready, the render thread looks this often whether every first read is in (then it renders at once).
+READY_POLL_SECONDS = 0.05
 #: Once ready, the render thread renders this long before the scrape it expects, once per expected scrape, and a
 #: scrape renders changes older than this: a farm that changes all the time costs one pass and one gzip per scrape
 #: interval, not one per batch, and a scrape at 30,000 series sends bytes made before it instead of rendering and
@@ -258,8 +260,9 @@ class Renderer:
                 self._dirty.wait(self._wait_timeout(None))
             elif due is None:  # changes, and no render ahead due: look again in a while (a scrape renders them)
                 self._stop.wait(self._wait_timeout(RENDER_INTERVAL_SECONDS))
-            elif due > time.monotonic():
-                self._stop.wait(self._wait_timeout(due - time.monotonic()))
+            elif due > time.monotonic():  # until ready, looked at again soon: the first reads may end meanwhile
+                wait = due - time.monotonic()
+                self._stop.wait(self._wait_timeout(wait if self._ready.is_set() else min(wait, READY_POLL_SECONDS)))
             if self._stop.is_set():
                 return
             due = self._render_due()
@@ -282,8 +285,8 @@ class Renderer:
         thread rendered ahead of the expected one already."""
         if not self._dirty.pending():
             return None
-        if not self._ready.is_set():
-            return self._last_pass + RENDER_INTERVAL_SECONDS
+        if not self._ready.is_set():  # the pass that makes it ready comes at once, not an interval later
+            return time.monotonic() if self._content.ingested() else self._last_pass + RENDER_INTERVAL_SECONDS
         expected = self._scrapes.next_expected(time.monotonic())
         if expected is None or expected == self._rendered_ahead_of:
             return None

@@ -18,7 +18,14 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from exporter.memory import HeapTrimmer
-from exporter.renderer import AHEAD_SECONDS, SHORTEST_SCRAPE_INTERVAL, DirtySections, Renderer, Scrapes
+from exporter.renderer import (
+    AHEAD_SECONDS,
+    RENDER_INTERVAL_SECONDS,
+    SHORTEST_SCRAPE_INTERVAL,
+    DirtySections,
+    Renderer,
+    Scrapes,
+)
 from exporter.status import RuntimeStatus
 
 SOURCE = "farm"
@@ -185,6 +192,17 @@ def test_ready_only_once_every_source_was_read_and_rendered(parts):
     content.ingested_once.set()
     dirty.changed([SOURCE])
     assert renderer.wait_ready(5)
+
+
+def test_the_render_that_makes_it_ready_comes_when_the_first_reads_end_not_a_render_interval_later(parts):
+    """A restart from checkpoints reads in a fraction of a second: /-/ready must not wait out the start-up cadence."""
+    content, dirty, renderer = parts
+    renderer.start()
+    dirty.changed([SOURCE])
+    wait_until(lambda: content.renders[SOURCE] >= 1 and not dirty.pending(), 5, "a render before the first read")
+    dirty.changed([SOURCE])  # the first read ends just after a pass, in the pipeline's order
+    content.ingested_once.set()
+    assert renderer.wait_ready(RENDER_INTERVAL_SECONDS / 2), "ready only at the next start-up pass"
 
 
 def test_render_now_renders_sources_process_and_exporter_in_the_calling_thread(parts):
