@@ -137,10 +137,8 @@ def test_per_file_metrics_by_reader_equal_fresh_ones(renders, keep):
 
 def test_two_statuses_of_one_file_give_the_last_ones_rows_as_a_fresh_render_does():
     """Readers key their files by path, so this does not happen today; if it did, kept rows must not differ."""
-    import dataclasses
-
     down = statuses([("k1", "/f/a", False, 1, 0)])[0]
-    up = dataclasses.replace(down, up=True, last_success_time=2.0)
+    up = down._replace(up=True, last_success_time=2.0)
     kept = SelfMetrics()
     for files in ((down, down), (up, down), (down, up)):
         status = RuntimeStatus(files=files, watches=(), reader_failures={}, rescans=0, watch_restarts=0)
