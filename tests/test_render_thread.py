@@ -19,6 +19,8 @@ from prometheus_client.metrics_core import Metric
 from exporter.renderer import AHEAD_SECONDS, SHORTEST_SCRAPE_INTERVAL, DirtySections, Renderer, Scrapes
 from exporter.status import RuntimeStatus
 
+pytestmark = pytest.mark.inprocess
+
 SOURCE = "farm"
 
 

@@ -29,6 +29,8 @@ from exporter.families import is_utf8
 from exporter.renderer import LATE_SECONDS, SHORTEST_SCRAPE_INTERVAL, DirtySections, Renderer
 from exporter.status import RuntimeStatus
 
+pytestmark = pytest.mark.inprocess
+
 # -- the byte formatter against prometheus-client ---------------------------------------------------------------
 
 #: Any character, and the ones a formatter may get wrong: escapes, line and paragraph separators, NUL, a BOM,

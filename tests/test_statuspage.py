@@ -2,10 +2,13 @@
 
 import re
 
+import pytest
 from conftest import wait_until
 from test_ecosystem import _dump_dom
 
 from exporter.simulation.simulator import RrFarmSimulator
+
+pytestmark = pytest.mark.daemon
 
 
 def cells_of(dom, table_id):
