@@ -136,6 +136,7 @@ def _version(exposition) -> float:
     return value(parse_samples(exposition.text.decode()), "attack_version")
 
 
+@pytest.mark.daemon  # in process, but at the real scrape cadence (three scrapes 2 s apart): 6-8 s, too slow for --fast
 @pytest.mark.parametrize("offset", [LATE_SECONDS / 2, -0.3], ids=["the expected scrape", "a person just before"])
 def test_a_scrape_during_a_slow_render_ahead_waits_for_it_instead_of_serving_the_scrape_before(offset):
     """The render ahead starts half a second before the expected scrape; when it takes longer (a big change, a
