@@ -210,6 +210,7 @@ def polled_config(folder):
 # -- errors per incident ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.ecosystem  # setpriv to nobody, a folder chowned: root
 def test_a_file_flapping_down_up_down_counts_two_incidents_and_its_error_comes_and_goes(open_folder, start_daemon):
     now = int(time.time())
     path = write(os.path.join(open_folder, "render01", "cpu.acct"), frame("render01", now), mode=0o600)
@@ -236,6 +237,7 @@ def test_a_file_flapping_down_up_down_counts_two_incidents_and_its_error_comes_a
     assert problems(daemon)[0][4] == "2"
 
 
+@pytest.mark.ecosystem  # setpriv to nobody, a folder chowned: root
 def test_a_down_file_deleted_leaves_no_error_info_behind(open_folder, start_daemon):
     now = int(time.time())
     good = write(os.path.join(open_folder, "render01", "cpu.acct"), frame("render01", now))
