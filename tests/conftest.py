@@ -65,7 +65,7 @@ def pytest_collection_modifyitems(session: pytest.Session, items: List[pytest.It
 def tier_needed(argv: Sequence[str]) -> Optional[str]:
     """The tier a started program needs: ``daemon`` for the exporter (or the benchmark, which starts it),
     ``ecosystem`` for a system tool; None for anything else (the Royal Render worker, ``touch``)."""
-    args = list(argv)
+    args = [word for arg in argv for word in arg.split()]  # a shell's command (``sh -c "mount ..."``) too
     names = {os.path.basename(arg) for arg in args}
     if names & SYSTEM_TOOLS:
         return "ecosystem"
