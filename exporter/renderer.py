@@ -15,7 +15,8 @@ when someone reads it, so it happens:
   a browser): an appended line is served at most half a second after its
   read, whoever scrapes;
 - on the render thread, as the first full reads come in (at most once per
-  ``RENDER_INTERVAL_SECONDS``), until the exporter is ready.
+  ``RENDER_INTERVAL_SECONDS``; the pass after the last of them at once),
+  until the exporter is ready.
 
 An exporter nobody scrapes renders nothing after it is ready. After renders
 the thread hands freed heap back to the system (``memory.HeapTrimmer``).
@@ -107,6 +108,12 @@ class DirtySections:
             if not self._names and not self._closed:
                 self._cond.wait(timeout)
 
+    def wait_for_mark(self, timeout: Optional[float]) -> None:
+        """Returns at the next mark, after ``timeout``, or once closed, whatever is pending already."""
+        with self._cond:
+            if not self._closed:
+                self._cond.wait(timeout)
+
     def take(self) -> Set[str]:
         """The dirty sections, which are clean from now on."""
         with self._cond:
@@ -172,6 +179,8 @@ class Renderer:
         #: One render at a time: the render thread's and the scrapes' (whose handlers may run on a pool).
         self._render_lock = threading.Lock()
         self._last_pass = float("-inf")
+        #: Whether a pass started after every source's first full read: the first such pass is not held back.
+        self._passed_ingested = False
         #: The expected scrape the thread last rendered ahead of (it waits for that scrape to come).
         self._rendered_ahead_of: Optional[float] = None
         self._ready = threading.Event()
@@ -258,7 +267,7 @@ class Renderer:
             elif due is None:  # changes, and no render ahead due: look again in a while (a scrape renders them)
                 self._stop.wait(self._wait_timeout(RENDER_INTERVAL_SECONDS))
             elif due > time.monotonic():
-                self._stop.wait(self._wait_timeout(due - time.monotonic()))
+                self._wait_until(due)
             if self._stop.is_set():
                 return
             due = self._render_due()
@@ -269,6 +278,15 @@ class Renderer:
                     self._render_dirty()
             else:
                 self._trimmer.trim_if_due()
+
+    def _wait_until(self, due: float) -> None:
+        """Until ``due``; before ready also until the next mark, which may end the first reads (the pass that
+        makes the exporter ready is due then)."""
+        timeout = self._wait_timeout(due - time.monotonic())
+        if self._ready.is_set():
+            self._stop.wait(timeout)
+        else:
+            self._dirty.wait_for_mark(timeout)
 
     def _wait_timeout(self, seconds: Optional[float]) -> Optional[float]:
         """``seconds``, or less when a heap trim is due sooner (None: no limit)."""
@@ -282,6 +300,8 @@ class Renderer:
         if not self._dirty.pending():
             return None
         if not self._ready.is_set():
+            if self._content.ingested() and not self._passed_ingested:
+                return time.monotonic()  # the pass that makes the exporter ready, without waiting out the interval
             return self._last_pass + RENDER_INTERVAL_SECONDS
         expected = self._scrapes.next_expected(time.monotonic())
         if expected is None or expected == self._rendered_ahead_of:
@@ -304,6 +324,7 @@ class Renderer:
             dirty = self._dirty.take()
             if dirty:
                 self._last_pass = time.monotonic()
+                self._passed_ingested = self._content.ingested()
                 self._render_pass(dirty)
                 self._trimmer.rendered()
             if not self._ready.is_set() and not self._dirty.pending() and self._content.ingested():
