@@ -15,7 +15,8 @@ when someone reads it, so it happens:
   a browser): an appended line is served at most half a second after its
   read, whoever scrapes;
 - on the render thread, as the first full reads come in (at most once per
-  ``RENDER_INTERVAL_SECONDS``), until the exporter is ready.
+  ``RENDER_INTERVAL_SECONDS``; the pass after the last of them at once),
+  until the exporter is ready.
 
 An exporter nobody scrapes renders nothing after it is ready. After renders
 the thread hands freed heap back to the system (``memory.HeapTrimmer``),

@@ -17,6 +17,8 @@ from exporter.backfill import SampleStore, parse_time
 from exporter.rush.history import Replay
 from exporter.simulation.simulator import RrFarmSimulator
 
+pytestmark = pytest.mark.inprocess
+
 BASE = 1794000000  # 2026-11-06: Rush history starts here, in two files
 
 
@@ -55,6 +57,7 @@ def farm(tmp_path):
     return sim
 
 
+@pytest.mark.ecosystem
 def test_history_lands_in_a_real_prometheus_with_the_files_values(tmp_path, farm, write_config):
     frames = write_rush_history(tmp_path / "rush" / "render01")
     config = write_config(farm.config_text() + "rush:\n  cpu_acct: ['%s']\n" % (tmp_path / "rush" / "**" / "cpu.acct"))
@@ -126,6 +129,7 @@ def _ready(url):
         return False
 
 
+@pytest.mark.daemon
 def test_unreadable_input_is_skipped_or_stops_with_strict(tmp_path, farm, write_config):
     farm.inject("server_stats", "unreadable")
     config = write_config(farm.config_text())
@@ -167,6 +171,7 @@ def test_time_arguments(text, expected):
     assert parse_time(text, now=1_800_000_000) == expected
 
 
+@pytest.mark.daemon
 def test_bad_time_argument_is_a_usage_error(write_config):
     result = subprocess.run([sys.executable, "-m", "exporter", "backfill", "--config", write_config(""),
                              "--output", "/dev/null", "--since", "last tuesday"], cwd=REPO, capture_output=True,

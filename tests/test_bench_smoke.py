@@ -8,7 +8,10 @@ exporter report the totals the files hold (the bench exits otherwise).
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
+
+pytestmark = pytest.mark.ecosystem
 
 FIGURES = ("cpu.acct ingest", "physical limit: wc -l", "scrape text", "scrape gzip", "footprint",
            "RR re-read", "freshness, events", "freshness, poll 2 s", "incremental",

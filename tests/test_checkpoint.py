@@ -27,6 +27,8 @@ from exporter.sources import Checkpointed
 from exporter.statusboard import StatusBoard
 from exporter.tailer import TailerClosed
 
+pytestmark = pytest.mark.inprocess
+
 HOSTS = ("render01", "render02", "render03", "render04")
 USERS = ("anna", "bob", "chloé")
 TITLES = ("SHOT_010/beauty", "SHOT 020 fx", "SHOT_030")
@@ -297,6 +299,7 @@ def test_a_checkpoint_that_costs_much_cpu_is_written_less_often(tmp_path):
     assert cheap.due_at() - time.monotonic() <= checkpoint.WRITE_INTERVAL
 
 
+@pytest.mark.daemon
 def test_storage_path_defaults_to_the_systemd_state_directory():
     assert checkpoint.default_path({"STATE_DIRECTORY": "/var/lib/renderfarm-exporter"}) == \
         "/var/lib/renderfarm-exporter"
@@ -304,6 +307,7 @@ def test_storage_path_defaults_to_the_systemd_state_directory():
     assert checkpoint.default_path({}) == ""
 
 
+@pytest.mark.daemon
 def test_demo_keeps_no_checkpoints_unless_a_storage_path_is_given():
     parser = cli.build_parser()
     state = "/var/lib/renderfarm-exporter"
@@ -329,6 +333,7 @@ def rush_samples(samples) -> dict:
     return {key: sample for key, sample in samples.items() if key[0].startswith(keep)}
 
 
+@pytest.mark.daemon
 def test_kill_9_at_random_moments_then_totals_equal_a_full_re_read(tmp_path):
     seed = int(os.environ.get("CHECKPOINT_SEED", random.randrange(1 << 30)))
     print("kill -9 test seed: %d (rerun with CHECKPOINT_SEED=%d)" % (seed, seed))

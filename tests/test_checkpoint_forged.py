@@ -19,6 +19,8 @@ from conftest import REPO, parse_samples, value, wait_until
 from exporter import checkpoint
 from exporter.rush.config import SERIES_PER_HOST
 
+pytestmark = pytest.mark.daemon
+
 HOST_BUDGET = SERIES_PER_HOST * 4  # 3 hosts admitted, one name's worth kept for __other__
 CAPACITY = HOST_BUDGET // SERIES_PER_HOST - 1
 MAX_LABEL = 32

@@ -4,7 +4,10 @@ merged into its host's, so memory, per-file series and the checkpoint come back 
 import os
 import time
 
+import pytest
 from conftest import value, wait_until
+
+pytestmark = pytest.mark.inprocess
 
 HOSTS = ["render%02d" % i for i in range(5)]
 BATCHES, PER_BATCH = 15, 200  # 3,000 short-lived files

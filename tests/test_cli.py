@@ -8,6 +8,8 @@ from conftest import REPO, parse_samples, value
 
 from exporter import cli
 
+pytestmark = pytest.mark.daemon
+
 
 def run(*args, timeout=30):
     return subprocess.run([sys.executable, "-m", "exporter", *args], cwd=REPO, capture_output=True, text=True,

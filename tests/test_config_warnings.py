@@ -5,7 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO, parse_samples, value
+
+pytestmark = pytest.mark.daemon
 
 NO_RR_ROOT = {k: v for k, v in os.environ.items() if k != "RR_ROOT"}
 

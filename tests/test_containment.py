@@ -17,6 +17,8 @@ from exporter.paths import PathPattern
 from exporter.tailer import NotRegularFile, Tailer
 from exporter.wholefile import WholeFileReader
 
+pytestmark = pytest.mark.inprocess
+
 NOW = int(time.time())
 SECRET = "hunter2"
 
@@ -233,6 +235,7 @@ def test_a_symlink_to_a_big_folder_and_symlink_loops_in_a_polled_folder_are_not_
     assert "MemoryError" not in log and "Traceback" not in log
 
 
+@pytest.mark.daemon
 def test_backfill_skips_a_symlink_out_of_the_folders_unless_opted_in(tmp_path, write_config):
     logs, outside = tmp_path / "logs", tmp_path / "outside"
     (logs / "render01").mkdir(parents=True)

@@ -3,8 +3,11 @@
 import os
 import shutil
 
+import pytest
 from conftest import value
 from test_records import SPEC_EXAMPLE
+
+pytestmark = pytest.mark.daemon
 
 FRAME = "p 948300000 tahoe.900 SHOT_{n} anna {n:04d} {host} 100 {wall} 1 2 {exit} 4242\n"
 

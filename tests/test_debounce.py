@@ -7,12 +7,15 @@ import threading
 import time
 from typing import List, Set
 
+import pytest
 from conftest import wait_until
 
 from exporter.config import WatchConfig
 from exporter.debounce import Inbox, batch_seconds
 from exporter.paths import PathPattern
 from exporter.watcher import Watcher
+
+pytestmark = pytest.mark.inprocess
 
 
 def test_the_batch_window_is_debounce_bounded_by_max_wait():

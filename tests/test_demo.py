@@ -5,15 +5,19 @@ import shutil
 import subprocess
 import time
 
+import pytest
 from conftest import value, wait_until
 
 from exporter.simulation.demo import DemoFarm
+
+pytestmark = pytest.mark.inprocess
 
 
 def total_frames(samples):
     return sum(v for (name, _), v in samples.items() if name == "rush_frames_total")
 
 
+@pytest.mark.ecosystem
 def test_demo_serves_growing_counters_and_passes_promtool(start_daemon):
     daemon = start_daemon("--demo")
     first = daemon.samples()

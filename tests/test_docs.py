@@ -11,6 +11,8 @@ from exporter.config import _root_schema
 from exporter.royalrender.kinds import KINDS
 from exporter.schema import Either, ListOf, MapOf, Struct
 
+pytestmark = pytest.mark.inprocess
+
 DOCS = os.path.join(REPO, "docs")
 PAGES = sorted(os.path.join(DOCS, name) for name in os.listdir(DOCS) if name.endswith(".md"))
 NAME = re.compile(r"\b(?:rush|royalrender|renderfarm_exporter)_[a-z0-9_]+\b")

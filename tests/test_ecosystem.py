@@ -9,8 +9,11 @@ import textwrap
 import urllib.parse
 import urllib.request
 
+import pytest
 import yaml
 from conftest import REPO, free_port, wait_until
+
+pytestmark = pytest.mark.inprocess
 
 PROMETHEUS_DIR = os.path.join(REPO, "config", "prometheus")
 RULES = os.path.join(PROMETHEUS_DIR, "renderfarm-exporter.rules.yml")
@@ -37,6 +40,7 @@ def run(*command, cwd=None, timeout=120):
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.ecosystem
 def test_rules_pass_promtool_check_and_unit_tests():
     checked = run(tool("promtool"), "check", "rules", RULES)
     assert checked.returncode == 0 and "SUCCESS: 22 rules found" in checked.stdout, checked.stdout + checked.stderr
@@ -116,6 +120,7 @@ def test_alerts_doc_starts_with_contents_whose_links_resolve():
     assert files and all(os.path.exists(os.path.join(REPO, "docs", link)) for link in files), files
 
 
+@pytest.mark.ecosystem
 def test_runbook_queries_are_valid_promql_over_served_metrics(tmp_path, demo_exposition):
     text, _ = _alerts_doc()
     queries = _runbook_queries(text)
@@ -132,6 +137,7 @@ def test_runbook_queries_are_valid_promql_over_served_metrics(tmp_path, demo_exp
     assert "rush_job_title_frames_total" in used and sorted(used - served) == []
 
 
+@pytest.mark.ecosystem
 def test_runbook_url_rewrite_in_docs_alerts_md_leaves_valid_rules(tmp_path):
     text, _ = _alerts_doc()
     (command,) = [line for line in text.splitlines() if line.startswith("sed -i ")]
@@ -195,6 +201,7 @@ def test_dashboard_panels_of_per_host_client_user_or_file_series_show_a_topk():
     assert len(limited) == 9, limited
 
 
+@pytest.mark.ecosystem
 def test_promtool_lints_the_full_exposition_clean(demo_exposition):
     lint = subprocess.run([tool("promtool"), "check", "metrics"], input=demo_exposition.encode(),
                           capture_output=True, timeout=60)
@@ -208,6 +215,7 @@ def _query(url, expr):
     return answer["data"]["result"]
 
 
+@pytest.mark.ecosystem
 def test_real_prometheus_scrapes_the_demo_farm(tmp_path, start_daemon):
     exporter = start_daemon("--demo")
     port = free_port()

@@ -4,11 +4,14 @@ import gzip
 import sys
 import threading
 
+import pytest
 from prometheus_client.core import GaugeMetricFamily
 
 import exporter.exposition as exposition
 from exporter.exposition import ExpositionCache, SectionRenderer, render_section
 from exporter.families import gauge
+
+pytestmark = pytest.mark.inprocess
 
 
 def section(name, count):

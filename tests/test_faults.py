@@ -19,6 +19,8 @@ from conftest import REPO, parse_samples, value, wait_until
 
 from exporter.simulation.simulator import RrFarmSimulator
 
+pytestmark = pytest.mark.daemon
+
 HOSTS = ("render01", "render02", "render03")
 
 
@@ -37,6 +39,7 @@ def mount_tmpfs(folder):
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "share", str(folder)], check=True)
 
 
+@pytest.mark.ecosystem
 @pytest.mark.parametrize("mode", ["events", "poll"])
 def test_an_unmounted_share_goes_down_and_recovers_within_two_poll_intervals(tmp_path, start_daemon, write_config,
                                                                             mode):

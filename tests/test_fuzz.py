@@ -1,9 +1,12 @@
 """Property-based tests of the parsers that take outside input; ``python -m fuzz`` runs them longer."""
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fuzz import properties as prop
+
+pytestmark = pytest.mark.inprocess
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

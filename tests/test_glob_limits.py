@@ -2,6 +2,7 @@
 
 import logging
 
+import pytest
 from conftest import parse_samples, value, wait_until
 from test_config_warnings import exporter
 
@@ -10,6 +11,8 @@ from exporter.config import load
 from exporter.core import Parts, build_readers
 from exporter.paths import PathPattern
 from exporter.web import statuspage
+
+pytestmark = pytest.mark.inprocess
 
 LINE = "p 948300000 tahoe-1 T anna 1 %s 100 30 1 2 0 77\n"
 
@@ -20,6 +23,7 @@ def whole_fs_warning(key, pattern, root):
             "/srv/rush/**/cpu.acct" % (key, pattern, root))
 
 
+@pytest.mark.daemon
 def test_a_glob_over_a_whole_file_system_is_a_warning_and_strict_makes_it_an_error(write_config, tmp_path):
     (tmp_path / "logs").mkdir()
     config = write_config("rush:\n  cpu_acct:\n    - '/**/*'\n    - /usr/**/cpu.acct\n    - /*/**\n"

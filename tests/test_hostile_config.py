@@ -14,6 +14,8 @@ import time
 import pytest
 from conftest import REPO, value, wait_until
 
+pytestmark = pytest.mark.daemon
+
 LINE = "p 948300000 tahoe-1 T anna %d render01 100 30 1 2 0 77\n"
 BILLION_LAUGHS = 'a0: &a0 ["lol"]\n' + "".join(
     "a%d: &a%d [%s]\n" % (i, i, ", ".join(["*a%d" % (i - 1)] * 10)) for i in range(1, 10))

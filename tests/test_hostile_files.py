@@ -15,6 +15,8 @@ from fusefs import HangingFile
 
 from exporter.budget import OTHER, TRUNCATED_SUFFIX
 
+pytestmark = pytest.mark.daemon
+
 NOW = int(time.time())
 
 

@@ -6,7 +6,10 @@ import socket
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO, Daemon, parse_samples, value
+
+pytestmark = pytest.mark.daemon
 
 
 def rush_daemon(start_daemon, write_config, tmp_path, *extra):

@@ -8,6 +8,7 @@ import socket
 import ssl
 import time
 
+import pytest
 import trustme
 from conftest import value, wait_until
 
@@ -15,6 +16,8 @@ from bench.common import percentile
 from bench.connections import measure, raise_nofile_limit
 from bench.data import write_cpu_acct
 from exporter.web import httpserver
+
+pytestmark = pytest.mark.daemon
 
 
 def rush_daemon(start_daemon, write_config, tmp_path):

@@ -21,6 +21,8 @@ import tempfile
 import pytest
 from conftest import REPO, free_port, parse_samples, value, wait_until
 
+pytestmark = pytest.mark.inprocess
+
 INSTALL = os.path.join(REPO, "scripts", "install")
 UNIT_NAME = "renderfarm-exporter.service"
 PREFIX = "/opt/renderfarm-exporter"
@@ -66,6 +68,7 @@ def system_python():
     return SYSTEM_PYTHON
 
 
+@pytest.mark.ecosystem
 def test_install_upgrade_and_uninstall_into_a_scratch_root(tmp_path):
     root = tmp_path / "root"
     first = run("bash", INSTALL, "--root", str(root), "--python", system_python())
@@ -169,6 +172,7 @@ def test_install_upgrade_and_uninstall_into_a_scratch_root(tmp_path):
     assert config.read_text().endswith("# edited by the administrator\n"), "the configuration is never removed"
 
 
+@pytest.mark.ecosystem
 @pytest.mark.needs_root
 def test_offline_install_from_a_wheelhouse(tmp_path):
     """installation.md's offline install: a wheelhouse made where there is an index, the install made
@@ -226,6 +230,7 @@ def test_install_refuses_an_old_or_missing_python(tmp_path):
     assert not (tmp_path / "root").exists()
 
 
+@pytest.mark.ecosystem
 @pytest.mark.parametrize("hidden, setting", [
     ("/tmp", "PrivateTmp"), ("/var/tmp", "PrivateTmp"),
     pytest.param("/root", "ProtectHome", marks=pytest.mark.needs_root),
@@ -256,6 +261,7 @@ def test_install_refuses_an_interpreter_the_units_sandbox_hides(tmp_path, hidden
     assert unit_setting(unit, "PrivateTmp") == "yes" and unit_setting(unit, "ProtectHome") == "yes"
 
 
+@pytest.mark.daemon
 def test_an_invalid_configuration_exits_with_the_status_the_unit_does_not_restart_on(tmp_path):
     """RestartPreventExitStatus=2: a start on an invalid file ends `failed` instead of restarting every 5 s."""
     with open(os.path.join(REPO, "systemd", UNIT_NAME)) as handle:
@@ -290,6 +296,7 @@ def run_exec_reload(commands, mainpid, path):
     return results
 
 
+@pytest.mark.daemon
 def test_reload_works_without_procps_and_refuses_an_invalid_file_visibly(tmp_path, start_daemon):
     """The unit's ExecReload= lines, with a PATH that has no kill (no procps), against the real daemon."""
     with open(os.path.join(REPO, "systemd", UNIT_NAME)) as handle:
@@ -382,6 +389,7 @@ def process_metrics_served(options):
         daemon.wait(timeout=10)
 
 
+@pytest.mark.ecosystem
 @pytest.mark.needs_root
 def test_process_metrics_are_served_under_the_units_proc_restrictions():
     with open(os.path.join(REPO, "systemd", UNIT_NAME)) as handle:

@@ -13,6 +13,8 @@ from exporter.rush.config import Breakdown, CpuAcctEntry, RushConfig
 from exporter.rush.cpu_acct import CpuAcctReader
 from exporter.tailer import open_regular
 
+pytestmark = pytest.mark.inprocess
+
 
 @pytest.fixture
 def gate(tmp_path):

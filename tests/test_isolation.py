@@ -11,6 +11,8 @@ import pytest
 from conftest import REPO, value, wait_until
 from fusefs import HangingFile
 
+pytestmark = pytest.mark.daemon
+
 NOW = int(time.time())
 #: An append to a healthy file must be visible this soon (the target of bench/isolation.py).
 FRESH_SECONDS = 1.0

@@ -7,7 +7,10 @@ import subprocess
 import sys
 import urllib.request
 
+import pytest
 from conftest import REPO, free_port, wait_until
+
+pytestmark = pytest.mark.daemon
 
 
 def metrics(port, host="127.0.0.1"):
@@ -27,6 +30,7 @@ def test_every_listen_address_is_served_and_logged_as_go_exporters_do(start_daem
     assert addresses == ["127.0.0.1:%d" % daemon.port, "127.0.0.1:%d" % second, "[::]:%d" % third]
 
 
+@pytest.mark.ecosystem
 def test_systemd_socket_activation(write_config, tmp_path):
     activate = shutil.which("systemd-socket-activate")
     assert activate, "systemd-socket-activate is missing: scripts/test installs systemd"
@@ -63,6 +67,7 @@ def test_systemd_socket_without_systemd_is_a_clear_error(write_config, tmp_path)
     assert "no sockets from systemd (LISTEN_PID is not this process" in result.stderr
 
 
+@pytest.mark.ecosystem
 def test_systemd_socket_activation_on_a_unix_socket(write_config, tmp_path):
     import http.client
     import socket

@@ -5,7 +5,10 @@ from conftest import free_port
 
 from bench.load import check_exposition, hammer, run_demo_daemon, wait_ready
 
+pytestmark = pytest.mark.inprocess
 
+
+@pytest.mark.daemon
 def test_a_hundred_concurrent_scrapers_get_whole_consistent_expositions():
     port = free_port()
     daemon = run_demo_daemon(port)

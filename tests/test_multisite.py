@@ -16,6 +16,8 @@ import pytest
 import yaml
 from conftest import REPO, free_port, wait_until
 
+pytestmark = pytest.mark.ecosystem
+
 PROMETHEUS_DIR = os.path.join(REPO, "config", "prometheus")
 AGENT_EXAMPLE = os.path.join(PROMETHEUS_DIR, "site-agent.yml")
 CENTRAL_EXAMPLE = os.path.join(PROMETHEUS_DIR, "central.yml")

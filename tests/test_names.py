@@ -9,6 +9,7 @@ import os
 import subprocess
 import time
 
+import pytest
 from conftest import free_port, value, wait_until
 from prometheus_client.core import GaugeMetricFamily
 from test_ecosystem import _query, tool
@@ -19,6 +20,8 @@ from exporter.simulation.simulator import RrFarmSimulator
 from exporter.status import RuntimeStatus
 from exporter.web import statuspage
 
+pytestmark = pytest.mark.inprocess
+
 NOW = int(time.time())
 
 
@@ -26,6 +29,7 @@ def frame(host, when=NOW, title=b"T", owner=b"anna"):
     return b"p %d tahoe.7 %s %s 1 %s 100 10 0 0 0 1\n" % (when, title, owner, host)
 
 
+@pytest.mark.ecosystem
 def test_a_folder_named_with_bytes_that_are_not_utf8_is_one_escaped_label_and_stops_nothing(
         tmp_path, start_daemon, write_config):
     farm = tmp_path / "farm"

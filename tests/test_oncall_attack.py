@@ -30,6 +30,8 @@ from test_oncall_degradations import log_lines, page, summary
 from exporter import sandbox
 from exporter.config import load, notices
 
+pytestmark = pytest.mark.inprocess
+
 NO_RR_ROOT = {k: v for k, v in os.environ.items() if k != "RR_ROOT"}
 HIDES = "hides from the service"
 LINE = "p %d tahoe.1 T anna 1 render01 100 10 0 0 0 1\n"
@@ -59,6 +61,7 @@ def shipped_unit():
         return handle.read()
 
 
+@pytest.mark.daemon
 def test_private_tmp_no_in_a_drop_in_does_not_undo_dynamic_user(tmp_path, write_config):
     """systemd.exec(5): with DynamicUser=yes, PrivateTmp= is implied "and cannot be turned off". The shipped unit has
     DynamicUser=yes, so a drop-in's PrivateTmp=no still leaves the service its own /tmp: still a warning."""
@@ -68,12 +71,14 @@ def test_private_tmp_no_in_a_drop_in_does_not_undo_dynamic_user(tmp_path, write_
     assert "/var/tmp/acct/*/cpu.acct lies under /var/tmp" in warning and "DynamicUser=yes" in warning, warning
 
 
+@pytest.mark.daemon
 def test_protect_home_no_under_dynamic_user_shows_home(tmp_path, write_config):
     """DynamicUser=yes implies ProtectHome=read-only: a drop-in's ProtectHome=no makes /home readable (no warning)."""
     unit = unit_with_drop_in(tmp_path, shipped_unit(), "[Service]\nProtectHome=no\n")
     assert hidden_warnings(write_config("rush:\n  cpu_acct: ['/home/render/*/cpu.acct']\n"), unit) == []
 
 
+@pytest.mark.daemon
 def test_protect_home_tmpfs_with_a_bind_shows_the_bound_folder(tmp_path, write_config):
     """systemd.exec(5): ProtectHome=tmpfs hides /home "while still allowing necessary directories to be made visible
     when listed in BindPaths= or BindReadOnlyPaths=". The bound folder is visible: no warning for it (with --strict
@@ -88,6 +93,7 @@ def test_protect_home_tmpfs_with_a_bind_shows_the_bound_folder(tmp_path, write_c
     assert [w.split(": ")[1] for w in warnings] == ["rush.cpu_acct[1]", "rush.cpu_acct[3]"], warnings
 
 
+@pytest.mark.daemon
 def test_a_bind_under_protect_home_yes_does_not_show_the_folder(tmp_path, write_config):
     """With ProtectHome=yes /home is inaccessible, and systemd drops mounts below an inaccessible one: still hidden."""
     unit = unit_with_drop_in(tmp_path, "[Service]\nProtectHome=yes\n",
@@ -95,6 +101,7 @@ def test_a_bind_under_protect_home_yes_does_not_show_the_folder(tmp_path, write_
     assert len(hidden_warnings(write_config("rush:\n  cpu_acct: ['/home/render/acct/*/cpu.acct']\n"), unit)) == 1
 
 
+@pytest.mark.daemon
 @pytest.mark.parametrize("spelling", ["y", "T", "On", "TRUE"])
 def test_every_spelling_of_yes_that_systemd_accepts_hides(tmp_path, write_config, spelling):
     """systemd's parse_boolean takes 1, yes, y, true, t, on in any case."""
@@ -123,6 +130,7 @@ def test_a_symlink_from_a_visible_folder_into_home_is_hidden_too(tmp_path, write
         shutil.rmtree(home)
 
 
+@pytest.mark.daemon
 def test_a_newline_in_a_pattern_cannot_forge_a_line_of_check_config(tmp_path, write_config):
     """A pattern is text the administrator may have pasted: a newline in it must not print a second line that looks
     like another message (``... is valid``), neither on stderr nor in a reload reply (one ``warning:`` line each)."""
@@ -461,6 +469,7 @@ def test_a_pattern_that_starts_matching_leaves_no_stale_warning_on_the_page(tmp_
     assert "All files are read." in shown
 
 
+@pytest.mark.daemon
 def test_an_interpreter_named_on_path_is_judged_where_path_finds_it(tmp_path, write_config):
     """``royalrender.python: python3.11`` found on a root shell's PATH in pyenv's shims (under /root) or a folder in
     /tmp: --check-config runs it happily, but the service cannot reach it. The check says where PATH found it."""
@@ -545,6 +554,7 @@ def test_checks_stuck_on_a_hung_share_are_not_started_again_until_they_return(hu
     assert not [n for n in notices(config) if "did not finish" in n.text]
 
 
+@pytest.mark.daemon
 def test_a_tilde_or_a_variable_in_a_path_is_said_not_to_be_expanded(tmp_path, write_config):
     """``~/acct`` and ``$RUSH_LOGS/...`` as a shell would expand them: the exporter does not (a relative path is
     under the config file's folder), so it reads nothing; the check says why instead of only 'does not exist'."""

@@ -23,6 +23,8 @@ from conftest import value, wait_until
 from test_ecosystem import tool
 from test_oncall_drills import AS_NOBODY, RUSH, file_row, frame, open_folder, problems, summary, write
 
+pytestmark = pytest.mark.daemon
+
 assert open_folder  # a fixture, used by name below
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -208,6 +210,7 @@ def polled_config(folder):
 # -- errors per incident ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.ecosystem  # setpriv to nobody, a folder chowned: root
 def test_a_file_flapping_down_up_down_counts_two_incidents_and_its_error_comes_and_goes(open_folder, start_daemon):
     now = int(time.time())
     path = write(os.path.join(open_folder, "render01", "cpu.acct"), frame("render01", now), mode=0o600)
@@ -234,6 +237,7 @@ def test_a_file_flapping_down_up_down_counts_two_incidents_and_its_error_comes_a
     assert problems(daemon)[0][4] == "2"
 
 
+@pytest.mark.ecosystem  # setpriv to nobody, a folder chowned: root
 def test_a_down_file_deleted_leaves_no_error_info_behind(open_folder, start_daemon):
     now = int(time.time())
     good = write(os.path.join(open_folder, "render01", "cpu.acct"), frame("render01", now))
@@ -256,6 +260,7 @@ def test_a_down_file_deleted_leaves_no_error_info_behind(open_folder, start_daem
     assert problems(daemon) == []
 
 
+@pytest.mark.ecosystem
 def test_an_unreadable_file_whose_name_has_a_newline_and_quotes_keeps_the_exposition_valid(
         open_folder, start_daemon, tmp_path):
     now = int(time.time())
@@ -337,6 +342,7 @@ def test_an_import_error_naming_a_pid_is_one_incident_and_one_series_through_the
     assert len(series(samples, "renderfarm_exporter_source_error_info")) == 1
 
 
+@pytest.mark.ecosystem
 def test_a_100_kb_import_error_with_newlines_and_foreign_bytes_is_bounded_and_valid_everywhere(
         tmp_path, start_daemon):
     rr = BrokenRR(str(tmp_path))
@@ -423,6 +429,7 @@ def test_a_module_fixed_while_running_loads_without_a_restart_and_the_cause_goes
 # -- odd times and whole files ---------------------------------------------------------------------------------
 
 
+@pytest.mark.ecosystem
 @pytest.mark.parametrize("mtime", [-2_000_000_000, 15_000_000_000], ids=["1906", "2445"])
 def test_a_file_modified_before_1970_or_centuries_ahead_keeps_the_page_and_metrics_serving(
         tmp_path, start_daemon, write_config, mtime):
@@ -566,6 +573,7 @@ def test_records_ahead_in_a_cold_start_backlog_read_by_worker_processes(tmp_path
     assert [row[1] for row in problems(daemon)] == [still]
 
 
+@pytest.mark.ecosystem
 def test_runs_as_a_uid_without_a_name_as_a_container_run_with_user_does(open_folder, start_daemon):
     # docker run --user 54321:54321: no passwd or group entry for the exporter's user
     nameless = (tool("setpriv"), "--reuid=54321", "--regid=54321", "--clear-groups")

@@ -25,6 +25,8 @@ from conftest import REPO, value, wait_until
 from test_ecosystem import CHROMIUM_FLAGS, tool
 from test_statuspage import cells_of
 
+pytestmark = pytest.mark.daemon
+
 NOBODY = 65534
 SYSTEM_PYTHON = "/usr/bin/python%d.%d" % sys.version_info[:2]
 SCREENS = os.environ.get("SCREENS", "/work/screens")

@@ -22,6 +22,8 @@ from conftest import value, wait_until
 from fusefs import HangingFile
 from test_ecosystem import CHROMIUM_FLAGS, tool
 
+pytestmark = pytest.mark.daemon
+
 NOBODY = pwd.getpwnam("nobody")
 NOW = int(time.time())
 RUSH = "rush_cpu_acct"
@@ -106,6 +108,7 @@ def file_value(samples, name, path, kind=RUSH):
 # -- drill 2: one cpu.acct unreadable ---------------------------------------------------------------------------
 
 
+@pytest.mark.ecosystem
 def test_drill2_an_unreadable_cpu_acct_says_who_was_refused_and_counts_one_incident(open_folder, start_daemon,
                                                                                      tmp_path):
     good = write(os.path.join(open_folder, "render01", "cpu.acct"), frame("render01", NOW))
@@ -180,6 +183,7 @@ def assert_rr_cause_stays(daemon, stats, cause):
     return reason
 
 
+@pytest.mark.ecosystem
 def test_drill3_a_missing_rr_module_keeps_its_import_error_on_every_row_and_in_the_summary(
         open_folder, start_daemon, tmp_path):
     stats, config = rr_farm(open_folder, "/usr/bin/python3")
@@ -190,6 +194,7 @@ def test_drill3_a_missing_rr_module_keeps_its_import_error_on_every_row_and_in_t
     screenshot(daemon, "drill3", tmp_path)
 
 
+@pytest.mark.ecosystem
 def test_drill3_a_worker_interpreter_out_of_the_service_users_reach_is_the_cause_shown(
         open_folder, start_daemon, tmp_path):
     private = os.path.join(open_folder, "private")
@@ -206,6 +211,7 @@ def test_drill3_a_worker_interpreter_out_of_the_service_users_reach_is_the_cause
 # -- drill 4: a render host's clock 2 h ahead --------------------------------------------------------------------
 
 
+@pytest.mark.ecosystem
 def test_drill4_a_host_clock_ahead_is_a_problem_on_the_page_with_its_skew_exported(tmp_path, start_daemon,
                                                                                     write_config):
     now = int(time.time())

@@ -14,6 +14,8 @@ import urllib.request
 import pytest
 from conftest import REPO, free_port, wait_until
 
+pytestmark = pytest.mark.daemon
+
 #: a few test files that need conftest.py, the package and its data: proof the sdist's tests run
 SDIST_TESTS = ("tests/test_records.py", "tests/test_royalrender_kinds.py", "tests/test_config_warnings.py")
 

@@ -22,6 +22,8 @@ from exporter.pipeline import Pipeline
 from exporter.sources import FileStatus
 from exporter.statusboard import StatusBoard
 
+pytestmark = pytest.mark.inprocess
+
 
 class Changes:
     """What the pipeline reported as changed, from its threads."""

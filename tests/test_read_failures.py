@@ -22,6 +22,8 @@ from exporter.simulation.simulator import RrFarmSimulator
 from exporter.sources import FileStatus
 from exporter.wholefile import WholeFileReader
 
+pytestmark = pytest.mark.inprocess
+
 
 @pytest.fixture
 def farm(tmp_path):

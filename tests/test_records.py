@@ -22,6 +22,8 @@ from exporter.rush.records import (
     status_slot,
 )
 
+pytestmark = pytest.mark.inprocess
+
 # Verbatim from rush-files-cpu-acct.txt (102.21), including its stray tab.
 SPEC_EXAMPLE = (
     "u  948242700 53\n"

@@ -6,9 +6,12 @@ import signal
 import time
 import urllib.request
 
+import pytest
 from conftest import value, wait_until
 
 from exporter.simulation.simulator import RrFarmSimulator
+
+pytestmark = pytest.mark.daemon
 
 LINE = "p 948300000 tahoe-1 T anna %d render01 100 30 1 2 0 77\n"
 

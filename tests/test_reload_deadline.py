@@ -22,6 +22,8 @@ from test_systemd_notify import NotifySocket
 
 from exporter.config import READ_TIMEOUT
 
+pytestmark = pytest.mark.daemon
+
 LINE = "p 948300000 tahoe-1 T anna %d render01 100 30 1 2 0 77\n"
 HASH = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
 AUTH = {user: {"Authorization": "Basic " + base64.b64encode(b"%s:pw" % user.encode()).decode()}

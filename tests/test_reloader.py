@@ -19,6 +19,8 @@ from exporter.daemon import Reloader
 from exporter.web import statuspage
 from exporter.web.webconfig import WebConfigFile
 
+pytestmark = pytest.mark.inprocess
+
 LINE = "p 948300000 tahoe-1 T anna %d render01 100 30 1 2 0 77\n"
 
 

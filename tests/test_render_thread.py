@@ -28,6 +28,8 @@ from exporter.renderer import (
 )
 from exporter.status import RuntimeStatus
 
+pytestmark = pytest.mark.inprocess
+
 SOURCE = "farm"
 
 
@@ -105,6 +107,7 @@ def test_changes_nobody_scrapes_are_not_rendered_and_a_scrape_renders_them_all_a
     assert content.renders[SOURCE] == before + 1, "nothing changed: nothing rendered"
 
 
+@pytest.mark.daemon  # in process, but at the real scrape cadence (three scrapes 2 s apart): 6-8 s, too slow for --fast
 def test_changes_are_rendered_ahead_of_the_scrape_the_renderer_expects(parts):
     content, dirty, renderer = parts
     ready(content, dirty, renderer)

@@ -3,6 +3,7 @@
 import math
 import os
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
@@ -12,6 +13,8 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 from exporter.exposition import SectionRenderer, _Families
 from exporter.families import counter as rows_counter
 from exporter.families import gauge as rows_gauge
+
+pytestmark = pytest.mark.inprocess
 
 LABEL_VALUES = st.text(alphabet=st.sampled_from('ab\\"\n é{}=,'), max_size=6)
 VALUES = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**12, 10**12),

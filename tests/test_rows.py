@@ -3,6 +3,7 @@ fresh computation from the same data gives: they only decide how much work a ren
 
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +13,8 @@ from exporter.paths import PathPattern
 from exporter.selfmetrics import SelfMetrics
 from exporter.sources import FileStatus
 from exporter.status import RuntimeStatus
+
+pytestmark = pytest.mark.inprocess
 
 KEYS = st.sampled_from(["a", "b", "c", "d", "é"])
 VALUES = st.one_of(st.sampled_from([0, 0.0, -0.0, 1, 1.0, math.inf, 2**53 + 1]), st.integers(-5, 5))

@@ -44,6 +44,8 @@ from test_royalrender_rr9_contract import (
     write_plain_day,
 )
 
+pytestmark = pytest.mark.daemon
+
 assert BERLIN  # the zone of every case below unless said otherwise
 
 

@@ -23,6 +23,8 @@ from test_royalrender_rr9_contract import (
     slot_time,
 )
 
+pytestmark = pytest.mark.daemon
+
 MTIME = 1795180200  # Fri 2026-11-20 14:10 CET = 13:10Z; local midnight = 1795129200
 
 

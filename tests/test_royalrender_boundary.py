@@ -29,6 +29,8 @@ from exporter.royalrender.timezone import Timezone
 from exporter.royalrender.vendor.calls import MIB, SKIPPED
 from exporter.simulation.simulator import RrFarmSimulator
 
+pytestmark = pytest.mark.inprocess
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 FARM_ZONE = "Australia/Adelaide"  # UTC+10:30 in November: a half-hour offset, east of UTC
 DAEMON_ZONE = "America/New_York"
@@ -201,6 +203,7 @@ def probe(config_path, env=None):
                           capture_output=True, text=True, timeout=120, env=env)
 
 
+@pytest.mark.daemon
 def test_rr_probe_reports_what_works_what_is_missing_and_what_the_module_printed(fake_farm, bare_python,
                                                                                   write_config):
     result = probe(write_config(fake_farm.config(bare_python)), env=daemon_env())
@@ -465,6 +468,7 @@ def test_absurd_values_drop_only_themselves(fake_farm):
         "_rrGlobalStatsLS.lastSaveDay": "expected a finite number up to 2**53, got 9223372036854775807"}
 
 
+@pytest.mark.daemon
 def test_rr_probe_says_not_loaded_when_the_import_raises(fake_farm, write_config):
     fake_farm.patch_module("raise RuntimeError('licence server unreachable')\n")
     result = probe(write_config(fake_farm.config(sys.executable)))

@@ -8,6 +8,8 @@ from conftest import value, wait_until
 from exporter.royalrender.client import LAUNCHER
 from exporter.simulation.simulator import RrFarmSimulator
 
+pytestmark = pytest.mark.daemon
+
 SERVER = "royalrender_server_stats"
 
 

@@ -18,6 +18,8 @@ from exporter.royalrender.vendor.calls import MIB, LoadFailed
 from exporter.simulation import simformat, standin
 from exporter.simulation.simulator import YEAR_SLOTS_KEPT, RrFarmSimulator, local_seconds
 
+pytestmark = pytest.mark.inprocess
+
 NOW = 1795300000.0  # a fixed clock makes every slot index predictable
 
 

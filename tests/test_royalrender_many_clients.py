@@ -16,6 +16,8 @@ from exporter.core import Parts, build_readers
 from exporter.simulation.simulator import RrFarmSimulator
 from exporter.wholefile import WholeFileReader
 
+pytestmark = pytest.mark.inprocess
+
 CLIENTS = 60
 
 

@@ -2,7 +2,11 @@
 
 import sys
 
+import pytest
+
 from exporter.royalrender.vendor import module
+
+pytestmark = pytest.mark.inprocess
 
 VENDOR_LIKE = '''
 """A module named like the vendor's, standing in for it in this test."""

@@ -31,6 +31,8 @@ import sys
 import pytest
 from conftest import REPO, parse_samples, value, wait_until
 
+pytestmark = pytest.mark.daemon
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODULE_NAME = "libpyRR%d%d_datafiles" % sys.version_info[:2]
 MAGIC = "RR-REFERENCE-FAKE"

@@ -9,6 +9,8 @@ import pytest
 from exporter.royalrender import client_stats, daily_stats, server_stats
 from exporter.royalrender.times import Written
 
+pytestmark = pytest.mark.inprocess
+
 BERLIN = ZoneInfo("Europe/Berlin")
 
 

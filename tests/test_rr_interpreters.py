@@ -21,6 +21,8 @@ from exporter.royalrender.client import ModuleNotLoaded, WorkerClient, WorkerSet
 from exporter.royalrender.timezone import Timezone
 from exporter.royalrender.vendor import module
 
+pytestmark = pytest.mark.inprocess
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 JYTHON = shutil.which("jython")
 MINE = "%d.%d" % sys.version_info[:2]
@@ -65,6 +67,7 @@ def rr_root(tmp_path, builds=()):
     return root
 
 
+@pytest.mark.ecosystem
 def test_check_config_refuses_a_python_2_interpreter_with_the_fix(tmp_path, write_config, jython):
     python, version = jython
     root = rr_root(tmp_path, builds=["libpyRR39_datafiles.so", "libpyRR310_datafiles.so"])
@@ -79,6 +82,7 @@ def test_check_config_refuses_a_python_2_interpreter_with_the_fix(tmp_path, writ
     ]
 
 
+@pytest.mark.daemon
 def test_check_config_errors_for_interpreters_that_cannot_run(tmp_path, write_config):
     text_file = tmp_path / "python3"
     text_file.write_text("not a program\n")
@@ -123,6 +127,7 @@ def _zombie(pid):
         return True
 
 
+@pytest.mark.daemon
 def test_check_config_warns_when_the_installation_has_no_build_for_the_interpreter(tmp_path, write_config):
     root = rr_root(tmp_path, builds=["%s.so" % OTHER_MODULE])
     config = write_config("royalrender:\n  root: '%s'\n" % root)
@@ -146,6 +151,7 @@ def other_version_module(tmp_path):
     return folder
 
 
+@pytest.mark.daemon
 def test_a_module_named_for_another_python_is_an_error_everywhere(tmp_path, write_config):
     folder = other_version_module(tmp_path)
     # the interpreter itself, not a launcher script (pyenv's shims): the worker names the one it runs in
@@ -182,6 +188,7 @@ def test_a_module_named_for_another_python_is_an_error_everywhere(tmp_path, writ
     assert str(caught.value) == "royalrender.module: " + expected
 
 
+@pytest.mark.ecosystem
 def test_rr_probe_says_the_interpreter_is_too_old(tmp_path, write_config, jython):
     python, version = jython
     root = rr_root(tmp_path)
@@ -195,6 +202,7 @@ def test_rr_probe_says_the_interpreter_is_too_old(tmp_path, write_config, jython
     assert "failed while importing" not in result.stdout
 
 
+@pytest.mark.ecosystem
 def test_daemon_shows_why_rr_files_are_down_when_the_interpreter_is_too_old(tmp_path, start_daemon, write_config,
                                                                             jython):
     python, version = jython

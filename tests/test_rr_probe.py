@@ -4,9 +4,12 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 from exporter.simulation.simulator import RrFarmSimulator
+
+pytestmark = pytest.mark.daemon
 
 
 def probe(config_path):

@@ -29,6 +29,8 @@ from exporter.families import is_utf8
 from exporter.renderer import LATE_SECONDS, SHORTEST_SCRAPE_INTERVAL, DirtySections, Renderer
 from exporter.status import RuntimeStatus
 
+pytestmark = pytest.mark.inprocess
+
 # -- the byte formatter against prometheus-client ---------------------------------------------------------------
 
 #: Any character, and the ones a formatter may get wrong: escapes, line and paragraph separators, NUL, a BOM,
@@ -134,6 +136,7 @@ def _version(exposition) -> float:
     return value(parse_samples(exposition.text.decode()), "attack_version")
 
 
+@pytest.mark.daemon  # in process, but at the real scrape cadence (three scrapes 2 s apart): 6-8 s, too slow for --fast
 @pytest.mark.parametrize("offset", [LATE_SECONDS / 2, -0.3], ids=["the expected scrape", "a person just before"])
 def test_a_scrape_during_a_slow_render_ahead_waits_for_it_instead_of_serving_the_scrape_before(offset):
     """The render ahead starts half a second before the expected scrape; when it takes longer (a big change, a

@@ -16,6 +16,8 @@ from exporter.rush.backlog import BacklogReader, ReadInterrupted, Task, new_pool
 from exporter.rush.config import CpuAcctEntry, RushConfig
 from exporter.rush.cpu_acct import CpuAcctReader
 
+pytestmark = pytest.mark.inprocess
+
 LINE = "p\t%d\ttahoe.1\tT\tanna\t0001\t%s\t100k\t10\t1\t1\t0\t1234\n"
 BIG_LINES = 60000  # about 3.5 MB a file: two of them are a backlog for the pool
 
@@ -93,6 +95,7 @@ def test_workers_past_their_deadline_are_killed_and_their_ranges_read_here(tmp_p
     assert not multiprocessing.active_children()
 
 
+@pytest.mark.ecosystem
 @pytest.mark.parametrize("read_error", [errno.EIO, errno.ENOENT])
 @pytest.mark.parametrize("local_lines", [5, BIG_LINES], ids=["in-process", "pool"])
 def test_a_backlog_that_cannot_be_read_is_read_again_later_and_the_others_are_counted(tmp_path, read_error,

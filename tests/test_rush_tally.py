@@ -5,6 +5,7 @@ import os
 import random
 from fractions import Fraction
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +15,8 @@ from exporter.rush.config import Breakdown, CpuAcctEntry, RushConfig
 from exporter.rush.cpu_acct import CpuAcctReader
 from exporter.rush.records import WALL, MalformedLine, Process, parse_line, status_slot
 from exporter.rush.tally import RECORD_NAMES, Tally
+
+pytestmark = pytest.mark.inprocess
 
 HORIZON = 2e9
 #: Zero-padded past what int() converts (sys.get_int_max_str_digits(), 4300): float() still does.

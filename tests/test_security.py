@@ -17,6 +17,8 @@ from conftest import REPO, parse_samples, value, wait_until
 
 from exporter.web import basicauth, httpserver
 
+pytestmark = pytest.mark.daemon
+
 PASSWORD = "s3cret-farm"
 # Cost 4 keeps the suite fast; the cache is what spares scrapes the cost, whatever it is.
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()

@@ -2,10 +2,13 @@
 
 import re
 
+import pytest
 from conftest import wait_until
 from test_ecosystem import _dump_dom
 
 from exporter.simulation.simulator import RrFarmSimulator
+
+pytestmark = pytest.mark.daemon
 
 
 def cells_of(dom, table_id):
@@ -14,6 +17,7 @@ def cells_of(dom, table_id):
     return [re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for row in rows]
 
 
+@pytest.mark.ecosystem  # chromium
 def test_status_page_puts_the_summary_and_problems_first(tmp_path, start_daemon, write_config):
     farm = RrFarmSimulator(str(tmp_path / "rr"), clients=3, seed=5)
     farm.write_all()
@@ -58,6 +62,7 @@ def test_status_page_puts_the_summary_and_problems_first(tmp_path, start_daemon,
     assert "<script" not in daemon.get("/")[2].decode()
 
 
+@pytest.mark.ecosystem  # chromium
 def test_the_file_list_filters_without_javascript(tmp_path, start_daemon, write_config):
     farm = RrFarmSimulator(str(tmp_path / "rr"), clients=3, seed=5)
     farm.write_all()

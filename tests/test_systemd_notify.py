@@ -11,6 +11,8 @@ from conftest import value, wait_until
 
 from exporter.simulation.simulator import RrFarmSimulator
 
+pytestmark = pytest.mark.daemon
+
 
 class NotifySocket:
     """A bound ``NOTIFY_SOCKET`` that keeps every message with the time it arrived."""

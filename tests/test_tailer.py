@@ -7,6 +7,8 @@ import pytest
 
 from exporter.tailer import LineState, Tailer, read_range
 
+pytestmark = pytest.mark.inprocess
+
 
 class Collector:
     def __init__(self):

@@ -14,6 +14,8 @@ import sys
 import pytest
 from conftest import REPO, value
 
+pytestmark = pytest.mark.inprocess
+
 PLUGIN = os.path.join(REPO, "tests", "plugins", "thirdfarm")
 
 
@@ -82,6 +84,7 @@ def test_a_plugin_source_is_configured_served_shown_and_backfilled(plugin_path, 
     assert lines[-1] == "# EOF"
 
 
+@pytest.mark.daemon
 def test_without_the_plugin_its_section_is_an_unknown_key(write_config):
     result = subprocess.run([sys.executable, "-m", "exporter", "--check-config", "--config",
                              write_config("thirdfarm:\n  paths: []\n")], cwd=REPO, capture_output=True, text=True,

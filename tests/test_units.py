@@ -16,6 +16,8 @@ from exporter.mounts import fstype_of, is_network, read_mounts
 from exporter.paths import PathPattern
 from exporter.schema import parse_duration
 
+pytestmark = pytest.mark.inprocess
+
 
 @pytest.mark.parametrize(
     "pattern, path, matches",

@@ -12,11 +12,14 @@ import threading
 import time
 from typing import List, Set
 
+import pytest
 from conftest import wait_until
 
 from exporter.config import WatchConfig
 from exporter.paths import PathPattern
 from exporter.watcher import Watcher
+
+pytestmark = pytest.mark.inprocess
 
 FOLDERS = 2000
 

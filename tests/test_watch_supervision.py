@@ -5,6 +5,8 @@ import shutil
 import pytest
 from conftest import value
 
+pytestmark = pytest.mark.daemon
+
 LINE = "p 948300000 tahoe.1 T anna {n} render01 100 10 0 0 0 1\n"
 
 

@@ -16,6 +16,8 @@ from exporter.config import WatchConfig
 from exporter.paths import PathPattern
 from exporter.watcher import Watcher, _BoundedSnapshot
 
+pytestmark = pytest.mark.inprocess
+
 
 class Reports:
     def __init__(self) -> None:

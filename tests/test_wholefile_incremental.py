@@ -18,6 +18,8 @@ from exporter import wholefile
 from exporter.families import gauge
 from exporter.wholefile import ReadFailed, WholeFileReader
 
+pytestmark = pytest.mark.inprocess
+
 
 def parse(path):
     try:

@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from exporter.config import Config, parse
 from exporter.logs import fields
@@ -47,13 +47,15 @@ class _Job:
 class DemoFarm:
     """Writes the logs; ``step()`` advances the farm by one tick of simulated work."""
 
-    def __init__(self, folder: str, hosts: int = 36, seed: Optional[int] = None):
+    def __init__(self, folder: str, hosts: int = 36, seed: Optional[int] = None,
+                 clock: Callable[[], float] = time.time):
         self.folder = folder
         self._rng = random.Random(seed)
+        self._clock = clock
         self._hosts = ["render%02d" % i for i in range(1, hosts + 1)]
         self._jobs: List[_Job] = [_Job(self._rng, 700 + i) for i in range(12)]
         self._online: Dict[str, bool] = {h: True for h in self._hosts}
-        self._now = int(time.time())
+        self._now = int(clock())
         self._steps = 0
         #: seconds a step advances the farm's clock; the history ``create`` writes ends now, never later
         self.step_seconds = 5
@@ -80,7 +82,7 @@ class DemoFarm:
         The history is dated in the past and ends now; later steps are dated by the clock, so no record is ever
         ahead of it (a record ahead of the clock is what a host with a wrong clock writes, and is warned about).
         """
-        self._now = int(time.time()) - backlog_steps * self.step_seconds
+        self._now = int(self._clock()) - backlog_steps * self.step_seconds
         for host in self._hosts:
             os.makedirs(os.path.dirname(self.path(host)), exist_ok=True)
             self._append(host, ["r start %d online" % self._now])
@@ -89,7 +91,7 @@ class DemoFarm:
 
     def step(self) -> None:
         self._steps += 1
-        self._now = min(self._now + self.step_seconds, int(time.time()))
+        self._now = min(self._now + self.step_seconds, int(self._clock()))
         for host in self._hosts:
             lines = self._host_lines(host)
             if lines:
@@ -162,6 +164,18 @@ class Ticker:
                 log.warning("demo farm could not write", extra=fields(error=exc))
 
 
+def create_farm(folder: str, seed: Optional[int] = None,
+                clock: Callable[[], float] = time.time) -> Tuple[DemoFarm, RrFarmSimulator, Config]:
+    """The demo's two farms written under ``folder``, and the config that reads them; with a seed and a fixed
+    clock the files are the same on every run (the golden expositions in ``tests/golden/`` are rendered from them)."""
+    rush = DemoFarm(os.path.join(folder, "rush"), seed=seed, clock=clock)
+    # 12x the vendor's cadence: server stats every 5 s, client stats every 2.5 s.
+    royalrender = RrFarmSimulator(os.path.join(folder, "rr"), clients=24, seed=seed, clock=clock, speed=12.0)
+    rush.create()
+    royalrender.write_all()
+    return rush, royalrender, parse(rush.config_text() + royalrender.config_text(), "<demo config>")
+
+
 @contextmanager
 def demo_farm() -> Iterator[Config]:
     """``--demo``: a live demo farm in a temporary folder, and the config that reads it.
@@ -170,14 +184,10 @@ def demo_farm() -> Iterator[Config]:
     ``with`` block ends, then its folder is removed.
     """
     folder = tempfile.mkdtemp(prefix="renderfarm-exporter-demo-")
-    rush = DemoFarm(os.path.join(folder, "rush"))
-    # 12x the vendor's cadence: server stats every 5 s, client stats every 2.5 s.
-    royalrender = RrFarmSimulator(os.path.join(folder, "rr"), clients=24, speed=12.0)
-    tickers = [Ticker(0.5, rush.step, "demo-rush"), Ticker(1.0, royalrender.step, "demo-royalrender")]
+    tickers: List[Ticker] = []
     try:
-        rush.create()
-        royalrender.write_all()
-        config = parse(rush.config_text() + royalrender.config_text(), "<demo config>")
+        rush, royalrender, config = create_farm(folder)
+        tickers = [Ticker(0.5, rush.step, "demo-rush"), Ticker(1.0, royalrender.step, "demo-royalrender")]
         log.info("demo farm running", extra=fields(folder=folder))
         for ticker in tickers:
             ticker.start()
