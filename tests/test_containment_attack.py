@@ -7,9 +7,14 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from exporter import containment
 from exporter.containment import Containment, OutsideRoots
 from exporter.paths import PathPattern
+
+#: In process, but racing a second process for seconds: too slow for --fast.
+pytestmark = pytest.mark.daemon
 
 #: Flips two names atomically (renameat2 RENAME_EXCHANGE) until killed: the folder and a symlink to outside.
 SWAPPER = r"""

@@ -228,6 +228,7 @@ def test_stop_ends_the_render_thread(parts):
     assert not renderer.alive()
 
 
+@pytest.mark.daemon  # in process, but at the real scrape cadence: about 7 s, too slow for --fast
 def test_the_heap_is_trimmed_on_the_render_thread_never_in_a_scrape(monkeypatch):
     """``malloc_trim`` holds the heap: a scrape's allocations would wait for it."""
     trims: List[str] = []
