@@ -35,7 +35,7 @@ from typing import Callable, Deque, Dict, Iterable, List, Optional, Protocol, Se
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.metrics_core import Metric
 
-from exporter import selfmetrics
+from exporter import memory, selfmetrics
 from exporter.exposition import Exposition, ExpositionCache, PlacedSection, Section, SectionRenderer
 from exporter.logs import fields
 from exporter.memory import HeapTrimmer
@@ -313,6 +313,7 @@ class Renderer:
                 self._render_pass(dirty)
                 self._trimmer.rendered()
             if not self._ready.is_set() and not self._dirty.pending() and self._content.ingested():
+                memory.freeze_long_lived()
                 self._ready.set()
 
     def _render_pass(self, names: Set[str]) -> None:
