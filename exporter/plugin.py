@@ -29,8 +29,10 @@ from exporter.sources import (
     CHECK_RESOLUTION_SECONDS,
     ENTRY_POINT_GROUP,
     READ_FAILURE_REASONS,
+    Checkpointed,
     ConfigNotice,
     ConfiguredPath,
+    Described,
     FileStatus,
     HistorySink,
     Reader,
@@ -41,9 +43,9 @@ from exporter.tailer import FileKey, NotRegularFile, Seen, Tailer
 from exporter.wholefile import ReadFailed, WholeFileReader, WholeFileSnapshot
 
 __all__ = [
-    "CHECK_RESOLUTION_SECONDS", "ENTRY_POINT_GROUP", "OTHER", "READ_FAILURE_REASONS", "TRUNCATED_SUFFIX",
-    "Boolean", "ConfigNotice", "ConfiguredPath", "Containment", "Duration", "Either", "Field", "FileKey",
-    "FileStatus", "Glob", "GroupRegex", "HistorySink", "HostRegex", "Integer", "LabelBudget", "ListOf", "MapOf",
-    "NotRegularFile", "OneOf", "OutsideRoots", "PathPattern", "ReadFailed", "Reader", "Schema", "Seen", "Snapshot",
-    "Source", "String", "Struct", "Tailer", "WholeFileReader", "WholeFileSnapshot", "label_value",
+    "CHECK_RESOLUTION_SECONDS", "ENTRY_POINT_GROUP", "OTHER", "READ_FAILURE_REASONS", "TRUNCATED_SUFFIX", "Boolean",
+    "Checkpointed", "ConfigNotice", "ConfiguredPath", "Containment", "Described", "Duration", "Either", "Field",
+    "FileKey", "FileStatus", "Glob", "GroupRegex", "HistorySink", "HostRegex", "Integer", "LabelBudget", "ListOf",
+    "MapOf", "NotRegularFile", "OneOf", "OutsideRoots", "PathPattern", "ReadFailed", "Reader", "Schema", "Seen",
+    "Snapshot", "Source", "String", "Struct", "Tailer", "WholeFileReader", "WholeFileSnapshot", "label_value",
 ]
