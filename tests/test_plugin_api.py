@@ -14,8 +14,12 @@ PUBLIC = "exporter.plugin"
 
 
 def plugin_files():
-    return sorted(os.path.join(folder, name) for folder, _, names in os.walk(PLUGINS)
-                  for name in names if name.endswith(".py"))
+    """The plugins' own sources (not the copies pip leaves in ``build/`` when it installs one)."""
+    found = []
+    for folder, folders, names in os.walk(PLUGINS):
+        folders[:] = [name for name in folders if name != "build" and not name.endswith(".egg-info")]
+        found.extend(os.path.join(folder, name) for name in names if name.endswith(".py"))
+    return sorted(found)
 
 
 def exporter_imports(path):
