@@ -22,12 +22,12 @@ from exporter.plugin import (
     Field,
     FileKey,
     FileStatus,
+    Glob,
     Integer,
     LabelBudget,
     ListOf,
     PathPattern,
     Source,
-    String,
     Struct,
     Tailer,
     label_value,
@@ -43,7 +43,7 @@ class TailFarmConfig:
     max_queues: int
 
 
-SCHEMA = Struct({"paths": Field(ListOf(String()), default=(), doc="job logs or globs"),
+SCHEMA = Struct({"paths": Field(ListOf(Glob()), default=(), doc="job logs or globs"),
                  "max_queues": Field(Integer(minimum=1), default=100, doc="queues with series of their own")},
                 build=lambda paths, max_queues: TailFarmConfig(tuple(paths), max_queues))
 
