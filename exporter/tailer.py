@@ -65,6 +65,7 @@ import stat
 import time
 from collections import OrderedDict
 from contextlib import ExitStack, contextmanager
+from itertools import count
 from operator import attrgetter
 from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple
 
@@ -82,9 +83,16 @@ TAIL_BYTES = 64
 MAX_LINE_BYTES = 1 << 20
 RETIRE_GRACE_SECONDS = 2.0
 REMEMBERED_FILES = 10000
+_KEYS = count(1)  # FileKey: unique in the process, so keys of two tailers never meet either
 
 Identity = Tuple[int, int]
-BlockSink = Callable[[str, bytes], None]
+#: Which physical file a block came from (``docs/plugins.md``): the same for every block of one file while it is
+#: followed, renamed, replaced by a copy that continues it, or comes back; a new one for each other file (the new
+#: file after a rotation, a file truncated or rewritten in place). Blocks of two keys are never one stream, even
+#: under one label: a record begun in one file is not continued by another.
+FileKey = int
+#: ``sink(label, block, key)``: complete lines of the file ``key`` (``label``: the path it was first followed at).
+BlockSink = Callable[[str, bytes, FileKey], None]
 #: ``discarded(label, nbytes, new_line)``: bytes of an over-long line; ``new_line`` on its first part.
 DiscardSink = Callable[[str, int, bool], None]
 
@@ -103,6 +111,7 @@ class Backlog(NamedTuple):
     end: int
     partial: bytes
     skipping: bool
+    key: FileKey = 0
 
 
 #: ``backlog(backlog, fd)``: a deferred read; ``fd`` (open during the call) is the file, to cut it into ranges.
@@ -204,6 +213,7 @@ class _Position(NamedTuple):
     tail: bytes
     partial: int = 0
     skipping: bool = False
+    key: Optional[FileKey] = None  # the file's key while this process runs (not saved: keys are per process)
 
 
 class _Cursor:
@@ -214,7 +224,7 @@ class _Cursor:
     """
 
     __slots__ = ("identity", "offset", "partial", "skipping", "fingerprint", "tail", "paths", "label",
-                 "retired_at", "where", "pending", "unchecked", "size", "modified")
+                 "retired_at", "where", "pending", "unchecked", "size", "modified", "key")
 
     def __init__(self, identity: Identity, label: str):
         self.identity = identity
@@ -232,6 +242,8 @@ class _Cursor:
         self.restart()
 
     def restart(self) -> None:
+        """From the start of a new file (another key: what was read before is not continued by it)."""
+        self.key = next(_KEYS)
         self.offset = 0
         self.partial = b""
         self.skipping = False
@@ -239,7 +251,7 @@ class _Cursor:
         self.tail = b""
 
     def position(self) -> _Position:
-        return _Position(self.fingerprint, self.offset, self.tail, len(self.partial), self.skipping)
+        return _Position(self.fingerprint, self.offset, self.tail, len(self.partial), self.skipping, self.key)
 
 
 def _continues(fd: int, size: int, position: _Position) -> bool:
@@ -426,7 +438,8 @@ class LineState:
         self.skipping = skipping
 
 
-def emit(state: LineState | _Cursor, label: str, chunk: bytes, sink: BlockSink, discarded: DiscardSink) -> None:
+def emit(state: LineState | _Cursor, label: str, chunk: bytes, sink: BlockSink, discarded: DiscardSink,
+         key: FileKey) -> None:
     """Hands the complete lines of ``state``'s carried bytes plus ``chunk`` to ``sink``; keeps the rest.
 
     A line whose content is longer than ``MAX_LINE_BYTES`` is discarded,
@@ -446,7 +459,7 @@ def emit(state: LineState | _Cursor, label: str, chunk: bytes, sink: BlockSink, 
         state.partial = data
     else:
         state.partial = data[cut + 1 :]
-        sink(label, data[: cut + 1])
+        sink(label, data[: cut + 1], key)
     if len(state.partial) > MAX_LINE_BYTES:
         discarded(label, len(state.partial), True)
         state.partial, state.skipping = b"", True
@@ -513,7 +526,7 @@ def read_range(backlog: Backlog, start: int, end: int, state: LineState, sink: B
             if not chunk:
                 raise FileChanged(errno.EIO, "file shrank while its backlog was read", backlog.path)
             offset += len(chunk)
-            emit(state, backlog.label, chunk, sink, discarded)
+            emit(state, backlog.label, chunk, sink, discarded, backlog.key)
 
 
 @contextmanager
@@ -566,10 +579,11 @@ def _line_start_after(fd: int, position: int, end: int) -> Optional[int]:
 
 
 class Tailer:
-    """Follows a set of paths; ``sink(label, block)`` receives complete lines.
+    """Follows a set of paths; ``sink(label, block, key)`` receives complete lines.
 
     ``label`` is the path a file was first opened under, so per-path
-    statistics stay with one name while the file is renamed away.
+    statistics stay with one name while the file is renamed away; ``key``
+    tells the files of one label apart (``FileKey``).
     Not thread-safe: one ingest thread owns it.
     """
 
@@ -617,6 +631,12 @@ class Tailer:
     def live_labels(self) -> Set[str]:
         """Labels of every followed file, including rotated ones still in their grace period."""
         return set(map(_LABEL, self._by_identity.values()))
+
+    def live_keys(self) -> Set[FileKey]:
+        """Keys of every followed file and of every closed file that may come back (its folder went away):
+        a record in progress under any other key will never continue."""
+        return {cursor.key for cursor in self._by_identity.values()} | {
+            position.key for position in self._gone.values() if position.key is not None}
 
     @property
     def cursor_changes(self) -> int:
@@ -775,7 +795,7 @@ class Tailer:
                 while len(self._gone) > REMEMBERED_FILES:
                     self._gone.popitem(last=False)
         elif cursor.partial:
-            self._sink(cursor.label, cursor.partial + b"\n")
+            self._sink(cursor.label, cursor.partial + b"\n", cursor.key)
         cursor.partial = b""
         if self._by_identity.get(cursor.identity) is cursor:
             del self._by_identity[cursor.identity]
@@ -833,6 +853,7 @@ class Tailer:
             del self._by_identity[predecessor.identity]
             cursor.partial, cursor.skipping, cursor.pending = (predecessor.partial, predecessor.skipping,
                                                                predecessor.pending)
+            cursor.key = predecessor.key
             if predecessor.pending is not None:
                 _, backlog, tail = self._pending[predecessor.pending]
                 self._pending[predecessor.pending] = (cursor, backlog, tail)
@@ -840,6 +861,8 @@ class Tailer:
             cursor.partial = (iogate.pread(fd, position.partial, position.offset - position.partial)
                               if position.partial else b"")
             cursor.skipping = position.skipping
+            if position.key is not None:
+                cursor.key = position.key
         self._gone.pop(path, None)
         cursor.fingerprint, cursor.offset, cursor.tail = position.fingerprint, position.offset, position.tail
         log.info("file came back with the lines already read; continuing after them",
@@ -911,7 +934,7 @@ class Tailer:
         return cursor.offset - start
 
     def _emit(self, cursor: _Cursor, chunk: bytes) -> None:
-        emit(cursor, cursor.label, chunk, self._sink, self._discarded)
+        emit(cursor, cursor.label, chunk, self._sink, self._discarded, cursor.key)
 
     def _hand_over(self, cursor: _Cursor, fd: int, size: int, first_line: bytes) -> None:
         """Gives the unread bytes to ``backlog``; the cursor moves to the end and waits for ``caught_up``.
@@ -921,7 +944,7 @@ class Tailer:
         fingerprint = cursor.fingerprint or first_line
         self._tickets += 1
         backlog = Backlog(self._tickets, cursor.label, next(iter(cursor.paths), cursor.where or cursor.label),
-                          cursor.identity, cursor.offset, size, cursor.partial, cursor.skipping)
+                          cursor.identity, cursor.offset, size, cursor.partial, cursor.skipping, cursor.key)
         self._pending[backlog.ticket] = (cursor, backlog, cursor.tail)
         cursor.offset, cursor.partial, cursor.skipping = size, b"", False
         cursor.tail, cursor.fingerprint = tail, fingerprint

@@ -160,7 +160,7 @@ def test_the_tailer_refuses_and_forgets_a_path_that_leads_out(tmp_path):
     path.write_text("one\n")
     outside.write_text("secret\n")
     blocks = []
-    tailer = Tailer(lambda label, block: blocks.append(block),
+    tailer = Tailer(lambda label, block, key: blocks.append(block),
                     containment=Containment([PathPattern(str(tmp_path / "logs" / "cpu.acct"))]))
     tailer.follow(str(path))
     os.unlink(path)
@@ -195,7 +195,7 @@ def test_a_whole_file_never_goes_to_its_parser_when_it_leads_out(tmp_path):
 
 def test_without_a_root_a_device_is_still_refused_on_its_descriptor(tmp_path):
     os.symlink("/dev/zero", tmp_path / "cpu.acct")
-    tailer = Tailer(lambda label, block: None)
+    tailer = Tailer(lambda label, block, key: None)
     with pytest.raises(NotRegularFile, match="a character device"):
         tailer.follow(str(tmp_path / "cpu.acct"))
 

@@ -182,7 +182,7 @@ def test_a_mount_busy_at_any_operation_loses_no_line_and_counts_none_twice(tmp_p
 
     rng = random.Random(seed)
     lines = []
-    sink = lambda label, block: lines.extend(block.decode().splitlines())  # noqa: E731
+    sink = lambda label, block, key: lines.extend(block.decode().splitlines())  # noqa: E731
     waiting = []
     tailer = Tailer(sink, grace_seconds=0.0, backlog=(lambda backlog, fd: waiting.append(backlog)))
     tailer.defer_bytes = 1 if deferred else None
@@ -427,7 +427,7 @@ def test_a_changed_file_is_read_in_one_operation_and_files_read_ahead_in_one_for
     monkeypatch.setattr(iogate, "GATE", gate)
     lines = []
     pattern = PathPattern(str(tmp_path / "*.acct"))
-    tailer = Tailer(lambda label, block: lines.extend(block.splitlines()), containment=Containment([pattern]))
+    tailer = Tailer(lambda label, block, key: lines.extend(block.splitlines()), containment=Containment([pattern]))
     paths = [str(tmp_path / ("h%02d.acct" % n)) for n in range(20)]
     for path in paths:
         with open(path, "wb") as handle:

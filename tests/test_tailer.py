@@ -14,7 +14,7 @@ class Collector:
     def __init__(self):
         self.lines = []
 
-    def __call__(self, label, block):
+    def __call__(self, label, block, key):
         self.lines.extend(block.decode().splitlines())
 
 

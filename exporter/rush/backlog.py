@@ -85,7 +85,7 @@ def tally_range(task: Task) -> RangeResult:
     state = LineState(backlog.partial, backlog.skipping) if first else LineState()
     tally = Tally(settings.users, settings.titles)
     read_range(backlog, task.start, task.end, state,
-               lambda label, block: tally.add_block(block, settings.horizon),
+               lambda label, block, key: tally.add_block(block, settings.horizon),
                lambda label, nbytes, new_line: tally.discarded(nbytes, new_line))
     return RangeResult(tally, state)
 

@@ -63,7 +63,7 @@ from exporter.rush.records import STATUSES, SYSTEM, USER, WALL
 from exporter.rush.saved import FileState, GoneShare, SavedBudget, SavedReader
 from exporter.rush.tally import BREAKDOWN_WALL, OVER_LONG, RECORD_NAMES, Exact, Tally
 from exporter.sources import CHECK_RESOLUTION_SECONDS, FileStatus
-from exporter.tailer import MAX_LINE_BYTES, Backlog, LineState, Tailer
+from exporter.tailer import MAX_LINE_BYTES, Backlog, FileKey, LineState, Tailer
 
 log = logging.getLogger(__name__)
 
@@ -350,8 +350,9 @@ class CpuAcctReader:
         tally.discarded(nbytes, new_line)
         self._take(label, tally)
 
-    def _consume(self, label: str, block: bytes) -> None:
-        """Counts the complete lines of ``block``; malformed lines are counted and skipped."""
+    def _consume(self, label: str, block: bytes, key: FileKey) -> None:
+        """Counts the complete lines of ``block``; malformed lines are counted and skipped (a Rush record is
+        one line: which file of the label it came from, ``key``, does not matter)."""
         tally = self._new_tally()
         tally.add_block(block, self._horizon)
         self._take(label, tally)

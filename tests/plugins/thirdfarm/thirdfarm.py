@@ -1,5 +1,5 @@
-"""A minimal third source, written against the exporter's contract only (``exporter.sources``,
-``exporter.schema``, ``exporter.wholefile``): one JSON file per queue, rewritten whole.
+"""A minimal third source, written against the exporter's public API only
+(``exporter.plugin``): one JSON file per queue, rewritten whole.
 
     {"queue": "gpu", "jobs": {"waiting": 4, "rendering": 2}, "history": [[1795000000, 3], ...]}
 
@@ -12,9 +12,7 @@ from typing import Tuple
 
 from prometheus_client.core import GaugeMetricFamily
 
-from exporter.schema import Field, ListOf, String, Struct
-from exporter.sources import Source
-from exporter.wholefile import ReadFailed, WholeFileReader
+from exporter.plugin import Field, ListOf, ReadFailed, Source, String, Struct, WholeFileReader
 
 KIND = "thirdfarm_queue"
 
