@@ -133,6 +133,16 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.fail("needs root (mounts or namespaces), as CI has: run scripts/test as root", pytrace=False)
 
 
+def install_plugin(name: str, target: str) -> str:
+    """Installs the example plugin ``tests/plugins/NAME`` with the real pip into ``target``, a folder only the daemons
+    given it on ``PYTHONPATH`` see (a plugin is installed, not imported from the tree); returns ``target``."""
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                                "--no-deps", "--target", target, os.path.join(REPO, "tests", "plugins", name)],
+                               capture_output=True, text=True, timeout=600)
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    return target
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

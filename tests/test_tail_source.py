@@ -7,27 +7,19 @@ new file is malformed, both parts, and never merged (docs/plugins.md, "The per-f
 """
 
 import os
-import subprocess
-import sys
 
 import pytest
-from conftest import REPO, value
+from conftest import install_plugin, value
 
 pytestmark = pytest.mark.inprocess  # a test that starts the daemon is in its tier by its fixture
 
-PLUGIN = os.path.join(REPO, "tests", "plugins", "tailfarm")
 MALFORMED = "renderfarm_exporter_source_malformed_lines_total"
 LINES = "renderfarm_exporter_source_read_lines_total"
 
 
 @pytest.fixture(scope="module")
 def plugin_env(tmp_path_factory):
-    target = tmp_path_factory.mktemp("tailfarm-site")
-    installed = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                                "--no-deps", "--target", str(target), PLUGIN], capture_output=True, text=True,
-                               timeout=600)
-    assert installed.returncode == 0, installed.stderr[-3000:]
-    return dict(os.environ, PYTHONPATH=str(target))
+    return dict(os.environ, PYTHONPATH=install_plugin("tailfarm", str(tmp_path_factory.mktemp("tailfarm-site"))))
 
 
 def append(path, text):

@@ -12,21 +12,15 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, value
+from conftest import REPO, install_plugin, value
 
 pytestmark = pytest.mark.inprocess
 
-PLUGIN = os.path.join(REPO, "tests", "plugins", "thirdfarm")
 
 
 @pytest.fixture(scope="module")
 def plugin_path(tmp_path_factory):
-    target = tmp_path_factory.mktemp("plugin-site")
-    installed = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                                "--no-deps", "--target", str(target), PLUGIN], capture_output=True, text=True,
-                               timeout=600)
-    assert installed.returncode == 0, installed.stderr[-3000:]
-    return str(target)
+    return install_plugin("thirdfarm", str(tmp_path_factory.mktemp("plugin-site")))
 
 
 def env_with(plugin_path):
