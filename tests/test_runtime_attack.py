@@ -523,16 +523,20 @@ def test_an_inotify_overflow_under_a_flood_while_scrapes_go_on_loses_no_line(tmp
     scraper = Scraper(daemon, [0.3], [{"Accept-Encoding": "gzip"}, {}], stop)
     scraper.start()
     frame = 0
+    with open("/proc/sys/fs/inotify/max_queued_events") as handle:
+        queue = int(handle.read())
     try:
         for burst in range(3):
             _append(path, "".join(FRAME % number for number in range(frame, frame + 10)))
             frame += 10
-            names = [str(junk / ("junk-%d-%d.tmp" % (burst, number))) for number in range(12_000)]
+            # More names than the kernel's queue holds: their second touch alone (an event each, in one call, within
+            # about a batch window) overflows it, however fast the batches before it were read.
+            names = ["junk-%d-%d.tmp" % (burst, number) for number in range(queue + 4000)]
             for start in range(0, len(names), 3000):
-                subprocess.run(["touch", *names[start:start + 3000]], check=True)
+                subprocess.run(["touch", *names[start:start + 3000]], cwd=junk, check=True)
                 _append(path, FRAME % frame)  # in the middle of the flood
                 frame += 1
-            subprocess.run(["touch", *names], check=True)  # their attributes again: more events
+            subprocess.run(["touch", *names], cwd=junk, check=True)  # their attributes again: more events
         _append(path, FRAME % frame)
         frame += 1
         daemon.wait_for_value("rush_frames_total", frame, timeout=30, host="render01", status="done")
