@@ -177,6 +177,13 @@ def _append(path, text: str) -> None:
         handle.write(text)
 
 
+def _append_frames(path, first: int, count: int) -> int:
+    """Appends frames ``first`` .. ``first + count - 1``, a write each, as Rush does; returns the next frame."""
+    for frame in range(first, first + count):
+        _append(path, FRAME % frame)
+    return first + count
+
+
 def _frames(body: bytes) -> float:
     samples = parse_samples(body.decode())
     return value(samples, "rush_frames_total", host="render01", status="done") or 0.0
@@ -309,13 +316,9 @@ def test_rotations_in_the_middle_of_batches_lose_and_double_count_nothing(tmp_pa
     daemon, path = _rush_daemon(tmp_path, start_daemon, write_config)
     frame = 0
     for rotation in range(12):
-        for _ in range(5):
-            _append(path, FRAME % frame)
-            frame += 1
+        frame = _append_frames(path, frame, 5)
         path.rename(path.with_name("Ocpu.acct.%d" % rotation))
-        for _ in range(3):
-            _append(path, FRAME % frame)
-            frame += 1
+        frame = _append_frames(path, frame, 3)
         time.sleep(0.15)  # the next rotation in a later batch (100 ms), the input of this test
     daemon.wait_for_value("rush_frames_total", frame, timeout=20, host="render01", status="done")
     time.sleep(0.5)  # nothing more may come: a late double count would show now (a bound, not a wait for a state)
@@ -329,13 +332,9 @@ def test_a_file_created_and_rotated_within_one_batch_is_still_read(tmp_path, sta
     daemon, path = _rush_daemon(tmp_path, start_daemon, write_config)
     frame = 0
     for rotation in range(2):
-        for _ in range(5):
-            _append(path, FRAME % frame)
-            frame += 1
+        frame = _append_frames(path, frame, 5)
         path.rename(path.with_name("Ocpu.acct.%d" % rotation))
-    for _ in range(3):
-        _append(path, FRAME % frame)
-        frame += 1
+    frame = _append_frames(path, frame, 3)
     daemon.wait_for_value("rush_frames_total", frame, timeout=10, host="render01", status="done")
 
 
